@@ -1,0 +1,196 @@
+//! The command line: one file per verb, each with `execute()`.
+
+mod catalog;
+mod check;
+mod daemon;
+mod down;
+mod regions;
+mod show;
+mod status;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    catalog::{Catalog, Feature},
+    policy::{
+        Config, Policy, Selection,
+        config::{DEFAULT_CONFIG_PATH, DEFAULT_SOCKET},
+    },
+};
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "allowgate",
+    version,
+    about = "Enforce a cloud service's published network allow list at the NIC (XDP + TC)",
+    long_about = "Enforce a cloud service's published network allow list at the NIC.\n\n\
+        allowgate ships the catalog of Microsoft Defender for Cloud Apps' \"Network requirements\" \
+        page: pick data centers (regions) and features, and an XDP program (ingress) and a TC \
+        program (egress) pass exactly what the page lists, plus the host's essentials and your \
+        own additions, and drop everything else."
+)]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the data centers, what each lists per feature, and which are enabled.
+    Regions(regions::Args),
+    /// Show the compiled allow list (works without a daemon).
+    Show(show::Args),
+    /// Would a connection to or from ADDR be allowed, and by which rules?
+    ///
+    /// Exit status: 0 allowed, 1 denied, 2 error (as grep).
+    Check(check::Args),
+    /// Run the service: attach, enforce, keep enforcing.
+    Daemon(daemon::Args),
+    /// What is enforced now: mode, interfaces, selection, entries, counters.
+    Status(status::Args),
+    /// Stop enforcing: detach the programs and remove every pin.
+    Down(down::Args),
+    /// Work with catalogs made from the service's page.
+    #[command(subcommand)]
+    Catalog(catalog::Command),
+}
+
+impl Cli {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Regions(args) => regions::execute(args),
+            Command::Show(args) => show::execute(args),
+            Command::Check(args) => match check::execute(args) {
+                Ok(code) => Ok(code),
+                Err(err) => {
+                    eprintln!("allowgate: {err:#}");
+                    Ok(ExitCode::from(EXIT_USAGE))
+                }
+            },
+            Command::Catalog(cmd) => catalog::execute(cmd),
+            Command::Daemon(args) => daemon::execute(args),
+            Command::Status(args) => status::execute(args),
+            Command::Down(args) => down::execute(args),
+        }
+    }
+}
+
+/// Options every offline verb shares: where the config is and what to select.
+#[derive(Debug, clap::Args)]
+pub struct SelectionArgs {
+    /// A data center to select (repeatable): us1, us2, us3, eu1, eu2, gov-us1.
+    #[arg(long = "region", short = 'r', value_name = "REGION")]
+    pub regions: Vec<String>,
+    /// A feature to select (repeatable): portal, proxy, siem, app-connector, dlp, mail,
+    /// log-collector. Default: the config's, else portal, proxy, siem.
+    #[arg(long = "feature", short = 'f', value_name = "FEATURE")]
+    pub features: Vec<String>,
+    /// The config file [default: /etc/allowgate/config.toml when it exists].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// Reads a catalog: the built-in one, or a file from `allowgate catalog import` (JSON)
+/// or a page itself (Markdown).
+pub fn load_catalog(path: Option<&Path>) -> anyhow::Result<Catalog> {
+    let Some(path) = path else {
+        return Ok(Catalog::builtin());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read catalog {}", path.display()))?;
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).with_context(|| format!("catalog {} is not a catalog file", path.display()))
+    } else {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        crate::catalog::parse_page(&text, &name).with_context(|| format!("catalog page {}", path.display()))
+    }
+}
+
+/// The config at `path`, or at the default path when it exists, else the defaults;
+/// with the catalog it names.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<(Config, Catalog)> {
+    let path = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+    };
+    let Some(path) = path else {
+        return Ok((Config::default(), Catalog::builtin()));
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let catalog = load_catalog(Config::catalog_path(&text).as_deref())?;
+    let config = Config::parse(&text, &path.display().to_string(), &catalog)?;
+    Ok((config, catalog))
+}
+
+impl SelectionArgs {
+    /// The selection from the flags, else from the config; with the policy it makes.
+    pub fn policy(&self) -> anyhow::Result<(Policy, Config, Catalog)> {
+        let (config, catalog) = load_config(self.config.as_deref())?;
+        let selection = self.selection(&config, &catalog)?;
+        let dns = config.dns_servers();
+        let policy = Policy::build(&catalog, &selection, &config, &dns);
+        Ok((policy, config, catalog))
+    }
+
+    fn selection(&self, config: &Config, catalog: &Catalog) -> anyhow::Result<Selection> {
+        let regions = if self.regions.is_empty() {
+            config.regions.clone()
+        } else {
+            let mut ids = Vec::new();
+            for name in &self.regions {
+                let id = catalog.region(name)?.id.clone();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            ids
+        };
+        let features = if self.features.is_empty() {
+            config.features.clone()
+        } else {
+            let mut list = Vec::new();
+            for name in &self.features {
+                let f: Feature = name.parse()?;
+                if !list.contains(&f) {
+                    list.push(f);
+                }
+            }
+            list
+        };
+        Ok(Selection { regions, features })
+    }
+}
+
+/// Pads each column of `rows` to its widest cell, two spaces apart.
+pub fn render_table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,72 @@
+//! `allowgate regions`: the data centers, what each lists per feature, which are enabled.
+
+use std::process::ExitCode;
+
+use super::{load_config, render_table};
+use crate::catalog::{Feature, Peer};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The config file whose `regions` are shown as enabled.
+    #[arg(long, value_name = "PATH")]
+    config: Option<std::path::PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let (config, catalog) = load_config(args.config.as_deref())?;
+    let counts = |region: &str, feature: Feature| {
+        let (mut addrs, mut names) = (0, 0);
+        for e in catalog.entries_for(region, feature) {
+            match e.peer {
+                Peer::Net(_) => addrs += 1,
+                Peer::Name(_) => names += 1,
+            }
+        }
+        (addrs, names)
+    };
+    if args.json {
+        let list: Vec<serde_json::Value> = catalog
+            .regions
+            .iter()
+            .map(|r| {
+                let features: serde_json::Map<String, serde_json::Value> = Feature::ALL
+                    .iter()
+                    .map(|&f| {
+                        let (a, n) = counts(&r.id, f);
+                        (f.as_str().to_string(), serde_json::json!({ "addresses": a, "names": n }))
+                    })
+                    .collect();
+                serde_json::json!({
+                    "region": r.id,
+                    "label": r.label,
+                    "enabled": config.regions.contains(&r.id),
+                    "features": features,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut header = vec!["REGION".to_string(), "DATA CENTER".to_string(), "ENABLED".to_string()];
+    header.extend(Feature::ALL.iter().map(|f| f.as_str().to_string()));
+    let mut rows = vec![header];
+    for r in &catalog.regions {
+        let mut row = vec![
+            r.id.clone(),
+            r.label.clone(),
+            if config.regions.contains(&r.id) { "yes" } else { "no" }.to_string(),
+        ];
+        for &f in &Feature::ALL {
+            let (a, n) = counts(&r.id, f);
+            row.push(if n == 0 { a.to_string() } else { format!("{a}+{n}") });
+        }
+        rows.push(row);
+    }
+    print!("{}", render_table(&rows));
+    println!("\nA+N: A addresses or CIDRs and N DNS names the page lists for the region (global ones included).");
+    println!("Catalog: {}", catalog.source);
+    Ok(ExitCode::SUCCESS)
+}

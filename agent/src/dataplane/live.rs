@@ -1,0 +1,132 @@
+//! Reading what the kernel enforces: the active generation, its table sizes and the
+//! counters, from a loaded object or from the pins alone (for `status` without a
+//! daemon).
+
+use std::{collections::BTreeMap, path::Path};
+
+use allowgate_ebpf::{self as abi, Reason, map};
+use aya::maps::{Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray};
+
+use super::{DataplaneError, map_err};
+
+/// Packets and bytes per (direction, verdict, reason), summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub by_key: BTreeMap<(u8, u8, Reason), abi::Counter>,
+    pub events_suppressed: u64,
+    pub events_lost: u64,
+}
+
+impl Counters {
+    pub fn get(&self, direction: u8, verdict: u8, reason: Reason) -> abi::Counter {
+        self.by_key.get(&(direction, verdict, reason)).copied().unwrap_or_default()
+    }
+
+    /// Packets of a direction and verdict, whatever the reason.
+    pub fn packets(&self, direction: u8, verdict: u8) -> u64 {
+        self.by_key
+            .iter()
+            .filter(|((d, v, _), _)| *d == direction && *v == verdict)
+            .map(|(_, c)| c.packets)
+            .sum()
+    }
+}
+
+/// What the pins under a `bpffs_dir` say is enforced.
+#[derive(Clone, Debug)]
+pub struct LiveState {
+    pub slot: u32,
+    pub config: abi::GenConfig,
+    pub v4_entries: usize,
+    pub v6_entries: usize,
+    pub counters: Counters,
+    /// Names of the pinned links (`xdp-native-eth0`, `tc-tcx-eth0`, ...).
+    pub links: Vec<String>,
+}
+
+pub(super) fn active(active: &Map, cfg: &Map) -> Result<(u32, abi::GenConfig), DataplaneError> {
+    let active: Array<&MapData, u32> = Array::try_from(active).map_err(map_err("open ag_active"))?;
+    let slot = active.get(&0, 0).map_err(map_err("read the active slot"))?.min(1);
+    let cfg: Array<&MapData, abi::GenConfig> = Array::try_from(cfg).map_err(map_err("open ag_gen_cfg"))?;
+    let config = cfg.get(&slot, 0).map_err(map_err("read the generation config"))?;
+    Ok((slot, config))
+}
+
+pub(super) fn counters(stats: &Map, misc: &Map) -> Result<Counters, DataplaneError> {
+    let stats: PerCpuArray<&MapData, abi::Counter> = PerCpuArray::try_from(stats).map_err(map_err("open ag_stats"))?;
+    let mut out = Counters::default();
+    for direction in [abi::DIR_INGRESS, abi::DIR_EGRESS] {
+        for verdict in [abi::VERDICT_PASS, abi::VERDICT_DROP] {
+            for reason in Reason::ALL {
+                let index = abi::stats_index(direction, verdict, reason as u8);
+                let per_cpu = stats.get(&index, 0).map_err(map_err("read the counters"))?;
+                let mut sum = abi::Counter::default();
+                for c in per_cpu.iter() {
+                    sum.packets += c.packets;
+                    sum.bytes += c.bytes;
+                }
+                if sum.packets > 0 {
+                    out.by_key.insert((direction, verdict, reason), sum);
+                }
+            }
+        }
+    }
+    let misc: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(misc).map_err(map_err("open ag_misc"))?;
+    let sum = |i: u32| -> Result<u64, DataplaneError> {
+        Ok(misc.get(&i, 0).map_err(map_err("read the event counters"))?.iter().sum())
+    };
+    out.events_suppressed = sum(abi::MISC_EVENTS_SUPPRESSED)?;
+    out.events_lost = sum(abi::MISC_EVENTS_LOST)?;
+    Ok(out)
+}
+
+fn count_entries(outer: &Map, slot: u32, host: bool, v6: bool) -> Result<usize, DataplaneError> {
+    let what = "count the entries of a policy table";
+    Ok(match (host, v6) {
+        (true, false) => {
+            let o: ArrayOfMaps<&MapData, HashMap<MapData, abi::V4HostKey, abi::PolicyValue>> =
+                ArrayOfMaps::try_from(outer).map_err(map_err(what))?;
+            o.get(&slot, 0).map_err(map_err(what))?.keys().count()
+        }
+        (true, true) => {
+            let o: ArrayOfMaps<&MapData, HashMap<MapData, abi::V6HostKey, abi::PolicyValue>> =
+                ArrayOfMaps::try_from(outer).map_err(map_err(what))?;
+            o.get(&slot, 0).map_err(map_err(what))?.keys().count()
+        }
+        (false, false) => {
+            let o: ArrayOfMaps<&MapData, LpmTrie<MapData, [u8; 4], abi::PolicyValue>> =
+                ArrayOfMaps::try_from(outer).map_err(map_err(what))?;
+            o.get(&slot, 0).map_err(map_err(what))?.keys().count()
+        }
+        (false, true) => {
+            let o: ArrayOfMaps<&MapData, LpmTrie<MapData, [u8; 16], abi::PolicyValue>> =
+                ArrayOfMaps::try_from(outer).map_err(map_err(what))?;
+            o.get(&slot, 0).map_err(map_err(what))?.keys().count()
+        }
+    })
+}
+
+fn open_pinned(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
+    let path = dir.join("maps").join(name);
+    let data = MapData::from_pin(&path).map_err(map_err(format!("open {}", path.display())))?;
+    Map::from_map_data(data).map_err(map_err(format!("open {}", path.display())))
+}
+
+/// Reads the enforced state from the pins under `dir`.
+pub fn read_live(dir: &Path) -> Result<LiveState, DataplaneError> {
+    let (slot, config) = active(&open_pinned(dir, map::ACTIVE)?, &open_pinned(dir, map::GEN_CONFIG)?)?;
+    let mut v4_entries = 0;
+    let mut v6_entries = 0;
+    if config.generation != 0 {
+        v4_entries = count_entries(&open_pinned(dir, map::V4_HOST)?, slot, true, false)?
+            + count_entries(&open_pinned(dir, map::V4_LPM)?, slot, false, false)?;
+        v6_entries = count_entries(&open_pinned(dir, map::V6_HOST)?, slot, true, true)?
+            + count_entries(&open_pinned(dir, map::V6_LPM)?, slot, false, true)?;
+    }
+    let counters = counters(&open_pinned(dir, map::STATS)?, &open_pinned(dir, map::MISC)?)?;
+    let mut links: Vec<String> = std::fs::read_dir(dir.join("links"))
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    links.sort();
+    Ok(LiveState { slot, config, v4_entries, v6_entries, counters, links })
+}

@@ -1,0 +1,342 @@
+//! The data plane: load the BPF object, pin its maps, attach its programs, swap in
+//! policy generations, read counters. The only module that uses aya.
+//!
+//! Everything the kernel holds lives under `bpffs_dir`:
+//!   maps/<name>              every map of the object (pinned by name)
+//!   links/xdp-<mode>-<if>    the XDP link of an interface (mode: native, generic)
+//!   links/tc-tcx-<if>        the TC egress link (tcx; a clsact filter needs no pin)
+//! so a killed daemon leaves the policy enforced, and a new one adopts it.
+
+mod attach;
+mod bpffs;
+mod live;
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+};
+
+use allowgate_ebpf::{self as abi, map};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, MapType, lpm_trie::Key},
+    programs::{ProgramError, SchedClassifier, Xdp},
+};
+
+pub use attach::{Attachment, TcMode, XdpMode, detach_all};
+pub use bpffs::ensure_bpffs;
+pub use live::{Counters, LiveState, read_live};
+
+use crate::policy::Tables;
+
+/// `BPF_F_NO_PREALLOC`: LPM tries need it, and inner maps must match their template.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("cannot prepare {path}: {source}")]
+    Bpffs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot load the BPF object (root, and a kernel with BTF and BPF, are needed): {source}")]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("the BPF object has no {what} `{name}`: the build is broken")]
+    Missing { what: &'static str, name: &'static str },
+    #[error("cannot load program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error(
+        "pinned map {name} in {dir} does not fit this allowgate ({detail}): run `allowgate down` to remove the old pins, then start again"
+    )]
+    MapShape { name: &'static str, dir: PathBuf, detail: String },
+    #[error("cannot {what}: {source}")]
+    Map {
+        what: String,
+        #[source]
+        source: MapError,
+    },
+    #[error("no interface `{name}`: check `interfaces` in the config")]
+    NoInterface { name: String },
+    #[error("cannot attach {hook} on {iface}: {detail}")]
+    Attach { iface: String, hook: &'static str, detail: String },
+    #[error("cannot pin {path}: {detail}")]
+    Pin { path: PathBuf, detail: String },
+}
+
+fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
+    let what = what.into();
+    move |source| DataplaneError::Map { what, source }
+}
+
+/// Options the BPF object takes at load time.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Drop events each CPU may emit per second, and in a burst.
+    pub event_rate_per_sec: u64,
+    pub event_burst: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { event_rate_per_sec: 1000, event_burst: 100 }
+    }
+}
+
+/// The loaded object, its maps pinned under `dir/maps`.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    dir: PathBuf,
+}
+
+/// The shape each pinned map must have: a map pinned by an older, different build
+/// would be reused by the loader as it is.
+fn expected_shape(name: &str) -> Option<(MapType, u32, u32)> {
+    use std::mem::size_of;
+    let u32s = size_of::<u32>() as u32;
+    Some(match name {
+        map::V4_HOST | map::V4_LPM | map::V6_HOST | map::V6_LPM => (MapType::ArrayOfMaps, u32s, u32s),
+        map::GEN_CONFIG => (MapType::Array, u32s, size_of::<abi::GenConfig>() as u32),
+        map::ACTIVE => (MapType::Array, u32s, u32s),
+        map::STATS => (MapType::PerCpuArray, u32s, size_of::<abi::Counter>() as u32),
+        map::MISC => (MapType::PerCpuArray, u32s, size_of::<u64>() as u32),
+        _ => return None,
+    })
+}
+
+impl Dataplane {
+    /// Loads the object with its maps pinned under `dir/maps`: maps already pinned
+    /// there (by an earlier daemon) are reused, with the policy they hold.
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Dataplane, DataplaneError> {
+        ensure_bpffs()?;
+        let maps_dir = dir.join("maps");
+        for d in [&maps_dir, &dir.join("links")] {
+            std::fs::create_dir_all(d).map_err(|source| DataplaneError::Bpffs { path: d.clone(), source })?;
+        }
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .override_global(abi::global::EVENT_RATE, &options.event_rate_per_sec, true)
+            .override_global(abi::global::EVENT_BURST, &options.event_burst, true)
+            .load(abi::FILTER_OBJ)
+            .map_err(|source| DataplaneError::Load { source })?;
+        let mut dataplane = Dataplane { ebpf, dir: dir.to_path_buf() };
+        dataplane.check_map_shapes()?;
+        let program = |name| move |source| DataplaneError::Program { name, source };
+        dataplane.xdp()?.load().map_err(program(abi::PROG_INGRESS))?;
+        dataplane.tc()?.load().map_err(program(abi::PROG_EGRESS))?;
+        Ok(dataplane)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check_map_shapes(&self) -> Result<(), DataplaneError> {
+        for name in map::ALL {
+            let Some((ty, key, value)) = expected_shape(name) else { continue };
+            let m = self.ebpf.map(name).ok_or(DataplaneError::Missing { what: "map", name })?;
+            let data: &MapData = map_data(m);
+            let info = data.info().map_err(map_err(format!("read map {name}")))?;
+            let actual_ty = info.map_type().map_err(map_err(format!("read map {name}")))?;
+            if actual_ty != ty || info.key_size() != key || info.value_size() != value {
+                return Err(DataplaneError::MapShape {
+                    name,
+                    dir: self.dir.join("maps"),
+                    detail: format!(
+                        "{actual_ty:?} key {} value {}, want {ty:?} key {key} value {value}",
+                        info.key_size(),
+                        info.value_size()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn xdp(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        let prog = self
+            .ebpf
+            .program_mut(abi::PROG_INGRESS)
+            .ok_or(DataplaneError::Missing { what: "program", name: abi::PROG_INGRESS })?;
+        prog.try_into().map_err(|source| DataplaneError::Program { name: abi::PROG_INGRESS, source })
+    }
+
+    pub fn tc(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        let prog = self
+            .ebpf
+            .program_mut(abi::PROG_EGRESS)
+            .ok_or(DataplaneError::Missing { what: "program", name: abi::PROG_EGRESS })?;
+        prog.try_into().map_err(|source| DataplaneError::Program { name: abi::PROG_EGRESS, source })
+    }
+
+    /// Attaches (or adopts the pinned attachment of) XDP and TC egress on `iface`.
+    pub fn attach(&mut self, iface: &str) -> Result<Attachment, DataplaneError> {
+        attach::attach(self, iface)
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
+        self.ebpf.map(name).ok_or(DataplaneError::Missing { what: "map", name })
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { what: "map", name })
+    }
+
+    /// The active slot and its generation (0: nothing loaded yet).
+    pub fn active(&self) -> Result<(u32, u64), DataplaneError> {
+        live::active(self.map(map::ACTIVE)?, self.map(map::GEN_CONFIG)?).map(|(slot, cfg)| (slot, cfg.generation))
+    }
+
+    /// Puts `tables` in as the next generation, whole: the idle slot is filled, then
+    /// made active with one write; a packet sees either the old policy or the new one.
+    /// On any error the active policy is untouched.
+    pub fn install(&mut self, tables: &Tables) -> Result<u64, DataplaneError> {
+        let (active, generation) = self.active()?;
+        let idle = 1 - active.min(1);
+        let next = generation + 1;
+
+        // Fresh inner maps, sized to fit: a policy that does not fit fails here,
+        // before anything the kernel enforces has changed.
+        let v4_host = fill_hash(tables.v4_host.iter().map(|(a, v)| (abi::V4HostKey { addr: a.octets() }, *v)), "IPv4 host")?;
+        let v6_host = fill_hash(tables.v6_host.iter().map(|(a, v)| (abi::V6HostKey { addr: a.octets() }, *v)), "IPv6 host")?;
+        let v4_lpm = fill_lpm(tables.v4_lpm.iter().map(|(n, v)| (u32::from(n.prefix_len()), n.addr().octets(), *v)), "IPv4 prefix")?;
+        let v6_lpm = fill_lpm(tables.v6_lpm.iter().map(|(n, v)| (u32::from(n.prefix_len()), n.addr().octets(), *v)), "IPv6 prefix")?;
+
+        set_outer::<HashMap<MapData, abi::V4HostKey, abi::PolicyValue>>(self.map_mut(map::V4_HOST)?, idle, &v4_host)?;
+        set_outer::<HashMap<MapData, abi::V6HostKey, abi::PolicyValue>>(self.map_mut(map::V6_HOST)?, idle, &v6_host)?;
+        set_outer::<LpmTrie<MapData, [u8; 4], abi::PolicyValue>>(self.map_mut(map::V4_LPM)?, idle, &v4_lpm)?;
+        set_outer::<LpmTrie<MapData, [u8; 16], abi::PolicyValue>>(self.map_mut(map::V6_LPM)?, idle, &v6_lpm)?;
+
+        let config = abi::GenConfig { generation: next, ..tables.config };
+        let mut cfg: Array<&mut MapData, abi::GenConfig> =
+            Array::try_from(self.map_mut(map::GEN_CONFIG)?).map_err(map_err("open ag_gen_cfg"))?;
+        cfg.set(idle, config, 0).map_err(map_err("write the generation config"))?;
+
+        let mut active_map: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(map::ACTIVE)?).map_err(map_err("open ag_active"))?;
+        active_map.set(0, idle, 0).map_err(map_err("switch to the new generation"))?;
+
+        // A write to a map-in-map returns only after an RCU grace period, so once this
+        // rewrite returns no packet still reads the slot just left; the next install
+        // may overwrite it.
+        set_outer::<HashMap<MapData, abi::V4HostKey, abi::PolicyValue>>(self.map_mut(map::V4_HOST)?, idle, &v4_host)?;
+        Ok(next)
+    }
+
+    /// The per-CPU counters, summed.
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        live::counters(self.map(map::STATS)?, self.map(map::MISC)?)
+    }
+
+    /// The drop-event ring buffer, for the caller to poll.
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>, DataplaneError> {
+        let m = self.ebpf.take_map(map::EVENTS).ok_or(DataplaneError::Missing { what: "map", name: map::EVENTS })?;
+        aya::maps::RingBuf::try_from(m).map_err(map_err("open the event ring buffer"))
+    }
+}
+
+/// The `MapData` behind any `Map` (aya has no accessor for it).
+fn map_data(m: &aya::maps::Map) -> &MapData {
+    use aya::maps::Map;
+    match m {
+        Map::Array(d)
+        | Map::ArrayOfMaps(d)
+        | Map::BloomFilter(d)
+        | Map::CgroupArray(d)
+        | Map::CgroupStorage(d)
+        | Map::CgrpStorage(d)
+        | Map::CpuMap(d)
+        | Map::DevMap(d)
+        | Map::DevMapHash(d)
+        | Map::HashMap(d)
+        | Map::HashOfMaps(d)
+        | Map::InodeStorage(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuCgroupStorage(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::PerfEventArray(d)
+        | Map::ProgramArray(d)
+        | Map::Queue(d)
+        | Map::ReusePortSockArray(d)
+        | Map::RingBuf(d)
+        | Map::SockHash(d)
+        | Map::SockMap(d)
+        | Map::SkStorage(d)
+        | Map::Stack(d)
+        | Map::StackTraceMap(d)
+        | Map::Unsupported(d)
+        | Map::XskMap(d) => d,
+    }
+}
+
+fn set_outer<V: aya::maps::InnerMap>(outer: &mut aya::maps::Map, slot: u32, inner: &V) -> Result<(), DataplaneError> {
+    let mut outer: ArrayOfMaps<&mut MapData, V> = ArrayOfMaps::try_from(outer).map_err(map_err("open a policy table"))?;
+    outer.set(slot, inner, 0).map_err(map_err("put a policy table in its slot"))
+}
+
+fn fill_hash<K: aya::Pod>(
+    entries: impl ExactSizeIterator<Item = (K, abi::PolicyValue)>,
+    what: &str,
+) -> Result<HashMap<MapData, K, abi::PolicyValue>, DataplaneError> {
+    let len = entries.len();
+    let mut m = HashMap::<MapData, K, abi::PolicyValue>::create(len.max(1) as u32, BPF_F_NO_PREALLOC)
+        .map_err(map_err(format!("create a {what} table of {len} entries")))?;
+    for (k, v) in entries {
+        m.insert(k, v, 0).map_err(map_err(format!("fill the {what} table ({len} entries)")))?;
+    }
+    Ok(m)
+}
+
+fn fill_lpm<K: aya::Pod>(
+    entries: impl ExactSizeIterator<Item = (u32, K, abi::PolicyValue)>,
+    what: &str,
+) -> Result<LpmTrie<MapData, K, abi::PolicyValue>, DataplaneError> {
+    let len = entries.len();
+    let mut m = LpmTrie::<MapData, K, abi::PolicyValue>::create(len.max(1) as u32, BPF_F_NO_PREALLOC)
+        .map_err(map_err(format!("create a {what} table of {len} entries")))?;
+    for (len_bits, addr, v) in entries {
+        m.insert(&Key::new(len_bits, addr), v, 0).map_err(map_err(format!("fill the {what} table ({len} entries)")))?;
+    }
+    Ok(m)
+}
+
+/// The address bytes of a table key, for reading the kernel's tables back.
+pub fn v4(addr: [u8; 4]) -> Ipv4Addr {
+    Ipv4Addr::from(addr)
+}
+
+pub fn v6(addr: [u8; 16]) -> Ipv6Addr {
+    Ipv6Addr::from(addr)
+}
+
+/// One BPF_PROG_TEST_RUN of `frame` through the program of `hook`, `repeat` times:
+/// the program's return value and the mean time per run. Nothing is sent anywhere.
+impl Dataplane {
+    pub fn test_run(
+        &mut self,
+        hook: crate::policy::model::Hook,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<aya::programs::TestRunResult, DataplaneError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let opts = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::new() };
+        match hook {
+            crate::policy::model::Hook::Ingress => {
+                self.xdp()?.test_run(opts).map_err(|source| DataplaneError::Program { name: abi::PROG_INGRESS, source })
+            }
+            crate::policy::model::Hook::Egress => {
+                self.tc()?.test_run(opts).map_err(|source| DataplaneError::Program { name: abi::PROG_EGRESS, source })
+            }
+        }
+    }
+}

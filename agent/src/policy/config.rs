@@ -1,0 +1,735 @@
+//! The TOML config (SPEC section 3): parsed strictly, validated, and every error one
+//! line that names the key and the line it is on.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    ops::Range,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::catalog::{Catalog, Direction, Feature, PortRange, Proto};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/allowgate/config.toml";
+pub const DEFAULT_SOCKET: &str = "/run/allowgate/control.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/allowgate";
+pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/allowgate";
+pub const DEFAULT_APP_CONNECTOR_PORT: u16 = 443;
+pub const DEFAULT_DLP_PORT: u16 = 11344;
+pub const DEFAULT_MANAGEMENT_PORT: u16 = 22;
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// Where systemd-resolved writes the upstream servers its 127.0.0.53 stub uses.
+const RESOLVED_UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    Monitor,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor",
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "enforce" => Ok(Mode::Enforce),
+            "monitor" => Ok(Mode::Monitor),
+            _ => Err(format!("unknown mode `{s}`: use `enforce` or `monitor`")),
+        }
+    }
+}
+
+/// The host's essentials (SPEC section 2), each on unless turned off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Essentials {
+    pub arp: bool,
+    pub ipv6_nd: bool,
+    pub icmp_errors: bool,
+    pub dhcp: bool,
+    pub dns: bool,
+    /// Empty: the nameservers of /etc/resolv.conf, looked up when the policy is built.
+    pub dns_servers: Vec<IpAddr>,
+    pub ethertypes: Vec<u16>,
+}
+
+impl Default for Essentials {
+    fn default() -> Self {
+        Essentials {
+            arp: true,
+            ipv6_nd: true,
+            icmp_errors: true,
+            dhcp: true,
+            dns: true,
+            dns_servers: Vec::new(),
+            ethertypes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Management {
+    pub cidrs: Vec<IpNet>,
+    pub ports: Vec<PortRange>,
+}
+
+impl Default for Management {
+    fn default() -> Self {
+        Management {
+            cidrs: Vec::new(),
+            ports: vec![PortRange::single(DEFAULT_MANAGEMENT_PORT)],
+        }
+    }
+}
+
+/// An operator's own `[[allow]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowEntry {
+    pub cidr: IpNet,
+    pub direction: Direction,
+    pub proto: Proto,
+    /// Empty: every port.
+    pub ports: Vec<PortRange>,
+    pub comment: Option<String>,
+    /// The config line of the entry, for `show` and `check`.
+    pub line: usize,
+}
+
+/// Settings of the log collector feature that the page leaves to the operator.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct LogCollector {
+    /// Who may send FTP and syslog in.
+    pub sources: Vec<IpNet>,
+    /// The FTP server's passive data ports.
+    pub ftp_passive_ports: Vec<PortRange>,
+}
+
+/// A validated config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub interfaces: Vec<String>,
+    pub mode: Mode,
+    /// Region ids as the catalog spells them.
+    pub regions: Vec<String>,
+    pub features: Vec<Feature>,
+    pub socket: PathBuf,
+    pub socket_group: Option<String>,
+    pub state_dir: PathBuf,
+    pub bpffs_dir: PathBuf,
+    /// A catalog made by `allowgate catalog import`; `None`: the built-in one.
+    pub catalog: Option<PathBuf>,
+    pub essentials: Essentials,
+    pub management: Management,
+    pub allow: Vec<AllowEntry>,
+    pub app_connector_ports: Vec<PortRange>,
+    pub dlp_ports: Vec<PortRange>,
+    pub log_collector: LogCollector,
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interfaces: Vec::new(),
+            mode: Mode::Enforce,
+            regions: Vec::new(),
+            features: Feature::DEFAULT.to_vec(),
+            socket: DEFAULT_SOCKET.into(),
+            socket_group: None,
+            state_dir: DEFAULT_STATE_DIR.into(),
+            bpffs_dir: DEFAULT_BPFFS_DIR.into(),
+            catalog: None,
+            essentials: Essentials::default(),
+            management: Management::default(),
+            allow: Vec::new(),
+            app_connector_ports: vec![PortRange::single(DEFAULT_APP_CONNECTOR_PORT)],
+            dlp_ports: vec![PortRange::single(DEFAULT_DLP_PORT)],
+            log_collector: LogCollector::default(),
+            metrics: None,
+        }
+    }
+}
+
+// The file as written. Values that need checking keep their span so an error can
+// name the line.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    interfaces: Vec<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    regions: Vec<Spanned<String>>,
+    features: Option<Vec<Spanned<String>>>,
+    socket: Option<PathBuf>,
+    socket_group: Option<String>,
+    state_dir: Option<PathBuf>,
+    bpffs_dir: Option<PathBuf>,
+    catalog: Option<PathBuf>,
+    essentials: RawEssentials,
+    management: RawManagement,
+    allow: Vec<Spanned<RawAllow>>,
+    feature_ports: RawFeaturePorts,
+    log_collector: RawLogCollector,
+    metrics: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawEssentials {
+    arp: bool,
+    ipv6_nd: bool,
+    icmp_errors: bool,
+    dhcp: bool,
+    dns: bool,
+    dns_servers: Vec<Spanned<String>>,
+    ethertypes: Vec<Spanned<RawEthertype>>,
+}
+
+impl Default for RawEssentials {
+    fn default() -> Self {
+        RawEssentials {
+            arp: true,
+            ipv6_nd: true,
+            icmp_errors: true,
+            dhcp: true,
+            dns: true,
+            dns_servers: Vec::new(),
+            ethertypes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawEthertype {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawManagement {
+    cidrs: Vec<Spanned<String>>,
+    ports: Option<Vec<Spanned<RawPort>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPort {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllow {
+    cidr: Spanned<String>,
+    direction: Spanned<String>,
+    #[serde(default)]
+    proto: Option<Spanned<String>>,
+    #[serde(default)]
+    ports: Vec<Spanned<RawPort>>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawFeaturePorts {
+    #[serde(rename = "app-connector")]
+    app_connector: Option<Vec<Spanned<RawPort>>>,
+    dlp: Option<Vec<Spanned<RawPort>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLogCollector {
+    sources: Vec<Spanned<String>>,
+    ftp_passive_ports: Vec<Spanned<RawPort>>,
+}
+
+/// Turns byte offsets into 1-based line numbers for one file.
+struct Lines<'a> {
+    path: &'a str,
+    text: &'a str,
+}
+
+impl Lines<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_string(),
+            line: self.line_of(span.start),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the config at `path` against `catalog`'s regions.
+    pub fn load(path: &Path, catalog: &Catalog) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string(), catalog)
+    }
+
+    /// The name of the catalog file a config names, read before the full parse so
+    /// regions can be checked against the right catalog.
+    pub fn catalog_path(text: &str) -> Option<PathBuf> {
+        let table: toml::Table = toml::from_str(text).ok()?;
+        table.get("catalog")?.as_str().map(PathBuf::from)
+    }
+
+    /// Parses and validates `text`; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &str, catalog: &Catalog) -> Result<Config, ConfigError> {
+        let lines = Lines { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| lines.line_of(s.start)).unwrap_or(1);
+            ConfigError::Invalid {
+                path: path.to_string(),
+                line,
+                message: one_line(e.message()),
+            }
+        })?;
+        let defaults = Config::default();
+
+        let mut interfaces = Vec::new();
+        for name in &raw.interfaces {
+            let n = name.get_ref();
+            if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ']) {
+                return Err(lines.error(name.span(), format!("interfaces: `{n}` is not an interface name")));
+            }
+            if interfaces.contains(n) {
+                return Err(lines.error(name.span(), format!("interfaces: `{n}` is listed twice")));
+            }
+            interfaces.push(n.clone());
+        }
+
+        let mode = match &raw.mode {
+            None => defaults.mode,
+            Some(m) => m
+                .get_ref()
+                .parse()
+                .map_err(|e: String| lines.error(m.span(), format!("mode: {e}")))?,
+        };
+
+        let mut regions = Vec::new();
+        for r in &raw.regions {
+            let region = catalog
+                .region(r.get_ref())
+                .map_err(|e| lines.error(r.span(), format!("regions: {e}")))?;
+            if !regions.contains(&region.id) {
+                regions.push(region.id.clone());
+            }
+        }
+
+        let features = match &raw.features {
+            None => defaults.features.clone(),
+            Some(list) => {
+                let mut features = Vec::new();
+                for f in list {
+                    let feature: Feature = f
+                        .get_ref()
+                        .parse()
+                        .map_err(|e| lines.error(f.span(), format!("features: {e}")))?;
+                    if !features.contains(&feature) {
+                        features.push(feature);
+                    }
+                }
+                features
+            }
+        };
+
+        let essentials = &raw.essentials;
+        let mut dns_servers = Vec::new();
+        for s in &essentials.dns_servers {
+            let ip: IpAddr = s.get_ref().trim().parse().map_err(|_| {
+                lines.error(s.span(), format!("essentials.dns_servers: `{}` is not an IP address", s.get_ref()))
+            })?;
+            dns_servers.push(ip);
+        }
+        let mut ethertypes = Vec::new();
+        for e in &essentials.ethertypes {
+            let value = parse_ethertype(e.get_ref())
+                .map_err(|m| lines.error(e.span(), format!("essentials.ethertypes: {m}")))?;
+            if !ethertypes.contains(&value) {
+                ethertypes.push(value);
+            }
+        }
+        if ethertypes.len() > allowgate_ebpf::MAX_ETHERTYPES {
+            let span = essentials.ethertypes[allowgate_ebpf::MAX_ETHERTYPES].span();
+            return Err(lines.error(
+                span,
+                format!("essentials.ethertypes: at most {} ethertypes can be listed", allowgate_ebpf::MAX_ETHERTYPES),
+            ));
+        }
+
+        let management = Management {
+            cidrs: parse_cidrs(&raw.management.cidrs, "management.cidrs", &lines)?,
+            ports: match &raw.management.ports {
+                None => defaults.management.ports.clone(),
+                Some(p) => parse_ports(p, "management.ports", &lines)?,
+            },
+        };
+
+        let mut allow = Vec::new();
+        for (i, entry) in raw.allow.iter().enumerate() {
+            allow.push(parse_allow(entry, i, &lines)?);
+        }
+
+        let app_connector_ports = match &raw.feature_ports.app_connector {
+            None => defaults.app_connector_ports.clone(),
+            Some(p) => parse_ports(p, "feature_ports.app-connector", &lines)?,
+        };
+        let dlp_ports = match &raw.feature_ports.dlp {
+            None => defaults.dlp_ports.clone(),
+            Some(p) => parse_ports(p, "feature_ports.dlp", &lines)?,
+        };
+        let log_collector = LogCollector {
+            sources: parse_cidrs(&raw.log_collector.sources, "log_collector.sources", &lines)?,
+            ftp_passive_ports: parse_ports(
+                &raw.log_collector.ftp_passive_ports,
+                "log_collector.ftp_passive_ports",
+                &lines,
+            )?,
+        };
+        let metrics = match &raw.metrics {
+            None => None,
+            Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
+                lines.error(m.span(), format!("metrics: `{}` is not an address:port such as 127.0.0.1:9464", m.get_ref()))
+            })?),
+        };
+
+        Ok(Config {
+            interfaces,
+            mode,
+            regions,
+            features,
+            socket: raw.socket.unwrap_or(defaults.socket),
+            socket_group: raw.socket_group,
+            state_dir: raw.state_dir.unwrap_or(defaults.state_dir),
+            bpffs_dir: raw.bpffs_dir.unwrap_or(defaults.bpffs_dir),
+            catalog: raw.catalog,
+            essentials: Essentials {
+                arp: essentials.arp,
+                ipv6_nd: essentials.ipv6_nd,
+                icmp_errors: essentials.icmp_errors,
+                dhcp: essentials.dhcp,
+                dns: essentials.dns,
+                dns_servers,
+                ethertypes,
+            },
+            management,
+            allow,
+            app_connector_ports,
+            dlp_ports,
+            log_collector,
+            metrics,
+        })
+    }
+
+    /// The DNS servers the `dns` essential allows: the configured ones, else the host's.
+    pub fn dns_servers(&self) -> Vec<IpAddr> {
+        if !self.essentials.dns_servers.is_empty() {
+            return self.essentials.dns_servers.clone();
+        }
+        host_resolvers(Path::new(RESOLV_CONF), Path::new(RESOLVED_UPSTREAM))
+    }
+}
+
+/// The nameservers of `resolv_conf`. When it lists only loopback stubs (systemd-resolved's
+/// 127.0.0.53), the upstream servers in `upstream` are the ones packets go to.
+pub fn host_resolvers(resolv_conf: &Path, upstream: &Path) -> Vec<IpAddr> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| parse_resolv_conf(&t))
+            .unwrap_or_default()
+    };
+    let servers = read(resolv_conf);
+    if !servers.is_empty() && servers.iter().all(|s| s.is_loopback()) {
+        let real = read(upstream);
+        if !real.is_empty() {
+            return real;
+        }
+    }
+    servers
+}
+
+pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+    let mut servers = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver")
+            && let Some(addr) = words.next()
+            // A scoped IPv6 address (fe80::1%eth0) names its interface after `%`.
+            && let Ok(ip) = addr.split('%').next().unwrap_or(addr).parse::<IpAddr>()
+            && !servers.contains(&ip)
+        {
+            servers.push(ip);
+        }
+    }
+    servers
+}
+
+/// toml's messages can span lines; a user gets one.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A CIDR or a bare address (a /32 or /128). Host bits set is an error: `10.0.0.1/8`
+/// is more likely a typo than a wish for 10.0.0.0/8.
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<IpAddr>() {
+            Ok(ip) => IpNet::from(ip),
+            Err(_) => return Err(format!("`{text}` is not a CIDR (such as 192.0.2.0/24) or an address")),
+        },
+    };
+    if net.trunc() != net {
+        return Err(format!("`{text}` has host bits set: did you mean {}?", net.trunc()));
+    }
+    Ok(net)
+}
+
+fn parse_cidrs(list: &[Spanned<String>], key: &str, lines: &Lines) -> Result<Vec<IpNet>, ConfigError> {
+    let mut out = Vec::new();
+    for c in list {
+        let net = parse_cidr(c.get_ref()).map_err(|m| lines.error(c.span(), format!("{key}: {m}")))?;
+        if !out.contains(&net) {
+            out.push(net);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_port(raw: &RawPort) -> Result<PortRange, String> {
+    match raw {
+        RawPort::Number(n) => u16::try_from(*n)
+            .map(PortRange::single)
+            .map_err(|_| format!("{n} is not a port (0-65535)")),
+        RawPort::Text(s) => s.parse(),
+    }
+}
+
+fn parse_ports(list: &[Spanned<RawPort>], key: &str, lines: &Lines) -> Result<Vec<PortRange>, ConfigError> {
+    let mut out = Vec::new();
+    for p in list {
+        let range = parse_port(p.get_ref()).map_err(|m| lines.error(p.span(), format!("{key}: {m}")))?;
+        if !out.contains(&range) {
+            out.push(range);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_ethertype(raw: &RawEthertype) -> Result<u16, String> {
+    let value = match raw {
+        RawEthertype::Number(n) => u16::try_from(*n).map_err(|_| format!("{n} is not an ethertype (0x0600-0xffff)"))?,
+        RawEthertype::Text(s) => {
+            let hex = s.trim().trim_start_matches("0x").trim_start_matches("0X");
+            u16::from_str_radix(hex, 16).map_err(|_| format!("`{s}` is not an ethertype such as \"0x88cc\""))?
+        }
+    };
+    match value {
+        0x0800 | 0x86dd => Err(format!("0x{value:04x} is IP, which the policy judges; list only non-IP ethertypes")),
+        0x0806 => Err("0x0806 is ARP: use essentials.arp".to_string()),
+        0x8100 | 0x88a8 => Err(format!("0x{value:04x} is a VLAN tag, which the filter looks through")),
+        v if v < 0x0600 => Err(format!("0x{v:04x} is a frame length, not an ethertype (0x0600-0xffff)")),
+        v => Ok(v),
+    }
+}
+
+fn parse_allow(entry: &Spanned<RawAllow>, index: usize, lines: &Lines) -> Result<AllowEntry, ConfigError> {
+    let key = format!("allow[{index}]");
+    let raw = entry.get_ref();
+    let cidr = parse_cidr(raw.cidr.get_ref()).map_err(|m| lines.error(raw.cidr.span(), format!("{key}.cidr: {m}")))?;
+    let direction = match raw.direction.get_ref().as_str() {
+        "egress" | "out" => Direction::Egress,
+        "ingress" | "in" => Direction::Ingress,
+        other => {
+            return Err(lines.error(
+                raw.direction.span(),
+                format!("{key}.direction: `{other}` is not `egress` or `ingress`"),
+            ));
+        }
+    };
+    let proto = match &raw.proto {
+        None => Proto::Any,
+        Some(p) => match p.get_ref().as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            "icmp" | "icmpv6" => Proto::Icmp,
+            "any" => Proto::Any,
+            other => {
+                return Err(lines.error(p.span(), format!("{key}.proto: `{other}` is not tcp, udp, icmp or any")));
+            }
+        },
+    };
+    let ports = parse_ports(&raw.ports, &format!("{key}.ports"), lines)?;
+    if !ports.is_empty() && !proto.has_ports() {
+        return Err(lines.error(
+            raw.ports[0].span(),
+            format!("{key}.ports: only tcp and udp have ports; set proto = \"tcp\" or \"udp\""),
+        ));
+    }
+    Ok(AllowEntry {
+        cidr,
+        direction,
+        proto,
+        ports,
+        comment: raw.comment.clone(),
+        line: lines.line_of(entry.span().start),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, "test.toml", &Catalog::builtin()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let c = parse(
+            r#"
+interfaces = ["eth0"]
+mode = "enforce"
+regions = ["eu1"]
+features = ["portal", "proxy", "siem"]
+socket = "/run/allowgate/control.sock"
+state_dir = "/var/lib/allowgate"
+bpffs_dir = "/sys/fs/bpf/allowgate"
+
+[essentials]
+arp = true
+ipv6_nd = true
+icmp_errors = true
+dhcp = true
+dns = true
+dns_servers = []
+ethertypes = []
+
+[management]
+cidrs = ["192.0.2.0/24"]
+ports = [22]
+
+[[allow]]
+cidr = "198.51.100.0/24"
+direction = "egress"
+proto = "tcp"
+ports = [443, "8000-8100"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.regions, ["eu1"]);
+        assert_eq!(c.features, [Feature::Portal, Feature::Proxy, Feature::Siem]);
+        assert_eq!(c.management.cidrs, ["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(c.allow.len(), 1);
+        assert_eq!(c.allow[0].ports, [PortRange::single(443), PortRange { lo: 8000, hi: 8100 }]);
+        assert_eq!(c.allow[0].line, 22);
+    }
+
+    #[test]
+    fn defaults_fill_what_is_missing() {
+        let c = parse("").unwrap();
+        assert_eq!(c.features, Feature::DEFAULT);
+        assert_eq!(c.mode, Mode::Enforce);
+        assert!(c.essentials.arp && c.essentials.dns && c.essentials.dhcp);
+        assert_eq!(c.management.ports, [PortRange::single(22)]);
+        assert_eq!(c.dlp_ports, [PortRange::single(11344)]);
+    }
+
+    #[test]
+    fn regions_match_whatever_the_spelling() {
+        let c = parse(r#"regions = ["Gov US1", "EU1", "govus1"]"#).unwrap();
+        assert_eq!(c.regions, ["gov-us1", "eu1"]);
+    }
+
+    /// Each bad input gets one line naming the file, the line and the key.
+    #[test]
+    fn bad_input_is_named_with_its_line() {
+        let cases: &[(&str, &str)] = &[
+            ("regions = [\"eu1\"]\nbogus = 1\n", "test.toml:2: unknown field `bogus`"),
+            ("regions = [\"eu3\"]\n", "test.toml:1: regions: unknown region `eu3`: did you mean `eu1`?"),
+            ("features = [\"portl\"]\n", "test.toml:1: features: unknown feature `portl`: did you mean `portal`?"),
+            ("\n[management]\ncidrs = [\"192.0.2.1/24\"]\n", "test.toml:3: management.cidrs: `192.0.2.1/24` has host bits set: did you mean 192.0.2.0/24?"),
+            ("[management]\ncidrs = [\"300.1.1.1\"]\n", "test.toml:2: management.cidrs: `300.1.1.1` is not a CIDR"),
+            ("[management]\nports = [70000]\n", "test.toml:2: management.ports: 70000 is not a port"),
+            ("[[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"egress\"\nproto = \"tcp\"\nports = [\"9000-8000\"]\n", "test.toml:5: allow[0].ports: port range `9000-8000` runs backwards"),
+            ("[[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"sideways\"\n", "test.toml:3: allow[0].direction: `sideways` is not `egress` or `ingress`"),
+            ("[[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"egress\"\nproto = \"icmp\"\nports = [1]\n", "test.toml:5: allow[0].ports: only tcp and udp have ports"),
+            ("[[allow]]\ncidr = \"198.51.100.0/24\"\n", "test.toml:1: missing field `direction`"),
+            ("mode = \"permissive\"\n", "test.toml:1: mode: unknown mode `permissive`"),
+            ("[essentials]\ndns_servers = [\"resolver\"]\n", "test.toml:2: essentials.dns_servers: `resolver` is not an IP address"),
+            ("[essentials]\nethertypes = [\"0x0800\"]\n", "test.toml:2: essentials.ethertypes: 0x0800 is IP"),
+            ("[essentials]\nbogus = true\n", "test.toml:2: unknown field `bogus`"),
+            ("regions = \"eu1\"\n", "test.toml:1: invalid type: string \"eu1\", expected a sequence"),
+            ("interfaces = [\"a b\"]\n", "test.toml:1: interfaces: `a b` is not an interface name"),
+            ("metrics = \"localhost\"\n", "test.toml:1: metrics: `localhost` is not an address:port"),
+            ("[log_collector]\nsources = [\"2001:db8::1/32\"]\n", "test.toml:2: log_collector.sources: `2001:db8::1/32` has host bits set"),
+            ("regions = [\"eu1\"\n", "test.toml:1: "),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.starts_with(want), "config {text:?}\n  got:  {err}\n  want: {want}…");
+            assert!(!err.contains('\n'), "error is not one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let servers = parse_resolv_conf(
+            "# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver junk\nnameserver 192.0.2.53\n",
+        );
+        assert_eq!(servers, ["192.0.2.53".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]);
+    }
+
+    #[test]
+    fn a_loopback_stub_resolver_is_looked_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let stub = dir.path().join("resolv.conf");
+        let upstream = dir.path().join("upstream.conf");
+        std::fs::write(&stub, "nameserver 127.0.0.53\n").unwrap();
+        std::fs::write(&upstream, "nameserver 198.51.100.53\n").unwrap();
+        assert_eq!(host_resolvers(&stub, &upstream), ["198.51.100.53".parse::<IpAddr>().unwrap()]);
+        std::fs::remove_file(&upstream).unwrap();
+        assert_eq!(host_resolvers(&stub, &upstream), ["127.0.0.53".parse::<IpAddr>().unwrap()]);
+    }
+}

@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * abi.h - the contract between the allowgate BPF programs and the agent.
+ *
+ * Every struct here has a #[repr(C)] mirror in ebpf-prog/src/lib.rs with size
+ * asserts; change both or neither. Reason codes are stable numbers shown to users
+ * and exported as metrics: never renumber or reuse one, only append.
+ */
+#ifndef ALLOWGATE_ABI_H
+#define ALLOWGATE_ABI_H
+
+#include <linux/types.h>
+
+/* Two policy slots: the agent fills the idle one, then flips `ag_active`. */
+#define AG_SLOTS		2
+/* Port rules one remote prefix can carry after the compiler folded overlaps. */
+#define AG_MAX_PORT_RULES	16
+/* Non-IP ethertypes (besides ARP) the config may let through. */
+#define AG_MAX_ETHERTYPES	8
+/* 802.1Q and 802.1ad (QinQ); a third tag is dropped. */
+#define AG_MAX_VLAN_DEPTH	2
+/* IPv6 extension headers walked before the chain counts as too long. */
+#define AG_MAX_V6_EXT_HDRS	8
+
+enum ag_direction {
+	AG_DIR_INGRESS = 0,	/* XDP */
+	AG_DIR_EGRESS = 1,	/* TC */
+	AG_DIR_MAX = 2,
+};
+
+enum ag_verdict {
+	AG_VERDICT_PASS = 0,
+	AG_VERDICT_DROP = 1,	/* in monitor mode: would have been dropped */
+	AG_VERDICT_MAX = 2,
+};
+
+enum ag_reason {
+	AG_REASON_POLICY = 0,		/* pass: a rule allows; drop: none does */
+	AG_REASON_NO_POLICY = 1,	/* no complete generation loaded: fail closed */
+	AG_REASON_ARP = 2,
+	AG_REASON_ETHERTYPE = 3,	/* other non-IP: listed (pass) or not (drop) */
+	AG_REASON_ND = 4,		/* IPv6 neighbour discovery and MLD */
+	AG_REASON_ICMP_ERROR = 5,	/* PMTUD and other error messages */
+	AG_REASON_DHCP = 6,
+	AG_REASON_TRUNCATED = 7,	/* a header runs past the packet's end */
+	AG_REASON_BAD_IHL = 8,		/* IHL < 5, or total length < IHL x 4 */
+	AG_REASON_FRAG_TOO_SHORT = 9,	/* first fragment without the whole L4 header */
+	AG_REASON_FRAG_OVERLAP = 10,	/* TCP fragment at offset 8: may rewrite flags (RFC 1858) */
+	AG_REASON_V6_CHAIN_TOO_LONG = 11, /* more than AG_MAX_V6_EXT_HDRS headers */
+	AG_REASON_V6_FRAG_CHAIN = 12,	/* first fragment without the whole header chain */
+	AG_REASON_VLAN_DEPTH = 13,	/* more than AG_MAX_VLAN_DEPTH tags */
+	AG_REASON_V4_MAPPED = 14,	/* ::ffff:0:0/96 on the wire */
+	AG_REASON_MALFORMED = 15,	/* IP version does not match the ethertype */
+	AG_REASON_MAX = 16,
+};
+
+/* Bits of ag_gen_config.flags. */
+#define AG_F_ENFORCE		(1U << 0)	/* clear: monitor mode, never drop */
+#define AG_F_ARP		(1U << 1)
+#define AG_F_ND			(1U << 2)
+#define AG_F_ICMP_ERRORS	(1U << 3)
+#define AG_F_DHCP		(1U << 4)
+
+/* One policy generation's settings; ag_gen_cfg holds one per slot. */
+struct ag_gen_config {
+	__u64 generation;	/* 0: the slot holds no complete generation */
+	__u32 flags;		/* AG_F_* */
+	__u32 n_ethertypes;
+	__u16 ethertypes[AG_MAX_ETHERTYPES];	/* host byte order */
+};
+
+/*
+ * Rule protocols. AG_PROTO_ICMP matches ICMP on IPv4 and ICMPv6 on IPv6;
+ * AG_PROTO_ANY matches every protocol, with ports 0-65535.
+ */
+#define AG_PROTO_ICMP	1
+#define AG_PROTO_TCP	6
+#define AG_PROTO_UDP	17
+#define AG_PROTO_ANY	255
+
+/*
+ * Which packets a port rule matches, by hook and by which port is compared.
+ * "Remote" is the peer the table is keyed by: the destination on egress, the
+ * source on ingress.
+ *   egress rule to P port N:  OUT_REMOTE (dst port N) + IN_REMOTE (src port N)
+ *   ingress rule from P to N: IN_LOCAL (dst port N)   + OUT_LOCAL (src port N)
+ * The *return* slots (IN_REMOTE, OUT_LOCAL) never pass a TCP segment with SYN set
+ * and ACK clear, nor an ICMP message other than an echo reply: a return path does
+ * not open connections.
+ */
+#define AG_SLOT_OUT_REMOTE	(1U << 0)
+#define AG_SLOT_IN_REMOTE	(1U << 1)
+#define AG_SLOT_IN_LOCAL	(1U << 2)
+#define AG_SLOT_OUT_LOCAL	(1U << 3)
+
+struct ag_port_rule {
+	__u8 proto;		/* AG_PROTO_* */
+	__u8 slots;		/* AG_SLOT_* */
+	__u16 _pad;
+	__u16 port_lo;		/* host byte order, inclusive */
+	__u16 port_hi;
+};
+
+/*
+ * What the policy allows for one remote prefix: the union of every rule that
+ * covers it (the compiler folds shorter covering prefixes into longer ones).
+ */
+struct ag_policy_value {
+	__u32 n_rules;		/* rules[0..n_rules) are valid */
+	__u32 _pad;
+	struct ag_port_rule rules[AG_MAX_PORT_RULES];
+};
+
+/* Host (/32, /128) entries live in hash maps; shorter prefixes in LPM tries. */
+struct ag_v4_host_key {
+	__u8 addr[4];		/* network byte order */
+};
+
+struct ag_v6_host_key {
+	__u8 addr[16];
+};
+
+struct ag_lpm_v4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct ag_lpm_v6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* ag_stats index: (direction * AG_VERDICT_MAX + verdict) * AG_REASON_MAX + reason */
+#define AG_STATS_ENTRIES	(AG_DIR_MAX * AG_VERDICT_MAX * AG_REASON_MAX)
+
+struct ag_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Indexes of ag_misc (per-CPU __u64). */
+enum ag_misc_index {
+	AG_MISC_EVENTS_SUPPRESSED = 0,	/* drop events over the rate limit */
+	AG_MISC_EVENTS_LOST = 1,	/* ring buffer full */
+	AG_MISC_MAX = 2,
+};
+
+/* One drop (or, in monitor mode, would-drop) event on the ring buffer. */
+struct ag_event {
+	__u64 ts_ns;		/* bpf_ktime_get_ns() */
+	__u64 generation;
+	__u32 ifindex;
+	__u8 direction;		/* enum ag_direction */
+	__u8 reason;		/* enum ag_reason */
+	__u8 enforced;		/* 0: monitor mode, the packet went on */
+	__u8 family;		/* 4, 6, or 0 for non-IP */
+	__u16 ethertype;	/* host byte order */
+	__u8 l4proto;
+	__u8 _pad;
+	__u16 sport;		/* host byte order; 0 when unknown */
+	__u16 dport;
+	__u8 saddr[16];		/* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+};
+
+#endif /* ALLOWGATE_ABI_H */

@@ -1,0 +1,244 @@
+//! The allowgate BPF object, built from `c/` by `build.rs`, and `#[repr(C)]` mirrors of
+//! the structs in `c/abi.h`. The size asserts below keep the two in step; change both
+//! or neither.
+
+#![no_std]
+
+/// The compiled BPF object (XDP `allowgate_ingress`, TC `allowgate_egress`).
+pub static FILTER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/filter.bpf.o"));
+/// A do-nothing XDP program, the yardstick of the bench.
+pub static NOOP_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/noop.bpf.o"));
+
+/// Program names in the object.
+pub const PROG_INGRESS: &str = "allowgate_ingress";
+pub const PROG_EGRESS: &str = "allowgate_egress";
+pub const PROG_NOOP: &str = "noop";
+
+/// Map names in the object (and so the names of their pins).
+pub mod map {
+    pub const V4_HOST: &str = "ag_v4_host";
+    pub const V4_LPM: &str = "ag_v4_lpm";
+    pub const V6_HOST: &str = "ag_v6_host";
+    pub const V6_LPM: &str = "ag_v6_lpm";
+    pub const GEN_CONFIG: &str = "ag_gen_cfg";
+    pub const ACTIVE: &str = "ag_active";
+    pub const STATS: &str = "ag_stats";
+    pub const MISC: &str = "ag_misc";
+    pub const EVENTS: &str = "ag_events";
+    pub const RATELIMIT: &str = "ag_ratelimit";
+    /// Every map the agent pins, in a stable order.
+    pub const ALL: [&str; 10] = [
+        V4_HOST, V4_LPM, V6_HOST, V6_LPM, GEN_CONFIG, ACTIVE, STATS, MISC, EVENTS, RATELIMIT,
+    ];
+}
+
+/// Load-time constants (`volatile const` globals) the loader may override.
+pub mod global {
+    /// Drop events per second each CPU may emit (`__u64`).
+    pub const EVENT_RATE: &str = "event_rate_per_sec";
+    /// Events a CPU may emit in a burst (`__u64`).
+    pub const EVENT_BURST: &str = "event_burst";
+}
+
+pub const SLOTS: u32 = 2;
+pub const MAX_PORT_RULES: usize = 16;
+pub const MAX_ETHERTYPES: usize = 8;
+pub const MAX_VLAN_DEPTH: usize = 2;
+pub const MAX_V6_EXT_HDRS: usize = 8;
+
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+pub const DIR_MAX: usize = 2;
+pub const VERDICT_PASS: u8 = 0;
+pub const VERDICT_DROP: u8 = 1;
+pub const VERDICT_MAX: usize = 2;
+
+/// Why a packet passed or was dropped. Stable numbers: never renumber or reuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Reason {
+    Policy = 0,
+    NoPolicy = 1,
+    Arp = 2,
+    Ethertype = 3,
+    Nd = 4,
+    IcmpError = 5,
+    Dhcp = 6,
+    Truncated = 7,
+    BadIhl = 8,
+    FragTooShort = 9,
+    FragOverlap = 10,
+    V6ChainTooLong = 11,
+    V6FragChain = 12,
+    VlanDepth = 13,
+    V4Mapped = 14,
+    Malformed = 15,
+}
+
+pub const REASON_MAX: usize = 16;
+
+impl Reason {
+    pub const ALL: [Reason; REASON_MAX] = [
+        Reason::Policy,
+        Reason::NoPolicy,
+        Reason::Arp,
+        Reason::Ethertype,
+        Reason::Nd,
+        Reason::IcmpError,
+        Reason::Dhcp,
+        Reason::Truncated,
+        Reason::BadIhl,
+        Reason::FragTooShort,
+        Reason::FragOverlap,
+        Reason::V6ChainTooLong,
+        Reason::V6FragChain,
+        Reason::VlanDepth,
+        Reason::V4Mapped,
+        Reason::Malformed,
+    ];
+
+    pub fn from_u8(v: u8) -> Option<Reason> {
+        Reason::ALL.get(v as usize).copied()
+    }
+
+    /// The stable name users see in `status`, `events` and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Policy => "policy",
+            Reason::NoPolicy => "no-policy",
+            Reason::Arp => "arp",
+            Reason::Ethertype => "ethertype",
+            Reason::Nd => "ipv6-nd",
+            Reason::IcmpError => "icmp-error",
+            Reason::Dhcp => "dhcp",
+            Reason::Truncated => "truncated",
+            Reason::BadIhl => "bad-ihl",
+            Reason::FragTooShort => "fragment-too-short",
+            Reason::FragOverlap => "fragment-overlap",
+            Reason::V6ChainTooLong => "ipv6-chain-too-long",
+            Reason::V6FragChain => "ipv6-fragment-chain",
+            Reason::VlanDepth => "vlan-depth",
+            Reason::V4Mapped => "ipv4-mapped",
+            Reason::Malformed => "malformed",
+        }
+    }
+}
+
+pub const F_ENFORCE: u32 = 1 << 0;
+pub const F_ARP: u32 = 1 << 1;
+pub const F_ND: u32 = 1 << 2;
+pub const F_ICMP_ERRORS: u32 = 1 << 3;
+pub const F_DHCP: u32 = 1 << 4;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ANY: u8 = 255;
+
+pub const SLOT_OUT_REMOTE: u8 = 1 << 0;
+pub const SLOT_IN_REMOTE: u8 = 1 << 1;
+pub const SLOT_IN_LOCAL: u8 = 1 << 2;
+pub const SLOT_OUT_LOCAL: u8 = 1 << 3;
+
+pub const STATS_ENTRIES: usize = DIR_MAX * VERDICT_MAX * REASON_MAX;
+pub const MISC_EVENTS_SUPPRESSED: u32 = 0;
+pub const MISC_EVENTS_LOST: u32 = 1;
+pub const MISC_MAX: usize = 2;
+
+/// The `ag_stats` index of a (direction, verdict, reason) counter.
+pub const fn stats_index(direction: u8, verdict: u8, reason: u8) -> u32 {
+    ((direction as u32 * VERDICT_MAX as u32) + verdict as u32) * REASON_MAX as u32 + reason as u32
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenConfig {
+    pub generation: u64,
+    pub flags: u32,
+    pub n_ethertypes: u32,
+    pub ethertypes: [u16; MAX_ETHERTYPES],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRule {
+    pub proto: u8,
+    pub slots: u8,
+    pub _pad: u16,
+    pub port_lo: u16,
+    pub port_hi: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyValue {
+    pub n_rules: u32,
+    pub _pad: u32,
+    pub rules: [PortRule; MAX_PORT_RULES],
+}
+
+impl PolicyValue {
+    pub fn rules(&self) -> &[PortRule] {
+        &self.rules[..(self.n_rules as usize).min(MAX_PORT_RULES)]
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct V4HostKey {
+    pub addr: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct V6HostKey {
+    pub addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub generation: u64,
+    pub ifindex: u32,
+    pub direction: u8,
+    pub reason: u8,
+    pub enforced: u8,
+    pub family: u8,
+    pub ethertype: u16,
+    pub l4proto: u8,
+    pub _pad: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+// The C side has the same sizes; `build.rs` compiles a check of them with clang.
+const _: () = assert!(core::mem::size_of::<GenConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
+const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8 + 8 * MAX_PORT_RULES);
+const _: () = assert!(core::mem::size_of::<V4HostKey>() == 4);
+const _: () = assert!(core::mem::size_of::<V6HostKey>() == 16);
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+const _: () = assert!(core::mem::size_of::<Event>() == 64);
+
+#[cfg(feature = "aya")]
+mod pod {
+    // SAFETY: plain #[repr(C)] structs of integers with explicit padding fields, so
+    // every byte pattern is a valid value and none is uninitialised.
+    unsafe impl aya::Pod for super::GenConfig {}
+    unsafe impl aya::Pod for super::PortRule {}
+    unsafe impl aya::Pod for super::PolicyValue {}
+    unsafe impl aya::Pod for super::V4HostKey {}
+    unsafe impl aya::Pod for super::V6HostKey {}
+    unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::Event {}
+}
