@@ -295,7 +295,7 @@ mod tests {
         ]);
         let t = compile_policy(&p).unwrap();
         let host = t.v4_host[&"198.51.100.7".parse::<Ipv4Addr>().unwrap()];
-        assert_eq!(host.n_rules, 4, "{host:?}");
+        assert_eq!(host.n_rules, 3, "{host:?}");
         let a: IpAddr = "198.51.100.7".parse().unwrap();
         assert!(compiled(&t, a, abi::PROTO_TCP, abi::SLOT_OUT_REMOTE, 443));
         assert!(compiled(&t, a, abi::PROTO_TCP, abi::SLOT_OUT_REMOTE, 80));

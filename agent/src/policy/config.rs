@@ -663,7 +663,7 @@ ports = [443, "8000-8100"]
         assert_eq!(c.management.cidrs, ["192.0.2.0/24".parse::<IpNet>().unwrap()]);
         assert_eq!(c.allow.len(), 1);
         assert_eq!(c.allow[0].ports, [PortRange::single(443), PortRange { lo: 8000, hi: 8100 }]);
-        assert_eq!(c.allow[0].line, 22);
+        assert_eq!(c.allow[0].line, 23);
     }
 
     #[test]
@@ -704,7 +704,7 @@ ports = [443, "8000-8100"]
             ("interfaces = [\"a b\"]\n", "test.toml:1: interfaces: `a b` is not an interface name"),
             ("metrics = \"localhost\"\n", "test.toml:1: metrics: `localhost` is not an address:port"),
             ("[log_collector]\nsources = [\"2001:db8::1/32\"]\n", "test.toml:2: log_collector.sources: `2001:db8::1/32` has host bits set"),
-            ("regions = [\"eu1\"\n", "test.toml:1: "),
+            ("regions = [\"eu1\"\n", "test.toml:2: invalid array"),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text);

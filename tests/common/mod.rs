@@ -1,0 +1,127 @@
+//! Shared by the integration tests: unique names, pin directories and namespaces that
+//! clean up after themselves (on failure too), and the test-run harness that judges a
+//! frame in the kernel and reads back why.
+
+#![allow(dead_code)]
+
+pub mod netns;
+pub mod packet;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use allowgate::{
+    dataplane::{Dataplane, LoadOptions, detach_all},
+    policy::{
+        Mode, Policy, compile_policy,
+        model::{Hook, Reason, Verdict},
+    },
+};
+use allowgate_ebpf as abi;
+
+/// A name no other test (or test run) uses at the same time: `prefix`, the pid, a
+/// counter. Short enough for an interface name.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}x{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test loads BPF programs and needs root: run `cargo xtask test` as root");
+    }
+}
+
+/// A bpffs directory of this test's own, detached and removed on drop.
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new() -> PinDir {
+        require_root();
+        allowgate::dataplane::ensure_bpffs().expect("bpffs");
+        PinDir(Path::new("/sys/fs/bpf").join(unique("allowgate-test-")))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let problems = detach_all(&self.0, &[]);
+        if !problems.is_empty() {
+            eprintln!("cleanup of {}: {}", self.0.display(), problems.join("; "));
+        }
+    }
+}
+
+/// What the kernel did with one frame: whether it went on, and the counter it bumped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub delivered: bool,
+    pub verdict: Verdict,
+    pub reason: Reason,
+}
+
+/// The loaded programs with a policy installed, not attached anywhere: frames go
+/// through BPF_PROG_TEST_RUN only.
+pub struct Harness {
+    pub dataplane: Dataplane,
+    pub policy: Policy,
+    // Dropped after the dataplane: its pins go last.
+    _pins: PinDir,
+}
+
+impl Harness {
+    pub fn new(policy: Policy) -> Harness {
+        let pins = PinDir::new();
+        let mut dataplane = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load the BPF object");
+        let tables = compile_policy(&policy).expect("compile the policy");
+        dataplane.install(&tables).expect("install the policy");
+        Harness { dataplane, policy, _pins: pins }
+    }
+
+    /// Replaces the policy with a new generation.
+    pub fn set_policy(&mut self, policy: Policy) {
+        let tables = compile_policy(&policy).expect("compile the policy");
+        self.dataplane.install(&tables).expect("install the policy");
+        self.policy = policy;
+    }
+
+    /// Runs `frame` through the program of `hook` and reads which counter moved.
+    pub fn run(&mut self, hook: Hook, frame: &[u8]) -> Outcome {
+        let before = self.dataplane.counters().expect("read counters");
+        let result = self.dataplane.test_run(hook, frame, 1).expect("test run");
+        let after = self.dataplane.counters().expect("read counters");
+        let delivered = match (hook, result.return_value) {
+            (Hook::Ingress, 2) => true,           // XDP_PASS
+            (Hook::Ingress, 1) => false,          // XDP_DROP
+            (Hook::Egress, u32::MAX) => true,     // TC_ACT_UNSPEC: next program, then out
+            (Hook::Egress, 2) => false,           // TC_ACT_SHOT
+            (h, r) => panic!("unexpected return value {r} from the {h:?} program"),
+        };
+        let moved: Vec<_> = after
+            .by_key
+            .iter()
+            .filter(|(k, c)| c.packets != before.get(k.0, k.1, k.2).packets)
+            .map(|(k, c)| (*k, c.packets - before.get(k.0, k.1, k.2).packets))
+            .collect();
+        assert_eq!(moved.len(), 1, "one frame must move exactly one counter, moved {moved:?}");
+        let ((direction, verdict, reason), delta) = moved[0];
+        assert_eq!(delta, 1, "one frame counted {delta} times");
+        let want_dir = if hook == Hook::Egress { abi::DIR_EGRESS } else { abi::DIR_INGRESS };
+        assert_eq!(direction, want_dir, "counted under the wrong direction");
+        let verdict = if verdict == abi::VERDICT_PASS { Verdict::Pass } else { Verdict::Drop };
+        Outcome { delivered, verdict, reason }
+    }
+
+    /// What the reference model says of the same packet.
+    pub fn expect(&self, packet: &allowgate::policy::model::Packet) -> Outcome {
+        let j = allowgate::policy::model::judge(&self.policy, packet);
+        Outcome { delivered: j.delivered(self.policy.mode), verdict: j.verdict, reason: j.reason }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.policy.mode
+    }
+}
