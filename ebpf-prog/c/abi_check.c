@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * abi_check.c - never linked: build.rs compiles it with -fsyntax-only so that a
+ * change to abi.h that the #[repr(C)] mirrors in src/lib.rs don't follow (or the
+ * reverse: lib.rs asserts the same numbers) fails the build.
+ */
+#include "abi.h"
+
+#define AG_ASSERT_SIZE(type, size) \
+	_Static_assert(sizeof(type) == (size), #type " must be " #size " bytes, as src/lib.rs asserts")
+
+AG_ASSERT_SIZE(struct ag_gen_config, 32);
+AG_ASSERT_SIZE(struct ag_port_rule, 8);
+AG_ASSERT_SIZE(struct ag_policy_value, 136);
+AG_ASSERT_SIZE(struct ag_v4_host_key, 4);
+AG_ASSERT_SIZE(struct ag_v6_host_key, 16);
+AG_ASSERT_SIZE(struct ag_lpm_v4_key, 8);
+AG_ASSERT_SIZE(struct ag_lpm_v6_key, 20);
+AG_ASSERT_SIZE(struct ag_counter, 16);
+AG_ASSERT_SIZE(struct ag_event, 64);
+
+/* Field offsets the Rust side relies on implicitly through #[repr(C)]. */
+_Static_assert(__builtin_offsetof(struct ag_gen_config, ethertypes) == 16, "ag_gen_config layout");
+_Static_assert(__builtin_offsetof(struct ag_policy_value, rules) == 8, "ag_policy_value layout");
+_Static_assert(__builtin_offsetof(struct ag_port_rule, port_lo) == 4, "ag_port_rule layout");
+_Static_assert(__builtin_offsetof(struct ag_event, ethertype) == 24, "ag_event layout");
+_Static_assert(__builtin_offsetof(struct ag_event, saddr) == 32, "ag_event layout");
+_Static_assert(__builtin_offsetof(struct ag_event, daddr) == 48, "ag_event layout");
+
+/* The number of counters lib.rs computes the same way. */
+_Static_assert(AG_STATS_ENTRIES == 64, "AG_STATS_ENTRIES");
+_Static_assert(AG_SLOTS == 2 && AG_MAX_PORT_RULES == 16 && AG_MAX_ETHERTYPES == 8 &&
+	       AG_MAX_VLAN_DEPTH == 2 && AG_MAX_V6_EXT_HDRS == 8 && AG_REASON_MAX == 16,
+	       "abi.h bounds must match the constants in src/lib.rs");

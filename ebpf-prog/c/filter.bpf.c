@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * filter.bpf.c - the allowgate entry points: XDP for ingress, TC (tcx or
+ * clsact) for egress. Each parses its packet (lib/parse.h) and hands the
+ * parsed facts to the shared core (lib/judge.h); then it only translates the
+ * verdict into its hook's return code.
+ */
+#include "lib/common.h"
+#include "lib/parse.h"
+#include "lib/judge.h"
+
+/*
+ * Headers a non-linear skb must have in its linear part for the filter to read
+ * them: Ethernet, two VLAN tags, IPv6 with a few extension headers, TCP with
+ * options. Pulled only after a first parse found the headers cut short.
+ */
+#define AG_TC_PULL_LEN	256
+
+SEC("xdp")
+int allowgate_ingress(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ag_pkt pkt;
+
+	ag_parse(data, data_end, &pkt);
+	if (ag_judge(&pkt, AG_DIR_INGRESS, data_end - data, ctx->ingress_ifindex) ==
+	    AG_VERDICT_PASS)
+		return XDP_PASS;
+	return XDP_DROP;
+}
+
+SEC("classifier")
+int allowgate_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 linear = data_end - data;
+	struct ag_pkt pkt;
+
+	ag_parse(data, data_end, &pkt);
+	/*
+	 * Locally built packets keep their headers in the linear part; when one
+	 * does not, pull them in and parse again rather than drop it as cut.
+	 */
+	if (ag_parse_cut_short(&pkt) && skb->len > linear && linear < AG_TC_PULL_LEN) {
+		__u32 want = skb->len < AG_TC_PULL_LEN ? skb->len : AG_TC_PULL_LEN;
+
+		if (bpf_skb_pull_data(skb, want) == 0) {
+			data = (void *)(long)skb->data;
+			data_end = (void *)(long)skb->data_end;
+			ag_parse(data, data_end, &pkt);
+		}
+	}
+	/* A pass is TC_ACT_UNSPEC: tcx/clsact programs after us still run. */
+	if (ag_judge(&pkt, AG_DIR_EGRESS, skb->len, skb->ifindex) == AG_VERDICT_PASS)
+		return TC_ACT_UNSPEC;
+	return TC_ACT_SHOT;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

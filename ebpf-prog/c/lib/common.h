@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * common.h - headers, protocol numbers and small helpers every part of the
+ * filter uses. Only uapi headers: the programs must build on a machine without
+ * a vmlinux.h.
+ */
+#ifndef ALLOWGATE_COMMON_H
+#define ALLOWGATE_COMMON_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "abi.h"
+
+/* Ethertypes (host byte order) the parser knows besides IPv4/IPv6/ARP. */
+#define AG_ETH_P_8021Q		0x8100
+#define AG_ETH_P_8021AD		0x88a8
+
+/* IP protocol and IPv6 next-header numbers. */
+#define AG_IPPROTO_HOPOPTS	0
+#define AG_IPPROTO_ICMP		1
+#define AG_IPPROTO_TCP		6
+#define AG_IPPROTO_UDP		17
+#define AG_IPPROTO_ROUTING	43
+#define AG_IPPROTO_FRAGMENT	44
+#define AG_IPPROTO_AH		51
+#define AG_IPPROTO_ICMPV6	58
+#define AG_IPPROTO_DSTOPTS	60
+
+/* Bytes of the L4 header the filter reads (ports, flags, ICMP type). */
+#define AG_TCP_HDR_LEN		20
+#define AG_UDP_HDR_LEN		8
+#define AG_ICMP_HDR_LEN		8
+
+/* TCP flags byte (offset 13 of the header). */
+#define AG_TCP_FLAG_SYN		0x02
+#define AG_TCP_FLAG_ACK		0x10
+
+/* A rule protocol no rule carries: matches AG_PROTO_ANY only. */
+#define AG_PROTO_NONE		0
+
+#define AG_ICMP_ECHO_REPLY	0
+#define AG_ICMPV6_ECHO_REPLY	129
+
+#ifndef barrier_var
+#define barrier_var(var) asm volatile("" : "=r"(var) : "0"(var))
+#endif
+
+/*
+ * What the parser saw; addresses stay in network byte order, ports in host
+ * byte order. Zeroed before parsing so that a drop event built from a
+ * half-parsed packet carries zeros, not stack garbage. It is all the judging
+ * core gets to see of a packet.
+ */
+union ag_addr {
+	__u32 v4;		/* IPv4: the first 4 bytes */
+	__u32 v6[4];
+	__u8 bytes[16];
+};
+
+enum ag_frag {
+	AG_FRAG_NONE = 0,	/* a whole datagram */
+	AG_FRAG_FIRST = 1,	/* offset 0, more to come: carries the L4 header */
+	AG_FRAG_LATER = 2,	/* offset != 0: no L4 header, judged without ports */
+};
+
+struct ag_pkt {
+	union ag_addr saddr;
+	union ag_addr daddr;
+	__u16 ethertype;	/* after the VLAN tags, host byte order */
+	__u16 sport;		/* 0 for protocols without ports */
+	__u16 dport;
+	__u8 family;		/* 4, 6, or 0 for non-IP */
+	__u8 l4proto;		/* IPv4 protocol, or the end of the IPv6 chain */
+	__u8 frag;		/* enum ag_frag */
+	__u8 icmp_type;		/* ICMP and ICMPv6 */
+	__u8 tcp_flags;
+	__u8 hop_limit;		/* IPv6: ND is only valid at 255 */
+	__s8 parse_result;	/* AG_PARSE_OK, or the enum ag_reason to drop for */
+	__u8 rule_proto;	/* l4proto as port rules name it (ag_rule_proto()) */
+	__u8 return_ok;		/* may match a return slot: opens nothing */
+	__u8 _pad;
+};
+
+/* A parse step went well and the packet goes on to be judged. */
+#define AG_PARSE_OK	(-1)
+
+#endif /* ALLOWGATE_COMMON_H */

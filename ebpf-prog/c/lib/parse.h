@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * parse.h - packet parsing: Ethernet, VLAN tags, IPv4 (options skipped),
+ * IPv6 and its extension-header chain, and the L4 fields the policy needs.
+ *
+ * Every function returns AG_PARSE_OK or the reason the packet can't be judged
+ * safely (it is then dropped). Only what is read here is trusted: a header that
+ * does not fit between data and data_end is never guessed at.
+ */
+#ifndef ALLOWGATE_PARSE_H
+#define ALLOWGATE_PARSE_H
+
+#include "common.h"
+
+struct ag_vlan_hdr {
+	__be16 tci;
+	__be16 encapsulated_proto;
+};
+
+struct ag_ipv6_opt_hdr {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+struct ag_ipv6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;	/* offset << 3 | M */
+	__be32 identification;
+};
+
+#define AG_IPV4_MF		0x2000
+#define AG_IPV4_OFFSET_MASK	0x1fff
+#define AG_IPV6_FRAG_OFFSET_MASK 0xfff8
+
+/*
+ * Reads ports, TCP flags or the ICMP type at l4. icmp_proto is the ICMP of
+ * this family (1 on IPv4, 58 on IPv6; the other one is just a protocol without
+ * ports there). too_short is the reason when the header is cut: TRUNCATED for a
+ * whole datagram, FRAG_TOO_SHORT or V6_FRAG_CHAIN for a first fragment (whose
+ * later fragments can't be checked).
+ */
+static __always_inline int ag_parse_l4(void *l4, void *data_end, struct ag_pkt *pkt,
+				       __u8 icmp_proto, int too_short)
+{
+	__u8 *bytes = l4;
+
+	if (pkt->l4proto == AG_IPPROTO_TCP) {
+		if (l4 + AG_TCP_HDR_LEN > data_end)
+			return too_short;
+		pkt->sport = bpf_ntohs(*(__be16 *)&bytes[0]);
+		pkt->dport = bpf_ntohs(*(__be16 *)&bytes[2]);
+		pkt->tcp_flags = bytes[13];
+	} else if (pkt->l4proto == AG_IPPROTO_UDP) {
+		if (l4 + AG_UDP_HDR_LEN > data_end)
+			return too_short;
+		pkt->sport = bpf_ntohs(*(__be16 *)&bytes[0]);
+		pkt->dport = bpf_ntohs(*(__be16 *)&bytes[2]);
+	} else if (pkt->l4proto == icmp_proto) {
+		if (l4 + AG_ICMP_HDR_LEN > data_end)
+			return too_short;
+		pkt->icmp_type = bytes[0];
+	}
+	/* Anything else has no ports: judged on addresses and protocol. */
+	return AG_PARSE_OK;
+}
+
+static __always_inline int ag_parse_ipv4(void *l3, void *data_end, struct ag_pkt *pkt)
+{
+	struct iphdr *iph = l3;
+	__u32 hdr_len;
+	__u16 frag_off;
+
+	pkt->family = 4;
+	if ((void *)(iph + 1) > data_end)
+		return AG_REASON_TRUNCATED;
+	pkt->saddr.v4 = iph->saddr;
+	pkt->daddr.v4 = iph->daddr;
+	pkt->l4proto = iph->protocol;
+
+	if (iph->version != 4)
+		return AG_REASON_MALFORMED;
+	if (iph->ihl < 5)
+		return AG_REASON_BAD_IHL;
+	hdr_len = iph->ihl * 4;
+	if (l3 + hdr_len > data_end)
+		return AG_REASON_TRUNCATED;
+	if (bpf_ntohs(iph->tot_len) < hdr_len)
+		return AG_REASON_BAD_IHL;
+
+	frag_off = bpf_ntohs(iph->frag_off);
+	if (frag_off & AG_IPV4_OFFSET_MASK) {
+		pkt->frag = AG_FRAG_LATER;
+		/* Offset 8 could rewrite the TCP flags of the first fragment. */
+		if (pkt->l4proto == AG_IPPROTO_TCP && (frag_off & AG_IPV4_OFFSET_MASK) == 1)
+			return AG_REASON_FRAG_OVERLAP;
+		return AG_PARSE_OK;
+	}
+	if (frag_off & AG_IPV4_MF) {
+		pkt->frag = AG_FRAG_FIRST;
+		return ag_parse_l4(l3 + hdr_len, data_end, pkt, AG_IPPROTO_ICMP,
+				   AG_REASON_FRAG_TOO_SHORT);
+	}
+	return ag_parse_l4(l3 + hdr_len, data_end, pkt, AG_IPPROTO_ICMP, AG_REASON_TRUNCATED);
+}
+
+/* ::ffff:0:0/96 has no business on an IPv6 wire and may confuse v4 rules. */
+static __always_inline int ag_ipv6_is_v4_mapped(const union ag_addr *addr)
+{
+	return addr->v6[0] == 0 && addr->v6[1] == 0 &&
+	       addr->v6[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline int ag_ipv6_is_ext_hdr(__u8 nexthdr)
+{
+	return nexthdr == AG_IPPROTO_HOPOPTS || nexthdr == AG_IPPROTO_ROUTING ||
+	       nexthdr == AG_IPPROTO_DSTOPTS || nexthdr == AG_IPPROTO_FRAGMENT ||
+	       nexthdr == AG_IPPROTO_AH;
+}
+
+/* Longest IPv6 header chain (from the start of the frame) the walk follows. */
+#define AG_V6_CHAIN_MAX		0xfff
+
+/*
+ * Returns v unchanged, but as a global function its result is unknown to the
+ * verifier (it checks global functions on their own). The extension-header
+ * walk passes its offset through here so that every mix of header kinds and
+ * lengths before it reaches the verifier as the same state; otherwise each
+ * mix is a state of its own and the walk alone costs ~90k verified
+ * instructions per program. Called only for packets with extension headers.
+ */
+__attribute__((noinline)) __u64 ag_verifier_forget(__u64 v)
+{
+	asm volatile("" : "+r"(v));
+	return v;
+}
+
+/* l3 is data + l3_off: the walk works on offsets from data. */
+static __always_inline int ag_parse_ipv6(void *data, __u32 l3_off, void *data_end,
+					 struct ag_pkt *pkt)
+{
+	struct ipv6hdr *ip6 = data + l3_off;
+	/* 64 bits: no zero-extension copy for clang to bound-check instead. */
+	__u64 off = l3_off + sizeof(*ip6);
+	int too_short = AG_REASON_TRUNCATED;
+	__u8 nexthdr;
+	__u32 i;
+
+	pkt->family = 6;
+	if ((void *)(ip6 + 1) > data_end)
+		return AG_REASON_TRUNCATED;
+	__builtin_memcpy(&pkt->saddr, &ip6->saddr, sizeof(pkt->saddr));
+	__builtin_memcpy(&pkt->daddr, &ip6->daddr, sizeof(pkt->daddr));
+	nexthdr = ip6->nexthdr;
+	pkt->l4proto = nexthdr;
+
+	if (ip6->version != 6)
+		return AG_REASON_MALFORMED;
+	if (ag_ipv6_is_v4_mapped(&pkt->saddr) || ag_ipv6_is_v4_mapped(&pkt->daddr))
+		return AG_REASON_V4_MAPPED;
+	pkt->hop_limit = ip6->hop_limit;
+
+	for (i = 0; i < AG_MAX_V6_EXT_HDRS; i++) {
+		struct ag_ipv6_opt_hdr *opt;
+		struct ag_ipv6_frag_hdr *frag;
+		__u64 len;
+
+		if (!ag_ipv6_is_ext_hdr(nexthdr))
+			goto chain_end;
+		off = ag_verifier_forget(off);
+		/* Only reachable with 4 KiB of headers actually in the packet. */
+		if (off > AG_V6_CHAIN_MAX)
+			return AG_REASON_V6_CHAIN_TOO_LONG;
+		opt = data + off;
+		frag = data + off;
+
+		switch (nexthdr) {
+		case AG_IPPROTO_FRAGMENT:
+			if ((void *)(frag + 1) > data_end)
+				return too_short;
+			nexthdr = frag->nexthdr;
+			if (bpf_ntohs(frag->frag_off) & AG_IPV6_FRAG_OFFSET_MASK) {
+				/* Its next header names the protocol; no L4 here. */
+				pkt->frag = AG_FRAG_LATER;
+				pkt->l4proto = nexthdr;
+				return AG_PARSE_OK;
+			}
+			/* The rest of the chain and the L4 header must be here. */
+			pkt->frag = AG_FRAG_FIRST;
+			too_short = AG_REASON_V6_FRAG_CHAIN;
+			len = sizeof(*frag);
+			break;
+		case AG_IPPROTO_AH:
+			if ((void *)(opt + 1) > data_end)
+				return too_short;
+			len = ((__u64)opt->hdrlen + 2) * 4;
+			nexthdr = opt->nexthdr;
+			break;
+		default:	/* hop-by-hop, routing, destination options */
+			if ((void *)(opt + 1) > data_end)
+				return too_short;
+			len = ((__u64)opt->hdrlen + 1) * 8;
+			nexthdr = opt->nexthdr;
+			break;
+		}
+		off += len;
+		if (data + off > data_end)
+			return too_short;
+		pkt->l4proto = nexthdr;
+	}
+	if (ag_ipv6_is_ext_hdr(nexthdr))
+		return AG_REASON_V6_CHAIN_TOO_LONG;
+
+chain_end:
+	if (off > AG_V6_CHAIN_MAX)
+		return AG_REASON_V6_CHAIN_TOO_LONG;
+	return ag_parse_l4(data + off, data_end, pkt, AG_IPPROTO_ICMPV6, too_short);
+}
+
+/*
+ * Ethernet and up to AG_MAX_VLAN_DEPTH tags, then the network layer. Non-IP
+ * packets come back AG_PARSE_OK with family 0: whether their ethertype may
+ * pass is the policy's call, not the parser's.
+ */
+static __always_inline int ag_parse_eth(void *data, void *data_end, struct ag_pkt *pkt)
+{
+	struct ethhdr *eth = data;
+	__u32 l3_off = sizeof(*eth);
+	__u16 proto;
+	__u32 i;
+
+	if ((void *)(eth + 1) > data_end)
+		return AG_REASON_TRUNCATED;
+	proto = bpf_ntohs(eth->h_proto);
+
+	for (i = 0; i < AG_MAX_VLAN_DEPTH; i++) {
+		struct ag_vlan_hdr *vlan = data + l3_off;
+
+		if (proto != AG_ETH_P_8021Q && proto != AG_ETH_P_8021AD)
+			break;
+		if ((void *)(vlan + 1) > data_end) {
+			pkt->ethertype = proto;
+			return AG_REASON_TRUNCATED;
+		}
+		proto = bpf_ntohs(vlan->encapsulated_proto);
+		l3_off += sizeof(*vlan);
+	}
+	pkt->ethertype = proto;
+	if (proto == AG_ETH_P_8021Q || proto == AG_ETH_P_8021AD)
+		return AG_REASON_VLAN_DEPTH;
+
+	if (proto == ETH_P_IP)
+		return ag_parse_ipv4(data + l3_off, data_end, pkt);
+	if (proto == ETH_P_IPV6)
+		return ag_parse_ipv6(data, l3_off, data_end, pkt);
+	return AG_PARSE_OK;
+}
+
+/* The ICMP of the packet's family: ICMP on IPv4, ICMPv6 on IPv6. */
+static __always_inline int ag_is_icmp(const struct ag_pkt *pkt)
+{
+	return (pkt->family == 4 && pkt->l4proto == AG_IPPROTO_ICMP) ||
+	       (pkt->family == 6 && pkt->l4proto == AG_IPPROTO_ICMPV6);
+}
+
+/*
+ * The protocol as port rules name it: AG_PROTO_ICMP for the family's ICMP;
+ * AG_PROTO_NONE for the other family's ICMP number (ICMPv4 inside IPv6, ICMPv6
+ * inside IPv4), which no ICMP rule allows, only an any-protocol one.
+ */
+static __always_inline __u8 ag_rule_proto(const struct ag_pkt *pkt)
+{
+	if (ag_is_icmp(pkt))
+		return AG_PROTO_ICMP;
+	if (pkt->l4proto == AG_IPPROTO_ICMP || pkt->l4proto == AG_IPPROTO_ICMPV6)
+		return AG_PROTO_NONE;
+	return pkt->l4proto;
+}
+
+/*
+ * A return path never opens a connection: not a TCP segment with SYN set and
+ * ACK clear, not an ICMP message other than an echo reply.
+ */
+static __always_inline int ag_return_ok(const struct ag_pkt *pkt)
+{
+	if (pkt->l4proto == AG_IPPROTO_TCP)
+		return !((pkt->tcp_flags & AG_TCP_FLAG_SYN) && !(pkt->tcp_flags & AG_TCP_FLAG_ACK));
+	if (ag_is_icmp(pkt))
+		return pkt->icmp_type ==
+		       (pkt->family == 4 ? AG_ICMP_ECHO_REPLY : AG_ICMPV6_ECHO_REPLY);
+	return 1;
+}
+
+/*
+ * Parses the frame at [data, data_end) into a zeroed *pkt, and derives what
+ * the rule match needs (done here, where the verifier walks each parse path
+ * anyway, rather than as branches in the judging core).
+ */
+static __always_inline void ag_parse(void *data, void *data_end, struct ag_pkt *pkt)
+{
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	pkt->parse_result = ag_parse_eth(data, data_end, pkt);
+	pkt->rule_proto = ag_rule_proto(pkt);
+	pkt->return_ok = ag_return_ok(pkt);
+}
+
+/* Reasons a pull of a non-linear skb might turn into something to judge. */
+static __always_inline int ag_parse_cut_short(const struct ag_pkt *pkt)
+{
+	return pkt->parse_result == AG_REASON_TRUNCATED ||
+	       pkt->parse_result == AG_REASON_FRAG_TOO_SHORT ||
+	       pkt->parse_result == AG_REASON_V6_FRAG_CHAIN;
+}
+
+#endif /* ALLOWGATE_PARSE_H */

@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * policy.h - the policy maps, the per-generation config, and the rule lookup:
+ * host hash first, then the LPM trie, then the port rules of what was found.
+ *
+ * A generation lives in one of AG_SLOTS slots: its four inner maps sit at that
+ * index of the four outer maps and its config in ag_gen_cfg. The agent fills the
+ * idle slot and then flips ag_active, so a packet sees one whole generation.
+ */
+#ifndef ALLOWGATE_POLICY_H
+#define ALLOWGATE_POLICY_H
+
+#include "common.h"
+
+/*
+ * Inner-map templates. The kernel checks type, key size, value size and
+ * map_flags of every map the agent puts in a slot against these (not
+ * max_entries), so map_flags must stay exactly BPF_F_NO_PREALLOC, which is
+ * what the agent creates them with. Sizes rather than __type(): clang emits
+ * only forward declarations for types this deep in a map definition, and the
+ * loader can't size a forward declaration.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, AG_SLOTS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_HASH);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+		__uint(max_entries, 1);
+		__uint(key_size, sizeof(struct ag_v4_host_key));
+		__uint(value_size, sizeof(struct ag_policy_value));
+	});
+} ag_v4_host SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, AG_SLOTS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+		__uint(max_entries, 1);
+		__uint(key_size, sizeof(struct ag_lpm_v4_key));
+		__uint(value_size, sizeof(struct ag_policy_value));
+	});
+} ag_v4_lpm SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, AG_SLOTS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_HASH);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+		__uint(max_entries, 1);
+		__uint(key_size, sizeof(struct ag_v6_host_key));
+		__uint(value_size, sizeof(struct ag_policy_value));
+	});
+} ag_v6_host SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, AG_SLOTS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+		__uint(max_entries, 1);
+		__uint(key_size, sizeof(struct ag_lpm_v6_key));
+		__uint(value_size, sizeof(struct ag_policy_value));
+	});
+} ag_v6_lpm SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AG_SLOTS);
+	__type(key, __u32);
+	__type(value, struct ag_gen_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_gen_cfg SEC(".maps");
+
+/* ag_active[0] is the slot packets are judged by. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_active SEC(".maps");
+
+/* The active generation's config, or NULL when none is complete. */
+static __always_inline const struct ag_gen_config *ag_active_config(__u32 *slot)
+{
+	const struct ag_gen_config *cfg;
+	__u32 zero = 0;
+	__u32 *active;
+
+	active = bpf_map_lookup_elem(&ag_active, &zero);
+	if (!active)
+		return NULL;
+	*slot = *active;
+	if (*slot >= AG_SLOTS)
+		return NULL;
+	cfg = bpf_map_lookup_elem(&ag_gen_cfg, slot);
+	if (!cfg || cfg->generation == 0)
+		return NULL;
+	return cfg;
+}
+
+enum ag_lookup_result {
+	AG_LOOKUP_FOUND = 0,
+	AG_LOOKUP_MISS = 1,		/* no prefix covers the remote: deny */
+	AG_LOOKUP_NO_TABLES = 2,	/* the slot lacks an inner map: fail closed */
+};
+
+/*
+ * The v4 and v6 lookups are separate functions with barrier_var() on every map
+ * pointer and result. clang may otherwise merge the two families' calls into
+ * one bpf_map_lookup_elem whose map pointer depends on the branch; the
+ * verifier then can't turn it into a direct call of the hash or trie lookup
+ * and leaves the generic helper (about twice the cost per packet). clang 14
+ * does not merge this shape today; the barriers keep it so, and the smoke
+ * test map_lookups_are_direct_calls reads the translated code to check.
+ */
+static __always_inline int ag_lookup_v4(__u32 slot, __u32 addr,
+					const struct ag_policy_value **value)
+{
+	struct ag_v4_host_key host_key;
+	struct ag_lpm_v4_key lpm_key;
+	void *host, *lpm;
+
+	host = bpf_map_lookup_elem(&ag_v4_host, &slot);
+	barrier_var(host);
+	if (!host)
+		return AG_LOOKUP_NO_TABLES;
+	__builtin_memcpy(host_key.addr, &addr, sizeof(host_key.addr));
+	*value = bpf_map_lookup_elem(host, &host_key);
+	barrier_var(*value);
+	if (*value)
+		return AG_LOOKUP_FOUND;
+
+	lpm = bpf_map_lookup_elem(&ag_v4_lpm, &slot);
+	barrier_var(lpm);
+	if (!lpm)
+		return AG_LOOKUP_NO_TABLES;
+	lpm_key.prefixlen = 32;
+	__builtin_memcpy(lpm_key.addr, &addr, sizeof(lpm_key.addr));
+	*value = bpf_map_lookup_elem(lpm, &lpm_key);
+	barrier_var(*value);
+	return *value ? AG_LOOKUP_FOUND : AG_LOOKUP_MISS;
+}
+
+static __always_inline int ag_lookup_v6(__u32 slot, const union ag_addr *addr,
+					const struct ag_policy_value **value)
+{
+	struct ag_v6_host_key host_key;
+	struct ag_lpm_v6_key lpm_key;
+	void *host, *lpm;
+
+	host = bpf_map_lookup_elem(&ag_v6_host, &slot);
+	barrier_var(host);
+	if (!host)
+		return AG_LOOKUP_NO_TABLES;
+	__builtin_memcpy(host_key.addr, addr->bytes, sizeof(host_key.addr));
+	*value = bpf_map_lookup_elem(host, &host_key);
+	barrier_var(*value);
+	if (*value)
+		return AG_LOOKUP_FOUND;
+
+	lpm = bpf_map_lookup_elem(&ag_v6_lpm, &slot);
+	barrier_var(lpm);
+	if (!lpm)
+		return AG_LOOKUP_NO_TABLES;
+	lpm_key.prefixlen = 128;
+	__builtin_memcpy(lpm_key.addr, addr->bytes, sizeof(lpm_key.addr));
+	*value = bpf_map_lookup_elem(lpm, &lpm_key);
+	barrier_var(*value);
+	return *value ? AG_LOOKUP_FOUND : AG_LOOKUP_MISS;
+}
+
+/*
+ * The port rules of what was found. "Forward" slots compare the destination
+ * port (egress OUT_REMOTE, ingress IN_LOCAL), "return" slots the source port
+ * (egress OUT_LOCAL, ingress IN_REMOTE), and only when the packet opens
+ * nothing (pkt->return_ok).
+ *
+ * The packet's fields are read through a volatile pointer in every iteration
+ * on purpose: held in registers, a field that one iteration's branch pinned to
+ * a constant stays pinned in the next, and the verifier walks the loop once
+ * per such constant. Reloads from L1 cost next to nothing.
+ */
+static __always_inline int ag_rules_allow(const struct ag_policy_value *value,
+					  const struct ag_pkt *pkt, __u32 fwd_slot, __u32 ret_slot)
+{
+	const volatile struct ag_pkt *p = pkt;
+	__u32 i;
+
+	for (i = 0; i < AG_MAX_PORT_RULES; i++) {
+		const struct ag_port_rule *rule = &value->rules[i];
+		__u16 port;
+
+		if (i >= value->n_rules)
+			break;
+		if (rule->proto != AG_PROTO_ANY && rule->proto != p->rule_proto)
+			continue;
+		/* A non-first fragment has no ports: any rule of this hook will do. */
+		if (p->frag == AG_FRAG_LATER) {
+			if (rule->slots & (fwd_slot | ret_slot))
+				return 1;
+			continue;
+		}
+		port = p->dport;
+		if ((rule->slots & fwd_slot) && port >= rule->port_lo && port <= rule->port_hi)
+			return 1;
+		port = p->sport;
+		if ((rule->slots & ret_slot) && p->return_ok &&
+		    port >= rule->port_lo && port <= rule->port_hi)
+			return 1;
+	}
+	return 0;
+}
+
+/* ag_policy_judge() picks by arithmetic on dir what a branch would pick. */
+_Static_assert(AG_DIR_INGRESS == 0 && AG_DIR_EGRESS == 1, "dir is a 0/1 multiplier");
+_Static_assert(__builtin_offsetof(struct ag_pkt, daddr) ==
+	       __builtin_offsetof(struct ag_pkt, saddr) + sizeof(union ag_addr),
+	       "the remote address is saddr + dir * sizeof(union ag_addr)");
+_Static_assert((AG_SLOT_IN_LOCAL >> 2) == AG_SLOT_OUT_REMOTE &&
+	       (AG_SLOT_IN_REMOTE << 2) == AG_SLOT_OUT_LOCAL,
+	       "the egress slots are the ingress ones shifted by 2 * dir");
+
+/*
+ * The policy's verdict on an IP packet: AG_VERDICT_PASS with reason POLICY,
+ * or DROP with POLICY (nothing allows it) or NO_POLICY (the slot is incomplete).
+ * dir is 0 or 1 and is never branched on (see ag_judge()).
+ */
+static __always_inline int ag_policy_judge(__u32 slot, const struct ag_pkt *pkt, __u32 dir,
+					   __u8 *reason)
+{
+	const struct ag_policy_value *value = NULL;
+	const union ag_addr *remote;
+	int found;
+
+	/* The remote peer: where ingress comes from (saddr), egress goes (daddr). */
+	remote = (const union ag_addr *)((const __u8 *)&pkt->saddr + dir * sizeof(union ag_addr));
+
+	if (pkt->family == 4)
+		found = ag_lookup_v4(slot, remote->v4, &value);
+	else
+		found = ag_lookup_v6(slot, remote, &value);
+
+	*reason = AG_REASON_POLICY;
+	if (found == AG_LOOKUP_NO_TABLES) {
+		*reason = AG_REASON_NO_POLICY;
+		return AG_VERDICT_DROP;
+	}
+	if (found != AG_LOOKUP_FOUND)
+		return AG_VERDICT_DROP;
+	/*
+	 * Ingress: IN_LOCAL (bit 2) forward, IN_REMOTE (bit 1) return;
+	 * egress: OUT_REMOTE (bit 0) forward, OUT_LOCAL (bit 3) return.
+	 */
+	return ag_rules_allow(value, pkt, AG_SLOT_IN_LOCAL >> (dir * 2),
+			      AG_SLOT_IN_REMOTE << (dir * 2)) ? AG_VERDICT_PASS : AG_VERDICT_DROP;
+}
+
+#endif /* ALLOWGATE_POLICY_H */
