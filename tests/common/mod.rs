@@ -90,8 +90,13 @@ impl Harness {
 
     /// Runs `frame` through the program of `hook` and reads which counter moved.
     pub fn run(&mut self, hook: Hook, frame: &[u8]) -> Outcome {
+        self.try_run(hook, frame).expect("test run")
+    }
+
+    /// As `run`, but the kernel's refusal to run the frame is returned, not a panic.
+    pub fn try_run(&mut self, hook: Hook, frame: &[u8]) -> Result<Outcome, allowgate::dataplane::DataplaneError> {
         let before = self.dataplane.counters().expect("read counters");
-        let result = self.dataplane.test_run(hook, frame, 1).expect("test run");
+        let result = self.dataplane.test_run(hook, frame, 1)?;
         let after = self.dataplane.counters().expect("read counters");
         let delivered = match (hook, result.return_value) {
             (Hook::Ingress, 2) => true,           // XDP_PASS
@@ -112,7 +117,7 @@ impl Harness {
         let want_dir = if hook == Hook::Egress { abi::DIR_EGRESS } else { abi::DIR_INGRESS };
         assert_eq!(direction, want_dir, "counted under the wrong direction");
         let verdict = if verdict == abi::VERDICT_PASS { Verdict::Pass } else { Verdict::Drop };
-        Outcome { delivered, verdict, reason }
+        Ok(Outcome { delivered, verdict, reason })
     }
 
     /// What the reference model says of the same packet.

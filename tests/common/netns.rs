@@ -119,6 +119,8 @@ impl Pair {
         let host_if = super::unique("agv");
         let peer_if = format!("{host_if}p");
         run("ip", &["link", "add", &host_if, "netns", &host.name, "type", "veth", "peer", "name", &peer_if, "netns", &peer.name]);
+        host.ip(&["link", "set", &host_if, "up"]);
+        peer.ip(&["link", "set", &peer_if, "up"]);
         host.ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", &host_if]);
         peer.ip(&["addr", "add", &format!("{PEER_V4}/24"), "dev", &peer_if]);
         host.ip(&["addr", "add", &format!("{HOST_V6}/64"), "dev", &host_if, "nodad"]);
@@ -136,8 +138,6 @@ impl Pair {
             peer.ip(&args);
             host.ip(&["route", "add", &cidr, "dev", &host_if]);
         }
-        host.ip(&["link", "set", &host_if, "up"]);
-        peer.ip(&["link", "set", &peer_if, "up"]);
         Pair { host, peer, host_if, peer_if }
     }
 }

@@ -163,7 +163,9 @@ fn policy_value(prefix: IpNet, allowance: &Allowance) -> Result<abi::PolicyValue
 pub fn compile_policy(policy: &Policy) -> Result<Tables, CompileError> {
     let mut own: HashMap<IpNet, Allowance> = HashMap::new();
     for (net, rule) in policy.net_rules() {
-        own.entry(net).or_default().add(proto_code(rule.proto), slots_of(rule.direction), &rule.ports);
+        // Host bits would make two keys of one prefix; the config refuses them, and
+        // this keeps any other source of rules honest too.
+        own.entry(net.trunc()).or_default().add(proto_code(rule.proto), slots_of(rule.direction), &rule.ports);
     }
     // Only the prefix lengths present can cover anything.
     let lengths: BTreeSet<(bool, u8)> = own.keys().map(|n| (n.addr().is_ipv4(), n.prefix_len())).collect();

@@ -1,0 +1,301 @@
+//! End to end: the real daemon on one end of a veth pair between two namespaces made
+//! here, real TCP and UDP over IPv4 and IPv6 (neighbour discovery included), monitor
+//! mode, SIGKILL, a restart under a prober, and `down`. Only documentation-range
+//! addresses assigned in these namespaces carry traffic.
+
+mod common;
+
+use std::{
+    fs::File,
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{
+    PinDir,
+    netns::{PEER_V4, Pair, Servers, sa, tcp_connects, udp_echoes},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_allowgate");
+const ALLOWED_V4: &str = "198.51.100.10";
+const BLOCKED_V4: &str = "203.0.113.10";
+const ALLOWED_V6: &str = "2001:db8:b::10";
+const BLOCKED_V6: &str = "2001:db8:c::10";
+const WAIT: Duration = Duration::from_millis(700);
+
+/// One test's world: the namespaces, its pins, its config and state.
+struct World {
+    pair: Pair,
+    pins: PinDir,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl World {
+    fn new(mode: &str) -> World {
+        let pair = Pair::new(&[ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6]);
+        let pins = PinDir::new();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"interfaces = ["{iface}"]
+mode = "{mode}"
+regions = ["eu1"]
+features = ["portal", "siem"]
+bpffs_dir = "{pins}"
+state_dir = "{state}"
+
+[essentials]
+dns_servers = ["{PEER_V4}"]
+
+[management]
+cidrs = ["192.0.2.0/24"]
+
+[[allow]]
+cidr = "{ALLOWED_V4}/32"
+direction = "egress"
+proto = "tcp"
+ports = [443]
+
+[[allow]]
+cidr = "{ALLOWED_V6}/128"
+direction = "egress"
+proto = "tcp"
+ports = [443]
+
+[[allow]]
+cidr = "{ALLOWED_V4}/32"
+direction = "egress"
+proto = "udp"
+ports = [7000]
+
+[[allow]]
+cidr = "2001:db8:b::/48"
+direction = "egress"
+proto = "udp"
+ports = ["7000-7001"]
+"#,
+                iface = pair.host_if,
+                pins = pins.0.display(),
+                state = dir.path().join("state").display(),
+            ),
+        )
+        .unwrap();
+        World { pair, pins, dir, config }
+    }
+
+    fn servers(&self) -> Servers {
+        let tcp: Vec<SocketAddr> = [ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6]
+            .iter()
+            .flat_map(|a| [sa(a, 443), sa(a, 8443)])
+            .collect();
+        let udp: Vec<SocketAddr> = [ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6].iter().map(|a| sa(a, 7000)).collect();
+        Servers::start(&self.pair.peer, &tcp, &udp)
+    }
+
+    fn allowgate(&self, args: &[&str]) -> std::process::Output {
+        self.pair.host.command(BIN).args(args).arg("--config").arg(&self.config).output().unwrap()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.allowgate(&["status", "--json"]);
+        assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn start_daemon(&self) -> Daemon {
+        Daemon::start(self, &self.dir.path().join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos())))
+    }
+
+    fn host(&self) -> &common::netns::Netns {
+        &self.pair.host
+    }
+}
+
+/// The daemon, killed on drop.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(world: &World, log: &Path) -> Daemon {
+        let log_file = File::create(log).unwrap();
+        let child = world
+            .pair
+            .host
+            .command(BIN)
+            .args(["daemon", "--config"])
+            .arg(&world.config)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start the daemon");
+        let mut d = Daemon { child, log: log.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !d.log().contains("enforcing") {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("the daemon exited with {status}:\n{}", d.log());
+            }
+            assert!(Instant::now() < deadline, "the daemon did not start:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn counter(status: &serde_json::Value, direction: &str, verdict: &str) -> u64 {
+    status["counters"][direction][verdict].as_u64().unwrap_or_else(|| panic!("no counter {direction}.{verdict} in {status}"))
+}
+
+#[test]
+fn the_daemon_enforces_tcp_and_udp_over_both_families() {
+    let world = World::new("enforce");
+    let _servers = world.servers();
+    // Without the daemon everything flows: the test's reachability is real.
+    assert!(tcp_connects(world.host(), sa(BLOCKED_V4, 443), WAIT));
+    let daemon = world.start_daemon();
+
+    let h = world.host();
+    assert!(tcp_connects(h, sa(ALLOWED_V4, 443), WAIT), "allowed tcp/443 over IPv4");
+    assert!(tcp_connects(h, sa(ALLOWED_V6, 443), WAIT), "allowed tcp/443 over IPv6 (needs neighbour discovery)");
+    assert!(udp_echoes(h, sa(ALLOWED_V4, 7000), WAIT), "allowed udp/7000 over IPv4");
+    assert!(udp_echoes(h, sa(ALLOWED_V6, 7000), WAIT), "allowed udp/7000 over IPv6");
+    assert!(!tcp_connects(h, sa(ALLOWED_V4, 8443), WAIT), "an allowed address on another port");
+    assert!(!tcp_connects(h, sa(BLOCKED_V4, 443), WAIT), "an address no rule lists, IPv4");
+    assert!(!tcp_connects(h, sa(BLOCKED_V6, 443), WAIT), "an address no rule lists, IPv6");
+    assert!(!udp_echoes(h, sa(BLOCKED_V4, 7000), WAIT));
+    assert!(!udp_echoes(h, sa(BLOCKED_V6, 7000), WAIT));
+
+    // Management comes in; other ports do not.
+    let _host_servers = Servers::start(h, &[sa("192.0.2.1", 22), sa("192.0.2.1", 2323)], &[]);
+    assert!(tcp_connects(&world.pair.peer, sa("192.0.2.1", 22), WAIT), "ssh from the management CIDR");
+    assert!(!tcp_connects(&world.pair.peer, sa("192.0.2.1", 2323), WAIT), "another port from the management CIDR");
+
+    let status = world.status();
+    assert_eq!(status["mode"], "enforce");
+    assert_eq!(status["regions"], serde_json::json!(["eu1"]));
+    assert_eq!(status["interfaces"][0]["name"], world.pair.host_if.as_str());
+    assert_eq!(status["interfaces"][0]["xdp_mode"], "native", "veth has native XDP");
+    assert!(status["generation"].as_u64().unwrap() >= 1);
+    assert!(status["entries"]["v4"].as_u64().unwrap() > 10, "{status}");
+    assert_eq!(status["entries"]["v6"], 2);
+    assert!(counter(&status, "egress", "drop") >= 4, "{status}");
+    assert!(counter(&status, "ingress", "drop") >= 1, "{status}");
+    assert!(counter(&status, "egress", "pass") > 0 && counter(&status, "ingress", "pass") > 0);
+    assert!(status["counters"]["ingress"]["pass_by_reason"]["ipv6-nd"].as_u64().unwrap_or(0) > 0, "{status}");
+    assert!(status["counters"]["egress"]["drop_by_reason"]["policy"].as_u64().unwrap() >= 4);
+    drop(daemon);
+}
+
+#[test]
+fn monitor_mode_counts_what_it_would_drop_and_drops_nothing() {
+    let world = World::new("monitor");
+    let _servers = world.servers();
+    let daemon = world.start_daemon();
+    let before = counter(&world.status(), "egress", "drop");
+    assert!(tcp_connects(world.host(), sa(BLOCKED_V4, 443), WAIT), "monitor mode lets it through");
+    assert!(udp_echoes(world.host(), sa(BLOCKED_V6, 7000), WAIT));
+    let status = world.status();
+    assert_eq!(status["mode"], "monitor");
+    assert!(counter(&status, "egress", "drop") >= before + 2, "would-drops are counted: {status}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(daemon.log().contains("would drop egress"), "would-drop events are logged:\n{}", daemon.log());
+}
+
+#[test]
+fn a_killed_daemon_leaves_the_policy_and_a_restart_takes_over_without_a_gap() {
+    let world = World::new("enforce");
+    let _servers = world.servers();
+    let mut daemon = world.start_daemon();
+    daemon.kill9();
+
+    // Still enforced with no daemon at all.
+    assert!(tcp_connects(world.host(), sa(ALLOWED_V4, 443), WAIT));
+    assert!(!tcp_connects(world.host(), sa(BLOCKED_V4, 443), WAIT));
+    let status = world.status();
+    assert_eq!(status["running"], false);
+
+    // A prober sends to an allowed and a blocked echo server through the restart.
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let prober = {
+        let (stop, counts) = (stop.clone(), counts.clone());
+        world.host().spawn(move || {
+            let allowed = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let blocked = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for s in [&allowed, &blocked] {
+                s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            }
+            let mut buf = [0u8; 16];
+            while !stop.load(Ordering::Relaxed) {
+                allowed.send_to(b"ping", sa(ALLOWED_V4, 7000)).unwrap();
+                counts[0].fetch_add(1, Ordering::Relaxed);
+                if allowed.recv_from(&mut buf).is_ok() {
+                    counts[1].fetch_add(1, Ordering::Relaxed);
+                }
+                blocked.set_nonblocking(true).unwrap();
+                blocked.send_to(b"ping", sa(BLOCKED_V4, 7000)).unwrap();
+                counts[2].fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+                if blocked.recv_from(&mut buf).is_ok() {
+                    counts[3].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let restarted = world.start_daemon();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    prober.join().unwrap();
+    let [sent, answered, blocked_sent, leaked] = [0, 1, 2, 3].map(|i| counts[i].load(Ordering::Relaxed));
+    assert!(sent > 50, "the prober ran ({sent} probes)");
+    assert_eq!(answered, sent, "allowed probes lost across the restart");
+    assert_eq!(leaked, 0, "blocked probes got through during the restart ({blocked_sent} sent)");
+    assert!(restarted.log().contains("adopted the pinned policy"), "{}", restarted.log());
+    assert!(restarted.log().contains("adopted=true"), "the links were replaced in place:\n{}", restarted.log());
+    let status = world.status();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["generation"], 2);
+}
+
+#[test]
+fn down_detaches_and_unpins_everything() {
+    let world = World::new("enforce");
+    let _servers = world.servers();
+    let mut daemon = world.start_daemon();
+    daemon.kill9();
+    assert!(!tcp_connects(world.host(), sa(BLOCKED_V4, 443), WAIT));
+    let out = world.allowgate(&["down"]);
+    assert!(out.status.success(), "down: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(tcp_connects(world.host(), sa(BLOCKED_V4, 443), WAIT), "after down everything flows again");
+    assert!(!world.pins.0.exists(), "the pins are gone");
+    let out = world.allowgate(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing is enforced here"));
+}
