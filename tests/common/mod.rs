@@ -40,9 +40,13 @@ pub struct PinDir(pub PathBuf);
 
 impl PinDir {
     pub fn new() -> PinDir {
+        PinDir::with_prefix("allowgate-test-")
+    }
+
+    pub fn with_prefix(prefix: &str) -> PinDir {
         require_root();
         allowgate::dataplane::ensure_bpffs().expect("bpffs");
-        PinDir(Path::new("/sys/fs/bpf").join(unique("allowgate-test-")))
+        PinDir(Path::new("/sys/fs/bpf").join(unique(prefix)))
     }
 }
 

@@ -1,5 +1,9 @@
 //! Project tasks that need more than `cargo`: every test (as root), the demo, the bench.
 
+mod bench;
+// The tests' namespaces, pins and packet builder serve the demo and the bench too.
+#[path = "../../tests/common/mod.rs"]
+mod common;
 mod demo;
 
 use std::process::{Command, ExitCode};
@@ -24,12 +28,16 @@ enum Task {
     },
     /// The main job: the agent on one end of a veth pair between two demo namespaces.
     Demo,
+    /// Per-packet cost (BPF_PROG_TEST_RUN, against a do-nothing XDP program) and the
+    /// time to compile and load large policies (needs root; runs the release build).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Test { args } => test(&args),
         Task::Demo => demo::run(),
+        Task::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,7 +21,8 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         // journald stamps each line and has no use for colours.
         builder.with_env_filter(filter()).with_ansi(false).without_time().init();
     } else {
-        builder.with_env_filter(filter()).init();
+        use std::io::IsTerminal as _;
+        builder.with_env_filter(filter()).with_ansi(std::io::stderr().is_terminal()).init();
     }
     crate::daemon::run(&args.config)?;
     Ok(ExitCode::SUCCESS)

@@ -98,6 +98,15 @@ impl Allowance {
     /// slot's coverage changes, runs with the same slots merged, and what `any`
     /// already allows left out of the specific protocols.
     fn to_port_rules(&self) -> Vec<abi::PortRule> {
+        // Folding repeats the same ranges once per covering prefix: merge them first,
+        // or segmenting turns quadratic on deep nests of prefixes.
+        let merged: BTreeMap<u8, [Vec<PortRange>; 4]> =
+            self.by_proto.iter().map(|(&p, slots)| (p, slots.clone().map(merge_ranges))).collect();
+        let this = Allowance { by_proto: merged };
+        this.segment()
+    }
+
+    fn segment(&self) -> Vec<abi::PortRule> {
         let mask_at = |slots: &[Vec<PortRange>; 4], port: u32| -> u8 {
             let mut mask = 0;
             for (bit, ranges) in slots.iter().enumerate() {
@@ -140,6 +149,19 @@ impl Allowance {
         }
         rules
     }
+}
+
+/// Sorted, with overlapping and adjacent ranges joined.
+fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+    ranges.sort();
+    let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if u32::from(r.lo) <= u32::from(last.hi) + 1 => last.hi = last.hi.max(r.hi),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 fn push_rule(rules: &mut Vec<abi::PortRule>, proto: u8, slots: u8, lo: u32, hi: u32) {
@@ -197,6 +219,8 @@ pub fn compile_policy(policy: &Policy) -> Result<Tables, CompileError> {
         }
     }
 
+    expand_small_prefixes(&mut tables, EXPAND_BUDGET);
+
     let e = &policy.essentials;
     let mut flags = 0;
     for (on, flag) in [
@@ -216,6 +240,60 @@ pub fn compile_policy(policy: &Policy) -> Result<Tables, CompileError> {
         *slot = t;
     }
     Ok(tables)
+}
+
+/// Prefixes this small (at most 256 addresses) move from the LPM trie into the host
+/// hash, one entry per address, while the total stays within `EXPAND_BUDGET`: a hash
+/// hit costs a fraction of a trie walk, and the catalog's own CIDRs (the mail /26 and
+/// /27s) are this small.
+const EXPAND_MIN_V4_LEN: u8 = 24;
+const EXPAND_MIN_V6_LEN: u8 = 120;
+const EXPAND_BUDGET: usize = 4096;
+
+/// Moves the smallest LPM prefixes into the host tables, smallest first, until the next
+/// one would pass `budget` added entries. Lookups answer as before: an address keeps
+/// the value of the longest prefix that holds it (a host entry of its own stays; a
+/// smaller expanded prefix was expanded first and keeps its addresses), and every
+/// prefix left in the trie is larger than every expanded one, so none is inside one.
+fn expand_small_prefixes(tables: &mut Tables, budget: usize) {
+    let mut small: Vec<(u8, IpNet)> = tables
+        .v4_lpm
+        .keys()
+        .filter(|n| n.prefix_len() >= EXPAND_MIN_V4_LEN)
+        .map(|&n| (32 - n.prefix_len(), IpNet::V4(n)))
+        .chain(
+            tables
+                .v6_lpm
+                .keys()
+                .filter(|n| n.prefix_len() >= EXPAND_MIN_V6_LEN)
+                .map(|&n| (128 - n.prefix_len(), IpNet::V6(n))),
+        )
+        .collect();
+    small.sort();
+    let mut added = 0usize;
+    for (host_bits, net) in small {
+        let size = 1usize << host_bits;
+        if added + size > budget {
+            break;
+        }
+        match net {
+            IpNet::V4(n) => {
+                let value = tables.v4_lpm.remove(&n).expect("listed above");
+                let base = u32::from(n.network());
+                for i in 0..size as u32 {
+                    tables.v4_host.entry(Ipv4Addr::from(base + i)).or_insert(value);
+                }
+            }
+            IpNet::V6(n) => {
+                let value = tables.v6_lpm.remove(&n).expect("listed above");
+                let base = u128::from(n.network());
+                for i in 0..size as u128 {
+                    tables.v6_host.entry(Ipv6Addr::from(base + i)).or_insert(value);
+                }
+            }
+        }
+        added += size;
+    }
 }
 
 /// The value a data-plane lookup of `addr` finds: the host entry, else the longest
@@ -315,7 +393,7 @@ mod tests {
             rule("192.0.2.0/24", Direction::Egress, Proto::Tcp, &[PortRange { lo: 95, hi: 120 }]),
         ]);
         let t = compile_policy(&p).unwrap();
-        let v = t.v4_lpm[&"192.0.2.0/24".parse().unwrap()];
+        let v = t.v4_host[&"192.0.2.77".parse::<Ipv4Addr>().unwrap()];
         assert_eq!(
             v.rules(),
             [abi::PortRule { proto: abi::PROTO_TCP, slots: slots_of(Direction::Egress), _pad: 0, port_lo: 80, port_hi: 120 }]
@@ -332,6 +410,29 @@ mod tests {
         let v = t.v6_host[&"2001:db8::1".parse::<Ipv6Addr>().unwrap()];
         assert_eq!(v.rules().len(), 1, "{v:?}");
         assert_eq!(v.rules()[0].proto, abi::PROTO_ANY);
+    }
+
+    #[test]
+    fn small_prefixes_move_into_the_host_table() {
+        let p = policy(vec![
+            rule("192.0.2.0/26", Direction::Ingress, Proto::Tcp, &[PortRange::single(25)]),
+            rule("192.0.2.8/29", Direction::Egress, Proto::Tcp, &[PortRange::single(443)]),
+            rule("192.0.2.9/32", Direction::Egress, Proto::Udp, &[PortRange::single(53)]),
+            rule("198.51.0.0/16", Direction::Egress, Proto::Tcp, &[PortRange::single(443)]),
+        ]);
+        let t = compile_policy(&p).unwrap();
+        assert_eq!(t.v4_host.len(), 64, "the /26 and /29 are expanded, the /32 kept");
+        assert_eq!(t.v4_lpm.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["198.51.0.0/16"]);
+        let rules = |a: &str| t.v4_host[&a.parse::<Ipv4Addr>().unwrap()].n_rules;
+        assert_eq!((rules("192.0.2.1"), rules("192.0.2.8"), rules("192.0.2.9")), (1, 2, 3));
+        // Over the budget, the larger prefixes stay in the trie.
+        let mut t2 = compile_policy(&policy(vec![])).unwrap();
+        t2.v4_lpm = t.v4_lpm.clone();
+        t2.v4_lpm.insert("203.0.113.0/24".parse().unwrap(), abi::PolicyValue::default());
+        t2.v4_lpm.insert("203.0.113.0/30".parse().unwrap(), abi::PolicyValue::default());
+        expand_small_prefixes(&mut t2, 100);
+        assert_eq!(t2.v4_host.len(), 4);
+        assert!(t2.v4_lpm.contains_key(&"203.0.113.0/24".parse().unwrap()));
     }
 
     #[test]
