@@ -58,16 +58,40 @@ fn cargo() -> Command {
 }
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader, Write as _};
     if !is_root() {
         bail!("the BPF and netns tests load programs and make namespaces: run `cargo xtask test` as root");
     }
-    let status = cargo()
+    let mut child = cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra)
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .context("cannot run cargo test")?;
-    if !status.success() {
+    // Pass the output through, and add up the per-binary results into one closing line.
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']).map(str::trim) {
+                if let Some(n) = part.strip_suffix(" passed") {
+                    passed += n.parse::<u64>().unwrap_or(0);
+                } else if let Some(n) = part.strip_suffix(" failed") {
+                    failed += n.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    std::io::stdout().flush()?;
+    println!("\nsummary: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
         bail!("tests failed");
+    }
+    if passed == 0 {
+        bail!("no test ran");
     }
     Ok(())
 }
