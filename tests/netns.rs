@@ -299,3 +299,29 @@ fn down_detaches_and_unpins_everything() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing is enforced here"));
 }
+
+#[test]
+fn the_nft_script_enforces_the_same_list() {
+    let world = World::new("enforce");
+    let _servers = world.servers();
+    let out = world.allowgate(&["show", "--format", "nft"]);
+    assert!(out.status.success(), "show: {}", String::from_utf8_lossy(&out.stderr));
+    let script = world.dir.path().join("policy.nft");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let nft = world.host().command("nft").arg("-f").arg(&script).output().unwrap();
+    assert!(nft.status.success(), "nft -f: {}", String::from_utf8_lossy(&nft.stderr));
+
+    // The same probes as the daemon's test, with nftables alone doing the judging.
+    let h = world.host();
+    assert!(tcp_connects(h, sa(ALLOWED_V4, 443), WAIT), "allowed tcp/443 over IPv4");
+    assert!(tcp_connects(h, sa(ALLOWED_V6, 443), WAIT), "allowed tcp/443 over IPv6");
+    assert!(udp_echoes(h, sa(ALLOWED_V4, 7000), WAIT));
+    assert!(udp_echoes(h, sa(ALLOWED_V6, 7000), WAIT));
+    assert!(!tcp_connects(h, sa(ALLOWED_V4, 8443), WAIT));
+    assert!(!tcp_connects(h, sa(BLOCKED_V4, 443), WAIT));
+    assert!(!tcp_connects(h, sa(BLOCKED_V6, 443), WAIT));
+    assert!(!udp_echoes(h, sa(BLOCKED_V4, 7000), WAIT));
+    let _host_servers = Servers::start(h, &[sa("192.0.2.1", 22), sa("192.0.2.1", 2323)], &[]);
+    assert!(tcp_connects(&world.pair.peer, sa("192.0.2.1", 22), WAIT));
+    assert!(!tcp_connects(&world.pair.peer, sa("192.0.2.1", 2323), WAIT));
+}

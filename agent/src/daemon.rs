@@ -167,6 +167,7 @@ fn start(config_path: &Path) -> anyhow::Result<Running> {
         );
         attachments.push(a);
     }
+    dataplane.pin_programs()?;
     let running = Running { dataplane, config, attachments, generation };
     running.state(&policy).save(&running.config.state_dir)?;
     info!(

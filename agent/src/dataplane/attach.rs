@@ -233,6 +233,9 @@ pub fn detach_all(dir: &Path, interfaces: &[String]) -> Vec<String> {
     for iface in interfaces {
         let _ = tc::qdisc_detach_program(iface, TcAttachType::Egress, allowgate_ebpf::PROG_EGRESS);
     }
+    for name in ["ingress", "egress"] {
+        let _ = std::fs::remove_file(dir.join("progs").join(name));
+    }
     if let Ok(entries) = std::fs::read_dir(dir.join("maps")) {
         for entry in entries.flatten() {
             if let Err(e) = std::fs::remove_file(entry.path()) {
@@ -240,7 +243,7 @@ pub fn detach_all(dir: &Path, interfaces: &[String]) -> Vec<String> {
             }
         }
     }
-    for d in [links, dir.join("maps"), dir.to_path_buf()] {
+    for d in [links, dir.join("maps"), dir.join("progs"), dir.to_path_buf()] {
         let _ = std::fs::remove_dir(&d);
     }
     problems

@@ -5,6 +5,7 @@
 //!   maps/<name>              every map of the object (pinned by name)
 //!   links/xdp-<mode>-<if>    the XDP link of an interface (mode: native, generic)
 //!   links/tc-tcx-<if>        the TC egress link (tcx; a clsact filter needs no pin)
+//!   progs/ingress, egress    the programs the links run
 //! so a killed daemon leaves the policy enforced, and a new one adopts it.
 
 mod attach;
@@ -174,6 +175,25 @@ impl Dataplane {
             .program_mut(abi::PROG_EGRESS)
             .ok_or(DataplaneError::Missing { what: "program", name: abi::PROG_EGRESS })?;
         prog.try_into().map_err(|source| DataplaneError::Program { name: abi::PROG_EGRESS, source })
+    }
+
+    /// Pins the loaded programs as `progs/ingress` and `progs/egress`, replacing a
+    /// previous daemon's: after adoption the links run these, and an old pin would
+    /// only keep a program nothing runs alive.
+    pub fn pin_programs(&mut self) -> Result<(), DataplaneError> {
+        let progs = self.dir.join("progs");
+        std::fs::create_dir_all(&progs).map_err(|source| DataplaneError::Bpffs { path: progs.clone(), source })?;
+        let (ingress, egress) = (progs.join("ingress"), progs.join("egress"));
+        for path in [&ingress, &egress] {
+            let _ = std::fs::remove_file(path);
+        }
+        let pin_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: aya::pin::PinError| DataplaneError::Pin { path, detail: e.to_string() }
+        };
+        self.xdp()?.pin(&ingress).map_err(pin_err(&ingress))?;
+        self.tc()?.pin(&egress).map_err(pin_err(&egress))?;
+        Ok(())
     }
 
     /// Attaches (or adopts the pinned attachment of) XDP and TC egress on `iface`.

@@ -25,11 +25,9 @@ enum Chain {
 
 /// nftables statements after the address match, for one half of a rule.
 fn matches(rule: &Rule, v6: bool, forward: bool) -> Vec<String> {
-    // Which port is the service's: the remote's on egress rules, ours on ingress rules.
-    let port_key = match (rule.direction, forward) {
-        (Direction::Egress, true) | (Direction::Ingress, false) => "dport",
-        (Direction::Egress, false) | (Direction::Ingress, true) => "sport",
-    };
+    // The rule's ports are the service's: the opening packet goes to them, the
+    // answers come from them, whichever side the service is on.
+    let port_key = if forward { "dport" } else { "sport" };
     let ports = if rule.ports.is_empty() {
         String::new()
     } else {
