@@ -52,6 +52,7 @@ regions = ["eu1"]
 features = ["portal", "siem"]
 bpffs_dir = "{pins}"
 state_dir = "{state}"
+socket = "{socket}"
 
 [essentials]
 dns_servers = ["{PEER_V4}"]
@@ -86,6 +87,7 @@ ports = ["7000-7001"]
                 iface = pair.host_if,
                 pins = pins.0.display(),
                 state = dir.path().join("state").display(),
+                socket = dir.path().join("control.sock").display(),
             ),
         )
         .unwrap();

@@ -8,10 +8,10 @@ use std::{
 use allowgate_ebpf::{self as abi, Event, Reason};
 
 /// One drop (or would-drop) event.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Decoded {
-    pub direction: &'static str,
-    pub reason: &'static str,
+    pub direction: String,
+    pub reason: String,
     /// False in monitor mode: the packet went on.
     pub enforced: bool,
     pub ifindex: u32,
@@ -44,8 +44,8 @@ impl From<&Event> for Decoded {
             _ => None,
         };
         Decoded {
-            direction: if e.direction == abi::DIR_EGRESS { "egress" } else { "ingress" },
-            reason: Reason::from_u8(e.reason).map(Reason::as_str).unwrap_or("unknown"),
+            direction: if e.direction == abi::DIR_EGRESS { "egress" } else { "ingress" }.to_string(),
+            reason: Reason::from_u8(e.reason).map(Reason::as_str).unwrap_or("unknown").to_string(),
             enforced: e.enforced != 0,
             ifindex: e.ifindex,
             interface: if_name(e.ifindex),

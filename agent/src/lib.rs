@@ -5,8 +5,10 @@
 //! `cli` is one file per verb.
 
 pub mod catalog;
+pub mod control;
 pub mod cli;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;
+pub mod metrics;
 pub mod policy;

@@ -77,6 +77,7 @@ regions = ["eu1"]
 features = ["portal", "siem", "mail"]
 bpffs_dir = "{pins}"
 state_dir = "{state}"
+socket = "{socket}"
 
 [essentials]
 dns_servers = ["192.0.2.2"]
@@ -112,6 +113,7 @@ ports = [7000]
             iface = pair.host_if,
             pins = pins.0.display(),
             state = dir.path().join("state").display(),
+            socket = dir.path().join("control.sock").display(),
         ),
     )?;
     let allowgate = |args: &[&str]| -> anyhow::Result<String> {

@@ -10,6 +10,10 @@ use anyhow::bail;
 use super::SelectionArgs;
 use crate::{
     catalog::{Direction, Proto},
+    control::{
+        client::{self, ClientError},
+        protocol::{Request, Response},
+    },
     policy::{
         Policy, Rule,
         model::{self, Frame, Hook, IpPacket, L4, Verdict},
@@ -47,27 +51,59 @@ pub struct Args {
     selection: SelectionArgs,
 }
 
-pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+impl Args {
+    pub fn config(&self) -> Option<&std::path::Path> {
+        self.selection.config.as_deref()
+    }
+}
+
+pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
     let Ok(addr) = args.addr.parse::<IpAddr>() else {
         bail!("`{}` is not an IP address: check takes addresses; the agent resolves names itself", args.addr);
     };
-    let (policy, _, _) = args.selection.policy()?;
-    let (hook, direction) = match args.direction {
-        CheckDirection::Out => (Hook::Egress, Direction::Egress),
-        CheckDirection::In => (Hook::Ingress, Direction::Ingress),
+    let direction = match args.direction {
+        CheckDirection::Out => Direction::Egress,
+        CheckDirection::In => Direction::Ingress,
     };
     let proto = match args.proto {
         CheckProto::Tcp => Proto::Tcp,
         CheckProto::Udp => Proto::Udp,
         CheckProto::Icmp => Proto::Icmp,
     };
-    let what = match (args.port, proto) {
-        (_, Proto::Icmp) => format!("{direction} icmp echo {}", addr),
-        (Some(p), _) => format!("{direction} {proto} {} port {p}", addr),
-        (None, _) => format!("{direction} {proto} {} any port", addr),
-    };
+    // With no selection of its own, a running daemon's live selection is the one asked about.
+    let s = &args.selection;
+    if s.regions.is_empty() && s.features.is_empty() && s.config.is_none() {
+        let request = Request::Check { addr, port: args.port, proto, direction };
+        match client::call(socket, &request) {
+            Ok(Response::Check { allowed, text }) => {
+                print!("{text}");
+                return Ok(ExitCode::from(if allowed { 0 } else { 1 }));
+            }
+            Ok(Response::Error { message }) => bail!("{message}"),
+            Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
+            Err(ClientError::NotRunning { .. } | ClientError::PermissionDenied { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (policy, _, _) = args.selection.policy()?;
+    let (allowed, text) = check(&policy, addr, args.port, proto, direction);
+    print!("{text}");
+    Ok(ExitCode::from(if allowed { 0 } else { 1 }))
+}
 
-    let allowing: Vec<&Rule> = match args.port {
+/// The verdict on the first packet of a connection, and the rules that allow it (or
+/// why none does), as text for a person.
+pub fn check(policy: &Policy, addr: IpAddr, port: Option<u16>, proto: Proto, direction: Direction) -> (bool, String) {
+    let hook = match direction {
+        Direction::Egress => Hook::Egress,
+        Direction::Ingress => Hook::Ingress,
+    };
+    let what = match (port, proto) {
+        (_, Proto::Icmp) => format!("{direction} icmp echo {addr}"),
+        (Some(p), _) => format!("{direction} {proto} {addr} port {p}"),
+        (None, _) => format!("{direction} {proto} {addr} any port"),
+    };
+    let allowing: Vec<&Rule> = match port {
         // Any port: every rule that covers the address for this protocol and direction.
         None if proto != Proto::Icmp => policy
             .rules
@@ -75,28 +111,25 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .filter(|r| {
                 r.net().is_some_and(|n| n.contains(&addr))
                     && r.direction == direction
-                    && matches!(r.proto, p if p == proto || p == Proto::Any)
+                    && (r.proto == proto || r.proto == Proto::Any)
             })
             .collect(),
         port => {
-            let judgement = model::judge(&policy, &packet(hook, addr, proto, port.unwrap_or(0)));
+            let judgement = model::judge(policy, &packet(hook, addr, proto, port.unwrap_or(0)));
             if judgement.verdict == Verdict::Pass && judgement.rules.is_empty() {
-                println!("allowed: {what} (essential: {})", judgement.reason.as_str());
-                return Ok(ExitCode::SUCCESS);
+                return (true, format!("allowed: {what} (essential: {})\n", judgement.reason.as_str()));
             }
             judgement.rules.iter().map(|&i| &policy.rules[i]).collect()
         }
     };
-
-    if !allowing.is_empty() {
-        println!("allowed: {what}");
-        for rule in allowing {
-            println!("  by {}", describe(rule));
-        }
-        return Ok(ExitCode::SUCCESS);
+    if allowing.is_empty() {
+        return (false, format!("denied: {what}: {}\n", why_not(policy, addr)));
     }
-    println!("denied: {what}: {}", why_not(&policy, addr));
-    Ok(ExitCode::from(1))
+    let mut text = format!("allowed: {what}\n");
+    for rule in allowing {
+        text.push_str(&format!("  by {}\n", describe(rule)));
+    }
+    (true, text)
 }
 
 /// The first packet of the connection: a TCP SYN, a UDP datagram, an echo request.

@@ -1,12 +1,14 @@
 //! The command line: one file per verb, each with `execute()`.
 
 mod catalog;
-mod check;
+mod change;
+pub mod check;
 mod daemon;
 mod down;
+mod events;
 mod regions;
 mod show;
-mod status;
+pub mod status;
 
 use std::{
     path::{Path, PathBuf},
@@ -39,9 +41,10 @@ pub const EXIT_USAGE: u8 = 2;
         own additions, and drop everything else."
 )]
 pub struct Cli {
-    /// The daemon's control socket.
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    /// The daemon's control socket [default: the config's `socket`, else
+    /// /run/allowgate/control.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -63,17 +66,41 @@ pub enum Command {
     Status(status::Args),
     /// Stop enforcing: detach the programs and remove every pin.
     Down(down::Args),
+    /// Enable data centers (and features) at runtime; persisted across restarts.
+    Enable(change::EnableArgs),
+    /// Disable data centers (or features) at runtime; persisted across restarts.
+    Disable(change::EnableArgs),
+    /// Switch between enforce and monitor (judge and count, drop nothing).
+    Mode(change::ModeArgs),
+    /// Keep the change applied with --confirm; without this it rolls back.
+    Confirm,
+    /// Follow drop (or would-drop) events as they happen.
+    Events(events::Args),
     /// Work with catalogs made from the service's page.
     #[command(subcommand)]
     Catalog(catalog::Command),
 }
 
 impl Cli {
+    /// The socket to ask: --socket, else the config's (`config`, or the default config
+    /// when it exists), else the default.
+    fn socket_for(&self, config: Option<&Path>) -> PathBuf {
+        if let Some(s) = &self.socket {
+            return s.clone();
+        }
+        load_config(config).map(|(c, _)| c.socket).unwrap_or_else(|_| PathBuf::from(DEFAULT_SOCKET))
+    }
+
     pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let socket = match &self.command {
+            Command::Status(a) => self.socket_for(a.config()),
+            Command::Check(a) => self.socket_for(a.config()),
+            _ => self.socket_for(None),
+        };
         match self.command {
             Command::Regions(args) => regions::execute(args),
             Command::Show(args) => show::execute(args),
-            Command::Check(args) => match check::execute(args) {
+            Command::Check(args) => match check::execute(args, &socket) {
                 Ok(code) => Ok(code),
                 Err(err) => {
                     eprintln!("allowgate: {err:#}");
@@ -82,8 +109,13 @@ impl Cli {
             },
             Command::Catalog(cmd) => catalog::execute(cmd),
             Command::Daemon(args) => daemon::execute(args),
-            Command::Status(args) => status::execute(args),
+            Command::Status(args) => status::execute(args, &socket),
             Command::Down(args) => down::execute(args),
+            Command::Enable(args) => change::enable(args, &socket),
+            Command::Disable(args) => change::disable(args, &socket),
+            Command::Mode(args) => change::mode(args, &socket),
+            Command::Confirm => change::confirm(&socket),
+            Command::Events(args) => events::execute(args, &socket),
         }
     }
 }

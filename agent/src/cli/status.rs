@@ -1,20 +1,32 @@
-//! `allowgate status`: what is enforced now, read from the kernel's pins and the
-//! daemon's state file.
+//! `allowgate status`: what is enforced now. From the daemon when one answers, else
+//! read from the kernel's pins and the daemon's state file.
 
-use std::{collections::BTreeMap, process::ExitCode, time::{Duration, UNIX_EPOCH}};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::ExitCode,
+    time::{Duration, UNIX_EPOCH},
+};
 
 use allowgate_ebpf::{self as abi, Reason};
-use anyhow::Context as _;
-use serde_json::json;
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
 
-use crate::{daemon::State, dataplane::{Counters, read_live}};
+use crate::{
+    control::{
+        client::{self, ClientError},
+        protocol::{Request, Response},
+    },
+    daemon::State,
+    dataplane::{Counters, read_live},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON (fields are documented in the README).
     #[arg(long)]
     json: bool,
-    /// The config file (for `bpffs_dir` and `state_dir`).
+    /// The config file (for `bpffs_dir` and `state_dir` when no daemon answers).
     #[arg(long, value_name = "PATH")]
     config: Option<std::path::PathBuf>,
 }
@@ -31,17 +43,14 @@ fn pid_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "allowgate")
 }
 
-pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let (config, _) = super::load_config(args.config.as_deref())?;
-    let state = State::load(&config.state_dir)?;
-    let live = read_live(&config.bpffs_dir).with_context(|| {
-        format!("nothing is enforced here: no allowgate pins under {} (start the daemon)", config.bpffs_dir.display())
+/// The status object (SPEC section 3) from the pins under `bpffs_dir` and `state`.
+pub fn report(bpffs_dir: &Path, state: Option<&State>, running: bool) -> anyhow::Result<Value> {
+    let live = read_live(bpffs_dir).with_context(|| {
+        format!("nothing is enforced here: no allowgate pins under {} (start the daemon)", bpffs_dir.display())
     })?;
     let mode = if live.config.flags & abi::F_ENFORCE != 0 { "enforce" } else { "monitor" };
-    let running = state.as_ref().is_some_and(|s| pid_alive(s.pid));
-    let last_change = state
-        .as_ref()
-        .map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s.last_change)).to_string());
+    let last_change =
+        state.map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s.last_change)).to_string());
     let counters = |direction| {
         json!({
             "pass": live.counters.packets(direction, abi::VERDICT_PASS),
@@ -50,47 +59,83 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             "drop_by_reason": by_reason(&live.counters, direction, abi::VERDICT_DROP),
         })
     };
-    let interfaces: Vec<serde_json::Value> = state
-        .as_ref()
+    let interfaces: Vec<Value> = state
         .map(|s| s.interfaces.iter().map(|i| json!({"name": i.name, "xdp_mode": i.xdp_mode, "tc_mode": i.tc_mode})).collect())
         .unwrap_or_default();
-    let status = json!({
+    Ok(json!({
         "running": running,
         "mode": mode,
-        "regions": state.as_ref().map(|s| s.regions.clone()).unwrap_or_default(),
-        "features": state.as_ref().map(|s| s.features.clone()).unwrap_or_default(),
+        "regions": state.map(|s| s.regions.clone()).unwrap_or_default(),
+        "features": state.map(|s| s.features.clone()).unwrap_or_default(),
         "interfaces": interfaces,
         "generation": live.config.generation,
         "last_change": last_change,
+        "rollback_in_secs": state.and_then(|s| s.rollback_deadline).map(|d| d.saturating_sub(crate::daemon::now())),
         "entries": { "v4": live.v4_entries, "v6": live.v6_entries },
         "counters": { "ingress": counters(abi::DIR_INGRESS), "egress": counters(abi::DIR_EGRESS) },
         "events": { "suppressed": live.counters.events_suppressed, "lost": live.counters.events_lost },
-    });
+    }))
+}
+
+impl Args {
+    pub fn config(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+}
+
+pub fn execute(args: Args, socket: &Path) -> anyhow::Result<ExitCode> {
+    let status = match client::call(socket, &Request::Status) {
+        Ok(Response::Status { status }) => status,
+        Ok(Response::Error { message }) => bail!("{message}"),
+        Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
+        // No daemon (or not ours to ask): the kernel's pins still say what is enforced.
+        Err(ClientError::NotRunning { .. } | ClientError::PermissionDenied { .. }) => {
+            let (config, _) = super::load_config(args.config.as_deref())?;
+            let state = State::load(&config.state_dir)?;
+            let running = state.as_ref().is_some_and(|s| pid_alive(s.pid));
+            report(&config.bpffs_dir, state.as_ref(), running)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print!("{}", table(&status));
     }
-    let s = &status;
-    println!("daemon:      {}", if running { "running" } else { "not running (the pinned policy is still enforced)" });
-    println!("mode:        {mode}");
-    println!("generation:  {} (last change {})", live.config.generation, last_change.as_deref().unwrap_or("unknown"));
-    println!("regions:     {}", s["regions"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default());
-    println!("features:    {}", s["features"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default());
-    for i in state.iter().flat_map(|s| &s.interfaces) {
-        println!("interface:   {} (XDP {}, TC {})", i.name, i.xdp_mode, i.tc_mode);
-    }
-    println!("entries:     {} IPv4, {} IPv6", live.v4_entries, live.v6_entries);
-    let mut rows = vec![["DIRECTION", "VERDICT", "REASON", "PACKETS", "BYTES"].map(String::from).to_vec()];
-    for ((direction, verdict, reason), c) in &live.counters.by_key {
-        rows.push(vec![
-            if *direction == abi::DIR_EGRESS { "egress" } else { "ingress" }.to_string(),
-            if *verdict == abi::VERDICT_PASS { "pass" } else { "drop" }.to_string(),
-            reason.as_str().to_string(),
-            c.packets.to_string(),
-            c.bytes.to_string(),
-        ]);
-    }
-    println!();
-    print!("{}", super::render_table(&rows));
     Ok(ExitCode::SUCCESS)
+}
+
+fn words(v: &Value) -> String {
+    v.as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+}
+
+fn table(s: &Value) -> String {
+    let mut out = String::new();
+    let running = s["running"].as_bool().unwrap_or(false);
+    out += &format!("daemon:      {}\n", if running { "running" } else { "not running (the pinned policy is still enforced)" });
+    out += &format!("mode:        {}\n", s["mode"].as_str().unwrap_or("?"));
+    out += &format!("generation:  {} (last change {})\n", s["generation"], s["last_change"].as_str().unwrap_or("unknown"));
+    if let Some(secs) = s["rollback_in_secs"].as_u64() {
+        out += &format!("pending:     the last change rolls back in {secs} s unless `allowgate confirm`\n");
+    }
+    out += &format!("regions:     {}\n", words(&s["regions"]));
+    out += &format!("features:    {}\n", words(&s["features"]));
+    for i in s["interfaces"].as_array().into_iter().flatten() {
+        out += &format!(
+            "interface:   {} (XDP {}, TC {})\n",
+            i["name"].as_str().unwrap_or("?"),
+            i["xdp_mode"].as_str().unwrap_or("?"),
+            i["tc_mode"].as_str().unwrap_or("?")
+        );
+    }
+    out += &format!("entries:     {} IPv4, {} IPv6\n\n", s["entries"]["v4"], s["entries"]["v6"]);
+    let mut rows = vec![["DIRECTION", "VERDICT", "REASON", "PACKETS"].map(String::from).to_vec()];
+    for direction in ["ingress", "egress"] {
+        for (verdict, key) in [("pass", "pass_by_reason"), ("drop", "drop_by_reason")] {
+            for (reason, n) in s["counters"][direction][key].as_object().into_iter().flatten() {
+                rows.push(vec![direction.into(), verdict.into(), reason.clone(), n.to_string()]);
+            }
+        }
+    }
+    out + &super::render_table(&rows)
 }

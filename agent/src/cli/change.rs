@@ -1,0 +1,123 @@
+//! `allowgate enable`, `disable`, `mode` and `confirm`: runtime changes through the
+//! daemon, each compiled and swapped in whole, persisted across restarts.
+
+use std::{net::IpAddr, path::Path, process::ExitCode};
+
+use anyhow::bail;
+
+use crate::{
+    control::{
+        client,
+        protocol::{ChangeOptions, Request, Response, SshSession},
+    },
+    policy::Mode,
+};
+
+/// What every change takes.
+#[derive(Debug, clap::Args)]
+pub struct ChangeArgs {
+    /// Roll the change back unless `allowgate confirm` follows within SECONDS (like
+    /// `netplan try` or `commit confirmed`).
+    #[arg(long, value_name = "SECONDS")]
+    confirm: Option<u64>,
+    /// Apply even though it would cut off the SSH session this command runs in.
+    #[arg(long)]
+    force: bool,
+}
+
+impl ChangeArgs {
+    fn options(&self) -> ChangeOptions {
+        ChangeOptions { confirm_secs: self.confirm, force: self.force, ssh: ssh_session() }
+    }
+}
+
+/// The SSH session this command runs in, from `SSH_CONNECTION` ("client port server port").
+fn ssh_session() -> Option<SshSession> {
+    let conn = std::env::var("SSH_CONNECTION").ok()?;
+    let words: Vec<&str> = conn.split_whitespace().collect();
+    let client: IpAddr = words.first()?.parse().ok()?;
+    let server_port: u16 = words.get(3)?.parse().ok()?;
+    Some(SshSession { client, server_port })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EnableArgs {
+    /// Data centers to enable.
+    #[arg(value_name = "REGION")]
+    regions: Vec<String>,
+    /// Features to enable too (repeatable).
+    #[arg(long = "feature", short = 'f', value_name = "FEATURE")]
+    features: Vec<String>,
+    #[command(flatten)]
+    change: ChangeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ModeArgs {
+    #[arg(value_enum)]
+    mode: ModeArg,
+    #[command(flatten)]
+    change: ChangeArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Enforce,
+    Monitor,
+}
+
+pub fn enable(args: EnableArgs, socket: &Path) -> anyhow::Result<ExitCode> {
+    if args.regions.is_empty() && args.features.is_empty() {
+        bail!("name a region to enable (allowgate regions lists them), or --feature");
+    }
+    let options = args.change.options();
+    send(socket, Request::Enable { regions: args.regions, features: args.features, options })
+}
+
+pub fn disable(args: EnableArgs, socket: &Path) -> anyhow::Result<ExitCode> {
+    if args.regions.is_empty() && args.features.is_empty() {
+        bail!("name a region to disable, or --feature");
+    }
+    let options = args.change.options();
+    send(socket, Request::Disable { regions: args.regions, features: args.features, options })
+}
+
+pub fn mode(args: ModeArgs, socket: &Path) -> anyhow::Result<ExitCode> {
+    let mode = match args.mode {
+        ModeArg::Enforce => Mode::Enforce,
+        ModeArg::Monitor => Mode::Monitor,
+    };
+    send(socket, Request::Mode { mode, options: args.change.options() })
+}
+
+pub fn confirm(socket: &Path) -> anyhow::Result<ExitCode> {
+    send(socket, Request::Confirm)
+}
+
+fn send(socket: &Path, request: Request) -> anyhow::Result<ExitCode> {
+    match client::call(socket, &request)? {
+        Response::Changed(c) => {
+            for w in &c.warnings {
+                eprintln!("allowgate: warning: {w}");
+            }
+            println!(
+                "generation {}: regions [{}], features [{}], mode {} (applied in {:.1} ms)",
+                c.generation,
+                c.regions.join(", "),
+                c.features.join(", "),
+                c.mode.as_str(),
+                c.apply_micros as f64 / 1000.0
+            );
+            if let Some(secs) = c.rollback_in_secs {
+                println!("rolls back in {secs} s unless `allowgate confirm` follows");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Confirmed { generation } => {
+            println!("confirmed: generation {generation} stays");
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+}
