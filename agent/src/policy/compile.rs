@@ -94,19 +94,20 @@ impl Allowance {
         }
     }
 
+    /// Merges each slot's ranges: folding repeats the same ranges once per covering
+    /// prefix, and segmenting unmerged lists turns quadratic on deep nests.
+    fn normalize(&mut self) {
+        for slots in self.by_proto.values_mut() {
+            for ranges in slots.iter_mut() {
+                *ranges = merge_ranges(std::mem::take(ranges));
+            }
+        }
+    }
+
     /// The fewest port rules that allow exactly the same packets: ranges cut where any
     /// slot's coverage changes, runs with the same slots merged, and what `any`
     /// already allows left out of the specific protocols.
     fn to_port_rules(&self) -> Vec<abi::PortRule> {
-        // Folding repeats the same ranges once per covering prefix: merge them first,
-        // or segmenting turns quadratic on deep nests of prefixes.
-        let merged: BTreeMap<u8, [Vec<PortRange>; 4]> =
-            self.by_proto.iter().map(|(&p, slots)| (p, slots.clone().map(merge_ranges))).collect();
-        let this = Allowance { by_proto: merged };
-        this.segment()
-    }
-
-    fn segment(&self) -> Vec<abi::PortRule> {
         let mask_at = |slots: &[Vec<PortRange>; 4], port: u32| -> u8 {
             let mut mask = 0;
             for (bit, ranges) in slots.iter().enumerate() {
@@ -189,19 +190,23 @@ pub fn compile_policy(policy: &Policy) -> Result<Tables, CompileError> {
         // this keeps any other source of rules honest too.
         own.entry(net.trunc()).or_default().add(proto_code(rule.proto), slots_of(rule.direction), &rule.ports);
     }
-    // Only the prefix lengths present can cover anything.
-    let lengths: BTreeSet<(bool, u8)> = own.keys().map(|n| (n.addr().is_ipv4(), n.prefix_len())).collect();
 
+    // Walk the prefixes in address order, shorter first, keeping the chain of prefixes
+    // that hold the current one: its nearest holder's allowance is already folded, so
+    // one union per prefix folds every covering rule.
+    let mut nets: Vec<IpNet> = own.keys().copied().collect();
+    nets.sort();
     let mut tables = Tables::default();
-    for (&net, allowance) in &own {
-        let mut folded = allowance.clone();
-        for &(v4, len) in lengths.iter().filter(|(v4, len)| *v4 == net.addr().is_ipv4() && *len < net.prefix_len()) {
-            debug_assert_eq!(v4, net.addr().is_ipv4());
-            let cover = IpNet::new(net.addr(), len).expect("len < prefix_len").trunc();
-            if let Some(outer) = own.get(&cover) {
-                folded.union(outer);
-            }
+    let mut chain: Vec<(IpNet, Allowance)> = Vec::new();
+    for net in nets {
+        while chain.last().is_some_and(|(holder, _)| !holder.contains(&net)) {
+            chain.pop();
         }
+        let mut folded = own.remove(&net).expect("each prefix once");
+        if let Some((_, holder)) = chain.last() {
+            folded.union(holder);
+        }
+        folded.normalize();
         let value = policy_value(net, &folded)?;
         match net {
             IpNet::V4(n) if n.prefix_len() == 32 => {
@@ -217,6 +222,7 @@ pub fn compile_policy(policy: &Policy) -> Result<Tables, CompileError> {
                 tables.v6_lpm.insert(n, value);
             }
         }
+        chain.push((net, folded));
     }
 
     expand_small_prefixes(&mut tables, EXPAND_BUDGET);
