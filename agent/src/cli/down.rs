@@ -13,8 +13,18 @@ pub struct Args {
     config: Option<std::path::PathBuf>,
 }
 
-pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+impl Args {
+    pub fn config(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+}
+
+pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
     let (config, _) = super::load_config(args.config.as_deref())?;
+    // A running daemon would go on believing it enforces: it goes first.
+    if crate::control::client::call(socket, &crate::control::protocol::Request::Status).is_ok() {
+        bail!("a daemon answers on {}: stop it first (systemctl stop allowgate), then run down", socket.display());
+    }
     if !config.bpffs_dir.exists() {
         println!("nothing to do: no pins under {}", config.bpffs_dir.display());
         return Ok(ExitCode::SUCCESS);

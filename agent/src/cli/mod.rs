@@ -95,6 +95,7 @@ impl Cli {
         let socket = match &self.command {
             Command::Status(a) => self.socket_for(a.config()),
             Command::Check(a) => self.socket_for(a.config()),
+            Command::Down(a) => self.socket_for(a.config()),
             _ => self.socket_for(None),
         };
         match self.command {
@@ -110,7 +111,7 @@ impl Cli {
             Command::Catalog(cmd) => catalog::execute(cmd),
             Command::Daemon(args) => daemon::execute(args),
             Command::Status(args) => status::execute(args, &socket),
-            Command::Down(args) => down::execute(args),
+            Command::Down(args) => down::execute(args, &socket),
             Command::Enable(args) => change::enable(args, &socket),
             Command::Disable(args) => change::disable(args, &socket),
             Command::Mode(args) => change::mode(args, &socket),
