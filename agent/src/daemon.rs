@@ -60,6 +60,10 @@ pub struct State {
     /// When an unconfirmed change rolls back (seconds since the epoch).
     #[serde(default)]
     pub rollback_deadline: Option<u64>,
+    /// Table entries the daemon installed (IPv4, IPv6): reading them back from the
+    /// kernel needs CAP_SYS_ADMIN, which the service does not have.
+    #[serde(default)]
+    pub entries: Option<(usize, usize)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -190,6 +194,8 @@ struct Daemon {
     pending: Option<Pending>,
     policy: Policy,
     generation: u64,
+    /// Entries of the installed tables (IPv4, IPv6).
+    entries: (usize, usize),
     events: broadcast::Sender<Decoded>,
 }
 
@@ -252,6 +258,7 @@ impl Daemon {
             pending,
             policy,
             generation,
+            entries: (tables.v4_entries(), tables.v6_entries()),
             events,
         };
         daemon.persist()?;
@@ -285,6 +292,7 @@ impl Daemon {
             bpffs_dir: self.config.bpffs_dir.clone(),
             pid: std::process::id(),
             rollback_deadline: self.pending.as_ref().map(|p| p.deadline),
+            entries: Some(self.entries),
         }
     }
 
@@ -298,6 +306,7 @@ impl Daemon {
     fn apply(&mut self, desired: Desired) -> anyhow::Result<u64> {
         let (policy, tables) = compile(&self.catalog, &self.config, &desired)?;
         self.generation = self.dataplane.install(&tables)?;
+        self.entries = (tables.v4_entries(), tables.v6_entries());
         self.policy = policy;
         self.desired = desired;
         Ok(self.generation)
@@ -315,6 +324,7 @@ impl Daemon {
             let desired = if basis != self.basis { basis.clone() } else { self.desired.clone() };
             let (policy, tables) = compile(&catalog, &config, &desired)?;
             self.generation = self.dataplane.install(&tables)?;
+            self.entries = (tables.v4_entries(), tables.v6_entries());
             let keep = (self.config.interfaces.clone(), self.config.bpffs_dir.clone());
             self.config = Config { interfaces: keep.0, bpffs_dir: keep.1, ..config };
             self.catalog = catalog;
@@ -421,6 +431,7 @@ impl Daemon {
     fn state_with_last(&self) -> State {
         let mut s = load_json::<State>(&self.config.state_dir, STATE_FILE).ok().flatten().unwrap_or_else(|| self.state());
         s.rollback_deadline = self.pending.as_ref().map(|p| p.deadline);
+        s.entries = Some(self.entries);
         s
     }
 

@@ -28,7 +28,7 @@ use tokio::{
     sync::{Semaphore, watch},
     task::JoinSet,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     daemon::State,
@@ -55,11 +55,12 @@ pub enum MetricsError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot read the pinned maps under {dir} (is the daemon enforcing?): {source}")]
+    #[error("cannot read the pinned maps under {dir}: {source}")]
     Live {
         dir: PathBuf,
+        // Boxed: aya's errors are large, and this travels in every scrape's Result.
         #[source]
-        source: DataplaneError,
+        source: Box<DataplaneError>,
     },
     #[error("cannot read the daemon's state in {dir}: {detail}")]
     State { dir: PathBuf, detail: String },
@@ -241,9 +242,12 @@ pub struct Pinned {
 
 impl Source for Pinned {
     fn scrape(&self) -> Result<String, MetricsError> {
-        let live = read_live(&self.bpffs_dir).map_err(|source| MetricsError::Live { dir: self.bpffs_dir.clone(), source })?;
         let state = State::load(&self.state_dir)
             .map_err(|e| MetricsError::State { dir: self.state_dir.clone(), detail: format!("{e:#}") })?;
+        // The daemon's own count of what it installed: counting in the kernel needs
+        // CAP_SYS_ADMIN, which the service does not have.
+        let live = read_live(&self.bpffs_dir, state.as_ref().and_then(|s| s.entries))
+            .map_err(|source| MetricsError::Live { dir: self.bpffs_dir.clone(), source: Box::new(source) })?;
         Ok(render(&live, state.as_ref()))
     }
 }
@@ -269,8 +273,31 @@ pub async fn serve(
 /// A bound metrics listener and the source of its scrapes.
 pub struct Server {
     listener: TcpListener,
-    source: Arc<dyn Source>,
+    source: Arc<Scraper>,
     timeout: Duration,
+}
+
+/// A source, and the last error it gave: a scrape that keeps failing the same way (every
+/// 15 s, say) is logged as a warning once, not at every scrape.
+struct Scraper {
+    source: Box<dyn Source>,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Scraper {
+    fn scrape(&self) -> Result<String, MetricsError> {
+        let result = self.source.scrape();
+        let error = result.as_ref().err().map(|e| e.to_string());
+        let mut last = self.last_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &error {
+            Some(e) if last.as_ref() != Some(e) => warn!("metrics: scrapes fail: {e}"),
+            Some(e) => debug!("metrics: scrape failed: {e}"),
+            None if last.is_some() => info!("metrics: scrapes work again"),
+            None => {}
+        }
+        *last = error;
+        result
+    }
 }
 
 impl Server {
@@ -280,6 +307,7 @@ impl Server {
     }
 
     pub fn from_listener(listener: TcpListener, source: impl Source) -> Server {
+        let source = Scraper { source: Box::new(source), last_error: std::sync::Mutex::new(None) };
         Server { listener, source: Arc::new(source), timeout: REQUEST_TIMEOUT }
     }
 
@@ -388,7 +416,7 @@ enum Head {
     TooLarge,
 }
 
-async fn handle(mut stream: TcpStream, source: Arc<dyn Source>, timeout: Duration) {
+async fn handle(mut stream: TcpStream, source: Arc<Scraper>, timeout: Duration) {
     let response = match tokio::time::timeout(timeout, read_head(&mut stream)).await {
         Err(_) => Response::text(408, "Request Timeout", "request timeout\n"),
         Ok(Err(e)) => return debug!("metrics: cannot read a request: {e}"),
@@ -510,7 +538,7 @@ fn parse_head(head: &[u8]) -> Result<(&str, &str), &'static str> {
     Ok((method, target))
 }
 
-async fn respond(head: &[u8], source: Arc<dyn Source>) -> Response {
+async fn respond(head: &[u8], source: Arc<Scraper>) -> Response {
     let (method, target) = match parse_head(head) {
         Ok(request) => request,
         Err(why) => return Response::text(400, "Bad Request", format!("bad request: {why}\n")),
@@ -532,7 +560,6 @@ async fn respond(head: &[u8], source: Arc<dyn Source>) -> Response {
     match tokio::task::spawn_blocking(move || source.scrape()).await {
         Ok(Ok(body)) => Response { content_type: CONTENT_TYPE, head_only, ..Response::text(200, "OK", body) },
         Ok(Err(e)) => {
-            warn!("metrics: scrape failed: {e}");
             let line = e.to_string().replace(['\r', '\n'], " ");
             Response { head_only, ..Response::text(503, "Service Unavailable", format!("{line}\n")) }
         }
@@ -694,7 +721,8 @@ mod tests {
             *samples.get(&series(name, labels)).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
         };
         let by = |d, v, r| [("direction", d), ("verdict", v), ("reason", r)];
-        let cases: &[(&str, [(&str, &str); 3], f64)] = &[
+        type Case<'a> = (&'a str, [(&'a str, &'a str); 3], f64);
+        let cases: &[Case] = &[
             ("allowgate_packets_total", by("ingress", "pass", "policy"), 100.0),
             ("allowgate_bytes_total", by("ingress", "pass", "policy"), 64_000.0),
             ("allowgate_packets_total", by("ingress", "drop", "no-policy"), 5.0),
@@ -725,8 +753,8 @@ mod tests {
             assert_eq!(n, abi::DIR_MAX * abi::VERDICT_MAX * Reason::ALL.len(), "{name}");
         }
         assert_eq!(samples.keys().filter(|(n, _)| n == "allowgate_region_enabled").count(), 2);
-        let counter_type = format!("# TYPE allowgate_packets_total counter\n");
-        assert!(text.contains(&counter_type) && text.contains("# TYPE allowgate_enforcing gauge\n"));
+        assert!(text.contains("# TYPE allowgate_packets_total counter\n"));
+        assert!(text.contains("# TYPE allowgate_enforcing gauge\n"));
         assert_eq!(render(&live(), Some(&state())), text, "the output is deterministic");
     }
 
@@ -740,6 +768,29 @@ mod tests {
         assert!(!text.contains("allowgate_region_enabled"), "no state, no regions:\n{text}");
         assert!(!text.contains("allowgate_last_change_timestamp_seconds"));
         assert!(samples.contains_key(&series("allowgate_generation", &[])));
+    }
+
+    /// The checks above are only worth something if the parser refuses what a scraper
+    /// would.
+    #[test]
+    fn the_test_parser_refuses_broken_expositions() {
+        let family = "# HELP m A metric.\n# TYPE m gauge\n";
+        let broken = [
+            "m 1\n".to_string(),                                            // no HELP or TYPE
+            format!("{family}m{{a=\"x}} 1\n"),                            // unterminated value
+            format!("{family}m{{a=x}} 1\n"),                               // unquoted value
+            format!("{family}m{{a=\"\\q\"}} 1\n"),                        // unknown escape
+            format!("{family}m one\n"),                                    // not a number
+            format!("{family}m 1\nm 2\n"),                                // duplicate series
+            format!("{family}m 1"),                                        // no final newline
+            format!("{family}m 1\n# HELP n N.\n# TYPE n gauge\nn 1\nm 2\n"), // split family
+            format!("{family}# HELP m Again.\nm 1\n"),                    // two HELP lines
+        ];
+        for text in &broken {
+            let caught = std::panic::catch_unwind(|| parse_exposition(text));
+            assert!(caught.is_err(), "accepted {text:?}");
+        }
+        assert_eq!(parse_exposition(&format!("{family}m{{a=\"\\\"\\n\"}} 1\n")).len(), 1);
     }
 
     #[test]
@@ -767,7 +818,9 @@ mod tests {
 
     /// A server on 127.0.0.1:0 with a fixed body (or a failing source), a short
     /// timeout, and the sender that stops it.
-    async fn start(source: impl Source, timeout: Duration) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    type Running = (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+    async fn start(source: impl Source, timeout: Duration) -> Running {
         let server = Server::bind("127.0.0.1:0".parse().unwrap(), source).await.expect("bind 127.0.0.1:0").with_timeout(timeout);
         let addr = server.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);

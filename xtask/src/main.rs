@@ -5,6 +5,7 @@ mod bench;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod demo;
+mod install;
 
 use std::process::{Command, ExitCode};
 
@@ -31,6 +32,9 @@ enum Task {
     /// Per-packet cost (BPF_PROG_TEST_RUN, against a do-nothing XDP program) and the
     /// time to compile and load large policies (needs root; runs the release build).
     Bench(bench::BenchArgs),
+    /// Install the release binary, the systemd unit and (unless there is one) the
+    /// example config; `--dry-run` shows the steps, `--root DIR` stages them under DIR.
+    Install(install::InstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Task::Test { args } => test(&args),
         Task::Demo => demo::run(),
         Task::Bench(args) => bench::run(&args),
+        Task::Install(args) => install::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,7 +45,7 @@ fn pid_alive(pid: u32) -> bool {
 
 /// The status object (SPEC section 3) from the pins under `bpffs_dir` and `state`.
 pub fn report(bpffs_dir: &Path, state: Option<&State>, running: bool) -> anyhow::Result<Value> {
-    let live = read_live(bpffs_dir).with_context(|| {
+    let live = read_live(bpffs_dir, state.and_then(|s| s.entries)).with_context(|| {
         format!("nothing is enforced here: no allowgate pins under {} (start the daemon)", bpffs_dir.display())
     })?;
     let mode = if live.config.flags & abi::F_ENFORCE != 0 { "enforce" } else { "monitor" };

@@ -112,12 +112,13 @@ fn open_pinned(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
     Map::from_map_data(data).map_err(map_err(format!("open {}", path.display())))
 }
 
-/// Reads the enforced state from the pins under `dir`.
-pub fn read_live(dir: &Path) -> Result<LiveState, DataplaneError> {
+/// Reads the enforced state from the pins under `dir`. Counting the entries opens the
+/// inner maps by id, which the kernel allows only with CAP_SYS_ADMIN: a daemon
+/// without it passes the counts it installed as `known_entries` (v4, v6).
+pub fn read_live(dir: &Path, known_entries: Option<(usize, usize)>) -> Result<LiveState, DataplaneError> {
     let (slot, config) = active(&open_pinned(dir, map::ACTIVE)?, &open_pinned(dir, map::GEN_CONFIG)?)?;
-    let mut v4_entries = 0;
-    let mut v6_entries = 0;
-    if config.generation != 0 {
+    let (mut v4_entries, mut v6_entries) = known_entries.unwrap_or((0, 0));
+    if config.generation != 0 && known_entries.is_none() {
         v4_entries = count_entries(&open_pinned(dir, map::V4_HOST)?, slot, true, false)?
             + count_entries(&open_pinned(dir, map::V4_LPM)?, slot, false, false)?;
         v6_entries = count_entries(&open_pinned(dir, map::V6_HOST)?, slot, true, true)?
