@@ -16,12 +16,11 @@ use allowgate::{
     catalog::{Catalog, Direction, Feature, PortRange, Proto},
     policy::{
         Config, Mode, Policy, Selection,
-        config::AllowEntry,
         model::{Frame, Hook, IpPacket, L4, Packet},
     },
 };
 use common::{
-    Harness,
+    Harness, allow,
     packet::{Shape, broken, frame},
 };
 use ipnet::IpNet;
@@ -37,14 +36,6 @@ fn policy() -> Policy {
     config.essentials.ethertypes = vec![0x88cc];
     config.log_collector.sources = vec!["198.51.100.64/26".parse().unwrap()];
     config.log_collector.ftp_passive_ports = vec![PortRange { lo: 50000, hi: 50100 }];
-    let allow = |cidr: &str, direction, proto, ports: &[PortRange]| AllowEntry {
-        cidr: cidr.parse().unwrap(),
-        direction,
-        proto,
-        ports: ports.to_vec(),
-        comment: None,
-        line: 1,
-    };
     // Overlapping prefixes with different protocols, directions and ranges, so the
     // compiler's folding is exercised.
     config.allow = vec![
@@ -74,7 +65,7 @@ fn address(nets: Vec<IpNet>, v6: bool) -> impl Strategy<Value = IpAddr> + Clone 
     let nets: Vec<IpNet> = nets.into_iter().filter(|n| n.addr().is_ipv6() == v6).collect();
     let pick = prop::sample::select(nets);
     let host_bits = any::<u128>();
-    let inside = (pick.clone(), host_bits.clone()).prop_map(|(net, bits)| with_host_bits(net, bits));
+    let inside = (pick.clone(), host_bits).prop_map(|(net, bits)| with_host_bits(net, bits));
     let exact = pick.clone().prop_map(|net| net.network());
     // Just past either end of a prefix: the classic off-by-one.
     let next_to = (pick, any::<bool>()).prop_map(|(net, after)| step(if after { net.broadcast() } else { net.network() }, after));

@@ -11,12 +11,11 @@ use allowgate::{
     catalog::{Catalog, Direction, Feature, PortRange, Proto},
     policy::{
         Config, Mode, Policy, Selection,
-        config::AllowEntry,
         model::{Frame, Hook, IpPacket, L4, Packet, Reason, Verdict},
     },
 };
 use common::{
-    Harness, Outcome,
+    Harness, allow, Outcome,
     packet::{Shape, broken, frame},
 };
 
@@ -24,18 +23,9 @@ const ME4: &str = "198.51.100.7";
 const ME6: &str = "2001:db8:f::7";
 
 fn policy(mode: Mode) -> Policy {
-    let mut config = Config::default();
-    config.mode = mode;
+    let mut config = Config { mode, ..Config::default() };
     config.management.cidrs = vec!["192.0.2.0/24".parse().unwrap()];
     config.essentials.ethertypes = vec![0x88cc];
-    let allow = |cidr: &str, direction, proto, ports: &[PortRange]| AllowEntry {
-        cidr: cidr.parse().unwrap(),
-        direction,
-        proto,
-        ports: ports.to_vec(),
-        comment: None,
-        line: 1,
-    };
     config.allow = vec![
         allow("2001:db8:b::/48", Direction::Egress, Proto::Udp, &[PortRange { lo: 5353, hi: 5360 }]),
         allow("2001:db8:b:1::/64", Direction::Egress, Proto::Tcp, &[PortRange::single(443)]),

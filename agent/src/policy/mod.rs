@@ -129,13 +129,15 @@ pub struct Policy {
     pub rules: Vec<Rule>,
 }
 
+/// What makes two rules the same rule (then listed by several region, feature pairs).
+type RuleKey = (Source, Peer, Direction, Proto, Vec<PortRange>, Option<String>);
+
 impl Policy {
     /// Builds the rules of `selection` from `catalog` and `config`. `dns_servers` are
     /// the resolvers to allow when the `dns` essential is on.
     pub fn build(catalog: &Catalog, selection: &Selection, config: &Config, dns_servers: &[IpAddr]) -> Policy {
         // Rules that say the same thing are one rule listed by several (region, feature).
-        let mut merged: BTreeMap<(Source, Peer, Direction, Proto, Vec<PortRange>, Option<String>), Vec<ListedBy>> =
-            BTreeMap::new();
+        let mut merged: BTreeMap<RuleKey, Vec<ListedBy>> = BTreeMap::new();
         let mut add = |source: Source, peer: Peer, direction, proto, ports: Vec<PortRange>, note, by: Option<ListedBy>| {
             let listed = merged.entry((source, peer, direction, proto, ports, note)).or_default();
             if let Some(by) = by
