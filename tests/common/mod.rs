@@ -21,6 +21,18 @@ use allowgate::{
 };
 use allowgate_ebpf as abi;
 
+/// An `[[allow]]` entry as the config would make it.
+pub fn allow(
+    cidr: &str,
+    direction: allowgate::catalog::Direction,
+    proto: allowgate::catalog::Proto,
+    ports: &[allowgate::catalog::PortRange],
+) -> allowgate::policy::config::AllowEntry {
+    let cidr: ipnet::IpNet = cidr.parse().expect("a CIDR");
+    assert_eq!(cidr, cidr.trunc(), "{cidr} has host bits set; the config would refuse it");
+    allowgate::policy::config::AllowEntry { cidr, direction, proto, ports: ports.to_vec(), comment: None, line: 1 }
+}
+
 /// A name no other test (or test run) uses at the same time: `prefix`, the pid, a
 /// counter. Short enough for an interface name.
 pub fn unique(prefix: &str) -> String {
@@ -132,5 +144,30 @@ impl Harness {
 
     pub fn mode(&self) -> Mode {
         self.policy.mode
+    }
+}
+
+/// A system group made for one test (`groupadd`), deleted on drop, pass or fail.
+pub struct TempGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+impl TempGroup {
+    pub fn new(prefix: &str) -> TempGroup {
+        require_root();
+        let name = unique(prefix);
+        netns::run("groupadd", &[&name]);
+        // The guard exists before anything else can fail, so the group goes in any case.
+        let mut group = TempGroup { name, gid: 0 };
+        let line = netns::run("getent", &["group", &group.name]);
+        group.gid = line.trim().split(':').nth(2).and_then(|g| g.parse().ok()).unwrap_or_else(|| panic!("no gid in {line:?}"));
+        group
+    }
+}
+
+impl Drop for TempGroup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("groupdel").arg(&self.name).status();
     }
 }

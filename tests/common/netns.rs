@@ -229,3 +229,27 @@ pub fn udp_echoes(ns: &Netns, addr: SocketAddr, timeout: Duration) -> bool {
 pub fn sa(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
 }
+
+/// From the calling thread, which must already be in the namespace (a thread of
+/// `Netns::spawn`): does a TCP connection to `addr` complete and answer "ok" within
+/// `timeout`? For probers that loop without a thread per probe.
+pub fn tcp_connects_here(addr: SocketAddr, timeout: Duration) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else { return false };
+    let _ = s.set_read_timeout(Some(timeout));
+    let mut buf = [0u8; 2];
+    s.read_exact(&mut buf).is_ok() && &buf == b"ok"
+}
+
+/// From inside `ns`: `GET path` over HTTP/1.1 from `addr`, the whole response (head
+/// and body) as text, or the error.
+pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    ns.enter(move || {
+        let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(request.as_bytes())?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body)?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    })
+}
