@@ -96,10 +96,11 @@ impl Cli {
             Command::Status(a) => self.socket_for(a.config()),
             Command::Check(a) => self.socket_for(a.config()),
             Command::Down(a) => self.socket_for(a.config()),
+            Command::Regions(a) => self.socket_for(a.config()),
             _ => self.socket_for(None),
         };
         match self.command {
-            Command::Regions(args) => regions::execute(args),
+            Command::Regions(args) => regions::execute(args, &socket),
             Command::Show(args) => show::execute(args),
             Command::Check(args) => match check::execute(args, &socket) {
                 Ok(code) => Ok(code),

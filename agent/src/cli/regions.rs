@@ -3,7 +3,13 @@
 use std::process::ExitCode;
 
 use super::{load_config, render_table};
-use crate::catalog::{Feature, Peer};
+use crate::{
+    catalog::{Feature, Peer},
+    control::{
+        client,
+        protocol::{Request, Response},
+    },
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,8 +21,21 @@ pub struct Args {
     json: bool,
 }
 
-pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let (config, catalog) = load_config(args.config.as_deref())?;
+impl Args {
+    pub fn config(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+}
+
+pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let (mut config, catalog) = load_config(args.config.as_deref())?;
+    // A running daemon's selection (runtime toggles included) is what is enabled.
+    if let Ok(Response::Status { status }) = client::call(socket, &Request::Status) {
+        config.regions = status["regions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+    }
     let counts = |region: &str, feature: Feature| {
         let (mut addrs, mut names) = (0, 0);
         for e in catalog.entries_for(region, feature) {
