@@ -131,12 +131,26 @@ impl Desired {
     }
 }
 
+/// The longest `--confirm` window: a day. Anything longer is a typo, not a plan.
+pub const MAX_CONFIRM_SECS: u64 = 86_400;
+
 /// A change that rolls back unless confirmed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     pub previous: Desired,
-    /// Seconds since the epoch.
-    pub deadline: u64,
+    /// Milliseconds since the epoch: a window is never shorter than asked.
+    pub deadline_ms: u64,
+}
+
+impl Pending {
+    fn remaining(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms.saturating_sub(now_ms()))
+    }
+
+    /// Whole seconds left, rounded up, for people.
+    fn remaining_secs(&self) -> u64 {
+        self.deadline_ms.saturating_sub(now_ms()).div_ceil(1000)
+    }
 }
 
 /// `state_dir/desired.json`.
@@ -151,7 +165,11 @@ pub struct DesiredFile {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    now_ms() / 1000
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Builds and compiles the policy of `desired` under `config`: everything that can
@@ -225,7 +243,12 @@ impl Daemon {
         };
         // A rollback that came due while no daemon ran happens now.
         let (desired, pending) = match pending {
-            Some(p) if p.deadline <= now() => {
+            // A deadline further out than any window allows was not written by us.
+            Some(p) if p.deadline_ms > now_ms() + MAX_CONFIRM_SECS * 1000 => {
+                warn!("the persisted rollback deadline is out of range: rolling the change back now");
+                (p.previous, None)
+            }
+            Some(p) if p.deadline_ms <= now_ms() => {
                 warn!("an unconfirmed change passed its deadline while the daemon was down: rolling it back");
                 (p.previous, None)
             }
@@ -291,7 +314,7 @@ impl Daemon {
             last_change: now(),
             bpffs_dir: self.config.bpffs_dir.clone(),
             pid: std::process::id(),
-            rollback_deadline: self.pending.as_ref().map(|p| p.deadline),
+            rollback_deadline: self.pending.as_ref().map(|p| p.deadline_ms.div_ceil(1000)),
             entries: Some(self.entries),
         }
     }
@@ -349,7 +372,7 @@ impl Daemon {
             Ok(generation) => warn!(generation, "the change was not confirmed in time: rolled back"),
             Err(e) => {
                 error!("cannot roll back, will retry: {e:#}");
-                self.pending = Some(Pending { deadline: now() + 1, ..pending });
+                self.pending = Some(Pending { deadline_ms: now_ms() + 1000, ..pending });
             }
         }
         if let Err(e) = self.persist() {
@@ -430,7 +453,7 @@ impl Daemon {
 
     fn state_with_last(&self) -> State {
         let mut s = load_json::<State>(&self.config.state_dir, STATE_FILE).ok().flatten().unwrap_or_else(|| self.state());
-        s.rollback_deadline = self.pending.as_ref().map(|p| p.deadline);
+        s.rollback_deadline = self.pending.as_ref().map(|p| p.deadline_ms.div_ceil(1000));
         s.entries = Some(self.entries);
         s
     }
@@ -446,8 +469,13 @@ impl Daemon {
         if let Some(p) = &self.pending {
             return Response::error(format!(
                 "a change awaits confirmation (it rolls back in {} s): run `allowgate confirm`, or wait",
-                p.deadline.saturating_sub(now())
+                p.remaining_secs()
             ));
+        }
+        if let Some(secs) = options.confirm_secs
+            && !(1..=MAX_CONFIRM_SECS).contains(&secs)
+        {
+            return Response::error(format!("--confirm takes 1 to {MAX_CONFIRM_SECS} seconds, not {secs}"));
         }
         let mut desired = self.desired.clone();
         if let Err(e) = edit(&mut desired, &self.catalog) {
@@ -479,7 +507,7 @@ impl Daemon {
             Err(e) => return Response::error(format!("refused, the previous policy stays enforced: {e:#}")),
         };
         let apply_micros = started.elapsed().as_micros() as u64;
-        self.pending = options.confirm_secs.map(|secs| Pending { previous, deadline: now() + secs.max(1) });
+        self.pending = options.confirm_secs.map(|secs| Pending { previous, deadline_ms: now_ms() + secs * 1000 });
         if let Err(e) = self.persist() {
             warnings.push(format!("applied, but cannot persist it (a restart would undo it): {e:#}"));
         }
@@ -497,7 +525,7 @@ impl Daemon {
             regions: self.desired.regions.clone(),
             features: self.desired.features.iter().map(|f| f.to_string()).collect(),
             mode: self.desired.mode,
-            rollback_in_secs: options.confirm_secs.map(|s| s.max(1)),
+            rollback_in_secs: options.confirm_secs,
             apply_micros,
             warnings,
         })
@@ -539,12 +567,21 @@ fn log_event(bytes: &[u8]) -> Option<Decoded> {
 
 /// `allowgate daemon`.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
-    let mut daemon = Daemon::start(config_path)?;
-    let ring = daemon.dataplane.take_events()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let access = Access::new(daemon.config.socket_group.as_deref())?;
-        let listener = server::bind(&daemon.config.socket, &access)?;
+        // The socket before the kernel: a second daemon on the same socket stops here,
+        // before it could swap its policy in under the first one.
+        let (config, _) = load_config(Some(config_path))?;
+        let access = Access::new(config.socket_group.as_deref())?;
+        let listener = server::bind(&config.socket, &access)?;
+        let mut daemon = match Daemon::start(config_path) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = std::fs::remove_file(&config.socket);
+                return Err(e);
+            }
+        };
+        let ring = daemon.dataplane.take_events()?;
         let (commands_tx, mut commands) = mpsc::channel::<Incoming>(64);
         tokio::spawn(server::serve(listener, access, commands_tx));
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -566,9 +603,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot watch the event ring buffer: {e}"))?;
         sd_notify("READY=1\nSTATUS=enforcing");
         loop {
-            let rollback_at = daemon.pending.as_ref().map(|p| {
-                tokio::time::Instant::now() + Duration::from_secs(p.deadline.saturating_sub(now()))
-            });
+            let rollback_at = daemon.pending.as_ref().map(|p| tokio::time::Instant::now() + p.remaining());
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,

@@ -27,5 +27,5 @@ pub fn execute(args: Args, socket: &Path) -> anyhow::Result<ExitCode> {
             other => bail!("unexpected answer from the daemon: {other:?}"),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    bail!("the daemon closed the event stream (it stopped or restarted)")
 }

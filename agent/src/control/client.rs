@@ -46,7 +46,14 @@ pub fn send(path: &Path, request: &Request, read_timeout: Option<Duration>) -> R
     let mut line = serde_json::to_vec(&Envelope { version: PROTOCOL_VERSION, request: request.clone() })
         .map_err(|e| ClientError::Protocol { detail: e.to_string() })?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(io)?;
+    // A daemon that refuses this client may close before reading all of it: the
+    // refusal is still there to read, and says more than a broken pipe.
+    if let Err(e) = stream.write_all(&line)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+        && e.kind() != std::io::ErrorKind::ConnectionReset
+    {
+        return Err(io(e));
+    }
     Ok(Connection { reader: BufReader::new(stream), path: path.to_path_buf() })
 }
 

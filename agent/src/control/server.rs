@@ -172,12 +172,10 @@ async fn write_line(stream: &mut UnixStream, response: &Response) -> std::io::Re
 async fn connection(mut stream: UnixStream, access: &Access, commands: mpsc::Sender<Incoming>) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let peer = Peer { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() };
-    if !access.allows(&peer) {
-        warn!(uid = peer.uid, pid = ?peer.pid, "control socket: refused an unprivileged client");
-        return write_line(&mut stream, &Response::error(access.refusal())).await;
-    }
 
-    // One line, at most MAX_REQUEST_BYTES, within the deadline.
+    // One line, at most MAX_REQUEST_BYTES, within the deadline. Read even from a
+    // client about to be refused: closing on unread data would reset the connection
+    // and lose the refusal.
     let mut line = Vec::new();
     let read = {
         let mut reader = BufReader::new((&mut stream).take(MAX_REQUEST_BYTES as u64 + 1));
@@ -189,6 +187,10 @@ async fn connection(mut stream: UnixStream, access: &Access, commands: mpsc::Sen
         Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => Err(format!("request larger than {MAX_REQUEST_BYTES} bytes")),
         Ok(Ok(_)) => parse_request(&line),
     };
+    if !access.allows(&peer) {
+        warn!(uid = peer.uid, pid = ?peer.pid, "control socket: refused an unprivileged client");
+        return write_line(&mut stream, &Response::error(access.refusal())).await;
+    }
     let request = match request {
         Ok(r) => r,
         Err(message) => return write_line(&mut stream, &Response::error(message)).await,
