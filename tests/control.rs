@@ -20,12 +20,13 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
 
 use common::{
+    daemon::Daemon,
     PinDir, TempGroup,
     netns::{HOST_V4, Netns, PEER_V4, Pair, Servers, http_get, sa, tcp_connects, tcp_connects_here},
 };
@@ -255,7 +256,7 @@ cidrs = ["192.0.2.0/24"]
     }
 
     fn start_daemon(&self) -> Daemon {
-        Daemon::start(self)
+        Daemon::start(self.host(), Path::new(BIN), &self.config, self.dir.path())
     }
 }
 
@@ -307,90 +308,6 @@ impl Out {
 impl std::fmt::Display for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-}
-
-/// The daemon, killed on drop.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts the daemon in the host namespace and waits until it enforces and its
-    /// socket answers.
-    fn start(world: &World) -> Daemon {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let log = world.dir.path().join(format!("daemon-{}.log", NEXT.fetch_add(1, Ordering::Relaxed)));
-        let child = world
-            .host()
-            .command(BIN)
-            .args(["daemon", "--config"])
-            .arg(&world.config)
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("start the daemon");
-        let mut d = Daemon { child, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("the daemon exited with {status}:\n{}", d.log());
-            }
-            // "enforcing" is logged before the socket is bound: wait for an answer too.
-            if d.log().contains("enforcing") && request_status(&world.socket).is_some() {
-                return d;
-            }
-            assert!(Instant::now() < deadline, "the daemon did not start:\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// nsenter execs the daemon, so the child is the daemon itself.
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill has no memory preconditions; the pid is our live child's.
-        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, sig) }, 0);
-    }
-
-    /// Waits up to `within` until `text` is in the log `count` times.
-    fn wait_log_count(&self, text: &str, count: usize, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while self.log().matches(text).count() < count {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        true
-    }
-
-    /// Waits up to `within` for `text` in the log.
-    fn wait_log(&self, text: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.log().contains(text) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.log().contains(text)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -882,7 +799,7 @@ fn an_absurd_confirm_window_neither_crashes_nor_wedges_the_daemon() {
     for secs in ["10000000000000000000", "18446744073709551615"] {
         let out = world.cli(&["enable", "eu2", "--confirm", secs]);
         std::thread::sleep(Duration::from_millis(300));
-        let crashed = daemon.child.try_wait().unwrap();
+        let crashed = daemon.try_wait().unwrap();
         if let Some(status) = crashed {
             let log = daemon.log();
             let why = log.lines().find(|l| l.contains("panicked")).unwrap_or("").to_string();

@@ -6,11 +6,9 @@
 mod common;
 
 use std::{
-    fs::File,
+    collections::HashSet,
     net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
-    process::{Child, Stdio},
-    collections::HashSet,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -20,6 +18,7 @@ use std::{
 
 use common::{
     PinDir,
+    daemon::Daemon,
     netns::{PEER_V4, Pair, Servers, sa, tcp_connects, udp_echoes},
 };
 
@@ -118,59 +117,11 @@ ports = ["7000-7001"]
     }
 
     fn start_daemon(&self) -> Daemon {
-        Daemon::start(self, &self.dir.path().join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos())))
+        Daemon::start(self.host(), Path::new(BIN), &self.config, self.dir.path())
     }
 
     fn host(&self) -> &common::netns::Netns {
         &self.pair.host
-    }
-}
-
-/// The daemon, killed on drop.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(world: &World, log: &Path) -> Daemon {
-        let log_file = File::create(log).unwrap();
-        let child = world
-            .pair
-            .host
-            .command(BIN)
-            .args(["daemon", "--config"])
-            .arg(&world.config)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start the daemon");
-        let mut d = Daemon { child, log: log.to_path_buf() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !d.log().contains("enforcing") {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("the daemon exited with {status}:\n{}", d.log());
-            }
-            assert!(Instant::now() < deadline, "the daemon did not start:\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

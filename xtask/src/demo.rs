@@ -4,16 +4,16 @@
 //! at the end (on failure too). Nothing touches the machine's own interfaces.
 
 use std::{
-    fs::File,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
 use crate::common::{
     PinDir,
+    daemon::Daemon,
     netns::{Pair, Servers, sa, tcp_connects, udp_echoes},
 };
 
@@ -21,16 +21,6 @@ const ALLOWED_V4: &str = "198.51.100.10";
 const BLOCKED_V4: &str = "203.0.113.10";
 const ALLOWED_V6: &str = "2001:db8:b::10";
 const BLOCKED_V6: &str = "2001:db8:c::10";
-
-/// The daemon, killed on drop.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn build_allowgate() -> anyhow::Result<PathBuf> {
     let status = Command::new(env!("CARGO"))
@@ -136,24 +126,8 @@ ports = [7000]
     }
 
     step("allowgate daemon: compile, load, install, attach XDP and TC on the host's veth");
-    let log = dir.path().join("daemon.log");
-    let daemon = Daemon(
-        pair.host
-            .command(bin.to_str().unwrap())
-            .args(["daemon", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(File::create(&log)?)
-            .spawn()?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("enforcing") {
-        if Instant::now() > deadline {
-            bail!("the daemon did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    print!("{}", std::fs::read_to_string(&log)?);
+    let daemon = Daemon::start(&pair.host, &bin, &config, dir.path());
+    print!("{}", daemon.log());
 
     step("connections from the host (blocked ones time out after 1 s)");
     let wait = Duration::from_secs(1);
