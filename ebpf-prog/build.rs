@@ -9,20 +9,17 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const MISSING_TOOLS: &str = "allowgate-ebpf: clang and libbpf-dev are needed to build the BPF programs: apt-get install clang libbpf-dev";
+const MISSING_TOOLS: &str =
+    "allowgate-ebpf: clang and libbpf-dev are needed to build the BPF programs: apt-get install clang libbpf-dev";
 
 /// (source under `c/`, object name in `$OUT_DIR`)
-const PROGRAMS: [(&str, &str); 2] = [
-    ("filter.bpf.c", "filter.bpf.o"),
-    ("noop.bpf.c", "noop.bpf.o"),
-];
+const PROGRAMS: [(&str, &str); 2] = [("filter.bpf.c", "filter.bpf.o"), ("noop.bpf.c", "noop.bpf.o")];
 
 /// Compiled only for its `_Static_assert`s on the sizes of the `abi.h` structs.
 const ABI_CHECK: &str = "abi_check.c";
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let c_dir = manifest_dir.join("c");
 
@@ -72,10 +69,7 @@ fn include_args(c_dir: &Path) -> Vec<String> {
         .iter()
         .find(|dir| Path::new(dir).join("asm/types.h").exists())
         .unwrap_or(&candidates[0]);
-    vec![
-        format!("-I{multiarch_dir}"),
-        format!("-I{}", c_dir.display()),
-    ]
+    vec![format!("-I{multiarch_dir}"), format!("-I{}", c_dir.display())]
 }
 
 fn multiarch() -> Option<String> {
@@ -108,10 +102,7 @@ fn check_clang(output: std::io::Result<Output>, source: &str) {
 /// which is a setup problem, not a bug in `c/`.
 fn missing_system_header(stderr: &str) -> bool {
     stderr.lines().any(|line| {
-        line.contains("file not found")
-            && ["'bpf/", "'asm/", "'linux/"]
-                .iter()
-                .any(|dir| line.contains(dir))
+        line.contains("file not found") && ["'bpf/", "'asm/", "'linux/"].iter().any(|dir| line.contains(dir))
     })
 }
 

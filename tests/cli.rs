@@ -50,7 +50,16 @@ const EU1_PORTAL_NAMES: [&str; 13] = [
 fn show_json_lists_exactly_the_eu1_portal_entries() {
     let cfg = config("");
     let out = allowgate()
-        .args(["show", "--region", "eu1", "--feature", "portal", "--format", "json", "--config"])
+        .args([
+            "show",
+            "--region",
+            "eu1",
+            "--feature",
+            "portal",
+            "--format",
+            "json",
+            "--config",
+        ])
         .arg(cfg.path())
         .output()
         .unwrap();
@@ -71,7 +80,10 @@ fn show_json_lists_exactly_the_eu1_portal_entries() {
     // The rest is the essentials' DNS, marked as such.
     let rest: Vec<_> = entries.iter().filter(|e| e["source"] != "catalog").collect();
     assert_eq!(rest.len(), 2);
-    assert!(rest.iter().all(|e| e["source"] == "essentials" && e["regions"] == serde_json::json!([])));
+    assert!(
+        rest.iter()
+            .all(|e| e["source"] == "essentials" && e["regions"] == serde_json::json!([]))
+    );
 }
 
 #[test]
@@ -90,13 +102,37 @@ fn check_answers_like_grep() {
     check(&["13.80.125.22", "--port", "80", "--region", "eu1"])
         .assert()
         .code(1)
-        .stdout(predicate::str::contains("rules cover 13.80.125.22 but none allows this"));
-    check(&["8.8.8.8", "--region", "eu1"]).assert().code(1).stdout(predicate::str::contains("no rule covers 8.8.8.8"));
+        .stdout(predicate::str::contains(
+            "rules cover 13.80.125.22 but none allows this",
+        ));
+    check(&["8.8.8.8", "--region", "eu1"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("no rule covers 8.8.8.8"));
     // SIEM's OCSP names need DNS; the address tables allow tcp/443 only.
-    check(&["13.80.125.22", "--port", "443", "--direction", "in", "--region", "eu1"]).assert().code(1);
-    check(&["192.0.2.9", "--port", "22", "--direction", "in"]).assert().code(0);
-    check(&["65.55.234.200", "--port", "25", "--direction", "in", "--region", "us2", "--feature", "mail"]).assert().code(0);
-    check(&["not-an-address"]).assert().code(2).stderr(predicate::str::contains("is not an IP address"));
+    check(&["13.80.125.22", "--port", "443", "--direction", "in", "--region", "eu1"])
+        .assert()
+        .code(1);
+    check(&["192.0.2.9", "--port", "22", "--direction", "in"])
+        .assert()
+        .code(0);
+    check(&[
+        "65.55.234.200",
+        "--port",
+        "25",
+        "--direction",
+        "in",
+        "--region",
+        "us2",
+        "--feature",
+        "mail",
+    ])
+    .assert()
+    .code(0);
+    check(&["not-an-address"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is not an IP address"));
     check(&["13.80.125.22", "--region", "eu9"])
         .assert()
         .code(2)
@@ -110,7 +146,10 @@ fn bad_configs_get_one_line_naming_the_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains(":2: allow[0].cidr: `198.51.100.1/24` has host bits set: did you mean 198.51.100.0/24?"), "{err}");
+    assert!(
+        err.contains(":2: allow[0].cidr: `198.51.100.1/24` has host bits set: did you mean 198.51.100.0/24?"),
+        "{err}"
+    );
     assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
 }
 
@@ -129,7 +168,11 @@ fn regions_lists_the_data_centers() {
 #[test]
 fn every_verb_has_help() {
     for verb in ["regions", "show", "check", "daemon", "status", "down", "catalog"] {
-        allowgate().args([verb, "--help"]).assert().success().stdout(predicate::str::contains("Usage: allowgate"));
+        allowgate()
+            .args([verb, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Usage: allowgate"));
     }
     allowgate().arg("frobnicate").assert().code(2);
 }
@@ -142,30 +185,55 @@ fn the_nft_script_passes_nft_check() {
          [[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"egress\"\nproto = \"any\"\n\
          [[allow]]\ncidr = \"203.0.113.0/24\"\ndirection = \"ingress\"\nproto = \"icmp\"\n",
     );
-    let out = allowgate().args(["show", "--format", "nft", "--config"]).arg(cfg.path()).output().unwrap();
+    let out = allowgate()
+        .args(["show", "--format", "nft", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let script = String::from_utf8(out.stdout).unwrap();
     assert!(script.contains("policy drop;"));
     assert!(script.contains("13.80.125.22"));
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(script.as_bytes()).unwrap();
-    let nft = Command::new("nft").arg("-c").arg("-f").arg(file.path()).output().expect("nft is installed (scripts/bootstrap)");
-    assert!(nft.status.success(), "nft -c rejected the script: {}\n{script}", String::from_utf8_lossy(&nft.stderr));
+    let nft = Command::new("nft")
+        .arg("-c")
+        .arg("-f")
+        .arg(file.path())
+        .output()
+        .expect("nft is installed (scripts/bootstrap)");
+    assert!(
+        nft.status.success(),
+        "nft -c rejected the script: {}\n{script}",
+        String::from_utf8_lossy(&nft.stderr)
+    );
 }
 
 #[test]
 fn catalog_import_reads_a_later_page_and_names_the_bad_line() {
-    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/src/catalog/testdata/network-requirements-later-layout.md");
+    let page = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/catalog/testdata/network-requirements-later-layout.md"
+    );
     let out = allowgate().args(["catalog", "import", page]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let catalog: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let regions: Vec<&str> = catalog["regions"].as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
+    let regions: Vec<&str> = catalog["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
     assert!(regions.contains(&"eu3") && regions.contains(&"anz1"), "{regions:?}");
 
     let mut bad = tempfile::Builder::new().suffix(".md").tempfile().unwrap();
     let text = include_str!("../catalog/network-requirements-2019-11.md").replacen("13.64.26.88", "13.64.26.x", 1);
     bad.write_all(text.as_bytes()).unwrap();
-    let out = allowgate().args(["catalog", "import"]).arg(bad.path()).output().unwrap();
+    let out = allowgate()
+        .args(["catalog", "import"])
+        .arg(bad.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");

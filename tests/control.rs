@@ -26,8 +26,8 @@ use std::{
 };
 
 use common::{
-    daemon::Daemon,
     PinDir, TempGroup,
+    daemon::Daemon,
     netns::{HOST_V4, Netns, PEER_V4, Pair, Servers, http_get, sa, tcp_connects, tcp_connects_here},
 };
 use serde_json::Value;
@@ -148,7 +148,11 @@ struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { regions: &["eu1"], features: &["portal"], extra: String::new() }
+        Setup {
+            regions: &["eu1"],
+            features: &["portal"],
+            extra: String::new(),
+        }
     }
 }
 
@@ -171,7 +175,14 @@ impl World {
         std::fs::write(dir.path().join("page.md"), PAGE).unwrap();
         let config = dir.path().join("config.toml");
         let socket = dir.path().join("control.sock");
-        let world = World { pair, pins, dir, config, socket, setup };
+        let world = World {
+            pair,
+            pins,
+            dir,
+            config,
+            socket,
+            setup,
+        };
         world.write_config(world.setup.regions);
         world
     }
@@ -241,7 +252,10 @@ cidrs = ["192.0.2.0/24"]
 
     fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let mut cmd = self.host().command(BIN);
-        cmd.args(args).arg("--socket").arg(&self.socket).env_remove("SSH_CONNECTION");
+        cmd.args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .env_remove("SSH_CONNECTION");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -297,7 +311,11 @@ impl Out {
 
     /// The "applied in X ms" of a change, in milliseconds.
     fn applied_ms(&self) -> f64 {
-        let rest = self.stdout.split("applied in ").nth(1).unwrap_or_else(|| panic!("no \"applied in\": {self}"));
+        let rest = self
+            .stdout
+            .split("applied in ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no \"applied in\": {self}"));
         rest.split_whitespace()
             .next()
             .and_then(|n| n.parse().ok())
@@ -307,7 +325,11 @@ impl Out {
 
 impl std::fmt::Display for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -344,7 +366,8 @@ fn read_lines(s: &mut UnixStream) -> Vec<String> {
 fn request_status(socket: &Path) -> Option<Value> {
     let mut s = UnixStream::connect(socket).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"{\"version\":1,\"request\":{\"verb\":\"status\"}}\n").ok()?;
+    s.write_all(b"{\"version\":1,\"request\":{\"verb\":\"status\"}}\n")
+        .ok()?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).ok()?;
     let v: Value = serde_json::from_str(&line).ok()?;
@@ -365,7 +388,9 @@ fn wait_regions(world: &World, want: &[&str], deadline: Instant) -> bool {
 }
 
 fn generation(status: &Value) -> u64 {
-    status["generation"].as_u64().unwrap_or_else(|| panic!("no generation in {status}"))
+    status["generation"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no generation in {status}"))
 }
 
 fn regions(status: &Value) -> Vec<String> {
@@ -388,7 +413,11 @@ fn median(sorted: &[f64]) -> f64 {
         return f64::NAN;
     }
     let n = sorted.len();
-    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -402,7 +431,10 @@ fn region_toggles_change_what_the_kernel_passes() {
 
     assert!(world.passes(EU1_ONLY), "eu1's portal address passes with eu1 enabled");
     assert!(world.passes(SHARED));
-    assert!(world.blocked(EU2_ONLY), "eu2's portal address is blocked while eu2 is off");
+    assert!(
+        world.blocked(EU2_ONLY),
+        "eu2's portal address is blocked while eu2 is off"
+    );
     assert!(world.blocked(UNLISTED));
     let before = world.status();
     assert_eq!(regions(&before), strings(&["eu1"]));
@@ -415,7 +447,10 @@ fn region_toggles_change_what_the_kernel_passes() {
     assert!(world.passes(EU1_ONLY), "eu1 stays");
 
     world.cli(&["disable", "eu1"]).ok();
-    assert!(world.blocked(EU1_ONLY), "disable eu1: the address only eu1 lists is blocked");
+    assert!(
+        world.blocked(EU1_ONLY),
+        "disable eu1: the address only eu1 lists is blocked"
+    );
     assert!(world.passes(SHARED), "an address eu2 lists too still passes");
     assert!(world.passes(EU2_ONLY));
     assert!(world.blocked(UNLISTED));
@@ -439,7 +474,9 @@ fn region_toggles_change_what_the_kernel_passes() {
     // A region the catalog does not know: one line, nothing changed.
     let g = generation(&world.status());
     world.cli(&["enable", "mars1"]).fails_saying(&["mars1"]);
-    world.cli(&["disable", "eu1", "--feature", "teleport"]).fails_saying(&["teleport"]);
+    world
+        .cli(&["disable", "eu1", "--feature", "teleport"])
+        .fails_saying(&["teleport"]);
     let status = world.status();
     assert_eq!(generation(&status), g, "a refused change installs nothing: {status}");
     assert_eq!(regions(&status), strings(&["eu2"]));
@@ -459,20 +496,34 @@ fn toggles_survive_a_restart_until_the_config_is_edited() {
     let desired: Value =
         serde_json::from_str(&std::fs::read_to_string(world.state_dir().join("desired.json")).unwrap()).unwrap();
     assert_eq!(desired["desired"]["regions"], serde_json::json!(["eu2"]), "{desired}");
-    assert_eq!(desired["basis"]["regions"], serde_json::json!(["eu1"]), "the config's own selection: {desired}");
+    assert_eq!(
+        desired["basis"]["regions"],
+        serde_json::json!(["eu1"]),
+        "the config's own selection: {desired}"
+    );
 
     daemon.kill9();
     let status = world.status();
     assert_eq!(status["running"], false);
-    assert!(world.passes(EU2_ONLY), "a killed daemon leaves the toggled policy enforced");
+    assert!(
+        world.passes(EU2_ONLY),
+        "a killed daemon leaves the toggled policy enforced"
+    );
     assert!(world.blocked(EU1_ONLY));
 
     let daemon = world.start_daemon();
     let status = world.status();
-    assert_eq!(regions(&status), strings(&["eu2"]), "the toggles win over the unchanged config: {status}");
+    assert_eq!(
+        regions(&status),
+        strings(&["eu2"]),
+        "the toggles win over the unchanged config: {status}"
+    );
     assert!(world.passes(EU2_ONLY));
     assert!(world.passes(SHARED));
-    assert!(world.blocked(EU1_ONLY), "the restarted daemon enforces the toggled selection");
+    assert!(
+        world.blocked(EU1_ONLY),
+        "the restarted daemon enforces the toggled selection"
+    );
     assert!(!daemon.log().contains("the config wins"), "{}", daemon.log());
     drop(daemon);
 
@@ -491,7 +542,11 @@ fn toggles_survive_a_restart_until_the_config_is_edited() {
     daemon.signal(libc::SIGHUP);
     assert!(daemon.wait_log("reloaded", Duration::from_secs(5)), "{}", daemon.log());
     let status = world.status();
-    assert_eq!(regions(&status), strings(&["eu1", "us1"]), "a reload of the same config keeps the toggles: {status}");
+    assert_eq!(
+        regions(&status),
+        strings(&["eu1", "us1"]),
+        "a reload of the same config keeps the toggles: {status}"
+    );
     assert!(world.passes(EU1_ONLY));
     world.write_config(&["eu2"]);
     let reloads = daemon.log().matches("reloaded").count();
@@ -501,7 +556,11 @@ fn toggles_survive_a_restart_until_the_config_is_edited() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let status = world.status();
-    assert_eq!(regions(&status), strings(&["eu2"]), "an edited config replaces the toggles on reload: {status}");
+    assert_eq!(
+        regions(&status),
+        strings(&["eu2"]),
+        "an edited config replaces the toggles on reload: {status}"
+    );
     assert!(world.blocked(EU1_ONLY));
     assert!(world.passes(EU2_ONLY));
 
@@ -512,7 +571,10 @@ fn toggles_survive_a_restart_until_the_config_is_edited() {
     daemon.kill9();
     let mut daemon = world.start_daemon();
     let status = world.status();
-    assert_eq!(status["mode"], "monitor", "the mode toggle survives a restart: {status}");
+    assert_eq!(
+        status["mode"], "monitor",
+        "the mode toggle survives a restart: {status}"
+    );
     assert!(world.passes(UNLISTED));
     world.cli(&["mode", "enforce"]).ok();
     assert!(world.blocked(UNLISTED));
@@ -522,7 +584,11 @@ fn toggles_survive_a_restart_until_the_config_is_edited() {
     daemon.kill9();
     std::fs::write(world.state_dir().join("desired.json"), "{\"desired\": [tru").unwrap();
     let daemon = world.start_daemon();
-    assert!(daemon.log().contains("ignoring the persisted runtime changes"), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("ignoring the persisted runtime changes"),
+        "{}",
+        daemon.log()
+    );
     let status = world.status();
     assert_eq!(regions(&status), strings(&["eu2"]), "{status}");
     assert!(world.blocked(US1_ONLY));
@@ -548,7 +614,10 @@ fn a_second_daemon_on_the_same_socket_changes_nothing() {
     )
     .unwrap();
     let mut cmd = world.host().command(BIN);
-    cmd.args(["daemon", "--config"]).arg(&other).env_remove("NOTIFY_SOCKET").stdin(Stdio::null());
+    cmd.args(["daemon", "--config"])
+        .arg(&other)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null());
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let code = loop {
@@ -578,7 +647,11 @@ fn a_second_daemon_on_the_same_socket_changes_nothing() {
         regions(&after),
     );
     assert_eq!(regions(&after), strings(&["eu1"]), "{after}");
-    assert!(request_status(&world.socket).is_some(), "the first daemon still answers:\n{}", first.log());
+    assert!(
+        request_status(&world.socket).is_some(),
+        "the first daemon still answers:\n{}",
+        first.log()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -623,7 +696,12 @@ fn continuous_toggles_never_misjudge_an_address_both_regions_list() {
 
     // Toggle so that eu1 or eu2 is always enabled: {eu1} -> {eu1,eu2} -> {eu2} ->
     // {eu2,eu1} -> {eu1} -> ...
-    let cycle: [&[&str]; 4] = [&["enable", "eu2"], &["disable", "eu1"], &["enable", "eu1"], &["disable", "eu2"]];
+    let cycle: [&[&str]; 4] = [
+        &["enable", "eu2"],
+        &["disable", "eu1"],
+        &["enable", "eu1"],
+        &["disable", "eu2"],
+    ];
     let (mut wall_ms, mut apply_ms) = (Vec::new(), Vec::new());
     let started = Instant::now();
     let mut last = None;
@@ -661,16 +739,33 @@ fn continuous_toggles_never_misjudge_an_address_both_regions_list() {
     );
 
     assert!(toggles >= 20, "only {toggles} toggles in {CHURN:?}");
-    assert!(shared_sent >= 100 && unlisted_sent >= 20, "the probers ran ({shared_sent}, {unlisted_sent})");
-    assert_eq!(shared_failed, 0, "connections to an address an enabled region always lists failed during the churn");
-    assert_eq!(unlisted_passed, 0, "connections to an address no region lists passed during the churn");
+    assert!(
+        shared_sent >= 100 && unlisted_sent >= 20,
+        "the probers ran ({shared_sent}, {unlisted_sent})"
+    );
+    assert_eq!(
+        shared_failed, 0,
+        "connections to an address an enabled region always lists failed during the churn"
+    );
+    assert_eq!(
+        unlisted_passed, 0,
+        "connections to an address no region lists passed during the churn"
+    );
 
     // Every toggle was one generation, and the last answer is what is enforced.
     let status = world.status();
     assert_eq!(generation(&status), g0 + toggles as u64, "{status}");
     let last = last.unwrap();
-    let want: Vec<&str> =
-        last.stdout.split("regions [").nth(1).unwrap().split(']').next().unwrap().split(", ").collect();
+    let want: Vec<&str> = last
+        .stdout
+        .split("regions [")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap()
+        .split(", ")
+        .collect();
     let mut want = strings(&want);
     want.sort();
     assert_eq!(regions(&status), want, "{status}\n{last}");
@@ -695,27 +790,46 @@ fn an_unconfirmed_change_rolls_back_and_a_confirmed_one_stays() {
     assert!(world.passes(EU2_ONLY), "the change is applied at once");
     let status = world.status();
     assert_eq!(regions(&status), strings(&["eu1", "eu2"]));
-    assert!(status["rollback_in_secs"].as_u64().is_some(), "status shows the pending rollback: {status}");
+    assert!(
+        status["rollback_in_secs"].as_u64().is_some(),
+        "status shows the pending rollback: {status}"
+    );
     // One change at a time while one awaits confirmation.
-    world.cli(&["enable", "us1"]).fails_saying(&["awaits confirmation", "allowgate confirm"]);
+    world
+        .cli(&["enable", "us1"])
+        .fails_saying(&["awaits confirmation", "allowgate confirm"]);
     world.cli(&["mode", "monitor"]).fails_saying(&["awaits confirmation"]);
 
     // Rolled back after about 2 s (slack for the daemon's whole-second clock; how early it
     // may come is `the_confirm_window_is_never_shorter_than_asked`'s business).
-    assert!(wait_regions(&world, &["eu1"], changed_at + Duration::from_secs(4)), "not rolled back in time");
+    assert!(
+        wait_regions(&world, &["eu1"], changed_at + Duration::from_secs(4)),
+        "not rolled back in time"
+    );
     assert!(world.blocked(EU2_ONLY), "not confirmed: rolled back");
     assert!(world.passes(EU1_ONLY));
     let status = world.status();
-    assert_eq!(regions(&status), strings(&["eu1"]), "status shows the old selection: {status}");
+    assert_eq!(
+        regions(&status),
+        strings(&["eu1"]),
+        "status shows the old selection: {status}"
+    );
     assert!(status["rollback_in_secs"].is_null(), "{status}");
-    assert_eq!(generation(&status), g0 + 2, "the rollback is a generation of its own: {status}");
+    assert_eq!(
+        generation(&status),
+        g0 + 2,
+        "the rollback is a generation of its own: {status}"
+    );
     assert!(daemon.log().contains("rolled back"), "{}", daemon.log());
     world.cli(&["confirm"]).fails_saying(&["nothing awaits confirmation"]);
 
     // Confirmed in time: it stays past the deadline.
     world.cli(&["enable", "eu2", "--confirm", "2"]).ok();
     let out = world.cli(&["confirm"]).ok();
-    assert!(out.stdout.contains(&format!("confirmed: generation {} stays", g0 + 3)), "{out}");
+    assert!(
+        out.stdout.contains(&format!("confirmed: generation {} stays", g0 + 3)),
+        "{out}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert!(world.passes(EU2_ONLY), "confirmed: kept");
     let status = world.status();
@@ -737,11 +851,24 @@ fn an_unconfirmed_change_rolls_back_across_restarts() {
     let changed_at = Instant::now();
     daemon.kill9();
     let mut daemon = world.start_daemon();
-    assert!(changed_at.elapsed() < Duration::from_secs(2), "the restart took too long for this test");
-    assert_eq!(regions(&world.status()), strings(&["eu1", "eu2"]), "still inside the window");
+    assert!(
+        changed_at.elapsed() < Duration::from_secs(2),
+        "the restart took too long for this test"
+    );
+    assert_eq!(
+        regions(&world.status()),
+        strings(&["eu1", "eu2"]),
+        "still inside the window"
+    );
     assert!(world.passes(EU2_ONLY));
-    assert!(wait_regions(&world, &["eu1"], changed_at + Duration::from_secs(5)), "not rolled back in time");
-    assert!(world.blocked(EU2_ONLY), "the restarted daemon rolled back at the deadline");
+    assert!(
+        wait_regions(&world, &["eu1"], changed_at + Duration::from_secs(5)),
+        "not rolled back in time"
+    );
+    assert!(
+        world.blocked(EU2_ONLY),
+        "the restarted daemon rolled back at the deadline"
+    );
     assert_eq!(regions(&world.status()), strings(&["eu1"]));
 
     // Killed, and the deadline passes while no daemon runs: the next one rolls back
@@ -750,7 +877,11 @@ fn an_unconfirmed_change_rolls_back_across_restarts() {
     daemon.kill9();
     std::thread::sleep(Duration::from_millis(2100));
     let daemon = world.start_daemon();
-    assert!(daemon.log().contains("passed its deadline while the daemon was down"), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("passed its deadline while the daemon was down"),
+        "{}",
+        daemon.log()
+    );
     assert_eq!(regions(&world.status()), strings(&["eu1"]));
     assert!(world.blocked(EU2_ONLY));
 }
@@ -765,7 +896,10 @@ fn the_confirm_window_is_never_shorter_than_asked() {
     let _daemon = world.start_daemon();
     // Make the change at about .9 of a wall-clock second.
     loop {
-        let frac = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_millis();
+        let frac = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis();
         if (880..920).contains(&frac) {
             break;
         }
@@ -803,7 +937,9 @@ fn an_absurd_confirm_window_neither_crashes_nor_wedges_the_daemon() {
         if let Some(status) = crashed {
             let log = daemon.log();
             let why = log.lines().find(|l| l.contains("panicked")).unwrap_or("").to_string();
-            problems.push(format!("`enable eu2 --confirm {secs}`: the daemon died ({status}): {why}"));
+            problems.push(format!(
+                "`enable eu2 --confirm {secs}`: the daemon died ({status}): {why}"
+            ));
             // Does what it left behind let the next daemon run?
             std::fs::remove_file(&world.socket).ok();
             let log = world.dir.path().join(format!("restart-{secs}.log"));
@@ -839,7 +975,10 @@ fn an_absurd_confirm_window_neither_crashes_nor_wedges_the_daemon() {
         } else {
             assert_eq!(out.stderr.lines().count(), 1, "{out}");
         }
-        assert!(request_status(&world.socket).is_some(), "the daemon answers after `--confirm {secs}`");
+        assert!(
+            request_status(&world.socket).is_some(),
+            "the daemon answers after `--confirm {secs}`"
+        );
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
@@ -849,13 +988,24 @@ fn an_absurd_confirm_window_neither_crashes_nor_wedges_the_daemon() {
 
 #[test]
 fn a_change_that_would_cut_off_the_callers_ssh_session_is_refused_unless_forced() {
-    let world =
-        World::new(Setup { regions: &["eu1", "eu2"], features: &["portal", "app-connector"], ..Setup::default() });
+    let world = World::new(Setup {
+        regions: &["eu1", "eu2"],
+        features: &["portal", "app-connector"],
+        ..Setup::default()
+    });
     let _servers = world.servers();
     // A server on the host's tcp/443 (app connector) and tcp/22 (management), and the
     // peer talking to the host from EU2's app connector address.
     let _host_servers = Servers::start(world.host(), &[sa(HOST_V4, 443), sa(HOST_V4, 22)], &[]);
-    world.pair.peer.ip(&["route", "add", &format!("{HOST_V4}/32"), "dev", &world.pair.peer_if, "src", EU2_CONNECTOR]);
+    world.pair.peer.ip(&[
+        "route",
+        "add",
+        &format!("{HOST_V4}/32"),
+        "dev",
+        &world.pair.peer_if,
+        "src",
+        EU2_CONNECTOR,
+    ]);
     let peer = &world.pair.peer;
     let _daemon = world.start_daemon();
     let session_passes = || tcp_connects(peer, sa(HOST_V4, 443), PASS_WAIT);
@@ -880,8 +1030,14 @@ fn a_change_that_would_cut_off_the_callers_ssh_session_is_refused_unless_forced(
     world.cli(&["enable", "eu1"]).ok();
 
     // With --confirm it applies, says so, and can roll back.
-    let out = world.cli_env(&["disable", "eu2", "--confirm", "30"], &from_connector).ok();
-    assert!(out.stderr.contains("warning: this change would cut off your SSH session"), "{out}");
+    let out = world
+        .cli_env(&["disable", "eu2", "--confirm", "30"], &from_connector)
+        .ok();
+    assert!(
+        out.stderr
+            .contains("warning: this change would cut off your SSH session"),
+        "{out}"
+    );
     assert!(out.stdout.contains("rolls back in 30 s"), "{out}");
     assert!(!session_passes(), "applied: the session is cut");
     world.cli(&["confirm"]).ok();
@@ -904,7 +1060,10 @@ fn a_change_that_would_cut_off_the_callers_ssh_session_is_refused_unless_forced(
     assert_eq!(regions(&world.status()), Vec::<String>::new());
     // (The management session is real: the peer's on-link address reaches port 22.)
     world.pair.peer.ip(&["route", "del", &format!("{HOST_V4}/32")]);
-    assert!(tcp_connects(peer, sa(HOST_V4, 22), PASS_WAIT), "management still comes in");
+    assert!(
+        tcp_connects(peer, sa(HOST_V4, 22), PASS_WAIT),
+        "management still comes in"
+    );
     assert!(!tcp_connects(peer, sa(HOST_V4, 443), BLOCK_WAIT));
 
     // Features count too: app-connector is what lets the session in.
@@ -936,7 +1095,11 @@ fn as_nobody(world: &World, args: &[&str], groups: Option<u32>) -> Out {
         Some(gid) => cmd.arg(format!("--groups={gid}")),
         None => cmd.arg("--clear-groups"),
     };
-    cmd.arg(BIN).args(args).arg("--socket").arg(&world.socket).env_remove("SSH_CONNECTION");
+    cmd.arg(BIN)
+        .args(args)
+        .arg("--socket")
+        .arg(&world.socket)
+        .env_remove("SSH_CONNECTION");
     Out::of(cmd)
 }
 
@@ -1021,7 +1184,10 @@ fn the_refusal_reaches_an_unprivileged_client_however_the_race_goes() {
 #[test]
 fn a_member_of_socket_group_may_use_the_socket_and_others_may_not() {
     let group = TempGroup::new("agctl");
-    let world = World::new(Setup { extra: format!("socket_group = \"{}\"", group.name), ..Setup::default() });
+    let world = World::new(Setup {
+        extra: format!("socket_group = \"{}\"", group.name),
+        ..Setup::default()
+    });
     let _servers = world.servers();
     let daemon = world.start_daemon();
     let meta = std::fs::metadata(&world.socket).unwrap();
@@ -1040,7 +1206,10 @@ fn a_member_of_socket_group_may_use_the_socket_and_others_may_not() {
     // A non-member who gets past the file mode is refused by the daemon, which names
     // the group.
     std::fs::set_permissions(&world.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let want = format!("only root and members of group `{}` may use allowgate's socket", group.name);
+    let want = format!(
+        "only root and members of group `{}` may use allowgate's socket",
+        group.name
+    );
     refused(&world, &daemon, &["disable", "eu2"], None, &want);
     // Nor does membership of another group.
     refused(&world, &daemon, &["disable", "eu2"], Some(65534), &want);
@@ -1066,36 +1235,84 @@ fn junk_huge_and_half_written_requests_are_answered_and_change_nothing() {
         ("an open brace", b"{\n".to_vec(), "malformed request"),
         ("nothing at all", Vec::new(), "malformed request"),
         ("a 200 KiB line", huge, "larger than"),
-        ("a huge line of JSON whitespace", [vec![b' '; 100 * 1024], b"{\"version\":1,\"request\":{\"verb\":\"status\"}}\n".to_vec()].concat(), "larger than"),
-        ("invalid UTF-8", b"{\"version\":1,\"request\":{\"verb\":\"\xff\xfe\"}}\n".to_vec(), "not UTF-8"),
+        (
+            "a huge line of JSON whitespace",
+            [
+                vec![b' '; 100 * 1024],
+                b"{\"version\":1,\"request\":{\"verb\":\"status\"}}\n".to_vec(),
+            ]
+            .concat(),
+            "larger than",
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"version\":1,\"request\":{\"verb\":\"\xff\xfe\"}}\n".to_vec(),
+            "not UTF-8",
+        ),
         ("NUL bytes", b"\0\0\0\0\n".to_vec(), "malformed request"),
-        ("the wrong version", br#"{"version":2,"request":{"verb":"status"}}"#.iter().chain(b"\n").copied().collect(), "protocol version 2"),
-        ("no version", br#"{"request":{"verb":"status"}}"#.iter().chain(b"\n").copied().collect(), "missing field `version`"),
-        ("an unknown verb", br#"{"version":1,"request":{"verb":"reboot"}}"#.iter().chain(b"\n").copied().collect(), "unknown variant `reboot`"),
-        ("an extra top-level field", br#"{"version":1,"request":{"verb":"status"},"extra":1}"#.iter().chain(b"\n").copied().collect(), "unknown field `extra`"),
+        (
+            "the wrong version",
+            br#"{"version":2,"request":{"verb":"status"}}"#.iter().chain(b"\n").copied().collect(),
+            "protocol version 2",
+        ),
+        (
+            "no version",
+            br#"{"request":{"verb":"status"}}"#.iter().chain(b"\n").copied().collect(),
+            "missing field `version`",
+        ),
+        (
+            "an unknown verb",
+            br#"{"version":1,"request":{"verb":"reboot"}}"#.iter().chain(b"\n").copied().collect(),
+            "unknown variant `reboot`",
+        ),
+        (
+            "an extra top-level field",
+            br#"{"version":1,"request":{"verb":"status"},"extra":1}"#.iter().chain(b"\n").copied().collect(),
+            "unknown field `extra`",
+        ),
         (
             "a change with an extra field",
-            br#"{"version":1,"request":{"verb":"enable","regions":["eu2"],"sudo":true}}"#.iter().chain(b"\n").copied().collect(),
+            br#"{"version":1,"request":{"verb":"enable","regions":["eu2"],"sudo":true}}"#
+                .iter()
+                .chain(b"\n")
+                .copied()
+                .collect(),
             "unknown field `sudo`",
         ),
         (
             "a change with an extra option",
-            br#"{"version":1,"request":{"verb":"enable","regions":["eu2"],"options":{"force":true,"yolo":1}}}"#.iter().chain(b"\n").copied().collect(),
+            br#"{"version":1,"request":{"verb":"enable","regions":["eu2"],"options":{"force":true,"yolo":1}}}"#
+                .iter()
+                .chain(b"\n")
+                .copied()
+                .collect(),
             "unknown field `yolo`",
         ),
         (
             "a region of the wrong type",
-            br#"{"version":1,"request":{"verb":"enable","regions":"eu2"}}"#.iter().chain(b"\n").copied().collect(),
+            br#"{"version":1,"request":{"verb":"enable","regions":"eu2"}}"#
+                .iter()
+                .chain(b"\n")
+                .copied()
+                .collect(),
             "invalid type",
         ),
         (
             "an unknown region",
-            br#"{"version":1,"request":{"verb":"enable","regions":["eu2","../../etc"]}}"#.iter().chain(b"\n").copied().collect(),
+            br#"{"version":1,"request":{"verb":"enable","regions":["eu2","../../etc"]}}"#
+                .iter()
+                .chain(b"\n")
+                .copied()
+                .collect(),
             "../../etc",
         ),
         (
             "a negative rollback",
-            br#"{"version":1,"request":{"verb":"enable","regions":["eu2"],"options":{"confirm_secs":-1}}}"#.iter().chain(b"\n").copied().collect(),
+            br#"{"version":1,"request":{"verb":"enable","regions":["eu2"],"options":{"confirm_secs":-1}}}"#
+                .iter()
+                .chain(b"\n")
+                .copied()
+                .collect(),
             "malformed request",
         ),
         ("a JSON array", b"[1,2,3]\n".to_vec(), "malformed request"),
@@ -1139,27 +1356,46 @@ fn junk_huge_and_half_written_requests_are_answered_and_change_nothing() {
     let opened = Instant::now();
     for _ in 0..3 {
         let out = world.cli(&["status"]).ok();
-        assert!(out.elapsed < Duration::from_secs(2), "status took {:?} while connections stall", out.elapsed);
+        assert!(
+            out.elapsed < Duration::from_secs(2),
+            "status took {:?} while connections stall",
+            out.elapsed
+        );
     }
     let out = world.cli(&["enable", "us1"]).ok();
-    assert!(out.elapsed < Duration::from_secs(2), "a change took {:?} while connections stall", out.elapsed);
+    assert!(
+        out.elapsed < Duration::from_secs(2),
+        "a change took {:?} while connections stall",
+        out.elapsed
+    );
     world.cli(&["disable", "us1"]).ok();
-    assert!(opened.elapsed() < Duration::from_secs(4), "the checks above must run while the connections stall");
+    assert!(
+        opened.elapsed() < Duration::from_secs(4),
+        "the checks above must run while the connections stall"
+    );
     for mut s in stalled {
         let lines = read_lines(&mut s);
         let waited = opened.elapsed();
-        assert!(waited < Duration::from_secs(8), "a stalled connection was held {waited:?}");
+        assert!(
+            waited < Duration::from_secs(8),
+            "a stalled connection was held {waited:?}"
+        );
         assert!(lines.len() <= 1, "{lines:?}");
         if let Some(line) = lines.first() {
             assert!(line.contains("timed out waiting for the request"), "{line}");
         }
     }
-    assert!(opened.elapsed() >= Duration::from_secs(4), "the deadline is about 5 s, not {:?}", opened.elapsed());
+    assert!(
+        opened.elapsed() >= Duration::from_secs(4),
+        "the deadline is about 5 s, not {:?}",
+        opened.elapsed()
+    );
 
     // A client that sends a request and never reads the answer.
     {
         let mut s = UnixStream::connect(socket).unwrap();
-        s.write_all(b"{\"version\":1,\"request\":{\"verb\":\"status\"}}\n").unwrap();
+        s.write_all(b"{\"version\":1,\"request\":{\"verb\":\"status\"}}\n")
+            .unwrap();
         drop(s);
     }
 
@@ -1187,7 +1423,10 @@ fn parse_exposition(text: &str) -> BTreeMap<Series, f64> {
             continue;
         }
         if let Some(rest) = line.strip_prefix("# ") {
-            assert!(rest.starts_with("HELP ") || rest.starts_with("TYPE "), "bad comment line: {line:?}");
+            assert!(
+                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
+                "bad comment line: {line:?}"
+            );
             continue;
         }
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line:?}"));
@@ -1195,7 +1434,9 @@ fn parse_exposition(text: &str) -> BTreeMap<Series, f64> {
         let (name, labels) = match series.split_once('{') {
             None => (series, BTreeMap::new()),
             Some((name, rest)) => {
-                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
                 let mut labels = BTreeMap::new();
                 for pair in body.split(',').filter(|p| !p.is_empty()) {
                     let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label: {line:?}"));
@@ -1203,7 +1444,10 @@ fn parse_exposition(text: &str) -> BTreeMap<Series, f64> {
                         .strip_prefix('"')
                         .and_then(|v| v.strip_suffix('"'))
                         .unwrap_or_else(|| panic!("unquoted label: {line:?}"));
-                    assert!(labels.insert(k.to_string(), v.to_string()).is_none(), "repeated label: {line:?}");
+                    assert!(
+                        labels.insert(k.to_string(), v.to_string()).is_none(),
+                        "repeated label: {line:?}"
+                    );
                 }
                 (name, labels)
             }
@@ -1212,7 +1456,10 @@ fn parse_exposition(text: &str) -> BTreeMap<Series, f64> {
             !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name: {line:?}"
         );
-        assert!(samples.insert((name.to_string(), labels), value).is_none(), "repeated series: {line:?}");
+        assert!(
+            samples.insert((name.to_string(), labels), value).is_none(),
+            "repeated series: {line:?}"
+        );
     }
     samples
 }
@@ -1229,9 +1476,15 @@ fn free_port(ns: &Netns) -> u16 {
 fn scrape(world: &World, addr: SocketAddr) -> BTreeMap<Series, f64> {
     let response =
         http_get(world.host(), addr, "/metrics", Duration::from_secs(5)).expect("scrape the metrics endpoint");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP head: {response:?}"));
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head: {response:?}"));
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
     parse_exposition(body)
 }
 
@@ -1253,21 +1506,33 @@ fn the_metrics_endpoint_agrees_with_status() {
     let status = world.status();
     let m = scrape(&world, addr);
     let get = |name: &str, l: &[(&str, &str)]| -> f64 {
-        *m.get(&(name.to_string(), labels(l))).unwrap_or_else(|| panic!("no {name}{l:?} in the exposition"))
+        *m.get(&(name.to_string(), labels(l)))
+            .unwrap_or_else(|| panic!("no {name}{l:?} in the exposition"))
     };
     assert_eq!(get("allowgate_generation", &[]), generation(&status) as f64);
-    let policy_drops =
-        get("allowgate_packets_total", &[("direction", "egress"), ("verdict", "drop"), ("reason", "policy")]);
+    let policy_drops = get(
+        "allowgate_packets_total",
+        &[("direction", "egress"), ("verdict", "drop"), ("reason", "policy")],
+    );
     assert!(policy_drops >= 3.0, "egress policy drops: {policy_drops}");
     assert!(
-        policy_drops >= status["counters"]["egress"]["drop_by_reason"]["policy"].as_u64().unwrap() as f64,
+        policy_drops
+            >= status["counters"]["egress"]["drop_by_reason"]["policy"]
+                .as_u64()
+                .unwrap() as f64,
         "the scrape came after status: {policy_drops} vs {status}"
     );
     assert!(
-        get("allowgate_packets_total", &[("direction", "egress"), ("verdict", "pass"), ("reason", "policy")]) > 0.0
+        get(
+            "allowgate_packets_total",
+            &[("direction", "egress"), ("verdict", "pass"), ("reason", "policy")]
+        ) > 0.0
     );
     assert!(get("allowgate_table_entries", &[("family", "ipv4")]) > 0.0);
-    assert_eq!(get("allowgate_table_entries", &[("family", "ipv4")]), status["entries"]["v4"].as_u64().unwrap() as f64);
+    assert_eq!(
+        get("allowgate_table_entries", &[("family", "ipv4")]),
+        status["entries"]["v4"].as_u64().unwrap() as f64
+    );
     assert_eq!(get("allowgate_enforcing", &[]), 1.0);
     assert_eq!(get("allowgate_region_enabled", &[("region", "eu1")]), 1.0);
     assert!(!m.contains_key(&("allowgate_region_enabled".to_string(), labels(&[("region", "eu2")]))));
@@ -1290,7 +1555,10 @@ fn the_metrics_endpoint_agrees_with_status() {
     world.cli(&["mode", "monitor"]).ok();
     let m2 = scrape(&world, addr);
     let get2 = |name: &str, l: &[(&str, &str)]| m2.get(&(name.to_string(), labels(l))).copied();
-    assert_eq!(get2("allowgate_generation", &[]), Some(generation(&status) as f64 + 2.0));
+    assert_eq!(
+        get2("allowgate_generation", &[]),
+        Some(generation(&status) as f64 + 2.0)
+    );
     assert_eq!(get2("allowgate_region_enabled", &[("region", "eu2")]), Some(1.0));
     assert_eq!(get2("allowgate_enforcing", &[]), Some(0.0));
 

@@ -39,16 +39,51 @@ fn policy() -> Policy {
     // Overlapping prefixes with different protocols, directions and ranges, so the
     // compiler's folding is exercised.
     config.allow = vec![
-        allow("198.51.100.0/24", Direction::Egress, Proto::Tcp, &[PortRange::single(443), PortRange { lo: 8000, hi: 8100 }]),
-        allow("198.51.100.128/25", Direction::Egress, Proto::Udp, &[PortRange { lo: 5000, hi: 5010 }]),
-        allow("198.51.100.200/32", Direction::Ingress, Proto::Tcp, &[PortRange::single(8080)]),
+        allow(
+            "198.51.100.0/24",
+            Direction::Egress,
+            Proto::Tcp,
+            &[PortRange::single(443), PortRange { lo: 8000, hi: 8100 }],
+        ),
+        allow(
+            "198.51.100.128/25",
+            Direction::Egress,
+            Proto::Udp,
+            &[PortRange { lo: 5000, hi: 5010 }],
+        ),
+        allow(
+            "198.51.100.200/32",
+            Direction::Ingress,
+            Proto::Tcp,
+            &[PortRange::single(8080)],
+        ),
         allow("198.51.100.192/26", Direction::Ingress, Proto::Icmp, &[]),
         allow("203.0.113.0/24", Direction::Egress, Proto::Any, &[]),
         allow("203.0.113.64/26", Direction::Ingress, Proto::Udp, &[]),
-        allow("13.80.125.0/24", Direction::Egress, Proto::Tcp, &[PortRange::single(8443)]),
-        allow("2001:db8:b::/48", Direction::Egress, Proto::Tcp, &[PortRange::single(443)]),
-        allow("2001:db8:b:1::/64", Direction::Ingress, Proto::Tcp, &[PortRange { lo: 1000, hi: 2000 }]),
-        allow("2001:db8:b:1::5/128", Direction::Egress, Proto::Udp, &[PortRange::single(53)]),
+        allow(
+            "13.80.125.0/24",
+            Direction::Egress,
+            Proto::Tcp,
+            &[PortRange::single(8443)],
+        ),
+        allow(
+            "2001:db8:b::/48",
+            Direction::Egress,
+            Proto::Tcp,
+            &[PortRange::single(443)],
+        ),
+        allow(
+            "2001:db8:b:1::/64",
+            Direction::Ingress,
+            Proto::Tcp,
+            &[PortRange { lo: 1000, hi: 2000 }],
+        ),
+        allow(
+            "2001:db8:b:1::5/128",
+            Direction::Egress,
+            Proto::Udp,
+            &[PortRange::single(53)],
+        ),
         allow("2001:db8:c00::/40", Direction::Egress, Proto::Icmp, &[]),
     ];
     let catalog = Catalog::builtin();
@@ -68,7 +103,8 @@ fn address(nets: Vec<IpNet>, v6: bool) -> impl Strategy<Value = IpAddr> + Clone 
     let inside = (pick.clone(), host_bits).prop_map(|(net, bits)| with_host_bits(net, bits));
     let exact = pick.clone().prop_map(|net| net.network());
     // Just past either end of a prefix: the classic off-by-one.
-    let next_to = (pick, any::<bool>()).prop_map(|(net, after)| step(if after { net.broadcast() } else { net.network() }, after));
+    let next_to =
+        (pick, any::<bool>()).prop_map(|(net, after)| step(if after { net.broadcast() } else { net.network() }, after));
     let anywhere = host_bits.prop_map(move |bits| {
         if v6 {
             // Mostly the documentation range, where the rules are.
@@ -83,11 +119,19 @@ fn address(nets: Vec<IpNet>, v6: bool) -> impl Strategy<Value = IpAddr> + Clone 
 fn with_host_bits(net: IpNet, bits: u128) -> IpAddr {
     match net {
         IpNet::V4(n) => {
-            let mask = if n.prefix_len() == 32 { 0 } else { u32::MAX >> n.prefix_len() };
+            let mask = if n.prefix_len() == 32 {
+                0
+            } else {
+                u32::MAX >> n.prefix_len()
+            };
             IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | (bits as u32 & mask)))
         }
         IpNet::V6(n) => {
-            let mask = if n.prefix_len() == 128 { 0 } else { u128::MAX >> n.prefix_len() };
+            let mask = if n.prefix_len() == 128 {
+                0
+            } else {
+                u128::MAX >> n.prefix_len()
+            };
             IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | (bits & mask)))
         }
     }
@@ -137,9 +181,19 @@ struct Case {
 
 fn ip_case(v6: bool, nets: Vec<IpNet>, ports: Vec<PortRange>) -> impl Strategy<Value = Case> {
     let local = if v6 {
-        prop_oneof![Just("2001:db8:f::7".parse::<IpAddr>().unwrap()), Just("fe80::7".parse().unwrap()), Just("::".parse().unwrap())].boxed()
+        prop_oneof![
+            Just("2001:db8:f::7".parse::<IpAddr>().unwrap()),
+            Just("fe80::7".parse().unwrap()),
+            Just("::".parse().unwrap())
+        ]
+        .boxed()
     } else {
-        prop_oneof![Just("198.51.100.7".parse::<IpAddr>().unwrap()), Just("0.0.0.0".parse().unwrap()), Just("255.255.255.255".parse().unwrap())].boxed()
+        prop_oneof![
+            Just("198.51.100.7".parse::<IpAddr>().unwrap()),
+            Just("0.0.0.0".parse().unwrap()),
+            Just("255.255.255.255".parse().unwrap())
+        ]
+        .boxed()
     };
     let remote = prop_oneof![
         8 => address(nets, v6),
@@ -157,51 +211,111 @@ fn ip_case(v6: bool, nets: Vec<IpNet>, ports: Vec<PortRange>) -> impl Strategy<V
     };
     let hook = prop_oneof![Just(Hook::Ingress), Just(Hook::Egress)];
     let hop_limit = prop_oneof![Just(255u8), Just(64), Just(1)];
-    (hook, local, remote, l4(ports), shape, hop_limit, 0u8..=3).prop_map(|(hook, local, remote, l4, shape, hop_limit, tags)| {
-        let (src, dst) = if hook == Hook::Egress { (local, remote) } else { (remote, local) };
-        // Fragments and first fragments have their own layout; no other shape applies.
-        let shape = if matches!(l4, L4::Fragment { .. }) { Shape::Plain } else { shape };
-        Case {
-            packet: Packet { hook, vlan_tags: tags.saturating_sub(1), frame: Frame::Ip(IpPacket { src, dst, hop_limit, l4 }) },
-            shape,
-        }
-    })
+    (hook, local, remote, l4(ports), shape, hop_limit, 0u8..=3).prop_map(
+        |(hook, local, remote, l4, shape, hop_limit, tags)| {
+            let (src, dst) = if hook == Hook::Egress {
+                (local, remote)
+            } else {
+                (remote, local)
+            };
+            // Fragments and first fragments have their own layout; no other shape applies.
+            let shape = if matches!(l4, L4::Fragment { .. }) {
+                Shape::Plain
+            } else {
+                shape
+            };
+            Case {
+                packet: Packet {
+                    hook,
+                    vlan_tags: tags.saturating_sub(1),
+                    frame: Frame::Ip(IpPacket {
+                        src,
+                        dst,
+                        hop_limit,
+                        l4,
+                    }),
+                },
+                shape,
+            }
+        },
+    )
 }
 
 /// A packet aimed at one rule: an address inside it, its protocol, a port of its ranges,
 /// on its forward path or its return path. Without these, random packets rarely pass,
 /// and agreeing on drops alone proves little.
 fn aimed(policy: &Policy) -> impl Strategy<Value = Case> {
-    let rules: Vec<_> = policy.net_rules().map(|(n, r)| (n, r.direction, r.proto, r.ports.clone())).collect();
-    (prop::sample::select(rules), any::<u128>(), any::<bool>(), any::<u16>(), 0usize..8, any::<bool>(), any::<bool>()).prop_map(
-        |((net, direction, proto, ports), bits, forward, other_port, pick, syn, ack)| {
-            let remote = with_host_bits(net, bits);
-            let local: IpAddr = if remote.is_ipv4() { "198.51.100.7".parse().unwrap() } else { "2001:db8:f::7".parse().unwrap() };
-            let port = match ports.get(pick % ports.len().max(1)) {
-                Some(r) => r.lo + ((u32::from(other_port) % (u32::from(r.hi - r.lo) + 1)) as u16),
-                None => other_port,
-            };
-            // The service's port is the remote's on egress rules and ours on ingress
-            // rules; the return path swaps the hook.
-            let hook = match (direction, forward) {
-                (Direction::Egress, true) | (Direction::Ingress, false) => Hook::Egress,
-                _ => Hook::Ingress,
-            };
-            let service_is_remote = direction == Direction::Egress;
-            let (sport, dport) = match (hook, service_is_remote) {
-                (Hook::Egress, true) | (Hook::Ingress, false) => (other_port, port),
-                _ => (port, other_port),
-            };
-            let l4 = match proto {
-                Proto::Tcp => L4::Tcp { sport, dport, syn, ack },
-                Proto::Udp => L4::Udp { sport, dport },
-                Proto::Icmp => L4::Icmp { ty: if forward { 8 } else if remote.is_ipv4() { 0 } else { 129 }, code: 0 },
-                Proto::Any => L4::Other { proto: 47 },
-            };
-            let (src, dst) = if hook == Hook::Egress { (local, remote) } else { (remote, local) };
-            Case { packet: Packet { hook, vlan_tags: 0, frame: Frame::Ip(IpPacket { src, dst, hop_limit: 64, l4 }) }, shape: Shape::Plain }
-        },
+    let rules: Vec<_> = policy
+        .net_rules()
+        .map(|(n, r)| (n, r.direction, r.proto, r.ports.clone()))
+        .collect();
+    (
+        prop::sample::select(rules),
+        any::<u128>(),
+        any::<bool>(),
+        any::<u16>(),
+        0usize..8,
+        any::<bool>(),
+        any::<bool>(),
     )
+        .prop_map(
+            |((net, direction, proto, ports), bits, forward, other_port, pick, syn, ack)| {
+                let remote = with_host_bits(net, bits);
+                let local: IpAddr = if remote.is_ipv4() {
+                    "198.51.100.7".parse().unwrap()
+                } else {
+                    "2001:db8:f::7".parse().unwrap()
+                };
+                let port = match ports.get(pick % ports.len().max(1)) {
+                    Some(r) => r.lo + ((u32::from(other_port) % (u32::from(r.hi - r.lo) + 1)) as u16),
+                    None => other_port,
+                };
+                // The service's port is the remote's on egress rules and ours on ingress
+                // rules; the return path swaps the hook.
+                let hook = match (direction, forward) {
+                    (Direction::Egress, true) | (Direction::Ingress, false) => Hook::Egress,
+                    _ => Hook::Ingress,
+                };
+                let service_is_remote = direction == Direction::Egress;
+                let (sport, dport) = match (hook, service_is_remote) {
+                    (Hook::Egress, true) | (Hook::Ingress, false) => (other_port, port),
+                    _ => (port, other_port),
+                };
+                let l4 = match proto {
+                    Proto::Tcp => L4::Tcp { sport, dport, syn, ack },
+                    Proto::Udp => L4::Udp { sport, dport },
+                    Proto::Icmp => L4::Icmp {
+                        ty: if forward {
+                            8
+                        } else if remote.is_ipv4() {
+                            0
+                        } else {
+                            129
+                        },
+                        code: 0,
+                    },
+                    Proto::Any => L4::Other { proto: 47 },
+                };
+                let (src, dst) = if hook == Hook::Egress {
+                    (local, remote)
+                } else {
+                    (remote, local)
+                };
+                Case {
+                    packet: Packet {
+                        hook,
+                        vlan_tags: 0,
+                        frame: Frame::Ip(IpPacket {
+                            src,
+                            dst,
+                            hop_limit: 64,
+                            l4,
+                        }),
+                    },
+                    shape: Shape::Plain,
+                }
+            },
+        )
 }
 
 fn case(policy: &Policy) -> impl Strategy<Value = Case> {
@@ -210,8 +324,19 @@ fn case(policy: &Policy) -> impl Strategy<Value = Case> {
     ports.sort();
     ports.dedup();
     let hook = prop_oneof![Just(Hook::Ingress), Just(Hook::Egress)];
-    let other = (hook, prop_oneof![Just(Frame::Arp), Just(Frame::Ethertype(0x88cc)), Just(Frame::Ethertype(0x88b5))], 0u8..=3)
-        .prop_map(|(hook, frame, vlan_tags)| Case { packet: Packet { hook, vlan_tags, frame }, shape: Shape::Plain });
+    let other = (
+        hook,
+        prop_oneof![
+            Just(Frame::Arp),
+            Just(Frame::Ethertype(0x88cc)),
+            Just(Frame::Ethertype(0x88b5))
+        ],
+        0u8..=3,
+    )
+        .prop_map(|(hook, frame, vlan_tags)| Case {
+            packet: Packet { hook, vlan_tags, frame },
+            shape: Shape::Plain,
+        });
     prop_oneof![
         5 => ip_case(false, nets.clone(), ports.clone()),
         3 => ip_case(true, nets, ports),
@@ -224,7 +349,11 @@ fn case(policy: &Policy) -> impl Strategy<Value = Case> {
 fn kernel_and_model_agree_on_random_packets() {
     let policy = policy();
     let harness = RefCell::new(Harness::new(policy.clone()));
-    let mut runner = TestRunner::new(RunnerConfig { cases: 4000, failure_persistence: None, ..RunnerConfig::default() });
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 4000,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    });
     let seen = RefCell::new([0usize; 4]);
     let result = runner.run(&case(&policy), |c| {
         let mut h = harness.borrow_mut();
@@ -241,19 +370,36 @@ fn kernel_and_model_agree_on_random_packets() {
     }
     // The generator must reach both verdicts often, or agreeing proves little.
     let s = seen.into_inner();
-    eprintln!("ip packets: {} passed, {} dropped; other frames: {} passed, {} dropped", s[3], s[1], s[2], s[0]);
-    assert!(s[3] > 400 && s[1] > 400, "IP packets passed {} and dropped {} times: the generator is lopsided", s[3], s[1]);
+    eprintln!(
+        "ip packets: {} passed, {} dropped; other frames: {} passed, {} dropped",
+        s[3], s[1], s[2], s[0]
+    );
+    assert!(
+        s[3] > 400 && s[1] > 400,
+        "IP packets passed {} and dropped {} times: the generator is lopsided",
+        s[3],
+        s[1]
+    );
 
     // Broken shapes between random policy addresses: always dropped, with the model's reason.
     let mut h = harness.borrow_mut();
-    for (a4, a6) in [("198.51.100.200", "2001:db8:b:1::5"), ("13.80.125.22", "2001:db8:c00::9"), ("8.8.8.8", "2001:db8:9::9")] {
+    for (a4, a6) in [
+        ("198.51.100.200", "2001:db8:b:1::5"),
+        ("13.80.125.22", "2001:db8:c00::9"),
+        ("8.8.8.8", "2001:db8:9::9"),
+    ] {
         let (v4, v6): (IpAddr, IpAddr) = (a4.parse().unwrap(), a6.parse().unwrap());
         for b in broken((v4, v4), (v6, v6), 443) {
             for hook in [Hook::Ingress, Hook::Egress] {
                 if hook == Hook::Egress && !b.skb_testable() {
                     continue;
                 }
-                assert_eq!(h.run(hook, &b.bytes), h.expect(&b.packet(hook)), "{} on {hook:?}", b.name);
+                assert_eq!(
+                    h.run(hook, &b.bytes),
+                    h.expect(&b.packet(hook)),
+                    "{} on {hook:?}",
+                    b.name
+                );
             }
         }
     }

@@ -94,7 +94,12 @@ ports = ["7000-7001"]
             ),
         )
         .unwrap();
-        World { pair, pins, dir, config }
+        World {
+            pair,
+            pins,
+            dir,
+            config,
+        }
     }
 
     fn servers(&self) -> Servers {
@@ -102,12 +107,22 @@ ports = ["7000-7001"]
             .iter()
             .flat_map(|a| [sa(a, 443), sa(a, 8443)])
             .collect();
-        let udp: Vec<SocketAddr> = [ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6].iter().map(|a| sa(a, 7000)).collect();
+        let udp: Vec<SocketAddr> = [ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6]
+            .iter()
+            .map(|a| sa(a, 7000))
+            .collect();
         Servers::start(&self.pair.peer, &tcp, &udp)
     }
 
     fn allowgate(&self, args: &[&str]) -> std::process::Output {
-        self.pair.host.command(BIN).args(args).arg("--config").arg(&self.config).output().unwrap()
+        self.pair
+            .host
+            .command(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
     }
 
     fn status(&self) -> serde_json::Value {
@@ -126,7 +141,9 @@ ports = ["7000-7001"]
 }
 
 fn counter(status: &serde_json::Value, direction: &str, verdict: &str) -> u64 {
-    status["counters"][direction][verdict].as_u64().unwrap_or_else(|| panic!("no counter {direction}.{verdict} in {status}"))
+    status["counters"][direction][verdict]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {direction}.{verdict} in {status}"))
 }
 
 #[test]
@@ -138,20 +155,47 @@ fn the_daemon_enforces_tcp_and_udp_over_both_families() {
     let daemon = world.start_daemon();
 
     let h = world.host();
-    assert!(tcp_connects(h, sa(ALLOWED_V4, 443), PASS_WAIT), "allowed tcp/443 over IPv4");
-    assert!(tcp_connects(h, sa(ALLOWED_V6, 443), PASS_WAIT), "allowed tcp/443 over IPv6 (needs neighbour discovery)");
-    assert!(udp_echoes(h, sa(ALLOWED_V4, 7000), PASS_WAIT), "allowed udp/7000 over IPv4");
-    assert!(udp_echoes(h, sa(ALLOWED_V6, 7000), PASS_WAIT), "allowed udp/7000 over IPv6");
-    assert!(!tcp_connects(h, sa(ALLOWED_V4, 8443), WAIT), "an allowed address on another port");
-    assert!(!tcp_connects(h, sa(BLOCKED_V4, 443), WAIT), "an address no rule lists, IPv4");
-    assert!(!tcp_connects(h, sa(BLOCKED_V6, 443), WAIT), "an address no rule lists, IPv6");
+    assert!(
+        tcp_connects(h, sa(ALLOWED_V4, 443), PASS_WAIT),
+        "allowed tcp/443 over IPv4"
+    );
+    assert!(
+        tcp_connects(h, sa(ALLOWED_V6, 443), PASS_WAIT),
+        "allowed tcp/443 over IPv6 (needs neighbour discovery)"
+    );
+    assert!(
+        udp_echoes(h, sa(ALLOWED_V4, 7000), PASS_WAIT),
+        "allowed udp/7000 over IPv4"
+    );
+    assert!(
+        udp_echoes(h, sa(ALLOWED_V6, 7000), PASS_WAIT),
+        "allowed udp/7000 over IPv6"
+    );
+    assert!(
+        !tcp_connects(h, sa(ALLOWED_V4, 8443), WAIT),
+        "an allowed address on another port"
+    );
+    assert!(
+        !tcp_connects(h, sa(BLOCKED_V4, 443), WAIT),
+        "an address no rule lists, IPv4"
+    );
+    assert!(
+        !tcp_connects(h, sa(BLOCKED_V6, 443), WAIT),
+        "an address no rule lists, IPv6"
+    );
     assert!(!udp_echoes(h, sa(BLOCKED_V4, 7000), WAIT));
     assert!(!udp_echoes(h, sa(BLOCKED_V6, 7000), WAIT));
 
     // Management comes in; other ports do not.
     let _host_servers = Servers::start(h, &[sa("192.0.2.1", 22), sa("192.0.2.1", 2323)], &[]);
-    assert!(tcp_connects(&world.pair.peer, sa("192.0.2.1", 22), PASS_WAIT), "ssh from the management CIDR");
-    assert!(!tcp_connects(&world.pair.peer, sa("192.0.2.1", 2323), WAIT), "another port from the management CIDR");
+    assert!(
+        tcp_connects(&world.pair.peer, sa("192.0.2.1", 22), PASS_WAIT),
+        "ssh from the management CIDR"
+    );
+    assert!(
+        !tcp_connects(&world.pair.peer, sa("192.0.2.1", 2323), WAIT),
+        "another port from the management CIDR"
+    );
 
     let status = world.status();
     assert_eq!(status["mode"], "enforce");
@@ -164,8 +208,19 @@ fn the_daemon_enforces_tcp_and_udp_over_both_families() {
     assert!(counter(&status, "egress", "drop") >= 4, "{status}");
     assert!(counter(&status, "ingress", "drop") >= 1, "{status}");
     assert!(counter(&status, "egress", "pass") > 0 && counter(&status, "ingress", "pass") > 0);
-    assert!(status["counters"]["ingress"]["pass_by_reason"]["ipv6-nd"].as_u64().unwrap_or(0) > 0, "{status}");
-    assert!(status["counters"]["egress"]["drop_by_reason"]["policy"].as_u64().unwrap() >= 4);
+    assert!(
+        status["counters"]["ingress"]["pass_by_reason"]["ipv6-nd"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{status}"
+    );
+    assert!(
+        status["counters"]["egress"]["drop_by_reason"]["policy"]
+            .as_u64()
+            .unwrap()
+            >= 4
+    );
     drop(daemon);
 }
 
@@ -175,13 +230,23 @@ fn monitor_mode_counts_what_it_would_drop_and_drops_nothing() {
     let _servers = world.servers();
     let daemon = world.start_daemon();
     let before = counter(&world.status(), "egress", "drop");
-    assert!(tcp_connects(world.host(), sa(BLOCKED_V4, 443), PASS_WAIT), "monitor mode lets it through");
+    assert!(
+        tcp_connects(world.host(), sa(BLOCKED_V4, 443), PASS_WAIT),
+        "monitor mode lets it through"
+    );
     assert!(udp_echoes(world.host(), sa(BLOCKED_V6, 7000), PASS_WAIT));
     let status = world.status();
     assert_eq!(status["mode"], "monitor");
-    assert!(counter(&status, "egress", "drop") >= before + 2, "would-drops are counted: {status}");
+    assert!(
+        counter(&status, "egress", "drop") >= before + 2,
+        "would-drops are counted: {status}"
+    );
     std::thread::sleep(Duration::from_millis(200));
-    assert!(daemon.log().contains("would drop egress"), "would-drop events are logged:\n{}", daemon.log());
+    assert!(
+        daemon.log().contains("would drop egress"),
+        "would-drop events are logged:\n{}",
+        daemon.log()
+    );
 }
 
 #[test]
@@ -242,8 +307,16 @@ fn a_killed_daemon_leaves_the_policy_and_a_restart_takes_over_without_a_gap() {
     assert!(sent > 50, "the prober ran ({sent} probes)");
     assert_eq!(answered, sent, "allowed probes lost across the restart");
     assert_eq!(leaked, 0, "blocked probes got through during the restart ({sent} sent)");
-    assert!(restarted.log().contains("adopted the pinned policy"), "{}", restarted.log());
-    assert!(restarted.log().contains("adopted=true"), "the links were replaced in place:\n{}", restarted.log());
+    assert!(
+        restarted.log().contains("adopted the pinned policy"),
+        "{}",
+        restarted.log()
+    );
+    assert!(
+        restarted.log().contains("adopted=true"),
+        "the links were replaced in place:\n{}",
+        restarted.log()
+    );
     let status = world.status();
     assert_eq!(status["running"], true);
     assert_eq!(status["generation"], 2);
@@ -258,7 +331,10 @@ fn down_detaches_and_unpins_everything() {
     assert!(!tcp_connects(world.host(), sa(BLOCKED_V4, 443), WAIT));
     let out = world.allowgate(&["down"]);
     assert!(out.status.success(), "down: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(tcp_connects(world.host(), sa(BLOCKED_V4, 443), PASS_WAIT), "after down everything flows again");
+    assert!(
+        tcp_connects(world.host(), sa(BLOCKED_V4, 443), PASS_WAIT),
+        "after down everything flows again"
+    );
     assert!(!world.pins.0.exists(), "the pins are gone");
     let out = world.allowgate(&["status"]);
     assert_eq!(out.status.code(), Some(1));
@@ -278,8 +354,14 @@ fn the_nft_script_enforces_the_same_list() {
 
     // The same probes as the daemon's test, with nftables alone doing the judging.
     let h = world.host();
-    assert!(tcp_connects(h, sa(ALLOWED_V4, 443), PASS_WAIT), "allowed tcp/443 over IPv4");
-    assert!(tcp_connects(h, sa(ALLOWED_V6, 443), PASS_WAIT), "allowed tcp/443 over IPv6");
+    assert!(
+        tcp_connects(h, sa(ALLOWED_V4, 443), PASS_WAIT),
+        "allowed tcp/443 over IPv4"
+    );
+    assert!(
+        tcp_connects(h, sa(ALLOWED_V6, 443), PASS_WAIT),
+        "allowed tcp/443 over IPv6"
+    );
     assert!(udp_echoes(h, sa(ALLOWED_V4, 7000), PASS_WAIT));
     assert!(udp_echoes(h, sa(ALLOWED_V6, 7000), PASS_WAIT));
     assert!(!tcp_connects(h, sa(ALLOWED_V4, 8443), WAIT));

@@ -16,7 +16,8 @@ const EXAMPLE: &str = include_str!("../packaging/config.example.toml");
 const UNIT: &str = include_str!("../packaging/allowgate.service");
 
 fn parse(text: &str) -> Config {
-    Config::parse(text, "config.example.toml", &Catalog::builtin()).unwrap_or_else(|e| panic!("the example does not parse: {e}"))
+    Config::parse(text, "config.example.toml", &Catalog::builtin())
+        .unwrap_or_else(|e| panic!("the example does not parse: {e}"))
 }
 
 /// The example as shipped: the defaults, except that it starts in monitor mode; and
@@ -24,9 +25,19 @@ fn parse(text: &str) -> Config {
 #[test]
 fn the_example_config_parses_and_shows_the_defaults() {
     let config = parse(EXAMPLE);
-    assert!(config.interfaces.is_empty(), "the shipped config must not enforce on anything before it is edited");
+    assert!(
+        config.interfaces.is_empty(),
+        "the shipped config must not enforce on anything before it is edited"
+    );
     assert_eq!(config.mode, Mode::Monitor);
-    assert_eq!(config, Config { mode: Mode::Monitor, ..Config::default() }, "the example's values are not the defaults");
+    assert_eq!(
+        config,
+        Config {
+            mode: Mode::Monitor,
+            ..Config::default()
+        },
+        "the example's values are not the defaults"
+    );
 }
 
 /// `# key = value` lines (no indent) are the optional settings an operator
@@ -36,7 +47,9 @@ fn every_optional_line_of_the_example_parses_uncommented() {
     let is_setting = |line: &str| {
         let first = line.split([' ', '=']).next().unwrap_or("");
         line.starts_with('[')
-            || (line.contains(" = ") && !first.is_empty() && first.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '-'))
+            || (line.contains(" = ")
+                && !first.is_empty()
+                && first.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '-'))
     };
     let mut uncommented = 0;
     let text: String = EXAMPLE
@@ -50,9 +63,15 @@ fn every_optional_line_of_the_example_parses_uncommented() {
         })
         .collect();
     let config = parse(&text);
-    assert!(uncommented >= 9, "only {uncommented} optional lines found in the example:\n{text}");
+    assert!(
+        uncommented >= 9,
+        "only {uncommented} optional lines found in the example:\n{text}"
+    );
     assert_eq!(config.socket_group.as_deref(), Some("allowgate"));
-    assert_eq!(config.catalog.as_deref(), Some(Path::new("/etc/allowgate/catalog.json")));
+    assert_eq!(
+        config.catalog.as_deref(),
+        Some(Path::new("/etc/allowgate/catalog.json"))
+    );
     assert_eq!(config.metrics, Some("127.0.0.1:9464".parse().unwrap()));
     assert_eq!(config.allow.len(), 1);
     assert_eq!(config.allow[0].cidr, "198.51.100.0/24".parse().unwrap());
@@ -63,15 +82,47 @@ fn every_optional_line_of_the_example_parses_uncommented() {
 #[test]
 fn the_example_documents_every_key() {
     let keys = [
-        "interfaces", "mode", "regions", "features", "socket", "socket_group", "state_dir", "bpffs_dir", "catalog",
-        "metrics", "[essentials]", "arp", "ipv6_nd", "icmp_errors", "dhcp", "dns", "dns_servers", "ethertypes",
-        "[management]", "cidrs", "ports", "[feature_ports]", "app-connector", "dlp", "[log_collector]", "sources",
-        "ftp_passive_ports", "[[allow]]", "cidr", "direction", "proto", "comment",
+        "interfaces",
+        "mode",
+        "regions",
+        "features",
+        "socket",
+        "socket_group",
+        "state_dir",
+        "bpffs_dir",
+        "catalog",
+        "metrics",
+        "[essentials]",
+        "arp",
+        "ipv6_nd",
+        "icmp_errors",
+        "dhcp",
+        "dns",
+        "dns_servers",
+        "ethertypes",
+        "[management]",
+        "cidrs",
+        "ports",
+        "[feature_ports]",
+        "app-connector",
+        "dlp",
+        "[log_collector]",
+        "sources",
+        "ftp_passive_ports",
+        "[[allow]]",
+        "cidr",
+        "direction",
+        "proto",
+        "comment",
     ];
     for key in keys {
         let documented = EXAMPLE.lines().any(|line| {
             let line = line.trim_start_matches('#').trim();
-            if key.starts_with('[') { line == key } else { line.starts_with(&format!("{key} = ")) }
+            if key.starts_with('[') {
+                line == key
+            } else {
+                line.starts_with(&format!("{key} = "))
+            }
         });
         assert!(documented, "the example config does not show `{key}`");
     }
@@ -79,7 +130,10 @@ fn the_example_documents_every_key() {
         assert!(EXAMPLE.contains(region), "the example does not name region {region}");
     }
     for feature in Feature::ALL {
-        assert!(EXAMPLE.contains(feature.as_str()), "the example does not name feature {feature}");
+        assert!(
+            EXAMPLE.contains(feature.as_str()),
+            "the example does not name feature {feature}"
+        );
     }
 }
 
@@ -95,7 +149,9 @@ fn service_settings() -> Vec<(String, String)> {
             section = line;
             continue;
         }
-        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("unit line without `=`: {line}"));
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("unit line without `=`: {line}"));
         assert!(!line.ends_with('\\'), "continued lines are not expected: {line}");
         if section == "[Service]" {
             out.push((key.to_string(), value.to_string()));
@@ -105,8 +161,17 @@ fn service_settings() -> Vec<(String, String)> {
 }
 
 fn setting(key: &str) -> String {
-    let values: Vec<String> = service_settings().into_iter().filter(|(k, _)| k == key).map(|(_, v)| v).collect();
-    assert_eq!(values.len(), 1, "the unit sets {key} {} times: {values:?}", values.len());
+    let values: Vec<String> = service_settings()
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        values.len(),
+        1,
+        "the unit sets {key} {} times: {values:?}",
+        values.len()
+    );
     values.into_iter().next().unwrap()
 }
 
@@ -117,7 +182,10 @@ fn the_unit_has_what_the_daemon_and_the_installer_rely_on() {
     assert_eq!(setting("ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_eq!(setting("Restart"), "on-failure");
     // `cargo xtask install` rewrites this path to its --prefix.
-    assert_eq!(setting("ExecStart"), format!("/usr/local/bin/allowgate daemon --config {DEFAULT_CONFIG_PATH}"));
+    assert_eq!(
+        setting("ExecStart"),
+        format!("/usr/local/bin/allowgate daemon --config {DEFAULT_CONFIG_PATH}")
+    );
 
     // The least capabilities that load, attach and pin (and chown the socket to
     // socket_group); never CAP_SYS_ADMIN.
@@ -128,7 +196,10 @@ fn the_unit_has_what_the_daemon_and_the_installer_rely_on() {
 
     // bpf(2) is outside @system-service.
     let filter = setting("SystemCallFilter");
-    assert!(filter.split_whitespace().any(|s| s == "bpf"), "SystemCallFilter lacks bpf: {filter}");
+    assert!(
+        filter.split_whitespace().any(|s| s == "bpf"),
+        "SystemCallFilter lacks bpf: {filter}"
+    );
     assert_eq!(setting("SystemCallErrorNumber"), "EPERM");
     // ProtectKernelTunables=yes makes /sys/fs/bpf read-only whatever ReadWritePaths says.
     assert_eq!(setting("ProtectKernelTunables"), "no");
@@ -138,15 +209,26 @@ fn the_unit_has_what_the_daemon_and_the_installer_rely_on() {
 /// The directories systemd makes for the service are the ones the code uses by default.
 #[test]
 fn the_unit_agrees_with_the_default_paths() {
-    assert_eq!(Path::new(DEFAULT_SOCKET).parent(), Some(Path::new("/run").join(setting("RuntimeDirectory")).as_path()));
-    assert_eq!(Path::new(DEFAULT_STATE_DIR), Path::new("/var/lib").join(setting("StateDirectory")));
+    assert_eq!(
+        Path::new(DEFAULT_SOCKET).parent(),
+        Some(Path::new("/run").join(setting("RuntimeDirectory")).as_path())
+    );
+    assert_eq!(
+        Path::new(DEFAULT_STATE_DIR),
+        Path::new("/var/lib").join(setting("StateDirectory"))
+    );
     let writable = setting("ReadWritePaths");
     assert!(
-        writable.split_whitespace().any(|p| Path::new(DEFAULT_BPFFS_DIR).starts_with(p)),
+        writable
+            .split_whitespace()
+            .any(|p| Path::new(DEFAULT_BPFFS_DIR).starts_with(p)),
         "bpffs_dir {DEFAULT_BPFFS_DIR} is not under ReadWritePaths={writable}"
     );
     let families = setting("RestrictAddressFamilies");
     for family in ["AF_UNIX", "AF_NETLINK", "AF_INET", "AF_INET6"] {
-        assert!(families.split_whitespace().any(|f| f == family), "{family} missing from RestrictAddressFamilies");
+        assert!(
+            families.split_whitespace().any(|f| f == family),
+            "{family} missing from RestrictAddressFamilies"
+        );
     }
 }

@@ -15,7 +15,7 @@ use allowgate::{
     },
 };
 use common::{
-    Harness, allow, Outcome,
+    Harness, Outcome, allow,
     packet::{Shape, broken, frame},
 };
 
@@ -23,18 +23,38 @@ const ME4: &str = "198.51.100.7";
 const ME6: &str = "2001:db8:f::7";
 
 fn policy(mode: Mode) -> Policy {
-    let mut config = Config { mode, ..Config::default() };
+    let mut config = Config {
+        mode,
+        ..Config::default()
+    };
     config.management.cidrs = vec!["192.0.2.0/24".parse().unwrap()];
     config.essentials.ethertypes = vec![0x88cc];
     config.allow = vec![
-        allow("2001:db8:b::/48", Direction::Egress, Proto::Udp, &[PortRange { lo: 5353, hi: 5360 }]),
-        allow("2001:db8:b:1::/64", Direction::Egress, Proto::Tcp, &[PortRange::single(443)]),
+        allow(
+            "2001:db8:b::/48",
+            Direction::Egress,
+            Proto::Udp,
+            &[PortRange { lo: 5353, hi: 5360 }],
+        ),
+        allow(
+            "2001:db8:b:1::/64",
+            Direction::Egress,
+            Proto::Tcp,
+            &[PortRange::single(443)],
+        ),
         allow("203.0.113.0/24", Direction::Ingress, Proto::Icmp, &[]),
         allow("203.0.113.128/25", Direction::Egress, Proto::Any, &[]),
     ];
     let selection = Selection {
         regions: vec!["eu1".into()],
-        features: vec![Feature::Portal, Feature::Proxy, Feature::Siem, Feature::AppConnector, Feature::Dlp, Feature::Mail],
+        features: vec![
+            Feature::Portal,
+            Feature::Proxy,
+            Feature::Siem,
+            Feature::AppConnector,
+            Feature::Dlp,
+            Feature::Mail,
+        ],
     };
     let dns: [IpAddr; 2] = ["192.0.2.53".parse().unwrap(), "2001:db8::53".parse().unwrap()];
     Policy::build(&Catalog::builtin(), &selection, &config, &dns)
@@ -42,22 +62,50 @@ fn policy(mode: Mode) -> Policy {
 
 fn ip(hook: Hook, remote: &str, l4: L4) -> Packet {
     let remote: IpAddr = remote.parse().unwrap();
-    let me: IpAddr = if remote.is_ipv4() { ME4.parse().unwrap() } else { ME6.parse().unwrap() };
+    let me: IpAddr = if remote.is_ipv4() {
+        ME4.parse().unwrap()
+    } else {
+        ME6.parse().unwrap()
+    };
     let (src, dst) = match hook {
         Hook::Egress => (me, remote),
         Hook::Ingress => (remote, me),
     };
-    Packet { hook, vlan_tags: 0, frame: Frame::Ip(IpPacket { src, dst, hop_limit: 64, l4 }) }
+    Packet {
+        hook,
+        vlan_tags: 0,
+        frame: Frame::Ip(IpPacket {
+            src,
+            dst,
+            hop_limit: 64,
+            l4,
+        }),
+    }
 }
 
 fn syn(sport: u16, dport: u16) -> L4 {
-    L4::Tcp { sport, dport, syn: true, ack: false }
+    L4::Tcp {
+        sport,
+        dport,
+        syn: true,
+        ack: false,
+    }
 }
 fn synack(sport: u16, dport: u16) -> L4 {
-    L4::Tcp { sport, dport, syn: true, ack: true }
+    L4::Tcp {
+        sport,
+        dport,
+        syn: true,
+        ack: true,
+    }
 }
 fn ack(sport: u16, dport: u16) -> L4 {
-    L4::Tcp { sport, dport, syn: false, ack: true }
+    L4::Tcp {
+        sport,
+        dport,
+        syn: false,
+        ack: true,
+    }
 }
 fn udp(sport: u16, dport: u16) -> L4 {
     L4::Udp { sport, dport }
@@ -71,7 +119,12 @@ fn table() -> Vec<(&'static str, Packet, Verdict, Reason)> {
     let nd = |ty: u8, hop: u8, src: &str| Packet {
         hook: IN,
         vlan_tags: 0,
-        frame: Frame::Ip(IpPacket { src: src.parse().unwrap(), dst: "ff02::1".parse().unwrap(), hop_limit: hop, l4: L4::Icmp { ty, code: 0 } }),
+        frame: Frame::Ip(IpPacket {
+            src: src.parse().unwrap(),
+            dst: "ff02::1".parse().unwrap(),
+            hop_limit: hop,
+            l4: L4::Icmp { ty, code: 0 },
+        }),
     };
     let dhcp = |hook: Hook, sport, dport| Packet {
         hook,
@@ -95,72 +148,334 @@ fn table() -> Vec<(&'static str, Packet, Verdict, Reason)> {
     };
     vec![
         // The catalog: EU1 portal and SIEM (13.80.125.22 serves five regions).
-        ("eu1 portal address, tcp/443 out", ip(OUT, "13.80.125.22", syn(40000, 443)), PASS, Reason::Policy),
-        ("its answer comes back", ip(IN, "13.80.125.22", synack(443, 40000)), PASS, Reason::Policy),
-        ("its data comes back", ip(IN, "13.80.125.22", ack(443, 40000)), PASS, Reason::Policy),
-        ("a return path opens nothing", ip(IN, "13.80.125.22", syn(443, 22)), DROP, Reason::Policy),
-        ("eu1 portal address, tcp/80", ip(OUT, "13.80.125.22", syn(40000, 80)), DROP, Reason::Policy),
-        ("eu1 portal address, udp/443", ip(OUT, "13.80.125.22", udp(40000, 443)), DROP, Reason::Policy),
-        ("eu1 proxy address (third column)", ip(OUT, "52.249.25.160", syn(40000, 443)), PASS, Reason::Policy),
-        ("us1-only portal address, us1 not enabled", ip(OUT, "13.64.26.88", syn(40000, 443)), DROP, Reason::Policy),
-        ("next to a catalog address", ip(OUT, "13.80.125.23", syn(40000, 443)), DROP, Reason::Policy),
-        ("eu1 app connector connects in to 443", ip(IN, "13.95.29.177", syn(50000, 443)), PASS, Reason::Policy),
-        ("our answer to the app connector", ip(OUT, "13.95.29.177", synack(443, 50000)), PASS, Reason::Policy),
-        ("the app connector on another port", ip(IN, "13.95.29.177", syn(50000, 8443)), DROP, Reason::Policy),
-        ("we cannot open to the app connector", ip(OUT, "13.95.29.177", syn(50000, 443)), DROP, Reason::Policy),
-        ("eu1 DLP to the stunnel port", ip(IN, "40.115.25.50", syn(50000, 11344)), PASS, Reason::Policy),
-        ("mail from inside a page CIDR", ip(IN, "65.55.234.200", syn(50000, 25)), PASS, Reason::Policy),
-        ("mail from next to a page CIDR", ip(IN, "65.55.234.128", syn(50000, 25)), DROP, Reason::Policy),
-        ("MailChimp sends mail", ip(IN, "198.2.134.139", syn(50000, 25)), PASS, Reason::Policy),
+        (
+            "eu1 portal address, tcp/443 out",
+            ip(OUT, "13.80.125.22", syn(40000, 443)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "its answer comes back",
+            ip(IN, "13.80.125.22", synack(443, 40000)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "its data comes back",
+            ip(IN, "13.80.125.22", ack(443, 40000)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "a return path opens nothing",
+            ip(IN, "13.80.125.22", syn(443, 22)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "eu1 portal address, tcp/80",
+            ip(OUT, "13.80.125.22", syn(40000, 80)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "eu1 portal address, udp/443",
+            ip(OUT, "13.80.125.22", udp(40000, 443)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "eu1 proxy address (third column)",
+            ip(OUT, "52.249.25.160", syn(40000, 443)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "us1-only portal address, us1 not enabled",
+            ip(OUT, "13.64.26.88", syn(40000, 443)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "next to a catalog address",
+            ip(OUT, "13.80.125.23", syn(40000, 443)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "eu1 app connector connects in to 443",
+            ip(IN, "13.95.29.177", syn(50000, 443)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "our answer to the app connector",
+            ip(OUT, "13.95.29.177", synack(443, 50000)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "the app connector on another port",
+            ip(IN, "13.95.29.177", syn(50000, 8443)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "we cannot open to the app connector",
+            ip(OUT, "13.95.29.177", syn(50000, 443)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "eu1 DLP to the stunnel port",
+            ip(IN, "40.115.25.50", syn(50000, 11344)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "mail from inside a page CIDR",
+            ip(IN, "65.55.234.200", syn(50000, 25)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "mail from next to a page CIDR",
+            ip(IN, "65.55.234.128", syn(50000, 25)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "MailChimp sends mail",
+            ip(IN, "198.2.134.139", syn(50000, 25)),
+            PASS,
+            Reason::Policy,
+        ),
         // Management, DNS, operator additions.
-        ("ssh from management", ip(IN, "192.0.2.77", syn(50000, 22)), PASS, Reason::Policy),
-        ("ssh answer to management", ip(OUT, "192.0.2.77", ack(22, 50000)), PASS, Reason::Policy),
-        ("management on another port", ip(IN, "192.0.2.77", syn(50000, 23)), DROP, Reason::Policy),
-        ("dns to the resolver, udp", ip(OUT, "192.0.2.53", udp(33000, 53)), PASS, Reason::Policy),
-        ("dns answer from the resolver", ip(IN, "192.0.2.53", udp(53, 33000)), PASS, Reason::Policy),
-        ("dns to the v6 resolver, tcp", ip(OUT, "2001:db8::53", syn(33000, 53)), PASS, Reason::Policy),
-        ("a forged dns answer from elsewhere", ip(IN, "192.0.2.54", udp(53, 33000)), DROP, Reason::Policy),
-        ("allow: udp range, low end", ip(OUT, "2001:db8:b:2::9", udp(40000, 5353)), PASS, Reason::Policy),
-        ("allow: udp range, past the end", ip(OUT, "2001:db8:b:2::9", udp(40000, 5361)), DROP, Reason::Policy),
-        ("allow: nested /64 adds tcp/443", ip(OUT, "2001:db8:b:1::9", syn(40000, 443)), PASS, Reason::Policy),
-        ("allow: nested /64 keeps the /48's udp", ip(OUT, "2001:db8:b:1::9", udp(40000, 5360)), PASS, Reason::Policy),
-        ("allow: /48 without the /64's tcp", ip(OUT, "2001:db8:b:2::9", syn(40000, 443)), DROP, Reason::Policy),
-        ("allow: ping from 203.0.113.0/24", ip(IN, "203.0.113.9", L4::Icmp { ty: 8, code: 0 }), PASS, Reason::Policy),
-        ("allow: our echo reply back", ip(OUT, "203.0.113.9", L4::Icmp { ty: 0, code: 0 }), PASS, Reason::Policy),
-        ("allow: no echo request out on a return path", ip(OUT, "203.0.113.9", L4::Icmp { ty: 8, code: 0 }), DROP, Reason::Policy),
-        ("allow: any protocol out to the /25", ip(OUT, "203.0.113.200", L4::Other { proto: 47 }), PASS, Reason::Policy),
-        ("allow: any protocol back from the /25", ip(IN, "203.0.113.200", L4::Other { proto: 47 }), PASS, Reason::Policy),
-        ("allow: no SYN back from the /25", ip(IN, "203.0.113.200", syn(443, 22)), DROP, Reason::Policy),
-        ("allow: GRE elsewhere", ip(OUT, "203.0.113.10", L4::Other { proto: 47 }), DROP, Reason::Policy),
+        (
+            "ssh from management",
+            ip(IN, "192.0.2.77", syn(50000, 22)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "ssh answer to management",
+            ip(OUT, "192.0.2.77", ack(22, 50000)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "management on another port",
+            ip(IN, "192.0.2.77", syn(50000, 23)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "dns to the resolver, udp",
+            ip(OUT, "192.0.2.53", udp(33000, 53)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "dns answer from the resolver",
+            ip(IN, "192.0.2.53", udp(53, 33000)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "dns to the v6 resolver, tcp",
+            ip(OUT, "2001:db8::53", syn(33000, 53)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "a forged dns answer from elsewhere",
+            ip(IN, "192.0.2.54", udp(53, 33000)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "allow: udp range, low end",
+            ip(OUT, "2001:db8:b:2::9", udp(40000, 5353)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "allow: udp range, past the end",
+            ip(OUT, "2001:db8:b:2::9", udp(40000, 5361)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "allow: nested /64 adds tcp/443",
+            ip(OUT, "2001:db8:b:1::9", syn(40000, 443)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "allow: nested /64 keeps the /48's udp",
+            ip(OUT, "2001:db8:b:1::9", udp(40000, 5360)),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "allow: /48 without the /64's tcp",
+            ip(OUT, "2001:db8:b:2::9", syn(40000, 443)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "allow: ping from 203.0.113.0/24",
+            ip(IN, "203.0.113.9", L4::Icmp { ty: 8, code: 0 }),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "allow: our echo reply back",
+            ip(OUT, "203.0.113.9", L4::Icmp { ty: 0, code: 0 }),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "allow: no echo request out on a return path",
+            ip(OUT, "203.0.113.9", L4::Icmp { ty: 8, code: 0 }),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "allow: any protocol out to the /25",
+            ip(OUT, "203.0.113.200", L4::Other { proto: 47 }),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "allow: any protocol back from the /25",
+            ip(IN, "203.0.113.200", L4::Other { proto: 47 }),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "allow: no SYN back from the /25",
+            ip(IN, "203.0.113.200", syn(443, 22)),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "allow: GRE elsewhere",
+            ip(OUT, "203.0.113.10", L4::Other { proto: 47 }),
+            DROP,
+            Reason::Policy,
+        ),
         // Fragments: non-first ones are judged on addresses and protocol.
-        ("non-first fragment, tcp, to the portal", ip(OUT, "13.80.125.22", L4::Fragment { proto: 6 }), PASS, Reason::Policy),
-        ("non-first fragment, udp, to the portal", ip(OUT, "13.80.125.22", L4::Fragment { proto: 17 }), DROP, Reason::Policy),
-        ("non-first fragment from nowhere", ip(IN, "203.0.113.10", L4::Fragment { proto: 6 }), DROP, Reason::Policy),
-        ("non-first v6 fragment, udp, to the /48", ip(OUT, "2001:db8:b:2::9", L4::Fragment { proto: 17 }), PASS, Reason::Policy),
+        (
+            "non-first fragment, tcp, to the portal",
+            ip(OUT, "13.80.125.22", L4::Fragment { proto: 6 }),
+            PASS,
+            Reason::Policy,
+        ),
+        (
+            "non-first fragment, udp, to the portal",
+            ip(OUT, "13.80.125.22", L4::Fragment { proto: 17 }),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "non-first fragment from nowhere",
+            ip(IN, "203.0.113.10", L4::Fragment { proto: 6 }),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "non-first v6 fragment, udp, to the /48",
+            ip(OUT, "2001:db8:b:2::9", L4::Fragment { proto: 17 }),
+            PASS,
+            Reason::Policy,
+        ),
         // Essentials.
-        ("arp", Packet { hook: IN, vlan_tags: 0, frame: Frame::Arp }, PASS, Reason::Arp),
-        ("lldp, listed", Packet { hook: OUT, vlan_tags: 0, frame: Frame::Ethertype(0x88cc) }, PASS, Reason::Ethertype),
-        ("another ethertype", Packet { hook: IN, vlan_tags: 0, frame: Frame::Ethertype(0x88b5) }, DROP, Reason::Ethertype),
+        (
+            "arp",
+            Packet {
+                hook: IN,
+                vlan_tags: 0,
+                frame: Frame::Arp,
+            },
+            PASS,
+            Reason::Arp,
+        ),
+        (
+            "lldp, listed",
+            Packet {
+                hook: OUT,
+                vlan_tags: 0,
+                frame: Frame::Ethertype(0x88cc),
+            },
+            PASS,
+            Reason::Ethertype,
+        ),
+        (
+            "another ethertype",
+            Packet {
+                hook: IN,
+                vlan_tags: 0,
+                frame: Frame::Ethertype(0x88b5),
+            },
+            DROP,
+            Reason::Ethertype,
+        ),
         ("neighbour solicitation", nd(135, 255, "fe80::1"), PASS, Reason::Nd),
         ("router advertisement", nd(134, 255, "fe80::1"), PASS, Reason::Nd),
-        ("neighbour advert that crossed a router", nd(136, 64, "fe80::1"), DROP, Reason::Policy),
+        (
+            "neighbour advert that crossed a router",
+            nd(136, 64, "fe80::1"),
+            DROP,
+            Reason::Policy,
+        ),
         ("mld report from link-local", nd(143, 1, "fe80::1"), PASS, Reason::Nd),
-        ("mld report from a global address", nd(143, 1, "2001:db8:9::1"), DROP, Reason::Policy),
-        ("packet too big from anywhere", ip(IN, "2001:db8:9::1", L4::Icmp { ty: 2, code: 0 }), PASS, Reason::IcmpError),
-        ("fragmentation needed from anywhere", ip(IN, "203.0.113.10", L4::Icmp { ty: 3, code: 4 }), PASS, Reason::IcmpError),
-        ("echo request from nowhere", ip(IN, "198.51.100.99", L4::Icmp { ty: 8, code: 0 }), DROP, Reason::Policy),
+        (
+            "mld report from a global address",
+            nd(143, 1, "2001:db8:9::1"),
+            DROP,
+            Reason::Policy,
+        ),
+        (
+            "packet too big from anywhere",
+            ip(IN, "2001:db8:9::1", L4::Icmp { ty: 2, code: 0 }),
+            PASS,
+            Reason::IcmpError,
+        ),
+        (
+            "fragmentation needed from anywhere",
+            ip(IN, "203.0.113.10", L4::Icmp { ty: 3, code: 4 }),
+            PASS,
+            Reason::IcmpError,
+        ),
+        (
+            "echo request from nowhere",
+            ip(IN, "198.51.100.99", L4::Icmp { ty: 8, code: 0 }),
+            DROP,
+            Reason::Policy,
+        ),
         ("dhcp discover", dhcp(OUT, 68, 67), PASS, Reason::Dhcp),
         ("dhcp offer", dhcp(IN, 67, 68), PASS, Reason::Dhcp),
         ("dhcp the wrong way", dhcp(IN, 68, 67), DROP, Reason::Policy),
         // Bypass shapes.
         ("ipv4-mapped destination on the wire", mapped, DROP, Reason::V4Mapped),
-        ("three vlan tags", Packet { vlan_tags: 3, ..ip(OUT, "13.80.125.22", syn(40000, 443)) }, DROP, Reason::VlanDepth),
+        (
+            "three vlan tags",
+            Packet {
+                vlan_tags: 3,
+                ..ip(OUT, "13.80.125.22", syn(40000, 443))
+            },
+            DROP,
+            Reason::VlanDepth,
+        ),
     ]
 }
 
 /// The layouts a well-formed packet of `p` can take: none may change the verdict.
 fn shapes(p: &Packet) -> Vec<(Shape, u8)> {
-    let Frame::Ip(ip) = &p.frame else { return vec![(Shape::Plain, p.vlan_tags)] };
+    let Frame::Ip(ip) = &p.frame else {
+        return vec![(Shape::Plain, p.vlan_tags)];
+    };
     if p.vlan_tags > 0 {
         return vec![(Shape::Plain, p.vlan_tags)];
     }
@@ -187,12 +502,22 @@ fn check_table(mode: Mode) {
     let mut runs = 0;
     for (what, packet, verdict, reason) in table() {
         let model = h.expect(&packet);
-        assert_eq!((model.verdict, model.reason), (verdict, reason), "{what}: the model disagrees with the table");
+        assert_eq!(
+            (model.verdict, model.reason),
+            (verdict, reason),
+            "{what}: the model disagrees with the table"
+        );
         for (shape, tags) in shapes(&packet) {
-            let p = Packet { vlan_tags: tags, ..packet.clone() };
+            let p = Packet {
+                vlan_tags: tags,
+                ..packet.clone()
+            };
             let kernel = h.run(p.hook, &frame(&p, &shape));
             let want = h.expect(&p);
-            assert_eq!(kernel, want, "{what} as {shape:?} with {tags} vlan tags: kernel {kernel:?}, model {want:?}");
+            assert_eq!(
+                kernel, want,
+                "{what} as {shape:?} with {tags} vlan tags: kernel {kernel:?}, model {want:?}"
+            );
             runs += 1;
         }
     }
@@ -220,10 +545,21 @@ fn broken_frames_are_dropped_with_their_reason_on_both_hooks() {
     for case in &cases {
         for hook in [Hook::Ingress, Hook::Egress] {
             let want = h.expect(&case.packet(hook));
-            assert_eq!(want, Outcome { delivered: false, verdict: Verdict::Drop, reason: case.reason });
+            assert_eq!(
+                want,
+                Outcome {
+                    delivered: false,
+                    verdict: Verdict::Drop,
+                    reason: case.reason
+                }
+            );
             if hook == Hook::Egress && !case.skb_testable() {
                 let refused = h.try_run(hook, &case.bytes);
-                assert!(refused.is_err(), "{}: the kernel now runs it; test it like the rest", case.name);
+                assert!(
+                    refused.is_err(),
+                    "{}: the kernel now runs it; test it like the rest",
+                    case.name
+                );
                 continue;
             }
             let got = h.run(hook, &case.bytes);
@@ -240,7 +576,15 @@ fn no_policy_loaded_fails_closed() {
     let r = dp.test_run(Hook::Egress, &frame(&p, &Shape::Plain), 1).unwrap();
     assert_eq!(r.return_value, 2, "TC_ACT_SHOT before any policy is installed");
     let c = dp.counters().unwrap();
-    assert_eq!(c.get(allowgate_ebpf::DIR_EGRESS, allowgate_ebpf::VERDICT_DROP, Reason::NoPolicy).packets, 1);
+    assert_eq!(
+        c.get(
+            allowgate_ebpf::DIR_EGRESS,
+            allowgate_ebpf::VERDICT_DROP,
+            Reason::NoPolicy
+        )
+        .packets,
+        1
+    );
     drop(dp);
 }
 
@@ -251,7 +595,10 @@ fn a_new_generation_replaces_the_old_whole() {
     let bytes = frame(&to_portal, &Shape::Plain);
     assert!(h.run(OUT, &bytes).delivered);
     // EU2 lists 13.80.125.22 too: moving from eu1 to eu2 keeps it allowed.
-    let selection = Selection { regions: vec!["eu2".into()], features: vec![Feature::Portal] };
+    let selection = Selection {
+        regions: vec!["eu2".into()],
+        features: vec![Feature::Portal],
+    };
     h.set_policy(Policy::build(&Catalog::builtin(), &selection, &Config::default(), &[]));
     assert!(h.run(OUT, &bytes).delivered);
     // 52.157.238.58 is EU1's only: gone with EU1.

@@ -95,9 +95,11 @@ fn save_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> anyhow::Result<
 fn load_json<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> anyhow::Result<Option<T>> {
     let path = dir.join(name);
     match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(
-            serde_json::from_str(&text).with_context(|| format!("{} is not an allowgate state file", path.display()))?,
-        )),
+        Ok(text) => {
+            Ok(Some(serde_json::from_str(&text).with_context(|| {
+                format!("{} is not an allowgate state file", path.display())
+            })?))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
@@ -123,11 +125,18 @@ pub struct Desired {
 
 impl Desired {
     fn of(config: &Config) -> Desired {
-        Desired { regions: config.regions.clone(), features: config.features.clone(), mode: config.mode }
+        Desired {
+            regions: config.regions.clone(),
+            features: config.features.clone(),
+            mode: config.mode,
+        }
     }
 
     fn selection(&self) -> Selection {
-        Selection { regions: self.regions.clone(), features: self.features.clone() }
+        Selection {
+            regions: self.regions.clone(),
+            features: self.features.clone(),
+        }
     }
 }
 
@@ -169,13 +178,19 @@ pub fn now() -> u64 {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Builds and compiles the policy of `desired` under `config`: everything that can
 /// fail on bad input fails here, before the kernel is touched.
 fn compile(catalog: &Catalog, config: &Config, desired: &Desired) -> anyhow::Result<(Policy, Tables)> {
-    let config = Config { mode: desired.mode, ..config.clone() };
+    let config = Config {
+        mode: desired.mode,
+        ..config.clone()
+    };
     let policy = Policy::build(catalog, &desired.selection(), &config, &config.dns_servers());
     let tables = compile_policy(&policy)?;
     Ok((policy, tables))
@@ -183,7 +198,9 @@ fn compile(catalog: &Catalog, config: &Config, desired: &Desired) -> anyhow::Res
 
 /// Tells systemd (Type=notify) something, when it is listening.
 fn sd_notify(message: &str) {
-    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let sock = match std::os::unix::net::UnixDatagram::unbound() {
         Ok(s) => s,
         Err(e) => return warn!("cannot notify systemd: {e}"),
@@ -223,7 +240,10 @@ impl Daemon {
     fn start(config_path: &Path) -> anyhow::Result<Daemon> {
         let (config, catalog) = load_config(Some(config_path))?;
         if config.interfaces.is_empty() {
-            anyhow::bail!("{}: `interfaces` is empty: name the interfaces to enforce on", config_path.display());
+            anyhow::bail!(
+                "{}: `interfaces` is empty: name the interfaces to enforce on",
+                config_path.display()
+            );
         }
         if config.management.cidrs.is_empty() {
             warn!("no [management] cidrs: nothing but the catalog and [[allow]] entries can reach this host");
@@ -320,7 +340,11 @@ impl Daemon {
     }
 
     fn persist(&self) -> anyhow::Result<()> {
-        let file = DesiredFile { desired: self.desired.clone(), basis: self.basis.clone(), pending: self.pending.clone() };
+        let file = DesiredFile {
+            desired: self.desired.clone(),
+            basis: self.basis.clone(),
+            pending: self.pending.clone(),
+        };
         save_json(&self.config.state_dir, DESIRED_FILE, &file)?;
         self.state().save(&self.config.state_dir)
     }
@@ -344,12 +368,20 @@ impl Daemon {
                 warn!("interfaces and bpffs_dir change only on restart; the rest is reloaded");
             }
             let basis = Desired::of(&config);
-            let desired = if basis != self.basis { basis.clone() } else { self.desired.clone() };
+            let desired = if basis != self.basis {
+                basis.clone()
+            } else {
+                self.desired.clone()
+            };
             let (policy, tables) = compile(&catalog, &config, &desired)?;
             self.generation = self.dataplane.install(&tables)?;
             self.entries = (tables.v4_entries(), tables.v6_entries());
             let keep = (self.config.interfaces.clone(), self.config.bpffs_dir.clone());
-            self.config = Config { interfaces: keep.0, bpffs_dir: keep.1, ..config };
+            self.config = Config {
+                interfaces: keep.0,
+                bpffs_dir: keep.1,
+                ..config
+            };
             self.catalog = catalog;
             self.policy = policy;
             if basis != self.basis {
@@ -372,7 +404,10 @@ impl Daemon {
             Ok(generation) => warn!(generation, "the change was not confirmed in time: rolled back"),
             Err(e) => {
                 error!("cannot roll back, will retry: {e:#}");
-                self.pending = Some(Pending { deadline_ms: now_ms() + 1000, ..pending });
+                self.pending = Some(Pending {
+                    deadline_ms: now_ms() + 1000,
+                    ..pending
+                });
             }
         }
         if let Err(e) = self.persist() {
@@ -383,11 +418,18 @@ impl Daemon {
     fn handle(&mut self, incoming: Incoming) {
         let Incoming { request, reply, peer } = incoming;
         let response = match request {
-            Request::Status => match crate::cli::status::report(&self.config.bpffs_dir, Some(&self.state_with_last()), true) {
-                Ok(status) => Response::Status { status },
-                Err(e) => Response::error(format!("{e:#}")),
-            },
-            Request::Check { addr, port, proto, direction } => {
+            Request::Status => {
+                match crate::cli::status::report(&self.config.bpffs_dir, Some(&self.state_with_last()), true) {
+                    Ok(status) => Response::Status { status },
+                    Err(e) => Response::error(format!("{e:#}")),
+                }
+            }
+            Request::Check {
+                addr,
+                port,
+                proto,
+                direction,
+            } => {
                 let (allowed, text) = check(&self.policy, addr, port, proto, direction);
                 Response::Check { allowed, text }
             }
@@ -411,13 +453,19 @@ impl Daemon {
                 Some(_) => {
                     info!(uid = peer.uid, generation = self.generation, "change confirmed");
                     match self.persist() {
-                        Ok(()) => Response::Confirmed { generation: self.generation },
+                        Ok(()) => Response::Confirmed {
+                            generation: self.generation,
+                        },
                         Err(e) => Response::error(format!("confirmed, but cannot persist it: {e:#}")),
                     }
                 }
                 None => Response::error("nothing awaits confirmation"),
             },
-            Request::Enable { regions, features, options } => self.change(&peer, options, |d, catalog| {
+            Request::Enable {
+                regions,
+                features,
+                options,
+            } => self.change(&peer, options, |d, catalog| {
                 for r in &regions {
                     let id = catalog.region(r)?.id.clone();
                     if !d.regions.contains(&id) {
@@ -432,7 +480,11 @@ impl Daemon {
                 }
                 Ok(())
             }),
-            Request::Disable { regions, features, options } => self.change(&peer, options, |d, catalog| {
+            Request::Disable {
+                regions,
+                features,
+                options,
+            } => self.change(&peer, options, |d, catalog| {
                 for r in &regions {
                     let id = catalog.region(r)?.id.clone();
                     d.regions.retain(|x| *x != id);
@@ -452,7 +504,10 @@ impl Daemon {
     }
 
     fn state_with_last(&self) -> State {
-        let mut s = load_json::<State>(&self.config.state_dir, STATE_FILE).ok().flatten().unwrap_or_else(|| self.state());
+        let mut s = load_json::<State>(&self.config.state_dir, STATE_FILE)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.state());
         s.rollback_deadline = self.pending.as_ref().map(|p| p.deadline_ms.div_ceil(1000));
         s.entries = Some(self.entries);
         s
@@ -493,7 +548,10 @@ impl Daemon {
         if let Some(ssh) = &options.ssh
             && cuts_off(&self.policy, &policy, ssh)
         {
-            let what = format!("this change would cut off your SSH session from {} to port {}", ssh.client, ssh.server_port);
+            let what = format!(
+                "this change would cut off your SSH session from {} to port {}",
+                ssh.client, ssh.server_port
+            );
             if !options.force && options.confirm_secs.is_none() {
                 return Response::error(format!(
                     "{what}: repeat it with --confirm SECONDS to have it rolled back unless confirmed, or with --force"
@@ -507,9 +565,14 @@ impl Daemon {
             Err(e) => return Response::error(format!("refused, the previous policy stays enforced: {e:#}")),
         };
         let apply_micros = started.elapsed().as_micros() as u64;
-        self.pending = options.confirm_secs.map(|secs| Pending { previous, deadline_ms: now_ms() + secs * 1000 });
+        self.pending = options.confirm_secs.map(|secs| Pending {
+            previous,
+            deadline_ms: now_ms() + secs * 1000,
+        });
         if let Err(e) = self.persist() {
-            warnings.push(format!("applied, but cannot persist it (a restart would undo it): {e:#}"));
+            warnings.push(format!(
+                "applied, but cannot persist it (a restart would undo it): {e:#}"
+            ));
         }
         info!(
             uid = peer.uid,
@@ -534,7 +597,11 @@ impl Daemon {
 
 /// Whether the SSH session's next segment passes under `old` but not under `new`.
 fn cuts_off(old: &Policy, new: &Policy, ssh: &SshSession) -> bool {
-    let local: IpAddr = if ssh.client.is_ipv4() { "0.0.0.0".parse().unwrap() } else { "::".parse().unwrap() };
+    let local: IpAddr = if ssh.client.is_ipv4() {
+        "0.0.0.0".parse().unwrap()
+    } else {
+        "::".parse().unwrap()
+    };
     let packet = model::Packet {
         hook: Hook::Ingress,
         vlan_tags: 0,
@@ -542,7 +609,12 @@ fn cuts_off(old: &Policy, new: &Policy, ssh: &SshSession) -> bool {
             src: ssh.client,
             dst: local,
             hop_limit: 64,
-            l4: L4::Tcp { sport: 50000, dport: ssh.server_port, syn: false, ack: true },
+            l4: L4::Tcp {
+                sport: 50000,
+                dport: ssh.server_port,
+                syn: false,
+                ack: true,
+            },
         }),
     };
     let passes = |p: &Policy| {

@@ -33,7 +33,11 @@ fn if_name(index: u32) -> Option<String> {
         return None;
     }
     // SAFETY: on success the buffer holds a NUL-terminated name.
-    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 impl From<&Event> for Decoded {
@@ -44,8 +48,16 @@ impl From<&Event> for Decoded {
             _ => None,
         };
         Decoded {
-            direction: if e.direction == abi::DIR_EGRESS { "egress" } else { "ingress" }.to_string(),
-            reason: Reason::from_u8(e.reason).map(Reason::as_str).unwrap_or("unknown").to_string(),
+            direction: if e.direction == abi::DIR_EGRESS {
+                "egress"
+            } else {
+                "ingress"
+            }
+            .to_string(),
+            reason: Reason::from_u8(e.reason)
+                .map(Reason::as_str)
+                .unwrap_or("unknown")
+                .to_string(),
             enforced: e.enforced != 0,
             ifindex: e.ifindex,
             interface: if_name(e.ifindex),
@@ -77,7 +89,13 @@ impl fmt::Display for Decoded {
         write!(f, "{verdict} {} {iface} {}", self.direction, self.reason)?;
         match (self.src, self.dst) {
             (Some(s), Some(d)) if matches!(self.proto, 6 | 17) => {
-                write!(f, " {} {s}:{} -> {d}:{}", proto_name(self.proto), self.sport, self.dport)
+                write!(
+                    f,
+                    " {} {s}:{} -> {d}:{}",
+                    proto_name(self.proto),
+                    self.sport,
+                    self.dport
+                )
             }
             (Some(s), Some(d)) => write!(f, " {} {s} -> {d}", proto_name(self.proto)),
             _ => write!(f, " ethertype 0x{:04x}", self.ethertype),

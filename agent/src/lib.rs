@@ -5,8 +5,8 @@
 //! `cli` is one file per verb.
 
 pub mod catalog;
-pub mod control;
 pub mod cli;
+pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;

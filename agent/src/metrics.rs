@@ -12,14 +12,7 @@
 //! Each scrape reads fresh numbers from the pins (`read_live`) and the daemon's state
 //! file, so the endpoint shows what the kernel enforces, not what the daemon believes.
 
-use std::{
-    fmt::Write as _,
-    io,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{fmt::Write as _, io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use allowgate_ebpf::{self as abi, Reason};
 use tokio::{
@@ -70,7 +63,11 @@ pub enum MetricsError {
 // The exposition.
 
 fn direction_name(direction: u8) -> &'static str {
-    if direction == abi::DIR_EGRESS { "egress" } else { "ingress" }
+    if direction == abi::DIR_EGRESS {
+        "egress"
+    } else {
+        "ingress"
+    }
 }
 
 fn verdict_name(verdict: u8) -> &'static str {
@@ -132,8 +129,16 @@ pub fn render(live: &LiveState, state: Option<&State>) -> String {
 
     type Field = fn(&abi::Counter) -> u64;
     let per_reason: [(&str, &str, Field); 2] = [
-        ("allowgate_packets_total", "Packets judged, by direction, verdict and reason.", |c| c.packets),
-        ("allowgate_bytes_total", "Bytes of the packets judged, by direction, verdict and reason.", |c| c.bytes),
+        (
+            "allowgate_packets_total",
+            "Packets judged, by direction, verdict and reason.",
+            |c| c.packets,
+        ),
+        (
+            "allowgate_bytes_total",
+            "Bytes of the packets judged, by direction, verdict and reason.",
+            |c| c.bytes,
+        ),
     ];
     for (name, help, field) in per_reason {
         out.family(name, "counter", help);
@@ -152,24 +157,48 @@ pub fn render(live: &LiveState, state: Option<&State>) -> String {
         }
     }
 
-    out.family("allowgate_table_entries", "gauge", "Entries of the active policy tables, by address family.");
+    out.family(
+        "allowgate_table_entries",
+        "gauge",
+        "Entries of the active policy tables, by address family.",
+    );
     out.sample("allowgate_table_entries", &[("family", "ipv4")], live.v4_entries as u64);
     out.sample("allowgate_table_entries", &[("family", "ipv6")], live.v6_entries as u64);
 
-    out.family("allowgate_generation", "gauge", "Generation of the policy in force (0: none loaded yet).");
+    out.family(
+        "allowgate_generation",
+        "gauge",
+        "Generation of the policy in force (0: none loaded yet).",
+    );
     out.sample("allowgate_generation", &[], live.config.generation);
 
-    out.family("allowgate_enforcing", "gauge", "1 when drops are enforced, 0 in monitor mode.");
-    out.sample("allowgate_enforcing", &[], u64::from(live.config.flags & abi::F_ENFORCE != 0));
+    out.family(
+        "allowgate_enforcing",
+        "gauge",
+        "1 when drops are enforced, 0 in monitor mode.",
+    );
+    out.sample(
+        "allowgate_enforcing",
+        &[],
+        u64::from(live.config.flags & abi::F_ENFORCE != 0),
+    );
 
     out.family(
         "allowgate_events_suppressed_total",
         "counter",
         "Drop events not emitted because of the per-CPU event rate limit.",
     );
-    out.sample("allowgate_events_suppressed_total", &[], live.counters.events_suppressed);
+    out.sample(
+        "allowgate_events_suppressed_total",
+        &[],
+        live.counters.events_suppressed,
+    );
 
-    out.family("allowgate_events_lost_total", "counter", "Drop events lost because the event ring buffer was full.");
+    out.family(
+        "allowgate_events_lost_total",
+        "counter",
+        "Drop events lost because the event ring buffer was full.",
+    );
     out.sample("allowgate_events_lost_total", &[], live.counters.events_lost);
 
     // What only the daemon's state file knows; without one these families are left out
@@ -187,7 +216,11 @@ pub fn render(live: &LiveState, state: Option<&State>) -> String {
     regions.sort_unstable();
     regions.dedup();
     if !regions.is_empty() {
-        out.family("allowgate_region_enabled", "gauge", "1 for each enabled region (data center).");
+        out.family(
+            "allowgate_region_enabled",
+            "gauge",
+            "1 for each enabled region (data center).",
+        );
         for region in regions {
             out.sample("allowgate_region_enabled", &[("region", region)], 1);
         }
@@ -197,7 +230,11 @@ pub fn render(live: &LiveState, state: Option<&State>) -> String {
     features.sort_unstable();
     features.dedup();
     if !features.is_empty() {
-        out.family("allowgate_feature_enabled", "gauge", "1 for each enabled feature of the catalog.");
+        out.family(
+            "allowgate_feature_enabled",
+            "gauge",
+            "1 for each enabled feature of the catalog.",
+        );
         for feature in features {
             out.sample("allowgate_feature_enabled", &[("feature", feature)], 1);
         }
@@ -206,9 +243,17 @@ pub fn render(live: &LiveState, state: Option<&State>) -> String {
     let mut interfaces: Vec<_> = state.interfaces.iter().collect();
     interfaces.sort_by(|a, b| a.name.cmp(&b.name));
     if !interfaces.is_empty() {
-        out.family("allowgate_interface_info", "gauge", "1 for each interface the daemon attached to, with its hook modes.");
+        out.family(
+            "allowgate_interface_info",
+            "gauge",
+            "1 for each interface the daemon attached to, with its hook modes.",
+        );
         for i in interfaces {
-            let labels = [("interface", i.name.as_str()), ("xdp_mode", i.xdp_mode.as_str()), ("tc_mode", i.tc_mode.as_str())];
+            let labels = [
+                ("interface", i.name.as_str()),
+                ("xdp_mode", i.xdp_mode.as_str()),
+                ("tc_mode", i.tc_mode.as_str()),
+            ];
             out.sample("allowgate_interface_info", &labels, 1);
         }
     }
@@ -242,12 +287,18 @@ pub struct Pinned {
 
 impl Source for Pinned {
     fn scrape(&self) -> Result<String, MetricsError> {
-        let state = State::load(&self.state_dir)
-            .map_err(|e| MetricsError::State { dir: self.state_dir.clone(), detail: format!("{e:#}") })?;
+        let state = State::load(&self.state_dir).map_err(|e| MetricsError::State {
+            dir: self.state_dir.clone(),
+            detail: format!("{e:#}"),
+        })?;
         // The daemon's own count of what it installed: counting in the kernel needs
         // CAP_SYS_ADMIN, which the service does not have.
-        let live = read_live(&self.bpffs_dir, state.as_ref().and_then(|s| s.entries))
-            .map_err(|source| MetricsError::Live { dir: self.bpffs_dir.clone(), source: Box::new(source) })?;
+        let live = read_live(&self.bpffs_dir, state.as_ref().and_then(|s| s.entries)).map_err(|source| {
+            MetricsError::Live {
+                dir: self.bpffs_dir.clone(),
+                source: Box::new(source),
+            }
+        })?;
         Ok(render(&live, state.as_ref()))
     }
 }
@@ -266,7 +317,10 @@ pub async fn serve(
     state_dir: PathBuf,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), MetricsError> {
-    Server::bind(addr, Pinned { bpffs_dir, state_dir }).await?.run(shutdown).await;
+    Server::bind(addr, Pinned { bpffs_dir, state_dir })
+        .await?
+        .run(shutdown)
+        .await;
     Ok(())
 }
 
@@ -302,13 +356,22 @@ impl Scraper {
 
 impl Server {
     pub async fn bind(addr: SocketAddr, source: impl Source) -> Result<Server, MetricsError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| MetricsError::Bind { addr, source })?;
         Ok(Server::from_listener(listener, source))
     }
 
     pub fn from_listener(listener: TcpListener, source: impl Source) -> Server {
-        let source = Scraper { source: Box::new(source), last_error: std::sync::Mutex::new(None) };
-        Server { listener, source: Arc::new(source), timeout: REQUEST_TIMEOUT }
+        let source = Scraper {
+            source: Box::new(source),
+            last_error: std::sync::Mutex::new(None),
+        };
+        Server {
+            listener,
+            source: Arc::new(source),
+            timeout: REQUEST_TIMEOUT,
+        }
     }
 
     /// Replaces `REQUEST_TIMEOUT` (tests use a short one).
@@ -323,7 +386,11 @@ impl Server {
     /// Accepts connections, each served in its own task, until `shutdown` turns true or
     /// its sender is dropped; connections still open then are cut.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let Server { listener, source, timeout } = self;
+        let Server {
+            listener,
+            source,
+            timeout,
+        } = self;
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut connections = JoinSet::new();
         loop {
@@ -470,7 +537,11 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
         }
         let n = stream.read(&mut buf[len..]).await?;
         if n == 0 {
-            return Ok(if len == 0 { Head::Nothing } else { Head::Bad("the request ends before its blank line") });
+            return Ok(if len == 0 {
+                Head::Nothing
+            } else {
+                Head::Bad("the request ends before its blank line")
+            });
         }
         len += n;
     }
@@ -558,14 +629,24 @@ async fn respond(head: &[u8], source: Arc<Scraper>) -> Response {
         }
     };
     match tokio::task::spawn_blocking(move || source.scrape()).await {
-        Ok(Ok(body)) => Response { content_type: CONTENT_TYPE, head_only, ..Response::text(200, "OK", body) },
+        Ok(Ok(body)) => Response {
+            content_type: CONTENT_TYPE,
+            head_only,
+            ..Response::text(200, "OK", body)
+        },
         Ok(Err(e)) => {
             let line = e.to_string().replace(['\r', '\n'], " ");
-            Response { head_only, ..Response::text(503, "Service Unavailable", format!("{line}\n")) }
+            Response {
+                head_only,
+                ..Response::text(503, "Service Unavailable", format!("{line}\n"))
+            }
         }
         Err(e) => {
             warn!("metrics: the scrape task failed: {e}");
-            Response { head_only, ..Response::text(500, "Internal Server Error", "the scrape failed\n") }
+            Response {
+                head_only,
+                ..Response::text(500, "Internal Server Error", "the scrape failed\n")
+            }
         }
     }
 }
@@ -580,15 +661,32 @@ mod tests {
     use crate::dataplane::Counters;
 
     fn live() -> LiveState {
-        let mut counters = Counters { events_suppressed: 7, events_lost: 3, ..Counters::default() };
+        let mut counters = Counters {
+            events_suppressed: 7,
+            events_lost: 3,
+            ..Counters::default()
+        };
         let counter = |packets, bytes| abi::Counter { packets, bytes };
-        counters.by_key.insert((abi::DIR_INGRESS, abi::VERDICT_PASS, Reason::Policy), counter(100, 64_000));
-        counters.by_key.insert((abi::DIR_INGRESS, abi::VERDICT_DROP, Reason::NoPolicy), counter(5, 300));
-        counters.by_key.insert((abi::DIR_EGRESS, abi::VERDICT_DROP, Reason::V4Mapped), counter(2, 180));
-        counters.by_key.insert((abi::DIR_EGRESS, abi::VERDICT_PASS, Reason::Arp), counter(u64::MAX, 1));
+        counters.by_key.insert(
+            (abi::DIR_INGRESS, abi::VERDICT_PASS, Reason::Policy),
+            counter(100, 64_000),
+        );
+        counters
+            .by_key
+            .insert((abi::DIR_INGRESS, abi::VERDICT_DROP, Reason::NoPolicy), counter(5, 300));
+        counters
+            .by_key
+            .insert((abi::DIR_EGRESS, abi::VERDICT_DROP, Reason::V4Mapped), counter(2, 180));
+        counters
+            .by_key
+            .insert((abi::DIR_EGRESS, abi::VERDICT_PASS, Reason::Arp), counter(u64::MAX, 1));
         LiveState {
             slot: 1,
-            config: abi::GenConfig { generation: 42, flags: abi::F_ENFORCE | abi::F_ARP, ..Default::default() },
+            config: abi::GenConfig {
+                generation: 42,
+                flags: abi::F_ENFORCE | abi::F_ARP,
+                ..Default::default()
+            },
             v4_entries: 123,
             v6_entries: 45,
             counters,
@@ -627,12 +725,17 @@ mod tests {
         let mut samples = BTreeMap::new();
         let is_name = |s: &str| {
             !s.is_empty()
-                && s.chars().enumerate().all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()))
+                && s.chars()
+                    .enumerate()
+                    .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()))
         };
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# ") {
                 let mut words = rest.splitn(3, ' ');
-                let (kind, name) = (words.next().unwrap(), words.next().expect("comment names a metric").to_string());
+                let (kind, name) = (
+                    words.next().unwrap(),
+                    words.next().expect("comment names a metric").to_string(),
+                );
                 assert!(is_name(&name), "bad metric name {name:?}");
                 match kind {
                     "HELP" => {
@@ -670,7 +773,11 @@ mod tests {
                     let key = after[start..eq].to_string();
                     assert!(is_name(&key), "bad label name {key:?}");
                     while chars.next().expect("label value").0 < eq {}
-                    assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "label value is quoted in {line:?}");
+                    assert_eq!(
+                        chars.next().map(|(_, c)| c),
+                        Some('"'),
+                        "label value is quoted in {line:?}"
+                    );
                     let mut value = String::new();
                     loop {
                         match chars.next().expect("unterminated label value").1 {
@@ -698,8 +805,13 @@ mod tests {
                 }
             }
             let value = rest.strip_prefix(' ').expect("one space before the value");
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value {value:?} is not a number"));
-            assert!(samples.insert((name.to_string(), labels), value).is_none(), "duplicate series {line:?}");
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("value {value:?} is not a number"));
+            assert!(
+                samples.insert((name.to_string(), labels), value).is_none(),
+                "duplicate series {line:?}"
+            );
         }
         let names: std::collections::BTreeSet<&String> = samples.keys().map(|(n, _)| n).collect();
         for name in names {
@@ -710,7 +822,10 @@ mod tests {
     }
 
     fn series(name: &str, labels: &[(&str, &str)]) -> Series {
-        (name.to_string(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        (
+            name.to_string(),
+            labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        )
     }
 
     #[test]
@@ -718,7 +833,9 @@ mod tests {
         let text = render(&live(), Some(&state()));
         let samples = parse_exposition(&text);
         let get = |name: &str, labels: &[(&str, &str)]| {
-            *samples.get(&series(name, labels)).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+            *samples
+                .get(&series(name, labels))
+                .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
         };
         let by = |d, v, r| [("direction", d), ("verdict", v), ("reason", r)];
         type Case<'a> = (&'a str, [(&'a str, &'a str); 3], f64);
@@ -744,7 +861,11 @@ mod tests {
         assert_eq!(get("allowgate_region_enabled", &[("region", "eu1")]), 1.0);
         assert_eq!(get("allowgate_region_enabled", &[("region", "eu2")]), 1.0);
         assert_eq!(get("allowgate_feature_enabled", &[("feature", "siem")]), 1.0);
-        let iface = [("interface", "ag\"weird\\name\n"), ("xdp_mode", "native"), ("tc_mode", "tcx")];
+        let iface = [
+            ("interface", "ag\"weird\\name\n"),
+            ("xdp_mode", "native"),
+            ("tc_mode", "tcx"),
+        ];
         assert_eq!(get("allowgate_interface_info", &iface), 1.0);
 
         // Every combination, zeros included, so series never appear or vanish.
@@ -752,7 +873,10 @@ mod tests {
             let n = samples.keys().filter(|(n, _)| n == name).count();
             assert_eq!(n, abi::DIR_MAX * abi::VERDICT_MAX * Reason::ALL.len(), "{name}");
         }
-        assert_eq!(samples.keys().filter(|(n, _)| n == "allowgate_region_enabled").count(), 2);
+        assert_eq!(
+            samples.keys().filter(|(n, _)| n == "allowgate_region_enabled").count(),
+            2
+        );
         assert!(text.contains("# TYPE allowgate_packets_total counter\n"));
         assert!(text.contains("# TYPE allowgate_enforcing gauge\n"));
         assert_eq!(render(&live(), Some(&state())), text, "the output is deterministic");
@@ -765,7 +889,10 @@ mod tests {
         let text = render(&live, None);
         let samples = parse_exposition(&text);
         assert_eq!(samples[&series("allowgate_enforcing", &[])], 0.0);
-        assert!(!text.contains("allowgate_region_enabled"), "no state, no regions:\n{text}");
+        assert!(
+            !text.contains("allowgate_region_enabled"),
+            "no state, no regions:\n{text}"
+        );
         assert!(!text.contains("allowgate_last_change_timestamp_seconds"));
         assert!(samples.contains_key(&series("allowgate_generation", &[])));
     }
@@ -776,15 +903,15 @@ mod tests {
     fn the_test_parser_refuses_broken_expositions() {
         let family = "# HELP m A metric.\n# TYPE m gauge\n";
         let broken = [
-            "m 1\n".to_string(),                                            // no HELP or TYPE
-            format!("{family}m{{a=\"x}} 1\n"),                            // unterminated value
-            format!("{family}m{{a=x}} 1\n"),                               // unquoted value
-            format!("{family}m{{a=\"\\q\"}} 1\n"),                        // unknown escape
-            format!("{family}m one\n"),                                    // not a number
-            format!("{family}m 1\nm 2\n"),                                // duplicate series
-            format!("{family}m 1"),                                        // no final newline
+            "m 1\n".to_string(),                                             // no HELP or TYPE
+            format!("{family}m{{a=\"x}} 1\n"),                               // unterminated value
+            format!("{family}m{{a=x}} 1\n"),                                 // unquoted value
+            format!("{family}m{{a=\"\\q\"}} 1\n"),                           // unknown escape
+            format!("{family}m one\n"),                                      // not a number
+            format!("{family}m 1\nm 2\n"),                                   // duplicate series
+            format!("{family}m 1"),                                          // no final newline
             format!("{family}m 1\n# HELP n N.\n# TYPE n gauge\nn 1\nm 2\n"), // split family
-            format!("{family}# HELP m Again.\nm 1\n"),                    // two HELP lines
+            format!("{family}# HELP m Again.\nm 1\n"),                       // two HELP lines
         ];
         for text in &broken {
             let caught = std::panic::catch_unwind(|| parse_exposition(text));
@@ -797,20 +924,34 @@ mod tests {
     fn label_values_are_escaped() {
         assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
         assert_eq!(escape_label("line\nbreak"), "line\\nbreak");
-        assert_eq!(escape_help("back\\slash\nnew \"quoted\""), "back\\\\slash\\nnew \"quoted\"");
+        assert_eq!(
+            escape_help("back\\slash\nnew \"quoted\""),
+            "back\\\\slash\\nnew \"quoted\""
+        );
     }
 
     #[test]
     fn request_lines_are_checked() {
         assert_eq!(request_line("GET /metrics HTTP/1.1"), Ok(("GET", "/metrics")));
         assert_eq!(request_line("HEAD /metrics?x=1 HTTP/1.0"), Ok(("HEAD", "/metrics?x=1")));
-        for bad in ["GET /metrics", "GET  /metrics HTTP/1.1", "get /metrics HTTP/1.1", "GET metrics HTTP/1.1", "GET /metrics HTTP/2", "GET /a b HTTP/1.1", ""] {
+        for bad in [
+            "GET /metrics",
+            "GET  /metrics HTTP/1.1",
+            "get /metrics HTTP/1.1",
+            "GET metrics HTTP/1.1",
+            "GET /metrics HTTP/2",
+            "GET /a b HTTP/1.1",
+            "",
+        ] {
             assert!(request_line(bad).is_err(), "{bad:?} accepted");
         }
         assert!(parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n folded\r\n").is_err());
         assert!(parse_head(b"GET /metrics HTTP/1.1\r\nno colon\r\n").is_err());
         assert!(parse_head(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9464\r\nAccept: */*").is_ok());
-        assert!(plausible_start(b"\x16\x03\x01").is_err(), "a TLS hello is refused on its first byte");
+        assert!(
+            plausible_start(b"\x16\x03\x01").is_err(),
+            "a TLS hello is refused on its first byte"
+        );
         assert!(plausible_start(b"GE").is_ok());
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\n"), Some(14));
         assert_eq!(head_end(b"GET / HTTP/1.1\n\n"), Some(14));
@@ -821,7 +962,10 @@ mod tests {
     type Running = (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>);
 
     async fn start(source: impl Source, timeout: Duration) -> Running {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), source).await.expect("bind 127.0.0.1:0").with_timeout(timeout);
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), source)
+            .await
+            .expect("bind 127.0.0.1:0")
+            .with_timeout(timeout);
         let addr = server.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(server.run(stopped));
@@ -838,7 +982,9 @@ mod tests {
             stream.read_to_end(&mut response).await.expect("read the response");
             String::from_utf8(response).expect("a text response")
         };
-        tokio::time::timeout(Duration::from_secs(10), io).await.expect("the server answers in time")
+        tokio::time::timeout(Duration::from_secs(10), io)
+            .await
+            .expect("the server answers in time")
     }
 
     fn status_of(response: &str) -> &str {
@@ -855,11 +1001,18 @@ mod tests {
         let expected = body.clone();
         let (addr, stop, task) = start(move || Ok(body.clone()), Duration::from_secs(5)).await;
 
-        let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: text/plain\r\n\r\n").await;
+        let ok = exchange(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: text/plain\r\n\r\n",
+        )
+        .await;
         assert_eq!(status_of(&ok), "HTTP/1.1 200 OK", "{ok}");
         assert!(ok.contains("\r\nContent-Type: text/plain; version=0.0.4"), "{ok}");
         assert!(ok.contains("\r\nConnection: close\r\n"), "{ok}");
-        assert!(ok.contains(&format!("\r\nContent-Length: {}\r\n", expected.len())), "{ok}");
+        assert!(
+            ok.contains(&format!("\r\nContent-Length: {}\r\n", expected.len())),
+            "{ok}"
+        );
         assert_eq!(body_of(&ok), expected);
         parse_exposition(body_of(&ok));
 
@@ -873,16 +1026,30 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 404 Not Found"),
             (b"GET /metricsx HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
-            (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"),
+            (
+                b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                "HTTP/1.1 405 Method Not Allowed",
+            ),
             (b"GARBAGE\r\n\r\n", "HTTP/1.1 400 Bad Request"),
             (b"hello there\r\n", "HTTP/1.1 400 Bad Request"),
-            (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "HTTP/1.1 400 Bad Request"),
+            (
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                "HTTP/1.1 400 Bad Request",
+            ),
             (b"GET /metrics HTTP/9.9\r\n\r\n", "HTTP/1.1 400 Bad Request"),
-            (b"GET /metrics HTTP/1.1\r\nbroken header\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+            (
+                b"GET /metrics HTTP/1.1\r\nbroken header\r\n\r\n",
+                "HTTP/1.1 400 Bad Request",
+            ),
         ];
         for (request, want) in cases {
             let response = exchange(addr, request).await;
-            assert_eq!(status_of(&response), *want, "request {:?}", String::from_utf8_lossy(request));
+            assert_eq!(
+                status_of(&response),
+                *want,
+                "request {:?}",
+                String::from_utf8_lossy(request)
+            );
             assert!(response.contains("\r\nConnection: close\r\n"));
         }
 
@@ -890,16 +1057,30 @@ mod tests {
         let mut huge = b"GET /metrics HTTP/1.1\r\nX-Padding: ".to_vec();
         huge.resize(4 * MAX_REQUEST, b'a');
         let response = exchange(addr, &huge).await;
-        assert_eq!(status_of(&response), "HTTP/1.1 431 Request Header Fields Too Large", "{response}");
+        assert_eq!(
+            status_of(&response),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            "{response}"
+        );
 
         stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the server stops when told").unwrap();
-        assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed after shutdown");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the server stops when told")
+            .unwrap();
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "the listener is closed after shutdown"
+        );
     }
 
     #[tokio::test]
     async fn a_slow_client_stalls_no_one_and_is_cut_off() {
-        let (addr, stop, task) = start(|| Ok("allowgate_generation 1\n".to_string()), Duration::from_millis(500)).await;
+        let (addr, stop, task) = start(
+            || Ok("allowgate_generation 1\n".to_string()),
+            Duration::from_millis(500),
+        )
+        .await;
         // Connects, sends half a request line, then nothing.
         let mut slow = TcpStream::connect(addr).await.unwrap();
         slow.write_all(b"GET /met").await.unwrap();
@@ -907,24 +1088,42 @@ mod tests {
         let started = std::time::Instant::now();
         let response = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
         assert_eq!(status_of(&response), "HTTP/1.1 200 OK");
-        assert!(started.elapsed() < Duration::from_millis(400), "the fast client waited for the slow one");
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "the fast client waited for the slow one"
+        );
         // The slow one is answered 408 and closed once its time is up.
         let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await.expect("cut off").unwrap();
-        assert_eq!(status_of(&String::from_utf8_lossy(&rest)), "HTTP/1.1 408 Request Timeout");
+        tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest))
+            .await
+            .expect("cut off")
+            .unwrap();
+        assert_eq!(
+            status_of(&String::from_utf8_lossy(&rest)),
+            "HTTP/1.1 408 Request Timeout"
+        );
         drop(stop);
-        tokio::time::timeout(Duration::from_secs(5), task).await.expect("a dropped sender stops the server").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("a dropped sender stops the server")
+            .unwrap();
     }
 
     #[tokio::test]
     async fn a_failed_read_is_a_503_with_one_line() {
         let dir = PathBuf::from("/nonexistent/allowgate-metrics-test");
-        let failing = Pinned { bpffs_dir: dir.clone(), state_dir: dir };
+        let failing = Pinned {
+            bpffs_dir: dir.clone(),
+            state_dir: dir,
+        };
         let (addr, stop, task) = start(failing, Duration::from_secs(5)).await;
         let response = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
         assert_eq!(status_of(&response), "HTTP/1.1 503 Service Unavailable", "{response}");
         let body = body_of(&response);
-        assert!(body.starts_with("cannot read the pinned maps under /nonexistent/allowgate-metrics-test"), "{body}");
+        assert!(
+            body.starts_with("cannot read the pinned maps under /nonexistent/allowgate-metrics-test"),
+            "{body}"
+        );
         assert_eq!(body.matches('\n').count(), 1, "one line: {body:?}");
         assert!(body.ends_with('\n'));
         stop.send(true).unwrap();
@@ -936,7 +1135,9 @@ mod tests {
         let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = taken.local_addr().unwrap();
         let (_stop, stopped) = watch::channel(false);
-        let err = serve(addr, "/nonexistent".into(), "/nonexistent".into(), stopped).await.expect_err("port in use");
+        let err = serve(addr, "/nonexistent".into(), "/nonexistent".into(), stopped)
+            .await
+            .expect_err("port in use");
         assert!(matches!(err, MetricsError::Bind { .. }), "{err}");
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }

@@ -16,8 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use allowgate_ebpf::{
-    self as abi, Counter, DIR_EGRESS, DIR_INGRESS, Event, GenConfig, PolicyValue, PortRule, Reason,
-    V4HostKey, V6HostKey, VERDICT_DROP, VERDICT_PASS, map,
+    self as abi, Counter, DIR_EGRESS, DIR_INGRESS, Event, GenConfig, PolicyValue, PortRule, Reason, V4HostKey,
+    V6HostKey, VERDICT_DROP, VERDICT_PASS, map,
 };
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, RingBuf};
@@ -61,9 +61,7 @@ fn bpffs_mounted() -> bool {
 /// would hide every pin of the first.
 fn ensure_bpffs() {
     static MOUNT: Mutex<()> = Mutex::new(());
-    let _guard = MOUNT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = MOUNT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if bpffs_mounted() {
         return;
     }
@@ -71,10 +69,7 @@ fn ensure_bpffs() {
         .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
         .status()
         .expect("run mount -t bpf");
-    assert!(
-        status.success(),
-        "mount -t bpf bpf /sys/fs/bpf failed: {status}"
-    );
+    assert!(status.success(), "mount -t bpf bpf /sys/fs/bpf failed: {status}");
 }
 
 /// A pin directory of its own for one test, removed on drop.
@@ -201,71 +196,51 @@ impl Fixture {
 
     /// Fills `slot` with new inner maps holding `tables`, then writes its config.
     fn install(&mut self, slot: u32, cfg: GenConfig, tables: &Tables) {
-        let mut v4_host = HashMap::<MapData, V4HostKey, PolicyValue>::create(64, BPF_F_NO_PREALLOC)
-            .expect("create v4 hash");
+        let mut v4_host =
+            HashMap::<MapData, V4HostKey, PolicyValue>::create(64, BPF_F_NO_PREALLOC).expect("create v4 hash");
         for (addr, rules) in &tables.v4_host {
             v4_host
-                .insert(
-                    V4HostKey {
-                        addr: addr.octets(),
-                    },
-                    value(rules),
-                    0,
-                )
+                .insert(V4HostKey { addr: addr.octets() }, value(rules), 0)
                 .expect("insert v4 host");
         }
-        let mut v4_lpm = LpmTrie::<MapData, [u8; 4], PolicyValue>::create(64, BPF_F_NO_PREALLOC)
-            .expect("create v4 trie");
+        let mut v4_lpm =
+            LpmTrie::<MapData, [u8; 4], PolicyValue>::create(64, BPF_F_NO_PREALLOC).expect("create v4 trie");
         for (addr, len, rules) in &tables.v4_lpm {
             v4_lpm
                 .insert(&LpmKey::new(*len, addr.octets()), value(rules), 0)
                 .expect("insert v4 prefix");
         }
-        let mut v6_host = HashMap::<MapData, V6HostKey, PolicyValue>::create(64, BPF_F_NO_PREALLOC)
-            .expect("create v6 hash");
+        let mut v6_host =
+            HashMap::<MapData, V6HostKey, PolicyValue>::create(64, BPF_F_NO_PREALLOC).expect("create v6 hash");
         for (addr, rules) in &tables.v6_host {
             v6_host
-                .insert(
-                    V6HostKey {
-                        addr: addr.octets(),
-                    },
-                    value(rules),
-                    0,
-                )
+                .insert(V6HostKey { addr: addr.octets() }, value(rules), 0)
                 .expect("insert v6 host");
         }
-        let mut v6_lpm = LpmTrie::<MapData, [u8; 16], PolicyValue>::create(64, BPF_F_NO_PREALLOC)
-            .expect("create v6 trie");
+        let mut v6_lpm =
+            LpmTrie::<MapData, [u8; 16], PolicyValue>::create(64, BPF_F_NO_PREALLOC).expect("create v6 trie");
         for (addr, len, rules) in &tables.v6_lpm {
             v6_lpm
                 .insert(&LpmKey::new(*len, addr.octets()), value(rules), 0)
                 .expect("insert v6 prefix");
         }
 
-        ArrayOfMaps::<_, HashMap<MapData, V4HostKey, PolicyValue>>::try_from(
-            self.map_mut(map::V4_HOST),
-        )
-        .expect("ag_v4_host is an array of maps")
-        .set(slot, &v4_host, 0)
-        .expect("the kernel accepts the v4 hash as an inner map");
-        ArrayOfMaps::<_, LpmTrie<MapData, [u8; 4], PolicyValue>>::try_from(
-            self.map_mut(map::V4_LPM),
-        )
-        .expect("ag_v4_lpm is an array of maps")
-        .set(slot, &v4_lpm, 0)
-        .expect("the kernel accepts the v4 trie as an inner map");
-        ArrayOfMaps::<_, HashMap<MapData, V6HostKey, PolicyValue>>::try_from(
-            self.map_mut(map::V6_HOST),
-        )
-        .expect("ag_v6_host is an array of maps")
-        .set(slot, &v6_host, 0)
-        .expect("the kernel accepts the v6 hash as an inner map");
-        ArrayOfMaps::<_, LpmTrie<MapData, [u8; 16], PolicyValue>>::try_from(
-            self.map_mut(map::V6_LPM),
-        )
-        .expect("ag_v6_lpm is an array of maps")
-        .set(slot, &v6_lpm, 0)
-        .expect("the kernel accepts the v6 trie as an inner map");
+        ArrayOfMaps::<_, HashMap<MapData, V4HostKey, PolicyValue>>::try_from(self.map_mut(map::V4_HOST))
+            .expect("ag_v4_host is an array of maps")
+            .set(slot, &v4_host, 0)
+            .expect("the kernel accepts the v4 hash as an inner map");
+        ArrayOfMaps::<_, LpmTrie<MapData, [u8; 4], PolicyValue>>::try_from(self.map_mut(map::V4_LPM))
+            .expect("ag_v4_lpm is an array of maps")
+            .set(slot, &v4_lpm, 0)
+            .expect("the kernel accepts the v4 trie as an inner map");
+        ArrayOfMaps::<_, HashMap<MapData, V6HostKey, PolicyValue>>::try_from(self.map_mut(map::V6_HOST))
+            .expect("ag_v6_host is an array of maps")
+            .set(slot, &v6_host, 0)
+            .expect("the kernel accepts the v6 hash as an inner map");
+        ArrayOfMaps::<_, LpmTrie<MapData, [u8; 16], PolicyValue>>::try_from(self.map_mut(map::V6_LPM))
+            .expect("ag_v6_lpm is an array of maps")
+            .set(slot, &v6_lpm, 0)
+            .expect("the kernel accepts the v6 trie as an inner map");
 
         Array::<_, GenConfig>::try_from(self.map_mut(map::GEN_CONFIG))
             .expect("ag_gen_cfg is an array of GenConfig")
@@ -288,12 +263,7 @@ impl Fixture {
         };
         match hook {
             Hook::Ingress => {
-                let prog: &mut Xdp = self
-                    .bpf
-                    .program_mut(abi::PROG_INGRESS)
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
+                let prog: &mut Xdp = self.bpf.program_mut(abi::PROG_INGRESS).unwrap().try_into().unwrap();
                 let ret = prog
                     .test_run(opts)
                     .unwrap_or_else(|e| panic!("{name}: test-run the XDP program: {e:?}"))
@@ -307,12 +277,7 @@ impl Fixture {
                 }
             }
             Hook::Egress => {
-                let prog: &mut SchedClassifier = self
-                    .bpf
-                    .program_mut(abi::PROG_EGRESS)
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
+                let prog: &mut SchedClassifier = self.bpf.program_mut(abi::PROG_EGRESS).unwrap().try_into().unwrap();
                 let ret = prog
                     .test_run(opts)
                     .unwrap_or_else(|e| panic!("{name}: test-run the TC program: {e:?}"))
@@ -320,9 +285,7 @@ impl Fixture {
                 match ret {
                     TC_ACT_UNSPEC => true,
                     TC_ACT_SHOT => false,
-                    other => panic!(
-                        "{name}: TC program returned {other}, want TC_ACT_UNSPEC or TC_ACT_SHOT"
-                    ),
+                    other => panic!("{name}: TC program returned {other}, want TC_ACT_UNSPEC or TC_ACT_SHOT"),
                 }
             }
         }
@@ -330,9 +293,8 @@ impl Fixture {
 
     /// A counter summed over the CPUs.
     fn counter(&self, hook: Hook, verdict: u8, reason: Reason) -> Counter {
-        let stats =
-            PerCpuArray::<_, Counter>::try_from(self.bpf.map(map::STATS).expect("ag_stats"))
-                .expect("ag_stats is a per-CPU array of Counter");
+        let stats = PerCpuArray::<_, Counter>::try_from(self.bpf.map(map::STATS).expect("ag_stats"))
+            .expect("ag_stats is a per-CPU array of Counter");
         let per_cpu = stats
             .get(&abi::stats_index(hook.dir(), verdict, reason as u8), 0)
             .expect("read ag_stats");
@@ -343,18 +305,9 @@ impl Fixture {
     }
 
     fn total_packets(&self) -> u64 {
-        let stats =
-            PerCpuArray::<_, Counter>::try_from(self.bpf.map(map::STATS).expect("ag_stats"))
-                .unwrap();
+        let stats = PerCpuArray::<_, Counter>::try_from(self.bpf.map(map::STATS).expect("ag_stats")).unwrap();
         (0..abi::STATS_ENTRIES as u32)
-            .map(|i| {
-                stats
-                    .get(&i, 0)
-                    .unwrap()
-                    .iter()
-                    .map(|c| c.packets)
-                    .sum::<u64>()
-            })
+            .map(|i| stats.get(&i, 0).unwrap().iter().map(|c| c.packets).sum::<u64>())
             .sum()
     }
 
@@ -365,8 +318,7 @@ impl Fixture {
     }
 
     fn drain_events(&mut self) -> Vec<Event> {
-        let mut ring =
-            RingBuf::try_from(self.map_mut(map::EVENTS)).expect("ag_events is a ring buffer");
+        let mut ring = RingBuf::try_from(self.map_mut(map::EVENTS)).expect("ag_events is a ring buffer");
         let mut events = Vec::new();
         while let Some(item) = ring.next() {
             assert_eq!(item.len(), size_of::<Event>(), "event size");
@@ -379,15 +331,7 @@ impl Fixture {
 
     /// Runs `pkt` and checks the verdict and that exactly its counter moved.
     #[track_caller]
-    fn expect(
-        &mut self,
-        name: &str,
-        hook: Hook,
-        pkt: &[u8],
-        pass: bool,
-        verdict: u8,
-        reason: Reason,
-    ) {
+    fn expect(&mut self, name: &str, hook: Hook, pkt: &[u8], pass: bool, verdict: u8, reason: Reason) {
         let before = self.counter(hook, verdict, reason);
         let total_before = self.total_packets();
         let passed = self.run(name, hook, pkt);
@@ -403,11 +347,7 @@ impl Fixture {
             (after.packets - before.packets, after.bytes - before.bytes),
             (1, pkt.len() as u64),
             "{name}: counter ({hook:?}, {}, {}) should count this packet",
-            if verdict == VERDICT_PASS {
-                "pass"
-            } else {
-                "drop"
-            },
+            if verdict == VERDICT_PASS { "pass" } else { "drop" },
             reason.as_str(),
         );
         assert_eq!(
@@ -624,11 +564,7 @@ fn test_tables() -> Tables {
 
 fn enforcing_fixture() -> Fixture {
     let mut fx = Fixture::load();
-    fx.install(
-        0,
-        config(1, abi::F_ENFORCE | ALL_ESSENTIALS),
-        &test_tables(),
-    );
+    fx.install(0, config(1, abi::F_ENFORCE | ALL_ESSENTIALS), &test_tables());
     fx.activate(0);
     fx
 }
@@ -819,14 +755,7 @@ fn no_generation_fails_closed() {
     let mut arp = vec![0u8; 28];
     arp[..8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
     // Fresh maps: ag_active = 0 and ag_gen_cfg[0].generation = 0.
-    fx.expect(
-        "fresh maps",
-        Hook::Egress,
-        &syn,
-        false,
-        VERDICT_DROP,
-        Reason::NoPolicy,
-    );
+    fx.expect("fresh maps", Hook::Egress, &syn, false, VERDICT_DROP, Reason::NoPolicy);
     fx.expect(
         "fresh maps, ARP",
         Hook::Ingress,
@@ -837,11 +766,7 @@ fn no_generation_fails_closed() {
     );
 
     // Tables in place but the generation still 0: a half-loaded slot.
-    fx.install(
-        0,
-        config(0, abi::F_ENFORCE | ALL_ESSENTIALS),
-        &test_tables(),
-    );
+    fx.install(0, config(0, abi::F_ENFORCE | ALL_ESSENTIALS), &test_tables());
     fx.expect(
         "generation 0",
         Hook::Egress,
@@ -852,11 +777,7 @@ fn no_generation_fails_closed() {
     );
 
     // A slot number out of range.
-    fx.install(
-        0,
-        config(1, abi::F_ENFORCE | ALL_ESSENTIALS),
-        &test_tables(),
-    );
+    fx.install(0, config(1, abi::F_ENFORCE | ALL_ESSENTIALS), &test_tables());
     fx.activate(7);
     fx.expect(
         "active slot out of range",
@@ -883,10 +804,8 @@ fn slot_flip_switches_the_whole_policy() {
     let to_service = ipv4(LOCAL4, SERVICE4, TCP, &tcp(40000, 443, SYN));
     let to_other = ipv4(LOCAL4, OTHER4, TCP, &tcp(40000, 443, SYN));
     let mut next = Tables::default();
-    next.v4_host.push((
-        OTHER4,
-        vec![rule(abi::PROTO_TCP, abi::SLOT_OUT_REMOTE, 443, 443)],
-    ));
+    next.v4_host
+        .push((OTHER4, vec![rule(abi::PROTO_TCP, abi::SLOT_OUT_REMOTE, 443, 443)]));
     fx.install(1, config(2, abi::F_ENFORCE | ALL_ESSENTIALS), &next);
 
     fx.expect(
@@ -983,23 +902,9 @@ fn drop_events_carry_the_packet() {
         ETH_P_IP,
         &ipv4(LOCAL4, SERVICE4, TCP, &tcp(40000, 444, SYN))[14..],
     );
-    fx.expect(
-        "denied",
-        Hook::Egress,
-        &pkt,
-        false,
-        VERDICT_DROP,
-        Reason::Policy,
-    );
+    fx.expect("denied", Hook::Egress, &pkt, false, VERDICT_DROP, Reason::Policy);
     let v6 = ipv6(SERVICE6, LOCAL6, UDP, &udp(53, 40000));
-    fx.expect(
-        "denied v6",
-        Hook::Ingress,
-        &v6,
-        false,
-        VERDICT_DROP,
-        Reason::Policy,
-    );
+    fx.expect("denied v6", Hook::Ingress, &v6, false, VERDICT_DROP, Reason::Policy);
 
     let events = fx.drain_events();
     assert_eq!(events.len(), 2, "{events:?}");
@@ -1009,17 +914,10 @@ fn drop_events_carry_the_packet() {
         (e.direction, e.reason, e.enforced, e.family),
         (DIR_EGRESS, Reason::Policy as u8, 1, 4)
     );
-    assert_eq!(
-        (e.ethertype, e.l4proto, e.sport, e.dport),
-        (ETH_P_IP, TCP, 40000, 444)
-    );
+    assert_eq!((e.ethertype, e.l4proto, e.sport, e.dport), (ETH_P_IP, TCP, 40000, 444));
     assert_eq!(&e.saddr[..4], &LOCAL4.octets());
     assert_eq!(&e.daddr[..4], &SERVICE4.octets());
-    assert_eq!(
-        &e.saddr[4..],
-        &[0; 12],
-        "IPv4 leaves the rest of the address zero"
-    );
+    assert_eq!(&e.saddr[4..], &[0; 12], "IPv4 leaves the rest of the address zero");
     assert_eq!(&e.daddr[4..], &[0; 12]);
     assert_ne!(e.ts_ns, 0);
 
@@ -1037,26 +935,12 @@ fn drop_events_carry_the_packet() {
 fn drop_events_are_rate_limited() {
     let burst = 3u64;
     let rate = 1u64; // per second: nothing refills during the test
-    let mut fx = Fixture::load_with_globals(&[
-        (abi::global::EVENT_BURST, burst),
-        (abi::global::EVENT_RATE, rate),
-    ]);
-    fx.install(
-        0,
-        config(1, abi::F_ENFORCE | ALL_ESSENTIALS),
-        &test_tables(),
-    );
+    let mut fx = Fixture::load_with_globals(&[(abi::global::EVENT_BURST, burst), (abi::global::EVENT_RATE, rate)]);
+    fx.install(0, config(1, abi::F_ENFORCE | ALL_ESSENTIALS), &test_tables());
     fx.activate(0);
     let denied = ipv4(LOCAL4, OTHER4, TCP, &tcp(40000, 443, SYN));
     for _ in 0..10 {
-        fx.expect(
-            "denied",
-            Hook::Egress,
-            &denied,
-            false,
-            VERDICT_DROP,
-            Reason::Policy,
-        );
+        fx.expect("denied", Hook::Egress, &denied, false, VERDICT_DROP, Reason::Policy);
     }
     let events = fx.drain_events();
     // Test runs may hop between CPUs, each with its own bucket.
@@ -1078,12 +962,7 @@ fn drop_events_are_rate_limited() {
 #[test]
 fn bytes_count_the_whole_frame() {
     let mut fx = enforcing_fixture();
-    let mut big = ipv4(
-        LOCAL4,
-        SERVICE4,
-        TCP,
-        &cat(&[&tcp(40000, 443, ACK), &[0xab; 1200]]),
-    );
+    let mut big = ipv4(LOCAL4, SERVICE4, TCP, &cat(&[&tcp(40000, 443, ACK), &[0xab; 1200]]));
     fx.expect(
         "egress with payload",
         Hook::Egress,
@@ -1092,12 +971,7 @@ fn bytes_count_the_whole_frame() {
         VERDICT_PASS,
         Reason::Policy,
     );
-    big = ipv4(
-        SERVICE4,
-        LOCAL4,
-        TCP,
-        &cat(&[&tcp(443, 40000, ACK), &[0xab; 1200]]),
-    );
+    big = ipv4(SERVICE4, LOCAL4, TCP, &cat(&[&tcp(443, 40000, ACK), &[0xab; 1200]]));
     fx.expect(
         "ingress with payload",
         Hook::Ingress,
@@ -1115,13 +989,7 @@ fn bytes_count_the_whole_frame() {
 fn map_lookups_are_direct_calls() {
     let fx = enforcing_fixture();
     for name in [abi::PROG_INGRESS, abi::PROG_EGRESS] {
-        let id = fx
-            .bpf
-            .program(name)
-            .unwrap()
-            .info()
-            .expect("program info")
-            .id();
+        let id = fx.bpf.program(name).unwrap().info().expect("program info").id();
         let Some(xlated) = bpftool_xlated(id) else {
             eprintln!("note: bpftool not found, not checking the translated code of {name}");
             return;

@@ -30,15 +30,30 @@ pub fn allow(
     ports: &[allowgate::catalog::PortRange],
 ) -> allowgate::policy::config::AllowEntry {
     let cidr: ipnet::IpNet = cidr.parse().expect("a CIDR");
-    assert_eq!(cidr, cidr.trunc(), "{cidr} has host bits set; the config would refuse it");
-    allowgate::policy::config::AllowEntry { cidr, direction, proto, ports: ports.to_vec(), comment: None, line: 1 }
+    assert_eq!(
+        cidr,
+        cidr.trunc(),
+        "{cidr} has host bits set; the config would refuse it"
+    );
+    allowgate::policy::config::AllowEntry {
+        cidr,
+        direction,
+        proto,
+        ports: ports.to_vec(),
+        comment: None,
+        line: 1,
+    }
 }
 
 /// A name no other test (or test run) uses at the same time: `prefix`, the pid, a
 /// counter. Short enough for an interface name.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}x{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn require_root() {
@@ -95,7 +110,11 @@ impl Harness {
         let mut dataplane = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load the BPF object");
         let tables = compile_policy(&policy).expect("compile the policy");
         dataplane.install(&tables).expect("install the policy");
-        Harness { dataplane, policy, _pins: pins }
+        Harness {
+            dataplane,
+            policy,
+            _pins: pins,
+        }
     }
 
     /// Replaces the policy with a new generation.
@@ -116,10 +135,10 @@ impl Harness {
         let result = self.dataplane.test_run(hook, frame, 1)?;
         let after = self.dataplane.counters().expect("read counters");
         let delivered = match (hook, result.return_value) {
-            (Hook::Ingress, 2) => true,           // XDP_PASS
-            (Hook::Ingress, 1) => false,          // XDP_DROP
-            (Hook::Egress, u32::MAX) => true,     // TC_ACT_UNSPEC: next program, then out
-            (Hook::Egress, 2) => false,           // TC_ACT_SHOT
+            (Hook::Ingress, 2) => true,       // XDP_PASS
+            (Hook::Ingress, 1) => false,      // XDP_DROP
+            (Hook::Egress, u32::MAX) => true, // TC_ACT_UNSPEC: next program, then out
+            (Hook::Egress, 2) => false,       // TC_ACT_SHOT
             (h, r) => panic!("unexpected return value {r} from the {h:?} program"),
         };
         let moved: Vec<_> = after
@@ -128,19 +147,39 @@ impl Harness {
             .filter(|(k, c)| c.packets != before.get(k.0, k.1, k.2).packets)
             .map(|(k, c)| (*k, c.packets - before.get(k.0, k.1, k.2).packets))
             .collect();
-        assert_eq!(moved.len(), 1, "one frame must move exactly one counter, moved {moved:?}");
+        assert_eq!(
+            moved.len(),
+            1,
+            "one frame must move exactly one counter, moved {moved:?}"
+        );
         let ((direction, verdict, reason), delta) = moved[0];
         assert_eq!(delta, 1, "one frame counted {delta} times");
-        let want_dir = if hook == Hook::Egress { abi::DIR_EGRESS } else { abi::DIR_INGRESS };
+        let want_dir = if hook == Hook::Egress {
+            abi::DIR_EGRESS
+        } else {
+            abi::DIR_INGRESS
+        };
         assert_eq!(direction, want_dir, "counted under the wrong direction");
-        let verdict = if verdict == abi::VERDICT_PASS { Verdict::Pass } else { Verdict::Drop };
-        Ok(Outcome { delivered, verdict, reason })
+        let verdict = if verdict == abi::VERDICT_PASS {
+            Verdict::Pass
+        } else {
+            Verdict::Drop
+        };
+        Ok(Outcome {
+            delivered,
+            verdict,
+            reason,
+        })
     }
 
     /// What the reference model says of the same packet.
     pub fn expect(&self, packet: &allowgate::policy::model::Packet) -> Outcome {
         let j = allowgate::policy::model::judge(&self.policy, packet);
-        Outcome { delivered: j.delivered(self.policy.mode), verdict: j.verdict, reason: j.reason }
+        Outcome {
+            delivered: j.delivered(self.policy.mode),
+            verdict: j.verdict,
+            reason: j.reason,
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -162,7 +201,12 @@ impl TempGroup {
         // The guard exists before anything else can fail, so the group goes in any case.
         let mut group = TempGroup { name, gid: 0 };
         let line = netns::run("getent", &["group", &group.name]);
-        group.gid = line.trim().split(':').nth(2).and_then(|g| g.parse().ok()).unwrap_or_else(|| panic!("no gid in {line:?}"));
+        group.gid = line
+            .trim()
+            .split(':')
+            .nth(2)
+            .and_then(|g| g.parse().ok())
+            .unwrap_or_else(|| panic!("no gid in {line:?}"));
         group
     }
 }

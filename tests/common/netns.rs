@@ -20,7 +20,10 @@ use std::{
 
 /// Runs a command and panics with its output when it fails.
 pub fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     assert!(
         out.status.success(),
         "{program} {} failed: {}{}",
@@ -118,7 +121,13 @@ impl Pair {
         let peer = Netns::new("agp");
         let host_if = super::unique("agv");
         let peer_if = format!("{host_if}p");
-        run("ip", &["link", "add", &host_if, "netns", &host.name, "type", "veth", "peer", "name", &peer_if, "netns", &peer.name]);
+        run(
+            "ip",
+            &[
+                "link", "add", &host_if, "netns", &host.name, "type", "veth", "peer", "name", &peer_if, "netns",
+                &peer.name,
+            ],
+        );
         host.ip(&["link", "set", &host_if, "up"]);
         peer.ip(&["link", "set", &peer_if, "up"]);
         host.ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", &host_if]);
@@ -138,7 +147,12 @@ impl Pair {
             peer.ip(&args);
             host.ip(&["route", "add", &cidr, "dev", &host_if]);
         }
-        Pair { host, peer, host_if, peer_if }
+        Pair {
+            host,
+            peer,
+            host_if,
+            peer_if,
+        }
     }
 }
 
@@ -205,7 +219,9 @@ impl Drop for Servers {
 /// `timeout`?
 pub fn tcp_connects(ns: &Netns, addr: SocketAddr, timeout: Duration) -> bool {
     ns.enter(move || {
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else { return false };
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(timeout));
         let mut buf = [0u8; 2];
         s.read_exact(&mut buf).is_ok() && &buf == b"ok"
@@ -215,7 +231,11 @@ pub fn tcp_connects(ns: &Netns, addr: SocketAddr, timeout: Duration) -> bool {
 /// From inside `ns`: does a UDP datagram to `addr` come back within `timeout`?
 pub fn udp_echoes(ns: &Netns, addr: SocketAddr, timeout: Duration) -> bool {
     ns.enter(move || {
-        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+        let bind: SocketAddr = if addr.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
         let sock = UdpSocket::bind(bind).unwrap();
         sock.set_read_timeout(Some(timeout)).unwrap();
         if sock.send_to(b"ping", addr).is_err() {
@@ -234,7 +254,9 @@ pub fn sa(ip: &str, port: u16) -> SocketAddr {
 /// `Netns::spawn`): does a TCP connection to `addr` complete and answer "ok" within
 /// `timeout`? For probers that loop without a thread per probe.
 pub fn tcp_connects_here(addr: SocketAddr, timeout: Duration) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else { return false };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(timeout));
     let mut buf = [0u8; 2];
     s.read_exact(&mut buf).is_ok() && &buf == b"ok"

@@ -145,7 +145,11 @@ pub fn frame(p: &Packet, shape: &Shape) -> Vec<u8> {
         }
         Frame::Ethertype(t) => eth(p.vlan_tags, *t, &[0u8; 46]),
         Frame::Broken(_) => panic!("broken frames come from `broken()`"),
-        Frame::Ip(ip) => eth(p.vlan_tags, if ip.src.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 }, &ip_bytes(ip, shape)),
+        Frame::Ip(ip) => eth(
+            p.vlan_tags,
+            if ip.src.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 },
+            &ip_bytes(ip, shape),
+        ),
     }
 }
 
@@ -162,7 +166,15 @@ fn ip_bytes(ip: &IpPacket, shape: &Shape) -> Vec<u8> {
             _ => (0, 0),
         };
         let total = 4 * (5 + words as usize) + l4.len();
-        let mut b = ipv4_header(octets4(ip.src), octets4(ip.dst), proto, ip.hop_limit, words, frag, total);
+        let mut b = ipv4_header(
+            octets4(ip.src),
+            octets4(ip.dst),
+            proto,
+            ip.hop_limit,
+            words,
+            frag,
+            total,
+        );
         b.extend_from_slice(&l4);
         return b;
     }
@@ -215,7 +227,11 @@ impl Broken {
 
 impl Broken {
     pub fn packet(&self, hook: Hook) -> Packet {
-        Packet { hook, vlan_tags: 0, frame: Frame::Broken(self.reason) }
+        Packet {
+            hook,
+            vlan_tags: 0,
+            frame: Frame::Broken(self.reason),
+        }
     }
 }
 
@@ -225,14 +241,23 @@ impl Broken {
 pub fn broken(v4: (IpAddr, IpAddr), v6: (IpAddr, IpAddr), port: u16) -> Vec<Broken> {
     let (s4, d4) = (octets4(v4.0), octets4(v4.1));
     let (s6, d6) = (octets6(v6.0), octets6(v6.1));
-    let tcp = l4_bytes(&L4::Tcp { sport: port, dport: port, syn: false, ack: true });
+    let tcp = l4_bytes(&L4::Tcp {
+        sport: port,
+        dport: port,
+        syn: false,
+        ack: true,
+    });
     let v4_with = |header: Vec<u8>, payload: &[u8]| {
         let mut b = header;
         b.extend_from_slice(payload);
         eth(0, ETH_P_IP, &b)
     };
     let mut out = vec![
-        Broken { name: "ipv4 header cut short", reason: Reason::Truncated, bytes: eth(0, ETH_P_IP, &ipv4_header(s4, d4, 6, 64, 0, 0, 40)[..12]) },
+        Broken {
+            name: "ipv4 header cut short",
+            reason: Reason::Truncated,
+            bytes: eth(0, ETH_P_IP, &ipv4_header(s4, d4, 6, 64, 0, 0, 40)[..12]),
+        },
         Broken {
             name: "ipv4 ihl below 5",
             reason: Reason::BadIhl,
@@ -285,7 +310,11 @@ pub fn broken(v4: (IpAddr, IpAddr), v6: (IpAddr, IpAddr), port: u16) -> Vec<Brok
             reason: Reason::FragOverlap,
             bytes: v4_with(ipv4_header(s4, d4, 6, 64, 0, v4_frag(false, 1), 40), &tcp),
         },
-        Broken { name: "ipv6 header cut short", reason: Reason::Truncated, bytes: eth(0, ETH_P_IPV6, &ipv6_header(s6, d6, 6, 64, 20)[..30]) },
+        Broken {
+            name: "ipv6 header cut short",
+            reason: Reason::Truncated,
+            bytes: eth(0, ETH_P_IPV6, &ipv6_header(s6, d6, 6, 64, 20)[..30]),
+        },
         Broken {
             name: "ipv6 ethertype, version 4",
             reason: Reason::Malformed,
@@ -306,32 +335,52 @@ pub fn broken(v4: (IpAddr, IpAddr), v6: (IpAddr, IpAddr), port: u16) -> Vec<Brok
     body.extend_from_slice(&tcp);
     let mut h = ipv6_header(s6, d6, 60, 64, body.len());
     h.extend_from_slice(&body);
-    out.push(Broken { name: "ipv6 extension chain past the bound", reason: Reason::V6ChainTooLong, bytes: eth(0, ETH_P_IPV6, &h) });
+    out.push(Broken {
+        name: "ipv6 extension chain past the bound",
+        reason: Reason::V6ChainTooLong,
+        bytes: eth(0, ETH_P_IPV6, &h),
+    });
 
     // First fragment whose TCP header is cut: the fragment does not hold the L4 header.
     let mut body = fragment_header(6, 0, true);
     body.extend_from_slice(&tcp[..10]);
     let mut h = ipv6_header(s6, d6, 44, 64, body.len());
     h.extend_from_slice(&body);
-    out.push(Broken { name: "ipv6 first fragment without the tcp header", reason: Reason::V6FragChain, bytes: eth(0, ETH_P_IPV6, &h) });
+    out.push(Broken {
+        name: "ipv6 first fragment without the tcp header",
+        reason: Reason::V6FragChain,
+        bytes: eth(0, ETH_P_IPV6, &h),
+    });
 
     // First fragment whose chain continues past its end.
     let mut body = fragment_header(60, 0, true);
     body.extend_from_slice(&ext_header(60, 6)[..4]);
     let mut h = ipv6_header(s6, d6, 44, 64, body.len());
     h.extend_from_slice(&body);
-    out.push(Broken { name: "ipv6 first fragment without the whole chain", reason: Reason::V6FragChain, bytes: eth(0, ETH_P_IPV6, &h) });
+    out.push(Broken {
+        name: "ipv6 first fragment without the whole chain",
+        reason: Reason::V6FragChain,
+        bytes: eth(0, ETH_P_IPV6, &h),
+    });
 
     // Unfragmented, a hop-by-hop header running past the end.
     let mut h = ipv6_header(s6, d6, 0, 64, 4);
     h.extend_from_slice(&ext_header(0, 6)[..4]);
-    out.push(Broken { name: "ipv6 hop-by-hop past the end", reason: Reason::Truncated, bytes: eth(0, ETH_P_IPV6, &h) });
+    out.push(Broken {
+        name: "ipv6 hop-by-hop past the end",
+        reason: Reason::Truncated,
+        bytes: eth(0, ETH_P_IPV6, &h),
+    });
 
     // Unfragmented, the TCP header cut after a destination-options header.
     let mut body = ext_header(60, 6);
     body.extend_from_slice(&tcp[..12]);
     let mut h = ipv6_header(s6, d6, 60, 64, body.len());
     h.extend_from_slice(&body);
-    out.push(Broken { name: "ipv6 tcp header cut short", reason: Reason::Truncated, bytes: eth(0, ETH_P_IPV6, &h) });
+    out.push(Broken {
+        name: "ipv6 tcp header cut short",
+        reason: Reason::Truncated,
+        bytes: eth(0, ETH_P_IPV6, &h),
+    });
     out
 }

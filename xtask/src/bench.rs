@@ -105,8 +105,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // Declared before the data plane, so dropped after it: the pins go last, also when
     // the bench stops on an error.
     let pins = PinDir::with_prefix("allowgate-bench-");
-    let mut dataplane = Dataplane::load(&pins.0, &LoadOptions::default())
-        .context("cannot load the allowgate BPF object (if the C programs are being changed, retry in a few minutes)")?;
+    let mut dataplane = Dataplane::load(&pins.0, &LoadOptions::default()).context(
+        "cannot load the allowgate BPF object (if the C programs are being changed, retry in a few minutes)",
+    )?;
 
     let mut results = Vec::new();
     for spec in policy_specs() {
@@ -117,14 +118,34 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot compile policy {}", spec.label))?;
         let probes = probes(&tables, &extra);
 
-        let ours = measure_policy(&mut dataplane, &mut noop, &settings, &spec.label, &policy, &tables, &probes)?;
-        results.push(PolicyResult { compile: Some(compile), extra: extra.len(), ..ours });
+        let ours = measure_policy(
+            &mut dataplane,
+            &mut noop,
+            &settings,
+            &spec.label,
+            &policy,
+            &tables,
+            &probes,
+        )?;
+        results.push(PolicyResult {
+            compile: Some(compile),
+            extra: extra.len(),
+            ..ours
+        });
 
         if extra.len() == LARGE {
             let label = format!("({}') plain LPM", &spec.label[1..2]);
             eprintln!("bench: {label} ...");
             let baseline = plain_lpm(&tables);
-            let mut result = measure_policy(&mut dataplane, &mut noop, &settings, &label, &policy, &baseline, &probes)?;
+            let mut result = measure_policy(
+                &mut dataplane,
+                &mut noop,
+                &settings,
+                &label,
+                &policy,
+                &baseline,
+                &probes,
+            )?;
             result.extra = extra.len();
             result.baseline_of = Some(results.len() - 1);
             results.push(result);
@@ -133,14 +154,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     drop(dataplane);
     drop(pins);
 
-    let report = Report { settings, noop_ns: median(&noop.samples), results };
+    let report = Report {
+        settings,
+        noop_ns: median(&noop.samples),
+        results,
+    };
     print!("{}", report.render(args.markdown));
     Ok(())
 }
 
 fn rerun_in_release() -> anyhow::Result<()> {
     eprintln!("bench: running the release build of xtask (the compile timings are of Rust code)");
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace");
     let status = crate::cargo()
         .current_dir(workspace)
         .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
@@ -157,14 +184,16 @@ fn rerun_in_release() -> anyhow::Result<()> {
 /// `Source::Allow` rules through `Policy::build`, the path an operator's entries take.
 fn with_extra(base: &Config, extra: &[Ipv4Net]) -> Config {
     let mut config = base.clone();
-    config.allow.extend(extra.iter().enumerate().map(|(i, &net)| AllowEntry {
-        cidr: net.into(),
-        direction: Direction::Egress,
-        proto: Proto::Tcp,
-        ports: vec![PortRange::single(443)],
-        comment: None,
-        line: 1000 + i,
-    }));
+    config
+        .allow
+        .extend(extra.iter().enumerate().map(|(i, &net)| AllowEntry {
+            cidr: net.into(),
+            direction: Direction::Egress,
+            proto: Proto::Tcp,
+            ports: vec![PortRange::single(443)],
+            comment: None,
+            line: 1000 + i,
+        }));
     config
 }
 
@@ -210,23 +239,35 @@ struct Noop {
 
 impl Noop {
     fn load() -> anyhow::Result<Noop> {
-        let mut ebpf = EbpfLoader::new().load(abi::NOOP_OBJ).context("cannot load the do-nothing XDP program")?;
+        let mut ebpf = EbpfLoader::new()
+            .load(abi::NOOP_OBJ)
+            .context("cannot load the do-nothing XDP program")?;
         let prog: &mut Xdp = ebpf
             .program_mut(abi::PROG_NOOP)
             .context("the do-nothing object has no program `noop`: the build is broken")?
             .try_into()?;
         prog.load().context("cannot load the do-nothing XDP program")?;
-        Ok(Noop { ebpf, samples: Vec::new() })
+        Ok(Noop {
+            ebpf,
+            samples: Vec::new(),
+        })
     }
 
     /// Mean ns per run of `repeat` runs over `frame`.
     fn time(&mut self, frame: &[u8], repeat: u32) -> anyhow::Result<f64> {
         let prog: &Xdp = self.ebpf.program(abi::PROG_NOOP).expect("checked at load").try_into()?;
         let result = prog
-            .test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::new() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::new()
+            })
             .context("cannot test-run the do-nothing XDP program")?;
         if result.return_value != XDP_PASS {
-            bail!("the do-nothing XDP program returned {}, not XDP_PASS: the build is broken", result.return_value);
+            bail!(
+                "the do-nothing XDP program returned {}, not XDP_PASS: the build is broken",
+                result.return_value
+            );
         }
         let ns = result.duration.as_nanos() as f64;
         self.samples.push(ns);
@@ -284,7 +325,11 @@ impl ExtraSet {
         // share to the longer lengths.
         while out.len() < self.count {
             let offset = rng.below((1 << 24) + (1 << 22)) as u32;
-            let addr = if offset < 1 << 24 { TEN + offset } else { CGNAT + offset - (1 << 24) };
+            let addr = if offset < 1 << 24 {
+                TEN + offset
+            } else {
+                CGNAT + offset - (1 << 24)
+            };
             let roll = rng.below(100);
             let len = match self.mix {
                 Mix::HostHeavy if roll < 90 => 32,
@@ -326,7 +371,10 @@ struct PolicySpec {
 }
 
 fn policy_specs() -> Vec<PolicySpec> {
-    let spec = |label: &str, extra| PolicySpec { label: label.to_string(), extra };
+    let spec = |label: &str, extra| PolicySpec {
+        label: label.to_string(),
+        extra,
+    };
     let set = |count, mix, seed| Some(ExtraSet { count, mix, seed });
     vec![
         spec("(a) catalog", None),
@@ -417,8 +465,17 @@ impl Probe {
     /// A connection `remote` opens to our `port` (an ingress rule): its SYN in, our
     /// SYN-ACK out.
     fn arp() -> Probe {
-        let arp = |hook| Packet { hook, vlan_tags: 0, frame: Frame::Arp };
-        Probe { kind: Kind::Arp, remote: None, ingress: arp(Hook::Ingress), egress: arp(Hook::Egress) }
+        let arp = |hook| Packet {
+            hook,
+            vlan_tags: 0,
+            frame: Frame::Arp,
+        };
+        Probe {
+            kind: Kind::Arp,
+            remote: None,
+            ingress: arp(Hook::Ingress),
+            egress: arp(Hook::Egress),
+        }
     }
 
     fn inbound(kind: Kind, remote: IpAddr, port: u16) -> Probe {
@@ -433,13 +490,31 @@ impl Probe {
 
 /// A TCP SYN (or SYN-ACK) between us and `remote`, as `hook` sees it.
 fn tcp(hook: Hook, remote: IpAddr, sport: u16, dport: u16, ack: bool) -> Packet {
-    let me = if remote.is_ipv4() { IpAddr::V4(ME4) } else { IpAddr::V6(ME6) };
+    let me = if remote.is_ipv4() {
+        IpAddr::V4(ME4)
+    } else {
+        IpAddr::V6(ME6)
+    };
     let (src, dst) = match hook {
         Hook::Egress => (me, remote),
         Hook::Ingress => (remote, me),
     };
-    let l4 = L4::Tcp { sport, dport, syn: true, ack };
-    Packet { hook, vlan_tags: 0, frame: Frame::Ip(IpPacket { src, dst, hop_limit: 64, l4 }) }
+    let l4 = L4::Tcp {
+        sport,
+        dport,
+        syn: true,
+        ack,
+    };
+    Packet {
+        hook,
+        vlan_tags: 0,
+        frame: Frame::Ip(IpPacket {
+            src,
+            dst,
+            hop_limit: 64,
+            l4,
+        }),
+    }
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -487,11 +562,21 @@ fn lookup_path(tables: &Tables, addr: Option<IpAddr>) -> String {
     let (host, longest) = match addr {
         IpAddr::V4(a) => (
             tables.v4_host.contains_key(&a),
-            tables.v4_lpm.keys().filter(|n| n.contains(&a)).map(|n| n.prefix_len()).max(),
+            tables
+                .v4_lpm
+                .keys()
+                .filter(|n| n.contains(&a))
+                .map(|n| n.prefix_len())
+                .max(),
         ),
         IpAddr::V6(a) => (
             tables.v6_host.contains_key(&a),
-            tables.v6_lpm.keys().filter(|n| n.contains(&a)).map(|n| n.prefix_len()).max(),
+            tables
+                .v6_lpm
+                .keys()
+                .filter(|n| n.contains(&a))
+                .map(|n| n.prefix_len())
+                .max(),
         ),
     };
     match (host, longest) {
@@ -558,7 +643,9 @@ fn measure_policy(
     let mut install_times = Vec::new();
     for _ in 0..settings.runs {
         let start = Instant::now();
-        dataplane.install(tables).with_context(|| format!("cannot install policy {label}"))?;
+        dataplane
+            .install(tables)
+            .with_context(|| format!("cannot install policy {label}"))?;
         install_times.push(start.elapsed());
     }
     let mut results = Vec::new();
@@ -570,7 +657,8 @@ fn measure_policy(
         let (verdict, reason) = probe.kind.expect();
         let mut timing = |packet: &Packet| -> anyhow::Result<Timing> {
             check_intent(policy, packet, verdict, reason).with_context(|| what.clone())?;
-            time_probe(dataplane, noop, settings, packet, verdict).with_context(|| format!("{what} on {:?}", packet.hook))
+            time_probe(dataplane, noop, settings, packet, verdict)
+                .with_context(|| format!("{what} on {:?}", packet.hook))
         };
         let ingress = timing(&probe.ingress)?;
         let egress = timing(&probe.egress)?;
@@ -586,7 +674,12 @@ fn measure_policy(
         label: label.to_string(),
         rules: policy.rules.len(),
         extra: 0,
-        entries: [tables.v4_host.len(), tables.v4_lpm.len(), tables.v6_host.len(), tables.v6_lpm.len()],
+        entries: [
+            tables.v4_host.len(),
+            tables.v4_lpm.len(),
+            tables.v6_host.len(),
+            tables.v6_lpm.len(),
+        ],
         compile: None,
         install: median_duration(&install_times),
         probes: results,
@@ -629,7 +722,11 @@ fn time_probe(
     // that changed under the bench would show there.
     let run = |dataplane: &mut Dataplane, repeat| -> anyhow::Result<Result<f64, u32>> {
         let result = dataplane.test_run(packet.hook, &frame, repeat)?;
-        Ok(if result.return_value == want { Ok(result.duration.as_nanos() as f64) } else { Err(result.return_value) })
+        Ok(if result.return_value == want {
+            Ok(result.duration.as_nanos() as f64)
+        } else {
+            Err(result.return_value)
+        })
     };
     let wrong_path = |got: u32, reasons: &str| {
         let got = match got {
@@ -659,7 +756,10 @@ fn time_probe(
         ns.push(cost);
         ratios.push(cost / base.max(1.0));
     }
-    Ok(Timing { ns: median(&ns), ratio: median(&ratios) })
+    Ok(Timing {
+        ns: median(&ns),
+        ratio: median(&ratios),
+    })
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -829,16 +929,22 @@ impl Report {
             if let Some((p, hook, ratio)) = worst {
                 t.row(vec![
                     "(a) catalog: an allowed packet costs ≤ 4× the do-nothing program".into(),
-                    format!("worst {} ({}, {hook}); hash hits ≤ {}", times(ratio), p.kind.label(), times(hash_hits)),
+                    format!(
+                        "worst {} ({}, {hook}); hash hits ≤ {}",
+                        times(ratio),
+                        p.kind.label(),
+                        times(hash_hits)
+                    ),
                     verdict(ratio <= CATALOG_MAX_RATIO).into(),
                 ]);
             }
         }
         for r in self.results.iter().filter(|r| self.is_large(r)) {
             let name = &r.label[..3];
-            if let (Some(ours), Some(base)) =
-                (r.probe(Kind::ExtraHost), self.baseline_for(r).and_then(|b| b.probe(Kind::ExtraHost)))
-            {
+            if let (Some(ours), Some(base)) = (
+                r.probe(Kind::ExtraHost),
+                self.baseline_for(r).and_then(|b| b.probe(Kind::ExtraHost)),
+            ) {
                 t.row(vec![
                     format!("{name} 100k: a /32 hit beats a plain LPM trie"),
                     format!(
@@ -892,7 +998,12 @@ fn machine() -> (String, String) {
         .unwrap_or_else(|_| "unknown".into());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     (kernel, format!("{model}, {cpus} CPUs"))
@@ -907,7 +1018,10 @@ struct Table {
 impl Table {
     /// Columns as (title, right-aligned).
     fn new(header: &[(&'static str, bool)]) -> Table {
-        Table { header: header.to_vec(), rows: Vec::new() }
+        Table {
+            header: header.to_vec(),
+            rows: Vec::new(),
+        }
     }
 
     fn row(&mut self, cells: Vec<String>) {
@@ -918,7 +1032,11 @@ impl Table {
     fn render(&self, markdown: bool) -> String {
         let titles: Vec<String> = self.header.iter().map(|(h, _)| h.to_string()).collect();
         let width = |i: usize| {
-            std::iter::once(&titles[i]).chain(self.rows.iter().map(|r| &r[i])).map(|c| c.chars().count()).max().unwrap_or(0)
+            std::iter::once(&titles[i])
+                .chain(self.rows.iter().map(|r| &r[i]))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
         };
         let widths: Vec<usize> = (0..titles.len()).map(width).collect();
         let line = |cells: &[String]| -> String {
@@ -927,10 +1045,18 @@ impl Table {
                 .enumerate()
                 .map(|(i, c)| {
                     let pad = " ".repeat(widths[i] - c.chars().count());
-                    if self.header[i].1 { format!("{pad}{c}") } else { format!("{c}{pad}") }
+                    if self.header[i].1 {
+                        format!("{pad}{c}")
+                    } else {
+                        format!("{c}{pad}")
+                    }
                 })
                 .collect();
-            if markdown { format!("| {} |\n", padded.join(" | ")) } else { format!("{}\n", padded.join("  ").trim_end()) }
+            if markdown {
+                format!("| {} |\n", padded.join(" | "))
+            } else {
+                format!("{}\n", padded.join("  ").trim_end())
+            }
         };
         let mut out = line(&titles);
         if markdown {
@@ -938,7 +1064,13 @@ impl Table {
                 .header
                 .iter()
                 .zip(&widths)
-                .map(|((_, right), &w)| if *right { format!("{}:", "-".repeat(w.max(2) - 1)) } else { "-".repeat(w.max(1)) })
+                .map(|((_, right), &w)| {
+                    if *right {
+                        format!("{}:", "-".repeat(w.max(2) - 1))
+                    } else {
+                        "-".repeat(w.max(1))
+                    }
+                })
                 .collect();
             out.push_str(&format!("| {} |\n", rule.join(" | ")));
         }

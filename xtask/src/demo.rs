@@ -49,9 +49,18 @@ pub fn run() -> anyhow::Result<()> {
     step("two namespaces joined by a veth pair (documentation addresses only)");
     let pair = Pair::new(&[ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6]);
     println!("host  {} on {}: 192.0.2.1, 2001:db8:1::1", pair.host.name, pair.host_if);
-    println!("peer  {} on {}: 192.0.2.2, {ALLOWED_V4}, {BLOCKED_V4}, {ALLOWED_V6}, {BLOCKED_V6}", pair.peer.name, pair.peer_if);
-    let tcp: Vec<_> = [ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6].iter().flat_map(|a| [sa(a, 443), sa(a, 8443)]).collect();
-    let udp: Vec<_> = [ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6].iter().map(|a| sa(a, 7000)).collect();
+    println!(
+        "peer  {} on {}: 192.0.2.2, {ALLOWED_V4}, {BLOCKED_V4}, {ALLOWED_V6}, {BLOCKED_V6}",
+        pair.peer.name, pair.peer_if
+    );
+    let tcp: Vec<_> = [ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6]
+        .iter()
+        .flat_map(|a| [sa(a, 443), sa(a, 8443)])
+        .collect();
+    let udp: Vec<_> = [ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6]
+        .iter()
+        .map(|a| sa(a, 7000))
+        .collect();
     let _servers = Servers::start(&pair.peer, &tcp, &udp);
 
     let pins = PinDir::with_prefix("allowgate-demo-");
@@ -107,7 +116,13 @@ ports = [7000]
         ),
     )?;
     let allowgate = |args: &[&str]| -> anyhow::Result<String> {
-        let out = pair.host.command(bin.to_str().unwrap()).args(args).arg("--config").arg(&config).output()?;
+        let out = pair
+            .host
+            .command(bin.to_str().unwrap())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         Ok(text)
     };
@@ -122,7 +137,14 @@ ports = [7000]
         ["13.80.125.22", "--port", "80"],
         ["8.8.8.8", "--port", "443"],
     ] {
-        print!("{}", allowgate(&["check", args[0], args[1], args[2]])?.lines().next().map(|l| format!("{l}\n")).unwrap_or_default());
+        print!(
+            "{}",
+            allowgate(&["check", args[0], args[1], args[2]])?
+                .lines()
+                .next()
+                .map(|l| format!("{l}\n"))
+                .unwrap_or_default()
+        );
     }
 
     step("allowgate daemon: compile, load, install, attach XDP and TC on the host's veth");
@@ -139,26 +161,70 @@ ports = [7000]
         }
         println!("{:<44} {:<9} {mark}", what, if ok { "passed" } else { "blocked" });
     };
-    probe(&format!("tcp {ALLOWED_V4}:443"), tcp_connects(&pair.host, sa(ALLOWED_V4, 443), wait), true);
-    probe(&format!("tcp {ALLOWED_V4}:8443 (port not listed)"), tcp_connects(&pair.host, sa(ALLOWED_V4, 8443), wait), false);
-    probe(&format!("tcp {BLOCKED_V4}:443 (address not listed)"), tcp_connects(&pair.host, sa(BLOCKED_V4, 443), wait), false);
-    probe(&format!("tcp [{ALLOWED_V6}]:443"), tcp_connects(&pair.host, sa(ALLOWED_V6, 443), wait), true);
-    probe(&format!("tcp [{BLOCKED_V6}]:443"), tcp_connects(&pair.host, sa(BLOCKED_V6, 443), wait), false);
-    probe(&format!("udp {ALLOWED_V4}:7000"), udp_echoes(&pair.host, sa(ALLOWED_V4, 7000), wait), true);
-    probe(&format!("udp [{ALLOWED_V6}]:7000"), udp_echoes(&pair.host, sa(ALLOWED_V6, 7000), wait), true);
-    probe(&format!("udp {BLOCKED_V4}:7000"), udp_echoes(&pair.host, sa(BLOCKED_V4, 7000), wait), false);
+    probe(
+        &format!("tcp {ALLOWED_V4}:443"),
+        tcp_connects(&pair.host, sa(ALLOWED_V4, 443), wait),
+        true,
+    );
+    probe(
+        &format!("tcp {ALLOWED_V4}:8443 (port not listed)"),
+        tcp_connects(&pair.host, sa(ALLOWED_V4, 8443), wait),
+        false,
+    );
+    probe(
+        &format!("tcp {BLOCKED_V4}:443 (address not listed)"),
+        tcp_connects(&pair.host, sa(BLOCKED_V4, 443), wait),
+        false,
+    );
+    probe(
+        &format!("tcp [{ALLOWED_V6}]:443"),
+        tcp_connects(&pair.host, sa(ALLOWED_V6, 443), wait),
+        true,
+    );
+    probe(
+        &format!("tcp [{BLOCKED_V6}]:443"),
+        tcp_connects(&pair.host, sa(BLOCKED_V6, 443), wait),
+        false,
+    );
+    probe(
+        &format!("udp {ALLOWED_V4}:7000"),
+        udp_echoes(&pair.host, sa(ALLOWED_V4, 7000), wait),
+        true,
+    );
+    probe(
+        &format!("udp [{ALLOWED_V6}]:7000"),
+        udp_echoes(&pair.host, sa(ALLOWED_V6, 7000), wait),
+        true,
+    );
+    probe(
+        &format!("udp {BLOCKED_V4}:7000"),
+        udp_echoes(&pair.host, sa(BLOCKED_V4, 7000), wait),
+        false,
+    );
 
     step("allowgate status");
     print!("{}", allowgate(&["status"])?);
 
     step("SIGKILL the daemon: the pinned policy stays enforced");
     drop(daemon);
-    probe(&format!("tcp {ALLOWED_V4}:443, no daemon"), tcp_connects(&pair.host, sa(ALLOWED_V4, 443), wait), true);
-    probe(&format!("tcp {BLOCKED_V4}:443, no daemon"), tcp_connects(&pair.host, sa(BLOCKED_V4, 443), wait), false);
+    probe(
+        &format!("tcp {ALLOWED_V4}:443, no daemon"),
+        tcp_connects(&pair.host, sa(ALLOWED_V4, 443), wait),
+        true,
+    );
+    probe(
+        &format!("tcp {BLOCKED_V4}:443, no daemon"),
+        tcp_connects(&pair.host, sa(BLOCKED_V4, 443), wait),
+        false,
+    );
 
     step("allowgate down: detach and unpin; then everything flows again");
     print!("{}", allowgate(&["down"])?);
-    probe(&format!("tcp {BLOCKED_V4}:443, after down"), tcp_connects(&pair.host, sa(BLOCKED_V4, 443), wait), true);
+    probe(
+        &format!("tcp {BLOCKED_V4}:443, after down"),
+        tcp_connects(&pair.host, sa(BLOCKED_V4, 443), wait),
+        true,
+    );
 
     step("clean up: namespaces, veth pair and pins are removed");
     if wrong > 0 {

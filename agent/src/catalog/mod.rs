@@ -353,13 +353,9 @@ impl Catalog {
     }
 
     /// The entries of `feature` that `region` lists, including the page's global ones.
-    pub fn entries_for<'a>(
-        &'a self,
-        region: &'a str,
-        feature: Feature,
-    ) -> impl Iterator<Item = &'a CatalogEntry> + 'a {
-        self.entries.iter().filter(move |e| {
-            e.feature == feature && e.region.as_deref().is_none_or(|r| r == region)
-        })
+    pub fn entries_for<'a>(&'a self, region: &'a str, feature: Feature) -> impl Iterator<Item = &'a CatalogEntry> + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| e.feature == feature && e.region.as_deref().is_none_or(|r| r == region))
     }
 }

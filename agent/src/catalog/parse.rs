@@ -58,43 +58,23 @@ use std::{collections::HashSet, net::IpAddr, ops::Range};
 
 use ipnet::IpNet;
 
-use super::{
-    Catalog, CatalogEntry, Direction, DnsName, Feature, Peer, PortRange, Proto, Region, region_key,
-};
+use super::{Catalog, CatalogEntry, Direction, DnsName, Feature, Peer, PortRange, Proto, Region, region_key};
 
 /// Why a page could not be read into a catalog. Every message names the line, when
 /// there is one, and what the parser expected there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
     #[error("line {line}: expected an IP address or CIDR {place}, found \"{found}\"")]
-    BadAddress {
-        line: usize,
-        place: String,
-        found: String,
-    },
+    BadAddress { line: usize, place: String, found: String },
 
-    #[error(
-        "line {line}: \"{found}\" has host bits set; write the network {network} or the address alone"
-    )]
-    HostBitsSet {
-        line: usize,
-        found: String,
-        network: IpNet,
-    },
+    #[error("line {line}: \"{found}\" has host bits set; write the network {network} or the address alone")]
+    HostBitsSet { line: usize, found: String, network: IpNet },
 
     #[error("line {line}: expected a DNS name or URL {place}, found \"{found}\"")]
-    BadName {
-        line: usize,
-        place: String,
-        found: String,
-    },
+    BadName { line: usize, place: String, found: String },
 
     #[error("line {line}: table row has {cells} cells but the header has {header}")]
-    RowCells {
-        line: usize,
-        cells: usize,
-        header: usize,
-    },
+    RowCells { line: usize, cells: usize, header: usize },
 
     #[error("line {line}: data center label is empty")]
     EmptyDataCenter { line: usize },
@@ -102,22 +82,16 @@ pub enum CatalogError {
     #[error("line {line}: data center label \"{found}\" has no letter or digit to name a region")]
     BadDataCenter { line: usize, found: String },
 
-    #[error(
-        "line {line}: expected the first column of the table to be the data center, found \"{found}\""
-    )]
+    #[error("line {line}: expected the first column of the table to be the data center, found \"{found}\"")]
     NotDataCenterTable { line: usize, found: String },
 
-    #[error(
-        "line {line}: expected a column header naming IP addresses, DNS names or URLs, found \"{found}\""
-    )]
+    #[error("line {line}: expected a column header naming IP addresses, DNS names or URLs, found \"{found}\"")]
     UnknownColumn { line: usize, found: String },
 
     #[error("line {line}: the table has no column after the data center")]
     NoDataColumns { line: usize },
 
-    #[error(
-        "line {line}: column {column} of the table has an empty header and no column before it to continue"
-    )]
+    #[error("line {line}: column {column} of the table has an empty header and no column before it to continue")]
     NothingToContinue { line: usize, column: usize },
 
     #[error(
@@ -136,14 +110,10 @@ pub enum CatalogError {
     )]
     NoGovernmentRegion { line: usize },
 
-    #[error(
-        "no section of the page lists any address or name (is this the Network requirements page?)"
-    )]
+    #[error("no section of the page lists any address or name (is this the Network requirements page?)")]
     NothingListed,
 
-    #[error(
-        "the page has no section for the {feature} feature: expected a heading containing {expected}"
-    )]
+    #[error("the page has no section for the {feature} feature: expected a heading containing {expected}")]
     MissingSection { feature: Feature, expected: String },
 
     #[error("line {line}: section \"{heading}\" lists no address or name the parser can read")]
@@ -177,11 +147,7 @@ const SECTION_RULES: [SectionRule; 7] = [
     },
     SectionRule {
         feature: Feature::Proxy,
-        keywords: &[
-            "access and session controls",
-            "session control",
-            "reverse proxy",
-        ],
+        keywords: &["access and session controls", "session control", "reverse proxy"],
         direction: Direction::Egress,
         port: 443,
     },
@@ -359,10 +325,7 @@ impl Reader {
             if let Some(fence) = self.fence {
                 // A fence left open swallows the rest of the page; stop at the next
                 // section instead of complaining about its lines as names.
-                if !quoted
-                    && indent_width(body) < 4
-                    && heading(body).is_some_and(|(level, _)| level <= 2)
-                {
+                if !quoted && indent_width(body) < 4 && heading(body).is_some_and(|(level, _)| level <= 2) {
                     return Err(CatalogError::UnclosedCodeBlock { line: fence.line });
                 }
                 if closes_fence(body, fence) {
@@ -508,12 +471,11 @@ impl Reader {
     fn read_code_line(&mut self, line: usize, body: &str) -> Result<(), CatalogError> {
         let (direction, port) = self.defaults();
         for item in split_items(body) {
-            let peer =
-                parse_host_or_address(&item, line)?.ok_or_else(|| CatalogError::BadName {
-                    line,
-                    place: "in the code block".to_string(),
-                    found: item.clone(),
-                })?;
+            let peer = parse_host_or_address(&item, line)?.ok_or_else(|| CatalogError::BadName {
+                line,
+                place: "in the code block".to_string(),
+                found: item.clone(),
+            })?;
             self.push(self.code_scope.clone(), peer, direction, port, line);
         }
         Ok(())
@@ -612,25 +574,21 @@ impl Reader {
             .chars()
             .take_while(|c| !c.is_whitespace() && !matches!(c, '.' | ',' | ';' | ')'))
             .collect();
-        let port = port_text
-            .parse::<u16>()
-            .map_err(|_| CatalogError::BadPort {
-                line,
-                found: port_text.clone(),
-            })?;
-        let span_end = text.len() - after_port.len()
-            + (after_port.len() - after_port.trim_start().len())
-            + port_text.len();
+        let port = port_text.parse::<u16>().map_err(|_| CatalogError::BadPort {
+            line,
+            found: port_text.clone(),
+        })?;
+        let span_end =
+            text.len() - after_port.len() + (after_port.len() - after_port.trim_start().len()) + port_text.len();
         for word in split_items(&text[items_start..items_end]) {
             if is_conjunction(&word) {
                 continue;
             }
-            let peer =
-                parse_host_or_address(&word, line)?.ok_or_else(|| CatalogError::BadName {
-                    line,
-                    place: format!("in \"allow http connections to ... on port {port}\""),
-                    found: word.clone(),
-                })?;
+            let peer = parse_host_or_address(&word, line)?.ok_or_else(|| CatalogError::BadName {
+                line,
+                place: format!("in \"allow http connections to ... on port {port}\""),
+                found: word.clone(),
+            })?;
             self.push(Scope::Global, peer, Direction::Egress, port, line);
         }
         Ok(Some(at..span_end))
@@ -658,13 +616,7 @@ impl Reader {
         // so the colons of an IPv6 address are not taken for it.
         let Some(colon) = lower[at..]
             .char_indices()
-            .find(|&(i, c)| {
-                c == ':'
-                    && lower[at + i + 1..]
-                        .chars()
-                        .next()
-                        .is_none_or(char::is_whitespace)
-            })
+            .find(|&(i, c)| c == ':' && lower[at + i + 1..].chars().next().is_none_or(char::is_whitespace))
             .map(|(i, _)| at + i)
         else {
             return Ok(None);
@@ -714,13 +666,7 @@ impl Reader {
         Ok(next)
     }
 
-    fn read_row(
-        &mut self,
-        line: usize,
-        body: &str,
-        header_len: usize,
-        columns: &[Column],
-    ) -> Result<(), CatalogError> {
+    fn read_row(&mut self, line: usize, body: &str, header_len: usize, columns: &[Column]) -> Result<(), CatalogError> {
         let cells = split_row(body);
         if cells.len() > header_len && cells[header_len..].iter().any(|c| !c.trim().is_empty()) {
             return Err(CatalogError::RowCells {
@@ -734,19 +680,19 @@ impl Reader {
         for (column, cell) in columns.iter().zip(cells.iter().skip(1)) {
             for item in split_items(cell) {
                 let peer = match column.kind {
-                    ColumnKind::Addresses => parse_address(&item, line)?
-                        .map(Peer::Net)
-                        .ok_or_else(|| CatalogError::BadAddress {
-                            line,
-                            place: format!("in the \"{}\" column", column.title),
-                            found: item.clone(),
-                        })?,
-                    ColumnKind::Names => parse_host_or_address(&item, line)?.ok_or_else(|| {
-                        CatalogError::BadName {
-                            line,
-                            place: format!("in the \"{}\" column", column.title),
-                            found: item.clone(),
-                        }
+                    ColumnKind::Addresses => {
+                        parse_address(&item, line)?
+                            .map(Peer::Net)
+                            .ok_or_else(|| CatalogError::BadAddress {
+                                line,
+                                place: format!("in the \"{}\" column", column.title),
+                                found: item.clone(),
+                            })?
+                    }
+                    ColumnKind::Names => parse_host_or_address(&item, line)?.ok_or_else(|| CatalogError::BadName {
+                        line,
+                        place: format!("in the \"{}\" column", column.title),
+                        found: item.clone(),
                     })?,
                 };
                 self.push(Scope::Region(region.clone()), peer, direction, port, line);
@@ -768,10 +714,7 @@ impl Reader {
         if let Some(known) = self.regions.iter().find(|r| region_key(&r.id) == key) {
             return Ok(known.id.clone());
         }
-        self.regions.push(Region {
-            id: id.clone(),
-            label,
-        });
+        self.regions.push(Region { id: id.clone(), label });
         Ok(id)
     }
 
@@ -794,11 +737,7 @@ impl Reader {
         }
         self.follow_portal();
         for section in &self.sections {
-            if !self
-                .drafts
-                .iter()
-                .any(|d| d.feature == section.rule.feature)
-            {
+            if !self.drafts.iter().any(|d| d.feature == section.rule.feature) {
                 return Err(CatalogError::EmptySection {
                     line: section.line,
                     heading: section.heading.clone(),
@@ -973,9 +912,7 @@ fn list_item(body: &str) -> Option<&str> {
 /// `|----|:---:|`, with or without the outer pipes.
 fn is_separator_row(body: &str) -> bool {
     let t = body.trim();
-    t.contains('|')
-        && t.contains('-')
-        && t.chars().all(|c| matches!(c, '|' | '-' | ':' | ' ' | '\t'))
+    t.contains('|') && t.contains('-') && t.chars().all(|c| matches!(c, '|' | '-' | ':' | ' ' | '\t'))
 }
 
 /// The cells of a table row; `\|` is a pipe inside a cell.
@@ -1021,13 +958,10 @@ fn classify_columns(header: &[String], line: usize) -> Result<Vec<Column>, Catal
         let title = clean_header(cell);
         let column = if title.is_empty() {
             // The page splits one long list over several columns with empty headers.
-            columns
-                .last()
-                .cloned()
-                .ok_or(CatalogError::NothingToContinue {
-                    line,
-                    column: index + 1,
-                })?
+            columns.last().cloned().ok_or(CatalogError::NothingToContinue {
+                line,
+                column: index + 1,
+            })?
         } else {
             let kind = column_kind(&title).ok_or_else(|| CatalogError::UnknownColumn {
                 line,
@@ -1243,10 +1177,7 @@ fn parse_host_or_address(item: &str, line: usize) -> Result<Option<Peer>, Catalo
         .next()
         .unwrap_or("")
         .trim_end_matches('.');
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if let Ok(addr) = host.parse::<IpAddr>() {
         return Ok(Some(Peer::Net(IpNet::from(addr))));
     }
@@ -1269,9 +1200,7 @@ fn is_dns_name(name: &str) -> bool {
                 && l.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         })
-        && labels
-            .last()
-            .is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()))
+        && labels.last().is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The address or CIDR a prose word is, if it is one (surrounding punctuation off).
@@ -1279,22 +1208,7 @@ fn address_literal(word: &str) -> Option<String> {
     let trimmed = word.trim_matches(|c: char| {
         matches!(
             c,
-            ',' | ';'
-                | '.'
-                | '('
-                | ')'
-                | '['
-                | ']'
-                | '{'
-                | '}'
-                | '<'
-                | '>'
-                | '"'
-                | '\''
-                | '`'
-                | '*'
-                | '!'
-                | '?'
+            ',' | ';' | '.' | '(' | ')' | '[' | ']' | '{' | '}' | '<' | '>' | '"' | '\'' | '`' | '*' | '!' | '?'
         )
     });
     [trimmed, trimmed.trim_end_matches(':')]
@@ -1368,17 +1282,10 @@ mod tests {
             .unwrap_or_else(|| panic!("{needle:?} is on a line of the test page"))
     }
 
-    fn entry<'a>(
-        c: &'a Catalog,
-        region: Option<&str>,
-        feature: Feature,
-        peer: &str,
-    ) -> &'a CatalogEntry {
+    fn entry<'a>(c: &'a Catalog, region: Option<&str>, feature: Feature, peer: &str) -> &'a CatalogEntry {
         c.entries
             .iter()
-            .find(|e| {
-                e.region.as_deref() == region && e.feature == feature && e.peer.to_string() == peer
-            })
+            .find(|e| e.region.as_deref() == region && e.feature == feature && e.peer.to_string() == peer)
             .unwrap_or_else(|| panic!("{region:?} {feature} lists {peer}"))
     }
 
@@ -1463,21 +1370,13 @@ mod tests {
             );
         }
         let total: usize = COUNTS.iter().map(|&(_, _, a, n)| a + n).sum();
-        assert_eq!(
-            c.entries.len(),
-            total,
-            "no entry outside the table, none twice"
-        );
+        assert_eq!(c.entries.len(), total, "no entry outside the table, none twice");
     }
 
     #[test]
     fn shipped_page_regions_and_source() {
         let c = builtin();
-        let regions: Vec<(&str, &str)> = c
-            .regions
-            .iter()
-            .map(|r| (r.id.as_str(), r.label.as_str()))
-            .collect();
+        let regions: Vec<(&str, &str)> = c.regions.iter().map(|r| (r.id.as_str(), r.label.as_str())).collect();
         assert_eq!(
             regions,
             [
@@ -1489,10 +1388,7 @@ mod tests {
                 ("gov-us1", "Gov US1")
             ]
         );
-        assert_eq!(
-            c.source,
-            "network-requirements-2019-11.md (ms.date 11/01/2019)"
-        );
+        assert_eq!(c.source, "network-requirements-2019-11.md (ms.date 11/01/2019)");
         assert_eq!(c, Catalog::builtin(), "builtin() is this page");
     }
 
@@ -1681,10 +1577,7 @@ mod tests {
             "mail1.cloudappsecurity.com",
             "www.microsoft.com",
         ] {
-            assert!(
-                !all.contains(example),
-                "{example} is an example, not an item"
-            );
+            assert!(!all.contains(example), "{example} is an example, not an item");
         }
     }
 
@@ -1694,12 +1587,8 @@ mod tests {
         for e in &c.entries {
             let is_name = matches!(e.peer, Peer::Name(_));
             let (direction, port) = match e.feature {
-                Feature::Siem | Feature::LogCollector if is_name && e.region.is_none() => {
-                    (Direction::Egress, 80)
-                }
-                Feature::Portal | Feature::Proxy | Feature::Siem | Feature::LogCollector => {
-                    (Direction::Egress, 443)
-                }
+                Feature::Siem | Feature::LogCollector if is_name && e.region.is_none() => (Direction::Egress, 80),
+                Feature::Portal | Feature::Proxy | Feature::Siem | Feature::LogCollector => (Direction::Egress, 443),
                 Feature::AppConnector => (Direction::Ingress, 443),
                 Feature::Dlp => (Direction::Ingress, 11344),
                 Feature::Mail => (Direction::Ingress, 25),
@@ -1712,26 +1601,13 @@ mod tests {
             // The entry's line shows its peer (names without the `*.` and escapes).
             let shown = e.peer.to_string();
             let shown = shown.trim_start_matches("*.").trim_end_matches("/32");
-            let text = BUILTIN_PAGE
-                .lines()
-                .nth(e.line - 1)
-                .unwrap_or("")
-                .to_ascii_lowercase();
+            let text = BUILTIN_PAGE.lines().nth(e.line - 1).unwrap_or("").to_ascii_lowercase();
             assert!(text.contains(shown), "line {} shows {shown}: {e:?}", e.line);
         }
         // Lines of first occurrence.
-        assert_eq!(
-            entry(&c, Some("us1"), Feature::Portal, "13.64.26.88/32").line,
-            73
-        );
-        assert_eq!(
-            entry(&c, Some("us1"), Feature::Siem, "13.64.26.88/32").line,
-            109
-        );
-        assert_eq!(
-            entry(&c, Some("us1"), Feature::LogCollector, "13.64.26.88/32").line,
-            73
-        );
+        assert_eq!(entry(&c, Some("us1"), Feature::Portal, "13.64.26.88/32").line, 73);
+        assert_eq!(entry(&c, Some("us1"), Feature::Siem, "13.64.26.88/32").line, 109);
+        assert_eq!(entry(&c, Some("us1"), Feature::LogCollector, "13.64.26.88/32").line, 73);
         assert_eq!(
             entry(
                 &c,
@@ -1744,25 +1620,13 @@ mod tests {
         );
         assert_eq!(entry(&c, None, Feature::Proxy, "*.cas.ms").line, 87);
         assert_eq!(entry(&c, None, Feature::Siem, "ocsp.msocsp.com").line, 117);
-        assert_eq!(
-            entry(&c, None, Feature::LogCollector, "ocsp.digicert.com").line,
-            203
-        );
+        assert_eq!(entry(&c, None, Feature::LogCollector, "ocsp.digicert.com").line, 203);
         assert_eq!(entry(&c, None, Feature::Mail, "198.2.134.139/32").line, 180);
         assert_eq!(
-            entry(
-                &c,
-                Some("gov-us1"),
-                Feature::Portal,
-                "portal.cloudappsecurity.us"
-            )
-            .line,
+            entry(&c, Some("gov-us1"), Feature::Portal, "portal.cloudappsecurity.us").line,
             64
         );
-        assert_eq!(
-            entry(&c, Some("us3"), Feature::Proxy, "52.139.2.0/32").line,
-            97
-        );
+        assert_eq!(entry(&c, Some("us3"), Feature::Proxy, "52.139.2.0/32").line, 97);
     }
 
     /// Independent of the parser: split the raw page on anything but digits, dots and
@@ -1827,19 +1691,13 @@ mod tests {
         );
         for e in &c.entries {
             if let Peer::Net(n) = e.peer {
-                assert!(
-                    page_tokens.contains(&n),
-                    "{n} of the catalog is on the page"
-                );
+                assert!(page_tokens.contains(&n), "{n} of the catalog is on the page");
             }
         }
         let page_lower = unescape(BUILTIN_PAGE).to_ascii_lowercase();
         for e in &c.entries {
             if let Peer::Name(n) = &e.peer {
-                assert!(
-                    page_lower.contains(n.as_str()),
-                    "{n} of the catalog is on the page"
-                );
+                assert!(page_lower.contains(n.as_str()), "{n} of the catalog is on the page");
             }
         }
     }
@@ -1866,9 +1724,7 @@ mod tests {
             Feature::AppConnector => "|Data center|IP addresses|\n|---|---|\n|US1|192.0.2.4|\n",
             Feature::Dlp => "|Data center|IP addresses|\n|---|---|\n|US1|192.0.2.5|\n",
             Feature::Mail => "- 192.0.2.6\n",
-            Feature::LogCollector => {
-                "|Data center|URL|\n|---|---|\n|US1|https://blob.example.net/|\n"
-            }
+            Feature::LogCollector => "|Data center|URL|\n|---|---|\n|US1|https://blob.example.net/|\n",
         }
     }
 
@@ -1952,14 +1808,8 @@ mod tests {
             nets(&c, Some("us1"), Feature::AppConnector),
             net_set(&["192.0.2.1", "192.0.2.2", "192.0.2.3"])
         );
-        assert_eq!(
-            nets(&c, Some("us2"), Feature::AppConnector),
-            net_set(&["192.0.2.4"])
-        );
-        assert_eq!(
-            nets(&c, Some("us3"), Feature::AppConnector),
-            net_set(&["192.0.2.5"])
-        );
+        assert_eq!(nets(&c, Some("us2"), Feature::AppConnector), net_set(&["192.0.2.4"]));
+        assert_eq!(nets(&c, Some("us3"), Feature::AppConnector), net_set(&["192.0.2.5"]));
         assert!(nets(&c, Some("eu1"), Feature::AppConnector).is_empty());
     }
 
@@ -1990,13 +1840,7 @@ mod tests {
         let c = parse(&page_with(Feature::Proxy, body));
         assert_eq!(
             nets(&c, Some("us1"), Feature::Proxy),
-            net_set(&[
-                "192.0.2.1",
-                "192.0.2.2",
-                "192.0.2.3",
-                "192.0.2.4",
-                "192.0.2.5"
-            ])
+            net_set(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5"])
         );
         assert_eq!(
             names(&c, Some("us1"), Feature::Proxy),
@@ -2046,10 +1890,7 @@ mod tests {
                     Then, by data center:\n\n\
                     |Data center|IP addresses|\n|---|---|\n|US1|192.0.2.1|\n|Gov US1|192.0.2.2|\n|Government US2 (Virginia)|192.0.2.3|\n";
         let c = parse(&page_with(Feature::Portal, body));
-        assert_eq!(
-            names(&c, None, Feature::Portal),
-            set(&["portal.example.com"])
-        );
+        assert_eq!(names(&c, None, Feature::Portal), set(&["portal.example.com"]));
         assert!(names(&c, Some("us1"), Feature::Portal).is_empty());
         for gov in ["gov-us1", "gov-us2"] {
             assert_eq!(
@@ -2071,10 +1912,7 @@ mod tests {
         let says = "- Allow the log collector to initiate outbound traffic to the portal on port 443.\n\n\
                     |Data center|URL|\n|---|---|\n|US1|https://blob.example.net/|\n";
         let c = parse(&page_with(Feature::LogCollector, says));
-        assert_eq!(
-            nets(&c, Some("us1"), Feature::LogCollector),
-            net_set(&["192.0.2.1"])
-        );
+        assert_eq!(nets(&c, Some("us1"), Feature::LogCollector), net_set(&["192.0.2.1"]));
         assert_eq!(
             names(&c, Some("us1"), Feature::LogCollector),
             set(&["blob.example.net", "*.us1.portal.example.com"])
@@ -2115,9 +1953,7 @@ mod tests {
         let line = line_of(&page, "13.64.26.x");
         assert_eq!(
             parse_err(&page),
-            format!(
-                "line {line}: expected an IP address or CIDR in the \"IP addresses\" column, found \"13.64.26.x\""
-            )
+            format!("line {line}: expected an IP address or CIDR in the \"IP addresses\" column, found \"13.64.26.x\"")
         );
         let page = page_with(
             Feature::Proxy,
@@ -2153,36 +1989,26 @@ mod tests {
             (
                 "|Purpose|",
                 "|Purpose|IP addresses|\n|---|---|\n|US1|192.0.2.1|\n",
-                "expected the first column of the table to be the data center, found \"Purpose\""
-                    .into(),
+                "expected the first column of the table to be the data center, found \"Purpose\"".into(),
             ),
             (
                 "|Ports|",
                 "|Data center|Ports|\n|---|---|\n|US1|443|\n",
-                "expected a column header naming IP addresses, DNS names or URLs, found \"Ports\""
-                    .into(),
+                "expected a column header naming IP addresses, DNS names or URLs, found \"Ports\"".into(),
             ),
             (
                 "|Data center||",
                 "|Data center||IP addresses|\n|---|---|---|\n|US1||192.0.2.1|\n",
-                "column 2 of the table has an empty header and no column before it to continue"
-                    .into(),
+                "column 2 of the table has an empty header and no column before it to continue".into(),
             ),
         ];
         for (marker, body, message) in cases {
             let page = page_with(Feature::Siem, body);
             let line = line_of(&page, marker);
-            assert_eq!(
-                parse_err(&page),
-                format!("line {line}: {message}"),
-                "{body}"
-            );
+            assert_eq!(parse_err(&page), format!("line {line}: {message}"), "{body}");
         }
         let page = page_with(Feature::Siem, "|Data center|\n|---|\n|US1|\n");
-        let line = page
-            .lines()
-            .position(|l| l == "|Data center|")
-            .map_or(0, |i| i + 1);
+        let line = page.lines().position(|l| l == "|Data center|").map_or(0, |i| i + 1);
         assert_eq!(
             parse_err(&page),
             format!("line {line}: the table has no column after the data center")
@@ -2247,11 +2073,7 @@ mod tests {
         for (feature, body, marker, message) in cases {
             let page = page_with(feature, body);
             let line = line_of(&page, marker);
-            assert_eq!(
-                parse_err(&page),
-                format!("line {line}: {message}"),
-                "{body}"
-            );
+            assert_eq!(parse_err(&page), format!("line {line}: {message}"), "{body}");
         }
     }
 
@@ -2264,10 +2086,7 @@ mod tests {
             format!("line {line}: the code block opened here is never closed")
         );
         // Open at the end of the page.
-        let body = format!(
-            "{}\nNames:\n\n~~~\nblob.example.net\n",
-            filler(Feature::LogCollector)
-        );
+        let body = format!("{}\nNames:\n\n~~~\nblob.example.net\n", filler(Feature::LogCollector));
         let page = page_with(Feature::LogCollector, &body);
         let page = page.split("## Next steps").next().unwrap_or_default();
         let line = line_of(page, "~~~");
@@ -2302,16 +2121,13 @@ mod tests {
             parse_err(&without_mail),
             "the page has no section for the mail feature: expected a heading containing \"mail server\""
         );
-        let without_proxy = page_with(Feature::Proxy, "")
-            .replace("## Access and session controls", "## Something else");
+        let without_proxy =
+            page_with(Feature::Proxy, "").replace("## Access and session controls", "## Something else");
         assert_eq!(
             parse_err(&without_proxy),
             "the page has no section for the proxy feature: expected a heading containing \"access and session controls\" or \"session control\" or \"reverse proxy\""
         );
-        let page = page_with(
-            Feature::Mail,
-            "Send mail from the [service](https://example.com/).\n",
-        );
+        let page = page_with(Feature::Mail, "Send mail from the [service](https://example.com/).\n");
         assert_eq!(
             parse_err(&page),
             format!(
@@ -2323,10 +2139,7 @@ mod tests {
         for (_, heading) in HEADINGS {
             no_tables.push_str(&format!("{heading}\n\n- 192.0.2.1\n\n"));
         }
-        assert_eq!(
-            parse_err(&no_tables),
-            "no table of the page lists a data center"
-        );
+        assert_eq!(parse_err(&no_tables), "no table of the page lists a data center");
     }
 
     #[test]
@@ -2334,11 +2147,7 @@ mod tests {
         let mut page = page_with(Feature::Portal, filler(Feature::Portal));
         page.push_str("\n## Troubleshooting\n\n|Host|Address|\n|---|---|\n|x|13.64.26.x|\n\nPing 192.0.2.200 to test.\n\n```\nnot a name\n```\n");
         let c = parse(&page);
-        assert!(
-            c.entries
-                .iter()
-                .all(|e| e.peer.to_string() != "192.0.2.200/32")
-        );
+        assert!(c.entries.iter().all(|e| e.peer.to_string() != "192.0.2.200/32"));
     }
 
     // ---- a later layout of the page ---------------------------------------------
@@ -2360,15 +2169,8 @@ mod tests {
     fn later_layout_parses_into_the_expected_catalog() {
         let c = parse_page(LATER_LAYOUT, "network-requirements-later-layout.md")
             .unwrap_or_else(|e| panic!("the later layout parses: {e}"));
-        assert_eq!(
-            c.source,
-            "network-requirements-later-layout.md (ms.date 03/15/2023)"
-        );
-        let regions: Vec<(&str, &str)> = c
-            .regions
-            .iter()
-            .map(|r| (r.id.as_str(), r.label.as_str()))
-            .collect();
+        assert_eq!(c.source, "network-requirements-later-layout.md (ms.date 03/15/2023)");
+        let regions: Vec<(&str, &str)> = c.regions.iter().map(|r| (r.id.as_str(), r.label.as_str())).collect();
         assert_eq!(
             regions,
             [
@@ -2489,9 +2291,7 @@ mod tests {
         ]
     }
 
-    const SEPARATORS: [&str; 9] = [
-        "<br />", "<br/>", "<br>", "<BR />", ", ", ",", " , ", "; ", " ",
-    ];
+    const SEPARATORS: [&str; 9] = ["<br />", "<br/>", "<br>", "<BR />", ", ", ",", " , ", "; ", " "];
 
     /// Renders `nets` into one US1 row split over `columns` address columns.
     fn render_table(
@@ -2527,10 +2327,7 @@ mod tests {
             header.push('|');
             rule.push_str("----|");
         }
-        format!(
-            "{prefix}{header}\n{prefix}{rule}\n{prefix}|US1|{}|\n",
-            cells.join("|")
-        )
+        format!("{prefix}{header}\n{prefix}{rule}\n{prefix}|US1|{}|\n", cells.join("|"))
     }
 
     proptest! {
@@ -2577,10 +2374,7 @@ mod tests {
         for (raw, clean) in [
             ("`https://blob.example.net/`", "https://blob.example.net/"),
             ("<https://blob.example.net/>", "https://blob.example.net/"),
-            (
-                "[portal.example.com](https://portal.example.com)",
-                "portal.example.com",
-            ),
+            ("[portal.example.com](https://portal.example.com)", "portal.example.com"),
             ("\\*.example.com<", "*.example.com"),
             ("*.example.com<br /", "*.example.com"),
             ("https:\\//x.example.com/", "https://x.example.com/"),
@@ -2588,9 +2382,7 @@ mod tests {
             assert_eq!(clean_item(raw), clean, "{raw}");
         }
         assert_eq!(
-            split_items(
-                "a.example.com<br />b.example.com<br/><br>c.example.com,d.example.com ;e.example.com"
-            ),
+            split_items("a.example.com<br />b.example.com<br/><br>c.example.com,d.example.com ;e.example.com"),
             [
                 "a.example.com",
                 "b.example.com",
@@ -2600,16 +2392,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse_host_or_address("HTTPS://[2001:db8::1]:443/x", 1)
-                .ok()
-                .flatten(),
+            parse_host_or_address("HTTPS://[2001:db8::1]:443/x", 1).ok().flatten(),
             None,
             "a port is not part of a name"
         );
         assert_eq!(
-            parse_host_or_address("https://[2001:db8::1]/x", 1)
-                .ok()
-                .flatten(),
+            parse_host_or_address("https://[2001:db8::1]/x", 1).ok().flatten(),
             Some(Peer::Net(net("2001:db8::1")))
         );
         assert_eq!(

@@ -22,7 +22,10 @@ pub enum Command {
 pub fn execute(cmd: Command) -> anyhow::Result<ExitCode> {
     let Command::Import { file, output } = cmd;
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let catalog = parse_page(&text, &name).with_context(|| format!("{}", file.display()))?;
     let json = serde_json::to_string_pretty(&catalog)?;
     match &output {

@@ -27,7 +27,11 @@ pub struct ChangeArgs {
 
 impl ChangeArgs {
     fn options(&self) -> ChangeOptions {
-        ChangeOptions { confirm_secs: self.confirm, force: self.force, ssh: ssh_session() }
+        ChangeOptions {
+            confirm_secs: self.confirm,
+            force: self.force,
+            ssh: ssh_session(),
+        }
     }
 }
 
@@ -71,7 +75,14 @@ pub fn enable(args: EnableArgs, socket: &Path) -> anyhow::Result<ExitCode> {
         bail!("name a region to enable (allowgate regions lists them), or --feature");
     }
     let options = args.change.options();
-    send(socket, Request::Enable { regions: args.regions, features: args.features, options })
+    send(
+        socket,
+        Request::Enable {
+            regions: args.regions,
+            features: args.features,
+            options,
+        },
+    )
 }
 
 pub fn disable(args: EnableArgs, socket: &Path) -> anyhow::Result<ExitCode> {
@@ -79,7 +90,14 @@ pub fn disable(args: EnableArgs, socket: &Path) -> anyhow::Result<ExitCode> {
         bail!("name a region to disable, or --feature");
     }
     let options = args.change.options();
-    send(socket, Request::Disable { regions: args.regions, features: args.features, options })
+    send(
+        socket,
+        Request::Disable {
+            regions: args.regions,
+            features: args.features,
+            options,
+        },
+    )
 }
 
 pub fn mode(args: ModeArgs, socket: &Path) -> anyhow::Result<ExitCode> {
@@ -87,7 +105,13 @@ pub fn mode(args: ModeArgs, socket: &Path) -> anyhow::Result<ExitCode> {
         ModeArg::Enforce => Mode::Enforce,
         ModeArg::Monitor => Mode::Monitor,
     };
-    send(socket, Request::Mode { mode, options: args.change.options() })
+    send(
+        socket,
+        Request::Mode {
+            mode,
+            options: args.change.options(),
+        },
+    )
 }
 
 pub fn confirm(socket: &Path) -> anyhow::Result<ExitCode> {

@@ -59,7 +59,10 @@ impl Args {
 
 pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
     let Ok(addr) = args.addr.parse::<IpAddr>() else {
-        bail!("`{}` is not an IP address: check takes addresses; the agent resolves names itself", args.addr);
+        bail!(
+            "`{}` is not an IP address: check takes addresses; the agent resolves names itself",
+            args.addr
+        );
     };
     let direction = match args.direction {
         CheckDirection::Out => Direction::Egress,
@@ -73,7 +76,12 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
     // With no selection of its own, a running daemon's live selection is the one asked about.
     let s = &args.selection;
     if s.regions.is_empty() && s.features.is_empty() && s.config.is_none() {
-        let request = Request::Check { addr, port: args.port, proto, direction };
+        let request = Request::Check {
+            addr,
+            port: args.port,
+            proto,
+            direction,
+        };
         match client::call(socket, &request) {
             Ok(Response::Check { allowed, text }) => {
                 print!("{text}");
@@ -117,7 +125,10 @@ pub fn check(policy: &Policy, addr: IpAddr, port: Option<u16>, proto: Proto, dir
         port => {
             let judgement = model::judge(policy, &packet(hook, addr, proto, port.unwrap_or(0)));
             if judgement.verdict == Verdict::Pass && judgement.rules.is_empty() {
-                return (true, format!("allowed: {what} (essential: {})\n", judgement.reason.as_str()));
+                return (
+                    true,
+                    format!("allowed: {what} (essential: {})\n", judgement.reason.as_str()),
+                );
             }
             judgement.rules.iter().map(|&i| &policy.rules[i]).collect()
         }
@@ -144,14 +155,37 @@ fn packet(hook: Hook, addr: IpAddr, proto: Proto, port: u16) -> model::Packet {
     };
     let l4 = match proto {
         Proto::Udp => L4::Udp { sport: 0, dport: port },
-        Proto::Icmp => L4::Icmp { ty: if addr.is_ipv6() { 128 } else { 8 }, code: 0 },
-        _ => L4::Tcp { sport: 0, dport: port, syn: true, ack: false },
+        Proto::Icmp => L4::Icmp {
+            ty: if addr.is_ipv6() { 128 } else { 8 },
+            code: 0,
+        },
+        _ => L4::Tcp {
+            sport: 0,
+            dport: port,
+            syn: true,
+            ack: false,
+        },
     };
-    model::Packet { hook, vlan_tags: 0, frame: Frame::Ip(IpPacket { src, dst, hop_limit: 64, l4 }) }
+    model::Packet {
+        hook,
+        vlan_tags: 0,
+        frame: Frame::Ip(IpPacket {
+            src,
+            dst,
+            hop_limit: 64,
+            l4,
+        }),
+    }
 }
 
 fn describe(rule: &Rule) -> String {
-    let mut s = format!("{} {} {} ({})", rule.peer, rule.direction, rule.ports_label(), rule.source.as_str());
+    let mut s = format!(
+        "{} {} {} ({})",
+        rule.peer,
+        rule.direction,
+        rule.ports_label(),
+        rule.source.as_str()
+    );
     for by in &rule.listed_by {
         s.push_str(&format!("\n       {} {}: page line {}", by.region, by.feature, by.line));
     }
@@ -162,7 +196,11 @@ fn describe(rule: &Rule) -> String {
 }
 
 fn why_not(policy: &Policy, addr: IpAddr) -> String {
-    let covering: Vec<&Rule> = policy.rules.iter().filter(|r| r.net().is_some_and(|n| n.contains(&addr))).collect();
+    let covering: Vec<&Rule> = policy
+        .rules
+        .iter()
+        .filter(|r| r.net().is_some_and(|n| n.contains(&addr)))
+        .collect();
     if covering.is_empty() {
         return format!("no rule covers {addr} (default deny)");
     }

@@ -14,15 +14,21 @@ pub struct Args {
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     // Logs go to stderr, which journald keeps; RUST_LOG picks the level.
     let filter = || {
-        tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         // journald stamps each line and has no use for colours.
         builder.with_env_filter(filter()).with_ansi(false).without_time().init();
     } else {
         use std::io::IsTerminal as _;
-        builder.with_env_filter(filter()).with_ansi(std::io::stderr().is_terminal()).init();
+        builder
+            .with_env_filter(filter())
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
     }
     crate::daemon::run(&args.config)?;
     Ok(ExitCode::SUCCESS)

@@ -23,7 +23,10 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
     let (config, _) = super::load_config(args.config.as_deref())?;
     // A running daemon would go on believing it enforces: it goes first.
     if crate::control::client::call(socket, &crate::control::protocol::Request::Status).is_ok() {
-        bail!("a daemon answers on {}: stop it first (systemctl stop allowgate), then run down", socket.display());
+        bail!(
+            "a daemon answers on {}: stop it first (systemctl stop allowgate), then run down",
+            socket.display()
+        );
     }
     if !config.bpffs_dir.exists() {
         println!("nothing to do: no pins under {}", config.bpffs_dir.display());
@@ -33,6 +36,9 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
-    println!("detached and unpinned {}: the interfaces pass everything again", config.bpffs_dir.display());
+    println!(
+        "detached and unpinned {}: the interfaces pass everything again",
+        config.bpffs_dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -88,7 +88,9 @@ impl Cli {
         if let Some(s) = &self.socket {
             return s.clone();
         }
-        load_config(config).map(|(c, _)| c.socket).unwrap_or_else(|_| PathBuf::from(DEFAULT_SOCKET))
+        load_config(config)
+            .map(|(c, _)| c.socket)
+            .unwrap_or_else(|_| PathBuf::from(DEFAULT_SOCKET))
     }
 
     pub fn execute(self) -> anyhow::Result<ExitCode> {
@@ -147,7 +149,10 @@ pub fn load_catalog(path: Option<&Path>) -> anyhow::Result<Catalog> {
     if text.trim_start().starts_with('{') {
         serde_json::from_str(&text).with_context(|| format!("catalog {} is not a catalog file", path.display()))
     } else {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         crate::catalog::parse_page(&text, &name).with_context(|| format!("catalog page {}", path.display()))
     }
 }
@@ -211,7 +216,13 @@ impl SelectionArgs {
 pub fn render_table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {

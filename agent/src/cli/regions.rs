@@ -55,7 +55,10 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
                     .iter()
                     .map(|&f| {
                         let (a, n) = counts(&r.id, f);
-                        (f.as_str().to_string(), serde_json::json!({ "addresses": a, "names": n }))
+                        (
+                            f.as_str().to_string(),
+                            serde_json::json!({ "addresses": a, "names": n }),
+                        )
                     })
                     .collect();
                 serde_json::json!({

@@ -102,7 +102,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn table(policy: &Policy) -> String {
-    let mut rows = vec![["PEER", "DIRECTION", "PORTS", "SOURCE", "REGIONS", "FEATURES"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["PEER", "DIRECTION", "PORTS", "SOURCE", "REGIONS", "FEATURES"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for rule in &policy.rules {
         let features: Vec<&str> = rule.features().iter().map(|f| f.as_str()).collect();
         let source = match (&rule.source, &rule.note) {

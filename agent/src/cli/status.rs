@@ -46,9 +46,16 @@ fn pid_alive(pid: u32) -> bool {
 /// The status object (SPEC section 3) from the pins under `bpffs_dir` and `state`.
 pub fn report(bpffs_dir: &Path, state: Option<&State>, running: bool) -> anyhow::Result<Value> {
     let live = read_live(bpffs_dir, state.and_then(|s| s.entries)).with_context(|| {
-        format!("nothing is enforced here: no allowgate pins under {} (start the daemon)", bpffs_dir.display())
+        format!(
+            "nothing is enforced here: no allowgate pins under {} (start the daemon)",
+            bpffs_dir.display()
+        )
     })?;
-    let mode = if live.config.flags & abi::F_ENFORCE != 0 { "enforce" } else { "monitor" };
+    let mode = if live.config.flags & abi::F_ENFORCE != 0 {
+        "enforce"
+    } else {
+        "monitor"
+    };
     let last_change =
         state.map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s.last_change)).to_string());
     let counters = |direction| {
@@ -60,7 +67,12 @@ pub fn report(bpffs_dir: &Path, state: Option<&State>, running: bool) -> anyhow:
         })
     };
     let interfaces: Vec<Value> = state
-        .map(|s| s.interfaces.iter().map(|i| json!({"name": i.name, "xdp_mode": i.xdp_mode, "tc_mode": i.tc_mode})).collect())
+        .map(|s| {
+            s.interfaces
+                .iter()
+                .map(|i| json!({"name": i.name, "xdp_mode": i.xdp_mode, "tc_mode": i.tc_mode}))
+                .collect()
+        })
         .unwrap_or_default();
     Ok(json!({
         "running": running,
@@ -106,15 +118,28 @@ pub fn execute(args: Args, socket: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn words(v: &Value) -> String {
-    v.as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
 }
 
 fn table(s: &Value) -> String {
     let mut out = String::new();
     let running = s["running"].as_bool().unwrap_or(false);
-    out += &format!("daemon:      {}\n", if running { "running" } else { "not running (the pinned policy is still enforced)" });
+    out += &format!(
+        "daemon:      {}\n",
+        if running {
+            "running"
+        } else {
+            "not running (the pinned policy is still enforced)"
+        }
+    );
     out += &format!("mode:        {}\n", s["mode"].as_str().unwrap_or("?"));
-    out += &format!("generation:  {} (last change {})\n", s["generation"], s["last_change"].as_str().unwrap_or("unknown"));
+    out += &format!(
+        "generation:  {} (last change {})\n",
+        s["generation"],
+        s["last_change"].as_str().unwrap_or("unknown")
+    );
     if let Some(secs) = s["rollback_in_secs"].as_u64() {
         out += &format!("pending:     the last change rolls back in {secs} s unless `allowgate confirm`\n");
     }
@@ -128,7 +153,10 @@ fn table(s: &Value) -> String {
             i["tc_mode"].as_str().unwrap_or("?")
         );
     }
-    out += &format!("entries:     {} IPv4, {} IPv6\n\n", s["entries"]["v4"], s["entries"]["v6"]);
+    out += &format!(
+        "entries:     {} IPv4, {} IPv6\n\n",
+        s["entries"]["v4"], s["entries"]["v6"]
+    );
     let mut rows = vec![["DIRECTION", "VERDICT", "REASON", "PACKETS"].map(String::from).to_vec()];
     for direction in ["ingress", "egress"] {
         for (verdict, key) in [("pass", "pass_by_reason"), ("drop", "drop_by_reason")] {

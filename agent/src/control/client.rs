@@ -35,16 +35,24 @@ pub struct Connection {
 /// (`None` for streams such as `events`).
 pub fn send(path: &Path, request: &Request, read_timeout: Option<Duration>) -> Result<Connection, ClientError> {
     let io = |source: std::io::Error| match source.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            ClientError::NotRunning { path: path.to_path_buf() }
-        }
-        std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied { path: path.to_path_buf() },
-        _ => ClientError::Io { path: path.to_path_buf(), source },
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
+            path: path.to_path_buf(),
+        },
+        std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+            path: path.to_path_buf(),
+        },
+        _ => ClientError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
     };
     let mut stream = UnixStream::connect(path).map_err(io)?;
     stream.set_read_timeout(read_timeout).map_err(io)?;
-    let mut line = serde_json::to_vec(&Envelope { version: PROTOCOL_VERSION, request: request.clone() })
-        .map_err(|e| ClientError::Protocol { detail: e.to_string() })?;
+    let mut line = serde_json::to_vec(&Envelope {
+        version: PROTOCOL_VERSION,
+        request: request.clone(),
+    })
+    .map_err(|e| ClientError::Protocol { detail: e.to_string() })?;
     line.push(b'\n');
     // A daemon that refuses this client may close before reading all of it: the
     // refusal is still there to read, and says more than a broken pipe.
@@ -54,26 +62,33 @@ pub fn send(path: &Path, request: &Request, read_timeout: Option<Duration>) -> R
     {
         return Err(io(e));
     }
-    Ok(Connection { reader: BufReader::new(stream), path: path.to_path_buf() })
+    Ok(Connection {
+        reader: BufReader::new(stream),
+        path: path.to_path_buf(),
+    })
 }
 
 impl Connection {
     /// The next answer; `None` when the daemon has said all it will.
     pub fn next_response(&mut self) -> Result<Option<Response>, ClientError> {
         let mut line = String::new();
-        let n = self
-            .reader
-            .read_line(&mut line)
-            .map_err(|source| ClientError::Io { path: self.path.clone(), source })?;
+        let n = self.reader.read_line(&mut line).map_err(|source| ClientError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         if n == 0 {
             return Ok(None);
         }
-        serde_json::from_str(&line).map(Some).map_err(|e| ClientError::Protocol { detail: e.to_string() })
+        serde_json::from_str(&line)
+            .map(Some)
+            .map_err(|e| ClientError::Protocol { detail: e.to_string() })
     }
 }
 
 /// One request, one answer.
 pub fn call(path: &Path, request: &Request) -> Result<Response, ClientError> {
     let mut conn = send(path, request, Some(Duration::from_secs(30)))?;
-    conn.next_response()?.ok_or_else(|| ClientError::Protocol { detail: "the daemon closed without answering".into() })
+    conn.next_response()?.ok_or_else(|| ClientError::Protocol {
+        detail: "the daemon closed without answering".into(),
+    })
 }

@@ -84,7 +84,10 @@ pub enum Request {
 impl Request {
     /// Whether the request changes policy (and so is refused to read-only peers).
     pub fn changes_policy(&self) -> bool {
-        matches!(self, Request::Enable { .. } | Request::Disable { .. } | Request::Mode { .. } | Request::Confirm)
+        matches!(
+            self,
+            Request::Enable { .. } | Request::Disable { .. } | Request::Mode { .. } | Request::Confirm
+        )
     }
 }
 
@@ -106,20 +109,33 @@ pub struct Changed {
 #[serde(tag = "response", rename_all = "kebab-case")]
 pub enum Response {
     /// `status --json`'s object.
-    Status { status: serde_json::Value },
+    Status {
+        status: serde_json::Value,
+    },
     Changed(Changed),
     /// The change that waited for confirmation is kept.
-    Confirmed { generation: u64 },
-    Check { allowed: bool, text: String },
+    Confirmed {
+        generation: u64,
+    },
+    Check {
+        allowed: bool,
+        text: String,
+    },
     Event(Decoded),
     /// Events were dropped because this client read too slowly.
-    Lagged { missed: u64 },
-    Error { message: String },
+    Lagged {
+        missed: u64,
+    },
+    Error {
+        message: String,
+    },
 }
 
 impl Response {
     pub fn error(message: impl Into<String>) -> Response {
-        Response::Error { message: message.into() }
+        Response::Error {
+            message: message.into(),
+        }
     }
 }
 
@@ -144,23 +160,42 @@ mod tests {
     fn requests_round_trip() {
         let requests = [
             Request::Status,
-            Request::Enable { regions: vec!["eu1".into()], features: vec![], options: ChangeOptions::default() },
+            Request::Enable {
+                regions: vec!["eu1".into()],
+                features: vec![],
+                options: ChangeOptions::default(),
+            },
             Request::Disable {
                 regions: vec![],
                 features: vec!["dlp".into()],
                 options: ChangeOptions {
                     confirm_secs: Some(30),
                     force: false,
-                    ssh: Some(SshSession { client: "192.0.2.9".parse().unwrap(), server_port: 22 }),
+                    ssh: Some(SshSession {
+                        client: "192.0.2.9".parse().unwrap(),
+                        server_port: 22,
+                    }),
                 },
             },
-            Request::Mode { mode: Mode::Monitor, options: ChangeOptions::default() },
+            Request::Mode {
+                mode: Mode::Monitor,
+                options: ChangeOptions::default(),
+            },
             Request::Confirm,
-            Request::Check { addr: "13.80.125.22".parse().unwrap(), port: Some(443), proto: Proto::Tcp, direction: Direction::Egress },
+            Request::Check {
+                addr: "13.80.125.22".parse().unwrap(),
+                port: Some(443),
+                proto: Proto::Tcp,
+                direction: Direction::Egress,
+            },
             Request::Events,
         ];
         for r in requests {
-            let line = serde_json::to_string(&Envelope { version: PROTOCOL_VERSION, request: r.clone() }).unwrap();
+            let line = serde_json::to_string(&Envelope {
+                version: PROTOCOL_VERSION,
+                request: r.clone(),
+            })
+            .unwrap();
             assert!(!line.contains('\n'));
             assert_eq!(parse_request(line.as_bytes()), Ok(r));
         }
@@ -173,11 +208,26 @@ mod tests {
             (b"{", "malformed request"),
             (b"\xff\xfe", "not UTF-8"),
             (br#"{"version":1}"#, "malformed request: missing field `request`"),
-            (br#"{"version":2,"request":{"verb":"status"}}"#, "protocol version 2 is not spoken here"),
-            (br#"{"version":1,"request":{"verb":"reboot"}}"#, "unknown variant `reboot`"),
-            (br#"{"version":1,"request":{"verb":"status"},"extra":1}"#, "unknown field `extra`"),
-            (br#"{"version":1,"request":{"verb":"mode","mode":"off"}}"#, "unknown variant `off`"),
-            (br#"{"version":1,"request":{"verb":"enable","regions":"eu1"}}"#, "invalid type"),
+            (
+                br#"{"version":2,"request":{"verb":"status"}}"#,
+                "protocol version 2 is not spoken here",
+            ),
+            (
+                br#"{"version":1,"request":{"verb":"reboot"}}"#,
+                "unknown variant `reboot`",
+            ),
+            (
+                br#"{"version":1,"request":{"verb":"status"},"extra":1}"#,
+                "unknown field `extra`",
+            ),
+            (
+                br#"{"version":1,"request":{"verb":"mode","mode":"off"}}"#,
+                "unknown variant `off`",
+            ),
+            (
+                br#"{"version":1,"request":{"verb":"enable","regions":"eu1"}}"#,
+                "invalid type",
+            ),
         ];
         for (line, want) in cases {
             let err = parse_request(line).expect_err(&String::from_utf8_lossy(line));

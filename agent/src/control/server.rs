@@ -58,7 +58,10 @@ impl Access {
     pub fn new(group: Option<&str>) -> Result<Access, ServerError> {
         let group = match group {
             None => None,
-            Some(name) => Some((name.to_string(), group_id(name).ok_or_else(|| ServerError::NoGroup { group: name.into() })?)),
+            Some(name) => Some((
+                name.to_string(),
+                group_id(name).ok_or_else(|| ServerError::NoGroup { group: name.into() })?,
+            )),
         };
         Ok(Access { group })
     }
@@ -74,7 +77,9 @@ impl Access {
 
     fn refusal(&self) -> String {
         match &self.group {
-            Some((name, _)) => format!("permission denied: only root and members of group `{name}` may use allowgate's socket"),
+            Some((name, _)) => {
+                format!("permission denied: only root and members of group `{name}` may use allowgate's socket")
+            }
             None => "permission denied: only root may use allowgate's socket".to_string(),
         }
     }
@@ -106,13 +111,18 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
 /// Binds the control socket at `path`: mode 0600, or 0660 owned by the group. A stale
 /// socket file (no daemon answers) is replaced; a live one is not.
 pub fn bind(path: &Path, access: &Access) -> Result<UnixListener, ServerError> {
-    let setup = |source| ServerError::Setup { path: path.to_path_buf(), source };
+    let setup = |source| ServerError::Setup {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(setup)?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(ServerError::InUse { path: path.to_path_buf() });
+            return Err(ServerError::InUse {
+                path: path.to_path_buf(),
+            });
         }
         std::fs::remove_file(path).map_err(setup)?;
     }
@@ -165,13 +175,20 @@ async fn write_line(stream: &mut UnixStream, response: &Response) -> std::io::Re
     line.push(b'\n');
     match timeout(IO_DEADLINE, stream.write_all(&line)).await {
         Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client does not read")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client does not read",
+        )),
     }
 }
 
 async fn connection(mut stream: UnixStream, access: &Access, commands: mpsc::Sender<Incoming>) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
-    let peer = Peer { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() };
+    let peer = Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+    };
 
     // One line, at most MAX_REQUEST_BYTES, within the deadline. Read even from a
     // client about to be refused: closing on unread data would reset the connection

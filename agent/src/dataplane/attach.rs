@@ -61,7 +61,11 @@ fn tcx_pin(links: &Path, iface: &str) -> PathBuf {
 }
 
 fn attach_error<'a>(iface: &'a str, hook: &'static str) -> impl FnOnce(ProgramError) -> DataplaneError + 'a {
-    move |e| DataplaneError::Attach { iface: iface.to_string(), hook, detail: chain(&e) }
+    move |e| DataplaneError::Attach {
+        iface: iface.to_string(),
+        hook,
+        detail: chain(&e),
+    }
 }
 
 /// An error and its causes on one line.
@@ -85,12 +89,19 @@ fn if_index(iface: &str) -> Option<u32> {
 
 pub(super) fn attach(dp: &mut Dataplane, iface: &str) -> Result<Attachment, DataplaneError> {
     if if_index(iface).is_none() {
-        return Err(DataplaneError::NoInterface { name: iface.to_string() });
+        return Err(DataplaneError::NoInterface {
+            name: iface.to_string(),
+        });
     }
     let links = dp.dir().join("links");
     let (xdp_mode, xdp_adopted) = attach_xdp(dp, &links, iface)?;
     let (tc_mode, tc_adopted) = attach_tc(dp, &links, iface)?;
-    Ok(Attachment { name: iface.to_string(), xdp_mode, tc_mode, adopted: xdp_adopted && tc_adopted })
+    Ok(Attachment {
+        name: iface.to_string(),
+        xdp_mode,
+        tc_mode,
+        adopted: xdp_adopted && tc_adopted,
+    })
 }
 
 /// Opens a pinned link, or `None` when there is none; a link whose interface is gone is
@@ -113,7 +124,9 @@ fn attach_xdp(dp: &mut Dataplane, links: &Path, iface: &str) -> Result<(XdpMode,
         let path = xdp_pin(links, mode, iface);
         let Some(link) = pinned_link(&path) else { continue };
         // Replace the program inside the existing link: packets never see no program.
-        let adopted = XdpLink::try_from(link).ok().and_then(|l| dp.xdp().ok()?.attach_to_link(l).ok());
+        let adopted = XdpLink::try_from(link)
+            .ok()
+            .and_then(|l| dp.xdp().ok()?.attach_to_link(l).ok());
         if adopted.is_some() {
             return Ok((mode, true));
         }
@@ -123,7 +136,11 @@ fn attach_xdp(dp: &mut Dataplane, links: &Path, iface: &str) -> Result<(XdpMode,
     let xdp = dp.xdp()?;
     let (id, mode) = match xdp.attach(iface, aya::programs::XdpMode::Driver) {
         Ok(id) => (id, XdpMode::Native),
-        Err(_) => (xdp.attach(iface, aya::programs::XdpMode::Skb).map_err(attach_error(iface, "XDP"))?, XdpMode::Generic),
+        Err(_) => (
+            xdp.attach(iface, aya::programs::XdpMode::Skb)
+                .map_err(attach_error(iface, "XDP"))?,
+            XdpMode::Generic,
+        ),
     };
     let link = xdp.take_link(id).map_err(attach_error(iface, "XDP"))?;
     let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
@@ -132,21 +149,30 @@ fn attach_xdp(dp: &mut Dataplane, links: &Path, iface: &str) -> Result<(XdpMode,
         detail: format!("the kernel gave no bpf_link to pin ({e})"),
     })?;
     let path = xdp_pin(links, mode, iface);
-    fd_link.pin(&path).map_err(|e| DataplaneError::Pin { path, detail: chain(&e) })?;
+    fd_link.pin(&path).map_err(|e| DataplaneError::Pin {
+        path,
+        detail: chain(&e),
+    })?;
     Ok((mode, false))
 }
 
 fn attach_tc(dp: &mut Dataplane, links: &Path, iface: &str) -> Result<(TcMode, bool), DataplaneError> {
     let path = tcx_pin(links, iface);
     if let Some(link) = pinned_link(&path) {
-        let adopted = SchedClassifierLink::try_from(link).ok().and_then(|l| dp.tc().ok()?.attach_to_link(l).ok());
+        let adopted = SchedClassifierLink::try_from(link)
+            .ok()
+            .and_then(|l| dp.tc().ok()?.attach_to_link(l).ok());
         if adopted.is_some() {
             return Ok((TcMode::Tcx, true));
         }
         let _ = std::fs::remove_file(&path);
     }
     let tc = dp.tc()?;
-    match tc.attach_with_options(iface, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default())) {
+    match tc.attach_with_options(
+        iface,
+        TcAttachType::Egress,
+        TcAttachOptions::TcxOrder(LinkOrder::default()),
+    ) {
         Ok(id) => {
             let link = tc.take_link(id).map_err(attach_error(iface, "TC egress"))?;
             let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
@@ -154,7 +180,10 @@ fn attach_tc(dp: &mut Dataplane, links: &Path, iface: &str) -> Result<(TcMode, b
                 hook: "TC egress",
                 detail: format!("the kernel gave no bpf_link to pin ({e})"),
             })?;
-            fd_link.pin(&path).map_err(|e| DataplaneError::Pin { path, detail: chain(&e) })?;
+            fd_link.pin(&path).map_err(|e| DataplaneError::Pin {
+                path,
+                detail: chain(&e),
+            })?;
             Ok((TcMode::Tcx, false))
         }
         Err(_) => {
@@ -164,11 +193,19 @@ fn attach_tc(dp: &mut Dataplane, links: &Path, iface: &str) -> Result<(TcMode, b
                 && !matches!(&e, tc::TcError::AlreadyAttached)
                 && !chain(&e).contains("exists")
             {
-                return Err(DataplaneError::Attach { iface: iface.to_string(), hook: "TC egress", detail: chain(&e) });
+                return Err(DataplaneError::Attach {
+                    iface: iface.to_string(),
+                    hook: "TC egress",
+                    detail: chain(&e),
+                });
             }
             let _ = tc::qdisc_detach_program(iface, TcAttachType::Egress, allowgate_ebpf::PROG_EGRESS);
             let id = tc
-                .attach_with_options(iface, TcAttachType::Egress, TcAttachOptions::Netlink(NlOptions::default()))
+                .attach_with_options(
+                    iface,
+                    TcAttachType::Egress,
+                    TcAttachOptions::Netlink(NlOptions::default()),
+                )
                 .map_err(attach_error(iface, "TC egress"))?;
             // Dropping the link would remove the filter; it must outlive the daemon.
             std::mem::forget(tc.take_link(id).map_err(attach_error(iface, "TC egress"))?);
@@ -195,21 +232,43 @@ fn force_detach(path: &Path) -> std::io::Result<()> {
         link_fd: u32,
     }
     let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let get = ObjGetAttr { pathname: cpath.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    let get = ObjGetAttr {
+        pathname: cpath.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
     // SAFETY: `get` is a valid bpf_attr prefix for BPF_OBJ_GET whose pathname points at
     // `cpath`, alive across the call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &get as *const ObjGetAttr, std::mem::size_of::<ObjGetAttr>()) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &get as *const ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>(),
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned this fd to us; the OwnedFd closes it.
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    let detach = LinkDetachAttr { link_fd: fd.as_fd().as_raw_fd() as u32 };
+    let detach = LinkDetachAttr {
+        link_fd: fd.as_fd().as_raw_fd() as u32,
+    };
     // SAFETY: as above, for BPF_LINK_DETACH.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, &detach as *const LinkDetachAttr, std::mem::size_of::<LinkDetachAttr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &detach as *const LinkDetachAttr,
+            std::mem::size_of::<LinkDetachAttr>(),
+        )
     };
-    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Detaches every pinned link under `dir`, removes clsact filters from `interfaces`,

@@ -10,7 +10,10 @@ const BPFFS: &str = "/sys/fs/bpf";
 /// an empty bpffs over the existing pins and hide them.
 pub fn ensure_bpffs() -> Result<(), DataplaneError> {
     let mounted = std::fs::read_to_string("/proc/self/mounts")
-        .map(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf")))
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf"))
+        })
         .unwrap_or(false);
     if mounted {
         return Ok(());
@@ -22,6 +25,9 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
             path: PathBuf::from(BPFFS),
             source: std::io::Error::other(format!("mount -t bpf exited with {s}")),
         }),
-        Err(source) => Err(DataplaneError::Bpffs { path: PathBuf::from(BPFFS), source }),
+        Err(source) => Err(DataplaneError::Bpffs {
+            path: PathBuf::from(BPFFS),
+            source,
+        }),
     }
 }

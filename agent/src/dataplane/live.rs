@@ -19,7 +19,10 @@ pub struct Counters {
 
 impl Counters {
     pub fn get(&self, direction: u8, verdict: u8, reason: Reason) -> abi::Counter {
-        self.by_key.get(&(direction, verdict, reason)).copied().unwrap_or_default()
+        self.by_key
+            .get(&(direction, verdict, reason))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Packets of a direction and verdict, whatever the reason.
@@ -73,7 +76,11 @@ pub(super) fn counters(stats: &Map, misc: &Map) -> Result<Counters, DataplaneErr
     }
     let misc: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(misc).map_err(map_err("open ag_misc"))?;
     let sum = |i: u32| -> Result<u64, DataplaneError> {
-        Ok(misc.get(&i, 0).map_err(map_err("read the event counters"))?.iter().sum())
+        Ok(misc
+            .get(&i, 0)
+            .map_err(map_err("read the event counters"))?
+            .iter()
+            .sum())
     };
     out.events_suppressed = sum(abi::MISC_EVENTS_SUPPRESSED)?;
     out.events_lost = sum(abi::MISC_EVENTS_LOST)?;
@@ -126,8 +133,19 @@ pub fn read_live(dir: &Path, known_entries: Option<(usize, usize)>) -> Result<Li
     }
     let counters = counters(&open_pinned(dir, map::STATS)?, &open_pinned(dir, map::MISC)?)?;
     let mut links: Vec<String> = std::fs::read_dir(dir.join("links"))
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     links.sort();
-    Ok(LiveState { slot, config, v4_entries, v6_entries, counters, links })
+    Ok(LiveState {
+        slot,
+        config,
+        v4_entries,
+        v6_entries,
+        counters,
+        links,
+    })
 }

@@ -57,7 +57,11 @@ pub enum DataplaneError {
     #[error(
         "pinned map {name} in {dir} does not fit this allowgate ({detail}): run `allowgate down` to remove the old pins, then start again"
     )]
-    MapShape { name: &'static str, dir: PathBuf, detail: String },
+    MapShape {
+        name: &'static str,
+        dir: PathBuf,
+        detail: String,
+    },
     #[error("cannot {what}: {source}")]
     Map {
         what: String,
@@ -67,7 +71,11 @@ pub enum DataplaneError {
     #[error("no interface `{name}`: check `interfaces` in the config")]
     NoInterface { name: String },
     #[error("cannot attach {hook} on {iface}: {detail}")]
-    Attach { iface: String, hook: &'static str, detail: String },
+    Attach {
+        iface: String,
+        hook: &'static str,
+        detail: String,
+    },
     #[error("cannot pin {path}: {detail}")]
     Pin { path: PathBuf, detail: String },
 }
@@ -87,7 +95,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { event_rate_per_sec: 1000, event_burst: 100 }
+        LoadOptions {
+            event_rate_per_sec: 1000,
+            event_burst: 100,
+        }
     }
 }
 
@@ -119,7 +130,10 @@ impl Dataplane {
         ensure_bpffs()?;
         let maps_dir = dir.join("maps");
         for d in [&maps_dir, &dir.join("links")] {
-            std::fs::create_dir_all(d).map_err(|source| DataplaneError::Bpffs { path: d.clone(), source })?;
+            std::fs::create_dir_all(d).map_err(|source| DataplaneError::Bpffs {
+                path: d.clone(),
+                source,
+            })?;
         }
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
@@ -127,7 +141,10 @@ impl Dataplane {
             .override_global(abi::global::EVENT_BURST, &options.event_burst, true)
             .load(abi::FILTER_OBJ)
             .map_err(|source| DataplaneError::Load { source })?;
-        let mut dataplane = Dataplane { ebpf, dir: dir.to_path_buf() };
+        let mut dataplane = Dataplane {
+            ebpf,
+            dir: dir.to_path_buf(),
+        };
         dataplane.check_map_shapes()?;
         let program = |name| move |source| DataplaneError::Program { name, source };
         dataplane.xdp()?.load().map_err(program(abi::PROG_INGRESS))?;
@@ -141,8 +158,13 @@ impl Dataplane {
 
     fn check_map_shapes(&self) -> Result<(), DataplaneError> {
         for name in map::ALL {
-            let Some((ty, key, value)) = expected_shape(name) else { continue };
-            let m = self.ebpf.map(name).ok_or(DataplaneError::Missing { what: "map", name })?;
+            let Some((ty, key, value)) = expected_shape(name) else {
+                continue;
+            };
+            let m = self
+                .ebpf
+                .map(name)
+                .ok_or(DataplaneError::Missing { what: "map", name })?;
             let data: &MapData = map_data(m);
             let info = data.info().map_err(map_err(format!("read map {name}")))?;
             let actual_ty = info.map_type().map_err(map_err(format!("read map {name}")))?;
@@ -165,16 +187,25 @@ impl Dataplane {
         let prog = self
             .ebpf
             .program_mut(abi::PROG_INGRESS)
-            .ok_or(DataplaneError::Missing { what: "program", name: abi::PROG_INGRESS })?;
-        prog.try_into().map_err(|source| DataplaneError::Program { name: abi::PROG_INGRESS, source })
+            .ok_or(DataplaneError::Missing {
+                what: "program",
+                name: abi::PROG_INGRESS,
+            })?;
+        prog.try_into().map_err(|source| DataplaneError::Program {
+            name: abi::PROG_INGRESS,
+            source,
+        })
     }
 
     pub fn tc(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
-        let prog = self
-            .ebpf
-            .program_mut(abi::PROG_EGRESS)
-            .ok_or(DataplaneError::Missing { what: "program", name: abi::PROG_EGRESS })?;
-        prog.try_into().map_err(|source| DataplaneError::Program { name: abi::PROG_EGRESS, source })
+        let prog = self.ebpf.program_mut(abi::PROG_EGRESS).ok_or(DataplaneError::Missing {
+            what: "program",
+            name: abi::PROG_EGRESS,
+        })?;
+        prog.try_into().map_err(|source| DataplaneError::Program {
+            name: abi::PROG_EGRESS,
+            source,
+        })
     }
 
     /// Pins the loaded programs as `progs/ingress` and `progs/egress`, replacing a
@@ -182,14 +213,20 @@ impl Dataplane {
     /// only keep a program nothing runs alive.
     pub fn pin_programs(&mut self) -> Result<(), DataplaneError> {
         let progs = self.dir.join("progs");
-        std::fs::create_dir_all(&progs).map_err(|source| DataplaneError::Bpffs { path: progs.clone(), source })?;
+        std::fs::create_dir_all(&progs).map_err(|source| DataplaneError::Bpffs {
+            path: progs.clone(),
+            source,
+        })?;
         let (ingress, egress) = (progs.join("ingress"), progs.join("egress"));
         for path in [&ingress, &egress] {
             let _ = std::fs::remove_file(path);
         }
         let pin_err = |path: &Path| {
             let path = path.to_path_buf();
-            move |e: aya::pin::PinError| DataplaneError::Pin { path, detail: e.to_string() }
+            move |e: aya::pin::PinError| DataplaneError::Pin {
+                path,
+                detail: e.to_string(),
+            }
         };
         self.xdp()?.pin(&ingress).map_err(pin_err(&ingress))?;
         self.tc()?.pin(&egress).map_err(pin_err(&egress))?;
@@ -206,7 +243,9 @@ impl Dataplane {
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
-        self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { what: "map", name })
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing { what: "map", name })
     }
 
     /// The active slot and its generation (0: nothing loaded yet).
@@ -224,24 +263,54 @@ impl Dataplane {
 
         // Fresh inner maps, sized to fit: a policy that does not fit fails here,
         // before anything the kernel enforces has changed.
-        let v4_host = fill_hash(tables.v4_host.iter().map(|(a, v)| (abi::V4HostKey { addr: a.octets() }, *v)), "IPv4 host")?;
-        let v6_host = fill_hash(tables.v6_host.iter().map(|(a, v)| (abi::V6HostKey { addr: a.octets() }, *v)), "IPv6 host")?;
-        let v4_lpm = fill_lpm(tables.v4_lpm.iter().map(|(n, v)| (u32::from(n.prefix_len()), n.addr().octets(), *v)), "IPv4 prefix")?;
-        let v6_lpm = fill_lpm(tables.v6_lpm.iter().map(|(n, v)| (u32::from(n.prefix_len()), n.addr().octets(), *v)), "IPv6 prefix")?;
+        let v4_host = fill_hash(
+            tables
+                .v4_host
+                .iter()
+                .map(|(a, v)| (abi::V4HostKey { addr: a.octets() }, *v)),
+            "IPv4 host",
+        )?;
+        let v6_host = fill_hash(
+            tables
+                .v6_host
+                .iter()
+                .map(|(a, v)| (abi::V6HostKey { addr: a.octets() }, *v)),
+            "IPv6 host",
+        )?;
+        let v4_lpm = fill_lpm(
+            tables
+                .v4_lpm
+                .iter()
+                .map(|(n, v)| (u32::from(n.prefix_len()), n.addr().octets(), *v)),
+            "IPv4 prefix",
+        )?;
+        let v6_lpm = fill_lpm(
+            tables
+                .v6_lpm
+                .iter()
+                .map(|(n, v)| (u32::from(n.prefix_len()), n.addr().octets(), *v)),
+            "IPv6 prefix",
+        )?;
 
         set_outer::<HashMap<MapData, abi::V4HostKey, abi::PolicyValue>>(self.map_mut(map::V4_HOST)?, idle, &v4_host)?;
         set_outer::<HashMap<MapData, abi::V6HostKey, abi::PolicyValue>>(self.map_mut(map::V6_HOST)?, idle, &v6_host)?;
         set_outer::<LpmTrie<MapData, [u8; 4], abi::PolicyValue>>(self.map_mut(map::V4_LPM)?, idle, &v4_lpm)?;
         set_outer::<LpmTrie<MapData, [u8; 16], abi::PolicyValue>>(self.map_mut(map::V6_LPM)?, idle, &v6_lpm)?;
 
-        let config = abi::GenConfig { generation: next, ..tables.config };
+        let config = abi::GenConfig {
+            generation: next,
+            ..tables.config
+        };
         let mut cfg: Array<&mut MapData, abi::GenConfig> =
             Array::try_from(self.map_mut(map::GEN_CONFIG)?).map_err(map_err("open ag_gen_cfg"))?;
-        cfg.set(idle, config, 0).map_err(map_err("write the generation config"))?;
+        cfg.set(idle, config, 0)
+            .map_err(map_err("write the generation config"))?;
 
         let mut active_map: Array<&mut MapData, u32> =
             Array::try_from(self.map_mut(map::ACTIVE)?).map_err(map_err("open ag_active"))?;
-        active_map.set(0, idle, 0).map_err(map_err("switch to the new generation"))?;
+        active_map
+            .set(0, idle, 0)
+            .map_err(map_err("switch to the new generation"))?;
 
         // A write to a map-in-map returns only after an RCU grace period, so once this
         // rewrite returns no packet still reads the slot just left; the next install
@@ -257,7 +326,10 @@ impl Dataplane {
 
     /// The drop-event ring buffer, for the caller to poll.
     pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>, DataplaneError> {
-        let m = self.ebpf.take_map(map::EVENTS).ok_or(DataplaneError::Missing { what: "map", name: map::EVENTS })?;
+        let m = self.ebpf.take_map(map::EVENTS).ok_or(DataplaneError::Missing {
+            what: "map",
+            name: map::EVENTS,
+        })?;
         aya::maps::RingBuf::try_from(m).map_err(map_err("open the event ring buffer"))
     }
 }
@@ -300,8 +372,11 @@ fn map_data(m: &aya::maps::Map) -> &MapData {
 }
 
 fn set_outer<V: aya::maps::InnerMap>(outer: &mut aya::maps::Map, slot: u32, inner: &V) -> Result<(), DataplaneError> {
-    let mut outer: ArrayOfMaps<&mut MapData, V> = ArrayOfMaps::try_from(outer).map_err(map_err("open a policy table"))?;
-    outer.set(slot, inner, 0).map_err(map_err("put a policy table in its slot"))
+    let mut outer: ArrayOfMaps<&mut MapData, V> =
+        ArrayOfMaps::try_from(outer).map_err(map_err("open a policy table"))?;
+    outer
+        .set(slot, inner, 0)
+        .map_err(map_err("put a policy table in its slot"))
 }
 
 fn fill_hash<K: aya::Pod>(
@@ -312,7 +387,8 @@ fn fill_hash<K: aya::Pod>(
     let mut m = HashMap::<MapData, K, abi::PolicyValue>::create(len.max(1) as u32, BPF_F_NO_PREALLOC)
         .map_err(map_err(format!("create a {what} table of {len} entries")))?;
     for (k, v) in entries {
-        m.insert(k, v, 0).map_err(map_err(format!("fill the {what} table ({len} entries)")))?;
+        m.insert(k, v, 0)
+            .map_err(map_err(format!("fill the {what} table ({len} entries)")))?;
     }
     Ok(m)
 }
@@ -325,7 +401,8 @@ fn fill_lpm<K: aya::Pod>(
     let mut m = LpmTrie::<MapData, K, abi::PolicyValue>::create(len.max(1) as u32, BPF_F_NO_PREALLOC)
         .map_err(map_err(format!("create a {what} table of {len} entries")))?;
     for (len_bits, addr, v) in entries {
-        m.insert(&Key::new(len_bits, addr), v, 0).map_err(map_err(format!("fill the {what} table ({len} entries)")))?;
+        m.insert(&Key::new(len_bits, addr), v, 0)
+            .map_err(map_err(format!("fill the {what} table ({len} entries)")))?;
     }
     Ok(m)
 }
@@ -349,14 +426,22 @@ impl Dataplane {
         repeat: u32,
     ) -> Result<aya::programs::TestRunResult, DataplaneError> {
         use aya::programs::{TestRun as _, TestRunOptions};
-        let opts = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::new() };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        };
         match hook {
             crate::policy::model::Hook::Ingress => {
-                self.xdp()?.test_run(opts).map_err(|source| DataplaneError::Program { name: abi::PROG_INGRESS, source })
+                self.xdp()?.test_run(opts).map_err(|source| DataplaneError::Program {
+                    name: abi::PROG_INGRESS,
+                    source,
+                })
             }
-            crate::policy::model::Hook::Egress => {
-                self.tc()?.test_run(opts).map_err(|source| DataplaneError::Program { name: abi::PROG_EGRESS, source })
-            }
+            crate::policy::model::Hook::Egress => self.tc()?.test_run(opts).map_err(|source| DataplaneError::Program {
+                name: abi::PROG_EGRESS,
+                source,
+            }),
         }
     }
 }

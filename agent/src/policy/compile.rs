@@ -111,7 +111,10 @@ impl Allowance {
         let mask_at = |slots: &[Vec<PortRange>; 4], port: u32| -> u8 {
             let mut mask = 0;
             for (bit, ranges) in slots.iter().enumerate() {
-                if ranges.iter().any(|r| u32::from(r.lo) <= port && port <= u32::from(r.hi)) {
+                if ranges
+                    .iter()
+                    .any(|r| u32::from(r.lo) <= port && port <= u32::from(r.hi))
+                {
                     mask |= 1 << bit;
                 }
             }
@@ -167,16 +170,29 @@ fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
 
 fn push_rule(rules: &mut Vec<abi::PortRule>, proto: u8, slots: u8, lo: u32, hi: u32) {
     if slots != 0 {
-        rules.push(abi::PortRule { proto, slots, _pad: 0, port_lo: lo as u16, port_hi: hi as u16 });
+        rules.push(abi::PortRule {
+            proto,
+            slots,
+            _pad: 0,
+            port_lo: lo as u16,
+            port_hi: hi as u16,
+        });
     }
 }
 
 fn policy_value(prefix: IpNet, allowance: &Allowance) -> Result<abi::PolicyValue, CompileError> {
     let rules = allowance.to_port_rules();
     if rules.len() > abi::MAX_PORT_RULES {
-        return Err(CompileError::TooManyPortRules { prefix, count: rules.len(), max: abi::MAX_PORT_RULES });
+        return Err(CompileError::TooManyPortRules {
+            prefix,
+            count: rules.len(),
+            max: abi::MAX_PORT_RULES,
+        });
     }
-    let mut value = abi::PolicyValue { n_rules: rules.len() as u32, ..Default::default() };
+    let mut value = abi::PolicyValue {
+        n_rules: rules.len() as u32,
+        ..Default::default()
+    };
     value.rules[..rules.len()].copy_from_slice(&rules);
     Ok(value)
 }
@@ -188,7 +204,9 @@ pub fn compile_policy(policy: &Policy) -> Result<Tables, CompileError> {
     for (net, rule) in policy.net_rules() {
         // Host bits would make two keys of one prefix; the config refuses them, and
         // this keeps any other source of rules honest too.
-        own.entry(net.trunc()).or_default().add(proto_code(rule.proto), slots_of(rule.direction), &rule.ports);
+        own.entry(net.trunc())
+            .or_default()
+            .add(proto_code(rule.proto), slots_of(rule.direction), &rule.ports);
     }
 
     // Walk the prefixes in address order, shorter first, keeping the chain of prefixes
@@ -307,10 +325,20 @@ fn expand_small_prefixes(tables: &mut Tables, budget: usize) {
 pub fn lookup(tables: &Tables, addr: std::net::IpAddr) -> Option<&abi::PolicyValue> {
     match addr {
         std::net::IpAddr::V4(a) => tables.v4_host.get(&a).or_else(|| {
-            tables.v4_lpm.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|(_, v)| v)
+            tables
+                .v4_lpm
+                .iter()
+                .filter(|(n, _)| n.contains(&a))
+                .max_by_key(|(n, _)| n.prefix_len())
+                .map(|(_, v)| v)
         }),
         std::net::IpAddr::V6(a) => tables.v6_host.get(&a).or_else(|| {
-            tables.v6_lpm.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|(_, v)| v)
+            tables
+                .v6_lpm
+                .iter()
+                .filter(|(n, _)| n.contains(&a))
+                .max_by_key(|(n, _)| n.prefix_len())
+                .map(|(_, v)| v)
         }),
     }
 }
@@ -375,8 +403,18 @@ mod tests {
     #[test]
     fn a_shorter_prefix_is_folded_into_a_longer_one() {
         let p = policy(vec![
-            rule("198.51.100.0/24", Direction::Egress, Proto::Tcp, &[PortRange::single(443)]),
-            rule("198.51.100.7/32", Direction::Egress, Proto::Tcp, &[PortRange::single(80)]),
+            rule(
+                "198.51.100.0/24",
+                Direction::Egress,
+                Proto::Tcp,
+                &[PortRange::single(443)],
+            ),
+            rule(
+                "198.51.100.7/32",
+                Direction::Egress,
+                Proto::Tcp,
+                &[PortRange::single(80)],
+            ),
             rule("198.51.100.0/25", Direction::Ingress, Proto::Udp, &[]),
         ]);
         let t = compile_policy(&p).unwrap();
@@ -395,14 +433,30 @@ mod tests {
     #[test]
     fn adjacent_and_overlapping_ranges_merge() {
         let p = policy(vec![
-            rule("192.0.2.0/24", Direction::Egress, Proto::Tcp, &[PortRange { lo: 80, hi: 90 }, PortRange { lo: 91, hi: 100 }]),
-            rule("192.0.2.0/24", Direction::Egress, Proto::Tcp, &[PortRange { lo: 95, hi: 120 }]),
+            rule(
+                "192.0.2.0/24",
+                Direction::Egress,
+                Proto::Tcp,
+                &[PortRange { lo: 80, hi: 90 }, PortRange { lo: 91, hi: 100 }],
+            ),
+            rule(
+                "192.0.2.0/24",
+                Direction::Egress,
+                Proto::Tcp,
+                &[PortRange { lo: 95, hi: 120 }],
+            ),
         ]);
         let t = compile_policy(&p).unwrap();
         let v = t.v4_host[&"192.0.2.77".parse::<Ipv4Addr>().unwrap()];
         assert_eq!(
             v.rules(),
-            [abi::PortRule { proto: abi::PROTO_TCP, slots: slots_of(Direction::Egress), _pad: 0, port_lo: 80, port_hi: 120 }]
+            [abi::PortRule {
+                proto: abi::PROTO_TCP,
+                slots: slots_of(Direction::Egress),
+                _pad: 0,
+                port_lo: 80,
+                port_hi: 120
+            }]
         );
     }
 
@@ -410,7 +464,12 @@ mod tests {
     fn any_protocol_swallows_the_specific_ones() {
         let p = policy(vec![
             rule("2001:db8::/32", Direction::Egress, Proto::Any, &[]),
-            rule("2001:db8::1/128", Direction::Egress, Proto::Tcp, &[PortRange::single(443)]),
+            rule(
+                "2001:db8::1/128",
+                Direction::Egress,
+                Proto::Tcp,
+                &[PortRange::single(443)],
+            ),
         ]);
         let t = compile_policy(&p).unwrap();
         let v = t.v6_host[&"2001:db8::1".parse::<Ipv6Addr>().unwrap()];
@@ -424,18 +483,28 @@ mod tests {
             rule("192.0.2.0/26", Direction::Ingress, Proto::Tcp, &[PortRange::single(25)]),
             rule("192.0.2.8/29", Direction::Egress, Proto::Tcp, &[PortRange::single(443)]),
             rule("192.0.2.9/32", Direction::Egress, Proto::Udp, &[PortRange::single(53)]),
-            rule("198.51.0.0/16", Direction::Egress, Proto::Tcp, &[PortRange::single(443)]),
+            rule(
+                "198.51.0.0/16",
+                Direction::Egress,
+                Proto::Tcp,
+                &[PortRange::single(443)],
+            ),
         ]);
         let t = compile_policy(&p).unwrap();
         assert_eq!(t.v4_host.len(), 64, "the /26 and /29 are expanded, the /32 kept");
-        assert_eq!(t.v4_lpm.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["198.51.0.0/16"]);
+        assert_eq!(
+            t.v4_lpm.keys().map(|n| n.to_string()).collect::<Vec<_>>(),
+            ["198.51.0.0/16"]
+        );
         let rules = |a: &str| t.v4_host[&a.parse::<Ipv4Addr>().unwrap()].n_rules;
         assert_eq!((rules("192.0.2.1"), rules("192.0.2.8"), rules("192.0.2.9")), (1, 2, 3));
         // Over the budget, the larger prefixes stay in the trie.
         let mut t2 = compile_policy(&policy(vec![])).unwrap();
         t2.v4_lpm = t.v4_lpm.clone();
-        t2.v4_lpm.insert("203.0.113.0/24".parse().unwrap(), abi::PolicyValue::default());
-        t2.v4_lpm.insert("203.0.113.0/30".parse().unwrap(), abi::PolicyValue::default());
+        t2.v4_lpm
+            .insert("203.0.113.0/24".parse().unwrap(), abi::PolicyValue::default());
+        t2.v4_lpm
+            .insert("203.0.113.0/30".parse().unwrap(), abi::PolicyValue::default());
         expand_small_prefixes(&mut t2, 100);
         assert_eq!(t2.v4_host.len(), 4);
         assert!(t2.v4_lpm.contains_key(&"203.0.113.0/24".parse().unwrap()));
@@ -446,7 +515,10 @@ mod tests {
         let ports: Vec<PortRange> = (0..20).map(|i| PortRange::single(1000 + 2 * i)).collect();
         let p = policy(vec![rule("192.0.2.0/24", Direction::Egress, Proto::Tcp, &ports)]);
         let err = compile_policy(&p).unwrap_err().to_string();
-        assert!(err.starts_with("policy too complex for 192.0.2.0/24: its rules need 20 port ranges"), "{err}");
+        assert!(
+            err.starts_with("policy too complex for 192.0.2.0/24: its rules need 20 port ranges"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -463,10 +535,15 @@ mod tests {
     fn arb_rule() -> impl Strategy<Value = Rule> {
         // Few distinct prefixes in one /24 and its neighbours, so rules overlap a lot.
         let net = (0u8..=3, 22u8..=32, any::<u8>()).prop_map(|(third, len, fourth)| {
-            IpNet::new(IpAddr::V4(Ipv4Addr::new(192, 0, third, fourth)), len).unwrap().trunc()
+            IpNet::new(IpAddr::V4(Ipv4Addr::new(192, 0, third, fourth)), len)
+                .unwrap()
+                .trunc()
         });
-        let ports = prop::collection::vec((0u16..200, 0u16..20), 0..3)
-            .prop_map(|v| v.into_iter().map(|(lo, w)| PortRange { lo, hi: lo + w }).collect::<Vec<_>>());
+        let ports = prop::collection::vec((0u16..200, 0u16..20), 0..3).prop_map(|v| {
+            v.into_iter()
+                .map(|(lo, w)| PortRange { lo, hi: lo + w })
+                .collect::<Vec<_>>()
+        });
         let proto = prop_oneof![Just(Proto::Tcp), Just(Proto::Udp), Just(Proto::Icmp), Just(Proto::Any)];
         let direction = prop_oneof![Just(Direction::Egress), Just(Direction::Ingress)];
         (net, direction, proto, ports).prop_map(|(net, direction, proto, ports)| Rule {

@@ -34,11 +34,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {message}")]
-    Invalid {
-        path: String,
-        line: usize,
-        message: String,
-    },
+    Invalid { path: String, line: usize, message: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -377,7 +373,10 @@ impl Config {
         let mut dns_servers = Vec::new();
         for s in &essentials.dns_servers {
             let ip: IpAddr = s.get_ref().trim().parse().map_err(|_| {
-                lines.error(s.span(), format!("essentials.dns_servers: `{}` is not an IP address", s.get_ref()))
+                lines.error(
+                    s.span(),
+                    format!("essentials.dns_servers: `{}` is not an IP address", s.get_ref()),
+                )
             })?;
             dns_servers.push(ip);
         }
@@ -393,7 +392,10 @@ impl Config {
             let span = essentials.ethertypes[allowgate_ebpf::MAX_ETHERTYPES].span();
             return Err(lines.error(
                 span,
-                format!("essentials.ethertypes: at most {} ethertypes can be listed", allowgate_ebpf::MAX_ETHERTYPES),
+                format!(
+                    "essentials.ethertypes: at most {} ethertypes can be listed",
+                    allowgate_ebpf::MAX_ETHERTYPES
+                ),
             ));
         }
 
@@ -429,7 +431,13 @@ impl Config {
         let metrics = match &raw.metrics {
             None => None,
             Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
-                lines.error(m.span(), format!("metrics: `{}` is not an address:port such as 127.0.0.1:9464", m.get_ref()))
+                lines.error(
+                    m.span(),
+                    format!(
+                        "metrics: `{}` is not an address:port such as 127.0.0.1:9464",
+                        m.get_ref()
+                    ),
+                )
             })?),
         };
 
@@ -566,7 +574,9 @@ fn parse_ethertype(raw: &RawEthertype) -> Result<u16, String> {
         }
     };
     match value {
-        0x0800 | 0x86dd => Err(format!("0x{value:04x} is IP, which the policy judges; list only non-IP ethertypes")),
+        0x0800 | 0x86dd => Err(format!(
+            "0x{value:04x} is IP, which the policy judges; list only non-IP ethertypes"
+        )),
         0x0806 => Err("0x0806 is ARP: use essentials.arp".to_string()),
         0x8100 | 0x88a8 => Err(format!("0x{value:04x} is a VLAN tag, which the filter looks through")),
         v if v < 0x0600 => Err(format!("0x{v:04x} is a frame length, not an ethertype (0x0600-0xffff)")),
@@ -662,7 +672,10 @@ ports = [443, "8000-8100"]
         assert_eq!(c.features, [Feature::Portal, Feature::Proxy, Feature::Siem]);
         assert_eq!(c.management.cidrs, ["192.0.2.0/24".parse::<IpNet>().unwrap()]);
         assert_eq!(c.allow.len(), 1);
-        assert_eq!(c.allow[0].ports, [PortRange::single(443), PortRange { lo: 8000, hi: 8100 }]);
+        assert_eq!(
+            c.allow[0].ports,
+            [PortRange::single(443), PortRange { lo: 8000, hi: 8100 }]
+        );
         assert_eq!(c.allow[0].line, 23);
     }
 
@@ -687,23 +700,71 @@ ports = [443, "8000-8100"]
     fn bad_input_is_named_with_its_line() {
         let cases: &[(&str, &str)] = &[
             ("regions = [\"eu1\"]\nbogus = 1\n", "test.toml:2: unknown field `bogus`"),
-            ("regions = [\"eu3\"]\n", "test.toml:1: regions: unknown region `eu3`: did you mean `eu1`?"),
-            ("features = [\"portl\"]\n", "test.toml:1: features: unknown feature `portl`: did you mean `portal`?"),
-            ("\n[management]\ncidrs = [\"192.0.2.1/24\"]\n", "test.toml:3: management.cidrs: `192.0.2.1/24` has host bits set: did you mean 192.0.2.0/24?"),
-            ("[management]\ncidrs = [\"300.1.1.1\"]\n", "test.toml:2: management.cidrs: `300.1.1.1` is not a CIDR"),
-            ("[management]\nports = [70000]\n", "test.toml:2: management.ports: 70000 is not a port"),
-            ("[[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"egress\"\nproto = \"tcp\"\nports = [\"9000-8000\"]\n", "test.toml:5: allow[0].ports: port range `9000-8000` runs backwards"),
-            ("[[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"sideways\"\n", "test.toml:3: allow[0].direction: `sideways` is not `egress` or `ingress`"),
-            ("[[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"egress\"\nproto = \"icmp\"\nports = [1]\n", "test.toml:5: allow[0].ports: only tcp and udp have ports"),
-            ("[[allow]]\ncidr = \"198.51.100.0/24\"\n", "test.toml:1: missing field `direction`"),
-            ("mode = \"permissive\"\n", "test.toml:1: mode: unknown mode `permissive`"),
-            ("[essentials]\ndns_servers = [\"resolver\"]\n", "test.toml:2: essentials.dns_servers: `resolver` is not an IP address"),
-            ("[essentials]\nethertypes = [\"0x0800\"]\n", "test.toml:2: essentials.ethertypes: 0x0800 is IP"),
+            (
+                "regions = [\"eu3\"]\n",
+                "test.toml:1: regions: unknown region `eu3`: did you mean `eu1`?",
+            ),
+            (
+                "features = [\"portl\"]\n",
+                "test.toml:1: features: unknown feature `portl`: did you mean `portal`?",
+            ),
+            (
+                "\n[management]\ncidrs = [\"192.0.2.1/24\"]\n",
+                "test.toml:3: management.cidrs: `192.0.2.1/24` has host bits set: did you mean 192.0.2.0/24?",
+            ),
+            (
+                "[management]\ncidrs = [\"300.1.1.1\"]\n",
+                "test.toml:2: management.cidrs: `300.1.1.1` is not a CIDR",
+            ),
+            (
+                "[management]\nports = [70000]\n",
+                "test.toml:2: management.ports: 70000 is not a port",
+            ),
+            (
+                "[[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"egress\"\nproto = \"tcp\"\nports = [\"9000-8000\"]\n",
+                "test.toml:5: allow[0].ports: port range `9000-8000` runs backwards",
+            ),
+            (
+                "[[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"sideways\"\n",
+                "test.toml:3: allow[0].direction: `sideways` is not `egress` or `ingress`",
+            ),
+            (
+                "[[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"egress\"\nproto = \"icmp\"\nports = [1]\n",
+                "test.toml:5: allow[0].ports: only tcp and udp have ports",
+            ),
+            (
+                "[[allow]]\ncidr = \"198.51.100.0/24\"\n",
+                "test.toml:1: missing field `direction`",
+            ),
+            (
+                "mode = \"permissive\"\n",
+                "test.toml:1: mode: unknown mode `permissive`",
+            ),
+            (
+                "[essentials]\ndns_servers = [\"resolver\"]\n",
+                "test.toml:2: essentials.dns_servers: `resolver` is not an IP address",
+            ),
+            (
+                "[essentials]\nethertypes = [\"0x0800\"]\n",
+                "test.toml:2: essentials.ethertypes: 0x0800 is IP",
+            ),
             ("[essentials]\nbogus = true\n", "test.toml:2: unknown field `bogus`"),
-            ("regions = \"eu1\"\n", "test.toml:1: invalid type: string \"eu1\", expected a sequence"),
-            ("interfaces = [\"a b\"]\n", "test.toml:1: interfaces: `a b` is not an interface name"),
-            ("metrics = \"localhost\"\n", "test.toml:1: metrics: `localhost` is not an address:port"),
-            ("[log_collector]\nsources = [\"2001:db8::1/32\"]\n", "test.toml:2: log_collector.sources: `2001:db8::1/32` has host bits set"),
+            (
+                "regions = \"eu1\"\n",
+                "test.toml:1: invalid type: string \"eu1\", expected a sequence",
+            ),
+            (
+                "interfaces = [\"a b\"]\n",
+                "test.toml:1: interfaces: `a b` is not an interface name",
+            ),
+            (
+                "metrics = \"localhost\"\n",
+                "test.toml:1: metrics: `localhost` is not an address:port",
+            ),
+            (
+                "[log_collector]\nsources = [\"2001:db8::1/32\"]\n",
+                "test.toml:2: log_collector.sources: `2001:db8::1/32` has host bits set",
+            ),
             ("regions = [\"eu1\"\n", "test.toml:2: invalid array"),
         ];
         for (text, want) in cases {
@@ -718,7 +779,10 @@ ports = [443, "8000-8100"]
         let servers = parse_resolv_conf(
             "# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver junk\nnameserver 192.0.2.53\n",
         );
-        assert_eq!(servers, ["192.0.2.53".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]);
+        assert_eq!(
+            servers,
+            ["192.0.2.53".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]
+        );
     }
 
     #[test]
@@ -728,8 +792,14 @@ ports = [443, "8000-8100"]
         let upstream = dir.path().join("upstream.conf");
         std::fs::write(&stub, "nameserver 127.0.0.53\n").unwrap();
         std::fs::write(&upstream, "nameserver 198.51.100.53\n").unwrap();
-        assert_eq!(host_resolvers(&stub, &upstream), ["198.51.100.53".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            host_resolvers(&stub, &upstream),
+            ["198.51.100.53".parse::<IpAddr>().unwrap()]
+        );
         std::fs::remove_file(&upstream).unwrap();
-        assert_eq!(host_resolvers(&stub, &upstream), ["127.0.0.53".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            host_resolvers(&stub, &upstream),
+            ["127.0.0.53".parse::<IpAddr>().unwrap()]
+        );
     }
 }

@@ -138,14 +138,15 @@ impl Policy {
     pub fn build(catalog: &Catalog, selection: &Selection, config: &Config, dns_servers: &[IpAddr]) -> Policy {
         // Rules that say the same thing are one rule listed by several (region, feature).
         let mut merged: BTreeMap<RuleKey, Vec<ListedBy>> = BTreeMap::new();
-        let mut add = |source: Source, peer: Peer, direction, proto, ports: Vec<PortRange>, note, by: Option<ListedBy>| {
-            let listed = merged.entry((source, peer, direction, proto, ports, note)).or_default();
-            if let Some(by) = by
-                && !listed.contains(&by)
-            {
-                listed.push(by);
-            }
-        };
+        let mut add =
+            |source: Source, peer: Peer, direction, proto, ports: Vec<PortRange>, note, by: Option<ListedBy>| {
+                let listed = merged.entry((source, peer, direction, proto, ports, note)).or_default();
+                if let Some(by) = by
+                    && !listed.contains(&by)
+                {
+                    listed.push(by);
+                }
+            };
 
         for region in &selection.regions {
             for &feature in &selection.features {
@@ -156,8 +157,20 @@ impl Policy {
                         crate::catalog::Feature::Dlp => config.dlp_ports.clone(),
                         _ => entry.ports.clone(),
                     };
-                    let by = ListedBy { region: region.clone(), feature, line: entry.line };
-                    add(Source::Catalog, entry.peer.clone(), entry.direction, entry.proto, ports, None, Some(by));
+                    let by = ListedBy {
+                        region: region.clone(),
+                        feature,
+                        line: entry.line,
+                    };
+                    add(
+                        Source::Catalog,
+                        entry.peer.clone(),
+                        entry.direction,
+                        entry.proto,
+                        ports,
+                        None,
+                        Some(by),
+                    );
                 }
             }
         }
@@ -168,18 +181,50 @@ impl Policy {
             for &source in &config.log_collector.sources {
                 let peer = Peer::Net(source);
                 let note = Some("log_collector.sources".to_string());
-                add(Source::Config, peer.clone(), Direction::Ingress, Proto::Tcp, vec![PortRange::single(21)], note.clone(), None);
+                add(
+                    Source::Config,
+                    peer.clone(),
+                    Direction::Ingress,
+                    Proto::Tcp,
+                    vec![PortRange::single(21)],
+                    note.clone(),
+                    None,
+                );
                 if !config.log_collector.ftp_passive_ports.is_empty() {
                     let ports = config.log_collector.ftp_passive_ports.clone();
-                    add(Source::Config, peer.clone(), Direction::Ingress, Proto::Tcp, ports, note.clone(), None);
+                    add(
+                        Source::Config,
+                        peer.clone(),
+                        Direction::Ingress,
+                        Proto::Tcp,
+                        ports,
+                        note.clone(),
+                        None,
+                    );
                 }
-                add(Source::Config, peer, Direction::Ingress, Proto::Udp, vec![PortRange::single(514)], note, None);
+                add(
+                    Source::Config,
+                    peer,
+                    Direction::Ingress,
+                    Proto::Udp,
+                    vec![PortRange::single(514)],
+                    note,
+                    None,
+                );
             }
         }
 
         for &cidr in &config.management.cidrs {
             let ports = config.management.ports.clone();
-            add(Source::Management, Peer::Net(cidr), Direction::Ingress, Proto::Tcp, ports, None, None);
+            add(
+                Source::Management,
+                Peer::Net(cidr),
+                Direction::Ingress,
+                Proto::Tcp,
+                ports,
+                None,
+                None,
+            );
         }
 
         for allow in &config.allow {
@@ -187,14 +232,34 @@ impl Policy {
                 Some(c) => format!("line {}: {c}", allow.line),
                 None => format!("line {}", allow.line),
             });
-            add(Source::Allow, Peer::Net(allow.cidr), allow.direction, allow.proto, allow.ports.clone(), note, None);
+            add(
+                Source::Allow,
+                Peer::Net(allow.cidr),
+                allow.direction,
+                allow.proto,
+                allow.ports.clone(),
+                note,
+                None,
+            );
         }
 
-        let dns_servers = if config.essentials.dns { dns_servers.to_vec() } else { Vec::new() };
+        let dns_servers = if config.essentials.dns {
+            dns_servers.to_vec()
+        } else {
+            Vec::new()
+        };
         for &server in &dns_servers {
             for proto in [Proto::Udp, Proto::Tcp] {
                 let peer = Peer::Net(IpNet::from(server));
-                add(Source::Essentials, peer, Direction::Egress, proto, vec![PortRange::single(53)], Some("dns".into()), None);
+                add(
+                    Source::Essentials,
+                    peer,
+                    Direction::Egress,
+                    proto,
+                    vec![PortRange::single(53)],
+                    Some("dns".into()),
+                    None,
+                );
             }
         }
 
@@ -202,7 +267,15 @@ impl Policy {
             .into_iter()
             .map(|((source, peer, direction, proto, ports, note), mut listed_by)| {
                 listed_by.sort();
-                Rule { peer, direction, proto, ports, source, listed_by, note }
+                Rule {
+                    peer,
+                    direction,
+                    proto,
+                    ports,
+                    source,
+                    listed_by,
+                    note,
+                }
             })
             .collect();
 
@@ -227,7 +300,10 @@ mod tests {
 
     fn eu1_portal() -> Policy {
         let catalog = Catalog::builtin();
-        let selection = Selection { regions: vec!["eu1".into()], features: vec![Feature::Portal] };
+        let selection = Selection {
+            regions: vec!["eu1".into()],
+            features: vec![Feature::Portal],
+        };
         Policy::build(&catalog, &selection, &Config::default(), &[])
     }
 
@@ -249,7 +325,10 @@ mod tests {
     fn a_shared_address_is_one_rule_listed_by_every_region() {
         let catalog = Catalog::builtin();
         let regions = ["us1", "us2", "us3", "eu1", "eu2"].map(String::from).to_vec();
-        let selection = Selection { regions, features: vec![Feature::Siem] };
+        let selection = Selection {
+            regions,
+            features: vec![Feature::Siem],
+        };
         let policy = Policy::build(&catalog, &selection, &Config::default(), &[]);
         let shared: Vec<_> = policy
             .rules
@@ -263,11 +342,22 @@ mod tests {
     #[test]
     fn configured_ports_replace_the_page_defaults() {
         let catalog = Catalog::builtin();
-        let config = Config { dlp_ports: vec![PortRange::single(1344)], ..Config::default() };
-        let selection = Selection { regions: vec!["us3".into()], features: vec![Feature::Dlp] };
+        let config = Config {
+            dlp_ports: vec![PortRange::single(1344)],
+            ..Config::default()
+        };
+        let selection = Selection {
+            regions: vec!["us3".into()],
+            features: vec![Feature::Dlp],
+        };
         let policy = Policy::build(&catalog, &selection, &config, &[]);
         assert!(!policy.rules.is_empty());
-        assert!(policy.rules.iter().all(|r| r.ports == [PortRange::single(1344)] && r.direction == Direction::Ingress));
+        assert!(
+            policy
+                .rules
+                .iter()
+                .all(|r| r.ports == [PortRange::single(1344)] && r.direction == Direction::Ingress)
+        );
     }
 
     #[test]
@@ -277,7 +367,11 @@ mod tests {
         config.management.cidrs = vec!["192.0.2.0/24".parse().unwrap()];
         let dns: IpAddr = "198.51.100.53".parse().unwrap();
         let policy = Policy::build(&catalog, &Selection::default(), &config, &[dns]);
-        let labels: Vec<String> = policy.rules.iter().map(|r| format!("{} {r}", r.source.as_str())).collect();
+        let labels: Vec<String> = policy
+            .rules
+            .iter()
+            .map(|r| format!("{} {r}", r.source.as_str()))
+            .collect();
         assert_eq!(
             labels,
             [

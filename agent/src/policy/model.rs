@@ -48,14 +48,29 @@ pub struct IpPacket {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
-    Tcp { sport: u16, dport: u16, syn: bool, ack: bool },
-    Udp { sport: u16, dport: u16 },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        syn: bool,
+        ack: bool,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
     /// ICMP on IPv4, ICMPv6 on IPv6.
-    Icmp { ty: u8, code: u8 },
+    Icmp {
+        ty: u8,
+        code: u8,
+    },
     /// A protocol without ports the filter reads (ESP, GRE, ...).
-    Other { proto: u8 },
+    Other {
+        proto: u8,
+    },
     /// A non-first fragment: protocol known, no L4 header.
-    Fragment { proto: u8 },
+    Fragment {
+        proto: u8,
+    },
 }
 
 impl L4 {
@@ -93,10 +108,18 @@ pub struct Judgement {
 
 impl Judgement {
     fn pass(reason: Reason) -> Self {
-        Judgement { verdict: Verdict::Pass, reason, rules: vec![] }
+        Judgement {
+            verdict: Verdict::Pass,
+            reason,
+            rules: vec![],
+        }
     }
     fn drop(reason: Reason) -> Self {
-        Judgement { verdict: Verdict::Drop, reason, rules: vec![] }
+        Judgement {
+            verdict: Verdict::Drop,
+            reason,
+            rules: vec![],
+        }
     }
 
     /// Whether the packet goes on: always in monitor mode.
@@ -143,7 +166,11 @@ pub fn judge(policy: &Policy, packet: &Packet) -> Judgement {
     if rules.is_empty() {
         Judgement::drop(Reason::Policy)
     } else {
-        Judgement { verdict: Verdict::Pass, reason: Reason::Policy, rules }
+        Judgement {
+            verdict: Verdict::Pass,
+            reason: Reason::Policy,
+            rules,
+        }
     }
 }
 
@@ -245,7 +272,12 @@ mod tests {
             regions: vec!["eu1".into()],
             features: vec![Feature::Portal, Feature::Mail, Feature::AppConnector],
         };
-        Policy::build(&Catalog::builtin(), &selection, &config, &["198.51.100.53".parse().unwrap()])
+        Policy::build(
+            &Catalog::builtin(),
+            &selection,
+            &config,
+            &["198.51.100.53".parse().unwrap()],
+        )
     }
 
     fn tcp(hook: Hook, src: &str, dst: &str, sport: u16, dport: u16, syn: bool, ack: bool) -> Packet {
@@ -313,9 +345,17 @@ mod tests {
             ip.hop_limit = 64;
         }
         assert_eq!(judge(&p, &forged), Judgement::drop(Reason::Policy));
-        let arp = Packet { hook: Hook::Egress, vlan_tags: 0, frame: Frame::Arp };
+        let arp = Packet {
+            hook: Hook::Egress,
+            vlan_tags: 0,
+            frame: Frame::Arp,
+        };
         assert_eq!(judge(&p, &arp), Judgement::pass(Reason::Arp));
-        let lldp = Packet { hook: Hook::Egress, vlan_tags: 0, frame: Frame::Ethertype(0x88cc) };
+        let lldp = Packet {
+            hook: Hook::Egress,
+            vlan_tags: 0,
+            frame: Frame::Ethertype(0x88cc),
+        };
         assert_eq!(judge(&p, &lldp), Judgement::drop(Reason::Ethertype));
         let qinqinq = Packet { vlan_tags: 3, ..arp };
         assert_eq!(judge(&p, &qinqinq), Judgement::drop(Reason::VlanDepth));
@@ -368,7 +408,12 @@ mod tests {
                 src: "2001:db8::1".parse().unwrap(),
                 dst: IpAddr::V6(v4_mapped("13.80.125.22".parse().unwrap())),
                 hop_limit: 64,
-                l4: L4::Tcp { sport: 1, dport: 443, syn: true, ack: false },
+                l4: L4::Tcp {
+                    sport: 1,
+                    dport: 443,
+                    syn: true,
+                    ack: false,
+                },
             }),
         };
         assert_eq!(judge(&p, &mapped), Judgement::drop(Reason::V4Mapped));

@@ -38,13 +38,21 @@ fn matches(rule: &Rule, v6: bool, forward: bool) -> Vec<String> {
     // A return path answers; it never opens a connection.
     let not_syn = "tcp flags & (syn | ack) != syn";
     match (rule.proto, forward) {
-        (Proto::Tcp, true) => vec![if ports.is_empty() { "meta l4proto tcp".to_string() } else { format!("tcp{ports}") }],
+        (Proto::Tcp, true) => vec![if ports.is_empty() {
+            "meta l4proto tcp".to_string()
+        } else {
+            format!("tcp{ports}")
+        }],
         (Proto::Tcp, false) => vec![if ports.is_empty() {
             not_syn.to_string()
         } else {
             format!("tcp{ports} {not_syn}")
         }],
-        (Proto::Udp, _) => vec![if ports.is_empty() { "meta l4proto udp".to_string() } else { format!("udp{ports}") }],
+        (Proto::Udp, _) => vec![if ports.is_empty() {
+            "meta l4proto udp".to_string()
+        } else {
+            format!("udp{ports}")
+        }],
         (Proto::Icmp, true) => vec![format!("meta l4proto {icmp}")],
         (Proto::Icmp, false) => vec![format!("{icmp} type echo-reply")],
         (Proto::Any, true) => vec![String::new()],
@@ -93,9 +101,15 @@ pub fn render(policy: &Policy, interfaces: &[String]) -> String {
         sel.features.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", "),
         policy.mode.as_str()
     );
-    let _ = writeln!(out, "# stateless like the agent: each rule also lets its answers back (never a bare SYN)");
+    let _ = writeln!(
+        out,
+        "# stateless like the agent: each rule also lets its answers back (never a bare SYN)"
+    );
     if policy.mode == super::Mode::Monitor {
-        let _ = writeln!(out, "# monitor mode: nothing is dropped; rejected packets are logged with prefix \"allowgate: \"");
+        let _ = writeln!(
+            out,
+            "# monitor mode: nothing is dropped; rejected packets are logged with prefix \"allowgate: \""
+        );
     }
     for name in &names {
         let _ = writeln!(out, "# not enforced here, the agent resolves names: {name}");
@@ -104,9 +118,16 @@ pub fn render(policy: &Policy, interfaces: &[String]) -> String {
     let _ = writeln!(out, "delete table inet {TABLE}");
     let _ = writeln!(out, "table inet {TABLE} {{");
     for (chain, hook, iface_key) in [(Chain::Input, "input", "iifname"), (Chain::Output, "output", "oifname")] {
-        let policy_word = if policy.mode == super::Mode::Enforce { "drop" } else { "accept" };
+        let policy_word = if policy.mode == super::Mode::Enforce {
+            "drop"
+        } else {
+            "accept"
+        };
         let _ = writeln!(out, "\tchain {hook} {{");
-        let _ = writeln!(out, "\t\ttype filter hook {hook} priority filter; policy {policy_word};");
+        let _ = writeln!(
+            out,
+            "\t\ttype filter hook {hook} priority filter; policy {policy_word};"
+        );
         if interfaces.is_empty() {
             let _ = writeln!(out, "\t\t{iface_key} \"lo\" accept");
         } else {
@@ -124,7 +145,10 @@ pub fn render(policy: &Policy, interfaces: &[String]) -> String {
             );
         }
         if e.icmp_errors {
-            let _ = writeln!(out, "\t\ticmp type {{ destination-unreachable, time-exceeded, parameter-problem }} accept");
+            let _ = writeln!(
+                out,
+                "\t\ticmp type {{ destination-unreachable, time-exceeded, parameter-problem }} accept"
+            );
             let _ = writeln!(
                 out,
                 "\t\ticmpv6 type {{ destination-unreachable, packet-too-big, time-exceeded, parameter-problem }} accept"
@@ -135,8 +159,16 @@ pub fn render(policy: &Policy, interfaces: &[String]) -> String {
                 Chain::Output => (("68", "67"), ("546", "547")),
                 Chain::Input => (("67", "68"), ("547", "546")),
             };
-            let _ = writeln!(out, "\t\tmeta nfproto ipv4 udp sport {} udp dport {} accept", v4.0, v4.1);
-            let _ = writeln!(out, "\t\tmeta nfproto ipv6 udp sport {} udp dport {} accept", v6.0, v6.1);
+            let _ = writeln!(
+                out,
+                "\t\tmeta nfproto ipv4 udp sport {} udp dport {} accept",
+                v4.0, v4.1
+            );
+            let _ = writeln!(
+                out,
+                "\t\tmeta nfproto ipv6 udp sport {} udp dport {} accept",
+                v6.0, v6.1
+            );
         }
         for ((c, v6, stmt), nets) in &grouped {
             if *c != chain {
@@ -162,8 +194,14 @@ pub fn render(policy: &Policy, interfaces: &[String]) -> String {
         let _ = writeln!(out, "table arp {TABLE}");
         let _ = writeln!(out, "delete table arp {TABLE}");
         let _ = writeln!(out, "table arp {TABLE} {{");
-        let _ = writeln!(out, "\tchain input {{ type filter hook input priority filter; policy drop; }}");
-        let _ = writeln!(out, "\tchain output {{ type filter hook output priority filter; policy drop; }}");
+        let _ = writeln!(
+            out,
+            "\tchain input {{ type filter hook input priority filter; policy drop; }}"
+        );
+        let _ = writeln!(
+            out,
+            "\tchain output {{ type filter hook output priority filter; policy drop; }}"
+        );
         let _ = writeln!(out, "}}");
     }
     out
