@@ -23,9 +23,16 @@ pub struct ChangeArgs {
     /// Apply even though it would cut off the SSH session this command runs in.
     #[arg(long)]
     force: bool,
+    /// The config whose `socket` names the daemon to ask.
+    #[arg(long, value_name = "PATH")]
+    config: Option<std::path::PathBuf>,
 }
 
 impl ChangeArgs {
+    pub fn config(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
     fn options(&self) -> ChangeOptions {
         ChangeOptions {
             confirm_secs: self.confirm,
@@ -44,16 +51,24 @@ fn ssh_session() -> Option<SshSession> {
     Some(SshSession { client, server_port })
 }
 
+/// `allowgate confirm`.
+#[derive(Debug, clap::Args)]
+pub struct ConfirmArgs {
+    /// The config whose `socket` names the daemon to ask.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct EnableArgs {
-    /// Data centers to enable.
+    /// Data centers to enable (or disable).
     #[arg(value_name = "REGION")]
     regions: Vec<String>,
-    /// Features to enable too (repeatable).
+    /// Features to enable (or disable) too (repeatable).
     #[arg(long = "feature", short = 'f', value_name = "FEATURE")]
     features: Vec<String>,
     #[command(flatten)]
-    change: ChangeArgs,
+    pub change: ChangeArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,7 +76,7 @@ pub struct ModeArgs {
     #[arg(value_enum)]
     mode: ModeArg,
     #[command(flatten)]
-    change: ChangeArgs,
+    pub change: ChangeArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

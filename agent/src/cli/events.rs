@@ -14,6 +14,9 @@ pub struct Args {
     /// One JSON object per event.
     #[arg(long)]
     json: bool,
+    /// The config whose `socket` names the daemon to ask.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 pub fn execute(args: Args, socket: &Path) -> anyhow::Result<ExitCode> {

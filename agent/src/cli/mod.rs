@@ -73,7 +73,7 @@ pub enum Command {
     /// Switch between enforce and monitor (judge and count, drop nothing).
     Mode(change::ModeArgs),
     /// Keep the change applied with --confirm; without this it rolls back.
-    Confirm,
+    Confirm(change::ConfirmArgs),
     /// Follow drop (or would-drop) events as they happen.
     Events(events::Args),
     /// Work with catalogs made from the service's page.
@@ -99,6 +99,10 @@ impl Cli {
             Command::Check(a) => self.socket_for(a.config()),
             Command::Down(a) => self.socket_for(a.config()),
             Command::Regions(a) => self.socket_for(a.config()),
+            Command::Enable(a) | Command::Disable(a) => self.socket_for(a.change.config()),
+            Command::Mode(a) => self.socket_for(a.change.config()),
+            Command::Confirm(a) => self.socket_for(a.config.as_deref()),
+            Command::Events(a) => self.socket_for(a.config.as_deref()),
             _ => self.socket_for(None),
         };
         match self.command {
@@ -118,7 +122,7 @@ impl Cli {
             Command::Enable(args) => change::enable(args, &socket),
             Command::Disable(args) => change::disable(args, &socket),
             Command::Mode(args) => change::mode(args, &socket),
-            Command::Confirm => change::confirm(&socket),
+            Command::Confirm(_) => change::confirm(&socket),
             Command::Events(args) => events::execute(args, &socket),
         }
     }
