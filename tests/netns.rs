@@ -135,6 +135,54 @@ ports = ["7000-7001"]
         Daemon::start(self.host(), Path::new(BIN), &self.config, self.dir.path())
     }
 
+    /// The probes of this file's policy: allowed addresses and ports pass over both
+    /// families (IPv6 needs neighbour discovery), everything else is blocked, and
+    /// management comes in on its port only.
+    fn assert_enforced(&self) {
+        let h = self.host();
+        assert!(
+            tcp_connects(h, sa(ALLOWED_V4, 443), PASS_WAIT),
+            "allowed tcp/443 over IPv4"
+        );
+        assert!(
+            tcp_connects(h, sa(ALLOWED_V6, 443), PASS_WAIT),
+            "allowed tcp/443 over IPv6 (needs neighbour discovery)"
+        );
+        assert!(
+            udp_echoes(h, sa(ALLOWED_V4, 7000), PASS_WAIT),
+            "allowed udp/7000 over IPv4"
+        );
+        assert!(
+            udp_echoes(h, sa(ALLOWED_V6, 7000), PASS_WAIT),
+            "allowed udp/7000 over IPv6"
+        );
+        assert!(
+            !tcp_connects(h, sa(ALLOWED_V4, 8443), WAIT),
+            "an allowed address on another port"
+        );
+        assert!(
+            !tcp_connects(h, sa(BLOCKED_V4, 443), WAIT),
+            "an address no rule lists, IPv4"
+        );
+        assert!(
+            !tcp_connects(h, sa(BLOCKED_V6, 443), WAIT),
+            "an address no rule lists, IPv6"
+        );
+        assert!(!udp_echoes(h, sa(BLOCKED_V4, 7000), WAIT));
+        assert!(!udp_echoes(h, sa(BLOCKED_V6, 7000), WAIT));
+
+        // Management comes in; other ports do not.
+        let _host_servers = Servers::start(h, &[sa("192.0.2.1", 22), sa("192.0.2.1", 2323)], &[]);
+        assert!(
+            tcp_connects(&self.pair.peer, sa("192.0.2.1", 22), PASS_WAIT),
+            "ssh from the management CIDR"
+        );
+        assert!(
+            !tcp_connects(&self.pair.peer, sa("192.0.2.1", 2323), WAIT),
+            "another port from the management CIDR"
+        );
+    }
+
     fn host(&self) -> &common::netns::Netns {
         &self.pair.host
     }
@@ -154,48 +202,7 @@ fn the_daemon_enforces_tcp_and_udp_over_both_families() {
     assert!(tcp_connects(world.host(), sa(BLOCKED_V4, 443), PASS_WAIT));
     let daemon = world.start_daemon();
 
-    let h = world.host();
-    assert!(
-        tcp_connects(h, sa(ALLOWED_V4, 443), PASS_WAIT),
-        "allowed tcp/443 over IPv4"
-    );
-    assert!(
-        tcp_connects(h, sa(ALLOWED_V6, 443), PASS_WAIT),
-        "allowed tcp/443 over IPv6 (needs neighbour discovery)"
-    );
-    assert!(
-        udp_echoes(h, sa(ALLOWED_V4, 7000), PASS_WAIT),
-        "allowed udp/7000 over IPv4"
-    );
-    assert!(
-        udp_echoes(h, sa(ALLOWED_V6, 7000), PASS_WAIT),
-        "allowed udp/7000 over IPv6"
-    );
-    assert!(
-        !tcp_connects(h, sa(ALLOWED_V4, 8443), WAIT),
-        "an allowed address on another port"
-    );
-    assert!(
-        !tcp_connects(h, sa(BLOCKED_V4, 443), WAIT),
-        "an address no rule lists, IPv4"
-    );
-    assert!(
-        !tcp_connects(h, sa(BLOCKED_V6, 443), WAIT),
-        "an address no rule lists, IPv6"
-    );
-    assert!(!udp_echoes(h, sa(BLOCKED_V4, 7000), WAIT));
-    assert!(!udp_echoes(h, sa(BLOCKED_V6, 7000), WAIT));
-
-    // Management comes in; other ports do not.
-    let _host_servers = Servers::start(h, &[sa("192.0.2.1", 22), sa("192.0.2.1", 2323)], &[]);
-    assert!(
-        tcp_connects(&world.pair.peer, sa("192.0.2.1", 22), PASS_WAIT),
-        "ssh from the management CIDR"
-    );
-    assert!(
-        !tcp_connects(&world.pair.peer, sa("192.0.2.1", 2323), WAIT),
-        "another port from the management CIDR"
-    );
+    world.assert_enforced();
 
     let status = world.status();
     assert_eq!(status["mode"], "enforce");
@@ -353,22 +360,5 @@ fn the_nft_script_enforces_the_same_list() {
     assert!(nft.status.success(), "nft -f: {}", String::from_utf8_lossy(&nft.stderr));
 
     // The same probes as the daemon's test, with nftables alone doing the judging.
-    let h = world.host();
-    assert!(
-        tcp_connects(h, sa(ALLOWED_V4, 443), PASS_WAIT),
-        "allowed tcp/443 over IPv4"
-    );
-    assert!(
-        tcp_connects(h, sa(ALLOWED_V6, 443), PASS_WAIT),
-        "allowed tcp/443 over IPv6"
-    );
-    assert!(udp_echoes(h, sa(ALLOWED_V4, 7000), PASS_WAIT));
-    assert!(udp_echoes(h, sa(ALLOWED_V6, 7000), PASS_WAIT));
-    assert!(!tcp_connects(h, sa(ALLOWED_V4, 8443), WAIT));
-    assert!(!tcp_connects(h, sa(BLOCKED_V4, 443), WAIT));
-    assert!(!tcp_connects(h, sa(BLOCKED_V6, 443), WAIT));
-    assert!(!udp_echoes(h, sa(BLOCKED_V4, 7000), WAIT));
-    let _host_servers = Servers::start(h, &[sa("192.0.2.1", 22), sa("192.0.2.1", 2323)], &[]);
-    assert!(tcp_connects(&world.pair.peer, sa("192.0.2.1", 22), PASS_WAIT));
-    assert!(!tcp_connects(&world.pair.peer, sa("192.0.2.1", 2323), WAIT));
+    world.assert_enforced();
 }
