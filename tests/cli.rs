@@ -218,6 +218,22 @@ fn catalog_import_reads_a_later_page_and_names_the_bad_line() {
     let out = allowgate().args(["catalog", "import", page]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let catalog: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The imported catalog is one the agent can use: a config names it.
+    let dir = tempfile::tempdir().unwrap();
+    let imported = dir.path().join("catalog.json");
+    allowgate().args(["catalog", "import", page, "--output"]).arg(&imported).assert().success();
+    let cfg = config(&format!("catalog = \"{}\"\nregions = [\"EU3\"]\nfeatures = [\"portal\"]", imported.display()));
+    allowgate()
+        .args(["check", "198.51.100.10", "--port", "443", "--config"])
+        .arg(cfg.path())
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("eu3 portal: page line"));
+    allowgate()
+        .args(["check", "192.0.2.10", "--port", "443", "--config"])
+        .arg(cfg.path())
+        .assert()
+        .code(1);
     let regions: Vec<&str> = catalog["regions"]
         .as_array()
         .unwrap()
