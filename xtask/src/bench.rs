@@ -433,11 +433,6 @@ impl Kind {
         matches!(self, Kind::CatalogHost | Kind::CatalogCidr)
     }
 
-    /// Allowed by the policy tables (the path the targets are about).
-    fn allowed(self) -> bool {
-        !matches!(self, Kind::Arp | Kind::Denied | Kind::V6Denied)
-    }
-
     /// The verdict the probe is meant to get, and why.
     fn expect(self) -> (Verdict, Reason) {
         match self {
