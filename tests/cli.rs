@@ -221,8 +221,15 @@ fn catalog_import_reads_a_later_page_and_names_the_bad_line() {
     // The imported catalog is one the agent can use: a config names it.
     let dir = tempfile::tempdir().unwrap();
     let imported = dir.path().join("catalog.json");
-    allowgate().args(["catalog", "import", page, "--output"]).arg(&imported).assert().success();
-    let cfg = config(&format!("catalog = \"{}\"\nregions = [\"EU3\"]\nfeatures = [\"portal\"]", imported.display()));
+    allowgate()
+        .args(["catalog", "import", page, "--output"])
+        .arg(&imported)
+        .assert()
+        .success();
+    let cfg = config(&format!(
+        "catalog = \"{}\"\nregions = [\"EU3\"]\nfeatures = [\"portal\"]",
+        imported.display()
+    ));
     allowgate()
         .args(["check", "198.51.100.10", "--port", "443", "--config"])
         .arg(cfg.path())

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod dns;
 pub mod events;
 pub mod metrics;
 pub mod policy;
