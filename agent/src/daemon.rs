@@ -38,6 +38,7 @@ use crate::{
         server::{self, Access, Incoming},
     },
     dataplane::{Attachment, Dataplane, LoadOptions},
+    dns::learner::{HEARTBEAT_STALE_AFTER, Learner},
     events::Decoded,
     policy::{
         Config, Mode, Policy, Selection, Tables, compile_policy,
@@ -64,6 +65,9 @@ pub struct State {
     /// kernel needs CAP_SYS_ADMIN, which the service does not have.
     #[serde(default)]
     pub entries: Option<(usize, usize)>,
+    /// Addresses learned for the catalog's names, and how many were refused at the bound.
+    #[serde(default)]
+    pub learned: Option<(usize, u64)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -232,6 +236,8 @@ struct Daemon {
     /// Entries of the installed tables (IPv4, IPv6).
     entries: (usize, usize),
     events: broadcast::Sender<Decoded>,
+    /// Learns the catalog's names from held DNS answers; `None` with `dns.learn = false`.
+    learner: Option<Learner>,
 }
 
 impl Daemon {
@@ -289,6 +295,16 @@ impl Daemon {
             attachments.push(a);
         }
         dataplane.pin_programs()?;
+        let learner = if config.dns.learn {
+            let previous = dataplane.learned_addresses().unwrap_or_default();
+            let learner = Learner::new(&policy, &config.dns, previous);
+            dataplane.set_dns_servers(learner.servers())?;
+            dataplane.dns_heartbeat(Some(HEARTBEAT_STALE_AFTER))?;
+            Some(learner)
+        } else {
+            dataplane.dns_heartbeat(None)?;
+            None
+        };
         let (events, _) = broadcast::channel(1024);
         let daemon = Daemon {
             config_path: config_path.to_path_buf(),
@@ -303,6 +319,7 @@ impl Daemon {
             generation,
             entries: (tables.v4_entries(), tables.v6_entries()),
             events,
+            learner,
         };
         daemon.persist()?;
         info!(
@@ -336,6 +353,7 @@ impl Daemon {
             pid: std::process::id(),
             rollback_deadline: self.pending.as_ref().map(|p| p.deadline_ms.div_ceil(1000)),
             entries: Some(self.entries),
+            learned: self.learner.as_ref().map(Learner::counts),
         }
     }
 
@@ -356,6 +374,9 @@ impl Daemon {
         self.entries = (tables.v4_entries(), tables.v6_entries());
         self.policy = policy;
         self.desired = desired;
+        if let Some(l) = self.learner.as_mut() {
+            l.reconcile(&self.policy, &mut self.dataplane);
+        }
         Ok(self.generation)
     }
 
@@ -384,6 +405,9 @@ impl Daemon {
             };
             self.catalog = catalog;
             self.policy = policy;
+            if let Some(l) = self.learner.as_mut() {
+                l.reconcile(&self.policy, &mut self.dataplane);
+            }
             if basis != self.basis {
                 self.pending = None;
             }
@@ -433,6 +457,9 @@ impl Daemon {
                 let (allowed, text) = check(&self.policy, addr, port, proto, direction);
                 Response::Check { allowed, text }
             }
+            Request::Learned => Response::Learned {
+                entries: self.learner.as_ref().map(Learner::entries).unwrap_or_default(),
+            },
             Request::Events => {
                 let mut rx = self.events.subscribe();
                 tokio::spawn(async move {
@@ -510,6 +537,7 @@ impl Daemon {
             .unwrap_or_else(|| self.state());
         s.rollback_deadline = self.pending.as_ref().map(|p| p.deadline_ms.div_ceil(1000));
         s.entries = Some(self.entries);
+        s.learned = self.learner.as_ref().map(Learner::counts);
         s
     }
 
@@ -654,6 +682,23 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             }
         };
         let ring = daemon.dataplane.take_events()?;
+        let dns_ring = match daemon.learner {
+            Some(_) => match daemon.dataplane.take_dns_frames() {
+                // SAFETY: as for the event ring below.
+                Ok(r) => Some(
+                    unsafe { AsyncFd::register_with_interest(r, tokio::io::Interest::READABLE) }
+                        .map_err(|e| anyhow::anyhow!("cannot watch the DNS answer ring: {e}"))?,
+                ),
+                Err(e) => {
+                    warn!("DNS names are not learned: {e}");
+                    daemon.learner = None;
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut dns_ring = dns_ring;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         let (commands_tx, mut commands) = mpsc::channel::<Incoming>(64);
         tokio::spawn(server::serve(listener, access, commands_tx));
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -684,6 +729,21 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 _ = tokio::time::sleep_until(rollback_at.unwrap_or_else(tokio::time::Instant::now)), if rollback_at.is_some() => {
                     daemon.rollback();
                 }
+                _ = tick.tick() => {
+                    if let Some(l) = daemon.learner.as_mut() {
+                        l.tick(&mut daemon.dataplane);
+                    }
+                }
+                guard = async { dns_ring.as_mut().expect("guarded").readable_mut().await }, if dns_ring.is_some() => {
+                    let mut guard = guard?;
+                    let ring = guard.get_inner_mut();
+                    while let Some(item) = ring.next() {
+                        if let Some(l) = daemon.learner.as_mut() {
+                            l.on_frame(&item, &mut daemon.dataplane);
+                        }
+                    }
+                    guard.clear_ready();
+                }
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
                     let ring = guard.get_inner_mut();
@@ -697,6 +757,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             }
         }
         let _ = shutdown_tx.send(true);
+        // No learner, no holding: answers pass unheld from now on.
+        let _ = daemon.dataplane.dns_heartbeat(None);
         let _ = std::fs::remove_file(&daemon.config.socket);
         sd_notify("STOPPING=1");
         info!("exiting; the policy stays enforced (`allowgate down` removes it)");

@@ -201,9 +201,37 @@ pub fn render(live: &LiveState, state: Option<&State>) -> String {
     );
     out.sample("allowgate_events_lost_total", &[], live.counters.events_lost);
 
+    out.family(
+        "allowgate_dns_answers_held_total",
+        "counter",
+        "DNS answers from the resolvers held until what they teach was in place.",
+    );
+    out.sample("allowgate_dns_answers_held_total", &[], live.counters.dns_held);
+    out.family(
+        "allowgate_dns_answers_unheld_total",
+        "counter",
+        "DNS answers passed without being held because the answer ring was full.",
+    );
+    out.sample("allowgate_dns_answers_unheld_total", &[], live.counters.dns_unheld);
+
     // What only the daemon's state file knows; without one these families are left out
     // rather than written with made-up values.
     let Some(state) = state else { return out.0 };
+
+    if let Some((entries, refused)) = state.learned {
+        out.family(
+            "allowgate_learned_addresses",
+            "gauge",
+            "Addresses learned or resolved for the catalog's DNS names.",
+        );
+        out.sample("allowgate_learned_addresses", &[], entries as u64);
+        out.family(
+            "allowgate_learned_refused_total",
+            "counter",
+            "Learned addresses refused because the table was at its bound.",
+        );
+        out.sample("allowgate_learned_refused_total", &[], refused);
+    }
 
     out.family(
         "allowgate_last_change_timestamp_seconds",

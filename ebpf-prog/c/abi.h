@@ -142,7 +142,50 @@ struct ag_counter {
 enum ag_misc_index {
 	AG_MISC_EVENTS_SUPPRESSED = 0,	/* drop events over the rate limit */
 	AG_MISC_EVENTS_LOST = 1,	/* ring buffer full */
-	AG_MISC_MAX = 2,
+	AG_MISC_DNS_HELD = 2,		/* DNS answers held for the learner */
+	AG_MISC_DNS_UNHELD = 3,		/* answers passed unheld: the frame ring was full */
+	AG_MISC_MAX = 4,
+};
+
+/*
+ * Addresses learned from DNS answers (or resolved for the catalog's names) live in
+ * per-family hash maps beside the generations, updated in place by the agent. The
+ * data plane consults them when the generation's tables do not allow a packet.
+ */
+#define AG_DYN_MAX		16384
+#define AG_MAX_DNS_SERVERS	16
+#define AG_DNS_RELEASE_MAX	1024
+#define AG_DNS_FRAME_MAX	1536
+
+struct ag_dyn_value {
+	struct ag_policy_value policy;
+	__u64 expires_ns;	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) after which it is gone */
+};
+
+/* A configured resolver; IPv4 in its IPv4-mapped form ::ffff:a.b.c.d. */
+struct ag_dns_server_key {
+	__u8 addr[16];
+};
+
+/* ag_dns_ctl[0]: the learner's heartbeat. Answers are held only while it is fresh, so
+ * a dead agent never takes the host's DNS down with it. */
+struct ag_dns_ctl {
+	__u64 heartbeat_ns;	/* bpf_ktime_get_ns() clock; 0: never hold */
+	__u64 stale_after_ns;
+};
+
+/* An answer the agent gives back to the stack: pass it, once, without holding it. */
+struct ag_dns_release_key {
+	__u8 server[16];	/* as ag_dns_server_key */
+	__u16 dns_id;		/* host byte order */
+	__u16 client_port;	/* host byte order */
+};
+
+/* One held answer on ag_dns_frames: the frame from its Ethernet header. */
+struct ag_dns_frame {
+	__u32 ifindex;
+	__u32 len;		/* bytes of data[] that hold the frame */
+	__u8 data[AG_DNS_FRAME_MAX];
 };
 
 /* One drop (or, in monitor mode, would-drop) event on the ring buffer. */

@@ -18,6 +18,11 @@ AG_ASSERT_SIZE(struct ag_lpm_v4_key, 8);
 AG_ASSERT_SIZE(struct ag_lpm_v6_key, 20);
 AG_ASSERT_SIZE(struct ag_counter, 16);
 AG_ASSERT_SIZE(struct ag_event, 64);
+AG_ASSERT_SIZE(struct ag_dyn_value, 144);
+AG_ASSERT_SIZE(struct ag_dns_server_key, 16);
+AG_ASSERT_SIZE(struct ag_dns_ctl, 16);
+AG_ASSERT_SIZE(struct ag_dns_release_key, 20);
+AG_ASSERT_SIZE(struct ag_dns_frame, 8 + AG_DNS_FRAME_MAX);
 
 /* Field offsets the Rust side relies on implicitly through #[repr(C)]. */
 _Static_assert(__builtin_offsetof(struct ag_gen_config, ethertypes) == 16, "ag_gen_config layout");
@@ -26,9 +31,16 @@ _Static_assert(__builtin_offsetof(struct ag_port_rule, port_lo) == 4, "ag_port_r
 _Static_assert(__builtin_offsetof(struct ag_event, ethertype) == 24, "ag_event layout");
 _Static_assert(__builtin_offsetof(struct ag_event, saddr) == 32, "ag_event layout");
 _Static_assert(__builtin_offsetof(struct ag_event, daddr) == 48, "ag_event layout");
+_Static_assert(__builtin_offsetof(struct ag_dyn_value, expires_ns) == 136, "ag_dyn_value layout");
+_Static_assert(__builtin_offsetof(struct ag_dns_release_key, dns_id) == 16 &&
+	       __builtin_offsetof(struct ag_dns_release_key, client_port) == 18,
+	       "ag_dns_release_key layout");
+_Static_assert(__builtin_offsetof(struct ag_dns_frame, data) == 8, "ag_dns_frame layout");
 
 /* The number of counters lib.rs computes the same way. */
 _Static_assert(AG_STATS_ENTRIES == 64, "AG_STATS_ENTRIES");
 _Static_assert(AG_SLOTS == 2 && AG_MAX_PORT_RULES == 16 && AG_MAX_ETHERTYPES == 8 &&
-	       AG_MAX_VLAN_DEPTH == 2 && AG_MAX_V6_EXT_HDRS == 8 && AG_REASON_MAX == 16,
+	       AG_MAX_VLAN_DEPTH == 2 && AG_MAX_V6_EXT_HDRS == 8 && AG_REASON_MAX == 16 &&
+	       AG_MISC_MAX == 4 && AG_DYN_MAX == 16384 && AG_MAX_DNS_SERVERS == 16 &&
+	       AG_DNS_RELEASE_MAX == 1024 && AG_DNS_FRAME_MAX == 1536,
 	       "abi.h bounds must match the constants in src/lib.rs");

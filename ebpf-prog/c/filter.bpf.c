@@ -3,11 +3,13 @@
  * filter.bpf.c - the allowgate entry points: XDP for ingress, TC (tcx or
  * clsact) for egress. Each parses its packet (lib/parse.h) and hands the
  * parsed facts to the shared core (lib/judge.h); then it only translates the
- * verdict into its hook's return code.
+ * verdict into its hook's return code, XDP after holding the DNS answers the
+ * learner wants (lib/dns.h; egress has none of that).
  */
 #include "lib/common.h"
 #include "lib/parse.h"
 #include "lib/judge.h"
+#include "lib/dns.h"
 
 /*
  * Headers a non-linear skb must have in its linear part for the filter to read
@@ -24,10 +26,17 @@ int allowgate_ingress(struct xdp_md *ctx)
 	struct ag_pkt pkt;
 
 	ag_parse(data, data_end, &pkt);
-	if (ag_judge(&pkt, AG_DIR_INGRESS, data_end - data, ctx->ingress_ifindex) ==
+	if (ag_judge(&pkt, AG_DIR_INGRESS, data_end - data, ctx->ingress_ifindex) !=
 	    AG_VERDICT_PASS)
-		return XDP_PASS;
-	return XDP_DROP;
+		return XDP_DROP;
+	/*
+	 * A DNS answer the learner wants goes to it instead (lib/dns.h); the
+	 * counters already have it as a pass. Monitor mode holds the same way:
+	 * the agent gives every answer back.
+	 */
+	if (ag_dns_maybe_answer(&pkt) && ag_dns_hold(ctx, &pkt))
+		return XDP_DROP;
+	return XDP_PASS;
 }
 
 SEC("classifier")

@@ -26,9 +26,30 @@ pub mod map {
     pub const MISC: &str = "ag_misc";
     pub const EVENTS: &str = "ag_events";
     pub const RATELIMIT: &str = "ag_ratelimit";
+    pub const V4_DYN: &str = "ag_v4_dyn";
+    pub const V6_DYN: &str = "ag_v6_dyn";
+    pub const DNS_SERVERS: &str = "ag_dns_servers";
+    pub const DNS_CTL: &str = "ag_dns_ctl";
+    pub const DNS_RELEASE: &str = "ag_dns_release";
+    pub const DNS_FRAMES: &str = "ag_dns_frames";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 10] = [
-        V4_HOST, V4_LPM, V6_HOST, V6_LPM, GEN_CONFIG, ACTIVE, STATS, MISC, EVENTS, RATELIMIT,
+    pub const ALL: [&str; 16] = [
+        V4_HOST,
+        V4_LPM,
+        V6_HOST,
+        V6_LPM,
+        GEN_CONFIG,
+        ACTIVE,
+        STATS,
+        MISC,
+        EVENTS,
+        RATELIMIT,
+        V4_DYN,
+        V6_DYN,
+        DNS_SERVERS,
+        DNS_CTL,
+        DNS_RELEASE,
+        DNS_FRAMES,
     ];
 }
 
@@ -143,7 +164,14 @@ pub const SLOT_OUT_LOCAL: u8 = 1 << 3;
 pub const STATS_ENTRIES: usize = DIR_MAX * VERDICT_MAX * REASON_MAX;
 pub const MISC_EVENTS_SUPPRESSED: u32 = 0;
 pub const MISC_EVENTS_LOST: u32 = 1;
-pub const MISC_MAX: usize = 2;
+pub const MISC_DNS_HELD: u32 = 2;
+pub const MISC_DNS_UNHELD: u32 = 3;
+pub const MISC_MAX: usize = 4;
+
+pub const DYN_MAX: u32 = 16384;
+pub const MAX_DNS_SERVERS: u32 = 16;
+pub const DNS_RELEASE_MAX: u32 = 1024;
+pub const DNS_FRAME_MAX: usize = 1536;
 
 /// The `ag_stats` index of a (direction, verdict, reason) counter.
 pub const fn stats_index(direction: u8, verdict: u8, reason: u8) -> u32 {
@@ -221,6 +249,42 @@ pub struct Event {
     pub daddr: [u8; 16],
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DynValue {
+    pub policy: PolicyValue,
+    pub expires_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DnsServerKey {
+    pub addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsCtl {
+    pub heartbeat_ns: u64,
+    pub stale_after_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DnsReleaseKey {
+    pub server: [u8; 16],
+    pub dns_id: u16,
+    pub client_port: u16,
+}
+
+/// Header of a held answer on `ag_dns_frames`; `len` bytes of frame follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsFrameHeader {
+    pub ifindex: u32,
+    pub len: u32,
+}
+
 // The C side has the same sizes; `build.rs` compiles a check of them with clang.
 const _: () = assert!(core::mem::size_of::<GenConfig>() == 32);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
@@ -229,6 +293,9 @@ const _: () = assert!(core::mem::size_of::<V4HostKey>() == 4);
 const _: () = assert!(core::mem::size_of::<V6HostKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
+const _: () = assert!(core::mem::size_of::<DynValue>() == 144);
+const _: () = assert!(core::mem::size_of::<DnsCtl>() == 16);
+const _: () = assert!(core::mem::size_of::<DnsReleaseKey>() == 20);
 
 #[cfg(feature = "aya")]
 mod pod {
@@ -241,4 +308,8 @@ mod pod {
     unsafe impl aya::Pod for super::V6HostKey {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::DynValue {}
+    unsafe impl aya::Pod for super::DnsServerKey {}
+    unsafe impl aya::Pod for super::DnsCtl {}
+    unsafe impl aya::Pod for super::DnsReleaseKey {}
 }

@@ -16,8 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use allowgate_ebpf::{
-    self as abi, Counter, DIR_EGRESS, DIR_INGRESS, Event, GenConfig, PolicyValue, PortRule, Reason, V4HostKey,
-    V6HostKey, VERDICT_DROP, VERDICT_PASS, map,
+    self as abi, Counter, DIR_EGRESS, DIR_INGRESS, DnsCtl, DnsReleaseKey, DnsServerKey, DynValue, Event, GenConfig,
+    PolicyValue, PortRule, Reason, V4HostKey, V6HostKey, VERDICT_DROP, VERDICT_PASS, map,
 };
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, RingBuf};
@@ -148,6 +148,8 @@ fn value(rules: &[PortRule]) -> PolicyValue {
 struct Fixture {
     bpf: Ebpf,
     _pins: PinDir,
+    /// The XDP test runs' `ingress_ifindex` (0: the kernel's default context).
+    ingress_ifindex: u32,
 }
 
 impl Fixture {
@@ -185,7 +187,11 @@ impl Fixture {
         egress
             .load()
             .unwrap_or_else(|e| panic!("verifier rejected {}: {e:?}", abi::PROG_EGRESS));
-        Fixture { bpf, _pins: pins }
+        Fixture {
+            bpf,
+            _pins: pins,
+            ingress_ifindex: 0,
+        }
     }
 
     fn map_mut(&mut self, name: &str) -> &mut Map {
@@ -257,8 +263,15 @@ impl Fixture {
 
     /// Runs `pkt` through the hook's program; true when it passes.
     fn run(&mut self, name: &str, hook: Hook, pkt: &[u8]) -> bool {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex; the kernel wants data_end = the frame's length.
+        let xdp_md: Vec<u8> = [0, pkt.len() as u32, 0, self.ingress_ifindex, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
         let opts = TestRunOptions {
             data_in: Some(pkt),
+            ctx_in: (hook == Hook::Ingress && self.ingress_ifindex != 0).then_some(&xdp_md[..]),
             ..TestRunOptions::default()
         };
         match hook {
@@ -1027,6 +1040,7 @@ fn verifier_cost_stays_far_below_the_limit() {
             eprintln!("note: this kernel does not report verified instructions");
             return;
         };
+        eprintln!("{name}: the verifier walked {verified} instructions");
         assert!(
             verified < BUDGET,
             "{name}: the verifier walked {verified} instructions, budget {BUDGET}"
@@ -1045,4 +1059,336 @@ fn bpftool_xlated(id: u32) -> Option<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Some(String::from_utf8(out.stdout).expect("bpftool prints UTF-8"))
+}
+
+// ---------------------------------------------------------------------------
+// Learned addresses and held DNS answers
+// ---------------------------------------------------------------------------
+
+/// `expires_ns` / heartbeats on the bpf_ktime_get_ns() clock: no run of the test
+/// is at nanosecond 1 of the boot, nor past u64::MAX.
+const FOREVER: u64 = u64::MAX;
+const LONG_AGO: u64 = 1;
+
+const DYN4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50); // in no table
+const DYN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x50);
+/// A resolver the tables let answer (the /24's udp/53 return path).
+const RESOLVER4: Ipv4Addr = NET4_HOST;
+/// Next to it: the tables let it answer too, but it is no configured resolver.
+const NOT_RESOLVER4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 8);
+const RESOLVER6: Ipv6Addr = NET6_HOST;
+const LO_IFINDEX: u32 = 1;
+
+fn mapped(addr: Ipv4Addr) -> [u8; 16] {
+    addr.to_ipv6_mapped().octets()
+}
+
+fn dyn_value(rules: &[PortRule], expires_ns: u64) -> DynValue {
+    DynValue {
+        policy: value(rules),
+        expires_ns,
+    }
+}
+
+/// A UDP DNS answer from `src`:53 to `dst`:`client_port` with DNS id `id`.
+fn answer4(src: Ipv4Addr, dst: Ipv4Addr, id: u16, client_port: u16, body: usize) -> Vec<u8> {
+    let payload = cat(&[&udp(53, client_port), &id.to_be_bytes(), &vec![0xab; body]]);
+    ipv4(src, dst, UDP, &payload)
+}
+
+fn answer6(src: Ipv6Addr, dst: Ipv6Addr, id: u16, client_port: u16) -> Vec<u8> {
+    let payload = cat(&[&udp(53, client_port), &id.to_be_bytes(), &[0xcd; 30]]);
+    ipv6(src, dst, UDP, &payload)
+}
+
+/// A held frame as the agent reads it off ag_dns_frames.
+#[derive(Debug)]
+struct HeldFrame {
+    ifindex: u32,
+    data: Vec<u8>,
+}
+
+impl Fixture {
+    fn set_dyn4(&mut self, addr: Ipv4Addr, value: DynValue) {
+        HashMap::<_, V4HostKey, DynValue>::try_from(self.map_mut(map::V4_DYN))
+            .expect("ag_v4_dyn is a hash of V4HostKey -> DynValue")
+            .insert(V4HostKey { addr: addr.octets() }, value, 0)
+            .expect("insert into ag_v4_dyn");
+    }
+
+    fn set_dyn6(&mut self, addr: Ipv6Addr, value: DynValue) {
+        HashMap::<_, V6HostKey, DynValue>::try_from(self.map_mut(map::V6_DYN))
+            .expect("ag_v6_dyn is a hash of V6HostKey -> DynValue")
+            .insert(V6HostKey { addr: addr.octets() }, value, 0)
+            .expect("insert into ag_v6_dyn");
+    }
+
+    fn add_dns_server(&mut self, addr: [u8; 16]) {
+        HashMap::<_, DnsServerKey, u8>::try_from(self.map_mut(map::DNS_SERVERS))
+            .expect("ag_dns_servers is a hash of DnsServerKey -> u8")
+            .insert(DnsServerKey { addr }, 1, 0)
+            .expect("insert into ag_dns_servers");
+    }
+
+    fn set_heartbeat(&mut self, heartbeat_ns: u64, stale_after_ns: u64) {
+        Array::<_, DnsCtl>::try_from(self.map_mut(map::DNS_CTL))
+            .expect("ag_dns_ctl is an array of DnsCtl")
+            .set(
+                0,
+                DnsCtl {
+                    heartbeat_ns,
+                    stale_after_ns,
+                },
+                0,
+            )
+            .expect("write ag_dns_ctl");
+    }
+
+    fn release_map(&mut self) -> HashMap<&mut MapData, DnsReleaseKey, u8> {
+        HashMap::try_from(self.map_mut(map::DNS_RELEASE)).expect("ag_dns_release is a hash of DnsReleaseKey -> u8")
+    }
+
+    fn drain_frames(&mut self) -> Vec<HeldFrame> {
+        let mut ring = RingBuf::try_from(self.map_mut(map::DNS_FRAMES)).expect("ag_dns_frames is a ring buffer");
+        let mut frames = Vec::new();
+        while let Some(item) = ring.next() {
+            assert_eq!(item.len(), 8 + abi::DNS_FRAME_MAX, "record size: struct ag_dns_frame");
+            let ifindex = u32::from_ne_bytes(item[0..4].try_into().unwrap());
+            let len = u32::from_ne_bytes(item[4..8].try_into().unwrap()) as usize;
+            assert!(len <= abi::DNS_FRAME_MAX, "len {len}");
+            frames.push(HeldFrame {
+                ifindex,
+                data: item[8..8 + len].to_vec(),
+            });
+        }
+        frames
+    }
+
+    /// Runs a DNS answer through XDP: the core counts it as a pass either way;
+    /// `held` says whether it went to the ring (XDP_DROP) instead of the stack.
+    #[track_caller]
+    fn expect_dns(&mut self, name: &str, pkt: &[u8], held: bool) {
+        let held_before = self.misc(abi::MISC_DNS_HELD);
+        self.expect(name, Hook::Ingress, pkt, !held, VERDICT_PASS, Reason::Policy);
+        assert_eq!(
+            self.misc(abi::MISC_DNS_HELD) - held_before,
+            u64::from(held),
+            "{name}: DNS_HELD counts each held answer"
+        );
+        let frames = self.drain_frames();
+        if held {
+            assert_eq!(frames.len(), 1, "{name}: one frame on the ring");
+            assert_eq!(frames[0].ifindex, self.ingress_ifindex, "{name}: ifindex");
+            assert_eq!(frames[0].data, pkt, "{name}: the whole frame, from its Ethernet header");
+        } else {
+            assert!(frames.is_empty(), "{name}: nothing on the ring: {frames:?}");
+        }
+    }
+}
+
+#[test]
+#[rustfmt::skip] // tables of cases read best one case a line
+fn learned_addresses_allow_what_the_tables_do_not() {
+    use Hook::{Egress, Ingress};
+    use Reason::Policy;
+    let mut fx = enforcing_fixture();
+    let egress = abi::SLOT_OUT_REMOTE | abi::SLOT_IN_REMOTE;
+    let syn443_4 = ipv4(LOCAL4, DYN4, TCP, &tcp(40000, 443, SYN));
+    let syn443_6 = ipv6(LOCAL6, DYN6, TCP, &tcp(40000, 443, SYN));
+
+    run_cases(&mut fx, &[
+        case("v4: nothing learned yet", Egress, syn443_4.clone(), false, Policy),
+        case("v6: nothing learned yet", Egress, syn443_6.clone(), false, Policy),
+    ]);
+
+    fx.set_dyn4(DYN4, dyn_value(&[rule(abi::PROTO_TCP, egress, 443, 443)], FOREVER));
+    fx.set_dyn6(DYN6, dyn_value(&[rule(abi::PROTO_TCP, egress, 443, 443)], FOREVER));
+    // The tables allow SERVICE4 tcp/443 only; a learned entry adds 8443.
+    fx.set_dyn4(SERVICE4, dyn_value(&[rule(abi::PROTO_TCP, egress, 8443, 8443)], FOREVER));
+    run_cases(&mut fx, &[
+        case("v4: learned address, its port", Egress, syn443_4.clone(), true, Policy),
+        case("v4: learned address, another port", Egress, ipv4(LOCAL4, DYN4, TCP, &tcp(40000, 444, SYN)), false, Policy),
+        case("v4: learned address, tcp-only rule", Egress, ipv4(LOCAL4, DYN4, UDP, &udp(40000, 443)), false, Policy),
+        case("v4: return path of a learned address", Ingress, ipv4(DYN4, LOCAL4, TCP, &tcp(443, 40000, SYN_ACK)), true, Policy),
+        case("v4: the return path opens nothing", Ingress, ipv4(DYN4, LOCAL4, TCP, &tcp(443, 40000, SYN)), false, Policy),
+        case("v4: non-first fragment to a learned address", Egress, V4 { frag: 100, ..V4::new(LOCAL4, DYN4, TCP) }.build(&[0; 16]), true, Policy),
+        case("v4: a table entry whose ports do not allow it", Egress, ipv4(LOCAL4, SERVICE4, TCP, &tcp(40000, 8443, SYN)), true, Policy),
+        case("v4: the table entry's own port still passes", Egress, ipv4(LOCAL4, SERVICE4, TCP, &tcp(40000, 443, SYN)), true, Policy),
+        case("v4: neither allows it", Egress, ipv4(LOCAL4, SERVICE4, TCP, &tcp(40000, 8444, SYN)), false, Policy),
+        case("v6: learned address, its port", Egress, syn443_6.clone(), true, Policy),
+        case("v6: learned address, another port", Egress, ipv6(LOCAL6, DYN6, TCP, &tcp(40000, 444, SYN)), false, Policy),
+        case("v6: return path of a learned address", Ingress, ipv6(DYN6, LOCAL6, TCP, &tcp(443, 40000, ACK)), true, Policy),
+        case("v6: non-first fragment to a learned address", Egress, ipv6(LOCAL6, DYN6, 44, &cat(&[&v6_frag(TCP, 10, false), &[0; 16]])), true, Policy),
+    ]);
+
+    fx.set_dyn4(DYN4, dyn_value(&[rule(abi::PROTO_TCP, egress, 443, 443)], LONG_AGO));
+    fx.set_dyn6(DYN6, dyn_value(&[rule(abi::PROTO_TCP, egress, 443, 443)], LONG_AGO));
+    run_cases(&mut fx, &[
+        case("v4: expired", Egress, syn443_4, false, Policy),
+        case("v6: expired", Egress, syn443_6, false, Policy),
+    ]);
+
+    // An incomplete generation fails closed, learned addresses or not.
+    fx.set_dyn4(DYN4, dyn_value(&[rule(abi::PROTO_TCP, egress, 443, 443)], FOREVER));
+    fx.activate(1);
+    fx.expect("no generation", Egress, &ipv4(LOCAL4, DYN4, TCP, &tcp(40000, 443, SYN)), false, VERDICT_DROP, Reason::NoPolicy);
+}
+
+#[test]
+fn dns_answers_are_held_while_the_learner_lives() {
+    let mut fx = enforcing_fixture();
+    fx.ingress_ifindex = LO_IFINDEX;
+    fx.add_dns_server(mapped(RESOLVER4));
+    fx.add_dns_server(RESOLVER6.octets());
+    let answer = answer4(RESOLVER4, LOCAL4, 0x1234, 40000, 40);
+    let answer_v6 = answer6(RESOLVER6, LOCAL6, 0xbeef, 40001);
+
+    fx.expect_dns("heartbeat 0 (never set)", &answer, false);
+    fx.set_heartbeat(0, FOREVER);
+    fx.expect_dns("heartbeat 0", &answer, false);
+    fx.set_heartbeat(LONG_AGO, 1);
+    fx.expect_dns("stale heartbeat", &answer, false);
+
+    fx.set_heartbeat(LONG_AGO, FOREVER);
+    fx.expect_dns("v4 answer, fresh heartbeat", &answer, true);
+    fx.expect_dns("v6 answer, fresh heartbeat", &answer_v6, true);
+    fx.expect_dns(
+        "not a configured resolver",
+        &answer4(NOT_RESOLVER4, LOCAL4, 0x1234, 40000, 40),
+        false,
+    );
+    fx.expect_dns(
+        "a v6 address ending in the v4 resolver's bytes is no resolver",
+        &answer6(
+            Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0xc633, 0x6407),
+            LOCAL6,
+            1,
+            40000,
+        ),
+        false,
+    );
+    fx.expect_dns(
+        "payload shorter than a DNS id",
+        &ipv4(RESOLVER4, LOCAL4, UDP, &cat(&[&udp(53, 40000), &[0x12]])),
+        false,
+    );
+    fx.expect_dns("empty payload", &ipv4(RESOLVER4, LOCAL4, UDP, &udp(53, 40000)), false);
+    fx.expect_dns(
+        "first fragment",
+        &V4 {
+            frag: IPV4_MF,
+            ..V4::new(RESOLVER4, LOCAL4, UDP)
+        }
+        .build(&cat(&[&udp(53, 40000), &[0x12, 0x34]])),
+        false,
+    );
+    fx.expect_dns(
+        "answer with IP options and a VLAN tag",
+        &vlan_ether(
+            &[ETH_P_8021Q],
+            ETH_P_IP,
+            &V4 {
+                options: vec![1, 1, 1, 0],
+                ..V4::new(RESOLVER4, LOCAL4, UDP)
+            }
+            .build(&cat(&[&udp(53, 40000), &[0x12, 0x34, 0, 0]]))[14..],
+        ),
+        true,
+    );
+    fx.expect_dns(
+        "v6 answer after extension headers",
+        &ipv6(
+            RESOLVER6,
+            LOCAL6,
+            0,
+            &cat(&[&v6_opt(60), &v6_opt(UDP), &udp(53, 40000), &[0x12, 0x34]]),
+        ),
+        true,
+    );
+
+    // A frame the agent gives back passes once, and its key goes.
+    let key = DnsReleaseKey {
+        server: mapped(RESOLVER4),
+        dns_id: 0x1234,
+        client_port: 40000,
+    };
+    let other_port = DnsReleaseKey {
+        client_port: 40002,
+        ..key
+    };
+    let mut release = fx.release_map();
+    release.insert(key, 1, 0).expect("insert a release key");
+    release.insert(other_port, 1, 0).expect("insert a release key");
+    fx.expect_dns("released", &answer, false);
+    let release = fx.release_map();
+    assert!(release.get(&key, 0).is_err(), "the release key is gone after one use");
+    assert!(release.get(&other_port, 0).is_ok(), "other keys stay");
+    fx.expect_dns("released only once", &answer, true);
+
+    // Too long to hold whole: passed and counted unheld.
+    let unheld = fx.misc(abi::MISC_DNS_UNHELD);
+    let big = answer4(RESOLVER4, LOCAL4, 0x1234, 40000, abi::DNS_FRAME_MAX);
+    fx.expect_dns("longer than AG_DNS_FRAME_MAX", &big, false);
+    assert_eq!(fx.misc(abi::MISC_DNS_UNHELD), unheld + 1, "DNS_UNHELD counts it");
+    let longest = answer4(RESOLVER4, LOCAL4, 0x1234, 40000, abi::DNS_FRAME_MAX - 14 - 20 - 8 - 2);
+    assert_eq!(longest.len(), abi::DNS_FRAME_MAX);
+    fx.expect_dns("exactly AG_DNS_FRAME_MAX", &longest, true);
+
+    // Not an answer, or not ingress.
+    fx.expect(
+        "from another port",
+        Hook::Ingress,
+        &ipv4(RESOLVER4, LOCAL4, UDP, &cat(&[&udp(54, 53), &[0x12, 0x34]])),
+        false, // the tables allow udp/53 only: nothing here allows it
+        VERDICT_DROP,
+        Reason::Policy,
+    );
+    fx.add_dns_server(mapped(LOCAL4));
+    fx.expect(
+        "egress never holds",
+        Hook::Egress,
+        &ipv4(LOCAL4, RESOLVER4, UDP, &cat(&[&udp(53, 53), &[0x12, 0x34]])),
+        true,
+        VERDICT_PASS,
+        Reason::Policy,
+    );
+    assert!(fx.drain_frames().is_empty());
+    assert_eq!(fx.misc(abi::MISC_DNS_UNHELD), unheld + 1);
+}
+
+#[test]
+fn dns_answers_are_held_in_monitor_mode_and_never_lost_to_a_full_ring() {
+    let mut fx = Fixture::load();
+    fx.install(0, config(1, ALL_ESSENTIALS), &test_tables());
+    fx.activate(0);
+    fx.add_dns_server(mapped(OTHER4));
+    fx.set_heartbeat(LONG_AGO, FOREVER);
+    // The tables don't allow OTHER4: monitor mode passes it, counted as a would-drop.
+    let answer = answer4(OTHER4, LOCAL4, 7, 40000, 100);
+    let held_before = fx.misc(abi::MISC_DNS_HELD);
+    fx.expect(
+        "monitor mode",
+        Hook::Ingress,
+        &answer,
+        false,
+        VERDICT_DROP,
+        Reason::Policy,
+    );
+    assert_eq!(fx.misc(abi::MISC_DNS_HELD), held_before + 1, "held in monitor mode");
+    assert_eq!(fx.drain_frames().len(), 1);
+    fx.drain_events();
+
+    // Fill the 1 MiB ring (about 675 frames) without reading it.
+    let mut held = 0;
+    while !fx.run("filling the ring", Hook::Ingress, &answer) {
+        held += 1;
+        assert!(held < 2000, "the ring never filled");
+    }
+    assert!(held > 600, "the ring held only {held} frames");
+    assert_eq!(fx.misc(abi::MISC_DNS_UNHELD), 1, "the answer the full ring refused");
+    assert_eq!(fx.drain_frames().len(), held);
+    assert!(
+        !fx.run("ring drained", Hook::Ingress, &answer),
+        "held again once drained"
+    );
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod dns;
 pub mod netns;
 pub mod packet;
 

@@ -99,6 +99,7 @@ impl Cli {
             Command::Check(a) => self.socket_for(a.config()),
             Command::Down(a) => self.socket_for(a.config()),
             Command::Regions(a) => self.socket_for(a.config()),
+            Command::Show(a) => self.socket_for(a.config()),
             Command::Enable(a) | Command::Disable(a) => self.socket_for(a.change.config()),
             Command::Mode(a) => self.socket_for(a.change.config()),
             Command::Confirm(a) => self.socket_for(a.config.as_deref()),
@@ -107,7 +108,7 @@ impl Cli {
         };
         match self.command {
             Command::Regions(args) => regions::execute(args, &socket),
-            Command::Show(args) => show::execute(args),
+            Command::Show(args) => show::execute(args, &socket),
             Command::Check(args) => match check::execute(args, &socket) {
                 Ok(code) => Ok(code),
                 Err(err) => {

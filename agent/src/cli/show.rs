@@ -24,6 +24,51 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// The addresses the daemon learned for the catalog's DNS names instead (name,
+    /// address, features, expiry); table or json.
+    #[arg(long)]
+    learned: bool,
+}
+
+impl Args {
+    pub fn config(&self) -> Option<&std::path::Path> {
+        self.selection.config.as_deref()
+    }
+}
+
+fn learned(format: Format, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use crate::control::{
+        client,
+        protocol::{Request, Response},
+    };
+    let entries = match client::call(socket, &Request::Learned)? {
+        Response::Learned { entries } => entries,
+        Response::Error { message } => anyhow::bail!("{message}"),
+        other => anyhow::bail!("unexpected answer from the daemon: {other:?}"),
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+        Format::Nft => anyhow::bail!("--learned comes as a table or json"),
+        Format::Table => {
+            let mut rows = vec![
+                ["ADDRESS", "NAME", "QUERIED", "FEATURES", "EXPIRES IN"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for e in &entries {
+                rows.push(vec![
+                    e.address.to_string(),
+                    e.name.clone(),
+                    e.queried.clone(),
+                    e.features.join(","),
+                    format!("{} s", e.expires_in_secs),
+                ]);
+            }
+            print!("{}", render_table(&rows));
+            println!("\n{} learned addresses", entries.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One element of `show --format json`. Field names are part of the interface.
@@ -71,7 +116,10 @@ impl<'a> JsonEntry<'a> {
     }
 }
 
-pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if args.learned {
+        return learned(args.format, socket);
+    }
     let (policy, config, _) = args.selection.policy()?;
     // Compile even to print: a policy the data plane would refuse is an error here too.
     let tables = compile_policy(&policy)?;

@@ -86,6 +86,12 @@ pub fn report(bpffs_dir: &Path, state: Option<&State>, running: bool) -> anyhow:
         "entries": { "v4": live.v4_entries, "v6": live.v6_entries },
         "counters": { "ingress": counters(abi::DIR_INGRESS), "egress": counters(abi::DIR_EGRESS) },
         "events": { "suppressed": live.counters.events_suppressed, "lost": live.counters.events_lost },
+        "learned": {
+            "entries": state.and_then(|s| s.learned).map(|l| l.0).unwrap_or(0),
+            "refused": state.and_then(|s| s.learned).map(|l| l.1).unwrap_or(0),
+            "held": live.counters.dns_held,
+            "unheld": live.counters.dns_unheld,
+        },
     }))
 }
 

@@ -79,6 +79,8 @@ pub enum Request {
         direction: Direction,
     },
     Events,
+    /// The addresses learned for the catalog's names.
+    Learned,
 }
 
 impl Request {
@@ -89,6 +91,19 @@ impl Request {
             Request::Enable { .. } | Request::Disable { .. } | Request::Mode { .. } | Request::Confirm
         )
     }
+}
+
+/// One address learned for a catalog name (`show --learned`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedEntry {
+    pub address: IpAddr,
+    /// The catalog name it was learned for (`*.cas.ms`).
+    pub name: String,
+    /// The name the answer was for (`tenant.eu1.cas.ms`).
+    pub queried: String,
+    pub features: Vec<String>,
+    pub regions: Vec<String>,
+    pub expires_in_secs: u64,
 }
 
 /// The result of a change.
@@ -122,6 +137,9 @@ pub enum Response {
         text: String,
     },
     Event(Decoded),
+    Learned {
+        entries: Vec<LearnedEntry>,
+    },
     /// Events were dropped because this client read too slowly.
     Lagged {
         missed: u64,

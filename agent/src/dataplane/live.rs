@@ -15,6 +15,9 @@ pub struct Counters {
     pub by_key: BTreeMap<(u8, u8, Reason), abi::Counter>,
     pub events_suppressed: u64,
     pub events_lost: u64,
+    /// DNS answers held for the learner, and passed unheld because its ring was full.
+    pub dns_held: u64,
+    pub dns_unheld: u64,
 }
 
 impl Counters {
@@ -84,6 +87,9 @@ pub(super) fn counters(stats: &Map, misc: &Map) -> Result<Counters, DataplaneErr
     };
     out.events_suppressed = sum(abi::MISC_EVENTS_SUPPRESSED)?;
     out.events_lost = sum(abi::MISC_EVENTS_LOST)?;
+    // Pins from a build before DNS learning have no such slots: zero, not an error.
+    out.dns_held = sum(abi::MISC_DNS_HELD).unwrap_or(0);
+    out.dns_unheld = sum(abi::MISC_DNS_UNHELD).unwrap_or(0);
     Ok(out)
 }
 

@@ -10,6 +10,7 @@
 
 mod attach;
 mod bpffs;
+mod dns;
 mod live;
 
 use std::{
@@ -26,6 +27,7 @@ use aya::{
 
 pub use attach::{Attachment, TcMode, XdpMode, detach_all};
 pub use bpffs::ensure_bpffs;
+pub use dns::monotonic_ns;
 pub use live::{Counters, LiveState, read_live};
 
 use crate::policy::Tables;
@@ -106,6 +108,8 @@ impl Default for LoadOptions {
 pub struct Dataplane {
     ebpf: Ebpf,
     dir: PathBuf,
+    /// The do-nothing XDP program that gives held DNS answers back, loaded on first use.
+    noop: Option<Ebpf>,
 }
 
 /// The shape each pinned map must have: a map pinned by an older, different build
@@ -144,6 +148,7 @@ impl Dataplane {
         let mut dataplane = Dataplane {
             ebpf,
             dir: dir.to_path_buf(),
+            noop: None,
         };
         dataplane.check_map_shapes()?;
         let program = |name| move |source| DataplaneError::Program { name, source };

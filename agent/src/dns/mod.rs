@@ -6,6 +6,7 @@
 //! data plane.
 
 pub mod learn;
+pub mod learner;
 
 pub use learn::{
     AnswerData, AnswerRecord, DEFAULT_LEARNED_CAPACITY, DnsAnswer, Inserted, LearnError, Learned, LearnedTable,

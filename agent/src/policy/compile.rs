@@ -266,6 +266,20 @@ pub fn compile_policy(policy: &Policy) -> Result<Tables, CompileError> {
     Ok(tables)
 }
 
+/// The value the data plane holds for `addr` when `rules` are what allows it (the
+/// addresses learned for the catalog's names: no prefixes to fold, just their union).
+pub fn value_of<'a>(
+    addr: std::net::IpAddr,
+    rules: impl IntoIterator<Item = &'a super::Rule>,
+) -> Result<abi::PolicyValue, CompileError> {
+    let mut allowance = Allowance::default();
+    for rule in rules {
+        allowance.add(proto_code(rule.proto), slots_of(rule.direction), &rule.ports);
+    }
+    allowance.normalize();
+    policy_value(IpNet::from(addr), &allowance)
+}
+
 /// Prefixes this small (at most 256 addresses) move from the LPM trie into the host
 /// hash, one entry per address, while the total stays within `EXPAND_BUDGET`: a hash
 /// hit costs a fraction of a trie walk, and the catalog's own CIDRs (the mail /26 and

@@ -128,6 +128,34 @@ pub struct LogCollector {
     pub ftp_passive_ports: Vec<PortRange>,
 }
 
+/// How the catalog's DNS names are learned and resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Learn addresses from the resolvers' answers and resolve the explicit names.
+    pub learn: bool,
+    /// A learned address lives for the answer's TTL clamped to [floor, max], plus grace.
+    pub ttl_floor: u64,
+    pub ttl_grace: u64,
+    pub ttl_max: u64,
+    /// Learned addresses held at most; past it new ones are refused and counted.
+    pub max_learned: usize,
+    /// Seconds between the daemon's own queries for the explicit names.
+    pub refresh: u64,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            learn: true,
+            ttl_floor: 30,
+            ttl_grace: 10,
+            ttl_max: 86_400,
+            max_learned: 4096,
+            refresh: 30,
+        }
+    }
+}
+
 /// A validated config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -149,6 +177,7 @@ pub struct Config {
     pub dlp_ports: Vec<PortRange>,
     pub log_collector: LogCollector,
     pub metrics: Option<SocketAddr>,
+    pub dns: DnsSettings,
 }
 
 impl Default for Config {
@@ -170,6 +199,7 @@ impl Default for Config {
             dlp_ports: vec![PortRange::single(DEFAULT_DLP_PORT)],
             log_collector: LogCollector::default(),
             metrics: None,
+            dns: DnsSettings::default(),
         }
     }
 }
@@ -194,6 +224,32 @@ struct RawConfig {
     feature_ports: RawFeaturePorts,
     log_collector: RawLogCollector,
     metrics: Option<Spanned<String>>,
+    dns: RawDns,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDns {
+    learn: bool,
+    ttl_floor: Spanned<u64>,
+    ttl_grace: Spanned<u64>,
+    ttl_max: Spanned<u64>,
+    max_learned: Spanned<u64>,
+    refresh: Spanned<u64>,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        let d = DnsSettings::default();
+        RawDns {
+            learn: d.learn,
+            ttl_floor: Spanned::new(0..0, d.ttl_floor),
+            ttl_grace: Spanned::new(0..0, d.ttl_grace),
+            ttl_max: Spanned::new(0..0, d.ttl_max),
+            max_learned: Spanned::new(0..0, d.max_learned as u64),
+            refresh: Spanned::new(0..0, d.refresh),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -441,6 +497,32 @@ impl Config {
             })?),
         };
 
+        let raw_dns = &raw.dns;
+        if raw_dns.ttl_floor.get_ref() > raw_dns.ttl_max.get_ref() {
+            return Err(lines.error(raw_dns.ttl_floor.span(), "dns.ttl_floor: larger than dns.ttl_max"));
+        }
+        let max_learned = *raw_dns.max_learned.get_ref();
+        if max_learned == 0 || max_learned > u64::from(allowgate_ebpf::DYN_MAX) {
+            return Err(lines.error(
+                raw_dns.max_learned.span(),
+                format!(
+                    "dns.max_learned: 1 to {} (the size of the data plane's table)",
+                    allowgate_ebpf::DYN_MAX
+                ),
+            ));
+        }
+        if *raw_dns.refresh.get_ref() == 0 {
+            return Err(lines.error(raw_dns.refresh.span(), "dns.refresh: at least 1 second"));
+        }
+        let dns = DnsSettings {
+            learn: raw_dns.learn,
+            ttl_floor: *raw_dns.ttl_floor.get_ref(),
+            ttl_grace: *raw_dns.ttl_grace.get_ref(),
+            ttl_max: *raw_dns.ttl_max.get_ref(),
+            max_learned: max_learned as usize,
+            refresh: *raw_dns.refresh.get_ref(),
+        };
+
         Ok(Config {
             interfaces,
             mode,
@@ -466,6 +548,7 @@ impl Config {
             dlp_ports,
             log_collector,
             metrics,
+            dns,
         })
     }
 

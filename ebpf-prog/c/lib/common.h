@@ -75,6 +75,7 @@ struct ag_pkt {
 	__u16 ethertype;	/* after the VLAN tags, host byte order */
 	__u16 sport;		/* 0 for protocols without ports */
 	__u16 dport;
+	__u16 l4_off;		/* UDP: its header's offset from the frame start */
 	__u8 family;		/* 4, 6, or 0 for non-IP */
 	__u8 l4proto;		/* IPv4 protocol, or the end of the IPv6 chain */
 	__u8 frag;		/* enum ag_frag */

@@ -34,14 +34,14 @@ struct ag_ipv6_frag_hdr {
 #define AG_IPV6_FRAG_OFFSET_MASK 0xfff8
 
 /*
- * Reads ports, TCP flags or the ICMP type at l4. icmp_proto is the ICMP of
+ * Reads ports, TCP flags or the ICMP type at l4 (data + l4_off). icmp_proto is the ICMP of
  * this family (1 on IPv4, 58 on IPv6; the other one is just a protocol without
  * ports there). too_short is the reason when the header is cut: TRUNCATED for a
  * whole datagram, FRAG_TOO_SHORT or V6_FRAG_CHAIN for a first fragment (whose
  * later fragments can't be checked).
  */
-static __always_inline int ag_parse_l4(void *l4, void *data_end, struct ag_pkt *pkt,
-				       __u8 icmp_proto, int too_short)
+static __always_inline int ag_parse_l4(void *l4, __u32 l4_off, void *data_end,
+				       struct ag_pkt *pkt, __u8 icmp_proto, int too_short)
 {
 	__u8 *bytes = l4;
 
@@ -56,6 +56,8 @@ static __always_inline int ag_parse_l4(void *l4, void *data_end, struct ag_pkt *
 			return too_short;
 		pkt->sport = bpf_ntohs(*(__be16 *)&bytes[0]);
 		pkt->dport = bpf_ntohs(*(__be16 *)&bytes[2]);
+		/* Where a DNS answer's payload starts (lib/dns.h). */
+		pkt->l4_off = l4_off;
 	} else if (pkt->l4proto == icmp_proto) {
 		if (l4 + AG_ICMP_HDR_LEN > data_end)
 			return too_short;
@@ -65,7 +67,8 @@ static __always_inline int ag_parse_l4(void *l4, void *data_end, struct ag_pkt *
 	return AG_PARSE_OK;
 }
 
-static __always_inline int ag_parse_ipv4(void *l3, void *data_end, struct ag_pkt *pkt)
+static __always_inline int ag_parse_ipv4(void *l3, __u32 l3_off, void *data_end,
+					 struct ag_pkt *pkt)
 {
 	struct iphdr *iph = l3;
 	__u32 hdr_len;
@@ -98,10 +101,11 @@ static __always_inline int ag_parse_ipv4(void *l3, void *data_end, struct ag_pkt
 	}
 	if (frag_off & AG_IPV4_MF) {
 		pkt->frag = AG_FRAG_FIRST;
-		return ag_parse_l4(l3 + hdr_len, data_end, pkt, AG_IPPROTO_ICMP,
-				   AG_REASON_FRAG_TOO_SHORT);
+		return ag_parse_l4(l3 + hdr_len, l3_off + hdr_len, data_end, pkt,
+				   AG_IPPROTO_ICMP, AG_REASON_FRAG_TOO_SHORT);
 	}
-	return ag_parse_l4(l3 + hdr_len, data_end, pkt, AG_IPPROTO_ICMP, AG_REASON_TRUNCATED);
+	return ag_parse_l4(l3 + hdr_len, l3_off + hdr_len, data_end, pkt, AG_IPPROTO_ICMP,
+			   AG_REASON_TRUNCATED);
 }
 
 /* ::ffff:0:0/96 has no business on an IPv6 wire and may confuse v4 rules. */
@@ -214,7 +218,7 @@ static __always_inline int ag_parse_ipv6(void *data, __u32 l3_off, void *data_en
 chain_end:
 	if (off > AG_V6_CHAIN_MAX)
 		return AG_REASON_V6_CHAIN_TOO_LONG;
-	return ag_parse_l4(data + off, data_end, pkt, AG_IPPROTO_ICMPV6, too_short);
+	return ag_parse_l4(data + off, off, data_end, pkt, AG_IPPROTO_ICMPV6, too_short);
 }
 
 /*
@@ -250,7 +254,7 @@ static __always_inline int ag_parse_eth(void *data, void *data_end, struct ag_pk
 		return AG_REASON_VLAN_DEPTH;
 
 	if (proto == ETH_P_IP)
-		return ag_parse_ipv4(data + l3_off, data_end, pkt);
+		return ag_parse_ipv4(data + l3_off, l3_off, data_end, pkt);
 	if (proto == ETH_P_IPV6)
 		return ag_parse_ipv6(data, l3_off, data_end, pkt);
 	return AG_PARSE_OK;

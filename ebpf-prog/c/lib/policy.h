@@ -93,6 +93,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_active SEC(".maps");
 
+/*
+ * Learned addresses (abi.h): one hash per family beside the generations, updated in
+ * place by the agent, each entry with its own expiry. Consulted only when the
+ * generation's tables do not allow a packet.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AG_DYN_MAX);
+	__type(key, struct ag_v4_host_key);
+	__type(value, struct ag_dyn_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_v4_dyn SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AG_DYN_MAX);
+	__type(key, struct ag_v6_host_key);
+	__type(value, struct ag_dyn_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_v6_dyn SEC(".maps");
+
 /* The active generation's config, or NULL when none is complete. */
 static __always_inline const struct ag_gen_config *ag_active_config(__u32 *slot)
 {
@@ -184,6 +205,36 @@ static __always_inline int ag_lookup_v6(__u32 slot, const union ag_addr *addr,
 }
 
 /*
+ * The learned entry of a remote address, or NULL. Separate per family, with
+ * barriers, for the same reason as the lookups above.
+ */
+static __always_inline const struct ag_dyn_value *ag_dyn_lookup_v4(__u32 addr)
+{
+	const struct ag_dyn_value *dyn;
+	struct ag_v4_host_key key;
+	void *map = &ag_v4_dyn;
+
+	barrier_var(map);
+	__builtin_memcpy(key.addr, &addr, sizeof(key.addr));
+	dyn = bpf_map_lookup_elem(map, &key);
+	barrier_var(dyn);
+	return dyn;
+}
+
+static __always_inline const struct ag_dyn_value *ag_dyn_lookup_v6(const union ag_addr *addr)
+{
+	const struct ag_dyn_value *dyn;
+	struct ag_v6_host_key key;
+	void *map = &ag_v6_dyn;
+
+	barrier_var(map);
+	__builtin_memcpy(key.addr, addr->bytes, sizeof(key.addr));
+	dyn = bpf_map_lookup_elem(map, &key);
+	barrier_var(dyn);
+	return dyn;
+}
+
+/*
  * The port rules of what was found. "Forward" slots compare the destination
  * port (egress OUT_REMOTE, ingress IN_LOCAL), "return" slots the source port
  * (egress OUT_LOCAL, ingress IN_REMOTE), and only when the packet opens
@@ -235,15 +286,19 @@ _Static_assert((AG_SLOT_IN_LOCAL >> 2) == AG_SLOT_OUT_REMOTE &&
 	       "the egress slots are the ingress ones shifted by 2 * dir");
 
 /*
- * The policy's verdict on an IP packet: AG_VERDICT_PASS with reason POLICY,
- * or DROP with POLICY (nothing allows it) or NO_POLICY (the slot is incomplete).
+ * The policy's verdict on an IP packet: AG_VERDICT_PASS with reason POLICY (the
+ * generation's tables or a learned address allow it), or DROP with POLICY
+ * (nothing allows it) or NO_POLICY (the slot is incomplete; learned addresses are
+ * not consulted then).
  * dir is 0 or 1 and is never branched on (see ag_judge()).
  */
 static __always_inline int ag_policy_judge(__u32 slot, const struct ag_pkt *pkt, __u32 dir,
 					   __u8 *reason)
 {
 	const struct ag_policy_value *value = NULL;
+	const struct ag_dyn_value *dyn;
 	const union ag_addr *remote;
+	__u32 fwd_slot, ret_slot;
 	int found;
 
 	/* The remote peer: where ingress comes from (saddr), egress goes (daddr). */
@@ -259,14 +314,24 @@ static __always_inline int ag_policy_judge(__u32 slot, const struct ag_pkt *pkt,
 		*reason = AG_REASON_NO_POLICY;
 		return AG_VERDICT_DROP;
 	}
-	if (found != AG_LOOKUP_FOUND)
-		return AG_VERDICT_DROP;
 	/*
 	 * Ingress: IN_LOCAL (bit 2) forward, IN_REMOTE (bit 1) return;
 	 * egress: OUT_REMOTE (bit 0) forward, OUT_LOCAL (bit 3) return.
 	 */
-	return ag_rules_allow(value, pkt, AG_SLOT_IN_LOCAL >> (dir * 2),
-			      AG_SLOT_IN_REMOTE << (dir * 2)) ? AG_VERDICT_PASS : AG_VERDICT_DROP;
+	fwd_slot = AG_SLOT_IN_LOCAL >> (dir * 2);
+	ret_slot = AG_SLOT_IN_REMOTE << (dir * 2);
+	if (found == AG_LOOKUP_FOUND && ag_rules_allow(value, pkt, fwd_slot, ret_slot))
+		return AG_VERDICT_PASS;
+
+	/* Would drop: a learned address, while it lasts, may still allow it. */
+	if (pkt->family == 4)
+		dyn = ag_dyn_lookup_v4(remote->v4);
+	else
+		dyn = ag_dyn_lookup_v6(remote);
+	if (!dyn || dyn->expires_ns <= bpf_ktime_get_ns())
+		return AG_VERDICT_DROP;
+	return ag_rules_allow(&dyn->policy, pkt, fwd_slot, ret_slot) ? AG_VERDICT_PASS
+								     : AG_VERDICT_DROP;
 }
 
 #endif /* ALLOWGATE_POLICY_H */

@@ -1,0 +1,235 @@
+//! The data plane's side of the catalog's DNS names: the resolvers whose answers it
+//! holds, the learner's heartbeat, the learned addresses, and giving held answers back
+//! to the stack.
+
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    time::Duration,
+};
+
+use allowgate_ebpf::{self as abi, map};
+use aya::{
+    EbpfLoader,
+    maps::{Array, HashMap, MapData, RingBuf},
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
+};
+
+use super::{Dataplane, DataplaneError, map_err};
+
+/// The clock `bpf_ktime_get_ns()` reads: CLOCK_MONOTONIC.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Resolvers are keyed by their IPv6 form, IPv4 as ::ffff:a.b.c.d.
+fn server_key(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+impl Dataplane {
+    fn dyn_maps_present(&self) -> bool {
+        self.ebpf.map(map::DNS_CTL).is_some()
+    }
+
+    /// The resolvers whose answers are held for the learner (replacing the old set).
+    pub fn set_dns_servers(&mut self, servers: &[IpAddr]) -> Result<(), DataplaneError> {
+        let mut m: HashMap<&mut MapData, abi::DnsServerKey, u8> =
+            HashMap::try_from(self.map_mut(map::DNS_SERVERS)?).map_err(map_err("open ag_dns_servers"))?;
+        let old: Vec<abi::DnsServerKey> = m.keys().filter_map(Result::ok).collect();
+        for k in old {
+            let _ = m.remove(&k);
+        }
+        for &s in servers.iter().take(abi::MAX_DNS_SERVERS as usize) {
+            m.insert(abi::DnsServerKey { addr: server_key(s) }, 1, 0)
+                .map_err(map_err("set a DNS server"))?;
+        }
+        Ok(())
+    }
+
+    /// Tells the data plane the learner is alive; it holds answers only while the last
+    /// heartbeat is younger than `stale_after`. `None` stops holding at once.
+    pub fn dns_heartbeat(&mut self, stale_after: Option<Duration>) -> Result<(), DataplaneError> {
+        if !self.dyn_maps_present() {
+            return Ok(());
+        }
+        let ctl = match stale_after {
+            Some(d) => abi::DnsCtl {
+                heartbeat_ns: monotonic_ns(),
+                stale_after_ns: d.as_nanos() as u64,
+            },
+            None => abi::DnsCtl::default(),
+        };
+        let mut m: Array<&mut MapData, abi::DnsCtl> =
+            Array::try_from(self.map_mut(map::DNS_CTL)?).map_err(map_err("open ag_dns_ctl"))?;
+        m.set(0, ctl, 0).map_err(map_err("write the learner's heartbeat"))
+    }
+
+    /// Allows what `value` says for `addr` until `expires_ns` (monotonic clock).
+    pub fn put_learned(
+        &mut self,
+        addr: IpAddr,
+        value: abi::PolicyValue,
+        expires_ns: u64,
+    ) -> Result<(), DataplaneError> {
+        let v = abi::DynValue {
+            policy: value,
+            expires_ns,
+        };
+        match addr {
+            IpAddr::V4(a) => {
+                let mut m: HashMap<&mut MapData, abi::V4HostKey, abi::DynValue> =
+                    HashMap::try_from(self.map_mut(map::V4_DYN)?).map_err(map_err("open ag_v4_dyn"))?;
+                m.insert(abi::V4HostKey { addr: a.octets() }, v, 0)
+                    .map_err(map_err("add a learned address"))
+            }
+            IpAddr::V6(a) => {
+                let mut m: HashMap<&mut MapData, abi::V6HostKey, abi::DynValue> =
+                    HashMap::try_from(self.map_mut(map::V6_DYN)?).map_err(map_err("open ag_v6_dyn"))?;
+                m.insert(abi::V6HostKey { addr: a.octets() }, v, 0)
+                    .map_err(map_err("add a learned address"))
+            }
+        }
+    }
+
+    pub fn remove_learned(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {
+        let result = match addr {
+            IpAddr::V4(a) => {
+                let mut m: HashMap<&mut MapData, abi::V4HostKey, abi::DynValue> =
+                    HashMap::try_from(self.map_mut(map::V4_DYN)?).map_err(map_err("open ag_v4_dyn"))?;
+                m.remove(&abi::V4HostKey { addr: a.octets() })
+            }
+            IpAddr::V6(a) => {
+                let mut m: HashMap<&mut MapData, abi::V6HostKey, abi::DynValue> =
+                    HashMap::try_from(self.map_mut(map::V6_DYN)?).map_err(map_err("open ag_v6_dyn"))?;
+                m.remove(&abi::V6HostKey { addr: a.octets() })
+            }
+        };
+        // Already gone is gone.
+        match result {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("remove a learned address")(e)),
+        }
+    }
+
+    /// Every learned address the data plane holds, with its expiry (monotonic ns): what
+    /// an earlier daemon learned.
+    pub fn learned_addresses(&self) -> Result<Vec<(IpAddr, u64)>, DataplaneError> {
+        let mut out = Vec::new();
+        let m: HashMap<&MapData, abi::V4HostKey, abi::DynValue> =
+            HashMap::try_from(self.map(map::V4_DYN)?).map_err(map_err("open ag_v4_dyn"))?;
+        out.extend(
+            m.iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| (IpAddr::from(k.addr), v.expires_ns)),
+        );
+        let m: HashMap<&MapData, abi::V6HostKey, abi::DynValue> =
+            HashMap::try_from(self.map(map::V6_DYN)?).map_err(map_err("open ag_v6_dyn"))?;
+        out.extend(
+            m.iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| (IpAddr::V6(Ipv6Addr::from(k.addr)), v.expires_ns)),
+        );
+        Ok(out)
+    }
+
+    /// The ring of held answers, for the caller to poll.
+    pub fn take_dns_frames(&mut self) -> Result<RingBuf<MapData>, DataplaneError> {
+        let m = self.ebpf.take_map(map::DNS_FRAMES).ok_or(DataplaneError::Missing {
+            what: "map",
+            name: map::DNS_FRAMES,
+        })?;
+        RingBuf::try_from(m).map_err(map_err("open the DNS answer ring"))
+    }
+
+    /// Lets the answer (server, id, client port) through once without holding it: for
+    /// generic-mode XDP, which sees a re-injected frame again.
+    pub fn release(&mut self, server: IpAddr, id: u16, client_port: u16) -> Result<(), DataplaneError> {
+        let mut m: HashMap<&mut MapData, abi::DnsReleaseKey, u8> =
+            HashMap::try_from(self.map_mut(map::DNS_RELEASE)?).map_err(map_err("open ag_dns_release"))?;
+        let key = abi::DnsReleaseKey {
+            server: server_key(server),
+            dns_id: id,
+            client_port,
+        };
+        m.insert(key, 1, 0).map_err(map_err("release a held answer"))
+    }
+
+    /// Forgets a release the data plane did not consume: a native-mode XDP program
+    /// never sees the re-injected frame, and a key left behind would let a later answer
+    /// with the same (server, id, port) through unheld.
+    pub fn unrelease(&mut self, server: IpAddr, id: u16, client_port: u16) -> Result<(), DataplaneError> {
+        let mut m: HashMap<&mut MapData, abi::DnsReleaseKey, u8> =
+            HashMap::try_from(self.map_mut(map::DNS_RELEASE)?).map_err(map_err("open ag_dns_release"))?;
+        let key = abi::DnsReleaseKey {
+            server: server_key(server),
+            dns_id: id,
+            client_port,
+        };
+        match m.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("forget a released answer")(e)),
+        }
+    }
+
+    /// Gives a held frame back to the stack as if it had just arrived on `ifindex`:
+    /// BPF_PROG_TEST_RUN of a do-nothing XDP program in live-frames mode.
+    pub fn reinject(&mut self, frame: &[u8], ifindex: u32) -> Result<(), DataplaneError> {
+        if self.noop.is_none() {
+            let mut ebpf = EbpfLoader::new()
+                .load(abi::NOOP_OBJ)
+                .map_err(|source| DataplaneError::Load { source })?;
+            let prog: &mut Xdp = ebpf
+                .program_mut(abi::PROG_NOOP)
+                .ok_or(DataplaneError::Missing {
+                    what: "program",
+                    name: abi::PROG_NOOP,
+                })?
+                .try_into()
+                .map_err(|source| DataplaneError::Program {
+                    name: abi::PROG_NOOP,
+                    source,
+                })?;
+            prog.load().map_err(|source| DataplaneError::Program {
+                name: abi::PROG_NOOP,
+                source,
+            })?;
+            self.noop = Some(ebpf);
+        }
+        let ebpf = self.noop.as_mut().expect("loaded above");
+        let prog: &mut Xdp = ebpf
+            .program_mut(abi::PROG_NOOP)
+            .ok_or(DataplaneError::Missing {
+                what: "program",
+                name: abi::PROG_NOOP,
+            })?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                name: abi::PROG_NOOP,
+                source,
+            })?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex; the kernel wants data_end to be the frame's length.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            attrs: TestRunAttrs::new().xdp_live_frames(1),
+            ..TestRunOptions::new()
+        };
+        prog.test_run(opts)
+            .map(|_| ())
+            .map_err(|source| DataplaneError::Program {
+                name: abi::PROG_NOOP,
+                source,
+            })
+    }
+}

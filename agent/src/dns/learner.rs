@@ -1,0 +1,461 @@
+//! The daemon's side of the catalog's names: take the answers the XDP program held,
+//! learn what they say about the catalog's names, put the addresses in the data plane,
+//! then give each answer back to the stack. Also asks the resolvers for the explicit
+//! names itself, so they are allowed before any application asks.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use allowgate_ebpf as abi;
+use tracing::{debug, info, warn};
+
+use super::learn::{Inserted, LearnedTable, NameSet, TtlPolicy, learn, parse_answer};
+use crate::{
+    control::protocol::LearnedEntry,
+    dataplane::{Dataplane, monotonic_ns},
+    policy::{Policy, compile::value_of, config::DnsSettings},
+};
+
+/// How long the data plane keeps holding answers after the learner's last heartbeat:
+/// past it, answers pass unheld, so a dead daemon never takes DNS down with it.
+pub const HEARTBEAT_STALE_AFTER: Duration = Duration::from_secs(3);
+
+fn monotonic_secs() -> u64 {
+    monotonic_ns() / 1_000_000_000
+}
+
+pub struct Learner {
+    names: NameSet,
+    table: LearnedTable,
+    ttl: TtlPolicy,
+    servers: Vec<IpAddr>,
+    refresh: Duration,
+    last_queries: Option<Instant>,
+    sockets: Vec<UdpSocket>,
+    next_id: u16,
+    /// Addresses a previous daemon learned, kept until their expiry (monotonic ns).
+    orphans: HashMap<IpAddr, u64>,
+    /// The last hold-to-release time, for `status`.
+    pub last_window: Option<Duration>,
+}
+
+impl Learner {
+    /// A learner for `policy`'s names; `previous` are the addresses the data plane
+    /// still holds from an earlier daemon (they stay until they expire).
+    pub fn new(policy: &Policy, settings: &DnsSettings, previous: Vec<(IpAddr, u64)>) -> Learner {
+        let sockets = ["0.0.0.0:0", "[::]:0"]
+            .iter()
+            .filter_map(|a| UdpSocket::bind(a).ok())
+            .inspect(|s| {
+                let _ = s.set_nonblocking(true);
+            })
+            .collect();
+        Learner {
+            names: NameSet::from_policy(policy),
+            table: LearnedTable::new(settings.max_learned),
+            ttl: TtlPolicy {
+                floor: Duration::from_secs(settings.ttl_floor),
+                grace: Duration::from_secs(settings.ttl_grace),
+                max: Duration::from_secs(settings.ttl_max),
+            },
+            servers: policy.dns_servers.clone(),
+            refresh: Duration::from_secs(settings.refresh),
+            last_queries: None,
+            sockets,
+            next_id: (monotonic_ns() & 0xffff) as u16,
+            orphans: previous.into_iter().collect(),
+            last_window: None,
+        }
+    }
+
+    pub fn servers(&self) -> &[IpAddr] {
+        &self.servers
+    }
+
+    pub fn counts(&self) -> (usize, u64) {
+        (self.table.len(), self.table.refused())
+    }
+
+    /// A new policy: its names, its resolvers; what it no longer lists is forgotten.
+    pub fn reconcile(&mut self, policy: &Policy, dataplane: &mut Dataplane) {
+        self.names = NameSet::from_policy(policy);
+        self.servers = policy.dns_servers.clone();
+        if let Err(e) = dataplane.set_dns_servers(&self.servers) {
+            warn!("cannot set the DNS servers: {e}");
+        }
+        for gone in self.table.reconcile(&self.names) {
+            self.push(gone.addr, dataplane);
+        }
+        self.last_queries = None;
+    }
+
+    /// Puts what the table says of `addr` in the data plane: the union of its entries'
+    /// rules until the latest expiry, or nothing.
+    fn push(&mut self, addr: IpAddr, dataplane: &mut Dataplane) {
+        let entries: Vec<_> = self.table.entries_for(addr).collect();
+        let result = match entries.iter().map(|l| l.expires).max() {
+            None => dataplane.remove_learned(addr).map_err(anyhow::Error::from),
+            Some(expires) => value_of(addr, entries.iter().flat_map(|l| l.rules.iter()))
+                .map_err(anyhow::Error::from)
+                .and_then(|value| {
+                    dataplane
+                        .put_learned(addr, value, expires.saturating_mul(1_000_000_000))
+                        .map_err(Into::into)
+                }),
+        };
+        if let Err(e) = result {
+            warn!(%addr, "cannot update a learned address: {e:#}");
+        }
+    }
+
+    /// One held answer from the ring: learn from it, then give it back. Whatever goes
+    /// wrong, the answer goes back.
+    pub fn on_frame(&mut self, record: &[u8], dataplane: &mut Dataplane) {
+        let started = Instant::now();
+        let header = std::mem::size_of::<abi::DnsFrameHeader>();
+        if record.len() < header {
+            return warn!(len = record.len(), "short DNS record from the data plane");
+        }
+        let ifindex = u32::from_ne_bytes(record[0..4].try_into().expect("4 bytes"));
+        let len = u32::from_ne_bytes(record[4..8].try_into().expect("4 bytes")) as usize;
+        let mut frame = record[header..(header + len).min(record.len())].to_vec();
+        let frame = &mut frame[..];
+        let sound = check_udp_checksum(frame) != Some(Checksum::Bad);
+        let mut released = None;
+        match parse_answer(frame) {
+            Ok(answer) => {
+                if !sound {
+                    debug!(server = %answer.server, "a held answer with a bad UDP checksum teaches nothing");
+                } else if self.servers.contains(&answer.server) {
+                    let now = monotonic_secs();
+                    for learned in learn(&answer, &self.names, now, &self.ttl) {
+                        let (addr, name) = (learned.addr, learned.name.clone());
+                        match self.table.insert(learned) {
+                            Inserted::Refused => {
+                                warn!(%addr, %name, "learned-address table full: refused (raise dns.max_learned)")
+                            }
+                            Inserted::Added => {
+                                info!(%addr, %name, question = %answer.question, "learned");
+                                self.push(addr, dataplane);
+                            }
+                            Inserted::Refreshed => self.push(addr, dataplane),
+                        }
+                    }
+                }
+                match dataplane.release(answer.server, answer.id, answer.client_port) {
+                    Ok(()) => released = Some((answer.server, answer.id, answer.client_port)),
+                    Err(e) => debug!("cannot mark an answer released: {e}"),
+                }
+            }
+            Err(e) => {
+                debug!("a held answer teaches nothing: {e}");
+                // Still released, or a generic-mode program would hold it again.
+                if let Some((server, id, port)) = release_key(frame)
+                    && dataplane.release(server, id, port).is_ok()
+                {
+                    released = Some((server, id, port));
+                }
+            }
+        }
+        if let Err(e) = dataplane.reinject(frame, ifindex) {
+            warn!("cannot give a held DNS answer back: {e}");
+        }
+        if let Some((server, id, port)) = released
+            && let Err(e) = dataplane.unrelease(server, id, port)
+        {
+            debug!("cannot forget a released answer: {e}");
+        }
+        self.last_window = Some(started.elapsed());
+    }
+
+    /// Once a second: the heartbeat, expiries, and the explicit names' queries.
+    pub fn tick(&mut self, dataplane: &mut Dataplane) {
+        if let Err(e) = dataplane.dns_heartbeat(Some(HEARTBEAT_STALE_AFTER)) {
+            warn!("cannot refresh the learner's heartbeat: {e}");
+        }
+        let now = monotonic_secs();
+        for gone in self.table.expire(now) {
+            debug!(addr = %gone.addr, name = %gone.name, "expired");
+            self.push(gone.addr, dataplane);
+        }
+        let now_ns = monotonic_ns();
+        let due: Vec<IpAddr> = self
+            .orphans
+            .iter()
+            .filter(|(_, e)| **e <= now_ns)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in due {
+            self.orphans.remove(&addr);
+            if self.table.entries_for(addr).next().is_none() {
+                let _ = dataplane.remove_learned(addr);
+            }
+        }
+        // Answers to our own queries come back through the data plane like any other;
+        // the copies our sockets receive are not needed.
+        let mut buf = [0u8; 1500];
+        for s in &self.sockets {
+            while s.recv_from(&mut buf).is_ok() {}
+        }
+        if self.last_queries.is_none_or(|t| t.elapsed() >= self.refresh) {
+            self.query_explicit_names();
+            self.last_queries = Some(Instant::now());
+        }
+    }
+
+    fn query_explicit_names(&mut self) {
+        let names: Vec<String> = self.names.explicit_names().map(|n| n.as_str().to_string()).collect();
+        for name in names {
+            for qtype in [1u16, 28] {
+                let id = self.next_id;
+                self.next_id = self.next_id.wrapping_add(1);
+                let query = dns_query(id, &name, qtype);
+                for &server in &self.servers {
+                    let to = SocketAddr::new(server, 53);
+                    if let Some(s) = self
+                        .sockets
+                        .iter()
+                        .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == server.is_ipv4()))
+                        && let Err(e) = s.send_to(&query, to)
+                    {
+                        debug!(%server, %name, "cannot send a query: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The table for `show --learned`.
+    pub fn entries(&self) -> Vec<LearnedEntry> {
+        let now = monotonic_secs();
+        let mut out: Vec<LearnedEntry> = self
+            .table
+            .iter()
+            .map(|l| {
+                let mut features: Vec<String> = l
+                    .rules
+                    .iter()
+                    .flat_map(|r| r.features())
+                    .map(|f| f.to_string())
+                    .collect();
+                features.sort();
+                features.dedup();
+                let mut regions: Vec<String> = l.rules.iter().flat_map(|r| r.regions()).map(str::to_string).collect();
+                regions.sort();
+                regions.dedup();
+                LearnedEntry {
+                    address: l.addr,
+                    name: l.name.to_string(),
+                    queried: l.queried.clone(),
+                    features,
+                    regions,
+                    expires_in_secs: l.expires.saturating_sub(now),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (a.address, &a.name).cmp(&(b.address, &b.name)));
+        out
+    }
+}
+
+/// Where the parts of a held frame are: enough of Ethernet, VLAN tags, IPv4 or IPv6
+/// (extension headers walked) and UDP to release it and to mend its checksum.
+struct Located {
+    server: IpAddr,
+    /// Offsets of the source and destination addresses, and their length (4 or 16).
+    src: usize,
+    dst: usize,
+    addr_len: usize,
+    udp: usize,
+}
+
+fn locate(frame: &[u8]) -> Option<Located> {
+    let u16_at = |at: usize| frame.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let mut off = 12;
+    let mut ethertype = u16_at(off)?;
+    while matches!(ethertype, 0x8100 | 0x88a8) {
+        off += 4;
+        ethertype = u16_at(off)?;
+    }
+    off += 2;
+    match ethertype {
+        0x0800 => {
+            let ihl = usize::from(frame.get(off)? & 0x0f) * 4;
+            let src: [u8; 4] = frame.get(off + 12..off + 16)?.try_into().ok()?;
+            Some(Located {
+                server: IpAddr::from(src),
+                src: off + 12,
+                dst: off + 16,
+                addr_len: 4,
+                udp: off + ihl,
+            })
+        }
+        0x86dd => {
+            let src: [u8; 16] = frame.get(off + 8..off + 24)?.try_into().ok()?;
+            let mut next = *frame.get(off + 6)?;
+            let mut at = off + 40;
+            for _ in 0..abi::MAX_V6_EXT_HDRS {
+                match next {
+                    0 | 43 | 60 => {
+                        next = *frame.get(at)?;
+                        at += (usize::from(*frame.get(at + 1)?) + 1) * 8;
+                    }
+                    51 => {
+                        next = *frame.get(at)?;
+                        at += (usize::from(*frame.get(at + 1)?) + 2) * 4;
+                    }
+                    _ => break,
+                }
+            }
+            Some(Located {
+                server: IpAddr::from(src),
+                src: off + 8,
+                dst: off + 24,
+                addr_len: 16,
+                udp: at,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// (server, DNS id, client port) of a held frame the DNS parser could not read.
+fn release_key(frame: &[u8]) -> Option<(IpAddr, u16, u16)> {
+    let l = locate(frame)?;
+    let u16_at = |at: usize| frame.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    Some((l.server, u16_at(l.udp + 8)?, u16_at(l.udp + 2)?))
+}
+
+/// What a held frame's UDP checksum says.
+#[derive(Debug, PartialEq, Eq)]
+enum Checksum {
+    /// It verifies (or IPv4's "no checksum").
+    Good,
+    /// A sender that offloads checksums (a veth peer, a local VM) left only the
+    /// pseudo-header's sum in the field: the stack trusted it on the way in, but a
+    /// re-injected frame is checked like any other, so it needs the real one.
+    Offloaded,
+    /// Neither: the frame is corrupt. It teaches nothing and goes back as it came, for
+    /// the stack to drop as it would have.
+    Bad,
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+fn add_words(sum: &mut u32, bytes: &[u8]) {
+    for pair in bytes.chunks(2) {
+        *sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+}
+
+/// Judges the UDP checksum of `frame` and, when it was left to an offload, writes the
+/// real one. `None`: not a UDP frame this can read.
+fn check_udp_checksum(frame: &mut [u8]) -> Option<Checksum> {
+    let l = locate(frame)?;
+    let udp_len = usize::from(u16::from_be_bytes(frame.get(l.udp + 4..l.udp + 6)?.try_into().ok()?));
+    if udp_len < 8 || frame.len() < l.udp + udp_len {
+        return None;
+    }
+    let field = u16::from_be_bytes([frame[l.udp + 6], frame[l.udp + 7]]);
+    if field == 0 && l.addr_len == 4 {
+        return Some(Checksum::Good);
+    }
+    let mut pseudo: u32 = 0;
+    add_words(&mut pseudo, &frame[l.src..l.src + l.addr_len]);
+    add_words(&mut pseudo, &frame[l.dst..l.dst + l.addr_len]);
+    add_words(&mut pseudo, &[0, 17]);
+    add_words(&mut pseudo, &(udp_len as u16).to_be_bytes());
+    let mut data: u32 = 0;
+    add_words(&mut data, &frame[l.udp..l.udp + 6]);
+    add_words(&mut data, &frame[l.udp + 8..l.udp + udp_len]);
+    if fold(pseudo + data + u32::from(field)) == 0xffff {
+        return Some(Checksum::Good);
+    }
+    if field != fold(pseudo) {
+        return Some(Checksum::Bad);
+    }
+    // 0 means "no checksum" on the wire; a computed 0 is sent as 0xffff.
+    let checksum = match !fold(pseudo + data) {
+        0 => 0xffff,
+        c => c,
+    };
+    frame[l.udp + 6..l.udp + 8].copy_from_slice(&checksum.to_be_bytes());
+    Some(Checksum::Offloaded)
+}
+
+/// A recursive query for `name` of type `qtype`, in wire format (RFC 1035 4.1).
+fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = Vec::with_capacity(18 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00]); // RD
+    q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // one question
+    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        let bytes = &label.as_bytes()[..label.len().min(63)];
+        q.push(bytes.len() as u8);
+        q.extend_from_slice(bytes);
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]); // IN
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_answer_can_still_be_released() {
+        // Ethernet, one VLAN tag, IPv4 with one option word, UDP 53 -> 40000, DNS id 0xbeef.
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x81, 0x00, 0, 7, 0x08, 0x00]);
+        f.extend_from_slice(&[
+            0x46, 0, 0, 40, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 53, 192, 0, 2, 1, 1, 1, 1, 1,
+        ]);
+        f.extend_from_slice(&[0, 53, 0x9c, 0x40, 0, 12, 0, 0, 0xbe, 0xef, 0xff, 0xff]);
+        assert_eq!(release_key(&f), Some(("192.0.2.53".parse().unwrap(), 0xbeef, 40000)));
+        assert_eq!(release_key(&f[..30]), None);
+    }
+
+    #[test]
+    fn checksums_are_judged_and_offloaded_ones_mended() {
+        // IPv4 UDP 192.0.2.53:53 -> 192.0.2.1:40000, its checksum left to an offload:
+        // the field holds the pseudo-header's sum.
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 53, 192, 0, 2, 1]);
+        f.extend_from_slice(&[0, 53, 0x9c, 0x40, 0, 12, 0, 0, 0xbe, 0xef, 0x81, 0x80]);
+        let mut pseudo = 0u32;
+        add_words(&mut pseudo, &f[26..34]);
+        add_words(&mut pseudo, &[0, 17, 0, 12]);
+        f[40..42].copy_from_slice(&fold(pseudo).to_be_bytes());
+        assert_eq!(check_udp_checksum(&mut f), Some(Checksum::Offloaded));
+        // Mended, it verifies: the sum over pseudo-header and datagram is all ones.
+        let mut sum = pseudo;
+        add_words(&mut sum, &f[34..46]);
+        assert_eq!(fold(sum), 0xffff);
+        assert_eq!(check_udp_checksum(&mut f), Some(Checksum::Good));
+        // A corrupt one is left as it is.
+        f[45] ^= 0x40;
+        let before = f.clone();
+        assert_eq!(check_udp_checksum(&mut f), Some(Checksum::Bad));
+        assert_eq!(f, before);
+    }
+
+    #[test]
+    fn queries_are_wire_format() {
+        let q = dns_query(0x1234, "portal.cloudappsecurity.com.", 28);
+        assert!(hickory_proto::op::Message::from_vec(&q).is_ok(), "hickory reads it");
+        assert_eq!(&q[..12], &[0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&q[12..19], b"\x06portal");
+        assert_eq!(&q[q.len() - 5..], &[0, 0, 28, 0, 1], "root label, AAAA, IN");
+    }
+}
