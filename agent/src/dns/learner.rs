@@ -23,8 +23,15 @@ use crate::{
 /// past it, answers pass unheld, so a dead daemon never takes DNS down with it.
 pub const HEARTBEAT_STALE_AFTER: Duration = Duration::from_secs(3);
 
+/// Whole seconds of the data plane's clock, rounded down: what has run out by now.
 fn monotonic_secs() -> u64 {
     monotonic_ns() / 1_000_000_000
+}
+
+/// Rounded up, for learning: an address then lives at least its TTL plus the grace,
+/// never a fraction of a second less.
+fn monotonic_secs_up() -> u64 {
+    monotonic_ns().div_ceil(1_000_000_000)
 }
 
 pub struct Learner {
@@ -130,7 +137,7 @@ impl Learner {
                 if !sound {
                     debug!(server = %answer.server, "a held answer with a bad UDP checksum teaches nothing");
                 } else if self.servers.contains(&answer.server) {
-                    let now = monotonic_secs();
+                    let now = monotonic_secs_up();
                     for learned in learn(&answer, &self.names, now, &self.ttl) {
                         let (addr, name) = (learned.addr, learned.name.clone());
                         match self.table.insert(learned) {
