@@ -237,7 +237,8 @@ impl Learner {
 
     /// The table for `show --learned`.
     pub fn entries(&self) -> Vec<LearnedEntry> {
-        let now = monotonic_secs();
+        // Whole seconds left, rounded down.
+        let now = monotonic_secs_up();
         let mut out: Vec<LearnedEntry> = self
             .table
             .iter()
