@@ -770,7 +770,14 @@ fn a_stopped_daemon_stops_holding_at_once() {
 
 /// From the resolver's address to a socket of the host, a hand-made answer for
 /// `corrupt.eu1.cas.ms` with a right or a wrong UDP checksum: was it delivered?
+/// Forges an answer from the resolver's address to port 40053 of the host, after the
+/// host sent a real query from that port with the same id (when `solicited`), which the
+/// resolver leaves unanswered. Whether the host's socket got the forged answer.
 fn raw_answer_delivered(world: &World, corrupt: bool) -> bool {
+    forged_answer_delivered(world, corrupt, true)
+}
+
+fn forged_answer_delivered(world: &World, corrupt: bool, solicited: bool) -> bool {
     const PORT: u16 = 40053;
     let dns = Zone::new()
         .a("corrupt.eu1.cas.ms", 300, CORRUPT)
@@ -779,6 +786,10 @@ fn raw_answer_delivered(world: &World, corrupt: bool) -> bool {
     let listener = world.host().spawn(move || {
         let sock = UdpSocket::bind(("0.0.0.0", PORT)).expect("bind the listener");
         sock.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+        if solicited {
+            let q = common::dns::query(0x4242, &format!("forged{}", common::dns::SILENT));
+            sock.send_to(&q, (PEER_V4, 53)).expect("send the query");
+        }
         ready_tx.send(()).unwrap();
         let mut buf = [0u8; 1500];
         sock.recv_from(&mut buf).is_ok()
@@ -873,4 +884,24 @@ fn held_answers_come_back_once_on_a_generic_mode_interface() {
         "each answer is held once; a re-injected answer met again by the program must pass"
     );
     assert!(median(&times) < HOLD_LIMIT, "{times:?}");
+}
+
+#[test]
+fn an_unsolicited_answer_teaches_nothing() {
+    let world = World::new(Setup::default());
+    let _daemon = world.start_daemon();
+    // A forged answer from the resolver's address that answers no query the host sent:
+    // the kernel may hand it to the socket, but the agent learns nothing from it.
+    let _ = forged_answer_delivered(&world, false, false);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        world.learned_of(CORRUPT).is_empty(),
+        "an unsolicited answer taught {CORRUPT}: {:#?}",
+        world.learned()
+    );
+    assert!(world.blocked(CORRUPT));
+    // The same answer to a query the host did send teaches.
+    assert!(forged_answer_delivered(&world, false, true));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!world.learned_of(CORRUPT).is_empty(), "{:#?}", world.learned());
 }

@@ -213,6 +213,16 @@ pub fn render(live: &LiveState, state: Option<&State>) -> String {
         "DNS answers passed without being held because the answer ring was full.",
     );
     out.sample("allowgate_dns_answers_unheld_total", &[], live.counters.dns_unheld);
+    out.family(
+        "allowgate_dns_answers_unsolicited_total",
+        "counter",
+        "Answers from a resolver's address to no query this host sent: they teach nothing.",
+    );
+    out.sample(
+        "allowgate_dns_answers_unsolicited_total",
+        &[],
+        live.counters.dns_unsolicited,
+    );
 
     // What only the daemon's state file knows; without one these families are left out
     // rather than written with made-up values.

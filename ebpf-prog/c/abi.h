@@ -144,7 +144,8 @@ enum ag_misc_index {
 	AG_MISC_EVENTS_LOST = 1,	/* ring buffer full */
 	AG_MISC_DNS_HELD = 2,		/* DNS answers held for the learner */
 	AG_MISC_DNS_UNHELD = 3,		/* answers passed unheld: the frame ring was full */
-	AG_MISC_MAX = 4,
+	AG_MISC_DNS_UNSOLICITED = 4,	/* answers passed unheld: no query of ours (fresh) asked */
+	AG_MISC_MAX = 5,
 };
 
 /*
@@ -155,6 +156,7 @@ enum ag_misc_index {
 #define AG_DYN_MAX		16384
 #define AG_MAX_DNS_SERVERS	16
 #define AG_DNS_RELEASE_MAX	1024
+#define AG_DNS_QUERIES_MAX	4096
 #define AG_DNS_FRAME_MAX	1536
 
 struct ag_dyn_value {
@@ -174,7 +176,11 @@ struct ag_dns_ctl {
 	__u64 stale_after_ns;
 };
 
-/* An answer the agent gives back to the stack: pass it, once, without holding it. */
+/*
+ * An answer the agent gives back to the stack: pass it, once, without holding it.
+ * Also the key of ag_dns_queries (value: __u64 bpf_ktime_get_ns() when the query
+ * left): the queries this host sent, the only ones whose answers are held.
+ */
 struct ag_dns_release_key {
 	__u8 server[16];	/* as ag_dns_server_key */
 	__u16 dns_id;		/* host byte order */

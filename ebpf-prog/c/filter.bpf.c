@@ -4,7 +4,8 @@
  * clsact) for egress. Each parses its packet (lib/parse.h) and hands the
  * parsed facts to the shared core (lib/judge.h); then it only translates the
  * verdict into its hook's return code, XDP after holding the DNS answers the
- * learner wants (lib/dns.h; egress has none of that).
+ * learner wants, TC after noting the DNS queries whose answers it may hold
+ * (lib/dns.h).
  */
 #include "lib/common.h"
 #include "lib/parse.h"
@@ -61,10 +62,13 @@ int allowgate_egress(struct __sk_buff *skb)
 			ag_parse(data, data_end, &pkt);
 		}
 	}
+	if (ag_judge(&pkt, AG_DIR_EGRESS, skb->len, skb->ifindex) != AG_VERDICT_PASS)
+		return TC_ACT_SHOT;
+	/* A query to a resolver: only its answer may be held (lib/dns.h). */
+	if (ag_dns_maybe_query(&pkt))
+		ag_dns_note_query(skb, &pkt);
 	/* A pass is TC_ACT_UNSPEC: tcx/clsact programs after us still run. */
-	if (ag_judge(&pkt, AG_DIR_EGRESS, skb->len, skb->ifindex) == AG_VERDICT_PASS)
-		return TC_ACT_UNSPEC;
-	return TC_ACT_SHOT;
+	return TC_ACT_UNSPEC;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -32,8 +32,11 @@ pub mod map {
     pub const DNS_CTL: &str = "ag_dns_ctl";
     pub const DNS_RELEASE: &str = "ag_dns_release";
     pub const DNS_FRAMES: &str = "ag_dns_frames";
+    /// Queries sent to a resolver (`DnsReleaseKey` -> `u64` ktime when sent), LRU:
+    /// only answers to these are held.
+    pub const DNS_QUERIES: &str = "ag_dns_queries";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         V4_HOST,
         V4_LPM,
         V6_HOST,
@@ -50,6 +53,7 @@ pub mod map {
         DNS_CTL,
         DNS_RELEASE,
         DNS_FRAMES,
+        DNS_QUERIES,
     ];
 }
 
@@ -59,6 +63,8 @@ pub mod global {
     pub const EVENT_RATE: &str = "event_rate_per_sec";
     /// Events a CPU may emit in a burst (`__u64`).
     pub const EVENT_BURST: &str = "event_burst";
+    /// How long after its query an answer is still held, ns (`__u64`, default 10 s).
+    pub const DNS_QUERY_TTL: &str = "dns_query_ttl_ns";
 }
 
 pub const SLOTS: u32 = 2;
@@ -166,11 +172,16 @@ pub const MISC_EVENTS_SUPPRESSED: u32 = 0;
 pub const MISC_EVENTS_LOST: u32 = 1;
 pub const MISC_DNS_HELD: u32 = 2;
 pub const MISC_DNS_UNHELD: u32 = 3;
-pub const MISC_MAX: usize = 4;
+/// Answers from a resolver that no fresh query of this host asked for: passed unheld.
+pub const MISC_DNS_UNSOLICITED: u32 = 4;
+pub const MISC_MAX: usize = 5;
 
 pub const DYN_MAX: u32 = 16384;
 pub const MAX_DNS_SERVERS: u32 = 16;
 pub const DNS_RELEASE_MAX: u32 = 1024;
+pub const DNS_QUERIES_MAX: u32 = 4096;
+/// The default of `global::DNS_QUERY_TTL`.
+pub const DNS_QUERY_TTL_NS: u64 = 10_000_000_000;
 pub const DNS_FRAME_MAX: usize = 1536;
 
 /// The `ag_stats` index of a (direction, verdict, reason) counter.
@@ -269,6 +280,7 @@ pub struct DnsCtl {
     pub stale_after_ns: u64,
 }
 
+/// Key of `ag_dns_release` and of `ag_dns_queries`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DnsReleaseKey {

@@ -1101,6 +1101,25 @@ fn answer6(src: Ipv6Addr, dst: Ipv6Addr, id: u16, client_port: u16) -> Vec<u8> {
     ipv6(src, dst, UDP, &payload)
 }
 
+/// A UDP DNS query from LOCAL4:`client_port` to `dst`:53 with DNS id `id`.
+fn query4(dst: Ipv4Addr, id: u16, client_port: u16) -> Vec<u8> {
+    let payload = cat(&[&udp(client_port, 53), &id.to_be_bytes(), &[0x01; 20]]);
+    ipv4(LOCAL4, dst, UDP, &payload)
+}
+
+fn query6(dst: Ipv6Addr, id: u16, client_port: u16) -> Vec<u8> {
+    let payload = cat(&[&udp(client_port, 53), &id.to_be_bytes(), &[0x01; 20]]);
+    ipv6(LOCAL6, dst, UDP, &payload)
+}
+
+fn query_key(server: [u8; 16], dns_id: u16, client_port: u16) -> DnsReleaseKey {
+    DnsReleaseKey {
+        server,
+        dns_id,
+        client_port,
+    }
+}
+
 /// A held frame as the agent reads it off ag_dns_frames.
 #[derive(Debug)]
 struct HeldFrame {
@@ -1146,6 +1165,28 @@ impl Fixture {
 
     fn release_map(&mut self) -> HashMap<&mut MapData, DnsReleaseKey, u8> {
         HashMap::try_from(self.map_mut(map::DNS_RELEASE)).expect("ag_dns_release is a hash of DnsReleaseKey -> u8")
+    }
+
+    fn queries_map(&mut self) -> HashMap<&mut MapData, DnsReleaseKey, u64> {
+        HashMap::try_from(self.map_mut(map::DNS_QUERIES)).expect("ag_dns_queries is a hash of DnsReleaseKey -> u64")
+    }
+
+    /// The time ag_dns_queries holds for this query, if it holds it.
+    fn query_sent(&mut self, key: DnsReleaseKey) -> Option<u64> {
+        self.queries_map().get(&key, 0).ok()
+    }
+
+    fn n_queries(&mut self) -> usize {
+        self.queries_map()
+            .keys()
+            .inspect(|k| assert!(k.is_ok(), "read ag_dns_queries"))
+            .count()
+    }
+
+    /// Runs a query through TC egress, which the tables let pass.
+    #[track_caller]
+    fn send_query(&mut self, name: &str, pkt: &[u8]) {
+        self.expect(name, Hook::Egress, pkt, true, VERDICT_PASS, Reason::Policy);
     }
 
     fn drain_frames(&mut self) -> Vec<HeldFrame> {
@@ -1250,7 +1291,11 @@ fn dns_answers_are_held_while_the_learner_lives() {
     fx.expect_dns("stale heartbeat", &answer, false);
 
     fx.set_heartbeat(LONG_AGO, FOREVER);
+    let query = query4(RESOLVER4, 0x1234, 40000);
+    let query_v6 = query6(RESOLVER6, 0xbeef, 40001);
+    fx.send_query("v4 query", &query);
     fx.expect_dns("v4 answer, fresh heartbeat", &answer, true);
+    fx.send_query("v6 query", &query_v6);
     fx.expect_dns("v6 answer, fresh heartbeat", &answer_v6, true);
     fx.expect_dns(
         "not a configured resolver",
@@ -1282,6 +1327,7 @@ fn dns_answers_are_held_while_the_learner_lives() {
         .build(&cat(&[&udp(53, 40000), &[0x12, 0x34]])),
         false,
     );
+    fx.send_query("query for the VLAN answer", &query);
     fx.expect_dns(
         "answer with IP options and a VLAN tag",
         &vlan_ether(
@@ -1294,6 +1340,10 @@ fn dns_answers_are_held_while_the_learner_lives() {
             .build(&cat(&[&udp(53, 40000), &[0x12, 0x34, 0, 0]]))[14..],
         ),
         true,
+    );
+    fx.send_query(
+        "query for the extension-header answer",
+        &query6(RESOLVER6, 0x1234, 40000),
     );
     fx.expect_dns(
         "v6 answer after extension headers",
@@ -1323,15 +1373,18 @@ fn dns_answers_are_held_while_the_learner_lives() {
     let release = fx.release_map();
     assert!(release.get(&key, 0).is_err(), "the release key is gone after one use");
     assert!(release.get(&other_port, 0).is_ok(), "other keys stay");
+    fx.send_query("query again", &query);
     fx.expect_dns("released only once", &answer, true);
 
     // Too long to hold whole: passed and counted unheld.
     let unheld = fx.misc(abi::MISC_DNS_UNHELD);
     let big = answer4(RESOLVER4, LOCAL4, 0x1234, 40000, abi::DNS_FRAME_MAX);
+    fx.send_query("query for the long answer", &query);
     fx.expect_dns("longer than AG_DNS_FRAME_MAX", &big, false);
     assert_eq!(fx.misc(abi::MISC_DNS_UNHELD), unheld + 1, "DNS_UNHELD counts it");
     let longest = answer4(RESOLVER4, LOCAL4, 0x1234, 40000, abi::DNS_FRAME_MAX - 14 - 20 - 8 - 2);
     assert_eq!(longest.len(), abi::DNS_FRAME_MAX);
+    fx.send_query("query for the longest answer", &query);
     fx.expect_dns("exactly AG_DNS_FRAME_MAX", &longest, true);
 
     // Not an answer, or not ingress.
@@ -1365,6 +1418,15 @@ fn dns_answers_are_held_in_monitor_mode_and_never_lost_to_a_full_ring() {
     fx.set_heartbeat(LONG_AGO, FOREVER);
     // The tables don't allow OTHER4: monitor mode passes it, counted as a would-drop.
     let answer = answer4(OTHER4, LOCAL4, 7, 40000, 100);
+    let query = query4(OTHER4, 7, 40000);
+    assert!(
+        fx.run("monitor-mode query", Hook::Egress, &query),
+        "monitor mode passes the query"
+    );
+    assert!(
+        fx.query_sent(query_key(mapped(OTHER4), 7, 40000)).is_some(),
+        "and notes it"
+    );
     let held_before = fx.misc(abi::MISC_DNS_HELD);
     fx.expect(
         "monitor mode",
@@ -1380,15 +1442,156 @@ fn dns_answers_are_held_in_monitor_mode_and_never_lost_to_a_full_ring() {
 
     // Fill the 1 MiB ring (about 675 frames) without reading it.
     let mut held = 0;
-    while !fx.run("filling the ring", Hook::Ingress, &answer) {
+    loop {
+        assert!(fx.run("a query per answer", Hook::Egress, &query));
+        if fx.run("filling the ring", Hook::Ingress, &answer) {
+            break;
+        }
         held += 1;
         assert!(held < 2000, "the ring never filled");
     }
     assert!(held > 600, "the ring held only {held} frames");
     assert_eq!(fx.misc(abi::MISC_DNS_UNHELD), 1, "the answer the full ring refused");
     assert_eq!(fx.drain_frames().len(), held);
+    assert_eq!(fx.misc(abi::MISC_DNS_UNSOLICITED), 0, "every answer had its query");
+    assert!(fx.run("query once drained", Hook::Egress, &query));
     assert!(
         !fx.run("ring drained", Hook::Ingress, &answer),
         "held again once drained"
     );
+}
+
+#[test]
+fn dns_answers_are_held_only_for_queries_this_host_sent() {
+    let mut fx = enforcing_fixture();
+    fx.ingress_ifindex = LO_IFINDEX;
+    fx.add_dns_server(mapped(RESOLVER4));
+    fx.add_dns_server(RESOLVER6.octets());
+    fx.add_dns_server(mapped(OTHER4)); // a resolver the tables don't let us reach
+    fx.set_heartbeat(LONG_AGO, FOREVER);
+    let answer = answer4(RESOLVER4, LOCAL4, 0x1234, 40000, 40);
+    let key = query_key(mapped(RESOLVER4), 0x1234, 40000);
+    let unsolicited = |fx: &Fixture| fx.misc(abi::MISC_DNS_UNSOLICITED);
+
+    // Forged or late: no query asked for it.
+    fx.expect_dns("answer without a query", &answer, false);
+    assert_eq!(unsolicited(&fx), 1, "DNS_UNSOLICITED counts it");
+
+    // TC egress notes the query; its answer is held, once.
+    fx.send_query("v4 query", &query4(RESOLVER4, 0x1234, 40000));
+    let sent = fx.query_sent(key).expect("TC egress noted the query");
+    assert!(sent > LONG_AGO, "noted with the time it left: {sent}");
+    fx.expect_dns(
+        "answer to other id",
+        &answer4(RESOLVER4, LOCAL4, 0x1235, 40000, 40),
+        false,
+    );
+    fx.expect_dns(
+        "answer to other port",
+        &answer4(RESOLVER4, LOCAL4, 0x1234, 40001, 40),
+        false,
+    );
+    assert_eq!(unsolicited(&fx), 3);
+    assert!(fx.query_sent(key).is_some(), "answers to other queries leave it");
+    fx.expect_dns("answer to the query", &answer, true);
+    assert!(fx.query_sent(key).is_none(), "the answer takes its query away");
+    assert_eq!(unsolicited(&fx), 3);
+    fx.expect_dns("second answer to the same query", &answer, false);
+    assert_eq!(unsolicited(&fx), 4);
+
+    // A retry with the same id and port is a query again.
+    fx.send_query("retry", &query4(RESOLVER4, 0x1234, 40000));
+    fx.expect_dns("answer to the retry", &answer, true);
+
+    // IPv6.
+    let key6 = query_key(RESOLVER6.octets(), 0xbeef, 40001);
+    fx.send_query("v6 query", &query6(RESOLVER6, 0xbeef, 40001));
+    assert!(fx.query_sent(key6).is_some(), "v6 query noted");
+    fx.expect_dns(
+        "v6 answer to the query",
+        &answer6(RESOLVER6, LOCAL6, 0xbeef, 40001),
+        true,
+    );
+    assert!(fx.query_sent(key6).is_none());
+    fx.expect_dns("v6 second answer", &answer6(RESOLVER6, LOCAL6, 0xbeef, 40001), false);
+
+    // Older than the TTL (or from the future): passes, teaches nothing, and goes.
+    let unsolicited_before = unsolicited(&fx);
+    fx.queries_map().insert(key, LONG_AGO, 0).expect("insert an old query");
+    fx.expect_dns("answer to a query older than the TTL", &answer, false);
+    assert!(fx.query_sent(key).is_none(), "the expired query goes");
+    fx.queries_map()
+        .insert(key, u64::MAX, 0)
+        .expect("insert a query from the future");
+    fx.expect_dns("answer to a query from the future", &answer, false);
+    assert_eq!(unsolicited(&fx), unsolicited_before + 2);
+    // A fresh time put there directly holds.
+    let now = fx_now(&mut fx);
+    fx.queries_map().insert(key, now, 0).expect("insert a fresh query");
+    fx.expect_dns("answer to a query inserted directly", &answer, true);
+
+    // What TC egress does not note.
+    assert_eq!(fx.n_queries(), 0);
+    fx.send_query("query to a non-resolver", &query4(NOT_RESOLVER4, 0x1234, 40000));
+    // (The tables let the v6 resolver's /48 take any port.)
+    fx.send_query(
+        "not to port 53",
+        &ipv6(LOCAL6, RESOLVER6, UDP, &cat(&[&udp(40000, 54), &[0x12, 0x34]])),
+    );
+    fx.send_query(
+        "payload shorter than a DNS id",
+        &ipv4(LOCAL4, RESOLVER4, UDP, &cat(&[&udp(40000, 53), &[0x12]])),
+    );
+    fx.send_query("empty payload", &ipv4(LOCAL4, RESOLVER4, UDP, &udp(40000, 53)));
+    fx.send_query(
+        "first fragment",
+        &V4 {
+            frag: IPV4_MF,
+            ..V4::new(LOCAL4, RESOLVER4, UDP)
+        }
+        .build(&cat(&[&udp(40000, 53), &[0x12, 0x34]])),
+    );
+    fx.expect(
+        "a query the core drops",
+        Hook::Egress,
+        &query4(OTHER4, 0x1234, 40000),
+        false,
+        VERDICT_DROP,
+        Reason::Policy,
+    );
+    fx.set_heartbeat(LONG_AGO, 1);
+    fx.send_query("stale heartbeat", &query4(RESOLVER4, 0x1234, 40000));
+    assert_eq!(fx.n_queries(), 0, "none of those were noted");
+    fx.set_heartbeat(LONG_AGO, FOREVER);
+    fx.expect_dns(
+        "answer from a non-resolver",
+        &answer4(NOT_RESOLVER4, LOCAL4, 0x1234, 40000, 40),
+        false,
+    );
+    fx.expect_dns("answer to the query sent while the learner was stale", &answer, false);
+}
+
+/// bpf_ktime_get_ns() now, as TC egress reads it: the time it notes for a query.
+fn fx_now(fx: &mut Fixture) -> u64 {
+    let key = query_key(mapped(RESOLVER4), 0xffff, 1);
+    fx.send_query("a query to read the clock", &query4(RESOLVER4, 0xffff, 1));
+    let now = fx.query_sent(key).expect("TC egress noted the clock query");
+    fx.queries_map().remove(&key).expect("remove the clock query");
+    now
+}
+
+#[test]
+fn dns_query_ttl_is_a_load_time_setting() {
+    let mut fx = Fixture::load_with_globals(&[(abi::global::DNS_QUERY_TTL, 0)]);
+    fx.install(0, config(1, abi::F_ENFORCE | ALL_ESSENTIALS), &test_tables());
+    fx.activate(0);
+    fx.add_dns_server(mapped(RESOLVER4));
+    fx.set_heartbeat(LONG_AGO, FOREVER);
+    fx.send_query("query", &query4(RESOLVER4, 9, 40000));
+    fx.expect_dns(
+        "a TTL of 0 holds nothing",
+        &answer4(RESOLVER4, LOCAL4, 9, 40000, 10),
+        false,
+    );
+    assert_eq!(fx.misc(abi::MISC_DNS_UNSOLICITED), 1);
 }

@@ -38,6 +38,21 @@ enum Data {
     Cname(String),
 }
 
+/// Queries for names ending in this get no answer from the test server.
+pub const SILENT: &str = ".silent.example";
+
+/// A recursive query for `name` (type A) with `id`, in wire format.
+pub fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
 /// What the server knows: name -> records, each with its TTL. Names are matched without
 /// case and without the trailing dot.
 #[derive(Clone, Debug, Default)]
@@ -229,8 +244,13 @@ fn serve(zone: &Zone, datagram: &[u8]) -> Option<(Vec<u8>, Option<(String, Recor
     response.metadata.authoritative = true;
     let question = match (request.metadata.op_code, request.queries.as_slice()) {
         (OpCode::Query, [query]) => {
-            response.add_query(query.clone());
             let name = normalize(&query.name.to_ascii());
+            // A name the server never answers: lets a test send a real query whose
+            // answer it then forges.
+            if name.ends_with(SILENT) {
+                return None;
+            }
+            response.add_query(query.clone());
             match zone.answer(&name, query.query_type) {
                 Some(records) => {
                     response.add_answers(records);

@@ -91,6 +91,7 @@ pub fn report(bpffs_dir: &Path, state: Option<&State>, running: bool) -> anyhow:
             "refused": state.and_then(|s| s.learned).map(|l| l.1).unwrap_or(0),
             "held": live.counters.dns_held,
             "unheld": live.counters.dns_unheld,
+            "unsolicited": live.counters.dns_unsolicited,
         },
     }))
 }

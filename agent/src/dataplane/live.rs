@@ -18,6 +18,8 @@ pub struct Counters {
     /// DNS answers held for the learner, and passed unheld because its ring was full.
     pub dns_held: u64,
     pub dns_unheld: u64,
+    /// Answers from a resolver's address that answer no query this host sent.
+    pub dns_unsolicited: u64,
 }
 
 impl Counters {
@@ -90,6 +92,7 @@ pub(super) fn counters(stats: &Map, misc: &Map) -> Result<Counters, DataplaneErr
     // Pins from a build before DNS learning have no such slots: zero, not an error.
     out.dns_held = sum(abi::MISC_DNS_HELD).unwrap_or(0);
     out.dns_unheld = sum(abi::MISC_DNS_UNHELD).unwrap_or(0);
+    out.dns_unsolicited = sum(abi::MISC_DNS_UNSOLICITED).unwrap_or(0);
     Ok(out)
 }
 

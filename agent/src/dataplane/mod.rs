@@ -123,6 +123,9 @@ fn expected_shape(name: &str) -> Option<(MapType, u32, u32)> {
         map::ACTIVE => (MapType::Array, u32s, u32s),
         map::STATS => (MapType::PerCpuArray, u32s, size_of::<abi::Counter>() as u32),
         map::MISC => (MapType::PerCpuArray, u32s, size_of::<u64>() as u32),
+        map::V4_DYN => (MapType::Hash, 4, size_of::<abi::DynValue>() as u32),
+        map::V6_DYN => (MapType::Hash, 16, size_of::<abi::DynValue>() as u32),
+        map::DNS_QUERIES => (MapType::LruHash, size_of::<abi::DnsReleaseKey>() as u32, 8),
         _ => return None,
     })
 }

@@ -6,6 +6,13 @@
  * agent's heartbeat is fresh; the agent learns its addresses, then gives the
  * frame back to the stack. Whatever goes wrong here passes the answer: a dead
  * or slow agent never breaks the host's DNS.
+ *
+ * Only answers to queries this host sent are held (and so teach anything): TC
+ * egress notes each query to a configured resolver in ag_dns_queries, and an
+ * answer is held only when its (resolver, DNS id, client port) is there, fresh,
+ * and not yet answered. An on-link host forging the resolver's address then has
+ * to guess a query in flight; an unsolicited answer passes unheld, and the
+ * kernel's socket lookup decides its fate as it would without us.
  */
 #ifndef ALLOWGATE_DNS_H
 #define ALLOWGATE_DNS_H
@@ -17,6 +24,9 @@
 #define AG_DNS_FRAMES_RINGBUF_BYTES	(1024 * 1024)
 /* The parser never puts an L4 header further in than this (AG_V6_CHAIN_MAX). */
 #define AG_DNS_L4_OFF_MAX		0xfff
+
+/* How long after its query an answer is still held (load-time setting). */
+volatile const __u64 dns_query_ttl_ns = 10000000000ULL;
 
 /* The configured resolvers; IPv4 as ::ffff:a.b.c.d. */
 struct {
@@ -45,6 +55,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_dns_release SEC(".maps");
 
+/*
+ * The queries this host sent to a configured resolver while the learner lived:
+ * (resolver, DNS id, client port) -> bpf_ktime_get_ns() when it left. An answer
+ * takes its key away; LRU, so that queries nobody answered make room by
+ * themselves.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, AG_DNS_QUERIES_MAX);
+	__type(key, struct ag_dns_release_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_dns_queries SEC(".maps");
+
 /* Held answers: one struct ag_dns_frame per record. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -58,6 +82,91 @@ static __always_inline int ag_dns_maybe_answer(const struct ag_pkt *pkt)
 	return pkt->sport == AG_DNS_PORT && pkt->l4proto == AG_IPPROTO_UDP;
 }
 
+/* The same for egress; ag_dns_note_query() checks the rest. */
+static __always_inline int ag_dns_maybe_query(const struct ag_pkt *pkt)
+{
+	return pkt->dport == AG_DNS_PORT && pkt->l4proto == AG_IPPROTO_UDP;
+}
+
+/* A whole UDP datagram whose header the parser read. */
+static __always_inline int ag_dns_whole_udp(const struct ag_pkt *pkt)
+{
+	return pkt->parse_result == AG_PARSE_OK && pkt->l4proto == AG_IPPROTO_UDP &&
+	       pkt->frag == AG_FRAG_NONE;
+}
+
+/* addr as ag_dns_servers keys it (IPv4 as ::ffff:a.b.c.d); 0 when not IP. */
+static __always_inline int ag_dns_server_key_of(const struct ag_pkt *pkt,
+						const union ag_addr *addr,
+						struct ag_dns_server_key *server)
+{
+	if (pkt->family == 4) {
+		__builtin_memset(server->addr, 0, 10);
+		server->addr[10] = 0xff;
+		server->addr[11] = 0xff;
+		__builtin_memcpy(&server->addr[12], &addr->v4, 4);
+		return 1;
+	}
+	if (pkt->family == 6) {
+		__builtin_memcpy(server->addr, addr->bytes, sizeof(server->addr));
+		return 1;
+	}
+	return 0;
+}
+
+/* Is the learner alive at now? A 0 or stale heartbeat holds (and notes) nothing. */
+static __always_inline int ag_dns_learner_alive(__u64 now)
+{
+	const struct ag_dns_ctl *ctl;
+	__u32 zero = 0;
+
+	ctl = bpf_map_lookup_elem(&ag_dns_ctl, &zero);
+	if (!ctl || ctl->heartbeat_ns == 0)
+		return 0;
+	/* A heartbeat from the future wraps to a huge age: stale too. */
+	return now - ctl->heartbeat_ns < ctl->stale_after_ns;
+}
+
+/*
+ * TC egress, after the core let the packet pass: notes a DNS query to a configured
+ * resolver in ag_dns_queries so that its answer may be held. Returns 1 when it
+ * noted one. A global function, like ag_dns_hold().
+ */
+__attribute__((noinline)) int ag_dns_note_query(struct __sk_buff *skb, const struct ag_pkt *pkt)
+{
+	struct ag_dns_release_key query;
+	struct ag_dns_server_key server;
+	__u8 id[2];
+	__u64 now, off;
+
+	if (!pkt)
+		return 0;
+	if (!ag_dns_whole_udp(pkt) || pkt->dport != AG_DNS_PORT)
+		return 0;
+	/* No learner, nothing to hold later: nothing to note either. */
+	now = bpf_ktime_get_ns();
+	if (!ag_dns_learner_alive(now))
+		return 0;
+	if (!ag_dns_server_key_of(pkt, &pkt->daddr, &server))
+		return 0;
+	if (!bpf_map_lookup_elem(&ag_dns_servers, &server))
+		return 0;
+
+	/* The DNS id: the first 2 bytes of the UDP payload (maybe not linear). */
+	off = pkt->l4_off;
+	if (off > AG_DNS_L4_OFF_MAX)
+		return 0;
+	if (bpf_skb_load_bytes(skb, off + AG_UDP_HDR_LEN, id, sizeof(id)) != 0)
+		return 0;
+
+	__builtin_memcpy(query.server, server.addr, sizeof(query.server));
+	query.dns_id = ((__u16)id[0] << 8) | id[1];
+	query.client_port = pkt->sport;
+	/* A retry with the same id and port refreshes the time. */
+	bpf_map_update_elem(&ag_dns_queries, &query, &now, BPF_ANY);
+	return 1;
+}
+
 /*
  * Holds the frame when it is a DNS answer the learner wants: returns 1 when it
  * went to ag_dns_frames (drop it), 0 when it passes. A global function: the
@@ -67,39 +176,24 @@ __attribute__((noinline)) int ag_dns_hold(struct xdp_md *ctx, const struct ag_pk
 {
 	struct ag_dns_release_key release;
 	struct ag_dns_server_key server;
-	const struct ag_dns_ctl *ctl;
 	struct ag_dns_frame *frame;
 	void *data, *data_end;
-	__u64 now, len, off;
-	__u32 zero = 0;
+	__u64 now, len, off, sent_ns;
+	__u64 *sent;
 	__u8 *id;
 
 	if (!pkt)
 		return 0;
-	/* A whole UDP datagram whose header the parser read. */
-	if (pkt->parse_result != AG_PARSE_OK || pkt->l4proto != AG_IPPROTO_UDP ||
-	    pkt->frag != AG_FRAG_NONE || pkt->sport != AG_DNS_PORT)
+	if (!ag_dns_whole_udp(pkt) || pkt->sport != AG_DNS_PORT)
 		return 0;
-	if (pkt->family == 4) {
-		__builtin_memset(server.addr, 0, 10);
-		server.addr[10] = 0xff;
-		server.addr[11] = 0xff;
-		__builtin_memcpy(&server.addr[12], &pkt->saddr.v4, 4);
-	} else if (pkt->family == 6) {
-		__builtin_memcpy(server.addr, pkt->saddr.bytes, sizeof(server.addr));
-	} else {
+	if (!ag_dns_server_key_of(pkt, &pkt->saddr, &server))
 		return 0;
-	}
 	if (!bpf_map_lookup_elem(&ag_dns_servers, &server))
 		return 0;
 
-	/* Only while the learner is alive: 0 or a stale heartbeat holds nothing. */
-	ctl = bpf_map_lookup_elem(&ag_dns_ctl, &zero);
-	if (!ctl || ctl->heartbeat_ns == 0)
-		return 0;
+	/* Only while the learner is alive. */
 	now = bpf_ktime_get_ns();
-	/* A heartbeat from the future wraps to a huge age: not held either. */
-	if (now - ctl->heartbeat_ns >= ctl->stale_after_ns)
+	if (!ag_dns_learner_alive(now))
 		return 0;
 
 	/* The DNS id: the first 2 bytes of the UDP payload. */
@@ -118,6 +212,29 @@ __attribute__((noinline)) int ag_dns_hold(struct xdp_md *ctx, const struct ag_pk
 	release.client_port = pkt->dport;
 	if (bpf_map_delete_elem(&ag_dns_release, &release) == 0)
 		return 0;
+
+	/*
+	 * Only the answer to a query this host sent (same key): one answer per query,
+	 * and within dns_query_ttl_ns of it. The delete is the atomic test again: of
+	 * two answers racing on two CPUs only one takes the query. An expired query
+	 * goes too, teaching nothing.
+	 */
+	sent = bpf_map_lookup_elem(&ag_dns_queries, &release);
+	if (!sent) {
+		ag_count_misc(AG_MISC_DNS_UNSOLICITED);
+		return 0;
+	}
+	sent_ns = *sent;
+	if (bpf_map_delete_elem(&ag_dns_queries, &release) != 0) {
+		ag_count_misc(AG_MISC_DNS_UNSOLICITED);
+		return 0;
+	}
+	/* Read the clock again: a retry noted since `now` is not from the future. A
+	 * query time from the future wraps to a huge age: not held. */
+	if (bpf_ktime_get_ns() - sent_ns > dns_query_ttl_ns) {
+		ag_count_misc(AG_MISC_DNS_UNSOLICITED);
+		return 0;
+	}
 
 	len = bpf_xdp_get_buff_len(ctx);
 	if (len > AG_DNS_FRAME_MAX) {
