@@ -614,6 +614,16 @@ fn explicit_names_are_resolved_and_allowed_without_any_application_query() {
     );
     assert!(features(&entry).iter().any(|f| f == "portal"), "{entry}");
     assert!(world.passes(PORTAL), "{PORTAL} allowed without any application query");
+    // The explicit names the test's resolver does not know are reported unresolved.
+    let unresolved = world.status()["learned"]["unresolved"].clone();
+    let unresolved: Vec<&str> = unresolved
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(unresolved.contains(&"flow.microsoft.com"), "{unresolved:?}");
+    assert!(!unresolved.contains(&"portal.cloudappsecurity.com"), "{unresolved:?}");
 
     // Asked again every `refresh` seconds.
     let first_a = world.resolver.queries_of(portal, RecordType::A);

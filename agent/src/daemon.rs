@@ -68,6 +68,9 @@ pub struct State {
     /// Addresses learned for the catalog's names, and how many were refused at the bound.
     #[serde(default)]
     pub learned: Option<(usize, u64)>,
+    /// Explicit catalog names with no learned address (their resolution fails).
+    #[serde(default)]
+    pub unresolved: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -354,6 +357,7 @@ impl Daemon {
             rollback_deadline: self.pending.as_ref().map(|p| p.deadline_ms.div_ceil(1000)),
             entries: Some(self.entries),
             learned: self.learner.as_ref().map(Learner::counts),
+            unresolved: self.learner.as_ref().map(Learner::unresolved).unwrap_or_default(),
         }
     }
 
@@ -538,6 +542,7 @@ impl Daemon {
         s.rollback_deadline = self.pending.as_ref().map(|p| p.deadline_ms.div_ceil(1000));
         s.entries = Some(self.entries);
         s.learned = self.learner.as_ref().map(Learner::counts);
+        s.unresolved = self.learner.as_ref().map(Learner::unresolved).unwrap_or_default();
         s
     }
 

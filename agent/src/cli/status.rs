@@ -92,6 +92,7 @@ pub fn report(bpffs_dir: &Path, state: Option<&State>, running: bool) -> anyhow:
             "held": live.counters.dns_held,
             "unheld": live.counters.dns_unheld,
             "unsolicited": live.counters.dns_unsolicited,
+            "unresolved": state.map(|s| s.unresolved.clone()).unwrap_or_default(),
         },
     }))
 }

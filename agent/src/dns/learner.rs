@@ -86,6 +86,19 @@ impl Learner {
         (self.table.len(), self.table.refused())
     }
 
+    /// The explicit names no address is learned for now: their resolution fails (or
+    /// has not answered yet), and what they allowed has run out.
+    pub fn unresolved(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .names
+            .explicit_names()
+            .filter(|n| !self.table.iter().any(|l| &l.name == *n))
+            .map(|n| n.as_str().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// A new policy: its names, its resolvers; what it no longer lists is forgotten.
     pub fn reconcile(&mut self, policy: &Policy, dataplane: &mut Dataplane) {
         self.names = NameSet::from_policy(policy);
