@@ -32,6 +32,20 @@ fn server_key(ip: IpAddr) -> [u8; 16] {
     }
 }
 
+/// The do-nothing XDP program of `ebpf`.
+fn noop_program(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(abi::PROG_NOOP)
+        .ok_or(DataplaneError::Missing {
+            what: "program",
+            name: abi::PROG_NOOP,
+        })?
+        .try_into()
+        .map_err(|source| DataplaneError::Program {
+            name: abi::PROG_NOOP,
+            source,
+        })
+}
+
 impl Dataplane {
     fn dyn_maps_present(&self) -> bool {
         self.ebpf.map(map::DNS_CTL).is_some()
@@ -180,39 +194,18 @@ impl Dataplane {
     /// Gives a held frame back to the stack as if it had just arrived on `ifindex`:
     /// BPF_PROG_TEST_RUN of a do-nothing XDP program in live-frames mode.
     pub fn reinject(&mut self, frame: &[u8], ifindex: u32) -> Result<(), DataplaneError> {
+        let program_err = |source| DataplaneError::Program {
+            name: abi::PROG_NOOP,
+            source,
+        };
         if self.noop.is_none() {
             let mut ebpf = EbpfLoader::new()
                 .load(abi::NOOP_OBJ)
                 .map_err(|source| DataplaneError::Load { source })?;
-            let prog: &mut Xdp = ebpf
-                .program_mut(abi::PROG_NOOP)
-                .ok_or(DataplaneError::Missing {
-                    what: "program",
-                    name: abi::PROG_NOOP,
-                })?
-                .try_into()
-                .map_err(|source| DataplaneError::Program {
-                    name: abi::PROG_NOOP,
-                    source,
-                })?;
-            prog.load().map_err(|source| DataplaneError::Program {
-                name: abi::PROG_NOOP,
-                source,
-            })?;
+            noop_program(&mut ebpf)?.load().map_err(program_err)?;
             self.noop = Some(ebpf);
         }
-        let ebpf = self.noop.as_mut().expect("loaded above");
-        let prog: &mut Xdp = ebpf
-            .program_mut(abi::PROG_NOOP)
-            .ok_or(DataplaneError::Missing {
-                what: "program",
-                name: abi::PROG_NOOP,
-            })?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                name: abi::PROG_NOOP,
-                source,
-            })?;
+        let prog = noop_program(self.noop.as_mut().expect("loaded above"))?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex; the kernel wants data_end to be the frame's length.
         let mut ctx = [0u8; 24];
@@ -225,11 +218,6 @@ impl Dataplane {
             attrs: TestRunAttrs::new().xdp_live_frames(1),
             ..TestRunOptions::new()
         };
-        prog.test_run(opts)
-            .map(|_| ())
-            .map_err(|source| DataplaneError::Program {
-                name: abi::PROG_NOOP,
-                source,
-            })
+        prog.test_run(opts).map(|_| ()).map_err(program_err)
     }
 }
