@@ -16,7 +16,7 @@ use allowgate::{
 };
 use common::{
     Harness, Outcome, allow,
-    packet::{Shape, broken, frame},
+    packet::{Shape, between, broken, frame},
 };
 
 const ME4: &str = "198.51.100.7";
@@ -62,25 +62,8 @@ fn policy(mode: Mode) -> Policy {
 
 fn ip(hook: Hook, remote: &str, l4: L4) -> Packet {
     let remote: IpAddr = remote.parse().unwrap();
-    let me: IpAddr = if remote.is_ipv4() {
-        ME4.parse().unwrap()
-    } else {
-        ME6.parse().unwrap()
-    };
-    let (src, dst) = match hook {
-        Hook::Egress => (me, remote),
-        Hook::Ingress => (remote, me),
-    };
-    Packet {
-        hook,
-        vlan_tags: 0,
-        frame: Frame::Ip(IpPacket {
-            src,
-            dst,
-            hop_limit: 64,
-            l4,
-        }),
-    }
+    let me = if remote.is_ipv4() { ME4 } else { ME6 };
+    between(hook, me.parse().unwrap(), remote, l4)
 }
 
 fn syn(sport: u16, dport: u16) -> L4 {

@@ -25,7 +25,7 @@ use allowgate::{
     policy::{
         Config, Policy, Selection, Tables, compile_policy,
         config::AllowEntry,
-        model::{self, Frame, Hook, IpPacket, L4, Packet, Reason, Verdict},
+        model::{self, Frame, Hook, L4, Packet, Reason, Verdict},
     },
 };
 use allowgate_ebpf as abi;
@@ -496,26 +496,17 @@ fn tcp(hook: Hook, remote: IpAddr, sport: u16, dport: u16, ack: bool) -> Packet 
     } else {
         IpAddr::V6(ME6)
     };
-    let (src, dst) = match hook {
-        Hook::Egress => (me, remote),
-        Hook::Ingress => (remote, me),
-    };
-    let l4 = L4::Tcp {
-        sport,
-        dport,
-        syn: true,
-        ack,
-    };
-    Packet {
+    packet::between(
         hook,
-        vlan_tags: 0,
-        frame: Frame::Ip(IpPacket {
-            src,
-            dst,
-            hop_limit: 64,
-            l4,
-        }),
-    }
+        me,
+        remote,
+        L4::Tcp {
+            sport,
+            dport,
+            syn: true,
+            ack,
+        },
+    )
 }
 
 fn ip(s: &str) -> IpAddr {

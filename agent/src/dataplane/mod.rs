@@ -13,10 +13,7 @@ mod bpffs;
 mod dns;
 mod live;
 
-use std::{
-    net::{Ipv4Addr, Ipv6Addr},
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use allowgate_ebpf::{self as abi, map};
 use aya::{
@@ -413,15 +410,6 @@ fn fill_lpm<K: aya::Pod>(
             .map_err(map_err(format!("fill the {what} table ({len} entries)")))?;
     }
     Ok(m)
-}
-
-/// The address bytes of a table key, for reading the kernel's tables back.
-pub fn v4(addr: [u8; 4]) -> Ipv4Addr {
-    Ipv4Addr::from(addr)
-}
-
-pub fn v6(addr: [u8; 16]) -> Ipv6Addr {
-    Ipv6Addr::from(addr)
 }
 
 /// One BPF_PROG_TEST_RUN of `frame` through the program of `hook`, `repeat` times:

@@ -4,7 +4,7 @@
 //! with the kernel checks the compiler and the BPF programs together. `check` answers
 //! with it; the test-run and differential tests compare the kernel against it.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 pub use allowgate_ebpf::Reason;
 
@@ -252,11 +252,6 @@ fn rule_allows(rule: &Rule, hook: Hook, ip: &IpPacket, v6: bool) -> bool {
     }
 }
 
-/// The IPv4-mapped form of an IPv4 address, a shape the filter refuses on the wire.
-pub fn v4_mapped(a: std::net::Ipv4Addr) -> Ipv6Addr {
-    a.to_ipv6_mapped()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,7 +401,7 @@ mod tests {
             vlan_tags: 0,
             frame: Frame::Ip(IpPacket {
                 src: "2001:db8::1".parse().unwrap(),
-                dst: IpAddr::V6(v4_mapped("13.80.125.22".parse().unwrap())),
+                dst: IpAddr::V6("13.80.125.22".parse::<std::net::Ipv4Addr>().unwrap().to_ipv6_mapped()),
                 hop_limit: 64,
                 l4: L4::Tcp {
                     sport: 1,
