@@ -1,14 +1,19 @@
-//! The catalog: what the service's "Network requirements" page lists, per region and
-//! feature. `parse` reads the page; this file holds the model every other module uses.
+//! The catalog: what the service publishes (its "Network requirements" page, its Azure
+//! service tags), per region and feature. `parse` reads the page, `service_tags` the
+//! tag files, `sources` loads and merges them; this file holds the model every other
+//! module uses.
 
 mod parse;
+pub mod diff;
+pub mod service_tags;
+pub mod sources;
 
 use std::{fmt, str::FromStr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use parse::{CatalogError, parse_page};
+pub use parse::{CatalogError, PageOptions, parse_page, parse_page_with};
 
 /// The page the built-in catalog is made from, shipped in the repository.
 pub const BUILTIN_PAGE: &str = include_str!("../../../catalog/network-requirements-2019-11.md");
@@ -69,6 +74,75 @@ impl Feature {
 impl fmt::Display for Feature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What a feature's entries allow, the same whichever source lists them: the page's
+/// sections and the service tags both use this table (SPEC section 1).
+#[derive(Debug)]
+pub struct FeatureSpec {
+    pub feature: Feature,
+    /// Lowercase words of the page heading that names the feature; the first spec
+    /// with a match wins.
+    pub keywords: &'static [&'static str],
+    /// Which way connections go. The proxy's addresses go both ways (users reach the
+    /// proxy; the proxy reaches the operator's apps), so it has two.
+    pub directions: &'static [Direction],
+    pub port: u16,
+}
+
+/// One row per feature, in `Feature::ALL` order.
+pub const FEATURE_SPECS: [FeatureSpec; 7] = [
+    FeatureSpec {
+        feature: Feature::Portal,
+        keywords: &["portal access"],
+        directions: &[Direction::Egress],
+        port: 443,
+    },
+    FeatureSpec {
+        feature: Feature::Proxy,
+        keywords: &["access and session controls", "session control", "reverse proxy"],
+        directions: &[Direction::Egress, Direction::Ingress],
+        port: 443,
+    },
+    FeatureSpec {
+        feature: Feature::Siem,
+        keywords: &["siem"],
+        directions: &[Direction::Egress],
+        port: 443,
+    },
+    FeatureSpec {
+        feature: Feature::AppConnector,
+        keywords: &["app connector"],
+        directions: &[Direction::Ingress],
+        port: 443,
+    },
+    FeatureSpec {
+        feature: Feature::Dlp,
+        keywords: &["dlp"],
+        directions: &[Direction::Ingress],
+        port: 11344,
+    },
+    FeatureSpec {
+        feature: Feature::Mail,
+        keywords: &["mail server"],
+        directions: &[Direction::Ingress],
+        port: 25,
+    },
+    FeatureSpec {
+        feature: Feature::LogCollector,
+        keywords: &["log collector"],
+        directions: &[Direction::Egress],
+        port: 443,
+    },
+];
+
+impl Feature {
+    pub fn spec(self) -> &'static FeatureSpec {
+        FEATURE_SPECS
+            .iter()
+            .find(|s| s.feature == self)
+            .expect("FEATURE_SPECS has a row for every feature")
     }
 }
 
@@ -285,12 +359,124 @@ impl fmt::Display for Peer {
     }
 }
 
-/// A data center of the page. `id` is what users type (`gov-us1`), `label` what the
-/// page prints (`Gov US1`).
+/// Which customers a data center, or a proxy address, serves. The page lists the
+/// reverse proxy's addresses per offering; enabling `proxy` for a data center allows
+/// the proxy regions of its offering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Offering {
+    Commercial,
+    /// US Government GCC High: the `gov-us1` data center, names ending in `.us`.
+    GccHigh,
+    /// US Government GCC: the `gcc` data center.
+    Gcc,
+}
+
+impl Offering {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Offering::Commercial => "commercial",
+            Offering::GccHigh => "gcc-high",
+            Offering::Gcc => "gcc",
+        }
+    }
+
+    /// The offering of a data center, from its id: `gov-*` is GCC High (the page's
+    /// "Gov US1"), `gcc*` is GCC, every other data center is commercial.
+    pub fn of_data_center(id: &str) -> Offering {
+        let key = region_key(id);
+        if key.starts_with("gov") {
+            Offering::GccHigh
+        } else if key.starts_with("gcc") {
+            Offering::Gcc
+        } else {
+            Offering::Commercial
+        }
+    }
+}
+
+impl fmt::Display for Offering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of place a region is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegionKind {
+    /// A data center of the page (`us1`, `gov-us1`, `gcc`): a tenant lives in one.
+    #[default]
+    DataCenter,
+    /// An Azure region (`westeurope`, `usgovvirginia`): where the page's proxy
+    /// addresses, or a regional service tag, are.
+    AzureRegion,
+    /// Every region of a service tag (its global tag).
+    All,
+}
+
+impl RegionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegionKind::DataCenter => "data-center",
+            RegionKind::AzureRegion => "azure-region",
+            RegionKind::All => "all",
+        }
+    }
+}
+
+/// A region of the catalog. `id` is what users type (`gov-us1`, `westeurope`),
+/// `label` what the source prints (`Gov US1`, `West Europe`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Region {
     pub id: String,
     pub label: String,
+    #[serde(default)]
+    pub kind: RegionKind,
+}
+
+impl Region {
+    pub fn data_center(id: impl Into<String>, label: impl Into<String>) -> Region {
+        Region {
+            id: id.into(),
+            label: label.into(),
+            kind: RegionKind::DataCenter,
+        }
+    }
+
+    /// The offering of a data center; `None` for other kinds of region.
+    pub fn offering(&self) -> Option<Offering> {
+        (self.kind == RegionKind::DataCenter).then(|| Offering::of_data_center(&self.id))
+    }
+}
+
+/// Where entries come from: one page, or one service tag of a tag file.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Origin {
+    /// A "Network requirements" page: its file name and `ms.date`.
+    Page { file: String, date: Option<String> },
+    /// One tag of an Azure "IP Ranges and Service Tags" file, with the tag's own
+    /// `changeNumber` and the file's.
+    ServiceTag {
+        file: String,
+        tag: String,
+        change: u64,
+        file_change: u64,
+        cloud: String,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Page { file, date: Some(date) } => write!(f, "{file} (ms.date {date})"),
+            Origin::Page { file, date: None } => f.write_str(file),
+            Origin::ServiceTag { file, tag, change, .. } => {
+                write!(f, "service tag {tag} changeNumber {change} ({file})")
+            }
+        }
+    }
 }
 
 /// One thing the page lists: a peer, for a feature, in one region or in every region.
@@ -303,17 +489,45 @@ pub struct CatalogEntry {
     pub direction: Direction,
     pub proto: Proto,
     pub ports: Vec<PortRange>,
-    /// The page line that lists it (1-based), so a user can find it.
+    /// The page line that lists it (1-based), so a user can find it; 0 for sources
+    /// without lines (service tags).
     pub line: usize,
+    /// For the proxy's addresses listed by Azure region: the offering whose table
+    /// lists them. `None`: not offering-specific.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offering: Option<Offering>,
+    /// Index into `Catalog::origins`.
+    #[serde(default)]
+    pub origin: usize,
 }
 
-/// Everything one page lists.
+impl CatalogEntry {
+    /// What and where lists it: `page.md (ms.date 04/04/2024) line 57`, or `service
+    /// tag MicrosoftCloudAppSecurity.WestEurope changeNumber 23 (ServiceTags.json)`.
+    pub fn cite(&self, catalog: &Catalog) -> String {
+        match catalog.origins.get(self.origin) {
+            Some(origin @ Origin::Page { .. }) => format!("{origin} line {}", self.line),
+            Some(origin) => origin.to_string(),
+            None if self.line > 0 => format!("{} line {}", catalog.source, self.line),
+            None => catalog.source.clone(),
+        }
+    }
+}
+
+/// Everything one page lists, or several sources merged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
-    /// Where the catalog came from (file name, and the page's `ms.date` when it has one).
+    /// Where the catalog came from, in one line (file names, `ms.date`, change numbers).
     pub source: String,
+    /// Every source an entry can name (`CatalogEntry::origin`).
+    #[serde(default)]
+    pub origins: Vec<Origin>,
     pub regions: Vec<Region>,
     pub entries: Vec<CatalogEntry>,
+    /// What the import could not take from the source as it is and did instead
+    /// (names given only by example or by a link), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// An unknown region name, with the nearest valid one when there is a close one.
@@ -357,5 +571,119 @@ impl Catalog {
         self.entries
             .iter()
             .filter(move |e| e.feature == feature && e.region.as_deref().is_none_or(|r| r == region))
+    }
+
+    /// The proxy regions (Azure regions) that list proxy addresses for `offering`.
+    pub fn proxy_regions(&self, offering: Offering) -> Vec<&str> {
+        let mut regions: Vec<&str> = self
+            .entries
+            .iter()
+            .filter(|e| e.feature == Feature::Proxy && e.offering == Some(offering))
+            .filter_map(|e| e.region.as_deref())
+            .collect();
+        regions.sort();
+        regions.dedup();
+        regions
+    }
+
+    /// The entries that a selection of `region` for `feature` allows: what `region`
+    /// lists for it, and for `proxy` on a data center, what every proxy region of
+    /// the data center's offering lists (`proxy_regions` narrows those, when given).
+    /// Each comes with the region that lists it.
+    pub fn selected<'a>(
+        &'a self,
+        region: &'a str,
+        feature: Feature,
+        proxy_regions: Option<&'a [String]>,
+    ) -> impl Iterator<Item = (&'a str, &'a CatalogEntry)> + 'a {
+        let offering = self
+            .regions
+            .iter()
+            .find(|r| r.id == region)
+            .and_then(Region::offering)
+            .filter(|_| feature == Feature::Proxy);
+        self.entries.iter().filter_map(move |e| {
+            if e.feature != feature {
+                return None;
+            }
+            match (e.region.as_deref(), e.offering) {
+                (None, _) => Some((region, e)),
+                (Some(r), _) if r == region => Some((region, e)),
+                (Some(r), Some(o)) if Some(o) == offering && proxy_regions.is_none_or(|p| p.iter().any(|x| x == r)) => {
+                    Some((r, e))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// Merges catalogs into one: regions by id (the first label wins), entries that
+    /// allow the same thing once (the first source is the one named).
+    pub fn merge(catalogs: Vec<Catalog>) -> Catalog {
+        let mut merged = Catalog {
+            source: String::new(),
+            origins: Vec::new(),
+            regions: Vec::new(),
+            entries: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let mut seen: std::collections::HashSet<EntryKey> = std::collections::HashSet::new();
+        let mut sources = Vec::new();
+        for catalog in catalogs {
+            sources.push(catalog.source.clone());
+            let base = merged.origins.len();
+            let own_origins = catalog.origins.len();
+            merged.origins.extend(catalog.origins);
+            if own_origins == 0 {
+                // A catalog file written before origins existed: its source line is its origin.
+                merged.origins.push(Origin::Page {
+                    file: catalog.source.clone(),
+                    date: None,
+                });
+            }
+            for region in catalog.regions {
+                if !merged.regions.iter().any(|r| region_key(&r.id) == region_key(&region.id)) {
+                    merged.regions.push(region);
+                }
+            }
+            for mut entry in catalog.entries {
+                entry.origin = base + if own_origins == 0 { 0 } else { entry.origin.min(own_origins - 1) };
+                if seen.insert(EntryKey::of(&entry)) {
+                    merged.entries.push(entry);
+                }
+            }
+            merged.warnings.extend(catalog.warnings);
+        }
+        merged.source = sources.join(" + ");
+        merged
+    }
+
+    /// Every distinct address or CIDR the catalog lists (for sizes and shrink checks).
+    pub fn addresses(&self) -> std::collections::BTreeSet<IpNet> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.peer {
+                Peer::Net(n) => Some(*n),
+                Peer::Name(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// What makes two entries allow the same thing, wherever they come from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct EntryKey(Option<String>, Feature, Peer, Direction, Proto, Vec<PortRange>, Option<Offering>);
+
+impl EntryKey {
+    pub(crate) fn of(e: &CatalogEntry) -> EntryKey {
+        EntryKey(
+            e.region.clone(),
+            e.feature,
+            e.peer.clone(),
+            e.direction,
+            e.proto,
+            e.ports.clone(),
+            e.offering,
+        )
     }
 }

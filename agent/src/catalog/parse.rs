@@ -58,7 +58,25 @@ use std::{collections::HashSet, net::IpAddr, ops::Range};
 
 use ipnet::IpNet;
 
-use super::{Catalog, CatalogEntry, Direction, DnsName, Feature, Peer, PortRange, Proto, Region, region_key};
+use super::{
+    Catalog, CatalogEntry, Direction, DnsName, FEATURE_SPECS, Feature, FeatureSpec, Offering, Origin, Peer, PortRange,
+    Proto, Region, RegionKind, region_key,
+};
+
+/// The largest page `parse_page` reads: the real page is about 30 kB; anything near
+/// this is not the page.
+pub const MAX_PAGE_BYTES: usize = 4 << 20;
+
+/// How `parse_page_with` treats what the page does not say in a form it can read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageOptions<'a> {
+    /// Skip (and report as warnings) rows, items and sentences that cannot be read,
+    /// instead of refusing the page.
+    pub allow_partial: bool,
+    /// The catalog to take names from where the page gives them only by a link to
+    /// another page (the certificate-check hosts): usually the one in use.
+    pub fallback: Option<&'a Catalog>,
+}
 
 /// Why a page could not be read into a catalog. Every message names the line, when
 /// there is one, and what the parser expected there.
@@ -105,10 +123,24 @@ pub enum CatalogError {
     #[error("line {line}: the code block opened here is never closed")]
     UnclosedCodeBlock { line: usize },
 
-    #[error(
-        "line {line}: names for US Government customers, but no table lists a government data center (a label starting with \"Gov\")"
-    )]
-    NoGovernmentRegion { line: usize },
+    #[error("line {line}: names for {who} customers, but no table lists a data center of theirs{hint}")]
+    NoOfferingDataCenter {
+        line: usize,
+        who: &'static str,
+        hint: &'static str,
+    },
+
+    #[error("line {line}: the table row does not end with `|` as its header does: the page looks cut off here")]
+    UnclosedRow { line: usize },
+
+    #[error("line {line}: the table row ends mid-list (\"{found}\"): the page looks cut off here")]
+    RowEndsMidList { line: usize, found: String },
+
+    #[error("line {line}: the row has no label in its first cell (expected a feature such as **Session controls**)")]
+    EmptyRowLabel { line: usize },
+
+    #[error("the page is {bytes} bytes, more than the {max} a page can be: is this the Network requirements page?")]
+    TooLarge { bytes: usize, max: usize },
 
     #[error("no section of the page lists any address or name (is this the Network requirements page?)")]
     NothingListed,
@@ -123,66 +155,6 @@ pub enum CatalogError {
     NoRegions,
 }
 
-/// How a section of the page becomes catalog entries.
-#[derive(Debug)]
-struct SectionRule {
-    feature: Feature,
-    /// Lowercase words of the heading; the first rule with a match wins.
-    keywords: &'static [&'static str],
-    direction: Direction,
-    port: u16,
-}
-
-/// SPEC section 1: which heading is which feature, and the direction and port of
-/// what it lists. The page states the ports in prose ("outbound port 443", "the
-/// stunnel port number is set to 11344"); they are fixed here because the prose is
-/// not regular enough to read them from, except the OCSP sentence's "on port 80",
-/// which is read.
-const SECTION_RULES: [SectionRule; 7] = [
-    SectionRule {
-        feature: Feature::Portal,
-        keywords: &["portal access"],
-        direction: Direction::Egress,
-        port: 443,
-    },
-    SectionRule {
-        feature: Feature::Proxy,
-        keywords: &["access and session controls", "session control", "reverse proxy"],
-        direction: Direction::Egress,
-        port: 443,
-    },
-    SectionRule {
-        feature: Feature::Siem,
-        keywords: &["siem"],
-        direction: Direction::Egress,
-        port: 443,
-    },
-    SectionRule {
-        feature: Feature::AppConnector,
-        keywords: &["app connector"],
-        direction: Direction::Ingress,
-        port: 443,
-    },
-    SectionRule {
-        feature: Feature::Dlp,
-        keywords: &["dlp"],
-        direction: Direction::Ingress,
-        port: 11344,
-    },
-    SectionRule {
-        feature: Feature::Mail,
-        keywords: &["mail server"],
-        direction: Direction::Ingress,
-        port: 25,
-    },
-    SectionRule {
-        feature: Feature::LogCollector,
-        keywords: &["log collector"],
-        direction: Direction::Egress,
-        port: 443,
-    },
-];
-
 /// The portal's own rule, used for features whose section says to let traffic out
 /// "to the portal".
 const PORTAL_DIRECTION: Direction = Direction::Egress;
@@ -191,15 +163,27 @@ const PORTAL_PORT: u16 = 443;
 /// Parse a "Network requirements" page into a catalog. `source_name` (usually the
 /// file name) is recorded in the catalog, with the page's `ms.date` when it has one.
 pub fn parse_page(text: &str, source_name: &str) -> Result<Catalog, CatalogError> {
+    parse_page_with(text, source_name, PageOptions::default())
+}
+
+/// `parse_page`, with a fallback catalog for names the page only links to, and the
+/// choice to skip what cannot be read (each skip is a warning in the catalog).
+pub fn parse_page_with(text: &str, source_name: &str, options: PageOptions<'_>) -> Result<Catalog, CatalogError> {
+    if text.len() > MAX_PAGE_BYTES {
+        return Err(CatalogError::TooLarge {
+            bytes: text.len(),
+            max: MAX_PAGE_BYTES,
+        });
+    }
     let lines: Vec<&str> = text.lines().collect();
     let (body_start, page_date) = front_matter(&lines);
-    let mut reader = Reader::new();
+    let mut reader = Reader::new(options.allow_partial);
     reader.read(&lines, body_start)?;
-    let source = match page_date {
-        Some(date) => format!("{source_name} (ms.date {date})"),
-        None => source_name.to_string(),
+    let origin = Origin::Page {
+        file: source_name.to_string(),
+        date: page_date,
     };
-    reader.finish(source)
+    reader.finish(origin, options.fallback)
 }
 
 /// Where the Markdown body starts (after YAML front matter) and the page's `ms.date`.
@@ -224,10 +208,12 @@ fn front_matter(lines: &[&str]) -> (usize, Option<String>) {
 enum Scope {
     /// Listed for every region.
     Global,
-    /// Listed for the government regions; `line` is the paragraph that says so.
-    Government { line: usize },
-    /// Listed for one region (its id).
+    /// Listed for the data centers of these offerings; `line` is what says so.
+    Offerings { offerings: Vec<Offering>, line: usize },
+    /// Listed for one data center (its id).
     Region(String),
+    /// A proxy region of one offering's table (`West Europe: ...`).
+    AzureRegion { id: String, offering: Offering },
 }
 
 #[derive(Clone, Debug)]
@@ -246,8 +232,30 @@ struct Draft {
 /// The `##` section being read.
 #[derive(Clone, Debug)]
 struct Section {
-    rule: &'static SectionRule,
+    rule: &'static FeatureSpec,
     heading: String,
+    line: usize,
+    /// The offerings the text is about now ("### US Government offerings", "For **US
+    /// Government GCC** customers:"), and the line that said so; empty: every one.
+    offerings: Vec<Offering>,
+    offerings_line: usize,
+    /// The section said to allow its addresses "for both inbound and outbound
+    /// connections".
+    both_ways: bool,
+}
+
+impl Section {
+    fn direction(&self) -> Direction {
+        self.rule.directions[0]
+    }
+}
+
+/// Names the page gives only by a link to another page ("the URLs listed on the
+/// [Azure TLS certificate changes](...) page").
+#[derive(Clone, Debug)]
+struct Linked {
+    feature: Feature,
+    port: u16,
     line: usize,
 }
 
@@ -271,6 +279,41 @@ struct Column {
     /// The header as the page prints it (for an empty header, the header of the
     /// column it continues), so errors name the column the reader sees.
     title: String,
+    /// An empty header: the column continues the list of the one before it.
+    continuation: bool,
+}
+
+impl Column {
+    fn peer(&self, item: &str, line: usize) -> Result<Peer, CatalogError> {
+        let place = || format!("in the \"{}\" column", self.title);
+        match self.kind {
+            ColumnKind::Addresses => parse_address(item, line)?
+                .map(Peer::Net)
+                .ok_or_else(|| CatalogError::BadAddress {
+                    line,
+                    place: place(),
+                    found: item.to_string(),
+                }),
+            ColumnKind::Names => parse_host_or_address(item, line)?.ok_or_else(|| CatalogError::BadName {
+                line,
+                place: place(),
+                found: item.to_string(),
+            }),
+        }
+    }
+}
+
+/// The shape of a table, from its header.
+#[derive(Clone, Debug)]
+struct Table {
+    /// Rows are named by a feature (`**Session controls**`), the first header cell is
+    /// empty; otherwise rows are named by a data center.
+    by_feature: bool,
+    columns: Vec<Column>,
+    /// Cells in the header.
+    cells: usize,
+    /// The header ends with `|`: so must every row (a row without is cut off).
+    closed: bool,
 }
 
 struct Reader {
@@ -294,10 +337,13 @@ struct Reader {
     code_scope: Scope,
     /// Features whose section says to let traffic out "to the portal".
     portal_followers: Vec<Feature>,
+    linked: Vec<Linked>,
+    warnings: Vec<String>,
+    allow_partial: bool,
 }
 
 impl Reader {
-    fn new() -> Self {
+    fn new(allow_partial: bool) -> Self {
         Reader {
             regions: Vec::new(),
             drafts: Vec::new(),
@@ -312,6 +358,21 @@ impl Reader {
             last_prose_line: 0,
             code_scope: Scope::Global,
             portal_followers: Vec::new(),
+            linked: Vec::new(),
+            warnings: Vec::new(),
+            allow_partial,
+        }
+    }
+
+    /// With `allow_partial`, a construct that cannot be read is skipped and reported;
+    /// without, it refuses the page.
+    fn tolerate(&mut self, result: Result<(), CatalogError>) -> Result<(), CatalogError> {
+        match result {
+            Err(e) if self.allow_partial => {
+                self.warnings.push(format!("skipped: {e}"));
+                Ok(())
+            }
+            other => other,
         }
     }
 
@@ -332,7 +393,8 @@ impl Reader {
                     self.fence = None;
                     self.prev_blank = true;
                 } else if self.section.is_some() {
-                    self.read_code_line(line, body)?;
+                    let read = self.read_code_line(line, body);
+                    self.tolerate(read)?;
                 }
                 continue;
             }
@@ -361,7 +423,8 @@ impl Reader {
                 }
                 self.in_indented_code = true;
                 if self.section.is_some() {
-                    self.read_code_line(line, body)?;
+                    let read = self.read_code_line(line, body);
+                    self.tolerate(read)?;
                 }
                 continue;
             }
@@ -392,7 +455,8 @@ impl Reader {
             if let Some(item) = list_item(body) {
                 self.in_list = true;
                 if self.section.is_some() {
-                    self.read_list_item(line, item)?;
+                    let read = self.read_list_item(line, item);
+                    self.tolerate(read)?;
                 }
                 continue;
             }
@@ -400,7 +464,8 @@ impl Reader {
                 self.in_list = false;
             }
             if self.section.is_some() {
-                self.read_prose(line, body)?;
+                let read = self.read_prose(line, body);
+                self.tolerate(read)?;
             }
         }
         match self.fence {
@@ -414,57 +479,91 @@ impl Reader {
         self.in_indented_code = false;
         self.last_prose.clear();
         let lower = title.to_ascii_lowercase();
-        let rule = SECTION_RULES
+        let rule = FEATURE_SPECS
             .iter()
             .find(|r| r.keywords.iter().any(|k| lower.contains(k)));
         match (level, rule) {
+            (level, _) if level >= 3 && self.section.is_some() => {
+                // A sub-heading ("### Commercial customers", "### US Government
+                // offerings") stays in its section and may say whose text follows.
+                if let Some(section) = &mut self.section
+                    && let Some(offerings) = offerings_named(&lower)
+                {
+                    section.offerings = offerings;
+                    section.offerings_line = line;
+                }
+            }
             (_, Some(rule)) if level >= 2 => {
                 let section = Section {
                     rule,
                     heading: title.to_string(),
                     line,
+                    offerings: Vec::new(),
+                    offerings_line: line,
+                    both_ways: false,
                 };
                 self.sections.push(section.clone());
                 self.section = Some(section);
             }
-            // A sub-heading ("### Commercial customers") stays in its section; a
-            // `#` or `##` heading that names no feature leaves it.
             (level, _) if level >= 3 => {}
             _ => self.section = None,
         }
     }
 
-    /// Who the code block starting now lists names for: the paragraph before it
-    /// says "For US Government GCC High customers, ..." when it is theirs.
+    /// Who the code block starting now lists names for: the offering the text is
+    /// about ("For US Government GCC High customers, ..."), or everyone.
     fn scope_of_code_block(&self) -> Scope {
-        if self.last_prose.contains("government") || self.last_prose.contains("gcc") {
-            Scope::Government {
-                line: self.last_prose_line,
-            }
-        } else {
-            Scope::Global
+        match &self.section {
+            Some(s) if !s.offerings.is_empty() => Scope::Offerings {
+                offerings: s.offerings.clone(),
+                line: s.offerings_line,
+            },
+            _ => Scope::Global,
         }
     }
 
+    /// Adds what the section lists. Addresses on the section's own port go both ways
+    /// when the section says so (the proxy's); names are only ever looked up and
+    /// connected to.
     fn push(&mut self, scope: Scope, peer: Peer, direction: Direction, port: u16, line: usize) {
         let Some(section) = &self.section else { return };
-        self.drafts.push(Draft {
-            from_region_table: matches!(scope, Scope::Region(_)),
-            scope,
-            feature: section.rule.feature,
-            peer,
-            direction,
-            port,
-            line,
-        });
+        let both = section.both_ways
+            && matches!(peer, Peer::Net(_))
+            && direction == section.direction()
+            && port == section.rule.port;
+        let directions: &[Direction] = if both {
+            &[Direction::Egress, Direction::Ingress]
+        } else {
+            std::slice::from_ref(&direction)
+        };
+        for &direction in directions {
+            self.drafts.push(Draft {
+                from_region_table: matches!(scope, Scope::Region(_)),
+                scope: scope.clone(),
+                feature: section.rule.feature,
+                peer: peer.clone(),
+                direction,
+                port,
+                line,
+            });
+        }
     }
 
     /// The section's own direction and port. Only asked inside a section; outside
     /// one `push` drops the entry anyway.
     fn defaults(&self) -> (Direction, u16) {
         match &self.section {
-            Some(s) => (s.rule.direction, s.rule.port),
+            Some(s) => (s.direction(), s.rule.port),
             None => (Direction::Egress, 0),
+        }
+    }
+
+    /// The offerings the current text is about; a table of proxy regions outside any
+    /// offering's text is the commercial one (the page's older layouts had no other).
+    fn current_offerings(&self) -> Vec<Offering> {
+        match &self.section {
+            Some(s) if !s.offerings.is_empty() => s.offerings.clone(),
+            _ => vec![Offering::Commercial],
         }
     }
 
@@ -514,14 +613,34 @@ impl Reader {
         let lower = text.to_ascii_lowercase();
         self.last_prose = lower.clone();
         self.last_prose_line = line;
+        if let Some(section) = &mut self.section {
+            if (lower.contains("customer") || lower.contains("offering"))
+                && let Some(offerings) = offerings_named(&lower)
+            {
+                section.offerings = offerings;
+                section.offerings_line = line;
+            }
+            if lower.contains("both inbound and outbound") {
+                section.both_ways = true;
+            }
+        }
         if let Some(section) = &self.section
             && section.rule.feature != Feature::Portal
             && mentions_traffic_to_portal(&lower)
         {
             self.portal_followers.push(section.rule.feature);
         }
+        for example in example_names(text) {
+            self.warnings.push(format!(
+                "line {line}: `{example}` is only an example of a name, so it is not allowed as one; \
+                 name your tenant's host in an [[allow]] entry if the catalog's entries do not cover it"
+            ));
+        }
 
         let mut read: Vec<Range<usize>> = Vec::new();
+        if let Some(span) = self.read_linked_names(line, &lower)? {
+            read.push(span);
+        }
         if let Some(span) = self.read_connections_sentence(line, text, &lower)? {
             read.push(span);
         }
@@ -545,6 +664,33 @@ impl Reader {
             return Err(CatalogError::AddressInProse { line, found });
         }
         Ok(())
+    }
+
+    /// "you need to allow http connections on port 80 for the URLs listed on the
+    /// [Azure TLS certificate changes](...) page": the names are on another page.
+    /// Recorded, so the names the fallback catalog has are kept (with a warning).
+    fn read_linked_names(&mut self, line: usize, lower: &str) -> Result<Option<Range<usize>>, CatalogError> {
+        const PHRASE: &str = "connections on port";
+        let Some(at) = lower.find(PHRASE) else {
+            return Ok(None);
+        };
+        if !lower.contains("](") || !lower[at..].contains("listed") {
+            return Ok(None);
+        }
+        let after = lower[at + PHRASE.len()..].trim_start();
+        let port_text: String = after.chars().take_while(char::is_ascii_digit).collect();
+        let port = port_text.parse::<u16>().map_err(|_| CatalogError::BadPort {
+            line,
+            found: after.split_whitespace().next().unwrap_or("").to_string(),
+        })?;
+        if let Some(section) = &self.section {
+            self.linked.push(Linked {
+                feature: section.rule.feature,
+                port,
+                line,
+            });
+        }
+        Ok(Some(at..lower.len()))
     }
 
     /// "you need to allow http connections to http://ocsp.msocsp.com/ and
@@ -647,9 +793,25 @@ impl Reader {
     /// first line after it.
     fn read_table(&mut self, lines: &[&str], header: usize) -> Result<usize, CatalogError> {
         let header_line = header + 1;
-        let header_cells = split_row(strip_quote(lines[header]).1);
-        let columns = match self.section {
-            Some(_) => Some(classify_columns(&header_cells, header_line)?),
+        let header_body = strip_quote(lines[header]).1;
+        let header_cells = split_row(header_body);
+        let table = match self.section {
+            Some(_) => {
+                let shape = classify_columns(&header_cells, header_line).map(|(by_feature, columns)| Table {
+                    by_feature,
+                    columns,
+                    cells: header_cells.len(),
+                    closed: header_body.trim_end().ends_with('|'),
+                });
+                match shape {
+                    Ok(table) => Some(table),
+                    Err(e) => {
+                        // Partly: skip the whole table, rows and all.
+                        self.tolerate(Err(e))?;
+                        None
+                    }
+                }
+            }
             None => None,
         };
         let mut next = header + 2;
@@ -658,47 +820,117 @@ impl Reader {
             if body.trim().is_empty() || !body.contains('|') || heading(body).is_some() {
                 break;
             }
-            if let Some(columns) = &columns {
-                self.read_row(next + 1, body, header_cells.len(), columns)?;
+            if let Some(table) = &table {
+                let read = self.read_row(next + 1, body, table);
+                self.tolerate(read)?;
             }
             next += 1;
         }
         Ok(next)
     }
 
-    fn read_row(&mut self, line: usize, body: &str, header_len: usize, columns: &[Column]) -> Result<(), CatalogError> {
+    fn read_row(&mut self, line: usize, body: &str, table: &Table) -> Result<(), CatalogError> {
         let cells = split_row(body);
-        if cells.len() > header_len && cells[header_len..].iter().any(|c| !c.trim().is_empty()) {
+        if table.closed && !body.trim_end().ends_with('|') {
+            return Err(CatalogError::UnclosedRow { line });
+        }
+        if cells.len() > table.cells && cells[table.cells..].iter().any(|c| !c.trim().is_empty()) {
             return Err(CatalogError::RowCells {
                 line,
                 cells: cells.len(),
-                header: header_len,
+                header: table.cells,
             });
+        }
+        // A short row may leave out only the columns that continue a list (the
+        // page's `|IP addresses||` with rows of two cells), never a column of its own.
+        if table.columns.iter().skip(cells.len().saturating_sub(1)).any(|c| !c.continuation) {
+            return Err(CatalogError::RowCells {
+                line,
+                cells: cells.len(),
+                header: table.cells,
+            });
+        }
+        if let Some(last) = cells.iter().rev().map(|c| c.trim()).find(|c| !c.is_empty())
+            && (last.ends_with(',') || last.ends_with(';'))
+        {
+            let tail: String = last.chars().rev().take(24).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(CatalogError::RowEndsMidList { line, found: tail });
+        }
+        if table.by_feature {
+            return self.read_feature_row(line, &cells, &table.columns);
         }
         let region = self.region_of(cells.first().map_or("", String::as_str), line)?;
         let (direction, port) = self.defaults();
-        for (column, cell) in columns.iter().zip(cells.iter().skip(1)) {
+        for (column, cell) in table.columns.iter().zip(cells.iter().skip(1)) {
             for item in split_items(cell) {
-                let peer = match column.kind {
-                    ColumnKind::Addresses => {
-                        parse_address(&item, line)?
-                            .map(Peer::Net)
-                            .ok_or_else(|| CatalogError::BadAddress {
-                                line,
-                                place: format!("in the \"{}\" column", column.title),
-                                found: item.clone(),
-                            })?
-                    }
-                    ColumnKind::Names => parse_host_or_address(&item, line)?.ok_or_else(|| CatalogError::BadName {
-                        line,
-                        place: format!("in the \"{}\" column", column.title),
-                        found: item.clone(),
-                    })?,
-                };
+                let peer = column.peer(&item, line)?;
                 self.push(Scope::Region(region.clone()), peer, direction, port, line);
             }
         }
         Ok(())
+    }
+
+    /// A row of a table whose rows are named by what they serve (`**Session
+    /// controls**`) and whose address cells name Azure regions (`West Europe: a,
+    /// b<br /><br />North Europe: c`), for the offering the text is about.
+    fn read_feature_row(&mut self, line: usize, cells: &[String], columns: &[Column]) -> Result<(), CatalogError> {
+        if clean_header(cells.first().map_or("", String::as_str)).is_empty() {
+            return Err(CatalogError::EmptyRowLabel { line });
+        }
+        let offerings = self.current_offerings();
+        let (direction, port) = self.defaults();
+        for (column, cell) in columns.iter().zip(cells.iter().skip(1)) {
+            let groups = match column.kind {
+                ColumnKind::Addresses => region_groups(cell),
+                ColumnKind::Names => vec![(None, cell.clone())],
+            };
+            for (label, text) in groups {
+                let region = match &label {
+                    Some(label) => Some(self.azure_region(label, line)?),
+                    None => None,
+                };
+                for item in split_items(&text) {
+                    let peer = column.peer(&item, line)?;
+                    match &region {
+                        Some(id) => {
+                            for &offering in &offerings {
+                                let scope = Scope::AzureRegion {
+                                    id: id.clone(),
+                                    offering,
+                                };
+                                self.push(scope, peer.clone(), direction, port, line);
+                            }
+                        }
+                        None => {
+                            let scope = Scope::Offerings {
+                                offerings: offerings.clone(),
+                                line,
+                            };
+                            self.push(scope, peer, direction, port, line);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The id of the Azure region a label names (`West US 2` -> `westus2`),
+    /// registering it on first sight.
+    fn azure_region(&mut self, label: &str, line: usize) -> Result<String, CatalogError> {
+        let label = label.split_whitespace().collect::<Vec<_>>().join(" ");
+        let id = region_key(&label);
+        if id.is_empty() {
+            return Err(CatalogError::BadDataCenter { line, found: label });
+        }
+        if !self.regions.iter().any(|r| region_key(&r.id) == id) {
+            self.regions.push(Region {
+                id: id.clone(),
+                label,
+                kind: RegionKind::AzureRegion,
+            });
+        }
+        Ok(id)
     }
 
     /// The id of the region a data center cell names, registering it on first sight.
@@ -714,28 +946,39 @@ impl Reader {
         if let Some(known) = self.regions.iter().find(|r| region_key(&r.id) == key) {
             return Ok(known.id.clone());
         }
-        self.regions.push(Region { id: id.clone(), label });
+        self.regions.push(Region::data_center(id.clone(), label));
         Ok(id)
     }
 
-    fn finish(mut self, source: String) -> Result<Catalog, CatalogError> {
+    fn finish(mut self, origin: Origin, fallback: Option<&Catalog>) -> Result<Catalog, CatalogError> {
         if self.drafts.is_empty() {
             return Err(CatalogError::NothingListed);
         }
-        for rule in &SECTION_RULES {
-            if !self.sections.iter().any(|s| s.rule.feature == rule.feature) {
+        for spec in &FEATURE_SPECS {
+            if self.sections.iter().any(|s| s.rule.feature == spec.feature) {
+                continue;
+            }
+            let expected = spec
+                .keywords
+                .iter()
+                .map(|k| format!("\"{k}\""))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            // Versions of the page drop sections (DLP went); the portal is what
+            // makes it this page at all.
+            if spec.feature == Feature::Portal {
                 return Err(CatalogError::MissingSection {
-                    feature: rule.feature,
-                    expected: rule
-                        .keywords
-                        .iter()
-                        .map(|k| format!("\"{k}\""))
-                        .collect::<Vec<_>>()
-                        .join(" or "),
+                    feature: spec.feature,
+                    expected,
                 });
             }
+            self.warnings.push(format!(
+                "the page has no section for the {} feature (a heading containing {expected}): enabling it allows nothing from this page",
+                spec.feature
+            ));
         }
         self.follow_portal();
+        self.keep_linked_names(fallback);
         for section in &self.sections {
             if !self.drafts.iter().any(|d| d.feature == section.rule.feature) {
                 return Err(CatalogError::EmptySection {
@@ -744,29 +987,31 @@ impl Reader {
                 });
             }
         }
-        if self.regions.is_empty() {
+        if !self.regions.iter().any(|r| r.kind == RegionKind::DataCenter) {
             return Err(CatalogError::NoRegions);
         }
 
-        let government: Vec<&Region> = self
-            .regions
-            .iter()
-            .filter(|r| region_key(&r.id).starts_with("gov"))
-            .collect();
         let mut seen = HashSet::new();
         let mut entries = Vec::new();
         for draft in &self.drafts {
-            let regions: Vec<Option<String>> = match &draft.scope {
-                Scope::Global => vec![None],
-                Scope::Region(id) => vec![Some(id.clone())],
-                Scope::Government { line } => {
-                    if government.is_empty() {
-                        return Err(CatalogError::NoGovernmentRegion { line: *line });
+            let targets: Vec<(Option<String>, Option<Offering>)> = match &draft.scope {
+                Scope::Global => vec![(None, None)],
+                Scope::Region(id) => vec![(Some(id.clone()), None)],
+                Scope::AzureRegion { id, offering } => vec![(Some(id.clone()), Some(*offering))],
+                Scope::Offerings { offerings, line } => {
+                    let centers: Vec<(Option<String>, Option<Offering>)> = self
+                        .regions
+                        .iter()
+                        .filter(|r| r.offering().is_some_and(|o| offerings.contains(&o)))
+                        .map(|r| (Some(r.id.clone()), None))
+                        .collect();
+                    if centers.is_empty() {
+                        return Err(no_data_center_of(offerings, *line));
                     }
-                    government.iter().map(|r| Some(r.id.clone())).collect()
+                    centers
                 }
             };
-            for region in regions {
+            for (region, offering) in targets {
                 let entry = CatalogEntry {
                     region,
                     feature: draft.feature,
@@ -775,25 +1020,76 @@ impl Reader {
                     proto: Proto::Tcp,
                     ports: vec![PortRange::single(draft.port)],
                     line: draft.line,
+                    offering,
+                    origin: 0,
                 };
-                let key = (
-                    entry.region.clone(),
-                    entry.feature,
-                    entry.peer.clone(),
-                    entry.direction,
-                    entry.proto,
-                    entry.ports.clone(),
-                );
-                if seen.insert(key) {
+                if seen.insert(super::EntryKey::of(&entry)) {
                     entries.push(entry);
                 }
             }
         }
         Ok(Catalog {
-            source,
+            source: origin.to_string(),
+            origins: vec![origin],
             regions: self.regions,
             entries,
+            warnings: self.warnings,
         })
+    }
+
+    /// Names the page only links to now (the certificate-check hosts): the ones the
+    /// fallback catalog lists on the same port are kept, and a warning says so.
+    /// Dropping them silently would break certificate checks after an update.
+    fn keep_linked_names(&mut self, fallback: Option<&Catalog>) {
+        for linked in std::mem::take(&mut self.linked) {
+            let from_fallback = |same_feature: bool| -> Vec<Peer> {
+                let mut names: Vec<Peer> = fallback
+                    .into_iter()
+                    .flat_map(|c| c.entries.iter())
+                    .filter(|e| {
+                        matches!(e.peer, Peer::Name(_))
+                            && e.ports == [PortRange::single(linked.port)]
+                            && (!same_feature || e.feature == linked.feature)
+                    })
+                    .map(|e| e.peer.clone())
+                    .collect();
+                names.sort();
+                names.dedup();
+                names
+            };
+            let mut names = from_fallback(true);
+            if names.is_empty() {
+                names = from_fallback(false);
+            }
+            if names.is_empty() {
+                self.warnings.push(format!(
+                    "line {}: the {} hosts on tcp/{} are given only by a link to another page and no previous catalog lists any: \
+                     add them as [[allow]] entries or they stay blocked",
+                    linked.line, linked.feature, linked.port
+                ));
+                continue;
+            }
+            let list: Vec<String> = names.iter().map(ToString::to_string).collect();
+            self.warnings.push(format!(
+                "line {}: the {} hosts on tcp/{} are given only by a link to another page: kept the {} the previous catalog lists ({})",
+                linked.line,
+                linked.feature,
+                linked.port,
+                list.len(),
+                list.join(", ")
+            ));
+            for peer in names {
+                self.drafts.push(Draft {
+                    scope: Scope::Global,
+                    feature: linked.feature,
+                    peer,
+                    direction: Direction::Egress,
+                    port: linked.port,
+                    line: linked.line,
+                    from_region_table: false,
+                });
+            }
+        }
     }
 
     /// The log collector section says "Allow the log collector to initiate outbound
@@ -826,6 +1122,16 @@ impl Reader {
     }
 }
 
+fn no_data_center_of(offerings: &[Offering], line: usize) -> CatalogError {
+    let (who, hint) = match offerings {
+        [Offering::Commercial] => ("commercial", ""),
+        [Offering::GccHigh] => ("US Government GCC High", " (a label starting with \"Gov\")"),
+        [Offering::Gcc] => ("US Government GCC", " (a label starting with \"GCC\")"),
+        _ => ("US Government", " (a label starting with \"Gov\" or \"GCC\")"),
+    };
+    CatalogError::NoOfferingDataCenter { line, who, hint }
+}
+
 /// "allow the log collector to initiate outbound traffic to the portal (for
 /// example ...)" and "... outbound traffic to the Cloud App Security portal.", but
 /// not "... outbound traffic to the [Microsoft Azure datacenter IP ranges](...)".
@@ -840,7 +1146,7 @@ fn mentions_traffic_to_portal(lower: &str) -> bool {
             .unwrap_or(rest.len());
         rest[..end]
             .split(|c: char| !c.is_ascii_alphanumeric())
-            .any(|w| w == "portal")
+            .any(|w| w == "portal" || w == "api" || w == "apis")
     })
 }
 
@@ -940,13 +1246,16 @@ fn split_row(body: &str) -> Vec<String> {
     cells
 }
 
-/// What the header says each column after the data center holds.
-fn classify_columns(header: &[String], line: usize) -> Result<Vec<Column>, CatalogError> {
+/// What the header says each column after the first holds, and whether the rows
+/// are named by a feature (an empty first header cell) rather than a data center.
+fn classify_columns(header: &[String], line: usize) -> Result<(bool, Vec<Column>), CatalogError> {
     let first = header.first().map(|h| clean_header(h)).unwrap_or_default();
     let first_lower = first.to_ascii_lowercase();
-    if !["data center", "datacenter", "data centre", "region"]
-        .iter()
-        .any(|k| first_lower.contains(k))
+    let by_feature = first.is_empty();
+    if !by_feature
+        && !["data center", "datacenter", "data centre", "region"]
+            .iter()
+            .any(|k| first_lower.contains(k))
     {
         return Err(CatalogError::NotDataCenterTable { line, found: first });
     }
@@ -958,20 +1267,96 @@ fn classify_columns(header: &[String], line: usize) -> Result<Vec<Column>, Catal
         let title = clean_header(cell);
         let column = if title.is_empty() {
             // The page splits one long list over several columns with empty headers.
-            columns.last().cloned().ok_or(CatalogError::NothingToContinue {
+            let before = columns.last().cloned().ok_or(CatalogError::NothingToContinue {
                 line,
                 column: index + 1,
-            })?
+            })?;
+            Column {
+                continuation: true,
+                ..before
+            }
         } else {
             let kind = column_kind(&title).ok_or_else(|| CatalogError::UnknownColumn {
                 line,
                 found: title.clone(),
             })?;
-            Column { kind, title }
+            Column {
+                kind,
+                title,
+                continuation: false,
+            }
         };
         columns.push(column);
     }
-    Ok(columns)
+    Ok((by_feature, columns))
+}
+
+/// The offerings a heading or sentence names: "GCC High", "GCC", "US Government"
+/// (both), "commercial".
+fn offerings_named(lower: &str) -> Option<Vec<Offering>> {
+    let plain = lower.replace(['*', '_'], "").replace('-', " ");
+    let words: Vec<&str> = plain.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let has = |w: &str| words.contains(&w);
+    let gcc_high = words.windows(2).any(|p| p == ["gcc", "high"]);
+    if gcc_high {
+        Some(vec![Offering::GccHigh])
+    } else if has("gcc") {
+        Some(vec![Offering::Gcc])
+    } else if has("government") {
+        Some(vec![Offering::GccHigh, Offering::Gcc])
+    } else if has("commercial") {
+        Some(vec![Offering::Commercial])
+    } else {
+        None
+    }
+}
+
+/// Splits a cell of proxy addresses into Azure-region groups: `West Europe: a, b<br
+/// /><br />North Europe: c` -> [(West Europe, "a, b"), (North Europe, "c")]. A label is
+/// text starting with a letter before a colon that is followed by a space or ends the
+/// line (an IPv6 address has neither); a line without one continues the group before.
+fn region_groups(cell: &str) -> Vec<(Option<String>, String)> {
+    let mut groups: Vec<(Option<String>, String)> = Vec::new();
+    for segment in split_line_breaks(cell) {
+        let segment = unescape(&segment);
+        let label_end = segment.char_indices().find(|&(i, c)| {
+            c == ':' && segment[i + 1..].chars().next().is_none_or(char::is_whitespace)
+        });
+        let labelled = label_end.and_then(|(at, _)| {
+            let label = segment[..at].replace(['*', '_'], " ");
+            let label = label.trim();
+            let is_label = label.starts_with(|c: char| c.is_ascii_alphabetic())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || " .()-".contains(c))
+                && parse_address(label, 0).ok().flatten().is_none();
+            is_label.then(|| (label.to_string(), segment[at + 1..].to_string()))
+        });
+        match (labelled, groups.last_mut()) {
+            (Some((label, rest)), _) => groups.push((Some(label), rest)),
+            (None, Some(last)) => {
+                last.1.push(' ');
+                last.1.push_str(&segment);
+            }
+            (None, None) => groups.push((None, segment)),
+        }
+    }
+    groups
+}
+
+/// The pieces of a cell between its `<br />`s.
+fn split_line_breaks(s: &str) -> Vec<String> {
+    replace_line_breaks_with(s, '\n').split('\n').map(str::to_string).collect()
+}
+
+/// Host names given only as an example: `<mytenant>.us2.cloudappsecurity.com`.
+fn example_names(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|code| {
+            code.contains('<') && code.contains('>') && code.contains('.') && !code.contains(' ')
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 fn column_kind(title: &str) -> Option<ColumnKind> {
@@ -1074,6 +1459,10 @@ fn is_placeholder(item: &str) -> bool {
 
 /// Replaces every `<br>`, `<br/>`, `<br />` (any case) with a space.
 fn replace_line_breaks(s: &str) -> String {
+    replace_line_breaks_with(s, ' ')
+}
+
+fn replace_line_breaks_with(s: &str, with: char) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(at) = rest.find('<') {
@@ -1081,7 +1470,7 @@ fn replace_line_breaks(s: &str) -> String {
         let after = &rest[at + 1..];
         match line_break_len(after) {
             Some(len) => {
-                out.push(' ');
+                out.push(with);
                 rest = &after[len..];
             }
             None => {
@@ -1900,10 +2289,7 @@ mod tests {
         }
         assert_eq!(
             c.regions[2],
-            Region {
-                id: "gov-us2".into(),
-                label: "Government US2".into()
-            }
+            Region::data_center("gov-us2", "Government US2")
         );
     }
 
@@ -2105,7 +2491,7 @@ mod tests {
         assert_eq!(
             parse_err(&page),
             format!(
-                "line {line}: names for US Government customers, but no table lists a government data center (a label starting with \"Gov\")"
+                "line {line}: names for US Government GCC High customers, but no table lists a data center of theirs (a label starting with \"Gov\")"
             )
         );
     }
@@ -2116,16 +2502,19 @@ mod tests {
             parse_err("# Hello\n\nNothing to see here.\n"),
             "no section of the page lists any address or name (is this the Network requirements page?)"
         );
+        // A version of the page may drop a section (DLP went): a warning, not a refusal.
         let without_mail = page_with(Feature::Mail, "").replace("## Mail server", "## Post office");
+        let c = parse(&without_mail);
         assert_eq!(
-            parse_err(&without_mail),
-            "the page has no section for the mail feature: expected a heading containing \"mail server\""
+            c.warnings,
+            ["the page has no section for the mail feature (a heading containing \"mail server\"): enabling it allows nothing from this page"]
         );
-        let without_proxy =
-            page_with(Feature::Proxy, "").replace("## Access and session controls", "## Something else");
+        assert!(c.entries.iter().all(|e| e.feature != Feature::Mail));
+        // Without a portal section it is not this page.
+        let without_portal = page_with(Feature::Proxy, "").replace("## Portal access", "## Something else");
         assert_eq!(
-            parse_err(&without_proxy),
-            "the page has no section for the proxy feature: expected a heading containing \"access and session controls\" or \"session control\" or \"reverse proxy\""
+            parse_err(&without_portal),
+            "the page has no section for the portal feature: expected a heading containing \"portal access\""
         );
         let page = page_with(Feature::Mail, "Send mail from the [service](https://example.com/).\n");
         assert_eq!(
@@ -2206,8 +2595,13 @@ mod tests {
             "gov-us1 portal egress tcp/443 *.us1.portal.example.us",
             "gov-us2 portal egress tcp/443 192.0.2.21/32",
             "gov-us2 portal egress tcp/443 *.us2.portal.example.us",
-            "* proxy egress tcp/443 *.proxy.example.com",
-            "* proxy egress tcp/443 *.admin-proxy.example.com",
+            // Under "### Commercial customers": the commercial data centers only.
+            "us1 proxy egress tcp/443 *.proxy.example.com",
+            "us1 proxy egress tcp/443 *.admin-proxy.example.com",
+            "eu3 proxy egress tcp/443 *.proxy.example.com",
+            "eu3 proxy egress tcp/443 *.admin-proxy.example.com",
+            "anz1 proxy egress tcp/443 *.proxy.example.com",
+            "anz1 proxy egress tcp/443 *.admin-proxy.example.com",
             "us1 proxy egress tcp/443 192.0.2.30/32",
             "us1 proxy egress tcp/443 192.0.2.31/32",
             "us1 proxy egress tcp/443 192.0.2.32/32",
