@@ -13,3 +13,15 @@ pub mod dns;
 pub mod events;
 pub mod metrics;
 pub mod policy;
+
+/// An error and its causes on one line, as `anyhow`'s `{:#}` prints them.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,51 +1,254 @@
-//! `allowgate catalog import`: read a (newer) version of the page into a catalog file.
+//! `allowgate catalog`: import a page or a service tags file into a catalog file,
+//! compare two catalogs, and put a new one in force in a running daemon.
 
-use std::{io::Write as _, path::PathBuf, process::ExitCode};
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
-use crate::catalog::parse_page;
+use super::EXIT_FAILURE;
+use crate::{
+    catalog::{
+        Catalog, Feature, PageOptions,
+        diff::diff,
+        service_tags::{DEFAULT_TAG, TagOptions},
+        sources::{ImportOptions, SourceKind, features_or_default, import_bytes, read_source},
+    },
+    control::{
+        client,
+        protocol::{ChangeOptions, Request, Response},
+    },
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Parse a "Network requirements" page (Markdown) into a catalog file (JSON) that
-    /// the config's `catalog` key can name.
-    Import {
-        /// The page, in the Markdown of the docs repository.
+    /// Read a "Network requirements" page (Markdown) or an Azure service tags file
+    /// (JSON) into a catalog file that the config's `catalog` key can name.
+    Import(ImportArgs),
+    /// What changed from one catalog to another, per region and feature (exit 0: no
+    /// difference, 1: differences, 2: error, as diff(1)).
+    Diff {
+        /// The old catalog: a page, a service tags file or a catalog file.
+        old: PathBuf,
+        /// The new one.
+        new: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a new catalog (page, service tags or catalog file) in force in the running
+    /// daemon, as one generation swap; refused when it would remove more than
+    /// `max_shrink` percent of the catalog addresses enforced now, unless --force.
+    Apply {
         file: PathBuf,
-        /// Where to write the catalog [default: standard output].
-        #[arg(long, short, value_name = "PATH")]
-        output: Option<PathBuf>,
+        #[command(flatten)]
+        change: ApplyArgs,
+    },
+    /// Put the catalog in force before the last `catalog apply` back.
+    Rollback {
+        #[command(flatten)]
+        change: ApplyArgs,
     },
 }
 
-pub fn execute(cmd: Command) -> anyhow::Result<ExitCode> {
-    let Command::Import { file, output } = cmd;
-    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let catalog = parse_page(&text, &name).with_context(|| format!("{}", file.display()))?;
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The page, in the Markdown of the docs repository, or with --service-tags the
+    /// service tags file (ServiceTags_Public_*.json).
+    file: PathBuf,
+    /// Read FILE as an Azure "IP Ranges and Service Tags" file.
+    #[arg(long)]
+    service_tags: bool,
+    /// The service's tag (its regional tags are TAG.Region).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_TAG, requires = "service_tags")]
+    tag: String,
+    /// The features the tag's prefixes serve [default: portal, proxy, siem, app-connector].
+    #[arg(long = "feature", short = 'f', value_name = "FEATURE", requires = "service_tags")]
+    features: Vec<String>,
+    /// Import a page even where parts of it cannot be read, printing what was skipped.
+    #[arg(long)]
+    allow_partial: bool,
+    /// Where to write the catalog [default: standard output].
+    #[arg(long, short, value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Roll the catalog back unless `allowgate confirm` follows within SECONDS.
+    #[arg(long, value_name = "SECONDS")]
+    confirm: Option<u64>,
+    /// Apply even though it removes more than max_shrink, or cuts off this SSH session.
+    #[arg(long)]
+    force: bool,
+    /// The config whose `socket` names the daemon to ask.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+impl Command {
+    /// The config that names the daemon's socket, for the verbs that ask it.
+    pub fn config(&self) -> Option<&Path> {
+        match self {
+            Command::Apply { change, .. } | Command::Rollback { change } => change.config.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+pub fn execute(cmd: Command, socket: &Path) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Import(args) => import(args),
+        Command::Diff { old, new, json } => match compare(&old, &new, json) {
+            Ok(code) => Ok(code),
+            Err(err) => {
+                // As diff(1): 2 is trouble, 1 is "they differ".
+                eprintln!("allowgate: {err:#}");
+                Ok(ExitCode::from(super::EXIT_USAGE))
+            }
+        },
+        Command::Apply { file, change } => {
+            let path = std::fs::canonicalize(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let options = change.options();
+            send(socket, Request::CatalogApply { path, options })
+        }
+        Command::Rollback { change } => send(socket, Request::CatalogRollback { options: change.options() }),
+    }
+}
+
+impl ApplyArgs {
+    fn options(&self) -> ChangeOptions {
+        ChangeOptions {
+            confirm_secs: self.confirm,
+            force: self.force,
+            ssh: super::change::ssh_session(),
+        }
+    }
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let features = args
+        .features
+        .iter()
+        .map(|f| f.parse::<Feature>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let features = features_or_default(&features);
+    let builtin = Catalog::builtin();
+    let options = ImportOptions {
+        page: PageOptions {
+            allow_partial: args.allow_partial,
+            fallback: Some(&builtin),
+        },
+        tags: TagOptions {
+            tag: &args.tag,
+            features: &features,
+        },
+    };
+    let bytes = read_source(&args.file)?;
+    let kind = if args.service_tags {
+        SourceKind::ServiceTags
+    } else {
+        match SourceKind::detect(&bytes) {
+            SourceKind::ServiceTags => bail!(
+                "{} is a service tags file: import it with --service-tags",
+                args.file.display()
+            ),
+            kind => kind,
+        }
+    };
+    let catalog = import_bytes(&bytes, &args.file, kind, options)?;
     let json = serde_json::to_string_pretty(&catalog)?;
-    match &output {
-        Some(path) => {
-            // Write whole or not at all: a half-written catalog must not replace a good one.
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, json + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{json}")?;
-        }
+    match &args.output {
+        Some(path) => write_atomically(path, (json + "\n").as_bytes())?,
+        None => writeln!(std::io::stdout().lock(), "{json}")?,
+    }
+    for w in &catalog.warnings {
+        eprintln!("allowgate: warning: {w}");
     }
     let regions: Vec<&str> = catalog.regions.iter().map(|r| r.id.as_str()).collect();
     eprintln!(
-        "allowgate: {}: {} entries for regions {}",
-        file.display(),
+        "allowgate: {}: {} entries, {} addresses, for regions {}",
+        args.file.display(),
         catalog.entries.len(),
+        catalog.addresses().len(),
         regions.join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write whole or not at all: a half-written catalog must not replace a good one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn load_any(path: &Path) -> anyhow::Result<Catalog> {
+    let builtin = Catalog::builtin();
+    let options = ImportOptions {
+        page: PageOptions {
+            allow_partial: false,
+            fallback: Some(&builtin),
+        },
+        ..ImportOptions::default()
+    };
+    Ok(crate::catalog::sources::import_file(path, options)?)
+}
+
+fn compare(old: &Path, new: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (a, b) = (load_any(old)?, load_any(new)?);
+    let d = diff(&a, &b);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "--- {}\n+++ {}", d.old_source, d.new_source)?;
+        for r in &d.regions_removed {
+            writeln!(out, "- region {r}")?;
+        }
+        for r in &d.regions_added {
+            writeln!(out, "+ region {r}")?;
+        }
+        for l in &d.removed {
+            writeln!(out, "- {l}")?;
+        }
+        for l in &d.added {
+            writeln!(out, "+ {l}")?;
+        }
+        writeln!(
+            out,
+            "{} added, {} removed; addresses {} -> {}",
+            d.added.len(),
+            d.removed.len(),
+            a.addresses().len(),
+            b.addresses().len()
+        )?;
+    }
+    Ok(if d.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+}
+
+fn send(socket: &Path, request: Request) -> anyhow::Result<ExitCode> {
+    match client::call(socket, &request)? {
+        Response::CatalogApplied(a) => {
+            for w in &a.warnings {
+                eprintln!("allowgate: warning: {w}");
+            }
+            println!(
+                "generation {}: catalog {}; catalog addresses {} -> {} ({} added, {} removed)",
+                a.generation, a.source, a.enforced_before, a.enforced_after, a.added, a.removed
+            );
+            if let Some(secs) = a.rollback_in_secs {
+                println!("rolls back in {secs} s unless `allowgate confirm` follows");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
 }

@@ -43,7 +43,7 @@ impl ChangeArgs {
 }
 
 /// The SSH session this command runs in, from `SSH_CONNECTION` ("client port server port").
-fn ssh_session() -> Option<SshSession> {
+pub(super) fn ssh_session() -> Option<SshSession> {
     let conn = std::env::var("SSH_CONNECTION").ok()?;
     let words: Vec<&str> = conn.split_whitespace().collect();
     let client: IpAddr = words.first()?.parse().ok()?;

@@ -187,7 +187,7 @@ fn describe(rule: &Rule) -> String {
         rule.source.as_str()
     );
     for by in &rule.listed_by {
-        s.push_str(&format!("\n       {} {}: page line {}", by.region, by.feature, by.line));
+        s.push_str(&format!("\n       {} {}: {}", by.region, by.feature, by.source));
     }
     if let Some(note) = &rule.note {
         s.push_str(&format!(" {note}"));

@@ -15,14 +15,13 @@ use std::{
     process::ExitCode,
 };
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::{
     catalog::{Catalog, Feature},
     policy::{
         Config, Policy, Selection,
-        config::{DEFAULT_CONFIG_PATH, DEFAULT_SOCKET},
+        config::DEFAULT_SOCKET,
     },
 };
 
@@ -104,6 +103,7 @@ impl Cli {
             Command::Mode(a) => self.socket_for(a.change.config()),
             Command::Confirm(a) => self.socket_for(a.config.as_deref()),
             Command::Events(a) => self.socket_for(a.config.as_deref()),
+            Command::Catalog(c) => self.socket_for(c.config()),
             _ => self.socket_for(None),
         };
         match self.command {
@@ -116,7 +116,7 @@ impl Cli {
                     Ok(ExitCode::from(EXIT_USAGE))
                 }
             },
-            Command::Catalog(cmd) => catalog::execute(cmd),
+            Command::Catalog(cmd) => catalog::execute(cmd, &socket),
             Command::Daemon(args) => daemon::execute(args),
             Command::Status(args) => status::execute(args, &socket),
             Command::Down(args) => down::execute(args, &socket),
@@ -144,39 +144,7 @@ pub struct SelectionArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Reads a catalog: the built-in one, or a file from `allowgate catalog import` (JSON)
-/// or a page itself (Markdown).
-pub fn load_catalog(path: Option<&Path>) -> anyhow::Result<Catalog> {
-    let Some(path) = path else {
-        return Ok(Catalog::builtin());
-    };
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read catalog {}", path.display()))?;
-    if text.trim_start().starts_with('{') {
-        serde_json::from_str(&text).with_context(|| format!("catalog {} is not a catalog file", path.display()))
-    } else {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        crate::catalog::parse_page(&text, &name).with_context(|| format!("catalog page {}", path.display()))
-    }
-}
-
-/// The config at `path`, or at the default path when it exists, else the defaults;
-/// with the catalog it names.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<(Config, Catalog)> {
-    let path = match path {
-        Some(p) => Some(p.to_path_buf()),
-        None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
-    };
-    let Some(path) = path else {
-        return Ok((Config::default(), Catalog::builtin()));
-    };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {}", path.display()))?;
-    let catalog = load_catalog(Config::catalog_path(&text).as_deref())?;
-    let config = Config::parse(&text, &path.display().to_string(), &catalog)?;
-    Ok((config, catalog))
-}
+pub use crate::policy::config::load_config;
 
 impl SelectionArgs {
     /// The selection from the flags, else from the config; with the policy it makes.

@@ -88,6 +88,10 @@ pub struct JsonEntry<'a> {
     /// Page lines (catalog entries) that list it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<usize>,
+    /// Where each catalog entry behind it comes from: page and `ms.date` and line, or
+    /// service tag and `changeNumber`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'a str>,
 }
@@ -98,9 +102,12 @@ impl<'a> JsonEntry<'a> {
             Peer::Net(n) => (Some(n.to_string()), None),
             Peer::Name(n) => (None, Some(n.as_str())),
         };
-        let mut lines: Vec<usize> = rule.listed_by.iter().map(|l| l.line).collect();
+        let mut lines: Vec<usize> = rule.listed_by.iter().map(|l| l.line).filter(|&l| l > 0).collect();
         lines.sort();
         lines.dedup();
+        let mut origins: Vec<&str> = rule.listed_by.iter().map(|l| l.source.as_str()).collect();
+        origins.sort();
+        origins.dedup();
         JsonEntry {
             cidr,
             name,
@@ -111,6 +118,7 @@ impl<'a> JsonEntry<'a> {
             features: rule.features(),
             source: rule.source.as_str(),
             lines,
+            origins,
             note: rule.note.as_deref(),
         }
     }
@@ -159,6 +167,16 @@ fn table(policy: &Policy) -> String {
         let features: Vec<&str> = rule.features().iter().map(|f| f.as_str()).collect();
         let source = match (&rule.source, &rule.note) {
             (s, Some(note)) if rule.listed_by.is_empty() => format!("{} ({note})", s.as_str()),
+            (s, _) if !rule.listed_by.is_empty() => {
+                let mut origins: Vec<&str> = rule.listed_by.iter().map(|l| l.source.as_str()).collect();
+                origins.sort();
+                origins.dedup();
+                let more = match origins.len() {
+                    0..=1 => String::new(),
+                    n => format!(" +{} more", n - 1),
+                };
+                format!("{}: {}{more}", s.as_str(), origins[0])
+            }
             (s, _) => s.as_str().to_string(),
         };
         rows.push(vec![

@@ -81,6 +81,18 @@ pub enum Request {
     Events,
     /// The addresses learned for the catalog's names.
     Learned,
+    /// Install the catalog in this file (a page, a service tags file or a catalog)
+    /// as one generation swap, and persist it.
+    CatalogApply {
+        path: std::path::PathBuf,
+        #[serde(default)]
+        options: ChangeOptions,
+    },
+    /// Put the catalog in force before the last `catalog-apply` back.
+    CatalogRollback {
+        #[serde(default)]
+        options: ChangeOptions,
+    },
 }
 
 impl Request {
@@ -88,7 +100,12 @@ impl Request {
     pub fn changes_policy(&self) -> bool {
         matches!(
             self,
-            Request::Enable { .. } | Request::Disable { .. } | Request::Mode { .. } | Request::Confirm
+            Request::Enable { .. }
+                | Request::Disable { .. }
+                | Request::Mode { .. }
+                | Request::Confirm
+                | Request::CatalogApply { .. }
+                | Request::CatalogRollback { .. }
         )
     }
 }
@@ -120,6 +137,21 @@ pub struct Changed {
     pub warnings: Vec<String>,
 }
 
+/// The result of `catalog apply` or `catalog rollback`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogApplied {
+    pub generation: u64,
+    /// The catalog now in force (its sources and versions).
+    pub source: String,
+    /// Distinct catalog addresses enforced before and after, and how many came and went.
+    pub enforced_before: usize,
+    pub enforced_after: usize,
+    pub added: usize,
+    pub removed: usize,
+    pub rollback_in_secs: Option<u64>,
+    pub warnings: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "kebab-case")]
 pub enum Response {
@@ -128,6 +160,7 @@ pub enum Response {
         status: serde_json::Value,
     },
     Changed(Changed),
+    CatalogApplied(CatalogApplied),
     /// The change that waited for confirmation is kept.
     Confirmed {
         generation: u64,

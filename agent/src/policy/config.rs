@@ -15,6 +15,8 @@ use toml::Spanned;
 use crate::catalog::{Catalog, Direction, Feature, PortRange, Proto};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/allowgate/config.toml";
+/// `max_shrink`: a new catalog may drop a quarter of the enforced addresses unasked.
+pub const DEFAULT_MAX_SHRINK: u8 = 25;
 pub const DEFAULT_SOCKET: &str = "/run/allowgate/control.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/allowgate";
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/allowgate";
@@ -168,8 +170,16 @@ pub struct Config {
     pub socket_group: Option<String>,
     pub state_dir: PathBuf,
     pub bpffs_dir: PathBuf,
-    /// A catalog made by `allowgate catalog import`; `None`: the built-in one.
-    pub catalog: Option<PathBuf>,
+    /// Catalog sources (pages, service tag files, catalogs from `allowgate catalog
+    /// import`), merged; empty: the built-in one. Relative paths are relative to the
+    /// config file.
+    pub catalog: Vec<PathBuf>,
+    /// The proxy regions that enabling `proxy` for a data center allows; `None`:
+    /// every proxy region of the data center's offering (the page's advice).
+    pub proxy_regions: Option<Vec<String>>,
+    /// The share (percent) of the enforced catalog addresses that `catalog apply` may
+    /// remove without `--force`.
+    pub max_shrink: u8,
     pub essentials: Essentials,
     pub management: Management,
     pub allow: Vec<AllowEntry>,
@@ -191,7 +201,9 @@ impl Default for Config {
             socket_group: None,
             state_dir: DEFAULT_STATE_DIR.into(),
             bpffs_dir: DEFAULT_BPFFS_DIR.into(),
-            catalog: None,
+            catalog: Vec::new(),
+            proxy_regions: None,
+            max_shrink: DEFAULT_MAX_SHRINK,
             essentials: Essentials::default(),
             management: Management::default(),
             allow: Vec::new(),
@@ -217,7 +229,9 @@ struct RawConfig {
     socket_group: Option<String>,
     state_dir: Option<PathBuf>,
     bpffs_dir: Option<PathBuf>,
-    catalog: Option<PathBuf>,
+    catalog: Option<RawCatalog>,
+    proxy_regions: Option<Vec<Spanned<String>>>,
+    max_shrink: Option<Spanned<i64>>,
     essentials: RawEssentials,
     management: RawManagement,
     allow: Vec<Spanned<RawAllow>>,
@@ -225,6 +239,23 @@ struct RawConfig {
     log_collector: RawLogCollector,
     metrics: Option<Spanned<String>>,
     dns: RawDns,
+}
+
+/// `catalog = "page.md"` or `catalog = ["page.md", "ServiceTags_Public.json"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCatalog {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl RawCatalog {
+    fn into_paths(self) -> Vec<PathBuf> {
+        match self {
+            RawCatalog::One(p) => vec![p],
+            RawCatalog::Many(list) => list,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -327,16 +358,42 @@ struct RawLogCollector {
     ftp_passive_ports: Vec<Spanned<RawPort>>,
 }
 
-/// Turns byte offsets into 1-based line numbers for one file.
-struct Lines<'a> {
-    path: &'a str,
-    text: &'a str,
+/// The config at `path`, or at the default path when it exists, else the defaults;
+/// with the catalog it names (its sources merged).
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<(Config, Catalog)> {
+    use anyhow::Context as _;
+    let path = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+    };
+    let Some(path) = path else {
+        return Ok((Config::default(), Catalog::builtin()));
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let catalog = crate::catalog::sources::load(&Config::catalog_paths(&text, dir))?;
+    let mut config = Config::parse(&text, &path.display().to_string(), &catalog)?;
+    config.catalog = config.catalog.iter().map(|p| dir.join(p)).collect();
+    Ok((config, catalog))
 }
 
-impl Lines<'_> {
+/// Turns byte offsets into 1-based line numbers for one file. The line starts are
+/// found once: counting newlines per lookup made parsing quadratic in `[[allow]]`
+/// entries (100k entries took minutes).
+struct Lines<'a> {
+    path: &'a str,
+    /// Byte offset of each line after the first.
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(path: &'a str, text: &str) -> Lines<'a> {
+        let starts = text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1).collect();
+        Lines { path, starts }
+    }
+
     fn line_of(&self, offset: usize) -> usize {
-        let offset = offset.min(self.text.len());
-        self.text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+        self.starts.partition_point(|&start| start <= offset) + 1
     }
 
     fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
@@ -358,16 +415,25 @@ impl Config {
         Config::parse(&text, &path.display().to_string(), catalog)
     }
 
-    /// The name of the catalog file a config names, read before the full parse so
-    /// regions can be checked against the right catalog.
-    pub fn catalog_path(text: &str) -> Option<PathBuf> {
-        let table: toml::Table = toml::from_str(text).ok()?;
-        table.get("catalog")?.as_str().map(PathBuf::from)
+    /// The catalog sources a config names, read before the full parse so regions can
+    /// be checked against the right catalog. Relative paths are made relative to
+    /// `config_dir`. A value of the wrong type names nothing here; the full parse
+    /// reports it.
+    pub fn catalog_paths(text: &str, config_dir: &Path) -> Vec<PathBuf> {
+        let Ok(table) = toml::from_str::<toml::Table>(text) else {
+            return Vec::new();
+        };
+        let paths: Vec<PathBuf> = match table.get("catalog") {
+            Some(toml::Value::String(s)) => vec![PathBuf::from(s)],
+            Some(toml::Value::Array(list)) => list.iter().filter_map(|v| v.as_str()).map(PathBuf::from).collect(),
+            _ => Vec::new(),
+        };
+        paths.into_iter().map(|p| config_dir.join(p)).collect()
     }
 
     /// Parses and validates `text`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &str, catalog: &Catalog) -> Result<Config, ConfigError> {
-        let lines = Lines { path, text };
+        let lines = Lines::new(path, text);
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| lines.line_of(s.start)).unwrap_or(1);
             ConfigError::Invalid {
@@ -407,6 +473,39 @@ impl Config {
                 regions.push(region.id.clone());
             }
         }
+
+        let proxy_regions = match &raw.proxy_regions {
+            None => None,
+            Some(list) => {
+                let mut ids = Vec::new();
+                for r in list {
+                    let region = catalog
+                        .region(r.get_ref())
+                        .map_err(|e| lines.error(r.span(), format!("proxy_regions: {e}")))?;
+                    if region.kind != crate::catalog::RegionKind::AzureRegion {
+                        return Err(lines.error(
+                            r.span(),
+                            format!(
+                                "proxy_regions: `{}` is not a proxy region (an Azure region such as `westeurope`); `allowgate regions` lists them",
+                                r.get_ref()
+                            ),
+                        ));
+                    }
+                    if !ids.contains(&region.id) {
+                        ids.push(region.id.clone());
+                    }
+                }
+                Some(ids)
+            }
+        };
+
+        let max_shrink = match &raw.max_shrink {
+            None => defaults.max_shrink,
+            Some(v) => u8::try_from(*v.get_ref())
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| lines.error(v.span(), format!("max_shrink: {} is not a percentage (0 to 100)", v.get_ref())))?,
+        };
 
         let features = match &raw.features {
             None => defaults.features.clone(),
@@ -532,7 +631,9 @@ impl Config {
             socket_group: raw.socket_group,
             state_dir: raw.state_dir.unwrap_or(defaults.state_dir),
             bpffs_dir: raw.bpffs_dir.unwrap_or(defaults.bpffs_dir),
-            catalog: raw.catalog,
+            catalog: raw.catalog.map(RawCatalog::into_paths).unwrap_or_default(),
+            proxy_regions,
+            max_shrink,
             essentials: Essentials {
                 arp: essentials.arp,
                 ipv6_nd: essentials.ipv6_nd,

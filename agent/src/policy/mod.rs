@@ -45,12 +45,15 @@ impl Source {
     }
 }
 
-/// One (region, feature) of the catalog that lists a rule, and the page line.
+/// One (region, feature) of the catalog that lists a rule, and where: the page line,
+/// or the service tag.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ListedBy {
     pub region: String,
     pub feature: Feature,
     pub line: usize,
+    /// `page.md (ms.date 04/04/2024) line 57`, `service tag X changeNumber 7 (file)`.
+    pub source: String,
 }
 
 /// One allow rule: packets between this host and `peer`, opened in `direction`, of
@@ -150,7 +153,7 @@ impl Policy {
 
         for region in &selection.regions {
             for &feature in &selection.features {
-                for entry in catalog.entries_for(region, feature) {
+                for (listing, entry) in catalog.selected(region, feature, config.proxy_regions.as_deref()) {
                     // The page's default ports for features that it says can be changed.
                     let ports = match feature {
                         crate::catalog::Feature::AppConnector => config.app_connector_ports.clone(),
@@ -158,9 +161,10 @@ impl Policy {
                         _ => entry.ports.clone(),
                     };
                     let by = ListedBy {
-                        region: region.clone(),
+                        region: listing.to_string(),
                         feature,
                         line: entry.line,
+                        source: entry.cite(catalog),
                     };
                     add(
                         Source::Catalog,
@@ -286,6 +290,22 @@ impl Policy {
             dns_servers,
             rules,
         }
+    }
+
+    /// The distinct addresses and prefixes the catalog's rules allow: what `catalog
+    /// apply` compares to refuse a catalog that shrinks too much.
+    pub fn catalog_nets(&self) -> std::collections::BTreeSet<IpNet> {
+        self.rules
+            .iter()
+            .filter(|r| r.source == Source::Catalog)
+            .filter_map(Rule::net)
+            .collect()
+    }
+
+    /// The rules that come from the config rather than the catalog (management,
+    /// essentials, `[[allow]]`, feature settings).
+    pub fn config_rules(&self) -> Vec<&Rule> {
+        self.rules.iter().filter(|r| r.source != Source::Catalog).collect()
     }
 
     /// Rules on addresses (the ones the tables can hold).

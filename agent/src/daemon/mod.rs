@@ -32,7 +32,8 @@ use tracing::{error, info, warn};
 
 use crate::{
     catalog::{Catalog, Feature},
-    cli::{check::check, load_config},
+    cli::check::check,
+    policy::config::load_config,
     control::{
         protocol::{ChangeOptions, Changed, Request, Response, SshSession},
         server::{self, Access, Incoming},
@@ -45,6 +46,8 @@ use crate::{
         model::{self, Frame, Hook, IpPacket, L4, Verdict},
     },
 };
+
+mod catalog;
 
 /// What the daemon last put in force, kept in `state_dir/state.json` for `status`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -156,6 +159,10 @@ pub struct Pending {
     pub previous: Desired,
     /// Milliseconds since the epoch: a window is never shorter than asked.
     pub deadline_ms: u64,
+    /// The change was a `catalog apply` (or rollback): undoing it restores the
+    /// catalog before it too.
+    #[serde(default)]
+    pub catalog_rollback: bool,
 }
 
 impl Pending {
@@ -247,7 +254,20 @@ impl Daemon {
     /// Loads, installs the desired policy, attaches: the policy is in the maps before
     /// any program sees a packet, and an adopted link switches program in one step.
     fn start(config_path: &Path) -> anyhow::Result<Daemon> {
-        let (config, catalog) = load_config(Some(config_path))?;
+        let (config, config_catalog) = load_config(Some(config_path))?;
+        let applied = match load_json::<catalog::AppliedCatalogs>(&config.state_dir, catalog::CATALOG_FILE) {
+            Ok(a) => a.unwrap_or_default(),
+            Err(e) => {
+                warn!("ignoring the applied catalog: {e:#}");
+                catalog::AppliedCatalogs::default()
+            }
+        };
+        let (catalog, why) = catalog::choose(config_catalog, &config.catalog, applied.current.as_ref());
+        if let Some(why) = why {
+            warn!("{why}");
+        } else if applied.current.is_some() {
+            info!(source = %catalog.source, "enforcing the catalog of the last `catalog apply`");
+        }
         if config.interfaces.is_empty() {
             anyhow::bail!(
                 "{}: `interfaces` is empty: name the interfaces to enforce on",
@@ -388,7 +408,12 @@ impl Daemon {
     /// selection or mode in the file replaces the runtime toggles.
     fn reload(&mut self) {
         let result = (|| -> anyhow::Result<()> {
-            let (config, catalog) = load_config(Some(&self.config_path))?;
+            let (config, config_catalog) = load_config(Some(&self.config_path))?;
+            let applied = self.applied_catalogs();
+            let (catalog, why) = catalog::choose(config_catalog, &config.catalog, applied.current.as_ref());
+            if let Some(why) = why {
+                warn!("{why}");
+            }
             if config.interfaces != self.config.interfaces || config.bpffs_dir != self.config.bpffs_dir {
                 warn!("interfaces and bpffs_dir change only on restart; the rest is reloaded");
             }
@@ -428,6 +453,22 @@ impl Daemon {
 
     fn rollback(&mut self) {
         let Some(pending) = self.pending.take() else { return };
+        if pending.catalog_rollback {
+            let peer = server::Peer { uid: 0, gid: 0, pid: None };
+            match self.catalog_rollback(&peer, ChangeOptions { force: true, ..ChangeOptions::default() }) {
+                Response::CatalogApplied(a) => {
+                    warn!(generation = a.generation, "the catalog was not confirmed in time: rolled back");
+                }
+                other => {
+                    error!("cannot roll the catalog back, will retry: {other:?}");
+                    self.pending = Some(Pending {
+                        deadline_ms: now_ms() + 1000,
+                        ..pending
+                    });
+                }
+            }
+            return;
+        }
         match self.apply(pending.previous.clone()) {
             Ok(generation) => warn!(generation, "the change was not confirmed in time: rolled back"),
             Err(e) => {
@@ -530,6 +571,8 @@ impl Daemon {
                 d.mode = mode;
                 Ok(())
             }),
+            Request::CatalogApply { path, options } => self.catalog_apply(&peer, &path, options),
+            Request::CatalogRollback { options } => self.catalog_rollback(&peer, options),
         };
         let _ = reply.try_send(response);
     }
@@ -601,6 +644,7 @@ impl Daemon {
         self.pending = options.confirm_secs.map(|secs| Pending {
             previous,
             deadline_ms: now_ms() + secs * 1000,
+            catalog_rollback: false,
         });
         if let Err(e) = self.persist() {
             warnings.push(format!(

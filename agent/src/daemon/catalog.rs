@@ -1,0 +1,333 @@
+//! `catalog apply` and `catalog rollback`: a new catalog goes in as one generation
+//! swap, is persisted in `state_dir/catalog.json` with the one it replaced, and wins
+//! over the config's `catalog` until the operator edits that key.
+//!
+//! The rules are pure functions (`choose`, `check_shrink`) with tests; `Daemon`'s
+//! methods below only read files, compile and install.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::{Daemon, Pending, compile, cuts_off, load_json, now, now_ms, save_json};
+use crate::{
+    catalog::{
+        Catalog, PageOptions,
+        sources::{ImportOptions, import_file},
+    },
+    control::{
+        protocol::{CatalogApplied, ChangeOptions, Response},
+        server,
+    },
+    policy::Policy,
+};
+
+pub const CATALOG_FILE: &str = "catalog.json";
+
+/// A catalog put in force by `catalog apply`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub catalog: Catalog,
+    /// The file it was read from.
+    pub from: PathBuf,
+    /// Seconds since the epoch.
+    pub applied_at: u64,
+    /// The config's `catalog` key when it was applied: an edit of that key makes the
+    /// config win again.
+    pub basis: Vec<PathBuf>,
+}
+
+/// `state_dir/catalog.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppliedCatalogs {
+    pub current: Option<Applied>,
+    /// What was in force before `current`, for `catalog rollback`.
+    pub previous: Option<Applied>,
+}
+
+/// Which catalog to enforce: the applied one while the config's `catalog` key is as
+/// it was when it was applied, else the config's. The second value says why the
+/// applied one was set aside, for the log.
+pub fn choose(config_catalog: Catalog, config_paths: &[PathBuf], applied: Option<&Applied>) -> (Catalog, Option<&'static str>) {
+    match applied {
+        Some(a) if a.basis == config_paths => (a.catalog.clone(), None),
+        Some(_) => (
+            config_catalog,
+            Some("the config's `catalog` changed since the last `catalog apply`: the config wins"),
+        ),
+        None => (config_catalog, None),
+    }
+}
+
+/// What a new catalog does to the enforced addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shrink {
+    pub before: usize,
+    pub after: usize,
+    pub added: usize,
+    pub removed: usize,
+}
+
+/// Compares the catalog addresses of two policies; refuses (unless `force`) when
+/// more than `max_shrink` percent of those enforced now would go, or when a rule the
+/// config makes (management, essentials, `[[allow]]`) would change.
+pub fn check_shrink(old: &Policy, new: &Policy, max_shrink: u8, force: bool) -> Result<Shrink, String> {
+    if old.config_rules() != new.config_rules() {
+        return Err("the new catalog would change management, essential or [[allow]] rules; that is a bug, nothing changed".into());
+    }
+    let (before, after) = (old.catalog_nets(), new.catalog_nets());
+    let removed = before.difference(&after).count();
+    let shrink = Shrink {
+        before: before.len(),
+        after: after.len(),
+        added: after.difference(&before).count(),
+        removed,
+    };
+    // removed / before > max_shrink / 100, without floating point.
+    if !force && removed * 100 > before.len() * usize::from(max_shrink) {
+        return Err(format!(
+            "the new catalog would remove {removed} of the {} catalog addresses enforced now ({}%), more than max_shrink ({max_shrink}%): \
+             check it with `allowgate catalog diff`, then repeat with --force",
+            before.len(),
+            (removed * 100).div_ceil(before.len().max(1))
+        ));
+    }
+    Ok(shrink)
+}
+
+/// Refuses a file the requesting user could not have read: the daemon runs as root,
+/// and a catalog's errors quote the lines they name.
+fn readable_by(path: &Path, peer: &server::Peer) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if peer.uid == 0 || meta.uid() == peer.uid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} belongs to uid {}, not to you (uid {}): apply a catalog file you own",
+            path.display(),
+            meta.uid(),
+            peer.uid
+        ))
+    }
+}
+
+impl Daemon {
+    pub(super) fn applied_catalogs(&self) -> AppliedCatalogs {
+        match load_json::<AppliedCatalogs>(&self.config.state_dir, CATALOG_FILE) {
+            Ok(Some(a)) => a,
+            Ok(None) => AppliedCatalogs::default(),
+            Err(e) => {
+                warn!("ignoring {CATALOG_FILE}: {e:#}");
+                AppliedCatalogs::default()
+            }
+        }
+    }
+
+    /// `catalog apply FILE`.
+    pub(super) fn catalog_apply(&mut self, peer: &server::Peer, path: &Path, options: ChangeOptions) -> Response {
+        if let Err(e) = readable_by(path, peer) {
+            return Response::error(e);
+        }
+        let import = ImportOptions {
+            page: PageOptions {
+                allow_partial: false,
+                fallback: Some(&self.catalog),
+            },
+            ..ImportOptions::default()
+        };
+        let catalog = match import_file(path, import) {
+            Ok(c) => c,
+            Err(e) => return Response::error(format!("refused, nothing changed: {}", crate::error_chain(&e))),
+        };
+        let applied = Applied {
+            catalog,
+            from: path.to_path_buf(),
+            applied_at: now(),
+            basis: self.config.catalog.clone(),
+        };
+        self.switch_catalog(peer, applied, options, "catalog applied")
+    }
+
+    /// `catalog rollback`: the catalog before the last apply.
+    pub(super) fn catalog_rollback(&mut self, peer: &server::Peer, options: ChangeOptions) -> Response {
+        let Some(previous) = self.applied_catalogs().previous else {
+            return Response::error("no previous catalog to roll back to (nothing was applied with `catalog apply`)");
+        };
+        self.switch_catalog(peer, previous, options, "catalog rolled back")
+    }
+
+    /// Puts `next` in force in one swap, keeping the one it replaces as `previous`.
+    fn switch_catalog(&mut self, peer: &server::Peer, next: Applied, options: ChangeOptions, what: &str) -> Response {
+        if let Some(p) = &self.pending {
+            return Response::error(format!(
+                "a change awaits confirmation (it rolls back in {} s): run `allowgate confirm`, or wait",
+                p.remaining_secs()
+            ));
+        }
+        if let Some(secs) = options.confirm_secs
+            && !(1..=super::MAX_CONFIRM_SECS).contains(&secs)
+        {
+            return Response::error(format!("--confirm takes 1 to {} seconds, not {secs}", super::MAX_CONFIRM_SECS));
+        }
+        // The enabled regions must still exist: a catalog without them would quietly
+        // allow nothing for them.
+        let missing: Vec<&str> = self
+            .desired
+            .regions
+            .iter()
+            .chain(self.config.proxy_regions.iter().flatten())
+            .filter(|r| next.catalog.region(r).is_err())
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Response::error(format!(
+                "refused, nothing changed: the new catalog has no region {}, which the selection names; disable it first",
+                missing.join(", ")
+            ));
+        }
+        let (policy, tables) = match compile(&next.catalog, &self.config, &self.desired) {
+            Ok(x) => x,
+            Err(e) => return Response::error(format!("refused, nothing changed: {e:#}")),
+        };
+        let shrink = match check_shrink(&self.policy, &policy, self.config.max_shrink, options.force) {
+            Ok(s) => s,
+            Err(e) => return Response::error(format!("refused, nothing changed: {e}")),
+        };
+        let mut warnings = next.catalog.warnings.clone();
+        if let Some(ssh) = &options.ssh
+            && cuts_off(&self.policy, &policy, ssh)
+        {
+            let cut = format!("this catalog would cut off your SSH session from {} to port {}", ssh.client, ssh.server_port);
+            if !options.force && options.confirm_secs.is_none() {
+                return Response::error(format!("{cut}: repeat it with --confirm SECONDS, or with --force"));
+            }
+            warnings.push(cut);
+        }
+        let outgoing = Applied {
+            catalog: self.catalog.clone(),
+            from: PathBuf::from("(the catalog in force before)"),
+            applied_at: now(),
+            basis: self.config.catalog.clone(),
+        };
+        let old_record = self.applied_catalogs();
+        let record = AppliedCatalogs {
+            current: Some(next.clone()),
+            previous: Some(outgoing),
+        };
+        // Persist first: a catalog in force that a restart would forget is worse than
+        // a refusal.
+        if let Err(e) = save_json(&self.config.state_dir, CATALOG_FILE, &record) {
+            return Response::error(format!("refused, nothing changed: cannot persist the catalog: {e:#}"));
+        }
+        let generation = match self.dataplane.install(&tables) {
+            Ok(g) => g,
+            Err(e) => {
+                if let Err(e) = save_json(&self.config.state_dir, CATALOG_FILE, &old_record) {
+                    warn!("cannot restore {CATALOG_FILE} after a refused install: {e:#}");
+                }
+                return Response::error(format!("refused, the previous policy stays enforced: {e:#}"));
+            }
+        };
+        self.generation = generation;
+        self.entries = (tables.v4_entries(), tables.v6_entries());
+        self.policy = policy;
+        self.catalog = next.catalog;
+        if let Some(l) = self.learner.as_mut() {
+            l.reconcile(&self.policy, &mut self.dataplane);
+        }
+        self.pending = options.confirm_secs.map(|secs| Pending {
+            previous: self.desired.clone(),
+            deadline_ms: now_ms() + secs * 1000,
+            catalog_rollback: true,
+        });
+        if let Err(e) = self.persist() {
+            warnings.push(format!("applied, but cannot persist the state: {e:#}"));
+        }
+        info!(
+            uid = peer.uid,
+            generation,
+            source = %self.catalog.source,
+            added = shrink.added,
+            removed = shrink.removed,
+            confirm = ?options.confirm_secs,
+            "{what}"
+        );
+        Response::CatalogApplied(CatalogApplied {
+            generation,
+            source: self.catalog.source.clone(),
+            enforced_before: shrink.before,
+            enforced_after: shrink.after,
+            added: shrink.added,
+            removed: shrink.removed,
+            rollback_in_secs: options.confirm_secs,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Config, Selection};
+
+    fn policy(catalog: &Catalog) -> Policy {
+        let selection = Selection {
+            regions: vec!["eu1".into(), "us1".into()],
+            features: vec![crate::catalog::Feature::Portal, crate::catalog::Feature::AppConnector],
+        };
+        let mut config = Config::default();
+        config.management.cidrs = vec!["192.0.2.0/24".parse().unwrap()];
+        Policy::build(catalog, &selection, &config, &[])
+    }
+
+    #[test]
+    fn a_catalog_that_drops_too_much_is_refused_unless_forced() {
+        let old = Catalog::builtin();
+        let before = policy(&old);
+        let total = before.catalog_nets().len();
+        // Drop the app connector's us1 addresses: far more than a quarter.
+        let mut new = old.clone();
+        new.entries.retain(|e| !(e.region.as_deref() == Some("us1") && e.feature == crate::catalog::Feature::AppConnector));
+        let after = policy(&new);
+        let err = check_shrink(&before, &after, 25, false).unwrap_err();
+        assert!(err.contains(&format!("of the {total} catalog addresses enforced now")), "{err}");
+        let forced = check_shrink(&before, &after, 25, true).unwrap();
+        assert_eq!(forced.before, total);
+        assert!(forced.removed * 4 > total);
+        assert_eq!(forced.added, 0);
+        // The same shrink is fine under a looser max_shrink.
+        assert!(check_shrink(&before, &after, 100, false).is_ok());
+        // A catalog that only adds is always fine.
+        let mut grown = old.clone();
+        let mut extra = grown.entries.iter().find(|e| e.region.as_deref() == Some("eu1")).unwrap().clone();
+        extra.peer = crate::catalog::Peer::Net("198.51.100.9/32".parse().unwrap());
+        grown.entries.push(extra);
+        let s = check_shrink(&before, &policy(&grown), 0, false).unwrap();
+        assert_eq!((s.added, s.removed), (1, 0));
+    }
+
+    #[test]
+    fn the_applied_catalog_wins_until_the_config_names_another() {
+        let builtin = Catalog::builtin();
+        let mut applied_catalog = builtin.clone();
+        applied_catalog.source = "applied".into();
+        let applied = Applied {
+            catalog: applied_catalog,
+            from: "/tmp/x.md".into(),
+            applied_at: 1,
+            basis: vec![],
+        };
+        let (c, why) = choose(builtin.clone(), &[], Some(&applied));
+        assert_eq!((c.source.as_str(), why), ("applied", None));
+        let (c, why) = choose(builtin.clone(), &["/etc/allowgate/page.md".into()], Some(&applied));
+        assert_eq!(c.source, builtin.source);
+        assert!(why.unwrap().contains("the config wins"));
+        let (c, why) = choose(builtin.clone(), &[], None);
+        assert_eq!((c.source, why), (builtin.source, None));
+    }
+}
