@@ -68,10 +68,7 @@ fn every_optional_line_of_the_example_parses_uncommented() {
         "only {uncommented} optional lines found in the example:\n{text}"
     );
     assert_eq!(config.socket_group.as_deref(), Some("allowgate"));
-    assert_eq!(
-        config.catalog.as_deref(),
-        Some(Path::new("/etc/allowgate/catalog.json"))
-    );
+    assert_eq!(config.catalog, [Path::new("/etc/allowgate/catalog.json")]);
     assert_eq!(config.metrics, Some("127.0.0.1:9464".parse().unwrap()));
     assert_eq!(config.allow.len(), 1);
     assert_eq!(config.allow[0].cidr, "198.51.100.0/24".parse().unwrap());
