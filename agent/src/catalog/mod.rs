@@ -1,6 +1,7 @@
 //! The catalog: what the service's "Network requirements" page lists, per region and
 //! feature. `parse` reads the page; this file holds the model every other module uses.
 
+pub mod fetch;
 mod parse;
 
 use std::{fmt, str::FromStr};
