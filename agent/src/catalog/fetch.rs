@@ -420,16 +420,8 @@ fn system_roots() -> Result<Vec<Certificate<'static>>, FetchError> {
 /// Sorts a failed exchange into what the operator can act on.
 fn classify(url: &str, err: ureq::Error, timeout: &str) -> FetchError {
     let url = url.to_string();
-    let is_tls = |e: &ureq::Error| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(s) = source {
-            if s.is::<rustls::Error>() {
-                return true;
-            }
-            source = s.source();
-        }
-        false
-    };
+    // rustls reports a refused certificate as an io::Error around a rustls::Error.
+    let is_tls = |e: &io::Error| e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
     match err {
         ureq::Error::Timeout(_) => FetchError::TimedOut {
             url,
@@ -441,7 +433,7 @@ fn classify(url: &str, err: ureq::Error, timeout: &str) -> FetchError {
         },
         ureq::Error::RequireHttpsOnly(_) => FetchError::PlainHttp { url },
         ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::TlsRequired => FetchError::Tls { url, source: err },
-        ref e if is_tls(e) => FetchError::Tls { url, source: err },
+        ureq::Error::Io(ref e) if is_tls(e) => FetchError::Tls { url, source: err },
         ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::ConnectProxyFailed(_) => {
             FetchError::Connect { url, source: err }
         }
