@@ -9,7 +9,7 @@ use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::Output,
+    process::{Command, Output},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -533,4 +533,93 @@ fn redirects_are_followed_but_never_from_https_to_http() {
     let out = fetch(&url, &output, &["--ca-file", ca]);
     assert_fails(&out, &url, "redirects");
     assert!(!output.exists());
+}
+
+const UPDATE_SERVICE: &str = include_str!("../packaging/allowgate-catalog-update.service");
+const UPDATE_TIMER: &str = include_str!("../packaging/allowgate-catalog-update.timer");
+
+/// `Key=value` lines of a unit, comments and section headers left out.
+fn unit_settings(unit: &str) -> Vec<(&str, &str)> {
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .map(|l| {
+            l.split_once('=')
+                .unwrap_or_else(|| panic!("unit line without `=`: {l}"))
+        })
+        .collect()
+}
+
+/// The example timer runs a fetch this binary accepts, into the file it then applies,
+/// weekly, spread out, and catching up after downtime; and systemd accepts both units.
+#[test]
+fn the_update_timer_fetches_the_file_it_applies() {
+    use clap::Parser as _;
+
+    let settings = unit_settings(UPDATE_SERVICE);
+    let exec: Vec<&str> = settings
+        .iter()
+        .filter(|(k, _)| *k == "ExecStart")
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(exec.len(), 2, "expected a fetch and an apply: {exec:?}");
+    let fetch: Vec<&str> = exec[0]
+        .split_whitespace()
+        .map(|w| {
+            if w == "${ALLOWGATE_CATALOG_URL}" {
+                "https://mirror.example/page.md"
+            } else {
+                w
+            }
+        })
+        .collect();
+    assert_eq!(fetch[0], "/usr/local/bin/allowgate");
+    assert_eq!(fetch[1..3], ["catalog", "fetch"], "{fetch:?}");
+    if let Err(e) = allowgate::cli::Cli::try_parse_from(&fetch) {
+        panic!("the unit's fetch line does not parse: {e}");
+    }
+    let output = fetch[fetch.iter().position(|w| *w == "-o").expect("fetch -o FILE") + 1];
+    let apply: Vec<&str> = exec[1].split_whitespace().collect();
+    assert_eq!(apply, ["/usr/local/bin/allowgate", "catalog", "apply", output]);
+    let state = settings
+        .iter()
+        .find(|(k, _)| *k == "StateDirectory")
+        .expect("StateDirectory");
+    assert!(
+        Path::new(output).starts_with(Path::new("/var/lib").join(state.1)),
+        "{output} is not in the writable StateDirectory={}",
+        state.1
+    );
+
+    let timer = unit_settings(UPDATE_TIMER);
+    for (key, value) in [
+        ("OnCalendar", "weekly"),
+        ("Persistent", "true"),
+        ("WantedBy", "timers.target"),
+    ] {
+        assert!(timer.contains(&(key, value)), "the timer lacks {key}={value}");
+    }
+    assert!(timer.iter().any(|(k, _)| *k == "RandomizedDelaySec"));
+
+    // systemd's own check, with the binary this test run built where the unit expects one.
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("systemd-analyze is not installed: unit verification skipped");
+        return;
+    }
+    let dir = Dir::new();
+    let binary = assert_cmd::cargo::cargo_bin("allowgate");
+    let service = UPDATE_SERVICE.replace("/usr/local/bin/allowgate", binary.to_str().unwrap());
+    fs::write(dir.path("allowgate-catalog-update.service"), service).unwrap();
+    fs::write(dir.path("allowgate-catalog-update.timer"), UPDATE_TIMER).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path("allowgate-catalog-update.service"))
+        .arg(dir.path("allowgate-catalog-update.timer"))
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
 }
