@@ -3,6 +3,7 @@
 //! tag files, `sources` loads and merges them; this file holds the model every other
 //! module uses.
 
+pub mod fetch;
 mod parse;
 pub mod diff;
 pub mod service_tags;
