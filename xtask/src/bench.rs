@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// Print the tables as Markdown, for the README
     #[arg(long)]
     markdown: bool,
+    /// Only the catalog import row (no BPF, no root needed)
+    #[arg(long)]
+    import_only: bool,
 }
 
 /// Set in the release child so that it never starts another one.
@@ -79,19 +82,28 @@ const CATALOG_MAX_RATIO: f64 = 4.0;
 const PLAIN_LPM_REFERENCE_RATIO: f64 = 12.0;
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if !crate::is_root() {
-        bail!("the bench loads BPF programs and test-runs them: run `cargo xtask bench` as root");
-    }
     // `cargo xtask` builds xtask in debug. The kernel side does not care, but the
     // compile timings are of Rust code, and a debug build of the compiler is several
     // times slower than the daemon users run: measure the release build instead.
     if cfg!(debug_assertions) && std::env::var_os(RELEASE_CHILD).is_none() {
         return rerun_in_release();
     }
+    if args.import_only {
+        let import = crate::import_bench::run(args.runs.unwrap_or(5) as usize)?;
+        print!("{}", import.render());
+        return Ok(());
+    }
+    if !crate::is_root() {
+        bail!("the bench loads BPF programs and test-runs them: run `cargo xtask bench` as root");
+    }
     let settings = Settings {
         repeat: args.repeat.unwrap_or(if args.quick { 100_000 } else { 1_000_000 }),
         runs: args.runs.unwrap_or(if args.quick { 3 } else { 5 }) as usize,
     };
+
+    // First, while the process is small: its peak memory is the import's.
+    eprintln!("bench: service tags import ...");
+    let import = crate::import_bench::run(settings.runs)?;
 
     let catalog = Catalog::builtin();
     let selection = Selection {
@@ -160,6 +172,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         results,
     };
     print!("{}", report.render(args.markdown));
+    print!("{}", import.render());
     Ok(())
 }
 
