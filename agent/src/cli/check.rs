@@ -1,9 +1,6 @@
 //! `allowgate check`: would this connection be allowed, and by which rules?
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    process::ExitCode,
-};
+use std::{net::IpAddr, process::ExitCode};
 
 use anyhow::bail;
 
@@ -14,10 +11,7 @@ use crate::{
         client::{self, ClientError},
         protocol::{Request, Response},
     },
-    policy::{
-        Policy, Rule,
-        model::{self, Frame, Hook, IpPacket, L4, Verdict},
-    },
+    policy::explain::{Explanation, explain},
 };
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -83,9 +77,9 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
             direction,
         };
         match client::call(socket, &request) {
-            Ok(Response::Check { allowed, text }) => {
-                print!("{text}");
-                return Ok(ExitCode::from(if allowed { 0 } else { 1 }));
+            Ok(Response::Check { explanation }) => {
+                print!("{}", render(&explanation));
+                return Ok(ExitCode::from(if explanation.allowed { 0 } else { 1 }));
             }
             Ok(Response::Error { message }) => bail!("{message}"),
             Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
@@ -94,116 +88,29 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
         }
     }
     let (policy, _, _) = args.selection.policy()?;
-    let (allowed, text) = check(&policy, addr, args.port, proto, direction);
-    print!("{text}");
-    Ok(ExitCode::from(if allowed { 0 } else { 1 }))
+    let explanation = explain(&policy, addr, args.port, proto, direction);
+    print!("{}", render(&explanation));
+    Ok(ExitCode::from(if explanation.allowed { 0 } else { 1 }))
 }
 
-/// The verdict on the first packet of a connection, and the rules that allow it (or
-/// why none does), as text for a person.
-pub fn check(policy: &Policy, addr: IpAddr, port: Option<u16>, proto: Proto, direction: Direction) -> (bool, String) {
-    let hook = match direction {
-        Direction::Egress => Hook::Egress,
-        Direction::Ingress => Hook::Ingress,
-    };
-    let what = match (port, proto) {
-        (_, Proto::Icmp) => format!("{direction} icmp echo {addr}"),
-        (Some(p), _) => format!("{direction} {proto} {addr} port {p}"),
-        (None, _) => format!("{direction} {proto} {addr} any port"),
-    };
-    let allowing: Vec<&Rule> = match port {
-        // Any port: every rule that covers the address for this protocol and direction.
-        None if proto != Proto::Icmp => policy
-            .rules
-            .iter()
-            .filter(|r| {
-                r.net().is_some_and(|n| n.contains(&addr))
-                    && r.direction == direction
-                    && (r.proto == proto || r.proto == Proto::Any)
-            })
-            .collect(),
-        port => {
-            let judgement = model::judge(policy, &packet(hook, addr, proto, port.unwrap_or(0)));
-            if judgement.verdict == Verdict::Pass && judgement.rules.is_empty() {
-                return (
-                    true,
-                    format!("allowed: {what} (essential: {})\n", judgement.reason.as_str()),
-                );
-            }
-            judgement.rules.iter().map(|&i| &policy.rules[i]).collect()
+/// `explain`'s answer as text for a person.
+pub fn render(e: &Explanation) -> String {
+    if let Some(reason) = &e.essential {
+        return format!("allowed: {} (essential: {reason})\n", e.what);
+    }
+    if !e.allowed {
+        return format!("denied: {}: {}\n", e.what, e.why_not.as_deref().unwrap_or("nothing allows it"));
+    }
+    let mut text = format!("allowed: {}\n", e.what);
+    for rule in &e.rules {
+        text.push_str(&format!("  by {} ({})", rule.rule, rule.source));
+        for by in &rule.listed_by {
+            text.push_str(&format!("\n       {} {}: {}", by.region, by.feature, by.source));
         }
-    };
-    if allowing.is_empty() {
-        return (false, format!("denied: {what}: {}\n", why_not(policy, addr)));
+        if let Some(note) = &rule.note {
+            text.push_str(&format!(" {note}"));
+        }
+        text.push('\n');
     }
-    let mut text = format!("allowed: {what}\n");
-    for rule in allowing {
-        text.push_str(&format!("  by {}\n", describe(rule)));
-    }
-    (true, text)
-}
-
-/// The first packet of the connection: a TCP SYN, a UDP datagram, an echo request.
-fn packet(hook: Hook, addr: IpAddr, proto: Proto, port: u16) -> model::Packet {
-    let local = match addr {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    let (src, dst) = match hook {
-        Hook::Egress => (local, addr),
-        Hook::Ingress => (addr, local),
-    };
-    let l4 = match proto {
-        Proto::Udp => L4::Udp { sport: 0, dport: port },
-        Proto::Icmp => L4::Icmp {
-            ty: if addr.is_ipv6() { 128 } else { 8 },
-            code: 0,
-        },
-        _ => L4::Tcp {
-            sport: 0,
-            dport: port,
-            syn: true,
-            ack: false,
-        },
-    };
-    model::Packet {
-        hook,
-        vlan_tags: 0,
-        frame: Frame::Ip(IpPacket {
-            src,
-            dst,
-            hop_limit: 64,
-            l4,
-        }),
-    }
-}
-
-fn describe(rule: &Rule) -> String {
-    let mut s = format!(
-        "{} {} {} ({})",
-        rule.peer,
-        rule.direction,
-        rule.ports_label(),
-        rule.source.as_str()
-    );
-    for by in &rule.listed_by {
-        s.push_str(&format!("\n       {} {}: {}", by.region, by.feature, by.source));
-    }
-    if let Some(note) = &rule.note {
-        s.push_str(&format!(" {note}"));
-    }
-    s
-}
-
-fn why_not(policy: &Policy, addr: IpAddr) -> String {
-    let covering: Vec<&Rule> = policy
-        .rules
-        .iter()
-        .filter(|r| r.net().is_some_and(|n| n.contains(&addr)))
-        .collect();
-    if covering.is_empty() {
-        return format!("no rule covers {addr} (default deny)");
-    }
-    let list: Vec<String> = covering.iter().map(|r| r.to_string()).collect();
-    format!("rules cover {addr} but none allows this: {}", list.join("; "))
+    text
 }

@@ -31,10 +31,7 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
     let (mut config, catalog) = load_config(args.config.as_deref())?;
     // A running daemon's selection (runtime toggles included) is what is enabled.
     if let Ok(Response::Status { status }) = client::call(socket, &Request::Status) {
-        config.regions = status["regions"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-            .unwrap_or_default();
+        config.regions = status.regions;
     }
     let counts = |region: &str, feature: Feature| {
         let (mut addrs, mut names) = (0, 0);

@@ -1,24 +1,19 @@
 //! `allowgate status`: what is enforced now. From the daemon when one answers, else
 //! read from the kernel's pins and the daemon's state file.
 
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    process::ExitCode,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::{path::Path, process::ExitCode};
 
-use allowgate_ebpf::{self as abi, Reason};
-use anyhow::{Context as _, bail};
-use serde_json::{Value, json};
+use anyhow::bail;
 
 use crate::{
     control::{
         client::{self, ClientError},
         protocol::{Request, Response},
     },
-    daemon::State,
-    dataplane::{Counters, read_live},
+    daemon::{
+        State,
+        status::{StatusReport, kernel_interfaces, report},
+    },
 };
 
 #[derive(Debug, clap::Args)]
@@ -31,70 +26,14 @@ pub struct Args {
     config: Option<std::path::PathBuf>,
 }
 
-fn by_reason(c: &Counters, direction: u8, verdict: u8) -> BTreeMap<&'static str, u64> {
-    Reason::ALL
-        .iter()
-        .map(|&r| (r.as_str(), c.get(direction, verdict, r).packets))
-        .filter(|(_, n)| *n > 0)
-        .collect()
+/// The effective uid, from /proc (no `unsafe` for geteuid).
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
 }
 
 fn pid_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "allowgate")
-}
-
-/// The status object (SPEC section 3) from the pins under `bpffs_dir` and `state`.
-pub fn report(bpffs_dir: &Path, state: Option<&State>, running: bool) -> anyhow::Result<Value> {
-    let live = read_live(bpffs_dir, state.and_then(|s| s.entries)).with_context(|| {
-        format!(
-            "nothing is enforced here: no allowgate pins under {} (start the daemon)",
-            bpffs_dir.display()
-        )
-    })?;
-    let mode = if live.config.flags & abi::F_ENFORCE != 0 {
-        "enforce"
-    } else {
-        "monitor"
-    };
-    let last_change =
-        state.map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s.last_change)).to_string());
-    let counters = |direction| {
-        json!({
-            "pass": live.counters.packets(direction, abi::VERDICT_PASS),
-            "drop": live.counters.packets(direction, abi::VERDICT_DROP),
-            "pass_by_reason": by_reason(&live.counters, direction, abi::VERDICT_PASS),
-            "drop_by_reason": by_reason(&live.counters, direction, abi::VERDICT_DROP),
-        })
-    };
-    let interfaces: Vec<Value> = state
-        .map(|s| {
-            s.interfaces
-                .iter()
-                .map(|i| json!({"name": i.name, "xdp_mode": i.xdp_mode, "tc_mode": i.tc_mode}))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(json!({
-        "running": running,
-        "mode": mode,
-        "regions": state.map(|s| s.regions.clone()).unwrap_or_default(),
-        "features": state.map(|s| s.features.clone()).unwrap_or_default(),
-        "interfaces": interfaces,
-        "generation": live.config.generation,
-        "last_change": last_change,
-        "rollback_in_secs": state.and_then(|s| s.rollback_deadline).map(|d| d.saturating_sub(crate::daemon::now())),
-        "entries": { "v4": live.v4_entries, "v6": live.v6_entries },
-        "counters": { "ingress": counters(abi::DIR_INGRESS), "egress": counters(abi::DIR_EGRESS) },
-        "events": { "suppressed": live.counters.events_suppressed, "lost": live.counters.events_lost },
-        "learned": {
-            "entries": state.and_then(|s| s.learned).map(|l| l.0).unwrap_or(0),
-            "refused": state.and_then(|s| s.learned).map(|l| l.1).unwrap_or(0),
-            "held": live.counters.dns_held,
-            "unheld": live.counters.dns_unheld,
-            "unsolicited": live.counters.dns_unsolicited,
-            "unresolved": state.map(|s| s.unresolved.clone()).unwrap_or_default(),
-        },
-    }))
 }
 
 impl Args {
@@ -105,15 +44,29 @@ impl Args {
 
 pub fn execute(args: Args, socket: &Path) -> anyhow::Result<ExitCode> {
     let status = match client::call(socket, &Request::Status) {
-        Ok(Response::Status { status }) => status,
+        Ok(Response::Status { status }) => *status,
         Ok(Response::Error { message }) => bail!("{message}"),
         Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
         // No daemon (or not ours to ask): the kernel's pins still say what is enforced.
-        Err(ClientError::NotRunning { .. } | ClientError::PermissionDenied { .. }) => {
+        Err(asked @ (ClientError::NotRunning { .. } | ClientError::PermissionDenied { .. })) => {
             let (config, _) = super::load_config(args.config.as_deref())?;
-            let state = State::load(&config.state_dir)?;
+            let state = State::load(&config.state_dir).unwrap_or(None);
             let running = state.as_ref().is_some_and(|s| pid_alive(s.pid));
-            report(&config.bpffs_dir, state.as_ref(), running)?
+            let interfaces = state.as_ref().map(|s| kernel_interfaces(&config.bpffs_dir, s));
+            match report(&config.bpffs_dir, state.as_ref(), running, interfaces) {
+                Ok(status) => status,
+                Err(e) if e.is_permission_denied() => bail!(
+                    "{asked}, and uid {} may not read the pins under {}: run as root, or as a member of the daemon's `socket_group`",
+                    current_uid(),
+                    config.bpffs_dir.display()
+                ),
+                Err(e) if matches!(asked, ClientError::NotRunning { .. }) => bail!(
+                    "nothing is enforced here: no allowgate pins under {} (start the daemon): {}",
+                    config.bpffs_dir.display(),
+                    crate::error_chain(&e)
+                ),
+                Err(e) => bail!("{asked}, and {}", crate::error_chain(&e)),
+            }
         }
         Err(e) => return Err(e.into()),
     };
@@ -122,53 +75,48 @@ pub fn execute(args: Args, socket: &Path) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", table(&status));
     }
-    Ok(ExitCode::SUCCESS)
+    // Like `systemctl is-active`: scripts and probes see at once that nothing filters.
+    Ok(if status.enforcing { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_FAILURE) })
 }
 
-fn words(v: &Value) -> String {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
-}
-
-fn table(s: &Value) -> String {
+fn table(s: &StatusReport) -> String {
     let mut out = String::new();
-    let running = s["running"].as_bool().unwrap_or(false);
     out += &format!(
         "daemon:      {}\n",
-        if running {
+        if s.running {
             "running"
         } else {
             "not running (the pinned policy is still enforced)"
         }
     );
-    out += &format!("mode:        {}\n", s["mode"].as_str().unwrap_or("?"));
+    if !s.enforcing {
+        out += "enforcing:   NO: a configured interface is not protected (see below)\n";
+    }
+    out += &format!("mode:        {}\n", s.mode);
     out += &format!(
         "generation:  {} (last change {})\n",
-        s["generation"],
-        s["last_change"].as_str().unwrap_or("unknown")
+        s.generation,
+        s.last_change.as_deref().unwrap_or("unknown")
     );
-    if let Some(secs) = s["rollback_in_secs"].as_u64() {
+    if let Some(secs) = s.rollback_in_secs {
         out += &format!("pending:     the last change rolls back in {secs} s unless `allowgate confirm`\n");
     }
-    out += &format!("regions:     {}\n", words(&s["regions"]));
-    out += &format!("features:    {}\n", words(&s["features"]));
-    for i in s["interfaces"].as_array().into_iter().flatten() {
-        out += &format!(
-            "interface:   {} (XDP {}, TC {})\n",
-            i["name"].as_str().unwrap_or("?"),
-            i["xdp_mode"].as_str().unwrap_or("?"),
-            i["tc_mode"].as_str().unwrap_or("?")
-        );
+    if let Some(catalog) = &s.catalog {
+        out += &format!("catalog:     {catalog}\n");
     }
-    out += &format!(
-        "entries:     {} IPv4, {} IPv6\n\n",
-        s["entries"]["v4"], s["entries"]["v6"]
-    );
+    out += &format!("regions:     {}\n", s.regions.join(", "));
+    out += &format!("features:    {}\n", s.features.join(", "));
+    for i in &s.interfaces {
+        match &i.problem {
+            None => out += &format!("interface:   {} (XDP {}, TC {})\n", i.name, i.xdp_mode, i.tc_mode),
+            Some(p) => out += &format!("interface:   {} NOT PROTECTED: {p}\n", i.name),
+        }
+    }
+    out += &format!("entries:     {} IPv4, {} IPv6\n\n", s.entries.v4, s.entries.v6);
     let mut rows = vec![["DIRECTION", "VERDICT", "REASON", "PACKETS"].map(String::from).to_vec()];
-    for direction in ["ingress", "egress"] {
-        for (verdict, key) in [("pass", "pass_by_reason"), ("drop", "drop_by_reason")] {
-            for (reason, n) in s["counters"][direction][key].as_object().into_iter().flatten() {
+    for (direction, c) in [("ingress", &s.counters.ingress), ("egress", &s.counters.egress)] {
+        for (verdict, by) in [("pass", &c.pass_by_reason), ("drop", &c.drop_by_reason)] {
+            for (reason, n) in by {
                 rows.push(vec![direction.into(), verdict.into(), reason.clone(), n.to_string()]);
             }
         }

@@ -157,7 +157,7 @@ pub struct CatalogApplied {
 pub enum Response {
     /// `status --json`'s object.
     Status {
-        status: serde_json::Value,
+        status: Box<crate::daemon::status::StatusReport>,
     },
     Changed(Changed),
     CatalogApplied(CatalogApplied),
@@ -166,8 +166,7 @@ pub enum Response {
         generation: u64,
     },
     Check {
-        allowed: bool,
-        text: String,
+        explanation: crate::policy::explain::Explanation,
     },
     Event(Decoded),
     Learned {

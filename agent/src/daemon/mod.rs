@@ -15,6 +15,7 @@
 //! silently ignored.
 
 use std::{
+    collections::BTreeMap,
     io::Write as _,
     net::IpAddr,
     path::{Path, PathBuf},
@@ -32,7 +33,6 @@ use tracing::{error, info, warn};
 
 use crate::{
     catalog::{Catalog, Feature},
-    cli::check::check,
     policy::config::load_config,
     control::{
         protocol::{ChangeOptions, Changed, Request, Response, SshSession},
@@ -43,11 +43,13 @@ use crate::{
     events::Decoded,
     policy::{
         Config, Mode, Policy, Selection, Tables, compile_policy,
+        explain::explain,
         model::{self, Frame, Hook, IpPacket, L4, Verdict},
     },
 };
 
 mod catalog;
+pub mod status;
 
 /// What the daemon last put in force, kept in `state_dir/state.json` for `status`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,6 +76,9 @@ pub struct State {
     /// Explicit catalog names with no learned address (their resolution fails).
     #[serde(default)]
     pub unresolved: Vec<String>,
+    /// The catalog in force (its sources and versions).
+    #[serde(default)]
+    pub catalog: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -248,6 +253,9 @@ struct Daemon {
     events: broadcast::Sender<Decoded>,
     /// Learns the catalog's names from held DNS answers; `None` with `dns.learn = false`.
     learner: Option<Learner>,
+    /// What was last found wrong with each interface's attachment, so that each
+    /// change is logged once.
+    problems: BTreeMap<String, String>,
 }
 
 impl Daemon {
@@ -343,6 +351,7 @@ impl Daemon {
             entries: (tables.v4_entries(), tables.v6_entries()),
             events,
             learner,
+            problems: BTreeMap::new(),
         };
         daemon.persist()?;
         info!(
@@ -378,6 +387,7 @@ impl Daemon {
             entries: Some(self.entries),
             learned: self.learner.as_ref().map(Learner::counts),
             unresolved: self.learner.as_ref().map(Learner::unresolved).unwrap_or_default(),
+            catalog: Some(self.catalog.source.clone()),
         }
     }
 
@@ -488,9 +498,10 @@ impl Daemon {
         let Incoming { request, reply, peer } = incoming;
         let response = match request {
             Request::Status => {
-                match crate::cli::status::report(&self.config.bpffs_dir, Some(&self.state_with_last()), true) {
-                    Ok(status) => Response::Status { status },
-                    Err(e) => Response::error(format!("{e:#}")),
+                let interfaces = Some(self.interface_statuses());
+                match status::report(&self.config.bpffs_dir, Some(&self.state_with_last()), true, interfaces) {
+                    Ok(status) => Response::Status { status: Box::new(status) },
+                    Err(e) => Response::error(crate::error_chain(&e)),
                 }
             }
             Request::Check {
@@ -499,8 +510,9 @@ impl Daemon {
                 proto,
                 direction,
             } => {
-                let (allowed, text) = check(&self.policy, addr, port, proto, direction);
-                Response::Check { allowed, text }
+                Response::Check {
+                    explanation: explain(&self.policy, addr, port, proto, direction),
+                }
             }
             Request::Learned => Response::Learned {
                 entries: self.learner.as_ref().map(Learner::entries).unwrap_or_default(),
@@ -577,6 +589,56 @@ impl Daemon {
         let _ = reply.try_send(response);
     }
 
+    /// The configured interfaces as the kernel has them.
+    fn interface_statuses(&self) -> Vec<status::InterfaceStatus> {
+        self.attachments
+            .iter()
+            .map(|a| {
+                let problem = self.dataplane.attachment_problem(a);
+                status::InterfaceStatus {
+                    name: a.name.clone(),
+                    xdp_mode: a.xdp_mode.as_str().to_string(),
+                    tc_mode: format!("{:?}", a.tc_mode).to_lowercase(),
+                    attached: problem.is_none(),
+                    problem,
+                }
+            })
+            .collect()
+    }
+
+    /// Every second: the kernel is asked whether each interface still runs our
+    /// programs (a link detached by hand, its pin removed, the interface deleted,
+    /// re-created or renamed); what is wrong is logged once and repaired when it can
+    /// be, and `status` says so until it is.
+    fn reconcile_attachments(&mut self) {
+        for pin in self.dataplane.repin_missing() {
+            warn!(pin = %pin.display(), "a link pin was removed; pinned it again");
+        }
+        for index in 0..self.attachments.len() {
+            let name = self.attachments[index].name.clone();
+            let Some(problem) = self.dataplane.attachment_problem(&self.attachments[index]) else {
+                if self.problems.remove(&name).is_some() {
+                    info!(interface = %name, "protected again");
+                }
+                continue;
+            };
+            match self.dataplane.attach(&name) {
+                Ok(a) => {
+                    warn!(interface = %name, xdp = a.xdp_mode.as_str(), %problem, "was not protected: attached again");
+                    self.attachments[index] = a;
+                    self.problems.remove(&name);
+                    let _ = self.persist();
+                }
+                Err(e) => {
+                    if self.problems.get(&name) != Some(&problem) {
+                        error!(interface = %name, %problem, "NOT PROTECTED, and cannot attach again: {}", crate::error_chain(&e));
+                    }
+                    self.problems.insert(name, problem);
+                }
+            }
+        }
+    }
+
     fn state_with_last(&self) -> State {
         let mut s = load_json::<State>(&self.config.state_dir, STATE_FILE)
             .ok()
@@ -586,6 +648,7 @@ impl Daemon {
         s.entries = Some(self.entries);
         s.learned = self.learner.as_ref().map(Learner::counts);
         s.unresolved = self.learner.as_ref().map(Learner::unresolved).unwrap_or_default();
+        s.catalog = Some(self.catalog.source.clone());
         s
     }
 
@@ -779,6 +842,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                     daemon.rollback();
                 }
                 _ = tick.tick() => {
+                    daemon.reconcile_attachments();
                     if let Some(l) = daemon.learner.as_mut() {
                         l.tick(&mut daemon.dataplane);
                     }

@@ -2,7 +2,6 @@
 //! left (the program is replaced in place: no gap), and taking it all down.
 
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
 };
 
@@ -14,7 +13,10 @@ use aya::programs::{
 };
 use serde::Serialize;
 
-use super::{Dataplane, DataplaneError};
+use super::{
+    Dataplane, DataplaneError,
+    kernel::{self, if_index},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,11 +54,11 @@ pub struct Attachment {
     pub adopted: bool,
 }
 
-fn xdp_pin(links: &Path, mode: XdpMode, iface: &str) -> PathBuf {
+pub(super) fn xdp_pin(links: &Path, mode: XdpMode, iface: &str) -> PathBuf {
     links.join(format!("xdp-{}-{iface}", mode.as_str()))
 }
 
-fn tcx_pin(links: &Path, iface: &str) -> PathBuf {
+pub(super) fn tcx_pin(links: &Path, iface: &str) -> PathBuf {
     links.join(format!("tc-tcx-{iface}"))
 }
 
@@ -80,20 +82,21 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn if_index(iface: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(iface).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
-}
 
 pub(super) fn attach(dp: &mut Dataplane, iface: &str) -> Result<Attachment, DataplaneError> {
-    if if_index(iface).is_none() {
+    let Some(ifindex) = if_index(iface) else {
         return Err(DataplaneError::NoInterface {
             name: iface.to_string(),
         });
-    }
+    };
     let links = dp.dir().join("links");
+    for path in [
+        xdp_pin(&links, XdpMode::Native, iface),
+        xdp_pin(&links, XdpMode::Generic, iface),
+        tcx_pin(&links, iface),
+    ] {
+        drop_stale_pin(&path, ifindex);
+    }
     let (xdp_mode, xdp_adopted) = attach_xdp(dp, &links, iface)?;
     let (tc_mode, tc_adopted) = attach_tc(dp, &links, iface)?;
     Ok(Attachment {
@@ -214,61 +217,23 @@ fn attach_tc(dp: &mut Dataplane, links: &Path, iface: &str) -> Result<(TcMode, b
     }
 }
 
-/// Opens the pinned link at `path` (BPF_OBJ_GET) and cuts it from its hook
-/// (BPF_LINK_DETACH), even while another process (a running daemon) still holds it.
-/// aya keeps a link's fd to itself, so this speaks the two syscalls directly.
+/// Opens the pinned link at `path` and cuts it from its hook, even while another
+/// process (a running daemon) still holds it.
 fn force_detach(path: &Path) -> std::io::Result<()> {
-    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_LINK_DETACH: libc::c_long = 34;
-    #[repr(C)]
-    struct ObjGetAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
+    kernel::link_detach(&kernel::obj_get(path)?)
+}
+
+/// A pinned link that is not on the interface `iface` now (detached, its interface
+/// re-created, or renamed away) is cut and unpinned, so that a fresh one is made
+/// instead of a program being swapped into a link that filters nothing, or filters
+/// another interface.
+fn drop_stale_pin(path: &Path, ifindex: u32) {
+    let Ok(fd) = kernel::obj_get(path) else { return };
+    if kernel::link_state(&fd).is_ok_and(|s| s.ifindex == ifindex) {
+        return;
     }
-    #[repr(C)]
-    struct LinkDetachAttr {
-        link_fd: u32,
-    }
-    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let get = ObjGetAttr {
-        pathname: cpath.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    // SAFETY: `get` is a valid bpf_attr prefix for BPF_OBJ_GET whose pathname points at
-    // `cpath`, alive across the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &get as *const ObjGetAttr,
-            std::mem::size_of::<ObjGetAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us; the OwnedFd closes it.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    let detach = LinkDetachAttr {
-        link_fd: fd.as_fd().as_raw_fd() as u32,
-    };
-    // SAFETY: as above, for BPF_LINK_DETACH.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            &detach as *const LinkDetachAttr,
-            std::mem::size_of::<LinkDetachAttr>(),
-        )
-    };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    let _ = kernel::link_detach(&fd);
+    let _ = std::fs::remove_file(path);
 }
 
 /// Detaches every pinned link under `dir`, removes clsact filters from `interfaces`,

@@ -9,6 +9,7 @@
 //! so a killed daemon leaves the policy enforced, and a new one adopts it.
 
 mod attach;
+pub mod kernel;
 mod bpffs;
 mod dns;
 mod live;
@@ -23,6 +24,7 @@ use aya::{
 };
 
 pub use attach::{Attachment, TcMode, XdpMode, detach_all};
+
 pub use bpffs::ensure_bpffs;
 pub use dns::monotonic_ns;
 pub use live::{Counters, LiveState, read_live};
@@ -79,6 +81,47 @@ pub enum DataplaneError {
     Pin { path: PathBuf, detail: String },
 }
 
+impl DataplaneError {
+    /// The kernel refused for want of privilege (EACCES, EPERM) somewhere in the chain.
+    pub fn is_permission_denied(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && (io.kind() == std::io::ErrorKind::PermissionDenied
+                    || matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES)))
+            {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
+}
+
+/// What is wrong with interface `iface`'s attachment (pins under `dir`), per the
+/// kernel: no such interface here, a link detached, gone, on another interface, or
+/// running another program than the one pinned under `dir/progs`. `None`: it filters.
+pub fn attachment_problem(dir: &Path, iface: &str, xdp_mode: XdpMode, tc_mode: TcMode) -> Option<String> {
+    let Some(ifindex) = kernel::if_index(iface) else {
+        return Some(format!("there is no interface `{iface}` here"));
+    };
+    let prog = |name: &str| kernel::obj_get(&dir.join("progs").join(name)).ok().and_then(|fd| kernel::prog_id(&fd).ok());
+    let links = dir.join("links");
+    let mut problems = Vec::new();
+    let xdp = kernel::hook_state(&attach::xdp_pin(&links, xdp_mode, iface), iface, ifindex, prog("ingress"), "XDP");
+    if let kernel::HookState::Broken(p) = xdp {
+        problems.push(p);
+    }
+    // A clsact filter has no link to ask; the kernel keeps it with the qdisc.
+    if tc_mode == TcMode::Tcx {
+        let tc = kernel::hook_state(&attach::tcx_pin(&links, iface), iface, ifindex, prog("egress"), "TC egress");
+        if let kernel::HookState::Broken(p) = tc {
+            problems.push(p);
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
 fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
     let what = what.into();
     move |source| DataplaneError::Map { what, source }
@@ -107,6 +150,9 @@ pub struct Dataplane {
     dir: PathBuf,
     /// The do-nothing XDP program that gives held DNS answers back, loaded on first use.
     noop: Option<Ebpf>,
+    /// Our own fd on each link we pinned: a link whose pin is removed stays attached
+    /// while we hold it, and is pinned again (`repin_missing`).
+    held: Vec<(PathBuf, std::os::fd::OwnedFd)>,
 }
 
 /// The shape each pinned map must have: a map pinned by an older, different build
@@ -149,6 +195,7 @@ impl Dataplane {
             ebpf,
             dir: dir.to_path_buf(),
             noop: None,
+            held: Vec::new(),
         };
         dataplane.check_map_shapes()?;
         let program = |name| move |source| DataplaneError::Program { name, source };
@@ -240,7 +287,45 @@ impl Dataplane {
 
     /// Attaches (or adopts the pinned attachment of) XDP and TC egress on `iface`.
     pub fn attach(&mut self, iface: &str) -> Result<Attachment, DataplaneError> {
-        attach::attach(self, iface)
+        let attachment = attach::attach(self, iface)?;
+        self.hold(&attachment);
+        Ok(attachment)
+    }
+
+    /// The pins of `a`'s links.
+    fn link_pins(&self, a: &Attachment) -> Vec<PathBuf> {
+        let links = self.dir.join("links");
+        let mut pins = vec![attach::xdp_pin(&links, a.xdp_mode, &a.name)];
+        if a.tc_mode == TcMode::Tcx {
+            pins.push(attach::tcx_pin(&links, &a.name));
+        }
+        pins
+    }
+
+    fn hold(&mut self, a: &Attachment) {
+        for pin in self.link_pins(a) {
+            self.held.retain(|(p, _)| *p != pin);
+            if let Ok(fd) = kernel::obj_get(&pin) {
+                self.held.push((pin, fd));
+            }
+        }
+    }
+
+    /// Pins again every link of ours whose pin was removed (it stayed attached because
+    /// we hold it); returns the pins restored.
+    pub fn repin_missing(&self) -> Vec<PathBuf> {
+        self.held
+            .iter()
+            .filter(|(pin, fd)| !pin.exists() && kernel::link_state(fd).is_ok_and(|s| s.ifindex != 0))
+            .filter(|(pin, fd)| kernel::obj_pin(fd, pin).is_ok())
+            .map(|(pin, _)| pin.clone())
+            .collect()
+    }
+
+    /// What is wrong with `a` per the kernel, or `None` when both hooks run our
+    /// programs on the interface of that name.
+    pub fn attachment_problem(&self, a: &Attachment) -> Option<String> {
+        attachment_problem(&self.dir, &a.name, a.xdp_mode, a.tc_mode)
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
