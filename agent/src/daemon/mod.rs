@@ -42,13 +42,16 @@ use crate::{
     dns::learner::{HEARTBEAT_STALE_AFTER, Learner},
     events::Decoded,
     policy::{
-        Config, Mode, Policy, Selection, Tables, compile_policy,
+        Config, Mode, Policy, Tables, compile_policy,
         explain::explain,
         model::{self, Frame, Hook, IpPacket, L4, Verdict},
     },
 };
 
 mod catalog;
+pub mod state;
+
+pub use state::{Desired, DesiredFile, MAX_CONFIRM_SECS, Pending};
 pub mod status;
 
 /// What the daemon last put in force, kept in `state_dir/state.json` for `status`.
@@ -128,68 +131,6 @@ impl State {
     pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
         save_json(state_dir, STATE_FILE, self)
     }
-}
-
-/// The selection and mode to enforce.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Desired {
-    pub regions: Vec<String>,
-    pub features: Vec<Feature>,
-    pub mode: Mode,
-}
-
-impl Desired {
-    fn of(config: &Config) -> Desired {
-        Desired {
-            regions: config.regions.clone(),
-            features: config.features.clone(),
-            mode: config.mode,
-        }
-    }
-
-    fn selection(&self) -> Selection {
-        Selection {
-            regions: self.regions.clone(),
-            features: self.features.clone(),
-        }
-    }
-}
-
-/// The longest `--confirm` window: a day. Anything longer is a typo, not a plan.
-pub const MAX_CONFIRM_SECS: u64 = 86_400;
-
-/// A change that rolls back unless confirmed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pending {
-    pub previous: Desired,
-    /// Milliseconds since the epoch: a window is never shorter than asked.
-    pub deadline_ms: u64,
-    /// The change was a `catalog apply` (or rollback): undoing it restores the
-    /// catalog before it too.
-    #[serde(default)]
-    pub catalog_rollback: bool,
-}
-
-impl Pending {
-    fn remaining(&self) -> Duration {
-        Duration::from_millis(self.deadline_ms.saturating_sub(now_ms()))
-    }
-
-    /// Whole seconds left, rounded up, for people.
-    fn remaining_secs(&self) -> u64 {
-        self.deadline_ms.saturating_sub(now_ms()).div_ceil(1000)
-    }
-}
-
-/// `state_dir/desired.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DesiredFile {
-    pub desired: Desired,
-    /// The config's own selection when `desired` was made from it.
-    pub basis: Desired,
-    #[serde(default)]
-    pub pending: Option<Pending>,
 }
 
 pub fn now() -> u64 {
@@ -276,52 +217,58 @@ impl Daemon {
         } else if applied.current.is_some() {
             info!(source = %catalog.source, "enforcing the catalog of the last `catalog apply`");
         }
-        if config.interfaces.is_empty() {
+        // Everything that can be checked is checked before the kernel is touched.
+        state::validate(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+        let missing: Vec<&str> = config
+            .interfaces
+            .iter()
+            .filter(|i| crate::dataplane::kernel::if_index(i).is_none())
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
             anyhow::bail!(
-                "{}: `interfaces` is empty: name the interfaces to enforce on",
-                config_path.display()
+                "{}: no interface {} here: check `interfaces` (nothing was attached)",
+                config_path.display(),
+                missing.join(", ")
             );
         }
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
         if config.management.cidrs.is_empty() {
             warn!("no [management] cidrs: nothing but the catalog and [[allow]] entries can reach this host");
         }
         let basis = Desired::of(&config);
-        let (desired, pending) = match load_json::<DesiredFile>(&config.state_dir, DESIRED_FILE) {
-            Ok(Some(file)) if file.basis == basis => (file.desired, file.pending),
-            Ok(Some(_)) => {
-                warn!("the config's regions, features or mode changed since the last runtime change: the config wins");
-                (basis.clone(), None)
-            }
-            Ok(None) => (basis.clone(), None),
-            Err(e) => {
-                warn!("ignoring the persisted runtime changes: {e:#}");
-                (basis.clone(), None)
-            }
-        };
-        // A rollback that came due while no daemon ran happens now.
-        let (desired, pending) = match pending {
-            // A deadline further out than any window allows was not written by us.
-            Some(p) if p.deadline_ms > now_ms() + MAX_CONFIRM_SECS * 1000 => {
-                warn!("the persisted rollback deadline is out of range: rolling the change back now");
-                (p.previous, None)
-            }
-            Some(p) if p.deadline_ms <= now_ms() => {
-                warn!("an unconfirmed change passed its deadline while the daemon was down: rolling it back");
-                (p.previous, None)
-            }
-            other => (desired, other),
-        };
+        let persisted = load_json::<DesiredFile>(&config.state_dir, DESIRED_FILE).map_err(|e| format!("{e:#}"));
+        let (desired, pending, warnings) = state::restore(&basis, persisted, now_ms());
+        for w in warnings {
+            warn!("{w}");
+        }
         let (policy, tables) = compile(&catalog, &config, &desired)?;
 
         let mut dataplane = Dataplane::load(&config.bpffs_dir, &LoadOptions::default())?;
-        let (_, before) = dataplane.active()?;
+        let (before_slot, before) = dataplane.active()?;
         let generation = dataplane.install(&tables)?;
         if before > 0 {
             info!(generation = before, "adopted the pinned policy");
         }
-        let mut attachments = Vec::new();
+        let mut attachments: Vec<crate::dataplane::Attachment> = Vec::new();
         for iface in &config.interfaces {
-            let a = dataplane.attach(iface)?;
+            let a = match dataplane.attach(iface) {
+                Ok(a) => a,
+                Err(e) => {
+                    // All or none: take back what this start attached, and put back
+                    // the generation that was enforced before it.
+                    for a in attachments.iter().filter(|a| !a.adopted) {
+                        dataplane.detach(a);
+                    }
+                    if before > 0
+                        && let Err(e) = dataplane.revert_to(before_slot)
+                    {
+                        error!("cannot put the previous generation back: {}", crate::error_chain(&e));
+                    }
+                    return Err(e.into());
+                }
+            };
             info!(interface = %a.name, xdp = a.xdp_mode.as_str(), tc = ?a.tc_mode, adopted = a.adopted, "attached");
             attachments.push(a);
         }
@@ -419,13 +366,11 @@ impl Daemon {
     fn reload(&mut self) {
         let result = (|| -> anyhow::Result<()> {
             let (config, config_catalog) = load_config(Some(&self.config_path))?;
+            state::validate_reload(&self.config, &config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let applied = self.applied_catalogs();
             let (catalog, why) = catalog::choose(config_catalog, &config.catalog, applied.current.as_ref());
             if let Some(why) = why {
                 warn!("{why}");
-            }
-            if config.interfaces != self.config.interfaces || config.bpffs_dir != self.config.bpffs_dir {
-                warn!("interfaces and bpffs_dir change only on restart; the rest is reloaded");
             }
             let basis = Desired::of(&config);
             let desired = if basis != self.basis {
@@ -777,6 +722,31 @@ fn log_event(bytes: &[u8]) -> Option<Decoded> {
     Some(event)
 }
 
+/// The control socket this daemon bound: its path and the inode it made there.
+struct OwnedSocket {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl OwnedSocket {
+    fn of(path: &Path) -> OwnedSocket {
+        use std::os::unix::fs::MetadataExt as _;
+        OwnedSocket {
+            path: path.to_path_buf(),
+            id: std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino())),
+        }
+    }
+
+    /// Removes the socket if the path still holds the one this daemon made.
+    fn remove(&self) {
+        use std::os::unix::fs::MetadataExt as _;
+        let now = std::fs::symlink_metadata(&self.path).ok().map(|m| (m.dev(), m.ino()));
+        if now.is_some() && now == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// `allowgate daemon`.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -784,12 +754,24 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         // The socket before the kernel: a second daemon on the same socket stops here,
         // before it could swap its policy in under the first one.
         let (config, _) = load_config(Some(config_path))?;
+        state::validate(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+        crate::dataplane::check_on_bpffs(&config.bpffs_dir)?;
         let access = Access::new(config.socket_group.as_deref())?;
         let listener = server::bind(&config.socket, &access)?;
+        // The socket this daemon made, and only it, is removed at exit (a reload never
+        // moves it, and another program's socket at that path is not ours).
+        let socket = OwnedSocket::of(&config.socket);
+        let _lock = match crate::dataplane::lock_pins(&config.bpffs_dir) {
+            Ok(lock) => lock,
+            Err(e) => {
+                socket.remove();
+                return Err(e.into());
+            }
+        };
         let mut daemon = match Daemon::start(config_path) {
             Ok(d) => d,
             Err(e) => {
-                let _ = std::fs::remove_file(&config.socket);
+                socket.remove();
                 return Err(e);
             }
         };
@@ -872,7 +854,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
         // No learner, no holding: answers pass unheld from now on.
         let _ = daemon.dataplane.dns_heartbeat(None);
-        let _ = std::fs::remove_file(&daemon.config.socket);
+        socket.remove();
         sd_notify("STOPPING=1");
         info!("exiting; the policy stays enforced (`allowgate down` removes it)");
         anyhow::Ok(())

@@ -1,6 +1,9 @@
 //! The BPF filesystem the pins live in.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use super::DataplaneError;
 
@@ -27,6 +30,48 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
         }),
         Err(source) => Err(DataplaneError::Bpffs {
             path: PathBuf::from(BPFFS),
+            source,
+        }),
+    }
+}
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Refuses a `bpffs_dir` that is not on a bpf filesystem: pins can only live there,
+/// and the loader's own error would blame BTF.
+pub fn check_on_bpffs(dir: &Path) -> Result<(), DataplaneError> {
+    // The nearest existing ancestor is what the directory will be created on.
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let cpath = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).map_err(|_| DataplaneError::NotBpffs {
+        dir: dir.to_path_buf(),
+    })?;
+    // SAFETY: `buf` is a plain C struct the call fills; `cpath` is NUL-terminated and
+    // alive across the call.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(cpath.as_ptr(), &mut buf) };
+    if rc != 0 || buf.f_type as i64 != BPF_FS_MAGIC {
+        return Err(DataplaneError::NotBpffs { dir: dir.to_path_buf() });
+    }
+    Ok(())
+}
+
+/// An exclusive lock on `bpffs_dir`, held for the daemon's life: two daemons on one
+/// set of pins would each believe its own policy is the one enforced.
+pub fn lock_pins(dir: &Path) -> Result<std::fs::File, DataplaneError> {
+    std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Bpffs {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let file = std::fs::File::open(dir).map_err(|source| DataplaneError::Bpffs {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DataplaneError::Locked { dir: dir.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(source)) => Err(DataplaneError::Bpffs {
+            path: dir.to_path_buf(),
             source,
         }),
     }

@@ -25,7 +25,7 @@ use aya::{
 
 pub use attach::{Attachment, TcMode, XdpMode, detach_all};
 
-pub use bpffs::ensure_bpffs;
+pub use bpffs::{check_on_bpffs, ensure_bpffs, lock_pins};
 pub use dns::monotonic_ns;
 pub use live::{Counters, LiveState, read_live};
 
@@ -79,6 +79,10 @@ pub enum DataplaneError {
     },
     #[error("cannot pin {path}: {detail}")]
     Pin { path: PathBuf, detail: String },
+    #[error("bpffs_dir {dir} is not on a bpf filesystem: pins live only there (mount -t bpf bpf /sys/fs/bpf, or choose a directory under it)")]
+    NotBpffs { dir: PathBuf },
+    #[error("another allowgate daemon enforces from {dir} (it holds its lock): stop it first, or give this one its own bpffs_dir")]
+    Locked { dir: PathBuf },
 }
 
 impl DataplaneError {
@@ -407,6 +411,36 @@ impl Dataplane {
         // may overwrite it.
         set_outer::<HashMap<MapData, abi::V4HostKey, abi::PolicyValue>>(self.map_mut(map::V4_HOST)?, idle, &v4_host)?;
         Ok(next)
+    }
+
+    /// Makes `slot` the active one again: after an install, the slot it left still
+    /// holds the previous generation whole, so a start that fails after installing
+    /// puts back what was enforced before it.
+    pub fn revert_to(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        let mut active_map: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(map::ACTIVE)?).map_err(map_err("open ag_active"))?;
+        active_map
+            .set(0, slot, 0)
+            .map_err(map_err("switch back to the previous generation"))
+    }
+
+    /// Cuts `a`'s links from their interface and removes their pins (a start that
+    /// fails takes back what it attached).
+    pub fn detach(&mut self, a: &Attachment) {
+        for pin in self.link_pins(a) {
+            if let Ok(fd) = kernel::obj_get(&pin) {
+                let _ = kernel::link_detach(&fd);
+            }
+            let _ = std::fs::remove_file(&pin);
+            self.held.retain(|(p, _)| *p != pin);
+        }
+        if a.tc_mode == TcMode::Clsact {
+            let _ = aya::programs::tc::qdisc_detach_program(
+                &a.name,
+                aya::programs::TcAttachType::Egress,
+                allowgate_ebpf::PROG_EGRESS,
+            );
+        }
     }
 
     /// The per-CPU counters, summed.
