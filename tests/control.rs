@@ -1719,3 +1719,150 @@ fn a_new_catalog_goes_in_as_one_swap_and_rolls_back() {
         .fails_saying(&["broken.md", "cut off"]);
     assert_eq!(generation(&world.status()), g);
 }
+
+// ---------------------------------------------------------------------------------------
+// The daemon tells the truth and guards every path (issue 10)
+
+/// The link pins of `world`'s interface.
+fn link_pins(world: &World) -> Vec<PathBuf> {
+    let mut pins: Vec<PathBuf> = std::fs::read_dir(world.pins.0.join("links"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    pins.sort();
+    pins
+}
+
+/// `bpftool link detach pinned PIN`: what an operator (or an attacker with root) does.
+fn bpftool_detach(pin: &Path) {
+    let out = Command::new("bpftool")
+        .args(["link", "detach", "pinned"])
+        .arg(pin)
+        .output()
+        .expect("run bpftool");
+    assert!(out.status.success(), "bpftool link detach: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn status_is_the_kernels_word_and_the_daemon_repairs_what_it_can() {
+    let world = World::new(Setup::default());
+    let _servers = world.servers();
+    let mut daemon = world.start_daemon();
+    assert!(world.blocked(UNLISTED));
+    let status = world.status();
+    assert_eq!(status["enforcing"], true, "{status}");
+    assert_eq!(status["interfaces"][0]["attached"], true, "{status}");
+    let pins = link_pins(&world);
+    assert_eq!(pins.len(), 2, "an XDP and a tcx link: {pins:?}");
+
+    // Pins removed: the daemon holds the links, so they still filter, and pins them again.
+    for pin in &pins {
+        std::fs::remove_file(pin).unwrap();
+    }
+    assert!(daemon.wait_log("pinned it again", Duration::from_secs(5)), "{}", daemon.log());
+    assert_eq!(link_pins(&world), pins);
+    assert!(world.blocked(UNLISTED), "the links stayed attached");
+
+    // A link detached by hand: found within a second or two, attached again, logged.
+    let xdp_pin = pins.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("xdp-")).unwrap();
+    bpftool_detach(xdp_pin);
+    assert!(daemon.wait_log("was not protected: attached again", Duration::from_secs(5)), "{}", daemon.log());
+    assert!(world.blocked(UNLISTED), "filtered again after the repair");
+    assert_eq!(world.status()["enforcing"], true);
+
+    // With no daemon to repair it, status says what the kernel says: not enforcing.
+    daemon.kill9();
+    let tc_pin = pins.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("tc-")).unwrap();
+    bpftool_detach(tc_pin);
+    let out = world.cli(&["status", "--json", "--config", world.config.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "status exits 1 when an interface filters nothing: {out}");
+    let status: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(status["enforcing"], false, "{status}");
+    assert_eq!(status["interfaces"][0]["attached"], false, "{status}");
+    assert!(
+        status["interfaces"][0]["problem"].as_str().unwrap().contains("TC egress link was detached"),
+        "{status}"
+    );
+    let table = world.cli(&["status", "--config", world.config.to_str().unwrap()]);
+    assert!(table.stdout.contains("NOT PROTECTED"), "{table}");
+    // A restart attaches it again.
+    let _daemon = world.start_daemon();
+    assert_eq!(world.status()["enforcing"], true);
+}
+
+#[test]
+fn reloads_refuse_what_start_refuses_and_what_locks_out() {
+    let world = World::new(Setup::default());
+    let _servers = world.servers();
+    let daemon = world.start_daemon();
+    let g = generation(&world.status());
+    let good = std::fs::read_to_string(&world.config).unwrap();
+    let cases: [(&str, String); 5] = [
+        ("`interfaces` is empty", good.replace(&format!("interfaces = [\"{}\"]", world.pair.host_if), "interfaces = []")),
+        ("`socket` changes only on restart", good.replace("control.sock", "other.sock")),
+        ("`state_dir` changes only on restart", good.replace("state_dir = \"", "state_dir = \"/tmp/elsewhere-")),
+        ("remove management access from 192.0.2.0/24", good.replace("cidrs = [\"192.0.2.0/24\"]", "cidrs = []")),
+        // A file cut after a few lines: no interfaces, no management.
+        ("`interfaces` is empty", good.lines().skip(1).take(3).collect::<Vec<_>>().join("\n")),
+    ];
+    for (n, (reason, text)) in cases.iter().enumerate() {
+        std::fs::write(&world.config, text).unwrap();
+        daemon.signal(libc::SIGHUP);
+        assert!(
+            daemon.wait_log_count("reload refused", n + 1, Duration::from_secs(5)),
+            "case {n}: {}",
+            daemon.log()
+        );
+        assert!(daemon.log().contains(reason), "case {n} names its reason ({reason}): {}", daemon.log());
+        std::fs::write(&world.config, &good).unwrap();
+        let status = world.status();
+        assert_eq!(generation(&status), g, "case {n}: nothing was installed");
+    }
+    assert!(world.socket.exists(), "the socket stays where it was");
+    assert!(world.passes(EU1_ONLY));
+    assert!(world.blocked(UNLISTED));
+}
+
+#[test]
+fn a_second_daemon_on_the_same_pins_and_a_failed_start_change_nothing() {
+    let world = World::new(Setup::default());
+    let _servers = world.servers();
+    let _daemon = world.start_daemon();
+    let g = generation(&world.status());
+
+    // Another socket, the same bpffs_dir: refused before it touches the kernel.
+    let other = world.dir.path().join("second.toml");
+    let text = std::fs::read_to_string(&world.config).unwrap();
+    std::fs::write(&other, text.replace("control.sock", "second.sock").replace("\"eu1\"", "\"eu2\"")).unwrap();
+    let out = Out::of({
+        let mut c = world.host().command(BIN);
+        c.args(["daemon", "--config", other.to_str().unwrap()]);
+        c
+    });
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("another allowgate daemon enforces from"), "{out}");
+    assert!(!world.dir.path().join("second.sock").exists(), "its socket is gone");
+    assert_eq!(generation(&world.status()), g);
+    assert!(world.blocked(EU2_ONLY), "the second daemon's policy is not enforced");
+
+    // A config naming one good and one missing interface, with the first daemon gone:
+    // refused before the kernel is touched, the pinned policy stays as it was.
+    drop(_daemon);
+    let missing = text.replace(
+        &format!("interfaces = [\"{}\"]", world.pair.host_if),
+        &format!("interfaces = [\"{}\", \"agmissing0\"]", world.pair.host_if),
+    );
+    let bad = world.dir.path().join("missing.toml");
+    std::fs::write(&bad, missing.replace("\"eu1\"", "\"eu2\"")).unwrap();
+    let out = Out::of({
+        let mut c = world.host().command(BIN);
+        c.args(["daemon", "--config", bad.to_str().unwrap()]);
+        c
+    });
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("no interface agmissing0 here"), "{out}");
+    let status = world.cli(&["status", "--json", "--config", world.config.to_str().unwrap()]);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(generation(&status), g, "{status}");
+    assert!(world.passes(EU1_ONLY), "the old policy is still the one enforced");
+    assert!(world.blocked(EU2_ONLY));
+}

@@ -83,7 +83,11 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
             }
             Ok(Response::Error { message }) => bail!("{message}"),
             Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
-            Err(ClientError::NotRunning { .. } | ClientError::PermissionDenied { .. }) => {}
+            Err(ClientError::NotRunning { .. }) => {}
+            // Answering from the default config instead would contradict the daemon.
+            Err(e @ ClientError::PermissionDenied { .. }) => bail!(
+                "{e}: the live selection cannot be asked; run as root or as a member of the daemon's `socket_group`, or check offline with --config or --region"
+            ),
             Err(e) => return Err(e.into()),
         }
     }

@@ -242,9 +242,16 @@ fn drop_stale_pin(path: &Path, ifindex: u32) {
 pub fn detach_all(dir: &Path, interfaces: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
     let links = dir.join("links");
+    // Only what allowgate pins there: a bpffs_dir shared with other programs (or
+    // pointed at /sys/fs/bpf itself) keeps their pins.
+    let ours = |name: &str| name.starts_with("xdp-native-") || name.starts_with("xdp-generic-") || name.starts_with("tc-tcx-");
     if let Ok(entries) = std::fs::read_dir(&links) {
         for entry in entries.flatten() {
             let path = entry.path();
+            if !ours(&entry.file_name().to_string_lossy()) {
+                problems.push(format!("left {}: not a pin of allowgate's", path.display()));
+                continue;
+            }
             // A link whose interface is gone is already detached (ENOLINK).
             if let Err(e) = force_detach(&path)
                 && e.raw_os_error() != Some(libc::ENOLINK)
@@ -260,13 +267,16 @@ pub fn detach_all(dir: &Path, interfaces: &[String]) -> Vec<String> {
     for name in ["ingress", "egress"] {
         let _ = std::fs::remove_file(dir.join("progs").join(name));
     }
-    if let Ok(entries) = std::fs::read_dir(dir.join("maps")) {
-        for entry in entries.flatten() {
-            if let Err(e) = std::fs::remove_file(entry.path()) {
-                problems.push(format!("cannot unpin {}: {e}", entry.path().display()));
+    for name in allowgate_ebpf::map::ALL {
+        let path = dir.join("maps").join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                problems.push(format!("cannot unpin {}: {e}", path.display()));
             }
+            _ => {}
         }
     }
+    // Directories go only when empty: what is left in them is someone else's.
     for d in [links, dir.join("maps"), dir.join("progs"), dir.to_path_buf()] {
         let _ = std::fs::remove_dir(&d);
     }

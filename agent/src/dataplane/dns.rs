@@ -124,9 +124,10 @@ impl Dataplane {
                 m.remove(&abi::V6HostKey { addr: a.octets() })
             }
         };
-        // Already gone is gone.
+        // Already gone is gone (aya reports the kernel's ENOENT as a syscall error).
         match result {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(map_err("remove a learned address")(e)),
         }
     }
@@ -220,4 +221,17 @@ impl Dataplane {
         };
         prog.test_run(opts).map(|_| ()).map_err(program_err)
     }
+}
+
+fn is_not_found(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(libc::ENOENT)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }

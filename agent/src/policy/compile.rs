@@ -21,7 +21,7 @@ use crate::catalog::{Direction, PortRange, Proto};
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     #[error(
-        "policy too complex for {prefix}: its rules need {count} port ranges after merging, the data plane holds {max}; merge the [[allow]] port lists that cover it"
+        "policy too complex for {prefix}: the rules that cover it (its own and those of every prefix around it, folded together) need {count} distinct port ranges, and the data plane holds at most {max} per address or prefix; give the [[allow]] entries on and around {prefix} fewer, wider port ranges"
     )]
     TooManyPortRules { prefix: IpNet, count: usize, max: usize },
 }
@@ -530,7 +530,9 @@ mod tests {
         let p = policy(vec![rule("192.0.2.0/24", Direction::Egress, Proto::Tcp, &ports)]);
         let err = compile_policy(&p).unwrap_err().to_string();
         assert!(
-            err.starts_with("policy too complex for 192.0.2.0/24: its rules need 20 port ranges"),
+            err.starts_with("policy too complex for 192.0.2.0/24: the rules that cover it")
+                && err.contains("need 20 distinct port ranges")
+                && err.contains("at most 16 per address or prefix"),
             "{err}"
         );
     }

@@ -533,6 +533,17 @@ impl Config {
                     format!("essentials.dns_servers: `{}` is not an IP address", s.get_ref()),
                 )
             })?;
+            if let IpAddr::V6(v6) = ip
+                && let Some(v4) = v6.to_ipv4_mapped()
+            {
+                return Err(lines.error(
+                    s.span(),
+                    format!(
+                        "essentials.dns_servers: `{}` is an IPv4-mapped IPv6 address, which never appears on the wire here: write {v4}",
+                        s.get_ref()
+                    ),
+                ));
+            }
             dns_servers.push(ip);
         }
         let mut ethertypes = Vec::new();
@@ -714,6 +725,17 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     };
     if net.trunc() != net {
         return Err(format!("`{text}` has host bits set: did you mean {}?", net.trunc()));
+    }
+    if let IpNet::V6(v6) = net
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+    {
+        // The data plane drops every v4-mapped address on the wire (a way around
+        // IPv4 rules); a rule on one could never match anything.
+        let len = v6.prefix_len().saturating_sub(96);
+        return Err(format!(
+            "`{text}` is an IPv4-mapped IPv6 address, which never appears on the wire here: write the IPv4 form, {}",
+            if v6.prefix_len() >= 96 { IpNet::new(IpAddr::V4(v4), len).map(|n| n.to_string()).unwrap_or_default() } else { v4.to_string() }
+        ));
     }
     Ok(net)
 }
@@ -956,6 +978,20 @@ ports = [443, "8000-8100"]
             assert!(err.starts_with(want), "config {text:?}\n  got:  {err}\n  want: {want}…");
             assert!(!err.contains('\n'), "error is not one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn v4_mapped_addresses_are_refused_with_the_ipv4_form() {
+        assert_eq!(
+            parse_cidr("::ffff:192.0.2.0/120").unwrap_err(),
+            "`::ffff:192.0.2.0/120` is an IPv4-mapped IPv6 address, which never appears on the wire here: write the IPv4 form, 192.0.2.0/24"
+        );
+        assert!(parse_cidr("::ffff:198.51.100.7").unwrap_err().ends_with("write the IPv4 form, 198.51.100.7/32"));
+        assert!(parse_cidr("2001:db8::/32").is_ok());
+        let err = parse("interfaces = [\"x\"]\n[essentials]\ndns_servers = [\"::ffff:192.0.2.53\"]\n").unwrap_err();
+        assert!(err.contains(":3:") && err.ends_with("write 192.0.2.53"), "{err}");
+        let err = parse("[management]\ncidrs = [\"::ffff:192.0.2.0/120\"]\n").unwrap_err();
+        assert!(err.contains("IPv4-mapped"), "{err}");
     }
 
     #[test]
