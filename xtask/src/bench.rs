@@ -52,9 +52,10 @@ pub struct BenchArgs {
     /// Print the tables as Markdown, for the README
     #[arg(long)]
     markdown: bool,
-    /// Only the catalog import row (no BPF, no root needed)
-    #[arg(long)]
-    import_only: bool,
+    /// Only one row: `import` (a 5 MB service tags file; no BPF, no root needed) or
+    /// `config` (100k [[allow]] entries from the config's text to the kernel)
+    #[arg(long, value_name = "ROW", value_parser = ["import", "config"])]
+    only: Option<String>,
 }
 
 /// Set in the release child so that it never starts another one.
@@ -88,7 +89,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) && std::env::var_os(RELEASE_CHILD).is_none() {
         return rerun_in_release();
     }
-    if args.import_only {
+    if args.only.as_deref() == Some("import") {
         let import = crate::import_bench::run(args.runs.unwrap_or(5) as usize)?;
         print!("{}", import.render());
         return Ok(());
@@ -120,6 +121,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut dataplane = Dataplane::load(&pins.0, &LoadOptions::default()).context(
         "cannot load the allowgate BPF object (if the C programs are being changed, retry in a few minutes)",
     )?;
+
+    eprintln!("bench: {} [[allow]] entries through the config ...", crate::config_bench::ENTRIES);
+    let through_config = crate::config_bench::run(&mut dataplane, settings.runs)?;
+    if args.only.as_deref() == Some("config") {
+        print!("{}", through_config.render());
+        return Ok(());
+    }
 
     let mut results = Vec::new();
     for spec in policy_specs() {
@@ -172,6 +180,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         results,
     };
     print!("{}", report.render(args.markdown));
+    print!("{}", through_config.render());
     print!("{}", import.render());
     Ok(())
 }

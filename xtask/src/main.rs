@@ -1,6 +1,7 @@
 //! Project tasks that need more than `cargo`: every test (as root), the demo, the bench.
 
 mod bench;
+mod config_bench;
 mod import_bench;
 // The tests' namespaces, pins and packet builder serve the demo and the bench too.
 #[path = "../../tests/common/mod.rs"]

@@ -971,7 +971,7 @@ ports = [443, "8000-8100"]
                 "[log_collector]\nsources = [\"2001:db8::1/32\"]\n",
                 "test.toml:2: log_collector.sources: `2001:db8::1/32` has host bits set",
             ),
-            ("regions = [\"eu1\"\n", "test.toml:2: invalid array"),
+            ("regions = [\"eu1\"\n", "test.toml:1: unclosed array, expected `]`"),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text);
