@@ -98,7 +98,9 @@ fn check_answers_like_grep() {
         .assert()
         .code(0)
         .stdout(predicate::str::starts_with("allowed: egress tcp 13.80.125.22 port 443"))
-        .stdout(predicate::str::contains("eu1 portal: network-requirements-2019-11.md (ms.date"));
+        .stdout(predicate::str::contains(
+            "eu1 portal: network-requirements-2019-11.md (ms.date",
+        ));
     check(&["13.80.125.22", "--port", "80", "--region", "eu1"])
         .assert()
         .code(1)
@@ -235,7 +237,9 @@ fn catalog_import_reads_a_later_page_and_names_the_bad_line() {
         .arg(cfg.path())
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("eu3 portal: network-requirements-later-layout.md (ms.date 03/15/2023) line"));
+        .stdout(predicate::str::contains(
+            "eu3 portal: network-requirements-later-layout.md (ms.date 03/15/2023) line",
+        ));
     allowgate()
         .args(["check", "192.0.2.10", "--port", "443", "--config"])
         .arg(cfg.path())

@@ -1653,15 +1653,30 @@ fn a_new_catalog_goes_in_as_one_swap_and_rolls_back() {
     let b = world.dir.path().join("page-b.md");
     let eu1_row = "|EU1 (West Europe)|198.51.100.10, 198.51.100.20|";
     assert!(PAGE.contains(eu1_row));
-    std::fs::write(&b, PAGE.replace(eu1_row, "|EU1 (West Europe)|198.51.100.10, 198.51.100.30|")).unwrap();
+    std::fs::write(
+        &b,
+        PAGE.replace(eu1_row, "|EU1 (West Europe)|198.51.100.10, 198.51.100.30|"),
+    )
+    .unwrap();
     // C: eu1's portal keeps nothing of A's: refused (100% > 50%).
     let c = world.dir.path().join("page-c.md");
     std::fs::write(&c, PAGE.replace(eu1_row, "|EU1 (West Europe)|198.51.100.30|")).unwrap();
 
-    let diff = world.cli(&["catalog", "diff", world.dir.path().join("page.md").to_str().unwrap(), b.to_str().unwrap()]);
+    let diff = world.cli(&[
+        "catalog",
+        "diff",
+        world.dir.path().join("page.md").to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
     assert_eq!(diff.code, 1, "the catalogs differ: {diff}");
-    assert!(diff.stdout.contains("+ eu1 portal egress 198.51.100.30/32 tcp/443"), "{diff}");
-    assert!(diff.stdout.contains("- eu1 portal egress 198.51.100.20/32 tcp/443"), "{diff}");
+    assert!(
+        diff.stdout.contains("+ eu1 portal egress 198.51.100.30/32 tcp/443"),
+        "{diff}"
+    );
+    assert!(
+        diff.stdout.contains("- eu1 portal egress 198.51.100.20/32 tcp/443"),
+        "{diff}"
+    );
 
     let g0 = generation(&world.status());
     let refused = world.cli(&["catalog", "apply", c.to_str().unwrap()]);
@@ -1690,18 +1705,27 @@ fn a_new_catalog_goes_in_as_one_swap_and_rolls_back() {
     });
     let (probes, failures) = (probes.into_inner(), failures.into_inner());
     assert!(probes > 10, "the prober ran ({probes} probes)");
-    assert_eq!(failures, 0, "{failures} of {probes} probes to the shared address failed during the swap");
+    assert_eq!(
+        failures, 0,
+        "{failures} of {probes} probes to the shared address failed during the swap"
+    );
     assert!(world.passes(EU2_ONLY), "an address only B lists passes");
     assert!(world.blocked(EU1_ONLY), "an address only A listed drops");
     let check = world.cli(&["check", EU2_ONLY, "--port", "443"]);
-    assert!(check.stdout.contains("page-b.md (ms.date 01/01/2024) line"), "check names the new source: {check}");
+    assert!(
+        check.stdout.contains("page-b.md (ms.date 01/01/2024) line"),
+        "check names the new source: {check}"
+    );
 
     // A restart keeps the applied catalog.
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait_log("exiting", Duration::from_secs(5)), "{}", daemon.log());
     drop(daemon);
     let _daemon = world.start_daemon();
-    assert!(world.passes(EU2_ONLY), "after a restart the applied catalog is in force");
+    assert!(
+        world.passes(EU2_ONLY),
+        "after a restart the applied catalog is in force"
+    );
     assert!(world.blocked(EU1_ONLY));
 
     world.cli(&["catalog", "rollback"]).ok();
@@ -1739,7 +1763,11 @@ fn bpftool_detach(pin: &Path) {
         .arg(pin)
         .output()
         .expect("run bpftool");
-    assert!(out.status.success(), "bpftool link detach: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bpftool link detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -1758,20 +1786,34 @@ fn status_is_the_kernels_word_and_the_daemon_repairs_what_it_can() {
     for pin in &pins {
         std::fs::remove_file(pin).unwrap();
     }
-    assert!(daemon.wait_log("pinned it again", Duration::from_secs(5)), "{}", daemon.log());
+    assert!(
+        daemon.wait_log("pinned it again", Duration::from_secs(5)),
+        "{}",
+        daemon.log()
+    );
     assert_eq!(link_pins(&world), pins);
     assert!(world.blocked(UNLISTED), "the links stayed attached");
 
     // A link detached by hand: found within a second or two, attached again, logged.
-    let xdp_pin = pins.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("xdp-")).unwrap();
+    let xdp_pin = pins
+        .iter()
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("xdp-"))
+        .unwrap();
     bpftool_detach(xdp_pin);
-    assert!(daemon.wait_log("was not protected: attached again", Duration::from_secs(5)), "{}", daemon.log());
+    assert!(
+        daemon.wait_log("was not protected: attached again", Duration::from_secs(5)),
+        "{}",
+        daemon.log()
+    );
     assert!(world.blocked(UNLISTED), "filtered again after the repair");
     assert_eq!(world.status()["enforcing"], true);
 
     // With no daemon to repair it, status says what the kernel says: not enforcing.
     daemon.kill9();
-    let tc_pin = pins.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("tc-")).unwrap();
+    let tc_pin = pins
+        .iter()
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("tc-"))
+        .unwrap();
     bpftool_detach(tc_pin);
     let out = world.cli(&["status", "--json", "--config", world.config.to_str().unwrap()]);
     assert_eq!(out.code, 1, "status exits 1 when an interface filters nothing: {out}");
@@ -1779,7 +1821,10 @@ fn status_is_the_kernels_word_and_the_daemon_repairs_what_it_can() {
     assert_eq!(status["enforcing"], false, "{status}");
     assert_eq!(status["interfaces"][0]["attached"], false, "{status}");
     assert!(
-        status["interfaces"][0]["problem"].as_str().unwrap().contains("TC egress link was detached"),
+        status["interfaces"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("TC egress link was detached"),
         "{status}"
     );
     let table = world.cli(&["status", "--config", world.config.to_str().unwrap()]);
@@ -1797,12 +1842,27 @@ fn reloads_refuse_what_start_refuses_and_what_locks_out() {
     let g = generation(&world.status());
     let good = std::fs::read_to_string(&world.config).unwrap();
     let cases: [(&str, String); 5] = [
-        ("`interfaces` is empty", good.replace(&format!("interfaces = [\"{}\"]", world.pair.host_if), "interfaces = []")),
-        ("`socket` changes only on restart", good.replace("control.sock", "other.sock")),
-        ("`state_dir` changes only on restart", good.replace("state_dir = \"", "state_dir = \"/tmp/elsewhere-")),
-        ("remove management access from 192.0.2.0/24", good.replace("cidrs = [\"192.0.2.0/24\"]", "cidrs = []")),
+        (
+            "`interfaces` is empty",
+            good.replace(&format!("interfaces = [\"{}\"]", world.pair.host_if), "interfaces = []"),
+        ),
+        (
+            "`socket` changes only on restart",
+            good.replace("control.sock", "other.sock"),
+        ),
+        (
+            "`state_dir` changes only on restart",
+            good.replace("state_dir = \"", "state_dir = \"/tmp/elsewhere-"),
+        ),
+        (
+            "remove management access from 192.0.2.0/24",
+            good.replace("cidrs = [\"192.0.2.0/24\"]", "cidrs = []"),
+        ),
         // A file cut after a few lines: no interfaces, no management.
-        ("`interfaces` is empty", good.lines().skip(1).take(3).collect::<Vec<_>>().join("\n")),
+        (
+            "`interfaces` is empty",
+            good.lines().skip(1).take(3).collect::<Vec<_>>().join("\n"),
+        ),
     ];
     for (n, (reason, text)) in cases.iter().enumerate() {
         std::fs::write(&world.config, text).unwrap();
@@ -1812,7 +1872,11 @@ fn reloads_refuse_what_start_refuses_and_what_locks_out() {
             "case {n}: {}",
             daemon.log()
         );
-        assert!(daemon.log().contains(reason), "case {n} names its reason ({reason}): {}", daemon.log());
+        assert!(
+            daemon.log().contains(reason),
+            "case {n} names its reason ({reason}): {}",
+            daemon.log()
+        );
         std::fs::write(&world.config, &good).unwrap();
         let status = world.status();
         assert_eq!(generation(&status), g, "case {n}: nothing was installed");
@@ -1832,7 +1896,12 @@ fn a_second_daemon_on_the_same_pins_and_a_failed_start_change_nothing() {
     // Another socket, the same bpffs_dir: refused before it touches the kernel.
     let other = world.dir.path().join("second.toml");
     let text = std::fs::read_to_string(&world.config).unwrap();
-    std::fs::write(&other, text.replace("control.sock", "second.sock").replace("\"eu1\"", "\"eu2\"")).unwrap();
+    std::fs::write(
+        &other,
+        text.replace("control.sock", "second.sock")
+            .replace("\"eu1\"", "\"eu2\""),
+    )
+    .unwrap();
     let out = Out::of({
         let mut c = world.host().command(BIN);
         c.args(["daemon", "--config", other.to_str().unwrap()]);
@@ -1865,4 +1934,44 @@ fn a_second_daemon_on_the_same_pins_and_a_failed_start_change_nothing() {
     assert_eq!(generation(&status), g, "{status}");
     assert!(world.passes(EU1_ONLY), "the old policy is still the one enforced");
     assert!(world.blocked(EU2_ONLY));
+}
+
+#[test]
+fn a_deleted_recreated_or_renamed_interface_is_noticed_at_once() {
+    let world = World::new(Setup::default());
+    let servers = world.servers();
+    let daemon = world.start_daemon();
+    assert!(world.blocked(UNLISTED));
+    let host_if = world.pair.host_if.clone();
+
+    // Deleted and made again with the same name: a new interface, filtered again.
+    world.host().ip(&["link", "del", &host_if]);
+    drop(servers);
+    world.pair.link(&PEER_ADDRS);
+    let _servers = world.servers();
+    assert!(
+        daemon.wait_log("was not protected: attached again", Duration::from_secs(3)),
+        "{}",
+        daemon.log()
+    );
+    assert!(world.passes(EU1_ONLY));
+    assert!(world.blocked(UNLISTED), "the new interface is filtered");
+    assert_eq!(world.status()["enforcing"], true);
+
+    // Renamed away: the configured name is gone, and status says so.
+    world.host().ip(&["link", "set", &host_if, "name", "agrenamed0"]);
+    assert!(daemon.wait_log("NOT PROTECTED", Duration::from_secs(3)), "{}", daemon.log());
+    let out = world.cli(&["status", "--json"]);
+    assert_eq!(out.code, 1, "{out}");
+    let status: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(status["enforcing"], false, "{status}");
+    assert!(status["interfaces"][0]["problem"].as_str().unwrap().contains("no interface"), "{status}");
+    // Named back: protected again.
+    world.host().ip(&["link", "set", "agrenamed0", "name", &host_if]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while world.cli(&["status", "--json"]).code != 0 {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(world.blocked(UNLISTED));
 }

@@ -121,6 +121,25 @@ impl Pair {
         let peer = Netns::new("agp");
         let host_if = super::unique("agv");
         let peer_if = format!("{host_if}p");
+        let pair = Pair {
+            host,
+            peer,
+            host_if,
+            peer_if,
+        };
+        pair.link(peer_addrs);
+        pair
+    }
+
+    /// Makes the veth pair and its addresses and routes (again, after a test deleted
+    /// it: the same names, a new interface index).
+    pub fn link(&self, peer_addrs: &[&str]) {
+        let Pair {
+            host,
+            peer,
+            host_if,
+            peer_if,
+        } = self;
         run(
             "ip",
             &[
@@ -128,30 +147,24 @@ impl Pair {
                 &peer.name,
             ],
         );
-        host.ip(&["link", "set", &host_if, "up"]);
-        peer.ip(&["link", "set", &peer_if, "up"]);
-        host.ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", &host_if]);
-        peer.ip(&["addr", "add", &format!("{PEER_V4}/24"), "dev", &peer_if]);
-        host.ip(&["addr", "add", &format!("{HOST_V6}/64"), "dev", &host_if, "nodad"]);
-        peer.ip(&["addr", "add", &format!("{PEER_V6}/64"), "dev", &peer_if, "nodad"]);
+        host.ip(&["link", "set", host_if, "up"]);
+        peer.ip(&["link", "set", peer_if, "up"]);
+        host.ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", host_if]);
+        peer.ip(&["addr", "add", &format!("{PEER_V4}/24"), "dev", peer_if]);
+        host.ip(&["addr", "add", &format!("{HOST_V6}/64"), "dev", host_if, "nodad"]);
+        peer.ip(&["addr", "add", &format!("{PEER_V6}/64"), "dev", peer_if, "nodad"]);
         for a in peer_addrs {
             let v6 = a.contains(':');
             let prefix = if v6 { "128" } else { "32" };
             let mut args = vec!["addr", "add"];
             let cidr = format!("{a}/{prefix}");
             args.push(&cidr);
-            args.extend_from_slice(&["dev", &peer_if]);
+            args.extend_from_slice(&["dev", peer_if]);
             if v6 {
                 args.push("nodad");
             }
             peer.ip(&args);
-            host.ip(&["route", "add", &cidr, "dev", &host_if]);
-        }
-        Pair {
-            host,
-            peer,
-            host_if,
-            peer_if,
+            host.ip(&["route", "add", &cidr, "dev", host_if]);
         }
     }
 }

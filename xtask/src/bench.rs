@@ -122,7 +122,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "cannot load the allowgate BPF object (if the C programs are being changed, retry in a few minutes)",
     )?;
 
-    eprintln!("bench: {} [[allow]] entries through the config ...", crate::config_bench::ENTRIES);
+    eprintln!(
+        "bench: {} [[allow]] entries through the config ...",
+        crate::config_bench::ENTRIES
+    );
     let through_config = crate::config_bench::run(&mut dataplane, settings.runs)?;
     if args.only.as_deref() == Some("config") {
         print!("{}", through_config.render());

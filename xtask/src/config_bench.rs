@@ -25,7 +25,8 @@ pub struct ConfigResult {
 /// A config with `ENTRIES` `[[allow]]` entries, /32s and /24s in the documentation
 /// ranges' neighbourhood (10.0.0.0/8 here is only ever a table key, never traffic).
 fn config_text() -> String {
-    let mut text = String::from("interfaces = [\"bench0\"]\nregions = [\"eu1\"]\n\n[management]\ncidrs = [\"192.0.2.0/24\"]\n");
+    let mut text =
+        String::from("interfaces = [\"bench0\"]\nregions = [\"eu1\"]\n\n[management]\ncidrs = [\"192.0.2.0/24\"]\n");
     for i in 0..ENTRIES as u32 {
         let (a, b, c) = ((i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
         if i % 4 == 0 {

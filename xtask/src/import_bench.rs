@@ -32,17 +32,34 @@ fn generate() -> String {
     };
     let mut out = String::from("{\n  \"changeNumber\": 412,\n  \"cloud\": \"Public\",\n  \"values\": [\n");
     let value = |out: &mut String, name: &str, region: &str, prefixes: &[String]| {
-        let list = prefixes.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(",\n          ");
+        let list = prefixes
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(",\n          ");
         let _ = write!(
             out,
             "    {{\n      \"name\": \"{name}\",\n      \"id\": \"{name}\",\n      \"properties\": {{\n        \"changeNumber\": 7,\n        \"region\": \"{region}\",\n        \"regionId\": 1,\n        \"platform\": \"Azure\",\n        \"systemService\": \"X\",\n        \"addressPrefixes\": [\n          {list}\n        ],\n        \"networkFeatures\": [\"API\", \"NSG\"]\n      }}\n    }},\n"
         );
     };
-    let v4 = |n: u64| format!("{}.{}.{}.{}/32", 1 + n % 223, (n >> 8) % 256, (n >> 16) % 256, (n >> 24) % 256);
+    let v4 = |n: u64| {
+        format!(
+            "{}.{}.{}.{}/32",
+            1 + n % 223,
+            (n >> 8) % 256,
+            (n >> 16) % 256,
+            (n >> 24) % 256
+        )
+    };
     let service: Vec<String> = (0..SERVICE_PREFIXES).map(|i| v4(i as u64 * 7919 + 13)).collect();
     value(&mut out, "MicrosoftCloudAppSecurity", "", &service);
     for (r, chunk) in service.chunks(SERVICE_PREFIXES / 40 + 1).enumerate() {
-        value(&mut out, &format!("MicrosoftCloudAppSecurity.Region{r}"), &format!("region{r}"), chunk);
+        value(
+            &mut out,
+            &format!("MicrosoftCloudAppSecurity.Region{r}"),
+            &format!("region{r}"),
+            chunk,
+        );
     }
     let mut tag = 0;
     while out.len() < FILE_BYTES {
@@ -56,7 +73,12 @@ fn generate() -> String {
                 }
             })
             .collect();
-        value(&mut out, &format!("OtherService{tag}.Region{}", tag % 50), "somewhere", &prefixes);
+        value(
+            &mut out,
+            &format!("OtherService{tag}.Region{}", tag % 50),
+            "somewhere",
+            &prefixes,
+        );
         tag += 1;
     }
     out.truncate(out.trim_end().trim_end_matches(',').len());

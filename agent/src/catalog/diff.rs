@@ -61,7 +61,10 @@ pub struct CatalogDiff {
 
 impl CatalogDiff {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.regions_added.is_empty() && self.regions_removed.is_empty()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.regions_added.is_empty()
+            && self.regions_removed.is_empty()
     }
 }
 
@@ -94,7 +97,11 @@ mod tests {
     fn added_and_removed_entries_and_regions() {
         let old = Catalog::builtin();
         let mut new = old.clone();
-        let gone = new.entries.iter().position(|e| e.region.as_deref() == Some("eu2")).unwrap();
+        let gone = new
+            .entries
+            .iter()
+            .position(|e| e.region.as_deref() == Some("eu2"))
+            .unwrap();
         let removed = new.entries.remove(gone);
         new.regions.retain(|r| r.id != "us3");
         let mut extra = new.entries[0].clone();

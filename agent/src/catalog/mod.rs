@@ -3,9 +3,9 @@
 //! tag files, `sources` loads and merges them; this file holds the model every other
 //! module uses.
 
+pub mod diff;
 pub mod fetch;
 mod parse;
-pub mod diff;
 pub mod service_tags;
 pub mod sources;
 
@@ -643,12 +643,21 @@ impl Catalog {
                 });
             }
             for region in catalog.regions {
-                if !merged.regions.iter().any(|r| region_key(&r.id) == region_key(&region.id)) {
+                if !merged
+                    .regions
+                    .iter()
+                    .any(|r| region_key(&r.id) == region_key(&region.id))
+                {
                     merged.regions.push(region);
                 }
             }
             for mut entry in catalog.entries {
-                entry.origin = base + if own_origins == 0 { 0 } else { entry.origin.min(own_origins - 1) };
+                entry.origin = base
+                    + if own_origins == 0 {
+                        0
+                    } else {
+                        entry.origin.min(own_origins - 1)
+                    };
                 if seen.insert(EntryKey::of(&entry)) {
                     merged.entries.push(entry);
                 }
@@ -673,7 +682,15 @@ impl Catalog {
 
 /// What makes two entries allow the same thing, wherever they come from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct EntryKey(Option<String>, Feature, Peer, Direction, Proto, Vec<PortRange>, Option<Offering>);
+pub(crate) struct EntryKey(
+    Option<String>,
+    Feature,
+    Peer,
+    Direction,
+    Proto,
+    Vec<PortRange>,
+    Option<Offering>,
+);
 
 impl EntryKey {
     pub(crate) fn of(e: &CatalogEntry) -> EntryKey {

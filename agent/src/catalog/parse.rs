@@ -287,13 +287,15 @@ impl Column {
     fn peer(&self, item: &str, line: usize) -> Result<Peer, CatalogError> {
         let place = || format!("in the \"{}\" column", self.title);
         match self.kind {
-            ColumnKind::Addresses => parse_address(item, line)?
-                .map(Peer::Net)
-                .ok_or_else(|| CatalogError::BadAddress {
-                    line,
-                    place: place(),
-                    found: item.to_string(),
-                }),
+            ColumnKind::Addresses => {
+                parse_address(item, line)?
+                    .map(Peer::Net)
+                    .ok_or_else(|| CatalogError::BadAddress {
+                        line,
+                        place: place(),
+                        found: item.to_string(),
+                    })
+            }
             ColumnKind::Names => parse_host_or_address(item, line)?.ok_or_else(|| CatalogError::BadName {
                 line,
                 place: place(),
@@ -843,7 +845,12 @@ impl Reader {
         }
         // A short row may leave out only the columns that continue a list (the
         // page's `|IP addresses||` with rows of two cells), never a column of its own.
-        if table.columns.iter().skip(cells.len().saturating_sub(1)).any(|c| !c.continuation) {
+        if table
+            .columns
+            .iter()
+            .skip(cells.len().saturating_sub(1))
+            .any(|c| !c.continuation)
+        {
             return Err(CatalogError::RowCells {
                 line,
                 cells: cells.len(),
@@ -853,7 +860,14 @@ impl Reader {
         if let Some(last) = cells.iter().rev().map(|c| c.trim()).find(|c| !c.is_empty())
             && (last.ends_with(',') || last.ends_with(';'))
         {
-            let tail: String = last.chars().rev().take(24).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = last
+                .chars()
+                .rev()
+                .take(24)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             return Err(CatalogError::RowEndsMidList { line, found: tail });
         }
         if table.by_feature {
@@ -1295,7 +1309,10 @@ fn classify_columns(header: &[String], line: usize) -> Result<(bool, Vec<Column>
 /// (both), "commercial".
 fn offerings_named(lower: &str) -> Option<Vec<Offering>> {
     let plain = lower.replace(['*', '_'], "").replace('-', " ");
-    let words: Vec<&str> = plain.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = plain
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
     let has = |w: &str| words.contains(&w);
     let gcc_high = words.windows(2).any(|p| p == ["gcc", "high"]);
     if gcc_high {
@@ -1319,9 +1336,9 @@ fn region_groups(cell: &str) -> Vec<(Option<String>, String)> {
     let mut groups: Vec<(Option<String>, String)> = Vec::new();
     for segment in split_line_breaks(cell) {
         let segment = unescape(&segment);
-        let label_end = segment.char_indices().find(|&(i, c)| {
-            c == ':' && segment[i + 1..].chars().next().is_none_or(char::is_whitespace)
-        });
+        let label_end = segment
+            .char_indices()
+            .find(|&(i, c)| c == ':' && segment[i + 1..].chars().next().is_none_or(char::is_whitespace));
         let labelled = label_end.and_then(|(at, _)| {
             let label = segment[..at].replace(['*', '_'], " ");
             let label = label.trim();
@@ -1344,7 +1361,10 @@ fn region_groups(cell: &str) -> Vec<(Option<String>, String)> {
 
 /// The pieces of a cell between its `<br />`s.
 fn split_line_breaks(s: &str) -> Vec<String> {
-    replace_line_breaks_with(s, '\n').split('\n').map(str::to_string).collect()
+    replace_line_breaks_with(s, '\n')
+        .split('\n')
+        .map(str::to_string)
+        .collect()
 }
 
 /// Host names given only as an example: `<mytenant>.us2.cloudappsecurity.com`.
@@ -1352,9 +1372,7 @@ fn example_names(text: &str) -> Vec<String> {
     text.split('`')
         .skip(1)
         .step_by(2)
-        .filter(|code| {
-            code.contains('<') && code.contains('>') && code.contains('.') && !code.contains(' ')
-        })
+        .filter(|code| code.contains('<') && code.contains('>') && code.contains('.') && !code.contains(' '))
         .map(str::to_string)
         .collect()
 }
@@ -2287,10 +2305,7 @@ mod tests {
                 set(&["portal.example.us", "*.portal.example.us"])
             );
         }
-        assert_eq!(
-            c.regions[2],
-            Region::data_center("gov-us2", "Government US2")
-        );
+        assert_eq!(c.regions[2], Region::data_center("gov-us2", "Government US2"));
     }
 
     #[test]
@@ -2507,7 +2522,9 @@ mod tests {
         let c = parse(&without_mail);
         assert_eq!(
             c.warnings,
-            ["the page has no section for the mail feature (a heading containing \"mail server\"): enabling it allows nothing from this page"]
+            [
+                "the page has no section for the mail feature (a heading containing \"mail server\"): enabling it allows nothing from this page"
+            ]
         );
         assert!(c.entries.iter().all(|e| e.feature != Feature::Mail));
         // Without a portal section it is not this page.
@@ -2819,7 +2836,13 @@ mod offerings_layout {
         parse_page_with(PAGE, "offerings.md", options).unwrap_or_else(|e| panic!("the fixture parses: {e}"))
     }
 
-    fn peers(c: &Catalog, region: &str, feature: Feature, direction: Direction, offering: Option<Offering>) -> BTreeSet<String> {
+    fn peers(
+        c: &Catalog,
+        region: &str,
+        feature: Feature,
+        direction: Direction,
+        offering: Option<Offering>,
+    ) -> BTreeSet<String> {
         c.entries
             .iter()
             .filter(|e| {
@@ -2839,8 +2862,11 @@ mod offerings_layout {
     #[test]
     fn regions_are_data_centers_and_azure_regions() {
         let c = parse(None);
-        let regions: Vec<(&str, &str, RegionKind)> =
-            c.regions.iter().map(|r| (r.id.as_str(), r.label.as_str(), r.kind)).collect();
+        let regions: Vec<(&str, &str, RegionKind)> = c
+            .regions
+            .iter()
+            .map(|r| (r.id.as_str(), r.label.as_str(), r.kind))
+            .collect();
         use RegionKind::{AzureRegion as Az, DataCenter as Dc};
         assert_eq!(
             regions,
@@ -2874,23 +2900,50 @@ mod offerings_layout {
         let c = parse(None);
         let we = set(&["198.51.100.30/32", "198.51.100.31/32", "198.51.100.34/32"]);
         for direction in [Direction::Egress, Direction::Ingress] {
-            assert_eq!(peers(&c, "westeurope", Feature::Proxy, direction, Some(Offering::Commercial)), we);
+            assert_eq!(
+                peers(&c, "westeurope", Feature::Proxy, direction, Some(Offering::Commercial)),
+                we
+            );
         }
         assert_eq!(
-            peers(&c, "westus2", Feature::Proxy, Direction::Ingress, Some(Offering::Commercial)),
+            peers(
+                &c,
+                "westus2",
+                Feature::Proxy,
+                Direction::Ingress,
+                Some(Offering::Commercial)
+            ),
             set(&["192.0.2.30/32", "2001:db8:30::1/128", "192.0.2.35/32", "192.0.2.36/32"])
         );
         // US Gov Virginia is in both government tables: each offering keeps its own.
         assert_eq!(
-            peers(&c, "usgovvirginia", Feature::Proxy, Direction::Egress, Some(Offering::GccHigh)),
+            peers(
+                &c,
+                "usgovvirginia",
+                Feature::Proxy,
+                Direction::Egress,
+                Some(Offering::GccHigh)
+            ),
             set(&["203.0.113.42/32", "203.0.113.43/32"])
         );
         assert_eq!(
-            peers(&c, "usgovvirginia", Feature::Proxy, Direction::Egress, Some(Offering::Gcc)),
+            peers(
+                &c,
+                "usgovvirginia",
+                Feature::Proxy,
+                Direction::Egress,
+                Some(Offering::Gcc)
+            ),
             set(&["203.0.113.51/32", "203.0.113.42/32"])
         );
         assert_eq!(
-            peers(&c, "usgovarizona", Feature::Proxy, Direction::Ingress, Some(Offering::Gcc)),
+            peers(
+                &c,
+                "usgovarizona",
+                Feature::Proxy,
+                Direction::Ingress,
+                Some(Offering::Gcc)
+            ),
             set(&["203.0.113.50/32"])
         );
         assert_eq!(c.proxy_regions(Offering::GccHigh), ["usgovarizona", "usgovvirginia"]);
@@ -2928,7 +2981,10 @@ mod offerings_layout {
             .map(|(r, e)| (r.to_string(), e.peer.to_string()))
             .collect();
         assert!(us1.contains(&("westeurope".into(), "198.51.100.30/32".into())));
-        assert!(us1.iter().all(|(_, p)| !p.starts_with("203.0.113.")), "no government address: {us1:?}");
+        assert!(
+            us1.iter().all(|(_, p)| !p.starts_with("203.0.113.")),
+            "no government address: {us1:?}"
+        );
         let narrowed = ["northeurope".to_string()];
         let only: BTreeSet<String> = c
             .selected("us1", Feature::Proxy, Some(&narrowed))
@@ -2943,7 +2999,12 @@ mod offerings_layout {
         let c = parse(None);
         assert_eq!(
             peers(&c, "us1", Feature::Portal, Direction::Egress, None),
-            set(&["192.0.2.0/28", "192.0.2.10/32", "192.0.2.11/32", "*.us.portal.example.com"])
+            set(&[
+                "192.0.2.0/28",
+                "192.0.2.10/32",
+                "192.0.2.11/32",
+                "*.us.portal.example.com"
+            ])
         );
         assert_eq!(
             peers(&c, "gcc", Feature::Portal, Direction::Egress, None),
@@ -2955,7 +3016,12 @@ mod offerings_layout {
         );
         assert_eq!(
             peers(&c, "gov-us1", Feature::LogCollector, Direction::Egress, None),
-            set(&["203.0.113.10/32", "203.0.113.11/32", "*.us1.portal.example.us", "gov1console.blob.example.us"])
+            set(&[
+                "203.0.113.10/32",
+                "203.0.113.11/32",
+                "*.us1.portal.example.us",
+                "gov1console.blob.example.us"
+            ])
         );
     }
 
@@ -2966,7 +3032,10 @@ mod offerings_layout {
         assert!(c.entries.iter().all(|e| e.feature != Feature::Dlp));
         let warnings = c.warnings.join("\n");
         assert!(warnings.contains("no section for the dlp feature"), "{warnings}");
-        assert!(warnings.contains("`<mytenant>.us2.example.com` is only an example"), "{warnings}");
+        assert!(
+            warnings.contains("`<mytenant>.us2.example.com` is only an example"),
+            "{warnings}"
+        );
         // The certificate-check hosts are kept from the previous catalog, for both
         // features that link to them.
         let ocsp = set(&["ocsp.digicert.com", "ocsp.msocsp.com"]);
@@ -2979,7 +3048,10 @@ mod offerings_layout {
                 .collect();
             assert_eq!(kept, ocsp, "{feature}");
         }
-        assert!(warnings.contains("kept the 2 the previous catalog lists (ocsp.digicert.com, ocsp.msocsp.com)"), "{warnings}");
+        assert!(
+            warnings.contains("kept the 2 the previous catalog lists (ocsp.digicert.com, ocsp.msocsp.com)"),
+            "{warnings}"
+        );
 
         let without = parse(None);
         assert!(without.entries.iter().all(|e| e.ports != [PortRange::single(80)]));
@@ -2990,11 +3062,17 @@ mod offerings_layout {
     fn cut_off_rows_are_refused_and_partial_reads_say_what_they_skipped() {
         let cut = PAGE.replace("|EU1|198.51.100.50|\n", "|EU1|198.51.100.50, 198.51\n");
         let err = parse_page(&cut, "cut.md").unwrap_err().to_string();
-        assert!(err.ends_with("the table row does not end with `|` as its header does: the page looks cut off here"), "{err}");
+        assert!(
+            err.ends_with("the table row does not end with `|` as its header does: the page looks cut off here"),
+            "{err}"
+        );
         let mid_list = PAGE.replace("|EU1|198.51.100.50|\n", "|EU1|198.51.100.50,|\n");
         let err = parse_page(&mid_list, "cut.md").unwrap_err().to_string();
         assert!(err.contains("the table row ends mid-list"), "{err}");
-        let missing_column = PAGE.replace("|GCC| 203.0.113.20, 2001:db8:20::1| *.us1.portal.examplegov.com |", "|GCC| 203.0.113.20|");
+        let missing_column = PAGE.replace(
+            "|GCC| 203.0.113.20, 2001:db8:20::1| *.us1.portal.examplegov.com |",
+            "|GCC| 203.0.113.20|",
+        );
         let err = parse_page(&missing_column, "cut.md").unwrap_err().to_string();
         assert!(err.contains("table row has 2 cells but the header has 3"), "{err}");
 
@@ -3003,9 +3081,16 @@ mod offerings_layout {
             fallback: None,
         };
         let partial = parse_page_with(&cut, "cut.md", options).unwrap();
-        assert!(partial.warnings.iter().any(|w| w.starts_with("skipped: line ")), "{:?}", partial.warnings);
+        assert!(
+            partial.warnings.iter().any(|w| w.starts_with("skipped: line ")),
+            "{:?}",
+            partial.warnings
+        );
         assert!(peers(&partial, "eu1", Feature::AppConnector, Direction::Ingress, None).is_empty());
-        assert_eq!(peers(&partial, "us1", Feature::AppConnector, Direction::Ingress, None).len(), 2);
+        assert_eq!(
+            peers(&partial, "us1", Feature::AppConnector, Direction::Ingress, None).len(),
+            2
+        );
     }
 }
 
@@ -3040,7 +3125,10 @@ mod page_family {
         let centers = proptest::sample::subsequence(CENTER_LABELS.to_vec(), 1..=4)
             .prop_flat_map(move |labels| {
                 let n = labels.len();
-                (Just(labels), proptest::collection::vec(proptest::collection::vec(hosts(), 4), n))
+                (
+                    Just(labels),
+                    proptest::collection::vec(proptest::collection::vec(hosts(), 4), n),
+                )
             })
             .prop_map(|(labels, lists)| labels.into_iter().map(String::from).zip(lists).collect());
         let proxies = proptest::sample::subsequence(AZURE_LABELS.to_vec(), 0..=4)
@@ -3100,7 +3188,11 @@ mod page_family {
         for (i, item) in items.iter().enumerate() {
             if i > 0 {
                 let pad = " ".repeat(usize::from(layout.spacing[i % layout.spacing.len()]));
-                out.push_str(&if layout.breaks { "<br />".to_string() } else { format!("{pad},{pad}") });
+                out.push_str(&if layout.breaks {
+                    "<br />".to_string()
+                } else {
+                    format!("{pad},{pad}")
+                });
             }
             out.push_str(item);
         }
@@ -3138,7 +3230,16 @@ mod page_family {
             .iter()
             .map(|(label, hosts)| {
                 let addrs: Vec<String> = hosts.iter().map(|&h| format!("203.0.113.{h}")).collect();
-                format!("{label}: {}", list(&addrs, &Layout { breaks: false, ..l.clone() }))
+                format!(
+                    "{label}: {}",
+                    list(
+                        &addrs,
+                        &Layout {
+                            breaks: false,
+                            ..l.clone()
+                        }
+                    )
+                )
             })
             .collect();
         if cell.is_empty() {
@@ -3148,7 +3249,10 @@ mod page_family {
             }
         } else {
             proxy.push_str("||IP addresses|DNS name|\n|----|----|----|\n");
-            proxy.push_str(&format!("|**Session controls**|{}|*.proxy.example.com|\n", cell.join("<br /><br />")));
+            proxy.push_str(&format!(
+                "|**Session controls**|{}|*.proxy.example.com|\n",
+                cell.join("<br /><br />")
+            ));
         }
         sections.push(proxy);
         sections.push(format!(
@@ -3173,7 +3277,9 @@ mod page_family {
             page.push('\n');
         }
         page.push_str("## Mail server\n\nThe dedicated email IP addresses are:\n\n- 198.51.100.192/26\n\n");
-        page.push_str("## Log collector\n\n- Allow the log collector to initiate outbound traffic to the portal on port 443.\n");
+        page.push_str(
+            "## Log collector\n\n- Allow the log collector to initiate outbound traffic to the portal on port 443.\n",
+        );
         page
     }
 
@@ -3190,14 +3296,29 @@ mod page_family {
                     let direction = feature.spec().directions[0];
                     want.insert((id.clone(), *feature, direction, format!("{}/32", addr(fi, h))));
                     if *feature == Feature::Portal {
-                        want.insert((id.clone(), Feature::LogCollector, Direction::Egress, format!("{}/32", addr(fi, h))));
+                        want.insert((
+                            id.clone(),
+                            Feature::LogCollector,
+                            Direction::Egress,
+                            format!("{}/32", addr(fi, h)),
+                        ));
                     }
                 }
             }
             if m.proxy_regions.is_empty() {
-                want.insert((id.clone(), Feature::Proxy, Direction::Egress, format!("*.{id}.proxy.example.com")));
+                want.insert((
+                    id.clone(),
+                    Feature::Proxy,
+                    Direction::Egress,
+                    format!("*.{id}.proxy.example.com"),
+                ));
             } else {
-                want.insert((id.clone(), Feature::Proxy, Direction::Egress, "*.proxy.example.com".into()));
+                want.insert((
+                    id.clone(),
+                    Feature::Proxy,
+                    Direction::Egress,
+                    "*.proxy.example.com".into(),
+                ));
             }
         }
         for (label, hosts) in &m.proxy_regions {
@@ -3207,7 +3328,12 @@ mod page_family {
                 }
             }
         }
-        want.insert(("*".into(), Feature::Mail, Direction::Ingress, "198.51.100.192/26".into()));
+        want.insert((
+            "*".into(),
+            Feature::Mail,
+            Direction::Ingress,
+            "198.51.100.192/26".into(),
+        ));
         want
     }
 

@@ -36,7 +36,11 @@ pub const ALL_REGIONS: &str = "all";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceTagError {
     #[error("line {line}, column {column}: not an Azure service tags file: {message}")]
-    Json { line: usize, column: usize, message: String },
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
 
     #[error("the file is {bytes} bytes, more than the {max} a service tags file can be")]
     TooLarge { bytes: usize, max: usize },
@@ -144,8 +148,16 @@ pub fn parse_service_tags(bytes: &[u8], file: &str, options: TagOptions<'_>) -> 
                 label: format!("every region of {name}"),
                 kind: RegionKind::All,
             }
-        } else if let Some(suffix) = name.get(..regional_prefix.len()).filter(|p| p.eq_ignore_ascii_case(&regional_prefix)).map(|_| &name[regional_prefix.len()..]) {
-            let from = if value.properties.region.is_empty() { suffix } else { &value.properties.region };
+        } else if let Some(suffix) = name
+            .get(..regional_prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(&regional_prefix))
+            .map(|_| &name[regional_prefix.len()..])
+        {
+            let from = if value.properties.region.is_empty() {
+                suffix
+            } else {
+                &value.properties.region
+            };
             let id = region_key(from);
             if id.is_empty() {
                 return Err(ServiceTagError::BadRegion {
@@ -198,25 +210,35 @@ pub fn parse_service_tags(bytes: &[u8], file: &str, options: TagOptions<'_>) -> 
         }
     }
     if catalog.origins.is_empty() {
-        let names = parsed.values.iter().map(|v| v.name.as_ref()).filter(|n| !n.contains('.'));
+        let names = parsed
+            .values
+            .iter()
+            .map(|v| v.name.as_ref())
+            .filter(|n| !n.contains('.'));
         return Err(ServiceTagError::NoSuchTag {
             tag: options.tag.to_string(),
             cloud: parsed.cloud.to_string(),
-            suggestion: nearest(&options.tag.to_ascii_lowercase(), names.collect::<Vec<_>>().iter().copied())
-                .and_then(|lower| {
-                    parsed
-                        .values
-                        .iter()
-                        .find(|v| v.name.eq_ignore_ascii_case(&lower))
-                        .map(|v| v.name.to_string())
-                }),
+            suggestion: nearest(
+                &options.tag.to_ascii_lowercase(),
+                names.collect::<Vec<_>>().iter().copied(),
+            )
+            .and_then(|lower| {
+                parsed
+                    .values
+                    .iter()
+                    .find(|v| v.name.eq_ignore_ascii_case(&lower))
+                    .map(|v| v.name.to_string())
+            }),
         });
     }
     // The same prefix in two regional tags is two entries (each region lists it);
     // the same prefix twice in one tag is one.
     let mut seen = std::collections::HashSet::new();
     catalog.entries.retain(|e| seen.insert(super::EntryKey::of(e)));
-    catalog.source = format!("{file} ({} {}, changeNumber {})", parsed.cloud, options.tag, parsed.change_number);
+    catalog.source = format!(
+        "{file} ({} {}, changeNumber {})",
+        parsed.cloud, options.tag, parsed.change_number
+    );
     Ok(catalog)
 }
 
@@ -224,10 +246,7 @@ pub fn parse_service_tags(bytes: &[u8], file: &str, options: TagOptions<'_>) -> 
 fn parse_prefix(text: &str) -> Result<IpNet, &'static str> {
     let net = match text.parse::<IpNet>() {
         Ok(net) => net,
-        Err(_) => text
-            .parse::<std::net::IpAddr>()
-            .map(IpNet::from)
-            .map_err(|_| "")?,
+        Err(_) => text.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| "")?,
     };
     if net.trunc() != net {
         return Err(" (host bits set)");
@@ -305,7 +324,12 @@ mod tests {
 
     #[test]
     fn global_and_regional_tags_become_regions() {
-        let c = parse_service_tags(FILE.as_bytes(), "ServiceTags_Public_20260601.json", TagOptions::default()).unwrap();
+        let c = parse_service_tags(
+            FILE.as_bytes(),
+            "ServiceTags_Public_20260601.json",
+            TagOptions::default(),
+        )
+        .unwrap();
         let regions: Vec<(&str, RegionKind)> = c.regions.iter().map(|r| (r.id.as_str(), r.kind)).collect();
         assert_eq!(
             regions,
@@ -317,7 +341,11 @@ mod tests {
         );
         assert_eq!(
             nets(&c, "all", Feature::Portal, Direction::Egress),
-            BTreeSet::from(["192.0.2.0/28".to_string(), "198.51.100.7/32".into(), "2001:db8:10::/48".into()])
+            BTreeSet::from([
+                "192.0.2.0/28".to_string(),
+                "198.51.100.7/32".into(),
+                "2001:db8:10::/48".into()
+            ])
         );
         assert_eq!(
             nets(&c, "westeurope", Feature::Siem, Direction::Egress),
@@ -325,18 +353,28 @@ mod tests {
         );
         // Other services' tags are not read: 192.0.2.128/25 is AzureCloud's.
         assert!(c.entries.iter().all(|e| e.peer.to_string() != "192.0.2.128/25"));
-        assert_eq!(c.source, "ServiceTags_Public_20260601.json (Public MicrosoftCloudAppSecurity, changeNumber 412)");
+        assert_eq!(
+            c.source,
+            "ServiceTags_Public_20260601.json (Public MicrosoftCloudAppSecurity, changeNumber 412)"
+        );
     }
 
     #[test]
     fn features_get_their_own_directions_and_ports() {
         let c = parse_service_tags(FILE.as_bytes(), "tags.json", TagOptions::default()).unwrap();
         // App connector: the service connects in on 443; proxy goes both ways.
-        assert_eq!(nets(&c, "westus2", Feature::AppConnector, Direction::Ingress), BTreeSet::from(["198.51.100.7/32".to_string()]));
+        assert_eq!(
+            nets(&c, "westus2", Feature::AppConnector, Direction::Ingress),
+            BTreeSet::from(["198.51.100.7/32".to_string()])
+        );
         assert!(nets(&c, "westus2", Feature::AppConnector, Direction::Egress).is_empty());
         assert_eq!(nets(&c, "westus2", Feature::Proxy, Direction::Ingress).len(), 1);
         assert_eq!(nets(&c, "westus2", Feature::Proxy, Direction::Egress).len(), 1);
-        assert!(c.entries.iter().all(|e| e.ports == [PortRange::single(e.feature.spec().port)] && e.line == 0));
+        assert!(
+            c.entries
+                .iter()
+                .all(|e| e.ports == [PortRange::single(e.feature.spec().port)] && e.line == 0)
+        );
         // The duplicate prefix of the global tag is one entry per feature and direction.
         let dup = c
             .entries
@@ -354,8 +392,16 @@ mod tests {
             features: &features,
         };
         let c = parse_service_tags(FILE.as_bytes(), "tags.json", options).unwrap();
-        assert!(c.entries.iter().all(|e| e.feature == Feature::Mail && e.direction == Direction::Ingress));
-        let we = c.entries.iter().find(|e| e.region.as_deref() == Some("westeurope")).unwrap();
+        assert!(
+            c.entries
+                .iter()
+                .all(|e| e.feature == Feature::Mail && e.direction == Direction::Ingress)
+        );
+        let we = c
+            .entries
+            .iter()
+            .find(|e| e.region.as_deref() == Some("westeurope"))
+            .unwrap();
         assert_eq!(
             we.cite(&c),
             "service tag MicrosoftCloudAppSecurity.WestEurope changeNumber 7 (tags.json)"
@@ -364,14 +410,30 @@ mod tests {
 
     #[test]
     fn bad_files_are_named() {
-        let err = |text: &str, options: TagOptions<'_>| parse_service_tags(text.as_bytes(), "t.json", options).unwrap_err().to_string();
+        let err = |text: &str, options: TagOptions<'_>| {
+            parse_service_tags(text.as_bytes(), "t.json", options)
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(
-            err(r#"{"changeNumber": 1, "cloud": "Public", "values": [ {"name": 3} ]}"#, TagOptions::default()),
+            err(
+                r#"{"changeNumber": 1, "cloud": "Public", "values": [ {"name": 3} ]}"#,
+                TagOptions::default()
+            ),
             "line 1, column 61: not an Azure service tags file: invalid type: integer `3`, expected a string"
         );
-        assert!(err("# Network requirements\n", TagOptions::default()).starts_with("line 1, column 1: not an Azure service tags file"));
+        assert!(
+            err("# Network requirements\n", TagOptions::default())
+                .starts_with("line 1, column 1: not an Azure service tags file")
+        );
         assert_eq!(
-            err(FILE, TagOptions { tag: "MicrosoftCloudAppSecurty", features: &DEFAULT_FEATURES }),
+            err(
+                FILE,
+                TagOptions {
+                    tag: "MicrosoftCloudAppSecurty",
+                    features: &DEFAULT_FEATURES
+                }
+            ),
             "the file has no tag `MicrosoftCloudAppSecurty` (cloud Public): did you mean `MicrosoftCloudAppSecurity`?"
         );
         let host_bits = FILE.replace("198.51.100.7/32\", \"2001", "198.51.100.7/24\", \"2001");
@@ -384,7 +446,13 @@ mod tests {
         let truncated = &FILE[..FILE.len() / 2];
         assert!(err(truncated, TagOptions::default()).contains("not an Azure service tags file"));
         assert_eq!(
-            err(FILE, TagOptions { tag: DEFAULT_TAG, features: &[] }),
+            err(
+                FILE,
+                TagOptions {
+                    tag: DEFAULT_TAG,
+                    features: &[]
+                }
+            ),
             "no feature to give the tag's prefixes to: name at least one with --feature"
         );
     }
@@ -395,8 +463,17 @@ mod tests {
             .replace("\"Public\"", "\"AzureGovernment\"")
             .replace("MicrosoftCloudAppSecurity.WestEurope", "MicrosoftCloudAppSecurity.USGovVirginia")
             .replace("\"region\": \"westeurope\", \"regionId\": 18, \"platform\": \"Azure\",\n        \"systemService\": \"MicrosoftCloudAppSecurity\"", "\"region\": \"usgovvirginia\", \"regionId\": 18, \"platform\": \"Azure\",\n        \"systemService\": \"MicrosoftCloudAppSecurity\"");
-        let c = parse_service_tags(gov.as_bytes(), "ServiceTags_AzureGovernment.json", TagOptions::default()).unwrap();
-        assert!(c.regions.iter().any(|r| r.id == "usgovvirginia" && r.label == "USGovVirginia"));
+        let c = parse_service_tags(
+            gov.as_bytes(),
+            "ServiceTags_AzureGovernment.json",
+            TagOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            c.regions
+                .iter()
+                .any(|r| r.id == "usgovvirginia" && r.label == "USGovVirginia")
+        );
         assert!(c.source.contains("AzureGovernment"));
     }
 

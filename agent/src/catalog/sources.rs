@@ -22,7 +22,10 @@ impl SourceKind {
     /// Tells the kinds apart by content: JSON with `values` and `cloud` near its start
     /// is a service tags file, other JSON a catalog, anything else a page.
     pub fn detect(bytes: &[u8]) -> SourceKind {
-        let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+        let start = bytes
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(bytes.len());
         if bytes.get(start) != Some(&b'{') {
             return SourceKind::Page;
         }
@@ -93,7 +96,12 @@ pub enum SourceError {
 }
 
 /// Reads a source already in memory; `path` names it in errors and in the catalog.
-pub fn import_bytes(bytes: &[u8], path: &Path, kind: SourceKind, options: ImportOptions<'_>) -> Result<Catalog, SourceError> {
+pub fn import_bytes(
+    bytes: &[u8],
+    path: &Path,
+    kind: SourceKind,
+    options: ImportOptions<'_>,
+) -> Result<Catalog, SourceError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -194,8 +202,14 @@ mod tests {
     #[test]
     fn kinds_are_told_by_content() {
         assert_eq!(SourceKind::detect(b"---\ntitle: x\n---\n# Network"), SourceKind::Page);
-        assert_eq!(SourceKind::detect(b"  \n{\"changeNumber\": 1, \"cloud\": \"Public\", \"values\": []}"), SourceKind::ServiceTags);
-        assert_eq!(SourceKind::detect(b"{\"source\": \"x\", \"regions\": []}"), SourceKind::Catalog);
+        assert_eq!(
+            SourceKind::detect(b"  \n{\"changeNumber\": 1, \"cloud\": \"Public\", \"values\": []}"),
+            SourceKind::ServiceTags
+        );
+        assert_eq!(
+            SourceKind::detect(b"{\"source\": \"x\", \"regions\": []}"),
+            SourceKind::Catalog
+        );
         assert_eq!(SourceKind::detect(b""), SourceKind::Page);
     }
 
@@ -237,9 +251,20 @@ mod tests {
             .iter()
             .find(|e| e.region.as_deref() == Some("westeurope") && e.peer.to_string() == "192.0.2.0/24")
             .unwrap();
-        assert_eq!(from_tag.cite(&merged), "service tag MicrosoftCloudAppSecurity.WestEurope changeNumber 3 (tags.json)");
-        let from_page = merged.entries.iter().find(|e| e.region.as_deref() == Some("eu1")).unwrap();
-        assert!(from_page.cite(&merged).starts_with("page.md (ms.date "), "{}", from_page.cite(&merged));
+        assert_eq!(
+            from_tag.cite(&merged),
+            "service tag MicrosoftCloudAppSecurity.WestEurope changeNumber 3 (tags.json)"
+        );
+        let from_page = merged
+            .entries
+            .iter()
+            .find(|e| e.region.as_deref() == Some("eu1"))
+            .unwrap();
+        assert!(
+            from_page.cite(&merged).starts_with("page.md (ms.date "),
+            "{}",
+            from_page.cite(&merged)
+        );
         assert!(merged.source.contains(" + "));
     }
 }

@@ -91,7 +91,6 @@ pub struct FetchArgs {
     timeout: Duration,
 }
 
-
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     /// The page, in the Markdown of the docs repository, or with --service-tags the
@@ -153,7 +152,12 @@ pub fn execute(cmd: Command, socket: &Path) -> anyhow::Result<ExitCode> {
             let options = change.options();
             send(socket, Request::CatalogApply { path, options })
         }
-        Command::Rollback { change } => send(socket, Request::CatalogRollback { options: change.options() }),
+        Command::Rollback { change } => send(
+            socket,
+            Request::CatalogRollback {
+                options: change.options(),
+            },
+        ),
         Command::Fetch(args) => fetch_url(args),
     }
 }
@@ -213,7 +217,11 @@ fn validate_download(bytes: &[u8], name: &str) -> anyhow::Result<String> {
         "the document lists no address or name: not the network requirements page"
     );
     let regions: Vec<&str> = catalog.regions.iter().map(|r| r.id.as_str()).collect();
-    Ok(format!("{} entries for regions {}", catalog.entries.len(), regions.join(", ")))
+    Ok(format!(
+        "{} entries for regions {}",
+        catalog.entries.len(),
+        regions.join(", ")
+    ))
 }
 
 /// A size in bytes, with an optional binary suffix: `1048576`, `512KiB`, `32MiB`, `1GiB`.
@@ -246,7 +254,6 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         Err(e) => Err(format!("{e}: give a duration such as 30s or 2m")),
     }
 }
-
 
 impl ApplyArgs {
     fn options(&self) -> ChangeOptions {
@@ -310,10 +317,14 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
 
 /// Write whole or not at all: a half-written catalog must not replace a good one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
@@ -360,7 +371,11 @@ fn compare(old: &Path, new: &Path, json: bool) -> anyhow::Result<ExitCode> {
             b.addresses().len()
         )?;
     }
-    Ok(if d.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+    Ok(if d.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
 }
 
 fn send(socket: &Path, request: Request) -> anyhow::Result<ExitCode> {

@@ -103,7 +103,11 @@ pub fn render(e: &Explanation) -> String {
         return format!("allowed: {} (essential: {reason})\n", e.what);
     }
     if !e.allowed {
-        return format!("denied: {}: {}\n", e.what, e.why_not.as_deref().unwrap_or("nothing allows it"));
+        return format!(
+            "denied: {}: {}\n",
+            e.what,
+            e.why_not.as_deref().unwrap_or("nothing allows it")
+        );
     }
     let mut text = format!("allowed: {}\n", e.what);
     for rule in &e.rules {

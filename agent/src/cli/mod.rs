@@ -19,10 +19,7 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     catalog::{Catalog, Feature},
-    policy::{
-        Config, Policy, Selection,
-        config::DEFAULT_SOCKET,
-    },
+    policy::{Config, Policy, Selection, config::DEFAULT_SOCKET},
 };
 
 pub const EXIT_FAILURE: u8 = 1;

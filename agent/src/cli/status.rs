@@ -76,7 +76,11 @@ pub fn execute(args: Args, socket: &Path) -> anyhow::Result<ExitCode> {
         print!("{}", table(&status));
     }
     // Like `systemctl is-active`: scripts and probes see at once that nothing filters.
-    Ok(if status.enforcing { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_FAILURE) })
+    Ok(if status.enforcing {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_FAILURE)
+    })
 }
 
 fn table(s: &StatusReport) -> String {

@@ -53,7 +53,11 @@ pub struct AppliedCatalogs {
 /// Which catalog to enforce: the applied one while the config's `catalog` key is as
 /// it was when it was applied, else the config's. The second value says why the
 /// applied one was set aside, for the log.
-pub fn choose(config_catalog: Catalog, config_paths: &[PathBuf], applied: Option<&Applied>) -> (Catalog, Option<&'static str>) {
+pub fn choose(
+    config_catalog: Catalog,
+    config_paths: &[PathBuf],
+    applied: Option<&Applied>,
+) -> (Catalog, Option<&'static str>) {
     match applied {
         Some(a) if a.basis == config_paths => (a.catalog.clone(), None),
         Some(_) => (
@@ -78,7 +82,10 @@ pub struct Shrink {
 /// config makes (management, essentials, `[[allow]]`) would change.
 pub fn check_shrink(old: &Policy, new: &Policy, max_shrink: u8, force: bool) -> Result<Shrink, String> {
     if old.config_rules() != new.config_rules() {
-        return Err("the new catalog would change management, essential or [[allow]] rules; that is a bug, nothing changed".into());
+        return Err(
+            "the new catalog would change management, essential or [[allow]] rules; that is a bug, nothing changed"
+                .into(),
+        );
     }
     let (before, after) = (old.catalog_nets(), new.catalog_nets());
     let removed = before.difference(&after).count();
@@ -172,7 +179,10 @@ impl Daemon {
         if let Some(secs) = options.confirm_secs
             && !(1..=super::MAX_CONFIRM_SECS).contains(&secs)
         {
-            return Response::error(format!("--confirm takes 1 to {} seconds, not {secs}", super::MAX_CONFIRM_SECS));
+            return Response::error(format!(
+                "--confirm takes 1 to {} seconds, not {secs}",
+                super::MAX_CONFIRM_SECS
+            ));
         }
         // The enabled regions must still exist: a catalog without them would quietly
         // allow nothing for them.
@@ -202,7 +212,10 @@ impl Daemon {
         if let Some(ssh) = &options.ssh
             && cuts_off(&self.policy, &policy, ssh)
         {
-            let cut = format!("this catalog would cut off your SSH session from {} to port {}", ssh.client, ssh.server_port);
+            let cut = format!(
+                "this catalog would cut off your SSH session from {} to port {}",
+                ssh.client, ssh.server_port
+            );
             if !options.force && options.confirm_secs.is_none() {
                 return Response::error(format!("{cut}: repeat it with --confirm SECONDS, or with --force"));
             }
@@ -292,10 +305,14 @@ mod tests {
         let total = before.catalog_nets().len();
         // Drop the app connector's us1 addresses: far more than a quarter.
         let mut new = old.clone();
-        new.entries.retain(|e| !(e.region.as_deref() == Some("us1") && e.feature == crate::catalog::Feature::AppConnector));
+        new.entries
+            .retain(|e| !(e.region.as_deref() == Some("us1") && e.feature == crate::catalog::Feature::AppConnector));
         let after = policy(&new);
         let err = check_shrink(&before, &after, 25, false).unwrap_err();
-        assert!(err.contains(&format!("of the {total} catalog addresses enforced now")), "{err}");
+        assert!(
+            err.contains(&format!("of the {total} catalog addresses enforced now")),
+            "{err}"
+        );
         let forced = check_shrink(&before, &after, 25, true).unwrap();
         assert_eq!(forced.before, total);
         assert!(forced.removed * 4 > total);
@@ -304,7 +321,12 @@ mod tests {
         assert!(check_shrink(&before, &after, 100, false).is_ok());
         // A catalog that only adds is always fine.
         let mut grown = old.clone();
-        let mut extra = grown.entries.iter().find(|e| e.region.as_deref() == Some("eu1")).unwrap().clone();
+        let mut extra = grown
+            .entries
+            .iter()
+            .find(|e| e.region.as_deref() == Some("eu1"))
+            .unwrap()
+            .clone();
         extra.peer = crate::catalog::Peer::Net("198.51.100.9/32".parse().unwrap());
         grown.entries.push(extra);
         let s = check_shrink(&before, &policy(&grown), 0, false).unwrap();

@@ -14,6 +14,7 @@
 //! wins and the toggles are dropped (and logged), so an edit of the file is never
 //! silently ignored.
 
+use netlink_sys::AsyncSocketExt as _;
 use std::{
     collections::BTreeMap,
     io::Write as _,
@@ -33,7 +34,6 @@ use tracing::{error, info, warn};
 
 use crate::{
     catalog::{Catalog, Feature},
-    policy::config::load_config,
     control::{
         protocol::{ChangeOptions, Changed, Request, Response, SshSession},
         server::{self, Access, Incoming},
@@ -41,6 +41,7 @@ use crate::{
     dataplane::{Attachment, Dataplane, LoadOptions},
     dns::learner::{HEARTBEAT_STALE_AFTER, Learner},
     events::Decoded,
+    policy::config::load_config,
     policy::{
         Config, Mode, Policy, Tables, compile_policy,
         explain::explain,
@@ -409,10 +410,23 @@ impl Daemon {
     fn rollback(&mut self) {
         let Some(pending) = self.pending.take() else { return };
         if pending.catalog_rollback {
-            let peer = server::Peer { uid: 0, gid: 0, pid: None };
-            match self.catalog_rollback(&peer, ChangeOptions { force: true, ..ChangeOptions::default() }) {
+            let peer = server::Peer {
+                uid: 0,
+                gid: 0,
+                pid: None,
+            };
+            match self.catalog_rollback(
+                &peer,
+                ChangeOptions {
+                    force: true,
+                    ..ChangeOptions::default()
+                },
+            ) {
                 Response::CatalogApplied(a) => {
-                    warn!(generation = a.generation, "the catalog was not confirmed in time: rolled back");
+                    warn!(
+                        generation = a.generation,
+                        "the catalog was not confirmed in time: rolled back"
+                    );
                 }
                 other => {
                     error!("cannot roll the catalog back, will retry: {other:?}");
@@ -445,7 +459,9 @@ impl Daemon {
             Request::Status => {
                 let interfaces = Some(self.interface_statuses());
                 match status::report(&self.config.bpffs_dir, Some(&self.state_with_last()), true, interfaces) {
-                    Ok(status) => Response::Status { status: Box::new(status) },
+                    Ok(status) => Response::Status {
+                        status: Box::new(status),
+                    },
                     Err(e) => Response::error(crate::error_chain(&e)),
                 }
             }
@@ -454,11 +470,9 @@ impl Daemon {
                 port,
                 proto,
                 direction,
-            } => {
-                Response::Check {
-                    explanation: explain(&self.policy, addr, port, proto, direction),
-                }
-            }
+            } => Response::Check {
+                explanation: explain(&self.policy, addr, port, proto, direction),
+            },
             Request::Learned => Response::Learned {
                 entries: self.learner.as_ref().map(Learner::entries).unwrap_or_default(),
             },
@@ -747,6 +761,15 @@ impl OwnedSocket {
     }
 }
 
+/// A netlink socket that hears every link change of this network namespace.
+fn watch_interfaces() -> std::io::Result<netlink_sys::TokioSocket> {
+    use netlink_sys::{AsyncSocket as _, SocketAddr, TokioSocket, protocols::NETLINK_ROUTE};
+    const RTMGRP_LINK: u32 = 1;
+    let mut socket = TokioSocket::new(NETLINK_ROUTE)?;
+    socket.socket_mut().bind(&SocketAddr::new(0, RTMGRP_LINK))?;
+    Ok(socket)
+}
+
 /// `allowgate daemon`.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -793,6 +816,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         };
         let mut dns_ring = dns_ring;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Interface changes (deleted, re-created, renamed) are checked at once; the
+        // tick catches what netlink does not announce (a link detached by hand).
+        let mut links_watch = watch_interfaces()
+            .map_err(|e| warn!("interface changes are checked every second only: cannot watch netlink: {e}"))
+            .ok();
         let (commands_tx, mut commands) = mpsc::channel::<Incoming>(64);
         tokio::spawn(server::serve(listener, access, commands_tx));
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -822,6 +850,13 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 Some(incoming) = commands.recv() => daemon.handle(incoming),
                 _ = tokio::time::sleep_until(rollback_at.unwrap_or_else(tokio::time::Instant::now)), if rollback_at.is_some() => {
                     daemon.rollback();
+                }
+                changed = async { links_watch.as_mut().expect("guarded").recv_from_full().await }, if links_watch.is_some() => {
+                    if let Err(e) = changed {
+                        warn!("interface changes are checked every second only: netlink: {e}");
+                        links_watch = None;
+                    }
+                    daemon.reconcile_attachments();
                 }
                 _ = tick.tick() => {
                     daemon.reconcile_attachments();

@@ -80,12 +80,19 @@ pub struct DesiredFile {
 /// selection is what they were made on (else the config wins), and a pending change
 /// whose deadline passed (or is out of range) rolled back. The strings are warnings
 /// for the log.
-pub fn restore(basis: &Desired, persisted: Result<Option<DesiredFile>, String>, now_ms: u64) -> (Desired, Option<Pending>, Vec<String>) {
+pub fn restore(
+    basis: &Desired,
+    persisted: Result<Option<DesiredFile>, String>,
+    now_ms: u64,
+) -> (Desired, Option<Pending>, Vec<String>) {
     let mut warnings = Vec::new();
     let (desired, pending) = match persisted {
         Ok(Some(file)) if file.basis == *basis => (file.desired, file.pending),
         Ok(Some(_)) => {
-            warnings.push("the config's regions, features or mode changed since the last runtime change: the config wins".to_string());
+            warnings.push(
+                "the config's regions, features or mode changed since the last runtime change: the config wins"
+                    .to_string(),
+            );
             (basis.clone(), None)
         }
         Ok(None) => (basis.clone(), None),
@@ -101,7 +108,9 @@ pub fn restore(basis: &Desired, persisted: Result<Option<DesiredFile>, String>, 
             (p.previous, None, warnings)
         }
         Some(p) if p.deadline_ms <= now_ms => {
-            warnings.push("an unconfirmed change passed its deadline while the daemon was down: rolling it back".to_string());
+            warnings.push(
+                "an unconfirmed change passed its deadline while the daemon was down: rolling it back".to_string(),
+            );
             (p.previous, None, warnings)
         }
         other => (desired, other, warnings),
@@ -223,12 +232,28 @@ mod tests {
         assert_eq!(validate_reload(&old, &old), Ok(()));
         let mut new = config();
         new.interfaces.clear();
-        assert!(validate_reload(&old, &new).unwrap_err().contains("`interfaces` is empty"));
+        assert!(
+            validate_reload(&old, &new)
+                .unwrap_err()
+                .contains("`interfaces` is empty")
+        );
         for (key, edit) in [
-            ("socket", Box::new(|c: &mut Config| c.socket = "/tmp/other.sock".into()) as Box<dyn Fn(&mut Config)>),
-            ("state_dir", Box::new(|c: &mut Config| c.state_dir = "/tmp/elsewhere".into())),
-            ("bpffs_dir", Box::new(|c: &mut Config| c.bpffs_dir = "/sys/fs/bpf/other".into())),
-            ("interfaces", Box::new(|c: &mut Config| c.interfaces.push("veth1".into()))),
+            (
+                "socket",
+                Box::new(|c: &mut Config| c.socket = "/tmp/other.sock".into()) as Box<dyn Fn(&mut Config)>,
+            ),
+            (
+                "state_dir",
+                Box::new(|c: &mut Config| c.state_dir = "/tmp/elsewhere".into()),
+            ),
+            (
+                "bpffs_dir",
+                Box::new(|c: &mut Config| c.bpffs_dir = "/sys/fs/bpf/other".into()),
+            ),
+            (
+                "interfaces",
+                Box::new(|c: &mut Config| c.interfaces.push("veth1".into())),
+            ),
         ] {
             let mut new = config();
             edit(&mut new);
@@ -237,7 +262,11 @@ mod tests {
         }
         let mut new = config();
         new.management.cidrs.clear();
-        assert!(validate_reload(&old, &new).unwrap_err().contains("remove management access from 192.0.2.0/24"));
+        assert!(
+            validate_reload(&old, &new)
+                .unwrap_err()
+                .contains("remove management access from 192.0.2.0/24")
+        );
         // Widening is fine; narrowing the ports is not.
         new.management.cidrs = vec!["192.0.0.0/16".parse().unwrap()];
         assert_eq!(validate_reload(&old, &new), Ok(()));

@@ -59,8 +59,16 @@ pub fn kernel_interfaces(bpffs_dir: &Path, state: &State) -> Vec<InterfaceStatus
         .interfaces
         .iter()
         .map(|i| {
-            let xdp = if i.xdp_mode == "generic" { XdpMode::Generic } else { XdpMode::Native };
-            let tc = if i.tc_mode == "clsact" { TcMode::Clsact } else { TcMode::Tcx };
+            let xdp = if i.xdp_mode == "generic" {
+                XdpMode::Generic
+            } else {
+                XdpMode::Native
+            };
+            let tc = if i.tc_mode == "clsact" {
+                TcMode::Clsact
+            } else {
+                TcMode::Tcx
+            };
             let problem = attachment_problem(bpffs_dir, &i.name, xdp, tc);
             InterfaceStatus {
                 name: i.name.clone(),

@@ -1,9 +1,7 @@
 //! Attaching the programs to interfaces, adopting the pinned links a previous daemon
 //! left (the program is replaced in place: no gap), and taking it all down.
 
-use std::{
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use aya::programs::{
     LinkOrder, ProgramError, TcAttachType,
@@ -81,7 +79,6 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-
 
 pub(super) fn attach(dp: &mut Dataplane, iface: &str) -> Result<Attachment, DataplaneError> {
     let Some(ifindex) = if_index(iface) else {
@@ -244,7 +241,8 @@ pub fn detach_all(dir: &Path, interfaces: &[String]) -> Vec<String> {
     let links = dir.join("links");
     // Only what allowgate pins there: a bpffs_dir shared with other programs (or
     // pointed at /sys/fs/bpf itself) keeps their pins.
-    let ours = |name: &str| name.starts_with("xdp-native-") || name.starts_with("xdp-generic-") || name.starts_with("tc-tcx-");
+    let ours =
+        |name: &str| name.starts_with("xdp-native-") || name.starts_with("xdp-generic-") || name.starts_with("tc-tcx-");
     if let Ok(entries) = std::fs::read_dir(&links) {
         for entry in entries.flatten() {
             let path = entry.path();

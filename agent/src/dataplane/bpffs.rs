@@ -43,9 +43,8 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub fn check_on_bpffs(dir: &Path) -> Result<(), DataplaneError> {
     // The nearest existing ancestor is what the directory will be created on.
     let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-    let cpath = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).map_err(|_| DataplaneError::NotBpffs {
-        dir: dir.to_path_buf(),
-    })?;
+    let cpath = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
+        .map_err(|_| DataplaneError::NotBpffs { dir: dir.to_path_buf() })?;
     // SAFETY: `buf` is a plain C struct the call fills; `cpath` is NUL-terminated and
     // alive across the call.
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };

@@ -37,7 +37,11 @@ fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
     // whose pointers (paths, info buffers) outlive the call; the kernel reads no more
     // than `size_of::<T>()` bytes of it.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const T, std::mem::size_of::<T>()) };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {

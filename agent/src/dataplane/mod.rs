@@ -9,9 +9,9 @@
 //! so a killed daemon leaves the policy enforced, and a new one adopts it.
 
 mod attach;
-pub mod kernel;
 mod bpffs;
 mod dns;
+pub mod kernel;
 mod live;
 
 use std::path::{Path, PathBuf};
@@ -79,9 +79,13 @@ pub enum DataplaneError {
     },
     #[error("cannot pin {path}: {detail}")]
     Pin { path: PathBuf, detail: String },
-    #[error("bpffs_dir {dir} is not on a bpf filesystem: pins live only there (mount -t bpf bpf /sys/fs/bpf, or choose a directory under it)")]
+    #[error(
+        "bpffs_dir {dir} is not on a bpf filesystem: pins live only there (mount -t bpf bpf /sys/fs/bpf, or choose a directory under it)"
+    )]
     NotBpffs { dir: PathBuf },
-    #[error("another allowgate daemon enforces from {dir} (it holds its lock): stop it first, or give this one its own bpffs_dir")]
+    #[error(
+        "another allowgate daemon enforces from {dir} (it holds its lock): stop it first, or give this one its own bpffs_dir"
+    )]
     Locked { dir: PathBuf },
 }
 
@@ -109,16 +113,32 @@ pub fn attachment_problem(dir: &Path, iface: &str, xdp_mode: XdpMode, tc_mode: T
     let Some(ifindex) = kernel::if_index(iface) else {
         return Some(format!("there is no interface `{iface}` here"));
     };
-    let prog = |name: &str| kernel::obj_get(&dir.join("progs").join(name)).ok().and_then(|fd| kernel::prog_id(&fd).ok());
+    let prog = |name: &str| {
+        kernel::obj_get(&dir.join("progs").join(name))
+            .ok()
+            .and_then(|fd| kernel::prog_id(&fd).ok())
+    };
     let links = dir.join("links");
     let mut problems = Vec::new();
-    let xdp = kernel::hook_state(&attach::xdp_pin(&links, xdp_mode, iface), iface, ifindex, prog("ingress"), "XDP");
+    let xdp = kernel::hook_state(
+        &attach::xdp_pin(&links, xdp_mode, iface),
+        iface,
+        ifindex,
+        prog("ingress"),
+        "XDP",
+    );
     if let kernel::HookState::Broken(p) = xdp {
         problems.push(p);
     }
     // A clsact filter has no link to ask; the kernel keeps it with the qdisc.
     if tc_mode == TcMode::Tcx {
-        let tc = kernel::hook_state(&attach::tcx_pin(&links, iface), iface, ifindex, prog("egress"), "TC egress");
+        let tc = kernel::hook_state(
+            &attach::tcx_pin(&links, iface),
+            iface,
+            ifindex,
+            prog("egress"),
+            "TC egress",
+        );
         if let kernel::HookState::Broken(p) = tc {
             problems.push(p);
         }

@@ -388,7 +388,12 @@ struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     fn new(path: &'a str, text: &str) -> Lines<'a> {
-        let starts = text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1).collect();
+        let starts = text
+            .bytes()
+            .enumerate()
+            .filter(|&(_, b)| b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect();
         Lines { path, starts }
     }
 
@@ -501,10 +506,12 @@ impl Config {
 
         let max_shrink = match &raw.max_shrink {
             None => defaults.max_shrink,
-            Some(v) => u8::try_from(*v.get_ref())
-                .ok()
-                .filter(|p| *p <= 100)
-                .ok_or_else(|| lines.error(v.span(), format!("max_shrink: {} is not a percentage (0 to 100)", v.get_ref())))?,
+            Some(v) => u8::try_from(*v.get_ref()).ok().filter(|p| *p <= 100).ok_or_else(|| {
+                lines.error(
+                    v.span(),
+                    format!("max_shrink: {} is not a percentage (0 to 100)", v.get_ref()),
+                )
+            })?,
         };
 
         let features = match &raw.features {
@@ -734,7 +741,13 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
         let len = v6.prefix_len().saturating_sub(96);
         return Err(format!(
             "`{text}` is an IPv4-mapped IPv6 address, which never appears on the wire here: write the IPv4 form, {}",
-            if v6.prefix_len() >= 96 { IpNet::new(IpAddr::V4(v4), len).map(|n| n.to_string()).unwrap_or_default() } else { v4.to_string() }
+            if v6.prefix_len() >= 96 {
+                IpNet::new(IpAddr::V4(v4), len)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            } else {
+                v4.to_string()
+            }
         ));
     }
     Ok(net)
@@ -986,7 +999,11 @@ ports = [443, "8000-8100"]
             parse_cidr("::ffff:192.0.2.0/120").unwrap_err(),
             "`::ffff:192.0.2.0/120` is an IPv4-mapped IPv6 address, which never appears on the wire here: write the IPv4 form, 192.0.2.0/24"
         );
-        assert!(parse_cidr("::ffff:198.51.100.7").unwrap_err().ends_with("write the IPv4 form, 198.51.100.7/32"));
+        assert!(
+            parse_cidr("::ffff:198.51.100.7")
+                .unwrap_err()
+                .ends_with("write the IPv4 form, 198.51.100.7/32")
+        );
         assert!(parse_cidr("2001:db8::/32").is_ok());
         let err = parse("interfaces = [\"x\"]\n[essentials]\ndns_servers = [\"::ffff:192.0.2.53\"]\n").unwrap_err();
         assert!(err.contains(":3:") && err.ends_with("write 192.0.2.53"), "{err}");
