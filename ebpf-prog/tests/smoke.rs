@@ -695,6 +695,12 @@ fn unsafe_packets_are_dropped_by_reason() {
         case("TCP header cut", Egress, whole[..whole.len() - 4].to_vec(), false, Reason::Truncated),
         case("first fragment too short for TCP", Egress, V4 { frag: IPV4_MF, ..V4::new(LOCAL4, SERVICE4, TCP) }.build(&syn443[..12]), false, Reason::FragTooShort),
         case("TCP fragment at offset 8", Egress, V4 { frag: 1, ..V4::new(LOCAL4, SERVICE4, TCP) }.build(&[0; 16]), false, Reason::FragOverlap),
+        // tot_len 28: a "TCP header" that lies only in the frame's padding is not there.
+        case("first fragment whose TCP header is padding past tot_len", Egress, V4 { frag: IPV4_MF, tot_len: Some(28), ..V4::new(LOCAL4, SERVICE4, TCP) }.build(&syn443), false, Reason::FragTooShort),
+        case("UDP header past tot_len", Egress, V4 { tot_len: Some(24), ..V4::new(LOCAL4, SERVICE4, UDP) }.build(&udp(40000, 53)), false, Reason::Truncated),
+        case("IPv6 TCP header past payload_len", Egress, { let mut p = ipv6(LOCAL6, SERVICE6, TCP, &syn443); p[18..20].copy_from_slice(&8u16.to_be_bytes()); p }, false, Reason::Truncated),
+        case("IPv6 TCP fragment at offset 8", Egress, ipv6(LOCAL6, SERVICE6, 44, &cat(&[&v6_frag(TCP, 1, false), &[0; 16]])), false, Reason::FragOverlap),
+        case("IPv6 TCP fragment at offset 16 is judged", Egress, ipv6(LOCAL6, SERVICE6, 44, &cat(&[&v6_frag(TCP, 2, false), &[0; 16]])), true, Reason::Policy),
         case("three VLAN tags", Egress, vlan_ether(&[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q], ETH_P_IP, &whole[14..]), false, Reason::VlanDepth),
         case("VLAN tag cut", Ingress, vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x81, 0x00, 0x00], false, Reason::Truncated),
         case("unlisted ethertype (LLDP)", Ingress, ether(0x88cc, &[0; 46]), false, Reason::Ethertype),

@@ -38,28 +38,30 @@ struct ag_ipv6_frag_hdr {
  * this family (1 on IPv4, 58 on IPv6; the other one is just a protocol without
  * ports there). too_short is the reason when the header is cut: TRUNCATED for a
  * whole datagram, FRAG_TOO_SHORT or V6_FRAG_CHAIN for a first fragment (whose
- * later fragments can't be checked).
+ * later fragments can't be checked). ip_end is the offset from data where the IP
+ * datagram ends (its total or payload length says so): bytes past it, in the frame's
+ * padding, are not the datagram's and must not stand in for a header it lacks.
  */
-static __always_inline int ag_parse_l4(void *l4, __u32 l4_off, void *data_end,
+static __always_inline int ag_parse_l4(void *l4, __u64 l4_off, __u64 ip_end, void *data_end,
 				       struct ag_pkt *pkt, __u8 icmp_proto, int too_short)
 {
 	__u8 *bytes = l4;
 
 	if (pkt->l4proto == AG_IPPROTO_TCP) {
-		if (l4 + AG_TCP_HDR_LEN > data_end)
+		if (l4 + AG_TCP_HDR_LEN > data_end || l4_off + AG_TCP_HDR_LEN > ip_end)
 			return too_short;
 		pkt->sport = bpf_ntohs(*(__be16 *)&bytes[0]);
 		pkt->dport = bpf_ntohs(*(__be16 *)&bytes[2]);
 		pkt->tcp_flags = bytes[13];
 	} else if (pkt->l4proto == AG_IPPROTO_UDP) {
-		if (l4 + AG_UDP_HDR_LEN > data_end)
+		if (l4 + AG_UDP_HDR_LEN > data_end || l4_off + AG_UDP_HDR_LEN > ip_end)
 			return too_short;
 		pkt->sport = bpf_ntohs(*(__be16 *)&bytes[0]);
 		pkt->dport = bpf_ntohs(*(__be16 *)&bytes[2]);
 		/* Where a DNS answer's payload starts (lib/dns.h). */
 		pkt->l4_off = l4_off;
 	} else if (pkt->l4proto == icmp_proto) {
-		if (l4 + AG_ICMP_HDR_LEN > data_end)
+		if (l4 + AG_ICMP_HDR_LEN > data_end || l4_off + AG_ICMP_HDR_LEN > ip_end)
 			return too_short;
 		pkt->icmp_type = bytes[0];
 	}
@@ -73,6 +75,7 @@ static __always_inline int ag_parse_ipv4(void *l3, __u32 l3_off, void *data_end,
 	struct iphdr *iph = l3;
 	__u32 hdr_len;
 	__u16 frag_off;
+	__u64 ip_end;
 
 	pkt->family = 4;
 	if ((void *)(iph + 1) > data_end)
@@ -99,12 +102,13 @@ static __always_inline int ag_parse_ipv4(void *l3, __u32 l3_off, void *data_end,
 			return AG_REASON_FRAG_OVERLAP;
 		return AG_PARSE_OK;
 	}
+	ip_end = (__u64)l3_off + bpf_ntohs(iph->tot_len);
 	if (frag_off & AG_IPV4_MF) {
 		pkt->frag = AG_FRAG_FIRST;
-		return ag_parse_l4(l3 + hdr_len, l3_off + hdr_len, data_end, pkt,
+		return ag_parse_l4(l3 + hdr_len, l3_off + hdr_len, ip_end, data_end, pkt,
 				   AG_IPPROTO_ICMP, AG_REASON_FRAG_TOO_SHORT);
 	}
-	return ag_parse_l4(l3 + hdr_len, l3_off + hdr_len, data_end, pkt, AG_IPPROTO_ICMP,
+	return ag_parse_l4(l3 + hdr_len, l3_off + hdr_len, ip_end, data_end, pkt, AG_IPPROTO_ICMP,
 			   AG_REASON_TRUNCATED);
 }
 
@@ -146,6 +150,7 @@ static __always_inline int ag_parse_ipv6(void *data, __u32 l3_off, void *data_en
 	struct ipv6hdr *ip6 = data + l3_off;
 	/* 64 bits: no zero-extension copy for clang to bound-check instead. */
 	__u64 off = l3_off + sizeof(*ip6);
+	__u64 ip_end;
 	int too_short = AG_REASON_TRUNCATED;
 	__u8 nexthdr;
 	__u32 i;
@@ -163,6 +168,8 @@ static __always_inline int ag_parse_ipv6(void *data, __u32 l3_off, void *data_en
 	if (ag_ipv6_is_v4_mapped(&pkt->saddr) || ag_ipv6_is_v4_mapped(&pkt->daddr))
 		return AG_REASON_V4_MAPPED;
 	pkt->hop_limit = ip6->hop_limit;
+	/* A jumbogram (payload length 0) has no L4 header inside this bound: dropped. */
+	ip_end = off + bpf_ntohs(ip6->payload_len);
 
 	for (i = 0; i < AG_MAX_V6_EXT_HDRS; i++) {
 		struct ag_ipv6_opt_hdr *opt;
@@ -187,6 +194,10 @@ static __always_inline int ag_parse_ipv6(void *data, __u32 l3_off, void *data_en
 				/* Its next header names the protocol; no L4 here. */
 				pkt->frag = AG_FRAG_LATER;
 				pkt->l4proto = nexthdr;
+				/* Offset 8 could rewrite the TCP flags of the first fragment. */
+				if (nexthdr == AG_IPPROTO_TCP &&
+				    (bpf_ntohs(frag->frag_off) & AG_IPV6_FRAG_OFFSET_MASK) == 8)
+					return AG_REASON_FRAG_OVERLAP;
 				return AG_PARSE_OK;
 			}
 			/* The rest of the chain and the L4 header must be here. */
@@ -218,7 +229,7 @@ static __always_inline int ag_parse_ipv6(void *data, __u32 l3_off, void *data_en
 chain_end:
 	if (off > AG_V6_CHAIN_MAX)
 		return AG_REASON_V6_CHAIN_TOO_LONG;
-	return ag_parse_l4(data + off, off, data_end, pkt, AG_IPPROTO_ICMPV6, too_short);
+	return ag_parse_l4(data + off, off, ip_end, data_end, pkt, AG_IPPROTO_ICMPV6, too_short);
 }
 
 /*
