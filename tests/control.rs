@@ -1975,3 +1975,53 @@ fn a_deleted_recreated_or_renamed_interface_is_noticed_at_once() {
     }
     assert!(world.blocked(UNLISTED));
 }
+
+#[test]
+fn misleading_answers_are_now_plain() {
+    let world = World::new(Setup::default());
+    let daemon = world.start_daemon();
+    // The socket's file is not reachable for nobody (0600 in a 0700 directory).
+    let out = as_nobody(&world, &["status", "--config", world.config.to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        !out.stderr.contains("start the daemon") && out.stderr.contains("run as root"),
+        "non-root status says it lacks permission, not that nothing runs: {out}"
+    );
+    let out = as_nobody(&world, &["check", EU1_ONLY, "--port", "443"], None);
+    assert_eq!(out.code, 2, "non-root check does not answer from the default config: {out}");
+    assert!(out.stderr.contains("the live selection cannot be asked"), "{out}");
+
+    // `down` leaves pins that are not allowgate's.
+    let foreign = world.pins.0.join("maps").join("not_ours");
+    let made = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&foreign)
+        .args(["type", "array", "key", "4", "value", "4", "entries", "1", "name", "not_ours"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    drop(daemon);
+    let out = world.cli(&["down", "--config", world.config.to_str().unwrap()]);
+    assert!(foreign.exists(), "down removed a pin that is not allowgate's: {out}");
+    assert!(!world.pins.0.join("maps").join("ag_stats").exists(), "down removed allowgate's own: {out}");
+    std::fs::remove_file(&foreign).unwrap();
+
+    // A bpffs_dir outside bpffs is named as such, not blamed on BTF.
+    let text = std::fs::read_to_string(&world.config).unwrap();
+    let elsewhere = world.dir.path().join("outside.toml");
+    let pins = world.pins.0.display().to_string();
+    std::fs::write(&elsewhere, text.replace(&pins, "/tmp/allowgate-not-bpffs")).unwrap();
+    let out = Out::of({
+        let mut c = world.host().command(BIN);
+        c.args(["daemon", "--config", elsewhere.to_str().unwrap()]);
+        c
+    });
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("is not on a bpf filesystem") && !out.stderr.contains("Some("), "{out}");
+    // [[allow]] in the v4-mapped form: refused with the IPv4 form to write.
+    let mapped = world.dir.path().join("mapped.toml");
+    std::fs::write(&mapped, format!("{text}\n[[allow]]\ncidr = \"::ffff:198.51.100.0/120\"\ndirection = \"egress\"\n")).unwrap();
+    let out = world.cli(&["show", "--config", mapped.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("write the IPv4 form, 198.51.100.0/24"), "{out}");
+}
