@@ -1960,12 +1960,22 @@ fn a_deleted_recreated_or_renamed_interface_is_noticed_at_once() {
 
     // Renamed away: the configured name is gone, and status says so.
     world.host().ip(&["link", "set", &host_if, "name", "agrenamed0"]);
-    assert!(daemon.wait_log("NOT PROTECTED", Duration::from_secs(3)), "{}", daemon.log());
+    assert!(
+        daemon.wait_log("NOT PROTECTED", Duration::from_secs(3)),
+        "{}",
+        daemon.log()
+    );
     let out = world.cli(&["status", "--json"]);
     assert_eq!(out.code, 1, "{out}");
     let status: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(status["enforcing"], false, "{status}");
-    assert!(status["interfaces"][0]["problem"].as_str().unwrap().contains("no interface"), "{status}");
+    assert!(
+        status["interfaces"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("no interface"),
+        "{status}"
+    );
     // Named back: protected again.
     world.host().ip(&["link", "set", "agrenamed0", "name", &host_if]);
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -1988,7 +1998,10 @@ fn misleading_answers_are_now_plain() {
         "non-root status says it lacks permission, not that nothing runs: {out}"
     );
     let out = as_nobody(&world, &["check", EU1_ONLY, "--port", "443"], None);
-    assert_eq!(out.code, 2, "non-root check does not answer from the default config: {out}");
+    assert_eq!(
+        out.code, 2,
+        "non-root check does not answer from the default config: {out}"
+    );
     assert!(out.stderr.contains("the live selection cannot be asked"), "{out}");
 
     // `down` leaves pins that are not allowgate's.
@@ -1996,14 +2009,19 @@ fn misleading_answers_are_now_plain() {
     let made = Command::new("bpftool")
         .args(["map", "create"])
         .arg(&foreign)
-        .args(["type", "array", "key", "4", "value", "4", "entries", "1", "name", "not_ours"])
+        .args([
+            "type", "array", "key", "4", "value", "4", "entries", "1", "name", "not_ours",
+        ])
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     drop(daemon);
     let out = world.cli(&["down", "--config", world.config.to_str().unwrap()]);
     assert!(foreign.exists(), "down removed a pin that is not allowgate's: {out}");
-    assert!(!world.pins.0.join("maps").join("ag_stats").exists(), "down removed allowgate's own: {out}");
+    assert!(
+        !world.pins.0.join("maps").join("ag_stats").exists(),
+        "down removed allowgate's own: {out}"
+    );
     std::fs::remove_file(&foreign).unwrap();
 
     // A bpffs_dir outside bpffs is named as such, not blamed on BTF.
@@ -2017,10 +2035,17 @@ fn misleading_answers_are_now_plain() {
         c
     });
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.stderr.contains("is not on a bpf filesystem") && !out.stderr.contains("Some("), "{out}");
+    assert!(
+        out.stderr.contains("is not on a bpf filesystem") && !out.stderr.contains("Some("),
+        "{out}"
+    );
     // [[allow]] in the v4-mapped form: refused with the IPv4 form to write.
     let mapped = world.dir.path().join("mapped.toml");
-    std::fs::write(&mapped, format!("{text}\n[[allow]]\ncidr = \"::ffff:198.51.100.0/120\"\ndirection = \"egress\"\n")).unwrap();
+    std::fs::write(
+        &mapped,
+        format!("{text}\n[[allow]]\ncidr = \"::ffff:198.51.100.0/120\"\ndirection = \"egress\"\n"),
+    )
+    .unwrap();
     let out = world.cli(&["show", "--config", mapped.to_str().unwrap()]);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("write the IPv4 form, 198.51.100.0/24"), "{out}");

@@ -143,7 +143,7 @@ impl Pair {
         run(
             "ip",
             &[
-                "link", "add", &host_if, "netns", &host.name, "type", "veth", "peer", "name", &peer_if, "netns",
+                "link", "add", host_if, "netns", &host.name, "type", "veth", "peer", "name", peer_if, "netns",
                 &peer.name,
             ],
         );

@@ -40,19 +40,10 @@ impl SourceKind {
 }
 
 /// How to read a source.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ImportOptions<'a> {
     pub page: PageOptions<'a>,
     pub tags: TagOptions<'a>,
-}
-
-impl Default for ImportOptions<'_> {
-    fn default() -> Self {
-        ImportOptions {
-            page: PageOptions::default(),
-            tags: TagOptions::default(),
-        }
-    }
 }
 
 /// The largest source file read (a service tags file is about 5 MB).

@@ -157,7 +157,7 @@ pub struct CatalogApplied {
 pub enum Response {
     /// `status --json`'s object.
     Status {
-        status: Box<crate::daemon::status::StatusReport>,
+        status: Box<super::status::StatusReport>,
     },
     Changed(Changed),
     CatalogApplied(CatalogApplied),

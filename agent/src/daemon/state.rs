@@ -220,10 +220,14 @@ mod tests {
     }
 
     fn config() -> Config {
-        let mut c = Config::default();
-        c.interfaces = vec!["veth0".into()];
-        c.management.cidrs = vec!["192.0.2.0/24".parse().unwrap()];
-        c
+        Config {
+            interfaces: vec!["veth0".into()],
+            management: crate::policy::config::Management {
+                cidrs: vec!["192.0.2.0/24".parse().unwrap()],
+                ..Default::default()
+            },
+            ..Config::default()
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `status`: what is enforced, built from the kernel's pins (counters, generation,
 //! tables), the kernel's view of each interface's attachments, and the daemon's state.
 //! The daemon answers `status` with it and the CLI builds the same when no daemon
-//! answers; the CLI only renders it.
+//! answers; the CLI only renders it. The types are the control protocol's.
 
 use std::{
     collections::BTreeMap,
@@ -10,46 +10,12 @@ use std::{
 };
 
 use allowgate_ebpf::{self as abi, Reason};
-use serde::{Deserialize, Serialize};
 
 use super::{State, now};
+pub use crate::control::status::{
+    DirectionCounters, DirectionsCounters, Entries, EventCounts, InterfaceStatus, LearnedCounts, StatusReport,
+};
 use crate::dataplane::{Counters, DataplaneError, read_live};
-
-/// `status --json` (SPEC section 3).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusReport {
-    pub running: bool,
-    /// False when any configured interface lacks its programs in the kernel.
-    pub enforcing: bool,
-    pub mode: String,
-    pub regions: Vec<String>,
-    pub features: Vec<String>,
-    pub interfaces: Vec<InterfaceStatus>,
-    pub generation: u64,
-    pub last_change: Option<String>,
-    pub rollback_in_secs: Option<u64>,
-    pub entries: Entries,
-    pub counters: DirectionsCounters,
-    pub events: EventCounts,
-    pub learned: LearnedCounts,
-    /// The catalog in force: its sources and versions.
-    #[serde(default)]
-    pub catalog: Option<String>,
-}
-
-/// One configured interface as the kernel has it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InterfaceStatus {
-    pub name: String,
-    pub xdp_mode: String,
-    pub tc_mode: String,
-    /// Both programs are attached to the interface of this name, per the kernel.
-    #[serde(default = "yes")]
-    pub attached: bool,
-    /// What is wrong when it is not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-}
 
 /// The configured interfaces of `state` as the kernel has them, for a reader without
 /// a daemon to ask (the pins are what is asked).
@@ -79,46 +45,6 @@ pub fn kernel_interfaces(bpffs_dir: &Path, state: &State) -> Vec<InterfaceStatus
             }
         })
         .collect()
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entries {
-    pub v4: usize,
-    pub v6: usize,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectionsCounters {
-    pub ingress: DirectionCounters,
-    pub egress: DirectionCounters,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectionCounters {
-    pub pass: u64,
-    pub drop: u64,
-    pub pass_by_reason: BTreeMap<String, u64>,
-    pub drop_by_reason: BTreeMap<String, u64>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventCounts {
-    pub suppressed: u64,
-    pub lost: u64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LearnedCounts {
-    pub entries: usize,
-    pub refused: u64,
-    pub held: u64,
-    pub unheld: u64,
-    pub unsolicited: u64,
-    pub unresolved: Vec<String>,
 }
 
 fn by_reason(c: &Counters, direction: u8, verdict: u8) -> BTreeMap<String, u64> {

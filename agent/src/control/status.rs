@@ -1,0 +1,82 @@
+//! `status`'s answer as it travels over the socket and as `status --json` prints it
+//! (SPEC section 3). The daemon builds it (`daemon::status`); the CLI renders it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `status --json` (SPEC section 3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub running: bool,
+    /// False when any configured interface lacks its programs in the kernel.
+    pub enforcing: bool,
+    pub mode: String,
+    pub regions: Vec<String>,
+    pub features: Vec<String>,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub generation: u64,
+    pub last_change: Option<String>,
+    pub rollback_in_secs: Option<u64>,
+    pub entries: Entries,
+    pub counters: DirectionsCounters,
+    pub events: EventCounts,
+    pub learned: LearnedCounts,
+    /// The catalog in force: its sources and versions.
+    #[serde(default)]
+    pub catalog: Option<String>,
+}
+
+/// One configured interface as the kernel has it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub xdp_mode: String,
+    pub tc_mode: String,
+    /// Both programs are attached to the interface of this name, per the kernel.
+    #[serde(default = "yes")]
+    pub attached: bool,
+    /// What is wrong when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+pub(crate) fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entries {
+    pub v4: usize,
+    pub v6: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionsCounters {
+    pub ingress: DirectionCounters,
+    pub egress: DirectionCounters,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionCounters {
+    pub pass: u64,
+    pub drop: u64,
+    pub pass_by_reason: BTreeMap<String, u64>,
+    pub drop_by_reason: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    pub suppressed: u64,
+    pub lost: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedCounts {
+    pub entries: usize,
+    pub refused: u64,
+    pub held: u64,
+    pub unheld: u64,
+    pub unsolicited: u64,
+    pub unresolved: Vec<String>,
+}
