@@ -33,9 +33,15 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
     if let Ok(Response::Status { status }) = client::call(socket, &Request::Status) {
         config.regions = status.regions;
     }
+    // What enabling the region for the feature allows: for `proxy` on a data center,
+    // the proxy regions of its offering too (narrowed by `proxy_regions`).
     let counts = |region: &str, feature: Feature| {
         let (mut addrs, mut names) = (0, 0);
-        for e in catalog.entries_for(region, feature) {
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, e) in catalog.selected(region, feature, config.proxy_regions.as_deref()) {
+            if !seen.insert((&e.peer, e.direction)) || e.direction != feature.spec().directions[0] {
+                continue;
+            }
             match e.peer {
                 Peer::Net(_) => addrs += 1,
                 Peer::Name(_) => names += 1,
@@ -61,6 +67,8 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
                 serde_json::json!({
                     "region": r.id,
                     "label": r.label,
+                    "kind": r.kind.as_str(),
+                    "offering": r.offering().map(|o| o.as_str()),
                     "enabled": config.regions.contains(&r.id),
                     "features": features,
                 })
@@ -69,13 +77,18 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut header = vec!["REGION".to_string(), "DATA CENTER".to_string(), "ENABLED".to_string()];
+    let mut header = ["REGION", "LABEL", "KIND", "ENABLED"].map(String::from).to_vec();
     header.extend(Feature::ALL.iter().map(|f| f.as_str().to_string()));
     let mut rows = vec![header];
     for r in &catalog.regions {
+        let kind = match r.offering() {
+            Some(o) => format!("data center ({o})"),
+            None => r.kind.as_str().to_string(),
+        };
         let mut row = vec![
             r.id.clone(),
             r.label.clone(),
+            kind,
             if config.regions.contains(&r.id) { "yes" } else { "no" }.to_string(),
         ];
         for &f in &Feature::ALL {
@@ -85,7 +98,10 @@ pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode>
         rows.push(row);
     }
     print!("{}", render_table(&rows));
-    println!("\nA+N: A addresses or CIDRs and N DNS names the page lists for the region (global ones included).");
+    println!(
+        "\nA+N: A addresses or CIDRs and N DNS names enabling the region allows for the feature (global ones included;\n\
+         for proxy on a data center, every proxy region of its offering unless proxy_regions narrows them)."
+    );
     println!("Catalog: {}", catalog.source);
     Ok(ExitCode::SUCCESS)
 }
