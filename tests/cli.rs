@@ -163,8 +163,8 @@ fn regions_lists_the_data_centers() {
         .arg(cfg.path())
         .assert()
         .success()
-        .stdout(predicate::str::is_match(r"(?m)^eu1\s+EU1\s+yes\s+9\+13\s+70\+4").unwrap())
-        .stdout(predicate::str::is_match(r"(?m)^gov-us1\s+Gov US1\s+no").unwrap());
+        .stdout(predicate::str::is_match(r"(?m)^eu1\s+EU1\s+data center \(commercial\)\s+yes\s+9\+13\s+70\+4").unwrap())
+        .stdout(predicate::str::is_match(r"(?m)^gov-us1\s+Gov US1\s+data center \(gcc-high\)\s+no").unwrap());
 }
 
 #[test]
