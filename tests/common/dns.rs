@@ -383,13 +383,14 @@ pub fn send_udp_raw(
         .expect("a datagram");
     header.checksum = if corrupt {
         // The partial form an offloading sender leaves: the pseudo-header's sum, folded
-        // and not inverted.
-        let partial = !etherparse::checksum::Sum16BitWords::new()
+        // and not inverted (etherparse sums in native byte order).
+        let partial = (!etherparse::checksum::Sum16BitWords::new()
             .add_4bytes(source)
             .add_4bytes(destination)
             .add_2bytes([0, 17])
             .add_2bytes(header.length.to_be_bytes())
-            .ones_complement();
+            .ones_complement())
+        .to_be();
         (1..=u16::MAX)
             .map(|x| right ^ x)
             .find(|&c| c != 0 && c != right && c != partial && c != 0xffff)
