@@ -28,6 +28,7 @@ use std::{
 use common::{
     PinDir, TempGroup,
     daemon::Daemon,
+    exposition::{self, Series, labels},
     netns::{HOST_V4, Netns, PEER_V4, Pair, Servers, http_get, sa, tcp_connects, tcp_connects_here},
 };
 use serde_json::Value;
@@ -1411,63 +1412,6 @@ fn junk_huge_and_half_written_requests_are_answered_and_change_nothing() {
 // ---------------------------------------------------------------------------------------
 // 8. Metrics
 
-/// A sample's name and labels.
-type Series = (String, BTreeMap<String, String>);
-
-/// Parses the text exposition: every line a comment (`# HELP`, `# TYPE`) or a sample
-/// `name{label="value",...} value`; anything else fails the test.
-fn parse_exposition(text: &str) -> BTreeMap<Series, f64> {
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            assert!(
-                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
-                "bad comment line: {line:?}"
-            );
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line:?}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line:?}"));
-        let (name, labels) = match series.split_once('{') {
-            None => (series, BTreeMap::new()),
-            Some((name, rest)) => {
-                let body = rest
-                    .strip_suffix('}')
-                    .unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
-                let mut labels = BTreeMap::new();
-                for pair in body.split(',').filter(|p| !p.is_empty()) {
-                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label: {line:?}"));
-                    let v = v
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .unwrap_or_else(|| panic!("unquoted label: {line:?}"));
-                    assert!(
-                        labels.insert(k.to_string(), v.to_string()).is_none(),
-                        "repeated label: {line:?}"
-                    );
-                }
-                (name, labels)
-            }
-        };
-        assert!(
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name: {line:?}"
-        );
-        assert!(
-            samples.insert((name.to_string(), labels), value).is_none(),
-            "repeated series: {line:?}"
-        );
-    }
-    samples
-}
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
 /// A free port on the host namespace's loopback.
 fn free_port(ns: &Netns) -> u16 {
     ns.enter(|| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
@@ -1485,7 +1429,7 @@ fn scrape(world: &World, addr: SocketAddr) -> BTreeMap<Series, f64> {
             .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    parse_exposition(body)
+    exposition::parse(body)
 }
 
 #[test]

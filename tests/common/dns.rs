@@ -1,6 +1,7 @@
 //! A tiny DNS server over UDP in a test's namespace, answering from a table and
 //! counting the questions it got, and a client that asks one question and waits for
-//! its answer. Built with hickory-proto; only what the tests need (A, AAAA, CNAME).
+//! its answer. Built with hickory-proto (messages) and etherparse (raw datagrams); only
+//! what the tests need (A, AAAA, CNAME).
 
 #![allow(dead_code)]
 
@@ -43,14 +44,10 @@ pub const SILENT: &str = ".silent.example";
 
 /// A recursive query for `name` (type A) with `id`, in wire format.
 pub fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
+    let mut query = Message::new(id, MessageType::Query, OpCode::Query);
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(fqdn(name), RecordType::A));
+    query.to_vec().expect("a query encodes")
 }
 
 /// What the server knows: name -> records, each with its TTL. Names are matched without
@@ -366,30 +363,6 @@ pub fn udp_checksum_errors(ns: &Netns) -> (u64, u64) {
     (v4, v6)
 }
 
-/// The UDP checksum of `udp` (header with its checksum field zeroed, then payload) from
-/// `src` to `dst` over IPv4 (RFC 768), 0 sent as 0xffff.
-pub fn udp_checksum_v4(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut add = |bytes: &[u8]| {
-        for pair in bytes.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&[0, 17]);
-    add(&(udp.len() as u16).to_be_bytes());
-    add(&udp[..6]);
-    add(&udp[8..]);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    match !(sum as u16) {
-        0 => 0xffff,
-        c => c,
-    }
-}
-
 /// From inside `ns`: sends `payload` as a UDP datagram from `from` to `to` through a raw
 /// socket, with the right checksum or, `corrupt`, a wrong one (neither the right one, nor
 /// 0, nor the partial form an offloading sender leaves). The kernel leaves the checksum
@@ -402,27 +375,22 @@ pub fn send_udp_raw(
     corrupt: bool,
 ) {
     use std::os::fd::FromRawFd as _;
-    let mut udp = Vec::with_capacity(8 + payload.len());
-    udp.extend_from_slice(&from.port().to_be_bytes());
-    udp.extend_from_slice(&to.port().to_be_bytes());
-    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(payload);
-    let right = udp_checksum_v4(*from.ip(), *to.ip(), &udp);
-    let checksum = if corrupt {
-        // The partial form: the folded pseudo-header sum, not inverted.
-        let partial = {
-            let mut s = u32::from(u16::from_be_bytes([from.ip().octets()[0], from.ip().octets()[1]]))
-                + u32::from(u16::from_be_bytes([from.ip().octets()[2], from.ip().octets()[3]]))
-                + u32::from(u16::from_be_bytes([to.ip().octets()[0], to.ip().octets()[1]]))
-                + u32::from(u16::from_be_bytes([to.ip().octets()[2], to.ip().octets()[3]]))
-                + 17
-                + udp.len() as u32;
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
-            }
-            s as u16
-        };
+    let (source, destination) = (from.ip().octets(), to.ip().octets());
+    let mut header =
+        etherparse::UdpHeader::without_ipv4_checksum(from.port(), to.port(), payload.len()).expect("a datagram");
+    let right = header
+        .calc_checksum_ipv4_raw(source, destination, payload)
+        .expect("a datagram");
+    header.checksum = if corrupt {
+        // The partial form an offloading sender leaves: the pseudo-header's sum, folded
+        // and not inverted (etherparse sums in native byte order).
+        let partial = (!etherparse::checksum::Sum16BitWords::new()
+            .add_4bytes(source)
+            .add_4bytes(destination)
+            .add_2bytes([0, 17])
+            .add_2bytes(header.length.to_be_bytes())
+            .ones_complement())
+        .to_be();
         (1..=u16::MAX)
             .map(|x| right ^ x)
             .find(|&c| c != 0 && c != right && c != partial && c != 0xffff)
@@ -430,7 +398,7 @@ pub fn send_udp_raw(
     } else {
         right
     };
-    udp[6..8].copy_from_slice(&checksum.to_be_bytes());
+    let udp = [&header.to_bytes()[..], payload].concat();
     let from_ip = *from.ip();
     ns.enter(move || {
         // SAFETY: plain socket(2); the fd is owned by the UdpSocket made from it.

@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod dns;
+pub mod exposition;
 pub mod netns;
 pub mod packet;
 

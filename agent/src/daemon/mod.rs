@@ -157,24 +157,9 @@ fn compile(catalog: &Catalog, config: &Config, desired: &Desired) -> anyhow::Res
     Ok((policy, tables))
 }
 
-/// Tells systemd (Type=notify) something, when it is listening.
-fn sd_notify(message: &str) {
-    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(e) => return warn!("cannot notify systemd: {e}"),
-    };
-    let bytes = socket.as_encoded_bytes();
-    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt as _;
-        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
-            .and_then(|addr| sock.send_to_addr(message.as_bytes(), &addr))
-    } else {
-        sock.send_to(message.as_bytes(), &socket)
-    };
-    if let Err(e) = result {
+/// Tells systemd (Type=notify) something, when it is listening (`NOTIFY_SOCKET` set).
+fn sd_notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
         warn!("cannot notify systemd: {e}");
     }
 }
@@ -840,7 +825,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         // the fd stays open for as long as it is registered.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("cannot watch the event ring buffer: {e}"))?;
-        sd_notify("READY=1\nSTATUS=enforcing");
+        sd_notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("enforcing")]);
         loop {
             let rollback_at = daemon.pending.as_ref().map(|p| tokio::time::Instant::now() + p.remaining());
             tokio::select! {
@@ -890,7 +875,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         // No learner, no holding: answers pass unheld from now on.
         let _ = daemon.dataplane.dns_heartbeat(None);
         socket.remove();
-        sd_notify("STOPPING=1");
+        sd_notify(&[sd_notify::NotifyState::Stopping]);
         info!("exiting; the policy stays enforced (`allowgate down` removes it)");
         anyhow::Ok(())
     })

@@ -12,7 +12,16 @@ use std::{
 use allowgate_ebpf as abi;
 use tracing::{debug, info, warn};
 
-use super::learn::{Inserted, LearnedTable, NameSet, TtlPolicy, learn, parse_answer};
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, Query},
+    rr::{Name, RecordType},
+};
+
+use super::{
+    frame::{Checksum, check_udp_checksum, release_key},
+    learn::{Inserted, LearnedTable, NameSet, TtlPolicy, learn},
+    message::parse_answer,
+};
 use crate::{
     control::protocol::LearnedEntry,
     dataplane::{Dataplane, monotonic_ns},
@@ -229,10 +238,13 @@ impl Learner {
     fn query_explicit_names(&mut self) {
         let names: Vec<String> = self.names.explicit_names().map(|n| n.as_str().to_string()).collect();
         for name in names {
-            for qtype in [1u16, 28] {
+            for rtype in [RecordType::A, RecordType::AAAA] {
                 let id = self.next_id;
                 self.next_id = self.next_id.wrapping_add(1);
-                let query = dns_query(id, &name, qtype);
+                let Some(query) = dns_query(id, &name, rtype) else {
+                    warn!(%name, "cannot write a DNS query for this name");
+                    continue;
+                };
                 for &server in &self.servers {
                     let to = SocketAddr::new(server, 53);
                     if let Some(s) = self
@@ -282,151 +294,15 @@ impl Learner {
     }
 }
 
-/// Where the parts of a held frame are: enough of Ethernet, VLAN tags, IPv4 or IPv6
-/// (extension headers walked) and UDP to release it and to mend its checksum.
-struct Located {
-    server: IpAddr,
-    /// Offsets of the source and destination addresses, and their length (4 or 16).
-    src: usize,
-    dst: usize,
-    addr_len: usize,
-    udp: usize,
-}
-
-fn locate(frame: &[u8]) -> Option<Located> {
-    let u16_at = |at: usize| frame.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    let mut off = 12;
-    let mut ethertype = u16_at(off)?;
-    while matches!(ethertype, 0x8100 | 0x88a8) {
-        off += 4;
-        ethertype = u16_at(off)?;
-    }
-    off += 2;
-    match ethertype {
-        0x0800 => {
-            let ihl = usize::from(frame.get(off)? & 0x0f) * 4;
-            let src: [u8; 4] = frame.get(off + 12..off + 16)?.try_into().ok()?;
-            Some(Located {
-                server: IpAddr::from(src),
-                src: off + 12,
-                dst: off + 16,
-                addr_len: 4,
-                udp: off + ihl,
-            })
-        }
-        0x86dd => {
-            let src: [u8; 16] = frame.get(off + 8..off + 24)?.try_into().ok()?;
-            let mut next = *frame.get(off + 6)?;
-            let mut at = off + 40;
-            for _ in 0..abi::MAX_V6_EXT_HDRS {
-                match next {
-                    0 | 43 | 60 => {
-                        next = *frame.get(at)?;
-                        at += (usize::from(*frame.get(at + 1)?) + 1) * 8;
-                    }
-                    51 => {
-                        next = *frame.get(at)?;
-                        at += (usize::from(*frame.get(at + 1)?) + 2) * 4;
-                    }
-                    _ => break,
-                }
-            }
-            Some(Located {
-                server: IpAddr::from(src),
-                src: off + 8,
-                dst: off + 24,
-                addr_len: 16,
-                udp: at,
-            })
-        }
-        _ => None,
-    }
-}
-
-/// (server, DNS id, client port) of a held frame the DNS parser could not read.
-fn release_key(frame: &[u8]) -> Option<(IpAddr, u16, u16)> {
-    let l = locate(frame)?;
-    let u16_at = |at: usize| frame.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    Some((l.server, u16_at(l.udp + 8)?, u16_at(l.udp + 2)?))
-}
-
-/// What a held frame's UDP checksum says.
-#[derive(Debug, PartialEq, Eq)]
-enum Checksum {
-    /// It verifies (or IPv4's "no checksum").
-    Good,
-    /// A sender that offloads checksums (a veth peer, a local VM) left only the
-    /// pseudo-header's sum in the field: the stack trusted it on the way in, but a
-    /// re-injected frame is checked like any other, so it needs the real one.
-    Offloaded,
-    /// Neither: the frame is corrupt. It teaches nothing and goes back as it came, for
-    /// the stack to drop as it would have.
-    Bad,
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-fn add_words(sum: &mut u32, bytes: &[u8]) {
-    for pair in bytes.chunks(2) {
-        *sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-    }
-}
-
-/// Judges the UDP checksum of `frame` and, when it was left to an offload, writes the
-/// real one. `None`: not a UDP frame this can read.
-fn check_udp_checksum(frame: &mut [u8]) -> Option<Checksum> {
-    let l = locate(frame)?;
-    let udp_len = usize::from(u16::from_be_bytes(frame.get(l.udp + 4..l.udp + 6)?.try_into().ok()?));
-    if udp_len < 8 || frame.len() < l.udp + udp_len {
-        return None;
-    }
-    let field = u16::from_be_bytes([frame[l.udp + 6], frame[l.udp + 7]]);
-    if field == 0 && l.addr_len == 4 {
-        return Some(Checksum::Good);
-    }
-    let mut pseudo: u32 = 0;
-    add_words(&mut pseudo, &frame[l.src..l.src + l.addr_len]);
-    add_words(&mut pseudo, &frame[l.dst..l.dst + l.addr_len]);
-    add_words(&mut pseudo, &[0, 17]);
-    add_words(&mut pseudo, &(udp_len as u16).to_be_bytes());
-    let mut data: u32 = 0;
-    add_words(&mut data, &frame[l.udp..l.udp + 6]);
-    add_words(&mut data, &frame[l.udp + 8..l.udp + udp_len]);
-    if fold(pseudo + data + u32::from(field)) == 0xffff {
-        return Some(Checksum::Good);
-    }
-    if field != fold(pseudo) {
-        return Some(Checksum::Bad);
-    }
-    // 0 means "no checksum" on the wire; a computed 0 is sent as 0xffff.
-    let checksum = match !fold(pseudo + data) {
-        0 => 0xffff,
-        c => c,
-    };
-    frame[l.udp + 6..l.udp + 8].copy_from_slice(&checksum.to_be_bytes());
-    Some(Checksum::Offloaded)
-}
-
-/// A recursive query for `name` of type `qtype`, in wire format (RFC 1035 4.1).
-fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-    let mut q = Vec::with_capacity(18 + name.len());
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00]); // RD
-    q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // one question
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
-        let bytes = &label.as_bytes()[..label.len().min(63)];
-        q.push(bytes.len() as u8);
-        q.extend_from_slice(bytes);
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&[0, 1]); // IN
-    q
+/// A recursive query for `name` of type `rtype`, in wire format; `None` for a name that
+/// is not one (the catalog's names are checked when it is read, so this is a guard).
+fn dns_query(id: u16, name: &str, rtype: RecordType) -> Option<Vec<u8>> {
+    let mut name = Name::from_ascii(name).ok()?;
+    name.set_fqdn(true);
+    let mut query = Message::new(id, MessageType::Query, OpCode::Query);
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(name, rtype));
+    query.to_vec().ok()
 }
 
 #[cfg(test)]
@@ -434,47 +310,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_unreadable_answer_can_still_be_released() {
-        // Ethernet, one VLAN tag, IPv4 with one option word, UDP 53 -> 40000, DNS id 0xbeef.
-        let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x81, 0x00, 0, 7, 0x08, 0x00]);
-        f.extend_from_slice(&[
-            0x46, 0, 0, 40, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 53, 192, 0, 2, 1, 1, 1, 1, 1,
-        ]);
-        f.extend_from_slice(&[0, 53, 0x9c, 0x40, 0, 12, 0, 0, 0xbe, 0xef, 0xff, 0xff]);
-        assert_eq!(release_key(&f), Some(("192.0.2.53".parse().unwrap(), 0xbeef, 40000)));
-        assert_eq!(release_key(&f[..30]), None);
-    }
-
-    #[test]
-    fn checksums_are_judged_and_offloaded_ones_mended() {
-        // IPv4 UDP 192.0.2.53:53 -> 192.0.2.1:40000, its checksum left to an offload:
-        // the field holds the pseudo-header's sum.
-        let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x08, 0x00]);
-        f.extend_from_slice(&[0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 53, 192, 0, 2, 1]);
-        f.extend_from_slice(&[0, 53, 0x9c, 0x40, 0, 12, 0, 0, 0xbe, 0xef, 0x81, 0x80]);
-        let mut pseudo = 0u32;
-        add_words(&mut pseudo, &f[26..34]);
-        add_words(&mut pseudo, &[0, 17, 0, 12]);
-        f[40..42].copy_from_slice(&fold(pseudo).to_be_bytes());
-        assert_eq!(check_udp_checksum(&mut f), Some(Checksum::Offloaded));
-        // Mended, it verifies: the sum over pseudo-header and datagram is all ones.
-        let mut sum = pseudo;
-        add_words(&mut sum, &f[34..46]);
-        assert_eq!(fold(sum), 0xffff);
-        assert_eq!(check_udp_checksum(&mut f), Some(Checksum::Good));
-        // A corrupt one is left as it is.
-        f[45] ^= 0x40;
-        let before = f.clone();
-        assert_eq!(check_udp_checksum(&mut f), Some(Checksum::Bad));
-        assert_eq!(f, before);
-    }
-
-    #[test]
     fn queries_are_wire_format() {
-        let q = dns_query(0x1234, "portal.cloudappsecurity.com.", 28);
-        assert!(hickory_proto::op::Message::from_vec(&q).is_ok(), "hickory reads it");
+        let q = dns_query(0x1234, "portal.cloudappsecurity.com.", RecordType::AAAA).expect("a query");
+        assert!(Message::from_vec(&q).is_ok(), "hickory reads it");
         assert_eq!(&q[..12], &[0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&q[12..19], b"\x06portal");
         assert_eq!(&q[q.len() - 5..], &[0, 0, 28, 0, 1], "root label, AAAA, IN");

@@ -1,14 +1,17 @@
 //! Resolving and learning the catalog's DNS names (docs/dns-names.md).
 //!
-//! `learn` is the part that needs no kernel: which names the policy lists, what a DNS
-//! answer seen on the wire says about them, and the bounded table of addresses learned
-//! that way. The daemon feeds it frames the XDP program held and puts the table in the
+//! `frame`, `message` and `learn` are the part that needs no kernel: reading a held
+//! frame, what the DNS answer in it says, which names the policy lists, what the answer
+//! teaches about them, and the bounded table of addresses learned that way. The daemon feeds it frames the XDP program held and puts the table in the
 //! data plane.
 
+pub mod frame;
 pub mod learn;
 pub mod learner;
+pub mod message;
 
+pub use frame::{FrameError, MAX_VLAN_TAGS};
 pub use learn::{
-    AnswerData, AnswerRecord, DEFAULT_LEARNED_CAPACITY, DnsAnswer, Inserted, LearnError, Learned, LearnedTable,
-    MAX_CNAME_HOPS, MAX_VLAN_TAGS, NameMatch, NameSet, TtlPolicy, learn, parse_answer,
+    DEFAULT_LEARNED_CAPACITY, Inserted, Learned, LearnedTable, MAX_CNAME_HOPS, NameMatch, NameSet, TtlPolicy, learn,
 };
+pub use message::{AnswerData, AnswerRecord, DnsAnswer, LearnError, parse_answer};
