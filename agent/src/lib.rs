@@ -11,7 +11,6 @@ pub mod daemon;
 pub mod dataplane;
 pub mod dns;
 pub mod events;
-pub mod metrics;
 pub mod policy;
 
 /// An error and its causes on one line, as `anyhow`'s `{:#}` prints them.

@@ -50,6 +50,7 @@ use crate::{
 };
 
 mod catalog;
+pub mod metrics;
 pub mod state;
 
 pub use state::{Desired, DesiredFile, MAX_CONFIRM_SECS, Pending};
@@ -812,7 +813,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         if let Some(addr) = daemon.config.metrics {
             let (bpffs, state) = (daemon.config.bpffs_dir.clone(), daemon.config.state_dir.clone());
             tokio::spawn(async move {
-                if let Err(e) = crate::metrics::serve(addr, bpffs, state, shutdown_rx).await {
+                if let Err(e) = metrics::serve(addr, bpffs, state, shutdown_rx).await {
                     error!("metrics endpoint {addr}: {e:#}");
                 }
             });

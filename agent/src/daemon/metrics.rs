@@ -35,10 +35,8 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{
-    daemon::State,
-    dataplane::{DataplaneError, LiveState, read_live},
-};
+use super::State;
+use crate::dataplane::{DataplaneError, LiveState, read_live};
 
 /// The largest request head (request line and headers) read; a bigger one gets 431.
 /// Also the smallest read buffer hyper accepts.
