@@ -8,11 +8,18 @@
 pub static FILTER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/filter.bpf.o"));
 /// A do-nothing XDP program, the yardstick of the bench.
 pub static NOOP_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/noop.bpf.o"));
+/// The real-traffic bench's programs: a live-frame generator, XDP_DROP and XDP_PASS.
+pub static TRAFFIC_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/traffic.bpf.o"));
 
 /// Program names in the object.
 pub const PROG_INGRESS: &str = "allowgate_ingress";
 pub const PROG_EGRESS: &str = "allowgate_egress";
 pub const PROG_NOOP: &str = "noop";
+pub const PROG_TRAFFIC_GEN: &str = "traffic_gen";
+pub const PROG_TRAFFIC_DROP: &str = "traffic_drop";
+pub const PROG_TRAFFIC_PASS: &str = "traffic_pass";
+/// The generator's load-time constant: the ifindex it redirects to (`__u32`).
+pub const GLOBAL_TRAFFIC_TARGET: &str = "target_ifindex";
 
 /// Map names in the object (and so the names of their pins).
 pub mod map {
