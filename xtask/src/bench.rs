@@ -966,6 +966,23 @@ impl Report {
                 ]);
             }
         }
+        if let Some(catalog) = self.results.first()
+            && let (Some(denied), Some(allowed)) = (catalog.probe(Kind::Denied), catalog.probe(Kind::CatalogHost))
+        {
+            // The attacker picks the denied path: it must not be the dear one.
+            t.row(vec![
+                "(a) catalog: a denied packet costs no more than an allowed one (a catalog /32)".into(),
+                format!(
+                    "XDP {} vs {}, TC {} vs {}",
+                    times(denied.ingress.ratio),
+                    times(allowed.ingress.ratio),
+                    times(denied.egress.ratio),
+                    times(allowed.egress.ratio)
+                ),
+                verdict(denied.ingress.ratio <= allowed.ingress.ratio && denied.egress.ratio <= allowed.egress.ratio)
+                    .into(),
+            ]);
+        }
         for r in self.results.iter().filter(|r| self.is_large(r)) {
             let name = &r.label[..3];
             if let (Some(ours), Some(base)) = (
