@@ -57,6 +57,8 @@ const DST_PORT: u16 = 9;
 const SRC_PORT: u16 = 40000;
 const SENDER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x01];
 const RECEIVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x02];
+/// Learned addresses of the `CatalogLearned` receiver.
+const LEARNED: u8 = 64;
 /// Frames per test-run call: each call costs a synchronize_rcu(), so few long ones.
 const FRAMES_PER_CALL: u32 = 1 << 21;
 /// Frames the kernel builds per batch of the live-frame loop.
@@ -96,6 +98,9 @@ enum Receiver {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Load {
     Catalog,
+    /// The catalog plus learned addresses, as with DNS learning on: a miss in the
+    /// generation's tables is then also looked up in the learned table.
+    CatalogLearned,
     HostHeavy,
     CidrHeavy,
 }
@@ -108,6 +113,7 @@ impl Receiver {
             Receiver::XdpFilter => "xdp-filter, deny policy, the catalog's addresses",
             Receiver::Nft => "nftables netdev ingress, interval set of the same",
             Receiver::Allowgate(Load::Catalog) => "allowgate, all regions and features",
+            Receiver::Allowgate(Load::CatalogLearned) => "allowgate, same + 64 learned addresses",
             Receiver::Allowgate(Load::HostHeavy) => "allowgate + 100k prefixes, /32-heavy",
             Receiver::Allowgate(Load::CidrHeavy) => "allowgate + 100k prefixes, CIDR-heavy",
         }
@@ -120,6 +126,7 @@ impl Receiver {
             Receiver::XdpFilter => "xdp-filter",
             Receiver::Nft => "nft",
             Receiver::Allowgate(Load::Catalog) => "allowgate",
+            Receiver::Allowgate(Load::CatalogLearned) => "allowgate-learned",
             Receiver::Allowgate(Load::HostHeavy) => "allowgate-100k-host",
             Receiver::Allowgate(Load::CidrHeavy) => "allowgate-100k-cidr",
         }
@@ -173,6 +180,7 @@ pub fn run(settings: &TrafficSettings) -> anyhow::Result<()> {
     }
     receivers.extend([
         Receiver::Allowgate(Load::Catalog),
+        Receiver::Allowgate(Load::CatalogLearned),
         Receiver::Allowgate(Load::HostHeavy),
         Receiver::Allowgate(Load::CidrHeavy),
     ]);
@@ -197,9 +205,9 @@ pub fn run(settings: &TrafficSettings) -> anyhow::Result<()> {
         line: 3,
     });
     let mut tables = BTreeMap::new();
-    for load in [Load::Catalog, Load::HostHeavy, Load::CidrHeavy] {
+    for load in [Load::Catalog, Load::CatalogLearned, Load::HostHeavy, Load::CidrHeavy] {
         let extra = match load {
-            Load::Catalog => Vec::new(),
+            Load::Catalog | Load::CatalogLearned => Vec::new(),
             Load::HostHeavy => ExtraSet::new(bench::LARGE, Mix::HostHeavy, 0x5eed_000d).prefixes(),
             Load::CidrHeavy => ExtraSet::new(bench::LARGE, Mix::CidrHeavy, 0x5eed_000e).prefixes(),
         };
@@ -525,6 +533,20 @@ impl Rig {
                 let mut dataplane =
                     Dataplane::load(&dir, &LoadOptions::default()).context("cannot load the allowgate BPF object")?;
                 dataplane.install(&tables[&load])?;
+                if load == Load::CatalogLearned {
+                    // What DNS learning leaves in the table: addresses of the catalog's
+                    // names, here documentation ones, valid for the whole run.
+                    let value = *tables[&load]
+                        .v4_host
+                        .values()
+                        .next()
+                        .context("the catalog has no address")?;
+                    let expires = allowgate::dataplane::monotonic_ns() + 3_600_000_000_000;
+                    for i in 0..LEARNED {
+                        let addr = Ipv4Addr::new(198, 51, 100, 100 + i);
+                        dataplane.put_learned(IpAddr::V4(addr), value, expires)?;
+                    }
+                }
                 let iface = rig.receiver_if.clone();
                 let path = rig.ns.path();
                 // The attach resolves the interface in the calling thread's namespace.
