@@ -971,6 +971,7 @@ impl TrafficReport {
             ("receiver", false),
             ("Mpps per core", true),
             ("vs XDP_DROP", true),
+            ("vs xdp-filter", true),
             ("per-round Mpps", false),
         ]);
         let mut cases = self.cases();
@@ -979,11 +980,18 @@ impl TrafficReport {
         for (receiver, traffic) in cases {
             let series = self.series(receiver, traffic);
             let ratio = median(&self.paired((receiver, traffic), drop_ceiling));
+            // Against xdp-filter on the same traffic, paired per round.
+            let vs_filter = self.paired((receiver, traffic), (Receiver::XdpFilter, traffic));
             t.row(vec![
                 traffic.as_str().into(),
                 receiver.label().into(),
                 format!("{:.2}", median(&series)),
                 format!("{ratio:.2}"),
+                if vs_filter.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{:.2}", median(&vs_filter))
+                },
                 series.iter().map(|m| format!("{m:.2}")).collect::<Vec<_>>().join(" "),
             ]);
         }
