@@ -582,12 +582,27 @@ impl Rig {
     }
 
     /// Sends a short burst and checks the receiver did what the case means: the frames
-    /// reach its NAPI, and allowgate drops denied frames and passes allowed ones.
+    /// reach its NAPI, the stack sees allowed frames (its UDP "no port" counter) and no
+    /// denied one, and allowgate counts them as passed or dropped.
     fn check_path(&self, generator: &Generator, target: usize, traffic: Traffic, frame: &[u8]) -> anyhow::Result<()> {
         let before = self.allowgate_counts()?;
+        let noports = self.udp_no_ports()?;
         let m = self.measure(generator, target, frame, 0.2)?;
         if m.frames == 0 {
             bail!("{}: no frame reached the receiver's NAPI", self.receiver.key());
+        }
+        let to_stack = self.udp_no_ports()?.saturating_sub(noports);
+        let ok = match traffic {
+            Traffic::Denied => to_stack <= m.frames / 100,
+            Traffic::Allowed => to_stack >= m.frames * 9 / 10,
+        };
+        if !ok {
+            bail!(
+                "{} {}: the stack saw {to_stack} of {} frames: refusing to time the wrong path",
+                self.receiver.key(),
+                traffic.as_str(),
+                m.frames
+            );
         }
         if let (Some((pass0, drop0)), Some((pass1, drop1))) = (before, self.allowgate_counts()?) {
             let (passed, dropped) = (pass1 - pass0, drop1 - drop0);
@@ -623,9 +638,10 @@ impl Rig {
     fn measure(&self, generator: &Generator, target: usize, frame: &[u8], seconds: f64) -> anyhow::Result<Measured> {
         let (rx0, cpu0) = (self.rx_packets()?, self.napi_ticks()?);
         generator.send(target, frame, Duration::from_secs_f64(seconds))?;
-        // Let the NAPI thread finish the ring (256 frames) before reading.
-        std::thread::sleep(Duration::from_millis(30));
-        let (rx1, cpu1) = (self.rx_packets()?, self.napi_ticks()?);
+        // Let the NAPI thread (and the stack behind it) finish the ring before reading:
+        // on a loaded machine it may wait for its core a while.
+        let rx1 = self.settled_rx_packets()?;
+        let cpu1 = self.napi_ticks()?;
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         Ok(Measured {
@@ -634,12 +650,41 @@ impl Rig {
         })
     }
 
+    /// The namespace's UDP NoPorts counter: datagrams the stack took to a port no
+    /// socket has (every allowed frame of the bench).
+    fn udp_no_ports(&self) -> anyhow::Result<u64> {
+        let snmp = run_cmd(self.ns.nsenter("cat").arg("/proc/net/snmp"))?;
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+        if let (Some(names), Some(values)) = (udp.next(), udp.next()) {
+            for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+                if name == "NoPorts" {
+                    return value.parse().context("cannot parse Udp NoPorts");
+                }
+            }
+        }
+        bail!("no Udp NoPorts counter in the receiver's /proc/net/snmp")
+    }
+
     fn napi_ticks(&self) -> anyhow::Result<u64> {
         let mut total = 0;
         for &pid in &self.napi {
             total += thread_ticks(pid)?;
         }
         Ok(total)
+    }
+
+    /// rx_packets once two reads 30 ms apart agree (at most 2 s).
+    fn settled_rx_packets(&self) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut last = self.rx_packets()?;
+        loop {
+            std::thread::sleep(Duration::from_millis(30));
+            let now = self.rx_packets()?;
+            if now == last || Instant::now() > deadline {
+                return Ok(now);
+            }
+            last = now;
+        }
     }
 
     /// Frames the receiving veth took off its ring (veth counts every frame its NAPI
