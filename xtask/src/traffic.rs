@@ -335,8 +335,13 @@ struct Namespace {
 
 impl Namespace {
     fn create(name: String) -> anyhow::Result<Namespace> {
-        // A run killed hard may have left one with this name (the pid was reused).
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        // An existing namespace of this name is not ours to remove (another run, or one
+        // killed hard): say so rather than take it over.
+        if Path::new("/run/netns").join(&name).exists() {
+            bail!(
+                "namespace {name} exists already: another bench running, or left by a killed one (`ip netns del {name}`)"
+            );
+        }
         run_cmd(Command::new("ip").args(["netns", "add", &name]))?;
         let ns = Namespace { name };
         ns.ip(&["link", "set", "lo", "up"])?;
