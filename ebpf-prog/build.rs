@@ -13,7 +13,11 @@ const MISSING_TOOLS: &str =
     "allowgate-ebpf: clang and libbpf-dev are needed to build the BPF programs: apt-get install clang libbpf-dev";
 
 /// (source under `c/`, object name in `$OUT_DIR`)
-const PROGRAMS: [(&str, &str); 2] = [("filter.bpf.c", "filter.bpf.o"), ("noop.bpf.c", "noop.bpf.o")];
+const PROGRAMS: [(&str, &str); 3] = [
+    ("filter.bpf.c", "filter.bpf.o"),
+    ("noop.bpf.c", "noop.bpf.o"),
+    ("traffic.bpf.c", "traffic.bpf.o"),
+];
 
 /// Compiled only for its `_Static_assert`s on the sizes of the `abi.h` structs.
 const ABI_CHECK: &str = "abi_check.c";

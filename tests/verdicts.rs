@@ -591,3 +591,36 @@ fn a_new_generation_replaces_the_old_whole() {
     let (_, generation) = h.dataplane.active().unwrap();
     assert_eq!(generation, 2);
 }
+
+/// The filter skips tables it knows are empty: the generation's (flags set by install)
+/// and the learned ones (a hint the agent clears before each insert). An address learned
+/// after a denial must pass on the next packet, and be denied again once removed, for
+/// both families, with every other table of the family empty.
+#[test]
+fn learned_addresses_pass_at_once_although_empty_tables_are_skipped() {
+    let selection = Selection {
+        regions: vec!["eu1".into()],
+        features: vec![Feature::Portal],
+    };
+    let policy = Policy::build(&Catalog::builtin(), &selection, &Config::default(), &[]);
+    let tables = allowgate::policy::compile_policy(&policy).unwrap();
+    assert!(
+        tables.v4_lpm.is_empty() && tables.v6_host.is_empty() && tables.v6_lpm.is_empty(),
+        "the case needs empty tables"
+    );
+    // What the catalog allows for its portal address: egress tcp/443.
+    let value = tables.v4_host[&"13.80.125.22".parse().unwrap()];
+    let mut h = Harness::new(policy);
+    let until = allowgate::dataplane::monotonic_ns() + 60_000_000_000;
+    for remote in ["198.51.100.77", "2001:db8:77::1"] {
+        let addr: IpAddr = remote.parse().unwrap();
+        let bytes = frame(&ip(OUT, remote, syn(40000, 443)), &Shape::Plain);
+        assert!(!h.run(OUT, &bytes).delivered, "{remote}: not learned yet");
+        h.dataplane.put_learned(addr, value, until).unwrap();
+        assert!(h.run(OUT, &bytes).delivered, "{remote}: learned");
+        h.dataplane.remove_learned(addr).unwrap();
+        let after = h.run(OUT, &bytes);
+        assert!(!after.delivered, "{remote}: forgotten");
+        assert_eq!(after.reason, Reason::Policy);
+    }
+}

@@ -102,3 +102,166 @@ impl fmt::Display for Decoded {
         }
     }
 }
+
+/// What the daemon logs about drops: one line per interval with the drops of that
+/// interval by direction and reason (exact, from the counters), and by interface (from
+/// the drop events, which the data plane rate-limits: a sample under a flood). Each
+/// event on its own goes to debug and to `allowgate events`, never to the log at info:
+/// a flood must not become a flood of log lines.
+#[derive(Debug, Default)]
+pub struct DropSummary {
+    /// Drop counters at the start of the interval, by (direction, reason).
+    last: Option<std::collections::BTreeMap<(u8, Reason), u64>>,
+    last_suppressed: u64,
+    /// Events of the interval by (interface, direction, reason).
+    events: std::collections::BTreeMap<(String, String, String), u64>,
+}
+
+impl DropSummary {
+    pub fn observe(&mut self, event: &Decoded) {
+        let iface = event
+            .interface
+            .clone()
+            .unwrap_or_else(|| format!("if{}", event.ifindex));
+        *self
+            .events
+            .entry((iface, event.direction.clone(), event.reason.clone()))
+            .or_default() += 1;
+    }
+
+    /// The line for the interval that ends now, or `None` when nothing was dropped
+    /// (and on the first call, which only takes the starting point). `monitor`: the
+    /// drops were only counted ("would drop").
+    pub fn take(&mut self, counters: &crate::dataplane::Counters, monitor: bool, interval_secs: u64) -> Option<String> {
+        let now: std::collections::BTreeMap<(u8, Reason), u64> = counters
+            .by_key
+            .iter()
+            .filter(|((_, verdict, _), _)| *verdict == abi::VERDICT_DROP)
+            .map(|((direction, _, reason), c)| ((*direction, *reason), c.packets))
+            .collect();
+        let events = std::mem::take(&mut self.events);
+        let suppressed = counters.events_suppressed.saturating_sub(self.last_suppressed);
+        self.last_suppressed = counters.events_suppressed;
+        let last = self.last.replace(now.clone())?;
+        let deltas: Vec<((u8, Reason), u64)> = now
+            .iter()
+            .map(|(k, v)| (*k, v.saturating_sub(last.get(k).copied().unwrap_or(0))))
+            .filter(|(_, d)| *d > 0)
+            .collect();
+        let total: u64 = deltas.iter().map(|(_, d)| d).sum();
+        if total == 0 {
+            return None;
+        }
+        let verb = if monitor { "would drop" } else { "dropped" };
+        let mut line = format!("{verb} {total} packets in the last {interval_secs} s: ");
+        let by_reason: Vec<String> = deltas
+            .iter()
+            .map(|((direction, reason), d)| {
+                let dir = if *direction == abi::DIR_EGRESS {
+                    "egress"
+                } else {
+                    "ingress"
+                };
+                format!("{dir} {} {d}", reason.as_str())
+            })
+            .collect();
+        line.push_str(&by_reason.join(", "));
+        if !events.is_empty() {
+            let by_iface: Vec<String> = events
+                .iter()
+                .map(|((iface, dir, reason), n)| format!("{iface} {dir} {reason} {n}"))
+                .collect();
+            line.push_str(&format!("; events by interface: {}", by_iface.join(", ")));
+        }
+        if suppressed > 0 {
+            line.push_str(&format!(" ({suppressed} more not reported: event rate limit)"));
+        }
+        Some(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::Counters;
+
+    fn counters(drops: &[(u8, Reason, u64)], suppressed: u64) -> Counters {
+        let mut c = Counters::default();
+        for &(dir, reason, packets) in drops {
+            c.by_key
+                .insert((dir, abi::VERDICT_DROP, reason), abi::Counter { packets, bytes: 0 });
+        }
+        // Passes never make a summary.
+        c.by_key.insert(
+            (abi::DIR_INGRESS, abi::VERDICT_PASS, Reason::Policy),
+            abi::Counter { packets: 99, bytes: 0 },
+        );
+        c.events_suppressed = suppressed;
+        c
+    }
+
+    fn event(reason: &str) -> Decoded {
+        Decoded {
+            direction: "ingress".into(),
+            reason: reason.into(),
+            enforced: true,
+            ifindex: 7,
+            interface: Some("eth1".into()),
+            ethertype: 0x0800,
+            proto: 17,
+            src: None,
+            dst: None,
+            sport: 0,
+            dport: 0,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn a_summary_says_what_the_interval_dropped_and_nothing_when_quiet() {
+        let mut s = DropSummary::default();
+        assert_eq!(
+            s.take(&counters(&[(abi::DIR_INGRESS, Reason::Policy, 100)], 0), false, 10),
+            None
+        );
+        s.observe(&event("policy"));
+        s.observe(&event("policy"));
+        s.observe(&event("truncated"));
+        let line = s
+            .take(
+                &counters(
+                    &[
+                        (abi::DIR_INGRESS, Reason::Policy, 5100),
+                        (abi::DIR_EGRESS, Reason::Truncated, 3),
+                    ],
+                    4000,
+                ),
+                false,
+                10,
+            )
+            .expect("drops in the interval");
+        assert_eq!(
+            line,
+            "dropped 5003 packets in the last 10 s: ingress policy 5000, egress truncated 3; \
+             events by interface: eth1 ingress policy 2, eth1 ingress truncated 1 (4000 more not reported: event rate limit)"
+        );
+        let same = counters(
+            &[
+                (abi::DIR_INGRESS, Reason::Policy, 5100),
+                (abi::DIR_EGRESS, Reason::Truncated, 3),
+            ],
+            4000,
+        );
+        assert_eq!(s.take(&same, false, 10), None, "no drops, no line");
+    }
+
+    #[test]
+    fn monitor_mode_says_would_drop() {
+        let mut s = DropSummary::default();
+        s.take(&counters(&[], 0), true, 1);
+        let line = s
+            .take(&counters(&[(abi::DIR_EGRESS, Reason::Policy, 2)], 0), true, 1)
+            .expect("drops");
+        assert_eq!(line, "would drop 2 packets in the last 1 s: egress policy 2");
+    }
+}

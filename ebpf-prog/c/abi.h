@@ -60,6 +60,16 @@ enum ag_reason {
 #define AG_F_ND			(1U << 2)
 #define AG_F_ICMP_ERRORS	(1U << 3)
 #define AG_F_DHCP		(1U << 4)
+/*
+ * The slot's table of that kind has no entry, so a lookup in it can only miss: the
+ * filter skips it (a miss on the denied path is what a flood pays for). Set by the
+ * agent when it installs the generation; "empty" rather than "has entries" so that a
+ * generation written without these bits is looked up in full.
+ */
+#define AG_F_V4_HOST_EMPTY	(1U << 5)
+#define AG_F_V4_LPM_EMPTY	(1U << 6)
+#define AG_F_V6_HOST_EMPTY	(1U << 7)
+#define AG_F_V6_LPM_EMPTY	(1U << 8)
 
 /* One policy generation's settings; ag_gen_cfg holds one per slot. */
 struct ag_gen_config {
@@ -158,6 +168,14 @@ enum ag_misc_index {
 #define AG_DNS_RELEASE_MAX	1024
 #define AG_DNS_QUERIES_MAX	4096
 #define AG_DNS_FRAME_MAX	1536
+
+/*
+ * Bits of ag_dyn_empty[0]: the learned table of that family has no entry, so the
+ * filter does not look in it. The agent clears a bit before it inserts into that
+ * table and sets it only once the table is empty; 0 (the default) means "look".
+ */
+#define AG_DYN_V4_EMPTY		(1U << 0)
+#define AG_DYN_V6_EMPTY		(1U << 1)
 
 struct ag_dyn_value {
 	struct ag_policy_value policy;

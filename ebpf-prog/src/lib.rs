@@ -8,11 +8,18 @@
 pub static FILTER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/filter.bpf.o"));
 /// A do-nothing XDP program, the yardstick of the bench.
 pub static NOOP_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/noop.bpf.o"));
+/// The real-traffic bench's programs: a live-frame generator, XDP_DROP and XDP_PASS.
+pub static TRAFFIC_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/traffic.bpf.o"));
 
 /// Program names in the object.
 pub const PROG_INGRESS: &str = "allowgate_ingress";
 pub const PROG_EGRESS: &str = "allowgate_egress";
 pub const PROG_NOOP: &str = "noop";
+pub const PROG_TRAFFIC_GEN: &str = "traffic_gen";
+pub const PROG_TRAFFIC_DROP: &str = "traffic_drop";
+pub const PROG_TRAFFIC_PASS: &str = "traffic_pass";
+/// The generator's load-time constant: the ifindex it redirects to (`__u32`).
+pub const GLOBAL_TRAFFIC_TARGET: &str = "target_ifindex";
 
 /// Map names in the object (and so the names of their pins).
 pub mod map {
@@ -35,8 +42,12 @@ pub mod map {
     /// Queries sent to a resolver (`DnsReleaseKey` -> `u64` ktime when sent), LRU:
     /// only answers to these are held.
     pub const DNS_QUERIES: &str = "ag_dns_queries";
+    /// `u32` of `DYN_*_EMPTY` bits: which learned tables the filter need not look in.
+    pub const DYN_EMPTY: &str = "ag_dyn_empty";
+    /// Per-CPU `u64`: the jiffy in which the event limiter last said no.
+    pub const EVENT_QUIET: &str = "ag_event_quiet";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 19] = [
         V4_HOST,
         V4_LPM,
         V6_HOST,
@@ -54,6 +65,8 @@ pub mod map {
         DNS_RELEASE,
         DNS_FRAMES,
         DNS_QUERIES,
+        DYN_EMPTY,
+        EVENT_QUIET,
     ];
 }
 
@@ -156,6 +169,15 @@ pub const F_ARP: u32 = 1 << 1;
 pub const F_ND: u32 = 1 << 2;
 pub const F_ICMP_ERRORS: u32 = 1 << 3;
 pub const F_DHCP: u32 = 1 << 4;
+/// The slot's table of that kind is empty: the filter skips the lookup (set by install).
+pub const F_V4_HOST_EMPTY: u32 = 1 << 5;
+pub const F_V4_LPM_EMPTY: u32 = 1 << 6;
+pub const F_V6_HOST_EMPTY: u32 = 1 << 7;
+pub const F_V6_LPM_EMPTY: u32 = 1 << 8;
+
+/// Bits of `map::DYN_EMPTY[0]`: that family's learned table has no entry.
+pub const DYN_V4_EMPTY: u32 = 1 << 0;
+pub const DYN_V6_EMPTY: u32 = 1 << 1;
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;

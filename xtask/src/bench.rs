@@ -56,6 +56,26 @@ pub struct BenchArgs {
     /// `config` (100k [[allow]] entries from the config's text to the kernel)
     #[arg(long, value_name = "ROW", value_parser = ["import", "config"])]
     only: Option<String>,
+    /// Real traffic instead: live frames through veths, capacity of the receiving core
+    /// for XDP_DROP, XDP_PASS, xdp-filter, nftables and allowgate (see traffic.rs)
+    #[arg(long)]
+    traffic: bool,
+    /// --traffic: interleaved rounds, of which the medians are reported [default: 5, 2 with --quick]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: Option<u32>,
+    /// --traffic: seconds of traffic per case and round [default: 2, 0.5 with --quick]
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    seconds: Option<f64>,
+    /// --traffic: where the per-round samples go as CSV
+    #[arg(long, value_name = "PATH", default_value = "target/traffic-bench.csv")]
+    csv: std::path::PathBuf,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.2..=60.0).contains(&s) => Ok(s),
+        _ => Err(format!("`{text}` is not a number of seconds from 0.2 to 60")),
+    }
 }
 
 /// Set in the release child so that it never starts another one.
@@ -75,7 +95,7 @@ const ME6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 7);
 const EPHEMERAL_PORT: u16 = 40000;
 
 /// 100k is where the targets are set.
-const LARGE: usize = 100_000;
+pub(crate) const LARGE: usize = 100_000;
 const COMPILE_AND_LOAD_BUDGET: Duration = Duration::from_secs(1);
 const CATALOG_MAX_RATIO: f64 = 4.0;
 /// What a plain LPM trie costs at 100k for a /32 hit, as measured when the design was
@@ -88,6 +108,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // times slower than the daemon users run: measure the release build instead.
     if cfg!(debug_assertions) && std::env::var_os(RELEASE_CHILD).is_none() {
         return rerun_in_release();
+    }
+    if args.traffic {
+        return crate::traffic::run(&crate::traffic::TrafficSettings {
+            rounds: args.rounds.unwrap_or(if args.quick { 2 } else { 5 }) as usize,
+            seconds: args.seconds.unwrap_or(if args.quick { 0.5 } else { 2.0 }),
+            csv: args.csv.clone(),
+            markdown: args.markdown,
+        });
+    }
+    if args.rounds.is_some() || args.seconds.is_some() {
+        bail!("--rounds and --seconds are settings of --traffic");
     }
     if args.only.as_deref() == Some("import") {
         let import = crate::import_bench::run(args.runs.unwrap_or(5) as usize)?;
@@ -207,7 +238,7 @@ fn rerun_in_release() -> anyhow::Result<()> {
 
 /// `base` with the extra prefixes as `[[allow]]` entries (egress tcp/443): they become
 /// `Source::Allow` rules through `Policy::build`, the path an operator's entries take.
-fn with_extra(base: &Config, extra: &[Ipv4Net]) -> Config {
+pub(crate) fn with_extra(base: &Config, extra: &[Ipv4Net]) -> Config {
     let mut config = base.clone();
     config
         .allow
@@ -303,7 +334,7 @@ impl Noop {
 /// The config of every policy (the catalog comes in through the selection): IPv6
 /// `[[allow]]` entries on documentation addresses, since the catalog lists no IPv6, and
 /// no DNS servers, so that nothing depends on this host's resolv.conf.
-fn base_config() -> Config {
+pub(crate) fn base_config() -> Config {
     let allow = |cidr: &str, line| AllowEntry {
         cidr: cidr.parse().expect("a valid CIDR"),
         direction: Direction::Egress,
@@ -323,23 +354,27 @@ const V6_NET: &str = "2001:db8:2::/48";
 
 /// How the extra prefixes spread over prefix lengths.
 #[derive(Clone, Copy)]
-enum Mix {
+pub(crate) enum Mix {
     /// 90% /32, the rest /24../31: many single hosts, as resolved names give.
     HostHeavy,
     /// 10% /32, the rest /16../30: mostly networks, as cloud ranges give.
     CidrHeavy,
 }
 
-struct ExtraSet {
+pub(crate) struct ExtraSet {
     count: usize,
     mix: Mix,
     seed: u64,
 }
 
 impl ExtraSet {
+    pub(crate) fn new(count: usize, mix: Mix, seed: u64) -> ExtraSet {
+        ExtraSet { count, mix, seed }
+    }
+
     /// `count` distinct prefixes in 10.0.0.0/8 and 100.64.0.0/10, in the order drawn.
     /// Seeded: every run compiles the same tables.
-    fn prefixes(&self) -> Vec<Ipv4Net> {
+    pub(crate) fn prefixes(&self) -> Vec<Ipv4Net> {
         const TEN: u32 = 10 << 24;
         const CGNAT: u32 = (100 << 24) | (64 << 16);
         let mut rng = XorShift(self.seed);
@@ -779,7 +814,7 @@ fn time_probe(
     })
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -956,6 +991,23 @@ impl Report {
                 ]);
             }
         }
+        if let Some(catalog) = self.results.first()
+            && let (Some(denied), Some(allowed)) = (catalog.probe(Kind::Denied), catalog.probe(Kind::CatalogHost))
+        {
+            // The attacker picks the denied path: it must not be the dear one.
+            t.row(vec![
+                "(a) catalog: a denied packet costs no more than an allowed one (a catalog /32)".into(),
+                format!(
+                    "XDP {} vs {}, TC {} vs {}",
+                    times(denied.ingress.ratio),
+                    times(allowed.ingress.ratio),
+                    times(denied.egress.ratio),
+                    times(allowed.egress.ratio)
+                ),
+                verdict(denied.ingress.ratio <= allowed.ingress.ratio && denied.egress.ratio <= allowed.egress.ratio)
+                    .into(),
+            ]);
+        }
         for r in self.results.iter().filter(|r| self.is_large(r)) {
             let name = &r.label[..3];
             if let (Some(ours), Some(base)) = (
@@ -1009,7 +1061,7 @@ fn beats(ours: &ProbeResult, baseline: &ProbeResult) -> bool {
 }
 
 /// The kernel release, and the CPU the figures come from.
-fn machine() -> (String, String) {
+pub(crate) fn machine() -> (String, String) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
@@ -1027,26 +1079,26 @@ fn machine() -> (String, String) {
 }
 
 /// A table printed aligned for a terminal or as Markdown.
-struct Table {
+pub(crate) struct Table {
     header: Vec<(&'static str, bool)>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
     /// Columns as (title, right-aligned).
-    fn new(header: &[(&'static str, bool)]) -> Table {
+    pub(crate) fn new(header: &[(&'static str, bool)]) -> Table {
         Table {
             header: header.to_vec(),
             rows: Vec::new(),
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.header.len());
         self.rows.push(cells);
     }
 
-    fn render(&self, markdown: bool) -> String {
+    pub(crate) fn render(&self, markdown: bool) -> String {
         let titles: Vec<String> = self.header.iter().map(|(h, _)| h.to_string()).collect();
         let width = |i: usize| {
             std::iter::once(&titles[i])

@@ -8,6 +8,7 @@ mod import_bench;
 mod common;
 mod demo;
 mod install;
+mod traffic;
 
 use std::process::{Command, ExitCode};
 
@@ -32,7 +33,8 @@ enum Task {
     /// The main job: the agent on one end of a veth pair between two demo namespaces.
     Demo,
     /// Per-packet cost (BPF_PROG_TEST_RUN, against a do-nothing XDP program) and the
-    /// time to compile and load large policies (needs root; runs the release build).
+    /// time to compile and load large policies; with --traffic, drop and pass capacity
+    /// on real frames through veths (needs root; runs the release build).
     Bench(bench::BenchArgs),
     /// Install the release binary, the systemd unit and (unless there is one) the
     /// example config; `--dry-run` shows the steps, `--root DIR` stages them under DIR.

@@ -30,7 +30,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{broadcast, mpsc},
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     catalog::{Catalog, Feature},
@@ -40,7 +40,7 @@ use crate::{
     },
     dataplane::{Attachment, Dataplane, LoadOptions},
     dns::learner::{HEARTBEAT_STALE_AFTER, Learner},
-    events::Decoded,
+    events::{Decoded, DropSummary},
     policy::config::load_config,
     policy::{
         Config, Mode, Policy, Tables, compile_policy,
@@ -718,7 +718,9 @@ fn log_event(bytes: &[u8]) -> Option<Decoded> {
     // integers; read_unaligned copes with any alignment.
     let e: allowgate_ebpf::Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let event = Decoded::from(&e);
-    info!(target: "allowgate::events", "{event}");
+    // One line per drop would be a flood of lines under a flood of packets: single
+    // events are for debugging and `allowgate events`; the summary goes to the log.
+    debug!(target: "allowgate::events", "{event}");
     Some(event)
 }
 
@@ -807,6 +809,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         let mut links_watch = watch_interfaces()
             .map_err(|e| warn!("interface changes are checked every second only: cannot watch netlink: {e}"))
             .ok();
+        let drop_log_secs = daemon.config.drop_log_interval;
+        let mut drop_log_tick = tokio::time::interval(Duration::from_secs(drop_log_secs));
+        let mut drops = DropSummary::default();
         let (commands_tx, mut commands) = mpsc::channel::<Incoming>(64);
         tokio::spawn(server::serve(listener, access, commands_tx));
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -844,6 +849,17 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                     }
                     daemon.reconcile_attachments();
                 }
+                _ = drop_log_tick.tick() => {
+                    match daemon.dataplane.counters() {
+                        Ok(counters) => {
+                            let monitor = daemon.desired.mode == Mode::Monitor;
+                            if let Some(line) = drops.take(&counters, monitor, drop_log_secs) {
+                                info!(target: "allowgate::events", "{line}");
+                            }
+                        }
+                        Err(e) => warn!("cannot read the counters for the drop summary: {e}"),
+                    }
+                }
                 _ = tick.tick() => {
                     daemon.reconcile_attachments();
                     if let Some(l) = daemon.learner.as_mut() {
@@ -865,6 +881,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                     let ring = guard.get_inner_mut();
                     while let Some(item) = ring.next() {
                         if let Some(event) = log_event(&item) {
+                            drops.observe(&event);
                             let _ = daemon.events.send(event);
                         }
                     }

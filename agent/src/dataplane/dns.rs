@@ -95,6 +95,8 @@ impl Dataplane {
             policy: value,
             expires_ns,
         };
+        // Before the insert: from here on the filter looks in this family's table.
+        self.set_learned_empty(addr.is_ipv4(), false)?;
         match addr {
             IpAddr::V4(a) => {
                 let mut m: HashMap<&mut MapData, abi::V4HostKey, abi::DynValue> =
@@ -126,10 +128,52 @@ impl Dataplane {
         };
         // Already gone is gone (aya reports the kernel's ENOENT as a syscall error).
         match result {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(map_err("remove a learned address")(e)),
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(map_err("remove a learned address")(e)),
         }
+        if self.learned_is_empty(addr.is_ipv4())? {
+            self.set_learned_empty(addr.is_ipv4(), true)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the learned table of the family (IPv4 or IPv6) holds no entry at all.
+    fn learned_is_empty(&self, v4: bool) -> Result<bool, DataplaneError> {
+        Ok(if v4 {
+            let m: HashMap<&MapData, abi::V4HostKey, abi::DynValue> =
+                HashMap::try_from(self.map(map::V4_DYN)?).map_err(map_err("open ag_v4_dyn"))?;
+            m.keys().next().is_none()
+        } else {
+            let m: HashMap<&MapData, abi::V6HostKey, abi::DynValue> =
+                HashMap::try_from(self.map(map::V6_DYN)?).map_err(map_err("open ag_v6_dyn"))?;
+            m.keys().next().is_none()
+        })
+    }
+
+    /// Tells the filter whether to look in a family's learned table. Only this process
+    /// writes the learned tables, so "empty" stays true until its next insert, which
+    /// clears the bit first.
+    fn set_learned_empty(&mut self, v4: bool, empty: bool) -> Result<(), DataplaneError> {
+        let bit = if v4 { abi::DYN_V4_EMPTY } else { abi::DYN_V6_EMPTY };
+        let mut m: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(map::DYN_EMPTY)?).map_err(map_err("open ag_dyn_empty"))?;
+        let old = m.get(&0, 0).map_err(map_err("read ag_dyn_empty"))?;
+        let new = if empty { old | bit } else { old & !bit };
+        if new != old {
+            m.set(0, new, 0).map_err(map_err("write ag_dyn_empty"))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the empty bits from what the learned tables hold now (an earlier daemon may
+    /// have left entries, or none).
+    pub(crate) fn refresh_learned_empty(&mut self) -> Result<(), DataplaneError> {
+        for v4 in [true, false] {
+            let empty = self.learned_is_empty(v4)?;
+            self.set_learned_empty(v4, empty)?;
+        }
+        Ok(())
     }
 
     /// Every learned address the data plane holds, with its expiry (monotonic ns): what

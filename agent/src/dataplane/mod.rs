@@ -187,7 +187,8 @@ fn expected_shape(name: &str) -> Option<(MapType, u32, u32)> {
     Some(match name {
         map::V4_HOST | map::V4_LPM | map::V6_HOST | map::V6_LPM => (MapType::ArrayOfMaps, u32s, u32s),
         map::GEN_CONFIG => (MapType::Array, u32s, size_of::<abi::GenConfig>() as u32),
-        map::ACTIVE => (MapType::Array, u32s, u32s),
+        map::ACTIVE | map::DYN_EMPTY => (MapType::Array, u32s, u32s),
+        map::EVENT_QUIET => (MapType::PerCpuArray, u32s, size_of::<u64>() as u32),
         map::STATS => (MapType::PerCpuArray, u32s, size_of::<abi::Counter>() as u32),
         map::MISC => (MapType::PerCpuArray, u32s, size_of::<u64>() as u32),
         map::V4_DYN => (MapType::Hash, 4, size_of::<abi::DynValue>() as u32),
@@ -222,6 +223,7 @@ impl Dataplane {
             held: Vec::new(),
         };
         dataplane.check_map_shapes()?;
+        dataplane.refresh_learned_empty()?;
         let program = |name| move |source| DataplaneError::Program { name, source };
         dataplane.xdp()?.load().map_err(program(abi::PROG_INGRESS))?;
         dataplane.tc()?.load().map_err(program(abi::PROG_EGRESS))?;
@@ -411,8 +413,22 @@ impl Dataplane {
         set_outer::<LpmTrie<MapData, [u8; 4], abi::PolicyValue>>(self.map_mut(map::V4_LPM)?, idle, &v4_lpm)?;
         set_outer::<LpmTrie<MapData, [u8; 16], abi::PolicyValue>>(self.map_mut(map::V6_LPM)?, idle, &v6_lpm)?;
 
+        // Empty tables are not looked up: a miss in them is what every dropped packet
+        // of a flood would pay for.
+        let mut flags = tables.config.flags;
+        for (empty, flag) in [
+            (tables.v4_host.is_empty(), abi::F_V4_HOST_EMPTY),
+            (tables.v4_lpm.is_empty(), abi::F_V4_LPM_EMPTY),
+            (tables.v6_host.is_empty(), abi::F_V6_HOST_EMPTY),
+            (tables.v6_lpm.is_empty(), abi::F_V6_LPM_EMPTY),
+        ] {
+            if empty {
+                flags |= flag;
+            }
+        }
         let config = abi::GenConfig {
             generation: next,
+            flags,
             ..tables.config
         };
         let mut cfg: Array<&mut MapData, abi::GenConfig> =

@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_SHRINK: u8 = 25;
 pub const DEFAULT_SOCKET: &str = "/run/allowgate/control.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/allowgate";
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/allowgate";
+/// Seconds between the log lines that sum up the drops.
+pub const DEFAULT_DROP_LOG_INTERVAL: u64 = 10;
 pub const DEFAULT_APP_CONNECTOR_PORT: u16 = 443;
 pub const DEFAULT_DLP_PORT: u16 = 11344;
 pub const DEFAULT_MANAGEMENT_PORT: u16 = 22;
@@ -188,6 +190,9 @@ pub struct Config {
     pub log_collector: LogCollector,
     pub metrics: Option<SocketAddr>,
     pub dns: DnsSettings,
+    /// Seconds between the daemon's log lines that sum up the drops (only when there
+    /// were any); single drop events are logged at debug only.
+    pub drop_log_interval: u64,
 }
 
 impl Default for Config {
@@ -212,6 +217,7 @@ impl Default for Config {
             log_collector: LogCollector::default(),
             metrics: None,
             dns: DnsSettings::default(),
+            drop_log_interval: DEFAULT_DROP_LOG_INTERVAL,
         }
     }
 }
@@ -239,6 +245,7 @@ struct RawConfig {
     log_collector: RawLogCollector,
     metrics: Option<Spanned<String>>,
     dns: RawDns,
+    drop_log_interval: Option<Spanned<u64>>,
 }
 
 /// `catalog = "page.md"` or `catalog = ["page.md", "ServiceTags_Public.json"]`.
@@ -614,6 +621,14 @@ impl Config {
             })?),
         };
 
+        let drop_log_interval = match &raw.drop_log_interval {
+            None => DEFAULT_DROP_LOG_INTERVAL,
+            Some(v) if (1..=86_400).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                return Err(lines.error(v.span(), "drop_log_interval: 1 to 86400 seconds"));
+            }
+        };
+
         let raw_dns = &raw.dns;
         if raw_dns.ttl_floor.get_ref() > raw_dns.ttl_max.get_ref() {
             return Err(lines.error(raw_dns.ttl_floor.span(), "dns.ttl_floor: larger than dns.ttl_max"));
@@ -668,6 +683,7 @@ impl Config {
             log_collector,
             metrics,
             dns,
+            drop_log_interval,
         })
     }
 
@@ -979,6 +995,10 @@ ports = [443, "8000-8100"]
             (
                 "metrics = \"localhost\"\n",
                 "test.toml:1: metrics: `localhost` is not an address:port",
+            ),
+            (
+                "drop_log_interval = 0\n",
+                "test.toml:1: drop_log_interval: 1 to 86400 seconds",
             ),
             (
                 "[log_collector]\nsources = [\"2001:db8::1/32\"]\n",

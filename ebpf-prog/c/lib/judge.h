@@ -69,7 +69,7 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 		*reason = essential;
 		return AG_VERDICT_PASS;
 	}
-	return ag_policy_judge(slot, pkt, dir, reason);
+	return ag_policy_judge(slot, cfg->flags, pkt, dir, reason);
 }
 
 /*

@@ -114,6 +114,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_v6_dyn SEC(".maps");
 
+/* ag_dyn_empty[0]: AG_DYN_*_EMPTY bits, kept by the agent (abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_dyn_empty SEC(".maps");
+
 /* The active generation's config, or NULL when none is complete. */
 static __always_inline const struct ag_gen_config *ag_active_config(__u32 *slot)
 {
@@ -148,27 +157,33 @@ enum ag_lookup_result {
  * does not merge this shape today; the barriers keep it so, and the smoke
  * test map_lookups_are_direct_calls reads the translated code to check.
  */
-static __always_inline int ag_lookup_v4(__u32 slot, __u32 addr,
+static __always_inline int ag_lookup_v4(__u32 slot, __u32 flags, __u32 addr,
 					const struct ag_policy_value **value)
 {
 	struct ag_v4_host_key host_key;
 	struct ag_lpm_v4_key lpm_key;
 	void *host, *lpm;
 
+	/* The outer lookups are inlined array reads: a missing inner map still fails closed. */
 	host = bpf_map_lookup_elem(&ag_v4_host, &slot);
 	barrier_var(host);
 	if (!host)
 		return AG_LOOKUP_NO_TABLES;
-	__builtin_memcpy(host_key.addr, &addr, sizeof(host_key.addr));
-	*value = bpf_map_lookup_elem(host, &host_key);
-	barrier_var(*value);
-	if (*value)
-		return AG_LOOKUP_FOUND;
-
 	lpm = bpf_map_lookup_elem(&ag_v4_lpm, &slot);
 	barrier_var(lpm);
 	if (!lpm)
 		return AG_LOOKUP_NO_TABLES;
+
+	*value = NULL;
+	if (!(flags & AG_F_V4_HOST_EMPTY)) {
+		__builtin_memcpy(host_key.addr, &addr, sizeof(host_key.addr));
+		*value = bpf_map_lookup_elem(host, &host_key);
+		barrier_var(*value);
+		if (*value)
+			return AG_LOOKUP_FOUND;
+	}
+	if (flags & AG_F_V4_LPM_EMPTY)
+		return AG_LOOKUP_MISS;
 	lpm_key.prefixlen = 32;
 	__builtin_memcpy(lpm_key.addr, &addr, sizeof(lpm_key.addr));
 	*value = bpf_map_lookup_elem(lpm, &lpm_key);
@@ -176,7 +191,7 @@ static __always_inline int ag_lookup_v4(__u32 slot, __u32 addr,
 	return *value ? AG_LOOKUP_FOUND : AG_LOOKUP_MISS;
 }
 
-static __always_inline int ag_lookup_v6(__u32 slot, const union ag_addr *addr,
+static __always_inline int ag_lookup_v6(__u32 slot, __u32 flags, const union ag_addr *addr,
 					const struct ag_policy_value **value)
 {
 	struct ag_v6_host_key host_key;
@@ -187,16 +202,21 @@ static __always_inline int ag_lookup_v6(__u32 slot, const union ag_addr *addr,
 	barrier_var(host);
 	if (!host)
 		return AG_LOOKUP_NO_TABLES;
-	__builtin_memcpy(host_key.addr, addr->bytes, sizeof(host_key.addr));
-	*value = bpf_map_lookup_elem(host, &host_key);
-	barrier_var(*value);
-	if (*value)
-		return AG_LOOKUP_FOUND;
-
 	lpm = bpf_map_lookup_elem(&ag_v6_lpm, &slot);
 	barrier_var(lpm);
 	if (!lpm)
 		return AG_LOOKUP_NO_TABLES;
+
+	*value = NULL;
+	if (!(flags & AG_F_V6_HOST_EMPTY)) {
+		__builtin_memcpy(host_key.addr, addr->bytes, sizeof(host_key.addr));
+		*value = bpf_map_lookup_elem(host, &host_key);
+		barrier_var(*value);
+		if (*value)
+			return AG_LOOKUP_FOUND;
+	}
+	if (flags & AG_F_V6_LPM_EMPTY)
+		return AG_LOOKUP_MISS;
 	lpm_key.prefixlen = 128;
 	__builtin_memcpy(lpm_key.addr, addr->bytes, sizeof(lpm_key.addr));
 	*value = bpf_map_lookup_elem(lpm, &lpm_key);
@@ -292,22 +312,24 @@ _Static_assert((AG_SLOT_IN_LOCAL >> 2) == AG_SLOT_OUT_REMOTE &&
  * not consulted then).
  * dir is 0 or 1 and is never branched on (see ag_judge()).
  */
-static __always_inline int ag_policy_judge(__u32 slot, const struct ag_pkt *pkt, __u32 dir,
-					   __u8 *reason)
+static __always_inline int ag_policy_judge(__u32 slot, __u32 flags, const struct ag_pkt *pkt,
+					   __u32 dir, __u8 *reason)
 {
 	const struct ag_policy_value *value = NULL;
 	const struct ag_dyn_value *dyn;
 	const union ag_addr *remote;
 	__u32 fwd_slot, ret_slot;
+	__u32 zero = 0;
+	__u32 *dyn_empty;
 	int found;
 
 	/* The remote peer: where ingress comes from (saddr), egress goes (daddr). */
 	remote = (const union ag_addr *)((const __u8 *)&pkt->saddr + dir * sizeof(union ag_addr));
 
 	if (pkt->family == 4)
-		found = ag_lookup_v4(slot, remote->v4, &value);
+		found = ag_lookup_v4(slot, flags, remote->v4, &value);
 	else
-		found = ag_lookup_v6(slot, remote, &value);
+		found = ag_lookup_v6(slot, flags, remote, &value);
 
 	*reason = AG_REASON_POLICY;
 	if (found == AG_LOOKUP_NO_TABLES) {
@@ -323,7 +345,13 @@ static __always_inline int ag_policy_judge(__u32 slot, const struct ag_pkt *pkt,
 	if (found == AG_LOOKUP_FOUND && ag_rules_allow(value, pkt, fwd_slot, ret_slot))
 		return AG_VERDICT_PASS;
 
-	/* Would drop: a learned address, while it lasts, may still allow it. */
+	/*
+	 * Would drop: a learned address, while it lasts, may still allow it. An empty
+	 * learned table (no DNS names, or none resolved) is not looked in.
+	 */
+	dyn_empty = bpf_map_lookup_elem(&ag_dyn_empty, &zero);
+	if (dyn_empty && (*dyn_empty & (pkt->family == 4 ? AG_DYN_V4_EMPTY : AG_DYN_V6_EMPTY)))
+		return AG_VERDICT_DROP;
 	if (pkt->family == 4)
 		dyn = ag_dyn_lookup_v4(remote->v4);
 	else

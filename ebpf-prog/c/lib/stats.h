@@ -41,6 +41,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_misc SEC(".maps");
 
+/*
+ * The jiffy in which this CPU's limiter last said no. Until jiffies moves on, a drop
+ * is suppressed without reading the clock: bpf_jiffies64() is one load, while
+ * bpf_ktime_get_ns() is tens of ns in a VM, paid on every dropped packet of a flood.
+ * The bucket itself still runs on the ns clock, so no refill is lost, only deferred
+ * to the next jiffy.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_event_quiet SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, AG_EVENTS_RINGBUF_BYTES);
@@ -101,10 +116,21 @@ static __always_inline int ag_event_allowed(__u64 now)
 static __always_inline void ag_report_drop(const struct ag_pkt *pkt, __u64 generation,
 					   __u32 ifindex, __u8 dir, __u8 reason, __u8 enforced)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 jiffies = bpf_jiffies64();
 	struct ag_event *event;
+	__u32 zero = 0;
+	__u64 *quiet;
+	__u64 now;
 
+	quiet = bpf_map_lookup_elem(&ag_event_quiet, &zero);
+	if (quiet && *quiet == jiffies) {
+		ag_count_misc(AG_MISC_EVENTS_SUPPRESSED);
+		return;
+	}
+	now = bpf_ktime_get_ns();
 	if (!ag_event_allowed(now)) {
+		if (quiet)
+			*quiet = jiffies;
 		ag_count_misc(AG_MISC_EVENTS_SUPPRESSED);
 		return;
 	}
