@@ -624,3 +624,121 @@ fn learned_addresses_pass_at_once_although_empty_tables_are_skipped() {
         assert_eq!(after.reason, Reason::Policy);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Upgrades over pinned maps
+
+/// A build that appends a drop reason adopts this build's pins as they are (the
+/// counters keep room for reasons), and reads every counter back under its own
+/// reason: the egress counter of the last reason included, which the old layout
+/// (indexed by the number of reasons) put out of the map's range.
+#[test]
+fn a_build_that_appends_a_reason_adopts_old_pins_without_misreading_a_counter() {
+    use allowgate::dataplane::{Dataplane, LoadOptions};
+    use allowgate_ebpf::{self as abi, Reason as R};
+
+    let pins = common::PinDir::new();
+    let p = policy(Mode::Enforce);
+    let tables = allowgate::policy::compile_policy(&p).unwrap();
+    let me: IpAddr = ME4.parse().unwrap();
+    let unlisted: IpAddr = "203.0.113.99".parse().unwrap();
+    let syn = L4::Tcp {
+        sport: 40000,
+        dport: 443,
+        syn: true,
+        ack: false,
+    };
+    let out = frame(&between(Hook::Egress, me, unlisted, syn.clone()), &Shape::Plain);
+    let mut malformed_out = out.clone();
+    malformed_out[14] = (5 << 4) | (malformed_out[14] & 0x0f); // IP version 5 on an IPv4 ethertype
+    let unlisted_in = frame(&between(Hook::Ingress, me, unlisted, syn), &Shape::Plain);
+
+    let count = |dp: &Dataplane, dir: u8, reason: R| dp.counters().unwrap().get(dir, abi::VERDICT_DROP, reason).packets;
+    {
+        let mut old = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load this build");
+        old.install(&tables).unwrap();
+        old.test_run(Hook::Egress, &malformed_out, 3).unwrap();
+        old.test_run(Hook::Ingress, &unlisted_in, 2).unwrap();
+        assert_eq!(count(&old, abi::DIR_EGRESS, R::Malformed), 3);
+        assert_eq!(count(&old, abi::DIR_INGRESS, R::Policy), 2);
+    }
+
+    let mut next = Dataplane::load_object(&pins.0, &LoadOptions::default(), abi::FILTER_NEXT_OBJ)
+        .expect("load the next build over this one's pins");
+    assert!(
+        next.replaced().is_empty(),
+        "nothing needs replacing: {:?}",
+        next.replaced()
+    );
+    assert_eq!(
+        count(&next, abi::DIR_EGRESS, R::Malformed),
+        3,
+        "the last reason's egress drops read back"
+    );
+    assert_eq!(count(&next, abi::DIR_INGRESS, R::Policy), 2);
+    next.install(&tables).unwrap();
+    next.test_run(Hook::Egress, &malformed_out, 4).unwrap();
+    assert_eq!(
+        count(&next, abi::DIR_EGRESS, R::Malformed),
+        7,
+        "the next build counts where this one did"
+    );
+    let counters = next.counters().unwrap();
+    let others: u64 = counters
+        .by_key
+        .iter()
+        .filter(|((d, v, r), _)| {
+            !(*d == abi::DIR_EGRESS && *v == abi::VERDICT_DROP && *r == R::Malformed)
+                && !(*d == abi::DIR_INGRESS && *v == abi::VERDICT_DROP && *r == R::Policy)
+        })
+        .map(|(_, c)| c.packets)
+        .sum();
+    assert_eq!(others, 0, "no count landed under another reason: {:?}", counters.by_key);
+}
+
+/// Pins of the first ABI (the counters indexed by the number of reasons, 64 entries)
+/// are replaced with a word for the log, never read the new way.
+#[test]
+fn counters_pinned_by_an_older_abi_are_replaced_not_misread() {
+    use allowgate::dataplane::{Dataplane, LoadOptions};
+    let pins = common::PinDir::new();
+    let maps = pins.0.join("maps");
+    std::fs::create_dir_all(&maps).unwrap();
+    let made = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(maps.join("ag_stats"))
+        .args([
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "16",
+            "entries",
+            "64",
+            "name",
+            "ag_stats",
+        ])
+        .output()
+        .expect("run bpftool");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let dp = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load over old pins");
+    let replaced = dp.replaced().join("; ");
+    assert!(
+        replaced.starts_with("ag_stats: pinned as type 6 key 4 value 16 entries 64"),
+        "{replaced}"
+    );
+    assert!(
+        replaced.contains("this build has type 6 key 4 value 16 entries 256"),
+        "{replaced}"
+    );
+    assert_eq!(
+        dp.counters()
+            .unwrap()
+            .by_key
+            .iter()
+            .map(|(_, c)| c.packets)
+            .sum::<u64>(),
+        0
+    );
+}

@@ -34,25 +34,56 @@ enum ag_verdict {
 	AG_VERDICT_MAX = 2,
 };
 
+/*
+ * Why a packet passed or was dropped, each reason defined here once:
+ * X(NAME, code, "name users see"). The codes are stable: append, never renumber or
+ * reuse. build.rs generates the Rust mirror (allowgate_ebpf::Reason) from this list.
+ */
+#define AG_REASONS(X)							\
+	X(POLICY, 0, "policy")		/* pass: a rule allows; drop: none does */ \
+	X(NO_POLICY, 1, "no-policy")	/* no complete generation loaded: fail closed */ \
+	X(ARP, 2, "arp")						\
+	X(ETHERTYPE, 3, "ethertype")	/* other non-IP: listed (pass) or not (drop) */ \
+	X(ND, 4, "ipv6-nd")		/* IPv6 neighbour discovery and MLD */ \
+	X(ICMP_ERROR, 5, "icmp-error")	/* PMTUD and other error messages */ \
+	X(DHCP, 6, "dhcp")						\
+	X(TRUNCATED, 7, "truncated")	/* a header runs past the packet's (or datagram's) end */ \
+	X(BAD_IHL, 8, "bad-ihl")	/* IHL < 5, or total length < IHL x 4 */ \
+	X(FRAG_TOO_SHORT, 9, "fragment-too-short") /* first fragment without the whole L4 header */ \
+	X(FRAG_OVERLAP, 10, "fragment-overlap") /* TCP fragment at offset 8: may rewrite flags (RFC 1858) */ \
+	X(V6_CHAIN_TOO_LONG, 11, "ipv6-chain-too-long") /* more than AG_MAX_V6_EXT_HDRS headers */ \
+	X(V6_FRAG_CHAIN, 12, "ipv6-fragment-chain") /* first fragment without the whole header chain */ \
+	X(VLAN_DEPTH, 13, "vlan-depth")	/* more than AG_MAX_VLAN_DEPTH tags */ \
+	X(V4_MAPPED, 14, "ipv4-mapped")	/* ::ffff:0:0/96 on the wire */ \
+	X(MALFORMED, 15, "malformed")	/* IP version does not match the ethertype */
+
+/* Reasons a test build appends (-D'AG_REASONS_EXTRA(X)=...'): none in the product. */
+#ifndef AG_REASONS_EXTRA
+#define AG_REASONS_EXTRA(X)
+#endif
+
 enum ag_reason {
-	AG_REASON_POLICY = 0,		/* pass: a rule allows; drop: none does */
-	AG_REASON_NO_POLICY = 1,	/* no complete generation loaded: fail closed */
-	AG_REASON_ARP = 2,
-	AG_REASON_ETHERTYPE = 3,	/* other non-IP: listed (pass) or not (drop) */
-	AG_REASON_ND = 4,		/* IPv6 neighbour discovery and MLD */
-	AG_REASON_ICMP_ERROR = 5,	/* PMTUD and other error messages */
-	AG_REASON_DHCP = 6,
-	AG_REASON_TRUNCATED = 7,	/* a header runs past the packet's end */
-	AG_REASON_BAD_IHL = 8,		/* IHL < 5, or total length < IHL x 4 */
-	AG_REASON_FRAG_TOO_SHORT = 9,	/* first fragment without the whole L4 header */
-	AG_REASON_FRAG_OVERLAP = 10,	/* TCP fragment at offset 8: may rewrite flags (RFC 1858) */
-	AG_REASON_V6_CHAIN_TOO_LONG = 11, /* more than AG_MAX_V6_EXT_HDRS headers */
-	AG_REASON_V6_FRAG_CHAIN = 12,	/* first fragment without the whole header chain */
-	AG_REASON_VLAN_DEPTH = 13,	/* more than AG_MAX_VLAN_DEPTH tags */
-	AG_REASON_V4_MAPPED = 14,	/* ::ffff:0:0/96 on the wire */
-	AG_REASON_MALFORMED = 15,	/* IP version does not match the ethertype */
-	AG_REASON_MAX = 16,
+#define AG_REASON_ENUM(name, code, label) AG_REASON_##name = code,
+	AG_REASONS(AG_REASON_ENUM)
+	AG_REASONS_EXTRA(AG_REASON_ENUM)
+#undef AG_REASON_ENUM
+	AG_REASON_END,
+	AG_REASON_MAX = AG_REASON_END,	/* one past the last code */
 };
+
+/*
+ * The counters keep room for this many reasons, so appending one never moves a
+ * counter: pins written by an older build read back the same.
+ */
+#define AG_REASON_CAPACITY	64
+_Static_assert(AG_REASON_MAX <= AG_REASON_CAPACITY, "more reasons than the counters hold");
+
+/*
+ * The ABI version recorded in the pins (ag_abi[0]). Bumped when a pinned map keeps its
+ * shape but changes its meaning; the agent replaces what an older version wrote.
+ * 2: ag_stats indexed by AG_REASON_CAPACITY (1 had AG_REASON_MAX).
+ */
+#define AG_ABI_VERSION		2
 
 /* Bits of ag_gen_config.flags. */
 #define AG_F_ENFORCE		(1U << 0)	/* clear: monitor mode, never drop */
@@ -140,8 +171,8 @@ struct ag_lpm_v6_key {
 	__u8 addr[16];
 };
 
-/* ag_stats index: (direction * AG_VERDICT_MAX + verdict) * AG_REASON_MAX + reason */
-#define AG_STATS_ENTRIES	(AG_DIR_MAX * AG_VERDICT_MAX * AG_REASON_MAX)
+/* ag_stats index: (direction * AG_VERDICT_MAX + verdict) * AG_REASON_CAPACITY + reason */
+#define AG_STATS_ENTRIES	(AG_DIR_MAX * AG_VERDICT_MAX * AG_REASON_CAPACITY)
 
 struct ag_counter {
 	__u64 packets;

@@ -38,9 +38,10 @@ _Static_assert(__builtin_offsetof(struct ag_dns_release_key, dns_id) == 16 &&
 _Static_assert(__builtin_offsetof(struct ag_dns_frame, data) == 8, "ag_dns_frame layout");
 
 /* The number of counters lib.rs computes the same way. */
-_Static_assert(AG_STATS_ENTRIES == 64, "AG_STATS_ENTRIES");
+_Static_assert(AG_STATS_ENTRIES == 256, "AG_STATS_ENTRIES");
 _Static_assert(AG_SLOTS == 2 && AG_MAX_PORT_RULES == 16 && AG_MAX_ETHERTYPES == 8 &&
-	       AG_MAX_VLAN_DEPTH == 2 && AG_MAX_V6_EXT_HDRS == 8 && AG_REASON_MAX == 16 &&
+	       AG_MAX_VLAN_DEPTH == 2 && AG_MAX_V6_EXT_HDRS == 8 && AG_REASON_CAPACITY == 64 &&
+	       AG_ABI_VERSION == 2 &&
 	       AG_MISC_MAX == 5 && AG_MISC_DNS_UNSOLICITED == 4 && AG_DYN_MAX == 16384 && AG_MAX_DNS_SERVERS == 16 &&
 	       AG_DNS_RELEASE_MAX == 1024 && AG_DNS_QUERIES_MAX == 4096 &&
 	       AG_DNS_FRAME_MAX == 1536,

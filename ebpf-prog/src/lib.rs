@@ -9,6 +9,8 @@ pub static FILTER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/filter.
 /// A do-nothing XDP program, the yardstick of the bench.
 pub static NOOP_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/noop.bpf.o"));
 /// The real-traffic bench's programs: a live-frame generator, XDP_DROP and XDP_PASS.
+/// The filter as a next build that appends one reason would be (for the upgrade test).
+pub static FILTER_NEXT_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/filter-next.bpf.o"));
 pub static TRAFFIC_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/traffic.bpf.o"));
 
 /// Program names in the object.
@@ -46,8 +48,10 @@ pub mod map {
     pub const DYN_EMPTY: &str = "ag_dyn_empty";
     /// Per-CPU `u64`: the jiffy in which the event limiter last said no.
     pub const EVENT_QUIET: &str = "ag_event_quiet";
+    /// `ag_abi[0]`: the `ABI_VERSION` of the build that pinned the maps.
+    pub const ABI: &str = "ag_abi";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         V4_HOST,
         V4_LPM,
         V6_HOST,
@@ -67,6 +71,7 @@ pub mod map {
         DNS_QUERIES,
         DYN_EMPTY,
         EVENT_QUIET,
+        ABI,
     ];
 }
 
@@ -93,74 +98,11 @@ pub const VERDICT_PASS: u8 = 0;
 pub const VERDICT_DROP: u8 = 1;
 pub const VERDICT_MAX: usize = 2;
 
-/// Why a packet passed or was dropped. Stable numbers: never renumber or reuse.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
-pub enum Reason {
-    Policy = 0,
-    NoPolicy = 1,
-    Arp = 2,
-    Ethertype = 3,
-    Nd = 4,
-    IcmpError = 5,
-    Dhcp = 6,
-    Truncated = 7,
-    BadIhl = 8,
-    FragTooShort = 9,
-    FragOverlap = 10,
-    V6ChainTooLong = 11,
-    V6FragChain = 12,
-    VlanDepth = 13,
-    V4Mapped = 14,
-    Malformed = 15,
-}
-
-pub const REASON_MAX: usize = 16;
+include!(concat!(env!("OUT_DIR"), "/reasons.rs"));
 
 impl Reason {
-    pub const ALL: [Reason; REASON_MAX] = [
-        Reason::Policy,
-        Reason::NoPolicy,
-        Reason::Arp,
-        Reason::Ethertype,
-        Reason::Nd,
-        Reason::IcmpError,
-        Reason::Dhcp,
-        Reason::Truncated,
-        Reason::BadIhl,
-        Reason::FragTooShort,
-        Reason::FragOverlap,
-        Reason::V6ChainTooLong,
-        Reason::V6FragChain,
-        Reason::VlanDepth,
-        Reason::V4Mapped,
-        Reason::Malformed,
-    ];
-
     pub fn from_u8(v: u8) -> Option<Reason> {
         Reason::ALL.get(v as usize).copied()
-    }
-
-    /// The stable name users see in `status`, `events` and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Policy => "policy",
-            Reason::NoPolicy => "no-policy",
-            Reason::Arp => "arp",
-            Reason::Ethertype => "ethertype",
-            Reason::Nd => "ipv6-nd",
-            Reason::IcmpError => "icmp-error",
-            Reason::Dhcp => "dhcp",
-            Reason::Truncated => "truncated",
-            Reason::BadIhl => "bad-ihl",
-            Reason::FragTooShort => "fragment-too-short",
-            Reason::FragOverlap => "fragment-overlap",
-            Reason::V6ChainTooLong => "ipv6-chain-too-long",
-            Reason::V6FragChain => "ipv6-fragment-chain",
-            Reason::VlanDepth => "vlan-depth",
-            Reason::V4Mapped => "ipv4-mapped",
-            Reason::Malformed => "malformed",
-        }
     }
 }
 
@@ -189,7 +131,7 @@ pub const SLOT_IN_REMOTE: u8 = 1 << 1;
 pub const SLOT_IN_LOCAL: u8 = 1 << 2;
 pub const SLOT_OUT_LOCAL: u8 = 1 << 3;
 
-pub const STATS_ENTRIES: usize = DIR_MAX * VERDICT_MAX * REASON_MAX;
+pub const STATS_ENTRIES: usize = DIR_MAX * VERDICT_MAX * REASON_CAPACITY;
 pub const MISC_EVENTS_SUPPRESSED: u32 = 0;
 pub const MISC_EVENTS_LOST: u32 = 1;
 pub const MISC_DNS_HELD: u32 = 2;
@@ -208,7 +150,7 @@ pub const DNS_FRAME_MAX: usize = 1536;
 
 /// The `ag_stats` index of a (direction, verdict, reason) counter.
 pub const fn stats_index(direction: u8, verdict: u8, reason: u8) -> u32 {
-    ((direction as u32 * VERDICT_MAX as u32) + verdict as u32) * REASON_MAX as u32 + reason as u32
+    ((direction as u32 * VERDICT_MAX as u32) + verdict as u32) * REASON_CAPACITY as u32 + reason as u32
 }
 
 #[repr(C)]

@@ -233,6 +233,9 @@ impl Daemon {
         let (policy, tables) = compile(&catalog, &config, &desired)?;
 
         let mut dataplane = Dataplane::load(&config.bpffs_dir, &LoadOptions::default())?;
+        for replaced in dataplane.replaced() {
+            warn!("replaced a pinned map that does not fit this build (its contents start over): {replaced}");
+        }
         let (before_slot, before) = dataplane.active()?;
         let generation = dataplane.install(&tables)?;
         if before > 0 {

@@ -87,6 +87,8 @@ pub enum DataplaneError {
         "another allowgate daemon enforces from {dir} (it holds its lock): stop it first, or give this one its own bpffs_dir"
     )]
     Locked { dir: PathBuf },
+    #[error("cannot read the BPF object's map definitions: {detail}")]
+    Object { detail: String },
 }
 
 impl DataplaneError {
@@ -177,6 +179,91 @@ pub struct Dataplane {
     /// Our own fd on each link we pinned: a link whose pin is removed stays attached
     /// while we hold it, and is pinned again (`repin_missing`).
     held: Vec<(PathBuf, std::os::fd::OwnedFd)>,
+    /// Pinned maps this load replaced because they did not fit this build, and why.
+    replaced: Vec<String>,
+}
+
+/// Maps that kept their shape but changed their meaning in an ABI version: pins of an
+/// older version are replaced, never read the new way.
+const CHANGED_IN_VERSION: [(u32, &[&str]); 1] = [(2, &[map::STATS])];
+
+/// Compares every pinned map under `maps_dir` with the object's own definition of it
+/// (type, key and value size, capacity, flags) and the ABI version the pins were
+/// written by; a pin that does not fit is removed so that the loader makes the map
+/// afresh. Returns what was replaced and why, for the log.
+fn adopt_or_replace(maps_dir: &Path, object: &[u8]) -> Result<Vec<String>, DataplaneError> {
+    let obj = aya_obj::Object::parse(object).map_err(|e| DataplaneError::Object { detail: e.to_string() })?;
+    let pinned_version = pinned_abi_version(maps_dir);
+    let mut replaced = Vec::new();
+    let mut names: Vec<&String> = obj.maps.keys().collect();
+    names.sort();
+    for name in names {
+        let def = &obj.maps[name];
+        if def.pinning() != aya_obj::maps::PinningType::ByName {
+            continue;
+        }
+        let path = maps_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let want = (
+            def.map_type(),
+            def.key_size(),
+            def.value_size(),
+            def.max_entries(),
+            def.map_flags(),
+        );
+        let why = match aya::maps::MapInfo::from_pin(&path) {
+            Err(e) => Some(format!("cannot be read ({e})")),
+            Ok(info) => {
+                let have = (
+                    info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+                    info.key_size(),
+                    info.value_size(),
+                    info.max_entries(),
+                    info.map_flags(),
+                );
+                if have != want {
+                    Some(format!(
+                        "pinned as type {} key {} value {} entries {} flags {:#x}, this build has type {} key {} value {} entries {} flags {:#x}",
+                        have.0, have.1, have.2, have.3, have.4, want.0, want.1, want.2, want.3, want.4
+                    ))
+                } else {
+                    CHANGED_IN_VERSION
+                        .iter()
+                        .find(|(version, maps)| pinned_version < *version && maps.contains(&name.as_str()))
+                        .map(|(version, _)| {
+                            format!("pinned by ABI version {pinned_version}; its meaning changed in version {version}")
+                        })
+                }
+            }
+        };
+        if let Some(why) = why {
+            std::fs::remove_file(&path).map_err(|source| DataplaneError::Bpffs {
+                path: path.clone(),
+                source,
+            })?;
+            replaced.push(format!("{name}: {why}"));
+        }
+    }
+    Ok(replaced)
+}
+
+/// The ABI version of the pins under `maps_dir`: `ag_abi[0]`, 1 for pins made before
+/// it existed, this build's when nothing is pinned yet.
+fn pinned_abi_version(maps_dir: &Path) -> u32 {
+    let path = maps_dir.join(map::ABI);
+    if !path.exists() {
+        let anything = std::fs::read_dir(maps_dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        return if anything { 1 } else { abi::ABI_VERSION };
+    }
+    MapData::from_pin(&path)
+        .ok()
+        .and_then(|data| Array::<MapData, u32>::try_from(aya::maps::Map::Array(data)).ok())
+        .and_then(|a| a.get(&0, 0).ok())
+        .unwrap_or(1)
 }
 
 /// The shape each pinned map must have: a map pinned by an older, different build
@@ -189,6 +276,7 @@ fn expected_shape(name: &str) -> Option<(MapType, u32, u32)> {
         map::GEN_CONFIG => (MapType::Array, u32s, size_of::<abi::GenConfig>() as u32),
         map::ACTIVE | map::DYN_EMPTY => (MapType::Array, u32s, u32s),
         map::EVENT_QUIET => (MapType::PerCpuArray, u32s, size_of::<u64>() as u32),
+        map::ABI => (MapType::Array, u32s, u32s),
         map::STATS => (MapType::PerCpuArray, u32s, size_of::<abi::Counter>() as u32),
         map::MISC => (MapType::PerCpuArray, u32s, size_of::<u64>() as u32),
         map::V4_DYN => (MapType::Hash, 4, size_of::<abi::DynValue>() as u32),
@@ -202,6 +290,12 @@ impl Dataplane {
     /// Loads the object with its maps pinned under `dir/maps`: maps already pinned
     /// there (by an earlier daemon) are reused, with the policy they hold.
     pub fn load(dir: &Path, options: &LoadOptions) -> Result<Dataplane, DataplaneError> {
+        Dataplane::load_object(dir, options, abi::FILTER_OBJ)
+    }
+
+    /// `load`, of the given build of the filter (a test loads the next build's over
+    /// this one's pins).
+    pub fn load_object(dir: &Path, options: &LoadOptions, object: &[u8]) -> Result<Dataplane, DataplaneError> {
         ensure_bpffs()?;
         let maps_dir = dir.join("maps");
         for d in [&maps_dir, &dir.join("links")] {
@@ -210,19 +304,26 @@ impl Dataplane {
                 source,
             })?;
         }
+        let replaced = adopt_or_replace(&maps_dir, object)?;
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .override_global(abi::global::EVENT_RATE, &options.event_rate_per_sec, true)
             .override_global(abi::global::EVENT_BURST, &options.event_burst, true)
-            .load(abi::FILTER_OBJ)
+            .load(object)
             .map_err(|source| DataplaneError::Load { source })?;
         let mut dataplane = Dataplane {
             ebpf,
             dir: dir.to_path_buf(),
             noop: None,
             held: Vec::new(),
+            replaced,
         };
         dataplane.check_map_shapes()?;
+        let mut version: Array<&mut MapData, u32> =
+            Array::try_from(dataplane.map_mut(map::ABI)?).map_err(map_err("open ag_abi"))?;
+        version
+            .set(0, abi::ABI_VERSION, 0)
+            .map_err(map_err("record the ABI version"))?;
         dataplane.refresh_learned_empty()?;
         let program = |name| move |source| DataplaneError::Program { name, source };
         dataplane.xdp()?.load().map_err(program(abi::PROG_INGRESS))?;
@@ -232,6 +333,11 @@ impl Dataplane {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The pinned maps this load replaced, and why (for the log).
+    pub fn replaced(&self) -> &[String] {
+        &self.replaced
     }
 
     fn check_map_shapes(&self) -> Result<(), DataplaneError> {

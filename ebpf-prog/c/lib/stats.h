@@ -33,6 +33,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_stats SEC(".maps");
 
+/* ag_abi[0]: the AG_ABI_VERSION of the build that pinned these maps (the agent writes it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_abi SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, AG_MISC_MAX);
@@ -72,7 +81,7 @@ struct {
 
 static __always_inline void ag_count(__u8 dir, __u8 verdict, __u8 reason, __u64 bytes)
 {
-	__u32 index = ((__u32)dir * AG_VERDICT_MAX + verdict) * AG_REASON_MAX + reason;
+	__u32 index = ((__u32)dir * AG_VERDICT_MAX + verdict) * AG_REASON_CAPACITY + reason;
 	struct ag_counter *counter;
 
 	counter = bpf_map_lookup_elem(&ag_stats, &index);
