@@ -648,7 +648,7 @@ fn a_build_that_appends_a_reason_adopts_old_pins_without_misreading_a_counter() 
         syn: true,
         ack: false,
     };
-    let out = frame(&between(Hook::Egress, me, unlisted, syn.clone()), &Shape::Plain);
+    let out = frame(&between(Hook::Egress, me, unlisted, syn), &Shape::Plain);
     let mut malformed_out = out.clone();
     malformed_out[14] = (5 << 4) | (malformed_out[14] & 0x0f); // IP version 5 on an IPv4 ethertype
     let unlisted_in = frame(&between(Hook::Ingress, me, unlisted, syn), &Shape::Plain);
@@ -687,9 +687,9 @@ fn a_build_that_appends_a_reason_adopts_old_pins_without_misreading_a_counter() 
     let others: u64 = counters
         .by_key
         .iter()
-        .filter(|((d, v, r), _)| {
-            !(*d == abi::DIR_EGRESS && *v == abi::VERDICT_DROP && *r == R::Malformed)
-                && !(*d == abi::DIR_INGRESS && *v == abi::VERDICT_DROP && *r == R::Policy)
+        .filter(|(&key, _)| {
+            key != (abi::DIR_EGRESS, abi::VERDICT_DROP, R::Malformed)
+                && key != (abi::DIR_INGRESS, abi::VERDICT_DROP, R::Policy)
         })
         .map(|(_, c)| c.packets)
         .sum();
@@ -733,12 +733,7 @@ fn counters_pinned_by_an_older_abi_are_replaced_not_misread() {
         "{replaced}"
     );
     assert_eq!(
-        dp.counters()
-            .unwrap()
-            .by_key
-            .iter()
-            .map(|(_, c)| c.packets)
-            .sum::<u64>(),
+        dp.counters().unwrap().by_key.values().map(|c| c.packets).sum::<u64>(),
         0
     );
 }
