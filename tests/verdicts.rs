@@ -687,7 +687,7 @@ fn a_build_that_appends_a_reason_adopts_old_pins_without_misreading_a_counter() 
     let others: u64 = counters
         .by_key
         .iter()
-        .filter(|(&key, _)| {
+        .filter(|&(&key, _)| {
             key != (abi::DIR_EGRESS, abi::VERDICT_DROP, R::Malformed)
                 && key != (abi::DIR_INGRESS, abi::VERDICT_DROP, R::Policy)
         })
