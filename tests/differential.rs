@@ -5,12 +5,11 @@
 //! ports from, next to and outside its ranges; shapes from every layout the parser
 //! must see through.
 
-mod common;
-
 use std::{
     cell::RefCell,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
+use testkit as common;
 
 use allowgate::{
     catalog::{Catalog, Direction, Feature, PortRange, Proto},

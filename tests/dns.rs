@@ -10,13 +10,12 @@
 //! generic-mode XDP path (a macvlan) where a re-injected answer meets the program again,
 //! and DNS with the daemon dead or gone.
 
-mod common;
-
 use std::{
     net::{IpAddr, SocketAddr, SocketAddrV4, UdpSocket},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
+use testkit as common;
 
 use common::{
     PinDir,

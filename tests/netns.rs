@@ -3,8 +3,6 @@
 //! mode, SIGKILL, a restart under a prober, and `down`. Only documentation-range
 //! addresses assigned in these namespaces carry traffic.
 
-mod common;
-
 use std::{
     collections::HashSet,
     net::{SocketAddr, UdpSocket},
@@ -15,6 +13,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use testkit as common;
 
 use common::{
     PinDir,

@@ -3,9 +3,8 @@
 //! expectation, the reference model, and the kernel (its return value and the counter
 //! it moved). Real catalog addresses are judged here only.
 
-mod common;
-
 use std::net::IpAddr;
+use testkit as common;
 
 use allowgate::{
     catalog::{Catalog, Direction, Feature, PortRange, Proto},

@@ -4,8 +4,7 @@ mod bench;
 mod config_bench;
 mod import_bench;
 // The tests' namespaces, pins and packet builder serve the demo and the bench too.
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use testkit as common;
 mod demo;
 mod install;
 mod traffic;

@@ -1,14 +1,14 @@
-//! Shared by the integration tests: unique names, pin directories and namespaces that
-//! clean up after themselves (on failure too), and the test-run harness that judges a
-//! frame in the kernel and reads back why.
-
-#![allow(dead_code)]
+//! What allowgate's tests, demo and bench share: unique names, pin directories and
+//! namespaces that clean up after themselves (on failure too), the daemon guard, packet
+//! builders, and the test-run harness that judges a frame in the kernel and reads back
+//! why. A dev crate (never published): the agent's integration tests and xtask use it.
 
 pub mod daemon;
 pub mod dns;
 pub mod exposition;
 pub mod netns;
 pub mod packet;
+pub mod world;
 
 use std::{
     path::{Path, PathBuf},
@@ -67,6 +67,12 @@ pub fn require_root() {
 
 /// A bpffs directory of this test's own, detached and removed on drop.
 pub struct PinDir(pub PathBuf);
+
+impl Default for PinDir {
+    fn default() -> Self {
+        PinDir::new()
+    }
+}
 
 impl PinDir {
     pub fn new() -> PinDir {
