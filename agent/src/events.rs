@@ -26,18 +26,9 @@ pub struct Decoded {
 }
 
 fn if_name(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: on success the buffer holds a NUL-terminated name.
-    Some(
-        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned(),
-    )
+    use rustix::net::{AddressFamily, SocketType, netdevice::index_to_name, socket};
+    let probe = socket(AddressFamily::INET, SocketType::DGRAM, None).ok()?;
+    index_to_name(&probe, index).ok()
 }
 
 impl From<&Event> for Decoded {

@@ -67,8 +67,7 @@ impl Access {
     }
 
     pub fn allows(&self, peer: &Peer) -> bool {
-        // SAFETY: geteuid has no preconditions.
-        if peer.uid == 0 || peer.uid == unsafe { libc::geteuid() } {
+        if peer.uid == 0 || peer.uid == rustix::process::geteuid().as_raw() {
             return true;
         }
         let Some((_, gid)) = &self.group else { return false };
@@ -127,11 +126,9 @@ pub fn bind(path: &Path, access: &Access) -> Result<UnixListener, ServerError> {
         std::fs::remove_file(path).map_err(setup)?;
     }
     // Bind under a umask that leaves no window in which others could connect.
-    // SAFETY: umask has no preconditions; it is restored right after.
-    let old = unsafe { libc::umask(0o177) };
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
     let listener = UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
+    rustix::process::umask(old);
     let listener = listener.map_err(setup)?;
     if let Some((_, gid)) = &access.group {
         chown(path, None, Some(*gid)).map_err(setup)?;

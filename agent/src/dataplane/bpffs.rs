@@ -43,16 +43,10 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub fn check_on_bpffs(dir: &Path) -> Result<(), DataplaneError> {
     // The nearest existing ancestor is what the directory will be created on.
     let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-    let cpath = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
-        .map_err(|_| DataplaneError::NotBpffs { dir: dir.to_path_buf() })?;
-    // SAFETY: `buf` is a plain C struct the call fills; `cpath` is NUL-terminated and
-    // alive across the call.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statfs(cpath.as_ptr(), &mut buf) };
-    if rc != 0 || buf.f_type as i64 != BPF_FS_MAGIC {
-        return Err(DataplaneError::NotBpffs { dir: dir.to_path_buf() });
+    match rustix::fs::statfs(existing) {
+        Ok(fs) if i64::from(fs.f_type) == BPF_FS_MAGIC => Ok(()),
+        _ => Err(DataplaneError::NotBpffs { dir: dir.to_path_buf() }),
     }
-    Ok(())
 }
 
 /// An exclusive lock on `bpffs_dir`, held for the daemon's life: two daemons on one

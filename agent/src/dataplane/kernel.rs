@@ -124,10 +124,9 @@ pub fn prog_id(fd: &OwnedFd) -> io::Result<u32> {
 
 /// The index of the interface `name` in this network namespace.
 pub fn if_index(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
+    use rustix::net::{AddressFamily, SocketType, netdevice::name_to_index, socket};
+    let probe = socket(AddressFamily::INET, SocketType::DGRAM, None).ok()?;
+    name_to_index(&probe, name).ok().filter(|&i| i != 0)
 }
 
 /// How one hook of one interface stands, per the kernel.
