@@ -44,7 +44,7 @@ pub fn check_on_bpffs(dir: &Path) -> Result<(), DataplaneError> {
     // The nearest existing ancestor is what the directory will be created on.
     let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
     match rustix::fs::statfs(existing) {
-        Ok(fs) if i64::from(fs.f_type) == BPF_FS_MAGIC => Ok(()),
+        Ok(fs) if fs.f_type == BPF_FS_MAGIC => Ok(()),
         _ => Err(DataplaneError::NotBpffs { dir: dir.to_path_buf() }),
     }
 }
