@@ -295,22 +295,8 @@ fn aimed(policy: &Policy) -> impl Strategy<Value = Case> {
                     },
                     Proto::Any => L4::Other { proto: 47 },
                 };
-                let (src, dst) = if hook == Hook::Egress {
-                    (local, remote)
-                } else {
-                    (remote, local)
-                };
                 Case {
-                    packet: Packet {
-                        hook,
-                        vlan_tags: 0,
-                        frame: Frame::Ip(IpPacket {
-                            src,
-                            dst,
-                            hop_limit: 64,
-                            l4,
-                        }),
-                    },
+                    packet: Packet::between(hook, local, remote, l4),
                     shape: Shape::Plain,
                 }
             },

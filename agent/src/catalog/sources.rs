@@ -46,6 +46,19 @@ pub struct ImportOptions<'a> {
     pub tags: TagOptions<'a>,
 }
 
+impl<'a> ImportOptions<'a> {
+    /// Strict reading (nothing skipped), taking linked-only names from `fallback`.
+    pub fn with_fallback(fallback: &'a Catalog) -> ImportOptions<'a> {
+        ImportOptions {
+            page: PageOptions {
+                allow_partial: false,
+                fallback: Some(fallback),
+            },
+            tags: TagOptions::default(),
+        }
+    }
+}
+
 /// The largest source file read (a service tags file is about 5 MB).
 pub const MAX_SOURCE_BYTES: usize = service_tags::MAX_TAG_FILE_BYTES;
 
@@ -159,13 +172,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Catalog, SourceError> {
         return Ok(Catalog::builtin());
     }
     let builtin = Catalog::builtin();
-    let options = ImportOptions {
-        page: PageOptions {
-            allow_partial: false,
-            fallback: Some(&builtin),
-        },
-        tags: TagOptions::default(),
-    };
+    let options = ImportOptions::with_fallback(&builtin);
     let catalogs = paths
         .iter()
         .map(|p| import_file(p, options))

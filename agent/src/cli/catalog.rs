@@ -202,13 +202,7 @@ fn fetch_url(args: FetchArgs) -> anyhow::Result<ExitCode> {
 /// content). Returns the summary line.
 fn validate_download(bytes: &[u8], name: &str) -> anyhow::Result<String> {
     let builtin = Catalog::builtin();
-    let options = ImportOptions {
-        page: PageOptions {
-            allow_partial: false,
-            fallback: Some(&builtin),
-        },
-        ..ImportOptions::default()
-    };
+    let options = ImportOptions::with_fallback(&builtin);
     let catalog = import_bytes(bytes, Path::new(name), SourceKind::detect(bytes), options)?;
     // An HTML error or login page can parse as a page that lists nothing; installing it
     // would empty the allow list.
@@ -332,13 +326,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 fn load_any(path: &Path) -> anyhow::Result<Catalog> {
     let builtin = Catalog::builtin();
-    let options = ImportOptions {
-        page: PageOptions {
-            allow_partial: false,
-            fallback: Some(&builtin),
-        },
-        ..ImportOptions::default()
-    };
+    let options = ImportOptions::with_fallback(&builtin);
     Ok(crate::catalog::sources::import_file(path, options)?)
 }
 

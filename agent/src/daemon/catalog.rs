@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::{Daemon, Pending, compile, cuts_off, load_json, now, now_ms, save_json};
 use crate::{
     catalog::{
-        Catalog, PageOptions,
+        Catalog,
         sources::{ImportOptions, import_file},
     },
     control::{
@@ -140,13 +140,7 @@ impl Daemon {
         if let Err(e) = readable_by(path, peer) {
             return Response::error(e);
         }
-        let import = ImportOptions {
-            page: PageOptions {
-                allow_partial: false,
-                fallback: Some(&self.catalog),
-            },
-            ..ImportOptions::default()
-        };
+        let import = ImportOptions::with_fallback(&self.catalog);
         let catalog = match import_file(path, import) {
             Ok(c) => c,
             Err(e) => return Response::error(format!("refused, nothing changed: {}", crate::error_chain(&e))),

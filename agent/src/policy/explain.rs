@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ListedBy, Policy, Rule,
-    model::{self, Frame, Hook, IpPacket, L4, Verdict},
+    model::{self, Hook, L4, Verdict},
 };
 use crate::catalog::{Direction, Proto};
 
@@ -122,10 +122,6 @@ fn first_packet(hook: Hook, addr: IpAddr, proto: Proto, port: u16) -> model::Pac
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    let (src, dst) = match hook {
-        Hook::Egress => (local, addr),
-        Hook::Ingress => (addr, local),
-    };
     let l4 = match proto {
         Proto::Udp => L4::Udp { sport: 0, dport: port },
         Proto::Icmp => L4::Icmp {
@@ -139,16 +135,7 @@ fn first_packet(hook: Hook, addr: IpAddr, proto: Proto, port: u16) -> model::Pac
             ack: false,
         },
     };
-    model::Packet {
-        hook,
-        vlan_tags: 0,
-        frame: Frame::Ip(IpPacket {
-            src,
-            dst,
-            hop_limit: 64,
-            l4,
-        }),
-    }
+    model::Packet::between(hook, local, addr, l4)
 }
 
 fn why_not(policy: &Policy, addr: IpAddr) -> String {

@@ -27,6 +27,27 @@ pub struct Packet {
     pub frame: Frame,
 }
 
+impl Packet {
+    /// An IP packet between this host (`local`) and `remote`, as `hook` sees it: the
+    /// remote is the destination going out and the source coming in.
+    pub fn between(hook: Hook, local: IpAddr, remote: IpAddr, l4: L4) -> Packet {
+        let (src, dst) = match hook {
+            Hook::Egress => (local, remote),
+            Hook::Ingress => (remote, local),
+        };
+        Packet {
+            hook,
+            vlan_tags: 0,
+            frame: Frame::Ip(IpPacket {
+                src,
+                dst,
+                hop_limit: 64,
+                l4,
+            }),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     Arp,
