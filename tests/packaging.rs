@@ -229,3 +229,52 @@ fn the_unit_agrees_with_the_default_paths() {
         );
     }
 }
+
+/// The shell completions ask `allowgate regions --names` for region names at each Tab:
+/// one name a line, every region of the catalog in use, nothing else, and no daemon.
+#[test]
+fn regions_names_prints_the_catalogs_regions_for_the_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "regions = [\"eu1\"]\n").unwrap();
+    let out = assert_cmd::Command::cargo_bin("allowgate")
+        .unwrap()
+        .args([
+            "--socket",
+            "/nonexistent/allowgate.sock",
+            "regions",
+            "--names",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let names: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let expected: Vec<String> = Catalog::builtin().regions.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(names, expected);
+    for region in ["us1", "eu1", "gov-us1"] {
+        assert!(names.iter().any(|n| n == region), "{region} missing: {names:?}");
+    }
+
+    // A config it cannot read still gets the built-in names (the config is root's).
+    let out = assert_cmd::Command::cargo_bin("allowgate")
+        .unwrap()
+        .args(["regions", "--names", "--config", "/nonexistent/config.toml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), expected.len());
+
+    // A helper for the completions, not part of the documented interface.
+    let help = assert_cmd::Command::cargo_bin("allowgate")
+        .unwrap()
+        .args(["regions", "--help"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("--names"));
+}
