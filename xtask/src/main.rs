@@ -1,4 +1,6 @@
-//! Project tasks that need more than `cargo`: every test (as root), the demo, the bench.
+//! Project tasks that need more than `cargo`: every test (as root), the demo, the bench,
+//! the install, the Debian package with its man pages and completions, and the test of
+//! that package under a real systemd.
 
 mod bench;
 mod import_bench;
@@ -6,6 +8,7 @@ mod import_bench;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod demo;
+mod docs;
 mod install;
 
 use std::process::{Command, ExitCode};
@@ -36,6 +39,8 @@ enum Task {
     /// Install the release binary, the systemd unit and (unless there is one) the
     /// example config; `--dry-run` shows the steps, `--root DIR` stages them under DIR.
     Install(install::InstallArgs),
+    /// Man pages and shell completions only, generated from the CLI's definitions.
+    Docs(docs::DocsArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
         Task::Demo => demo::run(),
         Task::Bench(args) => bench::run(&args),
         Task::Install(args) => install::run(&args),
+        Task::Docs(args) => docs::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,6 +63,21 @@ fn main() -> ExitCode {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The workspace's root directory.
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Where cargo builds: CARGO_TARGET_DIR, else the workspace's target/.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
 }
 
 fn cargo() -> Command {
