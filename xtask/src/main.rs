@@ -7,6 +7,7 @@ mod import_bench;
 // The tests' namespaces, pins and packet builder serve the demo and the bench too.
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod deb;
 mod demo;
 mod docs;
 mod install;
@@ -39,6 +40,9 @@ enum Task {
     /// Install the release binary, the systemd unit and (unless there is one) the
     /// example config; `--dry-run` shows the steps, `--root DIR` stages them under DIR.
     Install(install::InstallArgs),
+    /// The Debian package (target/debian/allowgate_VERSION_ARCH.deb) from the release
+    /// build: binary, unit, config (a conffile), man pages, completions, examples.
+    Deb(deb::DebArgs),
     /// Man pages and shell completions only, generated from the CLI's definitions.
     Docs(docs::DocsArgs),
 }
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Task::Demo => demo::run(),
         Task::Bench(args) => bench::run(&args),
         Task::Install(args) => install::run(&args),
+        Task::Deb(args) => deb::run(&args),
         Task::Docs(args) => docs::run(&args),
     };
     match result {
