@@ -11,6 +11,7 @@ mod deb;
 mod demo;
 mod docs;
 mod install;
+mod systemd_test;
 
 use std::process::{Command, ExitCode};
 
@@ -45,6 +46,10 @@ enum Task {
     Deb(deb::DebArgs),
     /// Man pages and shell completions only, generated from the CLI's definitions.
     Docs(docs::DocsArgs),
+    /// Boot a Debian container with systemd as PID 1, install the package in it, and
+    /// prove the unit: start, probes, reload, stop/start, the sandbox, the journal
+    /// (needs root, mmdebstrap and systemd-nspawn; fetches Debian packages).
+    TestSystemd(systemd_test::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         Task::Install(args) => install::run(&args),
         Task::Deb(args) => deb::run(&args),
         Task::Docs(args) => docs::run(&args),
+        Task::TestSystemd(args) => systemd_test::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
