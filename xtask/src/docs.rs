@@ -219,11 +219,17 @@ struct Key {
     text: Vec<String>,
 }
 
+/// What a table holds, in the example's order: keys, and comments about no one key.
+enum Item {
+    Key(Key),
+    Text(Vec<String>),
+}
+
 /// A `[table]` of the example (the top level has none) with its comment and keys.
 struct Table {
     name: Option<String>,
     text: Vec<String>,
-    keys: Vec<Key>,
+    keys: Vec<Item>,
 }
 
 fn is_key_line(line: &str) -> bool {
@@ -260,13 +266,18 @@ fn read_example(text: &str) -> (Vec<String>, Vec<Table>) {
     for line in lines {
         let trimmed = line.trim();
         if trimmed.is_empty() {
-            // A comment that no key follows is about the table (or general).
+            // A comment that no key follows is about the table (before its first key)
+            // or about the keys around it (kept in its place).
             if !comment.is_empty() {
                 let table = tables.last_mut().expect("one table at least");
-                if !table.text.is_empty() {
-                    table.text.push(String::new());
+                if table.keys.is_empty() {
+                    if !table.text.is_empty() {
+                        table.text.push(String::new());
+                    }
+                    table.text.append(&mut comment);
+                } else {
+                    table.keys.push(Item::Text(std::mem::take(&mut comment)));
                 }
-                table.text.append(&mut comment);
             }
             continue;
         }
@@ -281,11 +292,11 @@ fn read_example(text: &str) -> (Vec<String>, Vec<Table>) {
                         keys: Vec::new(),
                     });
                 } else {
-                    tables.last_mut().expect("a table").keys.push(Key {
+                    tables.last_mut().expect("a table").keys.push(Item::Key(Key {
                         setting: rest.to_string(),
                         optional: true,
                         text: std::mem::take(&mut comment),
-                    });
+                    }));
                 }
             } else {
                 comment.push(rest.to_string());
@@ -299,15 +310,15 @@ fn read_example(text: &str) -> (Vec<String>, Vec<Table>) {
                 keys: Vec::new(),
             });
         } else {
-            tables.last_mut().expect("a table").keys.push(Key {
+            tables.last_mut().expect("a table").keys.push(Item::Key(Key {
                 setting: trimmed.to_string(),
                 optional: false,
                 text: std::mem::take(&mut comment),
-            });
+            }));
         }
     }
     if !comment.is_empty() {
-        tables.last_mut().expect("a table").text.append(&mut comment);
+        tables.last_mut().expect("a table").keys.push(Item::Text(comment));
     }
     (intro, tables)
 }
@@ -320,9 +331,9 @@ fn roff_text(lines: &[String]) -> String {
     for line in lines {
         let example = line.starts_with("  ");
         if example && !in_example {
-            out.push_str(".RS 4\n.nf\n");
+            out.push_str(".sp\n.nf\n.in +4n\n");
         } else if !example && in_example {
-            out.push_str(".fi\n.RE\n");
+            out.push_str(".in\n.fi\n");
         }
         in_example = example;
         if line.is_empty() {
@@ -336,7 +347,7 @@ fn roff_text(lines: &[String]) -> String {
         }
     }
     if in_example {
-        out.push_str(".fi\n.RE\n");
+        out.push_str(".in\n.fi\n");
     }
     out
 }
@@ -363,17 +374,21 @@ fn config_page() -> String {
             Some(name) => page.push_str(&format!(".SH \"{}\"\n", roff_escape(name))),
         }
         page.push_str(&roff_text(&table.text));
-        for key in &table.keys {
-            page.push_str(&format!(
-                ".TP\n\\fB{}\\fR{}\n",
-                roff_escape(&key.setting),
-                if key.optional {
-                    " (optional, off unless set)"
-                } else {
-                    ""
+        for item in &table.keys {
+            match item {
+                Item::Key(key) => {
+                    page.push_str(&format!(
+                        ".TP\n\\fB{}\\fR{}\n",
+                        roff_escape(&key.setting),
+                        if key.optional { " (optional, off unless set)" } else { "" }
+                    ));
+                    page.push_str(&roff_text(&key.text));
                 }
-            ));
-            page.push_str(&roff_text(&key.text));
+                Item::Text(text) => {
+                    page.push_str(".PP\n");
+                    page.push_str(&roff_text(text));
+                }
+            }
         }
     }
     page.push_str(
@@ -442,7 +457,7 @@ mod tests {
         // A key's comment comes with it, and examples are kept as lines.
         let socket_group = page.find("socket_group").unwrap();
         assert!(page[socket_group..].contains("A group whose members may use the control socket"));
-        assert!(page.contains(".nf\ninterfaces = [\"eth0\"]\n.fi"), "{page}");
+        assert!(page.contains(".nf\n.in +4n\ninterfaces = [\"eth0\"]\n.in\n.fi"), "{page}");
         assert!(page.contains("(optional, off unless set)"));
         // No line starts with a stray request.
         for line in page.lines() {
