@@ -380,7 +380,11 @@ fn config_page() -> String {
                     page.push_str(&format!(
                         ".TP\n\\fB{}\\fR{}\n",
                         roff_escape(&key.setting),
-                        if key.optional { " (optional, off unless set)" } else { "" }
+                        if key.optional {
+                            " (optional, off unless set)"
+                        } else {
+                            ""
+                        }
                     ));
                     page.push_str(&roff_text(&key.text));
                 }
@@ -457,7 +461,10 @@ mod tests {
         // A key's comment comes with it, and examples are kept as lines.
         let socket_group = page.find("socket_group").unwrap();
         assert!(page[socket_group..].contains("A group whose members may use the control socket"));
-        assert!(page.contains(".nf\n.in +4n\ninterfaces = [\"eth0\"]\n.in\n.fi"), "{page}");
+        assert!(
+            page.contains(".nf\n.in +4n\ninterfaces = [\"eth0\"]\n.in\n.fi"),
+            "{page}"
+        );
         assert!(page.contains("(optional, off unless set)"));
         // No line starts with a stray request.
         for line in page.lines() {
