@@ -7,6 +7,7 @@ mod import_bench;
 // The tests' namespaces, pins and packet builder serve the demo and the bench too.
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod container_test;
 mod deb;
 mod demo;
 mod docs;
@@ -50,6 +51,12 @@ enum Task {
     /// prove the unit: start, probes, reload, stop/start, the sandbox, the journal
     /// (needs root, mmdebstrap and systemd-nspawn; fetches Debian packages).
     TestSystemd(systemd_test::Args),
+    /// Build packaging/Containerfile with podman from the package and run it as the
+    /// DaemonSet does, against a veth pair with the demo's probes (needs root, podman).
+    TestContainer(container_test::Args),
+    /// Validate packaging/kubernetes/ against the Kubernetes schemas, offline
+    /// (kubernetes-validate from PyPI, in a throwaway virtualenv).
+    CheckManifests,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +68,8 @@ fn main() -> ExitCode {
         Task::Deb(args) => deb::run(&args),
         Task::Docs(args) => docs::run(&args),
         Task::TestSystemd(args) => systemd_test::run(&args),
+        Task::TestContainer(args) => container_test::run(&args),
+        Task::CheckManifests => container_test::check_manifests(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
