@@ -264,14 +264,7 @@ fn test(args: &Args) -> anyhow::Result<Option<String>> {
     let mut debootstrap = Command::new("mmdebstrap")
         // procps: the package's one dependency beyond the base, so that the image
         // builds without a network (the Containerfile fetches lists only if one lacks).
-        .args([
-            "--variant=minbase",
-            "--quiet",
-            "--include=procps",
-            "--format=tar",
-            "bookworm",
-            "-",
-        ])
+        .args(["--variant=minbase", "--include=procps", "--format=tar", "bookworm", "-"])
         .arg(&args.mirror)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -279,6 +272,8 @@ fn test(args: &Args) -> anyhow::Result<Option<String>> {
         .spawn()
         .context("cannot run mmdebstrap")?;
     let tar = debootstrap.stdout.take().expect("piped");
+    // A failed import may still leave an image by that name: removed with the rest.
+    podman_guard.images.push(base.clone());
     let import = podman()
         .args(["import", "-", &base])
         .stdin(tar)
@@ -290,14 +285,13 @@ fn test(args: &Args) -> anyhow::Result<Option<String>> {
         return Ok(Some(format!(
             "mmdebstrap from {} failed: {}",
             args.mirror,
-            last_line(&made.stderr)
+            crate::systemd_test::mmdebstrap_failure(&made.stderr)
         )));
     }
     let import = import.context("cannot run podman import")?;
     if !import.status.success() {
         return Ok(Some(format!("podman import failed: {}", last_line(&import.stderr))));
     }
-    podman_guard.images.push(base.clone());
     println!("made in {:.0} s", t.elapsed().as_secs_f64());
     // Can podman run anything at all here?
     let out = podman()
