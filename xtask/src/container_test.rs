@@ -66,13 +66,7 @@ fn has_command(name: &str) -> bool {
 
 fn apt_install(packages: &[&str]) -> bool {
     println!("test-container: installing {}", packages.join(" "));
-    Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    crate::systemd_test::apt_install(packages)
 }
 
 /// podman with the flags this machine needs: runc where crun refuses the host (crun

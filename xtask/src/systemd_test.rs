@@ -125,13 +125,7 @@ fn prepare(args: &Args) -> anyhow::Result<Result<(PathBuf, Tree), Unable>> {
     for (tool, package) in [("mmdebstrap", "mmdebstrap"), ("systemd-nspawn", "systemd-container")] {
         if !has_command(tool) {
             println!("test-systemd: installing {package} (for {tool})");
-            let ok = Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends", package])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok || !has_command(tool) {
+            if !apt_install(&[package]) || !has_command(tool) {
                 return Ok(Err(Unable(format!(
                     "{tool} is missing and `apt-get install {package}` failed"
                 ))));
@@ -185,6 +179,28 @@ pub fn mmdebstrap_failure(stderr: &[u8]) -> String {
         .copied()
         .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()));
     telling.map_or_else(|| "no output".to_string(), |l| l.trim().to_string())
+}
+
+/// `apt-get install`, with `apt-get update` first when the lists are too old or empty
+/// (a fresh machine has none) for it to find the packages.
+pub fn apt_install(packages: &[&str]) -> bool {
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    install()
+        || (Command::new("apt-get")
+            .args(["update", "-qq"])
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            && install())
 }
 
 fn has_command(name: &str) -> bool {
