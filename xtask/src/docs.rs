@@ -86,6 +86,8 @@ fn push_pages(cmd: &Command, name: &str, pages: &mut Vec<(String, Vec<u8>)>) -> 
     let page_name: &'static str = name.to_string().leak();
     let man = clap_mangen::Man::new(cmd.clone().name(page_name))
         .section("8")
+        // Without a date the header's fields shift (the version is read as the date).
+        .date(page_date())
         .manual(MANUAL)
         .source(format!("allowgate {}", env!("CARGO_PKG_VERSION")));
     man.render(&mut page).context("cannot render a man page")?;
@@ -120,6 +122,34 @@ fn push_pages(cmd: &Command, name: &str, pages: &mut Vec<(String, Vec<u8>)>) -> 
         push_pages(sub, &format!("{name}-{}", sub.get_name()), pages)?;
     }
     Ok(())
+}
+
+/// The pages' date, YYYY-MM-DD: SOURCE_DATE_EPOCH's when set (reproducible builds),
+/// else today's (UTC).
+fn page_date() -> String {
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    civil_date(secs)
+}
+
+fn civil_date(secs: u64) -> String {
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// Region and feature arguments (known by their value names) take the names as possible
@@ -432,7 +462,11 @@ mod tests {
         assert!(main.contains("\\fBallowgate\\-status\\fR(8)"), "{main}");
         let status = &pages.iter().find(|(n, _)| n == "allowgate-status").unwrap().1;
         let status = String::from_utf8_lossy(status);
-        assert!(status.contains(".TH allowgate-status 8"), "{status}");
+        assert!(
+            status.contains(".TH allowgate-status 8 ")
+                && status.contains(" \"allowgate 0.1.0\" \"System Administration\""),
+            "{status}"
+        );
         assert!(status.contains("\\-\\-json"), "{status}");
         // The hidden completion helper stays out of the pages.
         assert!(
@@ -440,6 +474,17 @@ mod tests {
                 .iter()
                 .any(|(_, p)| String::from_utf8_lossy(p).contains("\\-\\-names"))
         );
+    }
+
+    #[test]
+    fn page_dates_are_civil_dates() {
+        for (epoch, date) in [
+            (0, "1970-01-01"),
+            (951_782_400, "2000-02-29"),
+            (1_796_083_200, "2026-12-01"),
+        ] {
+            assert_eq!(civil_date(epoch), date);
+        }
     }
 
     #[test]
