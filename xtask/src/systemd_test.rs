@@ -748,6 +748,37 @@ fn test(deb: &Path, tree: Tree) -> anyhow::Result<Option<String>> {
         enforcing(&ct, &pair.host_if)? && !probe(&pair.peer, UNLISTED_V4),
     )?;
 
+    step("upgrade: the package again over itself restarts the running daemon, which adopts with no gap");
+    let main_pid = |ct: &Container| ct.ok("systemctl", &["show", "-P", "MainPID", "allowgate"]);
+    let pid_before = main_pid(&ct)?;
+    let config_before = fs::read_to_string(&conf)?;
+    let prober = Prober::start(&pair.peer);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = ct.run("dpkg", &["-i", "/root/allowgate.deb"])?;
+    ensure!(
+        code == 0,
+        "dpkg -i over the installed package failed ({code}): {out}{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let ((tries, passed), (bad_tries, let_through)) = prober.finish();
+    let pid_after = main_pid(&ct)?;
+    check(
+        &format!(
+            "the daemon was restarted (MainPID {} -> {})",
+            pid_before.trim(),
+            pid_after.trim()
+        ),
+        pid_before != pid_after && pid_after.trim() != "0",
+    )?;
+    check(
+        &format!("through the upgrade: {passed}/{tries} management probes passed, {let_through}/{bad_tries} unlisted"),
+        tries > 20 && passed == tries && bad_tries > 0 && let_through == 0,
+    )?;
+    check(
+        "the edited config (a conffile) was kept",
+        fs::read_to_string(&conf)? == config_before,
+    )?;
+
     step("stop keeps enforcing; start adopts with no gap");
     let prober = Prober::start(&pair.peer);
     std::thread::sleep(Duration::from_millis(300));
@@ -776,13 +807,13 @@ fn test(deb: &Path, tree: Tree) -> anyhow::Result<Option<String>> {
     println!("{journal_text}");
     let lines: Vec<&str> = journal_text.lines().collect();
     for (event, count) in [
-        ("INFO enforcing generation=", 2),
-        ("INFO adopted the pinned policy", 1),
+        ("INFO enforcing generation=", 3),
+        ("INFO adopted the pinned policy", 2),
         ("INFO reloaded generation=", 2),
         ("ERROR reload refused", 1),
         ("INFO changed uid=0", 4),
         ("INFO catalog applied", 1),
-        ("INFO exiting; the policy stays enforced", 1),
+        ("INFO exiting; the policy stays enforced", 2),
     ] {
         let seen = lines.iter().filter(|l| l.trim_start().starts_with(event)).count();
         check(&format!("{count} line(s) \"{event}...\" (saw {seen})"), seen == count)?;
@@ -805,7 +836,7 @@ fn test(deb: &Path, tree: Tree) -> anyhow::Result<Option<String>> {
     }
     check(
         &format!("each of the {starts} starts: \"enforcing\" before systemd's \"Started\""),
-        starts == 2,
+        starts == 3,
     )?;
     // Every line is the daemon's (a level, or the one-line error of `allowgate:`) or
     // systemd's own: nothing continues a line (no multi-line message, no backtrace).
