@@ -229,3 +229,111 @@ fn the_unit_agrees_with_the_default_paths() {
         );
     }
 }
+
+/// The shell completions ask `allowgate regions --names` for region names at each Tab:
+/// one name a line, every region of the catalog in use, nothing else, and no daemon.
+#[test]
+fn regions_names_prints_the_catalogs_regions_for_the_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "regions = [\"eu1\"]\n").unwrap();
+    let out = assert_cmd::Command::cargo_bin("allowgate")
+        .unwrap()
+        .args([
+            "--socket",
+            "/nonexistent/allowgate.sock",
+            "regions",
+            "--names",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let names: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let expected: Vec<String> = Catalog::builtin().regions.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(names, expected);
+    for region in ["us1", "eu1", "gov-us1"] {
+        assert!(names.iter().any(|n| n == region), "{region} missing: {names:?}");
+    }
+
+    // A config it cannot read still gets the built-in names (the config is root's).
+    let out = assert_cmd::Command::cargo_bin("allowgate")
+        .unwrap()
+        .args(["regions", "--names", "--config", "/nonexistent/config.toml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), expected.len());
+
+    // A helper for the completions, not part of the documented interface.
+    let help = assert_cmd::Command::cargo_bin("allowgate")
+        .unwrap()
+        .args(["regions", "--help"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("--names"));
+}
+
+const CONFIGMAP: &str = include_str!("../packaging/kubernetes/configmap.yaml");
+const DAEMONSET: &str = include_str!("../packaging/kubernetes/daemonset.yaml");
+
+/// The config the ConfigMap carries is one the daemon takes, in monitor mode until the
+/// operator switches it, with the metrics the DaemonSet's annotations scrape.
+#[test]
+fn the_configmaps_config_parses() {
+    let start = CONFIGMAP
+        .find("config.toml: |\n")
+        .expect("the ConfigMap has a config.toml block")
+        + "config.toml: |\n".len();
+    let text: String = CONFIGMAP[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let config = parse(&text);
+    assert_eq!(config.mode, Mode::Monitor);
+    assert!(!config.interfaces.is_empty() && !config.management.cidrs.is_empty());
+    let metrics = config.metrics.expect("the ConfigMap serves metrics");
+    assert!(
+        DAEMONSET.contains(&format!("prometheus.io/port: \"{}\"", metrics.port())),
+        "the scrape annotation's port is not the config's metrics port {metrics}"
+    );
+}
+
+/// The pod gets the unit's capabilities, no more, and the mounts the daemon relies on.
+#[test]
+fn the_daemonset_matches_the_unit() {
+    let unit_caps: Vec<String> = setting("CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_string())
+        .collect();
+    let line = DAEMONSET
+        .lines()
+        .find(|l| l.trim_start().starts_with("add: ["))
+        .expect("the DaemonSet adds capabilities");
+    let added: Vec<String> = line
+        .trim()
+        .trim_start_matches("add: [")
+        .trim_end_matches(']')
+        .split(',')
+        .map(|c| c.trim().trim_matches('"').to_string())
+        .collect();
+    assert_eq!(added, unit_caps);
+    assert!(DAEMONSET.contains("drop: [\"ALL\"]"));
+    assert!(!DAEMONSET.contains("privileged: true"));
+    for needed in [
+        "hostNetwork: true",
+        &format!("path: {}", Path::new(DEFAULT_BPFFS_DIR).parent().unwrap().display()),
+        &format!("path: {DEFAULT_STATE_DIR}"),
+        "mountPath: /run/allowgate",
+        "command: [\"/usr/bin/allowgate\", \"status\"]",
+        "prometheus.io/scrape: \"true\"",
+    ] {
+        assert!(DAEMONSET.contains(needed), "the DaemonSet lacks {needed}");
+    }
+}

@@ -131,7 +131,7 @@ fn check_prefix(prefix: &Path) -> anyhow::Result<()> {
 }
 
 /// The shipped unit with ExecStart naming the binary under `prefix`.
-fn unit_for(prefix: &Path) -> anyhow::Result<String> {
+pub(crate) fn unit_for(prefix: &Path) -> anyhow::Result<String> {
     let binary = prefix.join("bin/allowgate");
     let from = format!("ExecStart={UNIT_BINARY} ");
     let to = format!("ExecStart={} ", binary.display());

@@ -1,12 +1,18 @@
-//! Project tasks that need more than `cargo`: every test (as root), the demo, the bench.
+//! Project tasks that need more than `cargo`: every test (as root), the demo, the bench,
+//! the install, the Debian package with its man pages and completions, and the test of
+//! that package under a real systemd.
 
 mod bench;
 mod config_bench;
 mod import_bench;
 // The tests' namespaces, pins and packet builder serve the demo and the bench too.
 use testkit as common;
+mod container_test;
+mod deb;
 mod demo;
+mod docs;
 mod install;
+mod systemd_test;
 mod traffic;
 
 use std::process::{Command, ExitCode};
@@ -38,6 +44,21 @@ enum Task {
     /// Install the release binary, the systemd unit and (unless there is one) the
     /// example config; `--dry-run` shows the steps, `--root DIR` stages them under DIR.
     Install(install::InstallArgs),
+    /// The Debian package (target/debian/allowgate_VERSION_ARCH.deb) from the release
+    /// build: binary, unit, config (a conffile), man pages, completions, examples.
+    Deb(deb::DebArgs),
+    /// Man pages and shell completions only, generated from the CLI's definitions.
+    Docs(docs::DocsArgs),
+    /// Boot a Debian container with systemd as PID 1, install the package in it, and
+    /// prove the unit: start, probes, reload, stop/start, the sandbox, the journal
+    /// (needs root, mmdebstrap and systemd-nspawn; fetches Debian packages).
+    TestSystemd(systemd_test::Args),
+    /// Build packaging/Containerfile with podman from the package and run it as the
+    /// DaemonSet does, against a veth pair with the demo's probes (needs root, podman).
+    TestContainer(container_test::Args),
+    /// Validate packaging/kubernetes/ against the Kubernetes schemas, offline
+    /// (kubernetes-validate from PyPI, in a throwaway virtualenv).
+    CheckManifests,
 }
 
 fn main() -> ExitCode {
@@ -46,6 +67,11 @@ fn main() -> ExitCode {
         Task::Demo => demo::run(),
         Task::Bench(args) => bench::run(&args),
         Task::Install(args) => install::run(&args),
+        Task::Deb(args) => deb::run(&args),
+        Task::Docs(args) => docs::run(&args),
+        Task::TestSystemd(args) => systemd_test::run(&args),
+        Task::TestContainer(args) => container_test::run(&args),
+        Task::CheckManifests => container_test::check_manifests(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,6 +85,21 @@ fn main() -> ExitCode {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The workspace's root directory.
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Where cargo builds: CARGO_TARGET_DIR, else the workspace's target/.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
 }
 
 fn cargo() -> Command {

@@ -19,6 +19,11 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print only the region names, one a line, and ask no daemon: what the shell
+    /// completions offer, from the config's catalog (an imported one included), else the
+    /// built-in one.
+    #[arg(long, hide = true, conflicts_with = "json")]
+    names: bool,
 }
 
 impl Args {
@@ -28,6 +33,17 @@ impl Args {
 }
 
 pub fn execute(args: Args, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if args.names {
+        // A completion must offer something even where the config cannot be read (the
+        // config is root's, 0640): then the built-in catalog's names.
+        let catalog = load_config(args.config.as_deref())
+            .map(|(_, catalog)| catalog)
+            .unwrap_or_else(|_| crate::catalog::Catalog::builtin());
+        for region in &catalog.regions {
+            println!("{}", region.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (mut config, catalog) = load_config(args.config.as_deref())?;
     // A running daemon's selection (runtime toggles included) is what is enabled.
     if let Ok(Response::Status { status }) = client::call(socket, &Request::Status) {
