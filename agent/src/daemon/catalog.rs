@@ -110,7 +110,12 @@ pub fn check_shrink(old: &Policy, new: &Policy, max_shrink: u8, force: bool) -> 
 /// Refuses a file the requesting user could not have read: the daemon runs as root,
 /// and a catalog's errors quote the lines they name.
 fn readable_by(path: &Path, peer: &server::Peer) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        format!(
+            "the daemon cannot read {}: {e} (as a service it sees neither /tmp nor /home: put the file under /etc/allowgate or /var/lib/allowgate)",
+            path.display()
+        )
+    })?;
     if peer.uid == 0 || meta.uid() == peer.uid {
         Ok(())
     } else {
