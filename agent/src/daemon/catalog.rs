@@ -236,7 +236,8 @@ impl Daemon {
         if let Err(e) = save_json(&self.config.state_dir, CATALOG_FILE, &record) {
             return Response::error(format!("refused, nothing changed: cannot persist the catalog: {e:#}"));
         }
-        let generation = match self.dataplane.install(&tables) {
+        let desired = self.desired.clone();
+        let generation = match self.put_in_force((policy, tables), Some(next.catalog), None, desired) {
             Ok(g) => g,
             Err(e) => {
                 if let Err(e) = save_json(&self.config.state_dir, CATALOG_FILE, &old_record) {
@@ -245,13 +246,6 @@ impl Daemon {
                 return Response::error(format!("refused, the previous policy stays enforced: {e:#}"));
             }
         };
-        self.generation = generation;
-        self.entries = (tables.v4_entries(), tables.v6_entries());
-        self.policy = policy;
-        self.catalog = next.catalog;
-        if let Some(l) = self.learner.as_mut() {
-            l.reconcile(&self.policy, &mut self.dataplane);
-        }
         self.pending = options.confirm_secs.map(|secs| Pending {
             previous: self.desired.clone(),
             deadline_ms: now_ms() + secs * 1000,

@@ -340,11 +340,32 @@ impl Daemon {
 
     /// Compiles `desired` and swaps it in whole. On error nothing changed.
     fn apply(&mut self, desired: Desired) -> anyhow::Result<u64> {
-        let (policy, tables) = compile(&self.catalog, &self.config, &desired)?;
+        let compiled = compile(&self.catalog, &self.config, &desired)?;
+        self.put_in_force(compiled, None, None, desired)
+    }
+
+    /// The one path by which a policy goes in: a toggle, a reload, a catalog apply or
+    /// a rollback compiles first (everything that can fail on bad input fails there),
+    /// then hands the result here, which swaps it in and only then takes the catalog,
+    /// config and selection it was made from as the daemon's own. On error nothing
+    /// changed.
+    fn put_in_force(
+        &mut self,
+        (policy, tables): (Policy, Tables),
+        catalog: Option<Catalog>,
+        config: Option<Config>,
+        desired: Desired,
+    ) -> anyhow::Result<u64> {
         self.generation = self.dataplane.install(&tables)?;
         self.entries = (tables.v4_entries(), tables.v6_entries());
         self.policy = policy;
         self.desired = desired;
+        if let Some(catalog) = catalog {
+            self.catalog = catalog;
+        }
+        if let Some(config) = config {
+            self.config = config;
+        }
         if let Some(l) = self.learner.as_mut() {
             l.reconcile(&self.policy, &mut self.dataplane);
         }
@@ -368,25 +389,12 @@ impl Daemon {
             } else {
                 self.desired.clone()
             };
-            let (policy, tables) = compile(&catalog, &config, &desired)?;
-            self.generation = self.dataplane.install(&tables)?;
-            self.entries = (tables.v4_entries(), tables.v6_entries());
-            let keep = (self.config.interfaces.clone(), self.config.bpffs_dir.clone());
-            self.config = Config {
-                interfaces: keep.0,
-                bpffs_dir: keep.1,
-                ..config
-            };
-            self.catalog = catalog;
-            self.policy = policy;
-            if let Some(l) = self.learner.as_mut() {
-                l.reconcile(&self.policy, &mut self.dataplane);
-            }
+            let compiled = compile(&catalog, &config, &desired)?;
+            self.put_in_force(compiled, Some(catalog), Some(config), desired)?;
             if basis != self.basis {
                 self.pending = None;
             }
             self.basis = basis;
-            self.desired = desired;
             self.persist()?;
             info!(generation = self.generation, "reloaded");
             Ok(())
