@@ -110,6 +110,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         return rerun_in_release();
     }
     if args.traffic {
+        if args.repeat.is_some() || args.runs.is_some() {
+            bail!("--repeat and --runs are settings of the test-run bench; --traffic takes --rounds and --seconds");
+        }
         return crate::traffic::run(&crate::traffic::TrafficSettings {
             rounds: args.rounds.unwrap_or(if args.quick { 2 } else { 5 }) as usize,
             seconds: args.seconds.unwrap_or(if args.quick { 0.5 } else { 2.0 }),
