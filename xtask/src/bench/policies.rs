@@ -1,0 +1,302 @@
+//! The policies the bench measures (the catalog, and it plus seeded random prefixes)
+//! and the probes it sends through each, with the lookup path each one takes.
+
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use allowgate::policy::{
+    Tables,
+    model::{Frame, Hook, L4, Packet, Reason, Verdict},
+};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::*;
+use crate::common::packet;
+
+/// How the extra prefixes spread over prefix lengths.
+#[derive(Clone, Copy)]
+pub(crate) enum Mix {
+    /// 90% /32, the rest /24../31: many single hosts, as resolved names give.
+    HostHeavy,
+    /// 10% /32, the rest /16../30: mostly networks, as cloud ranges give.
+    CidrHeavy,
+}
+
+pub(crate) struct ExtraSet {
+    pub(crate) count: usize,
+    pub(crate) mix: Mix,
+    pub(crate) seed: u64,
+}
+
+impl ExtraSet {
+    pub(crate) fn new(count: usize, mix: Mix, seed: u64) -> ExtraSet {
+        ExtraSet { count, mix, seed }
+    }
+
+    /// `count` distinct prefixes in 10.0.0.0/8 and 100.64.0.0/10, in the order drawn.
+    /// Seeded: every run compiles the same tables.
+    pub(crate) fn prefixes(&self) -> Vec<Ipv4Net> {
+        const TEN: u32 = 10 << 24;
+        const CGNAT: u32 = (100 << 24) | (64 << 16);
+        let mut rng = XorShift(self.seed);
+        let mut seen = HashSet::with_capacity(self.count);
+        let mut out = Vec::with_capacity(self.count);
+        // Short lengths run out of distinct prefixes (there are only 320 /16s in the
+        // two ranges): drawing on until `count` are distinct shifts a little of their
+        // share to the longer lengths.
+        while out.len() < self.count {
+            let offset = rng.below((1 << 24) + (1 << 22)) as u32;
+            let addr = if offset < 1 << 24 {
+                TEN + offset
+            } else {
+                CGNAT + offset - (1 << 24)
+            };
+            let roll = rng.below(100);
+            let len = match self.mix {
+                Mix::HostHeavy if roll < 90 => 32,
+                Mix::HostHeavy => 24 + rng.below(8) as u8,
+                Mix::CidrHeavy if roll < 10 => 32,
+                Mix::CidrHeavy => 16 + rng.below(15) as u8,
+            };
+            let net = Ipv4Net::new(Ipv4Addr::from(addr), len).expect("len <= 32").trunc();
+            if seen.insert(net) {
+                out.push(net);
+            }
+        }
+        out
+    }
+}
+
+/// xorshift64*: enough randomness to scatter prefixes, and no extra dependency.
+pub(crate) struct XorShift(u64);
+
+impl XorShift {
+    pub(crate) fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform enough in 0..n for n far below 2^64.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+pub(crate) struct PolicySpec {
+    pub(crate) label: String,
+    pub(crate) extra: Option<ExtraSet>,
+}
+
+pub(crate) fn policy_specs() -> Vec<PolicySpec> {
+    let spec = |label: &str, extra| PolicySpec {
+        label: label.to_string(),
+        extra,
+    };
+    let set = |count, mix, seed| Some(ExtraSet { count, mix, seed });
+    vec![
+        spec("(a) catalog", None),
+        spec("(b) +10k /32-heavy", set(10_000, Mix::HostHeavy, 0x5eed_000b)),
+        spec("(c) +10k CIDR-heavy", set(10_000, Mix::CidrHeavy, 0x5eed_000c)),
+        spec("(d) +100k /32-heavy", set(LARGE, Mix::HostHeavy, 0x5eed_000d)),
+        spec("(e) +100k CIDR-heavy", set(LARGE, Mix::CidrHeavy, 0x5eed_000e)),
+    ]
+}
+
+/// `tables` with every host entry moved into the LPM trie at full length: the host
+/// hash always misses and the trie answers, as in a design without the hash.
+pub(crate) fn plain_lpm(tables: &Tables) -> Tables {
+    let mut t = tables.clone();
+    for (addr, value) in std::mem::take(&mut t.v4_host) {
+        t.v4_lpm.insert(Ipv4Net::new(addr, 32).expect("/32"), value);
+    }
+    for (addr, value) in std::mem::take(&mut t.v6_host) {
+        t.v6_lpm.insert(Ipv6Net::new(addr, 128).expect("/128"), value);
+    }
+    t
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// ARP, passed as an essential: the program's cost without any table lookup.
+    Arp,
+    CatalogHost,
+    CatalogCidr,
+    ExtraHost,
+    ExtraCidr,
+    Denied,
+    V6Host,
+    V6Cidr,
+    V6Denied,
+}
+
+impl Kind {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Kind::Arp => "ARP (no lookup)",
+            Kind::CatalogHost => "allowed: catalog /32",
+            Kind::CatalogCidr => "allowed: catalog CIDR",
+            Kind::ExtraHost => "allowed: extra /32",
+            Kind::ExtraCidr => "allowed: extra CIDR",
+            Kind::Denied => "denied",
+            Kind::V6Host => "allowed: v6 /128",
+            Kind::V6Cidr => "allowed: v6 CIDR",
+            Kind::V6Denied => "denied v6",
+        }
+    }
+
+    /// An address the built-in catalog lists: the ≤ 4× target is about these (the
+    /// IPv6 probes are `[[allow]]` entries the bench adds; the catalog has no IPv6).
+    pub(crate) fn catalog(self) -> bool {
+        matches!(self, Kind::CatalogHost | Kind::CatalogCidr)
+    }
+
+    /// The verdict the probe is meant to get, and why.
+    pub(crate) fn expect(self) -> (Verdict, Reason) {
+        match self {
+            Kind::Arp => (Verdict::Pass, Reason::Arp),
+            Kind::Denied | Kind::V6Denied => (Verdict::Drop, Reason::Policy),
+            _ => (Verdict::Pass, Reason::Policy),
+        }
+    }
+}
+
+/// One remote peer, and the packet each hook sees of a connection with it.
+pub(crate) struct Probe {
+    pub(crate) kind: Kind,
+    pub(crate) remote: Option<IpAddr>,
+    pub(crate) ingress: Packet,
+    pub(crate) egress: Packet,
+}
+
+impl Probe {
+    /// A connection we open to `remote:port` (an egress rule): our SYN out, its
+    /// SYN-ACK back in.
+    pub(crate) fn outbound(kind: Kind, remote: IpAddr, port: u16) -> Probe {
+        Probe {
+            kind,
+            remote: Some(remote),
+            egress: tcp(Hook::Egress, remote, EPHEMERAL_PORT, port, false),
+            ingress: tcp(Hook::Ingress, remote, port, EPHEMERAL_PORT, true),
+        }
+    }
+
+    /// A connection `remote` opens to our `port` (an ingress rule): its SYN in, our
+    /// SYN-ACK out.
+    pub(crate) fn arp() -> Probe {
+        let arp = |hook| Packet {
+            hook,
+            vlan_tags: 0,
+            frame: Frame::Arp,
+        };
+        Probe {
+            kind: Kind::Arp,
+            remote: None,
+            ingress: arp(Hook::Ingress),
+            egress: arp(Hook::Egress),
+        }
+    }
+
+    pub(crate) fn inbound(kind: Kind, remote: IpAddr, port: u16) -> Probe {
+        Probe {
+            kind,
+            remote: Some(remote),
+            ingress: tcp(Hook::Ingress, remote, EPHEMERAL_PORT, port, false),
+            egress: tcp(Hook::Egress, remote, port, EPHEMERAL_PORT, true),
+        }
+    }
+}
+
+/// A TCP SYN (or SYN-ACK) between us and `remote`, as `hook` sees it.
+pub(crate) fn tcp(hook: Hook, remote: IpAddr, sport: u16, dport: u16, ack: bool) -> Packet {
+    let me = if remote.is_ipv4() {
+        IpAddr::V4(ME4)
+    } else {
+        IpAddr::V6(ME6)
+    };
+    packet::between(
+        hook,
+        me,
+        remote,
+        L4::Tcp {
+            sport,
+            dport,
+            syn: true,
+            ack,
+        },
+    )
+}
+
+pub(crate) fn ip(s: &str) -> IpAddr {
+    s.parse().expect("a valid address")
+}
+
+/// The probes of a policy: the catalog's, the extra set's (a /32 of it, and an address
+/// inside one of its CIDRs that no /32 of it covers), and addresses next to them that
+/// nothing allows. The catalog alone also gets ARP, the program's fixed cost, once.
+pub(crate) fn probes(tables: &Tables, extra: &[Ipv4Net]) -> Vec<Probe> {
+    let mut probes = Vec::new();
+    if extra.is_empty() {
+        probes.push(Probe::arp());
+    }
+    probes.extend([
+        // EU1's portal address (it serves five regions), on a connection we open.
+        Probe::outbound(Kind::CatalogHost, ip("13.80.125.22"), 443),
+        // The mail servers' 65.55.234.192/26 connecting in to port 25.
+        Probe::inbound(Kind::CatalogCidr, ip("65.55.234.200"), 25),
+    ]);
+    if let Some(host) = extra.iter().find(|n| n.prefix_len() == 32) {
+        probes.push(Probe::outbound(Kind::ExtraHost, IpAddr::V4(host.addr()), 443));
+    }
+    // A CIDR at least /24 deep: a lookup that walks far down the trie.
+    let inside = extra
+        .iter()
+        .filter(|n| (24..32).contains(&n.prefix_len()))
+        .map(|n| Ipv4Addr::from(u32::from(n.network()) + 1))
+        .find(|a| !tables.v4_host.contains_key(a));
+    if let Some(addr) = inside {
+        probes.push(Probe::outbound(Kind::ExtraCidr, IpAddr::V4(addr), 443));
+    }
+    probes.extend([
+        Probe::outbound(Kind::Denied, ip("13.80.125.23"), 443),
+        Probe::outbound(Kind::V6Host, ip(V6_HOST.split('/').next().expect("an address")), 443),
+        Probe::outbound(Kind::V6Cidr, ip("2001:db8:2::99"), 443),
+        Probe::outbound(Kind::V6Denied, ip("2001:db8:1::11"), 443),
+    ]);
+    probes
+}
+
+/// Which table answers a lookup of `addr`, read from the compiled tables.
+pub(crate) fn lookup_path(tables: &Tables, addr: Option<IpAddr>) -> String {
+    let Some(addr) = addr else { return "none".into() };
+    let (host, longest) = match addr {
+        IpAddr::V4(a) => (
+            tables.v4_host.contains_key(&a),
+            tables
+                .v4_lpm
+                .keys()
+                .filter(|n| n.contains(&a))
+                .map(|n| n.prefix_len())
+                .max(),
+        ),
+        IpAddr::V6(a) => (
+            tables.v6_host.contains_key(&a),
+            tables
+                .v6_lpm
+                .keys()
+                .filter(|n| n.contains(&a))
+                .map(|n| n.prefix_len())
+                .max(),
+        ),
+    };
+    match (host, longest) {
+        (true, _) => "hash hit".into(),
+        (false, Some(len)) => format!("trie hit /{len}"),
+        (false, None) => "both miss".into(),
+    }
+}
