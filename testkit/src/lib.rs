@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod dns;
 pub mod exposition;
+pub mod frames;
 pub mod netns;
 pub mod packet;
 pub mod world;
@@ -59,10 +60,12 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("this test loads BPF programs and needs root: run `cargo xtask test` as root");
-    }
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata("/proc/self").expect("read /proc/self").uid();
+    assert!(
+        uid == 0,
+        "this test loads BPF programs and needs root: run `cargo xtask test` as root"
+    );
 }
 
 /// A bpffs directory of this test's own, detached and removed on drop.
