@@ -567,13 +567,6 @@ impl Catalog {
             })
     }
 
-    /// The entries of `feature` that `region` lists, including the page's global ones.
-    pub fn entries_for<'a>(&'a self, region: &'a str, feature: Feature) -> impl Iterator<Item = &'a CatalogEntry> + 'a {
-        self.entries
-            .iter()
-            .filter(move |e| e.feature == feature && e.region.as_deref().is_none_or(|r| r == region))
-    }
-
     /// The proxy regions (Azure regions) that list proxy addresses for `offering`.
     pub fn proxy_regions(&self, offering: Offering) -> Vec<&str> {
         let mut regions: Vec<&str> = self

@@ -331,10 +331,6 @@ struct Reader {
     in_indented_code: bool,
     /// Inside a list item: indented lines continue the item, they are not code.
     in_list: bool,
-    /// Lowercased last prose line of the section and its number: it says who the
-    /// next code block is for.
-    last_prose: String,
-    last_prose_line: usize,
     /// Scope of the code block being read.
     code_scope: Scope,
     /// Features whose section says to let traffic out "to the portal".
@@ -356,8 +352,6 @@ impl Reader {
             prev_blank: true,
             in_indented_code: false,
             in_list: false,
-            last_prose: String::new(),
-            last_prose_line: 0,
             code_scope: Scope::Global,
             portal_followers: Vec::new(),
             linked: Vec::new(),
@@ -479,7 +473,6 @@ impl Reader {
     fn enter_heading(&mut self, level: usize, title: &str, line: usize) {
         self.in_list = false;
         self.in_indented_code = false;
-        self.last_prose.clear();
         let lower = title.to_ascii_lowercase();
         let rule = FEATURE_SPECS
             .iter()
@@ -613,8 +606,6 @@ impl Reader {
 
     fn read_prose(&mut self, line: usize, text: &str) -> Result<(), CatalogError> {
         let lower = text.to_ascii_lowercase();
-        self.last_prose = lower.clone();
-        self.last_prose_line = line;
         if let Some(section) = &mut self.section {
             if (lower.contains("customer") || lower.contains("offering"))
                 && let Some(offerings) = offerings_named(&lower)

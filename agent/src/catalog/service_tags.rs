@@ -210,25 +210,20 @@ pub fn parse_service_tags(bytes: &[u8], file: &str, options: TagOptions<'_>) -> 
         }
     }
     if catalog.origins.is_empty() {
-        let names = parsed
+        // `nearest` compares lowercase names; the suggestion is given as the file spells it.
+        let lowercase: Vec<String> = parsed
             .values
             .iter()
-            .map(|v| v.name.as_ref())
-            .filter(|n| !n.contains('.'));
+            .map(|v| v.name.to_ascii_lowercase())
+            .filter(|n| !n.contains('.'))
+            .collect();
+        let suggestion = nearest(&options.tag.to_ascii_lowercase(), lowercase.iter().map(String::as_str))
+            .and_then(|lower| parsed.values.iter().find(|v| v.name.eq_ignore_ascii_case(&lower)))
+            .map(|v| v.name.to_string());
         return Err(ServiceTagError::NoSuchTag {
             tag: options.tag.to_string(),
             cloud: parsed.cloud.to_string(),
-            suggestion: nearest(
-                &options.tag.to_ascii_lowercase(),
-                names.collect::<Vec<_>>().iter().copied(),
-            )
-            .and_then(|lower| {
-                parsed
-                    .values
-                    .iter()
-                    .find(|v| v.name.eq_ignore_ascii_case(&lower))
-                    .map(|v| v.name.to_string())
-            }),
+            suggestion,
         });
     }
     // The same prefix in two regional tags is two entries (each region lists it);

@@ -156,19 +156,20 @@ impl Daemon {
             applied_at: now(),
             basis: self.config.catalog.clone(),
         };
-        self.switch_catalog(peer, applied, options, "catalog applied")
+        self.switch_catalog(peer.uid, applied, options, "catalog applied")
     }
 
     /// `catalog rollback`: the catalog before the last apply.
-    pub(super) fn catalog_rollback(&mut self, peer: &server::Peer, options: ChangeOptions) -> Response {
+    /// `uid` is who asked, for the log (0 for the daemon's own rollback).
+    pub(super) fn catalog_rollback(&mut self, uid: u32, options: ChangeOptions) -> Response {
         let Some(previous) = self.applied_catalogs().previous else {
             return Response::error("no previous catalog to roll back to (nothing was applied with `catalog apply`)");
         };
-        self.switch_catalog(peer, previous, options, "catalog rolled back")
+        self.switch_catalog(uid, previous, options, "catalog rolled back")
     }
 
     /// Puts `next` in force in one swap, keeping the one it replaces as `previous`.
-    fn switch_catalog(&mut self, peer: &server::Peer, next: Applied, options: ChangeOptions, what: &str) -> Response {
+    fn switch_catalog(&mut self, uid: u32, next: Applied, options: ChangeOptions, what: &str) -> Response {
         if let Some(p) = &self.pending {
             return Response::error(format!(
                 "a change awaits confirmation (it rolls back in {} s): run `allowgate confirm`, or wait",
@@ -255,7 +256,7 @@ impl Daemon {
             warnings.push(format!("applied, but cannot persist the state: {e:#}"));
         }
         info!(
-            uid = peer.uid,
+            uid,
             generation,
             source = %self.catalog.source,
             added = shrink.added,

@@ -407,13 +407,8 @@ impl Daemon {
     fn rollback(&mut self) {
         let Some(pending) = self.pending.take() else { return };
         if pending.catalog_rollback {
-            let peer = server::Peer {
-                uid: 0,
-                gid: 0,
-                pid: None,
-            };
             match self.catalog_rollback(
-                &peer,
+                0,
                 ChangeOptions {
                     force: true,
                     ..ChangeOptions::default()
@@ -540,7 +535,7 @@ impl Daemon {
                 Ok(())
             }),
             Request::CatalogApply { path, options } => self.catalog_apply(&peer, &path, options),
-            Request::CatalogRollback { options } => self.catalog_rollback(&peer, options),
+            Request::CatalogRollback { options } => self.catalog_rollback(peer.uid, options),
         };
         let _ = reply.try_send(response);
     }

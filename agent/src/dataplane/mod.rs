@@ -56,7 +56,7 @@ pub enum DataplaneError {
         source: ProgramError,
     },
     #[error(
-        "pinned map {name} in {dir} does not fit this allowgate ({detail}): run `allowgate down` to remove the old pins, then start again"
+        "map {name} in {dir} does not match this build's Rust view of the ABI ({detail}): the build is broken (abi.h and ebpf-prog/src/lib.rs disagree)"
     )]
     MapShape {
         name: &'static str,
@@ -340,6 +340,9 @@ impl Dataplane {
         &self.replaced
     }
 
+    /// The maps as loaded against the Rust mirrors of their keys and values: pins that
+    /// do not fit the object were replaced before loading (`adopt_or_replace`), so a
+    /// mismatch here is a build whose C and Rust sides disagree.
     fn check_map_shapes(&self) -> Result<(), DataplaneError> {
         for name in map::ALL {
             let Some((ty, key, value)) = expected_shape(name) else {
