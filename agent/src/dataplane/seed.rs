@@ -332,3 +332,438 @@ fn flow(protocol: u8, socket: &InetResponseHeader) -> Option<KernelFlow> {
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream, UdpSocket},
+    };
+
+    use super::*;
+
+    const LOOPBACKS: [&str; 2] = ["127.0.0.1:0", "[::1]:0"];
+
+    fn flows() -> Vec<KernelFlow> {
+        kernel_flows().expect("kernel_flows() fails on this host")
+    }
+
+    fn tcp(local: SocketAddr, remote: SocketAddr, state: KernelFlowState) -> KernelFlow {
+        KernelFlow {
+            proto: 6,
+            local,
+            remote,
+            state,
+        }
+    }
+
+    /// The flows whose local end is `addr`.
+    fn at(flows: &[KernelFlow], addr: SocketAddr) -> Vec<KernelFlow> {
+        flows.iter().filter(|f| f.local == addr).copied().collect()
+    }
+
+    /// A connected TCP pair on `bind`: (listener, client, accepted).
+    fn tcp_pair(bind: &str) -> (TcpListener, TcpStream, TcpStream) {
+        let listener = TcpListener::bind(bind).expect("bind a loopback listener");
+        let client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect to the listener");
+        let (accepted, _) = listener.accept().expect("accept the connection");
+        (listener, client, accepted)
+    }
+
+    #[test]
+    fn tcp_connections_come_back_established_from_both_ends() {
+        for bind in LOOPBACKS {
+            let (_listener, client, accepted) = tcp_pair(bind);
+            let (client_addr, server_addr) = (client.local_addr().unwrap(), accepted.local_addr().unwrap());
+            let flows = flows();
+            assert_eq!(
+                at(&flows, client_addr),
+                [tcp(client_addr, server_addr, KernelFlowState::Established)],
+                "the client end on {bind}"
+            );
+            assert_eq!(
+                at(&flows, server_addr),
+                [tcp(server_addr, client_addr, KernelFlowState::Established)],
+                "the server end on {bind} (and not its listener)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_listener_is_no_flow() {
+        for bind in LOOPBACKS {
+            let listener = TcpListener::bind(bind).expect("bind a loopback listener");
+            let addr = listener.local_addr().unwrap();
+            assert_eq!(at(&flows(), addr), [], "listener on {addr}");
+        }
+    }
+
+    #[test]
+    fn half_closed_connections_come_back_closing() {
+        for bind in LOOPBACKS {
+            let (_listener, client, mut accepted) = tcp_pair(bind);
+            client.shutdown(Shutdown::Write).expect("send the client's FIN");
+            // The server has read the FIN (CLOSE_WAIT); the client waits in FIN_WAIT1/2.
+            assert_eq!(accepted.read(&mut [0; 1]).expect("read the FIN"), 0);
+            let (client_addr, server_addr) = (client.local_addr().unwrap(), accepted.local_addr().unwrap());
+            let flows = flows();
+            assert_eq!(
+                at(&flows, client_addr),
+                [tcp(client_addr, server_addr, KernelFlowState::Closing)]
+            );
+            assert_eq!(
+                at(&flows, server_addr),
+                [tcp(server_addr, client_addr, KernelFlowState::Closing)]
+            );
+        }
+    }
+
+    #[test]
+    fn closed_connections_are_no_flows() {
+        for bind in LOOPBACKS {
+            let (_listener, mut client, mut accepted) = tcp_pair(bind);
+            let client_addr = client.local_addr().unwrap();
+            // The client closes first, so its socket stays in TIME_WAIT, which is no flow.
+            client.shutdown(Shutdown::Write).expect("send the client's FIN");
+            assert_eq!(accepted.read(&mut [0; 1]).expect("read the FIN"), 0);
+            accepted.write_all(b"x").expect("answer");
+            drop(accepted);
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).expect("read to the server's FIN");
+            drop(client);
+            assert_eq!(at(&flows(), client_addr), [], "the client end on {bind} in TIME_WAIT");
+        }
+    }
+
+    #[test]
+    fn ipv4_peers_of_a_dual_stack_socket_come_back_as_ipv4() {
+        let listener = TcpListener::bind("[::]:0").expect("bind a dual-stack listener");
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .expect("connect over IPv4 to the [::] listener (is net.ipv6.bindv6only set?)");
+        let (accepted, _) = listener.accept().expect("accept the connection");
+        // The precondition: the server end is an IPv6 socket with IPv4-mapped addresses.
+        let mapped = accepted.local_addr().unwrap();
+        assert_eq!(mapped.ip(), IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()));
+
+        let (client_addr, server_addr) = (
+            client.local_addr().unwrap(),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        );
+        let flows = flows();
+        assert_eq!(
+            at(&flows, server_addr),
+            [tcp(server_addr, client_addr, KernelFlowState::Established)],
+            "the IPv6 server end, as IPv4"
+        );
+        assert_eq!(at(&flows, mapped), [], "no IPv4-mapped address comes back");
+    }
+
+    #[test]
+    fn connected_udp_sockets_are_flows_unconnected_ones_are_not() {
+        for bind in LOOPBACKS {
+            let unconnected = UdpSocket::bind(bind).expect("bind a UDP socket");
+            let connected = UdpSocket::bind(bind).expect("bind a UDP socket");
+            connected
+                .connect(unconnected.local_addr().unwrap())
+                .expect("connect the UDP socket");
+            let (local, remote) = (connected.local_addr().unwrap(), connected.peer_addr().unwrap());
+            let flows = flows();
+            assert_eq!(
+                at(&flows, local),
+                [KernelFlow {
+                    proto: 17,
+                    local,
+                    remote,
+                    state: KernelFlowState::Udp,
+                }],
+                "the connected UDP socket on {bind}"
+            );
+            assert_eq!(at(&flows, remote), [], "the unconnected UDP socket on {bind}");
+        }
+    }
+
+    // Replies made by hand, as the kernel lays them out, for what a live kernel does not
+    // readily show: states, errors, and malformed replies.
+
+    const SEQ: u32 = 7;
+    const MULTI: u16 = NLM_F_MULTIPART;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLMSG_NOOP: u16 = 1;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+
+    /// One netlink message (struct nlmsghdr, then the payload), padded to 4 bytes.
+    fn nlmsg(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&(16 + payload.len() as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&4242u32.to_ne_bytes());
+        m.extend_from_slice(payload);
+        m.resize(m.len().next_multiple_of(4), 0);
+        m
+    }
+
+    /// struct inet_diag_msg of a socket from `local` to `remote` in `state`.
+    fn diag_msg(state: u8, local: SocketAddr, remote: SocketAddr) -> Vec<u8> {
+        let octets = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => {
+                let mut a = [0; 16];
+                a[..4].copy_from_slice(&v4.octets());
+                a
+            }
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
+        let mut m = vec![family, state, 0, 0];
+        m.extend_from_slice(&local.port().to_be_bytes());
+        m.extend_from_slice(&remote.port().to_be_bytes());
+        m.extend_from_slice(&octets(local.ip()));
+        m.extend_from_slice(&octets(remote.ip()));
+        m.extend_from_slice(&[0; 4 + 8]); // interface, cookie
+        m.extend_from_slice(&[0; 5 * 4]); // expires, queues, uid, inode
+        m
+    }
+
+    fn socket_msg(state: u8, local: &str, remote: &str) -> Vec<u8> {
+        let diag = diag_msg(state, local.parse().unwrap(), remote.parse().unwrap());
+        nlmsg(SOCK_DIAG_BY_FAMILY, MULTI, SEQ, &diag)
+    }
+
+    fn done(code: i32) -> Vec<u8> {
+        nlmsg(NLMSG_DONE, MULTI, SEQ, &code.to_ne_bytes())
+    }
+
+    fn dump_of(protocol: u8) -> Dump {
+        dumps()
+            .into_iter()
+            .find(|d| d.protocol == protocol)
+            .expect("a dump of the protocol")
+    }
+
+    /// Feeds `datagrams` as the reply to request SEQ of a `protocol` dump, up to its end.
+    fn take(protocol: u8, max_sockets: usize, datagrams: &[Vec<u8>]) -> Result<(Vec<KernelFlow>, usize), SeedError> {
+        let mut collected = Collected::new(max_sockets);
+        for (i, datagram) in datagrams.iter().enumerate() {
+            if collected.take_datagram(datagram, &dump_of(protocol), SEQ)? == Progress::Done {
+                return Ok((collected.flows, i + 1));
+            }
+        }
+        Ok((collected.flows, datagrams.len()))
+    }
+
+    #[test]
+    fn each_kernel_state_maps_to_its_flow_state() {
+        use KernelFlowState::*;
+        let cases: [(u8, u8, Option<KernelFlowState>); 17] = [
+            (IPPROTO_TCP, TCP_ESTABLISHED, Some(Established)),
+            (IPPROTO_TCP, TCP_SYN_SENT, Some(SynSent)),
+            (IPPROTO_TCP, TCP_SYN_RECV, Some(SynRecv)),
+            (IPPROTO_TCP, TCP_NEW_SYN_RECV, Some(SynRecv)),
+            (IPPROTO_TCP, TCP_FIN_WAIT1, Some(Closing)),
+            (IPPROTO_TCP, TCP_FIN_WAIT2, Some(Closing)),
+            (IPPROTO_TCP, TCP_CLOSE_WAIT, Some(Closing)),
+            (IPPROTO_TCP, TCP_LAST_ACK, Some(Closing)),
+            (IPPROTO_TCP, TCP_CLOSING, Some(Closing)),
+            (IPPROTO_TCP, 6, None),  // TIME_WAIT
+            (IPPROTO_TCP, 7, None),  // CLOSE
+            (IPPROTO_TCP, 10, None), // LISTEN
+            (IPPROTO_TCP, 0, None),
+            (IPPROTO_TCP, 200, None),
+            (IPPROTO_UDP, TCP_ESTABLISHED, Some(Udp)),
+            (IPPROTO_UDP, 7, None), // unconnected
+            (IPPROTO_UDP, TCP_SYN_SENT, None),
+        ];
+        for (protocol, state, want) in cases {
+            let reply = [[socket_msg(state, "10.0.0.1:1000", "192.0.2.1:443"), done(0)].concat()];
+            let (flows, _) = take(protocol, 10, &reply).expect("a well-formed reply");
+            let want: Vec<_> = want
+                .map(|state| KernelFlow {
+                    proto: protocol,
+                    local: "10.0.0.1:1000".parse().unwrap(),
+                    remote: "192.0.2.1:443".parse().unwrap(),
+                    state,
+                })
+                .into_iter()
+                .collect();
+            assert_eq!(flows, want, "protocol {protocol}, state {state}");
+        }
+    }
+
+    #[test]
+    fn sockets_without_a_remote_end_are_no_flows() {
+        for remote in ["0.0.0.0:53", "192.0.2.1:0", "[::]:53", "[2001:db8::1]:0"] {
+            let local = if remote.starts_with('[') {
+                "[2001:db8::2]:5353"
+            } else {
+                "10.0.0.1:5353"
+            };
+            let reply = [[socket_msg(TCP_ESTABLISHED, local, remote), done(0)].concat()];
+            let (flows, _) = take(IPPROTO_UDP, 10, &reply).expect("a well-formed reply");
+            assert_eq!(flows, [], "remote {remote}");
+        }
+    }
+
+    #[test]
+    fn a_reply_in_several_datagrams_is_read_to_its_done() {
+        let reply = [
+            [
+                socket_msg(TCP_ESTABLISHED, "10.0.0.1:1", "192.0.2.1:443"),
+                socket_msg(TCP_SYN_SENT, "[::ffff:10.0.0.1]:2", "[::ffff:192.0.2.1]:443"),
+            ]
+            .concat(),
+            socket_msg(TCP_ESTABLISHED, "[2001:db8::1]:3", "[2001:db8::2]:443"),
+            done(0),
+            socket_msg(TCP_ESTABLISHED, "10.0.0.1:9", "192.0.2.1:443"), // never read
+        ];
+        let (flows, read) = take(IPPROTO_TCP, 10, &reply).expect("a well-formed reply");
+        assert_eq!(read, 3, "datagrams read up to NLMSG_DONE");
+        let ports: Vec<_> = flows.iter().map(|f| (f.local, f.state)).collect();
+        assert_eq!(
+            ports,
+            [
+                ("10.0.0.1:1".parse().unwrap(), KernelFlowState::Established),
+                ("10.0.0.1:2".parse().unwrap(), KernelFlowState::SynSent),
+                ("[2001:db8::1]:3".parse().unwrap(), KernelFlowState::Established),
+            ]
+        );
+        assert_eq!(flows[1].remote, "192.0.2.1:443".parse().unwrap(), "unmapped remote");
+    }
+
+    #[test]
+    fn the_last_message_of_a_datagram_may_lack_its_padding() {
+        let mut noop = nlmsg(NLMSG_NOOP, MULTI, SEQ, &[0]);
+        noop.truncate(17);
+        let reply = [
+            [socket_msg(TCP_ESTABLISHED, "10.0.0.1:1", "192.0.2.1:2"), noop].concat(),
+            done(0),
+        ];
+        let (flows, read) = take(IPPROTO_TCP, 10, &reply).expect("a well-formed reply");
+        assert_eq!((flows.len(), read), (1, 2));
+    }
+
+    #[test]
+    fn a_socket_outside_a_multipart_reply_ends_it() {
+        let single = diag_msg(
+            TCP_ESTABLISHED,
+            "10.0.0.1:1".parse().unwrap(),
+            "192.0.2.1:2".parse().unwrap(),
+        );
+        let reply = [nlmsg(SOCK_DIAG_BY_FAMILY, 0, SEQ, &single), done(0)];
+        let (flows, read) = take(IPPROTO_TCP, 10, &reply).expect("a well-formed reply");
+        assert_eq!((flows.len(), read), (1, 1));
+    }
+
+    #[test]
+    fn kernel_errors_are_refusals() {
+        let error = |code: i32| {
+            // struct nlmsgerr: the error, then the header of the request it answers.
+            let request = nlmsg(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, SEQ, &[]);
+            nlmsg(NLMSG_ERROR, 0, SEQ, &[&code.to_ne_bytes()[..], &request].concat())
+        };
+        for (reply, errno) in [
+            (error(-libc::EACCES), libc::EACCES),
+            (error(-libc::ENOENT), libc::ENOENT),
+            (done(-libc::ENOMEM), libc::ENOMEM),
+            (
+                [socket_msg(1, "10.0.0.1:1", "192.0.2.1:2"), error(-libc::EINVAL)].concat(),
+                libc::EINVAL,
+            ),
+        ] {
+            match take(IPPROTO_TCP, 10, &[reply]) {
+                Err(SeedError::Refused { source, .. }) => assert_eq!(source.raw_os_error(), Some(errno)),
+                other => panic!("errno {errno}: want a refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_acknowledgement_does_not_end_the_reply() {
+        let ack = nlmsg(NLMSG_ERROR, 0, SEQ, &[0; 4 + 16]);
+        let reply = [ack, socket_msg(TCP_ESTABLISHED, "10.0.0.1:1", "192.0.2.1:2"), done(0)];
+        let (flows, read) = take(IPPROTO_TCP, 10, &reply).expect("a well-formed reply");
+        assert_eq!((flows.len(), read), (1, 3));
+    }
+
+    #[test]
+    fn a_reply_to_another_request_is_an_error() {
+        let diag = diag_msg(1, "10.0.0.1:1".parse().unwrap(), "192.0.2.1:2".parse().unwrap());
+        let reply = nlmsg(SOCK_DIAG_BY_FAMILY, MULTI, SEQ + 1, &diag);
+        assert!(
+            matches!(
+                take(IPPROTO_TCP, 10, &[reply]),
+                Err(SeedError::Sequence { got: 8, want: 7, .. })
+            ),
+            "another sequence number"
+        );
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        let socket = socket_msg(TCP_ESTABLISHED, "10.0.0.1:1", "192.0.2.1:2");
+        let mut long = socket.clone();
+        long[0..4].copy_from_slice(&(socket.len() as u32 + 4).to_ne_bytes());
+        let mut short = socket.clone();
+        short[0..4].copy_from_slice(&8u32.to_ne_bytes());
+        let mut family = socket.clone();
+        family[16] = 99;
+        let cases = [
+            ("a header cut short", socket[..10].to_vec()),
+            ("a length past the datagram", long),
+            ("a length shorter than the header", short),
+            (
+                "a socket cut short",
+                nlmsg(SOCK_DIAG_BY_FAMILY, MULTI, SEQ, &socket[16..40]),
+            ),
+            ("an unknown address family", family),
+            ("another message type", nlmsg(99, MULTI, SEQ, &socket[16..])),
+        ];
+        for (what, reply) in cases {
+            let got = take(IPPROTO_TCP, 10, &[reply]);
+            assert!(matches!(got, Err(SeedError::Malformed { .. })), "{what}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn more_sockets_than_the_bound_is_an_error() {
+        let socket = |port| socket_msg(TCP_ESTABLISHED, &format!("10.0.0.1:{port}"), "192.0.2.1:443");
+        let reply = [[socket(1), socket(2), socket(3), done(0)].concat()];
+        assert_eq!(take(IPPROTO_TCP, 3, &reply).expect("three sockets fit").0.len(), 3);
+        assert!(matches!(
+            take(IPPROTO_TCP, 2, &reply),
+            Err(SeedError::TooMany { max: 2 })
+        ));
+        // Sockets that are no flows count too: the bound is on what the kernel sends.
+        let listening = [[socket_msg(10, "10.0.0.1:1", "0.0.0.0:0"), socket(2), done(0)].concat()];
+        assert!(matches!(
+            take(IPPROTO_TCP, 1, &listening),
+            Err(SeedError::TooMany { max: 1 })
+        ));
+    }
+
+    proptest::proptest! {
+        /// No reply panics the reader, however garbled: bytes at random, and a good
+        /// reply with bytes flipped or cut.
+        #[test]
+        fn no_reply_panics(
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            flips in proptest::collection::vec((0usize..400, proptest::num::u8::ANY), 0..8),
+            cut in 0usize..400,
+        ) {
+            let _ = take(IPPROTO_TCP, 10, &[noise]);
+            let mut good = [
+                socket_msg(TCP_ESTABLISHED, "10.0.0.1:1", "192.0.2.1:2"),
+                socket_msg(TCP_SYN_SENT, "[2001:db8::1]:1", "[2001:db8::2]:2"),
+                done(0),
+            ]
+            .concat();
+            for (at, byte) in flips {
+                let len = good.len();
+                good[at % len] ^= byte;
+            }
+            good.truncate(cut);
+            let _ = take(IPPROTO_UDP, 10, &[good]);
+        }
+    }
+}
