@@ -70,53 +70,57 @@ fn count<K: aya::Pod>(m: &Map, what: &'static str) -> Result<u64, DataplaneError
     Ok(table.keys().filter(Result::is_ok).count() as u64)
 }
 
+/// Inserts the entries whose key is not in the flow table yet; how many went in.
+fn insert_new<K: aya::Pod>(
+    m: &mut Map,
+    what: &'static str,
+    entries: impl Iterator<Item = (K, abi::FlowValue)>,
+) -> Result<u64, DataplaneError> {
+    let mut table: HashMap<&mut MapData, K, abi::FlowValue> = HashMap::try_from(m).map_err(map_err(what))?;
+    Ok(entries
+        .filter(|(key, value)| table.insert(*key, *value, BPF_NOEXIST).is_ok())
+        .count() as u64)
+}
+
 impl Dataplane {
     /// Puts the kernel's connections in the flow tables, so that their answers keep
     /// passing once the programs track flows. A flow already tracked is left as it is.
     /// Returns how many went in.
     pub fn seed_flows(&mut self, flows: &[KernelFlow]) -> Result<u64, DataplaneError> {
         let now = coarse_ns();
-        let mut added = 0u64;
-        {
-            let mut v4: HashMap<&mut MapData, abi::FlowV4Key, abi::FlowValue> =
-                HashMap::try_from(self.map_mut(map::FLOWS_V4)?).map_err(map_err("open ag_flows_v4"))?;
-            for f in flows {
-                let (IpAddr::V4(local), IpAddr::V4(remote), lport, rport, proto, value) = seed_entry(f, now) else {
-                    continue;
-                };
-                let key = abi::FlowV4Key {
-                    local: local.octets(),
-                    remote: remote.octets(),
+        let entries = flows.iter().map(|f| seed_entry(f, now));
+        let v4 = entries
+            .clone()
+            .filter_map(|(local, remote, lport, rport, proto, value)| match (local, remote) {
+                (IpAddr::V4(l), IpAddr::V4(r)) => Some((
+                    abi::FlowV4Key {
+                        local: l.octets(),
+                        remote: r.octets(),
+                        lport,
+                        rport,
+                        proto,
+                        _pad: [0; 3],
+                    },
+                    value,
+                )),
+                _ => None,
+            });
+        let v6 = entries.filter_map(|(local, remote, lport, rport, proto, value)| match (local, remote) {
+            (IpAddr::V6(l), IpAddr::V6(r)) => Some((
+                abi::FlowV6Key {
+                    local: l.octets(),
+                    remote: r.octets(),
                     lport,
                     rport,
                     proto,
                     _pad: [0; 3],
-                };
-                if v4.insert(key, value, BPF_NOEXIST).is_ok() {
-                    added += 1;
-                }
-            }
-        }
-        {
-            let mut v6: HashMap<&mut MapData, abi::FlowV6Key, abi::FlowValue> =
-                HashMap::try_from(self.map_mut(map::FLOWS_V6)?).map_err(map_err("open ag_flows_v6"))?;
-            for f in flows {
-                let (IpAddr::V6(local), IpAddr::V6(remote), lport, rport, proto, value) = seed_entry(f, now) else {
-                    continue;
-                };
-                let key = abi::FlowV6Key {
-                    local: local.octets(),
-                    remote: remote.octets(),
-                    lport,
-                    rport,
-                    proto,
-                    _pad: [0; 3],
-                };
-                if v6.insert(key, value, BPF_NOEXIST).is_ok() {
-                    added += 1;
-                }
-            }
-        }
+                },
+                value,
+            )),
+            _ => None,
+        });
+        let added = insert_new(self.map_mut(map::FLOWS_V4)?, "open ag_flows_v4", v4)?
+            + insert_new(self.map_mut(map::FLOWS_V6)?, "open ag_flows_v6", v6)?;
         let mut ctl: Array<&mut MapData, abi::FlowCtl> =
             Array::try_from(self.map_mut(map::FLOW_CTL)?).map_err(map_err("open ag_flow_ctl"))?;
         let mut c = ctl.get(&0, 0).map_err(map_err("read ag_flow_ctl"))?;

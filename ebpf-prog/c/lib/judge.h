@@ -50,8 +50,8 @@ static __always_inline int ag_ethertype_listed(const struct ag_gen_config *cfg, 
 static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slot,
 				      const struct ag_pkt *pkt, __u32 dir, __u8 *reason)
 {
-	int essential, match;
-	__u32 op;
+	int essential, match, learned;
+	__u32 op, stateful;
 
 	if (pkt->parse_result != AG_PARSE_OK) {
 		*reason = pkt->parse_result;
@@ -85,24 +85,36 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 		return AG_VERDICT_DROP;
 	}
 
-	match = ag_policy_match(slot, cfg->flags, pkt, dir);
+	/*
+	 * The generation's tables first; a tracked answer stops there. Learned addresses
+	 * only when the tables did not settle it (their forward path may still allow it).
+	 */
+	stateful = cfg->flags & AG_F_STATEFUL;
 	*reason = AG_REASON_POLICY;
+	match = ag_table_match(slot, cfg->flags, pkt, dir);
 	if (match == AG_MATCH_NO_TABLES) {
 		*reason = AG_REASON_NO_POLICY;
 		return AG_VERDICT_DROP;
 	}
-	if (match == AG_MATCH_NONE)
-		return AG_VERDICT_DROP;
-	if (!(cfg->flags & AG_F_STATEFUL))
+	if (match == AG_MATCH_FORWARD)
+		goto forward;
+	if (match == AG_MATCH_RETURN && (!stateful || ag_flow(pkt, dir, AG_FLOW_OP_RETURN, slot)))
 		return AG_VERDICT_PASS;
-	if (match == AG_MATCH_FORWARD) {
-		ag_flow(pkt, dir, AG_FLOW_OP_OPEN, slot);
+	learned = ag_learned_match(pkt, dir);
+	if (learned == AG_MATCH_FORWARD)
+		goto forward;
+	/* The same flow was asked for already when the tables gave a return path. */
+	if (learned == AG_MATCH_RETURN && match != AG_MATCH_RETURN &&
+	    (!stateful || ag_flow(pkt, dir, AG_FLOW_OP_RETURN, slot)))
 		return AG_VERDICT_PASS;
-	}
-	if (ag_flow(pkt, dir, AG_FLOW_OP_RETURN, slot))
-		return AG_VERDICT_PASS;
-	*reason = AG_REASON_NO_FLOW;
+	if (stateful && (match == AG_MATCH_RETURN || learned == AG_MATCH_RETURN))
+		*reason = AG_REASON_NO_FLOW;
 	return AG_VERDICT_DROP;
+
+forward:
+	if (stateful)
+		ag_flow(pkt, dir, AG_FLOW_OP_OPEN, slot);
+	return AG_VERDICT_PASS;
 }
 
 /*

@@ -305,7 +305,7 @@ static __always_inline int ag_rules_match(const struct ag_policy_value *value,
 	return match;
 }
 
-/* ag_policy_match() picks by arithmetic on dir what a branch would pick. */
+/* ag_table_match() and ag_learned_match() pick by arithmetic on dir what a branch would pick. */
 _Static_assert(AG_DIR_INGRESS == 0 && AG_DIR_EGRESS == 1, "dir is a 0/1 multiplier");
 _Static_assert(__builtin_offsetof(struct ag_pkt, daddr) ==
 	       __builtin_offsetof(struct ag_pkt, saddr) + sizeof(union ag_addr),
@@ -314,63 +314,60 @@ _Static_assert((AG_SLOT_IN_LOCAL >> 2) == AG_SLOT_OUT_REMOTE &&
 	       (AG_SLOT_IN_REMOTE << 2) == AG_SLOT_OUT_LOCAL,
 	       "the egress slots are the ingress ones shifted by 2 * dir");
 
+/* The remote peer: where ingress comes from (saddr), egress goes (daddr). */
+static __always_inline const union ag_addr *ag_remote(const struct ag_pkt *pkt, __u32 dir)
+{
+	return (const union ag_addr *)((const __u8 *)&pkt->saddr + dir * sizeof(union ag_addr));
+}
+
 /*
- * What the policy allows of an IP packet: AG_MATCH_FORWARD or AG_MATCH_RETURN (the
- * generation's tables or a learned address allow it that way), AG_MATCH_NONE, or
- * AG_MATCH_NO_TABLES (the slot is incomplete; learned addresses are not consulted
- * then). dir is 0 or 1 and is never branched on (see ag_judge()).
+ * What the generation's tables allow of an IP packet: AG_MATCH_FORWARD,
+ * AG_MATCH_RETURN, AG_MATCH_NONE, or AG_MATCH_NO_TABLES (the slot is incomplete).
+ * dir is 0 or 1 and is never branched on (see ag_judge()).
+ *
+ * Ingress: IN_LOCAL (bit 2) forward, IN_REMOTE (bit 1) return;
+ * egress: OUT_REMOTE (bit 0) forward, OUT_LOCAL (bit 3) return.
  */
-static __always_inline int ag_policy_match(__u32 slot, __u32 flags, const struct ag_pkt *pkt,
-					   __u32 dir)
+static __always_inline int ag_table_match(__u32 slot, __u32 flags, const struct ag_pkt *pkt, __u32 dir)
 {
 	const struct ag_policy_value *value = NULL;
-	const struct ag_dyn_value *dyn;
-	const union ag_addr *remote;
-	__u32 fwd_slot, ret_slot;
-	__u32 zero = 0;
-	__u32 *dyn_empty;
-	int found, match = AG_MATCH_NONE, learned;
-
-	/* The remote peer: where ingress comes from (saddr), egress goes (daddr). */
-	remote = (const union ag_addr *)((const __u8 *)&pkt->saddr + dir * sizeof(union ag_addr));
+	const union ag_addr *remote = ag_remote(pkt, dir);
+	int found;
 
 	if (pkt->family == 4)
 		found = ag_lookup_v4(slot, flags, remote->v4, &value);
 	else
 		found = ag_lookup_v6(slot, flags, remote, &value);
-
 	if (found == AG_LOOKUP_NO_TABLES)
 		return AG_MATCH_NO_TABLES;
-	/*
-	 * Ingress: IN_LOCAL (bit 2) forward, IN_REMOTE (bit 1) return;
-	 * egress: OUT_REMOTE (bit 0) forward, OUT_LOCAL (bit 3) return.
-	 */
-	fwd_slot = AG_SLOT_IN_LOCAL >> (dir * 2);
-	ret_slot = AG_SLOT_IN_REMOTE << (dir * 2);
-	if (found == AG_LOOKUP_FOUND) {
-		match = ag_rules_match(value, pkt, fwd_slot, ret_slot);
-		if (match == AG_MATCH_FORWARD)
-			return match;
-	}
+	if (found != AG_LOOKUP_FOUND)
+		return AG_MATCH_NONE;
+	return ag_rules_match(value, pkt, AG_SLOT_IN_LOCAL >> (dir * 2), AG_SLOT_IN_REMOTE << (dir * 2));
+}
 
-	/*
-	 * Not (yet) a forward path: a learned address, while it lasts, may allow more. An
-	 * empty learned table (no DNS names, or none resolved) is not looked in.
-	 */
+/*
+ * What a learned address allows of the packet, while it lasts: AG_MATCH_FORWARD,
+ * AG_MATCH_RETURN or AG_MATCH_NONE. Asked only when the generation's tables did not
+ * settle it; an empty learned table (no DNS names, or none resolved) is not looked in.
+ */
+static __always_inline int ag_learned_match(const struct ag_pkt *pkt, __u32 dir)
+{
+	const union ag_addr *remote = ag_remote(pkt, dir);
+	const struct ag_dyn_value *dyn;
+	__u32 zero = 0;
+	__u32 *dyn_empty;
+
 	dyn_empty = bpf_map_lookup_elem(&ag_dyn_empty, &zero);
 	if (dyn_empty && (*dyn_empty & (pkt->family == 4 ? AG_DYN_V4_EMPTY : AG_DYN_V6_EMPTY)))
-		return match;
+		return AG_MATCH_NONE;
 	if (pkt->family == 4)
 		dyn = ag_dyn_lookup_v4(remote->v4);
 	else
 		dyn = ag_dyn_lookup_v6(remote);
 	if (!dyn || dyn->expires_ns <= bpf_ktime_get_ns())
-		return match;
-	learned = ag_rules_match(&dyn->policy, pkt, fwd_slot, ret_slot);
-	/* match is NONE or RETURN here: a learned forward path wins over either. */
-	if (learned == AG_MATCH_FORWARD || match == AG_MATCH_NONE)
-		return learned;
-	return match;
+		return AG_MATCH_NONE;
+	return ag_rules_match(&dyn->policy, pkt, AG_SLOT_IN_LOCAL >> (dir * 2),
+			      AG_SLOT_IN_REMOTE << (dir * 2));
 }
 
 #endif /* ALLOWGATE_POLICY_H */

@@ -70,56 +70,47 @@ static __always_inline __u32 ag_quote_l4_at(const struct ag_pkt *pkt, const __u8
 	return AG_QUOTE_V6_LEN;
 }
 
-/* The quote of an ICMP error seen by XDP. A global function: checked once. */
-__attribute__((noinline)) int ag_read_quote_xdp(struct xdp_md *ctx, struct ag_pkt *pkt)
+/*
+ * Loads len bytes at off of the hook's packet: ctx is an xdp_md when xdp, else an
+ * __sk_buff. Each caller passes a constant, so only its hook's helper is left.
+ */
+static __always_inline long ag_quote_load(void *ctx, int xdp, __u32 off, void *to, __u32 len)
+{
+	if (xdp)
+		return bpf_xdp_load_bytes(ctx, off, to, len);
+	return bpf_skb_load_bytes(ctx, off, to, len);
+}
+
+/* Reads the quote of the ICMP error pkt into pkt->q_*; 1 when it names a flow. */
+static __always_inline int ag_read_quote(void *ctx, int xdp, struct ag_pkt *pkt)
 {
 	__u8 ip[AG_QUOTE_V6_LEN];
 	__u8 l4[8];
 	__u32 off, at;
 
-	if (!pkt)
-		return 0;
 	off = pkt->l4_off;
 	if (off > AG_QUOTE_OFF_MAX)
 		return 0;
 	off += AG_ICMP_HDR_LEN;
-	if (pkt->family == 4) {
-		if (bpf_xdp_load_bytes(ctx, off, ip, AG_QUOTE_V4_LEN) != 0)
-			return 0;
-	} else if (bpf_xdp_load_bytes(ctx, off, ip, AG_QUOTE_V6_LEN) != 0) {
+	if (ag_quote_load(ctx, xdp, off, ip, pkt->family == 4 ? AG_QUOTE_V4_LEN : AG_QUOTE_V6_LEN) != 0)
 		return 0;
-	}
 	at = ag_quote_l4_at(pkt, ip);
-	if (at == 0 || bpf_xdp_load_bytes(ctx, off + at, l4, sizeof(l4)) != 0)
+	if (at == 0 || ag_quote_load(ctx, xdp, off + at, l4, sizeof(l4)) != 0)
 		return 0;
 	ag_quote_fill(pkt, ip, l4);
 	return 1;
 }
 
+/* The quote of an ICMP error seen by XDP. A global function: checked once. */
+__attribute__((noinline)) int ag_read_quote_xdp(struct xdp_md *ctx, struct ag_pkt *pkt)
+{
+	return pkt ? ag_read_quote(ctx, 1, pkt) : 0;
+}
+
 /* The same for TC. */
 __attribute__((noinline)) int ag_read_quote_skb(struct __sk_buff *skb, struct ag_pkt *pkt)
 {
-	__u8 ip[AG_QUOTE_V6_LEN];
-	__u8 l4[8];
-	__u32 off, at;
-
-	if (!pkt)
-		return 0;
-	off = pkt->l4_off;
-	if (off > AG_QUOTE_OFF_MAX)
-		return 0;
-	off += AG_ICMP_HDR_LEN;
-	if (pkt->family == 4) {
-		if (bpf_skb_load_bytes(skb, off, ip, AG_QUOTE_V4_LEN) != 0)
-			return 0;
-	} else if (bpf_skb_load_bytes(skb, off, ip, AG_QUOTE_V6_LEN) != 0) {
-		return 0;
-	}
-	at = ag_quote_l4_at(pkt, ip);
-	if (at == 0 || bpf_skb_load_bytes(skb, off + at, l4, sizeof(l4)) != 0)
-		return 0;
-	ag_quote_fill(pkt, ip, l4);
-	return 1;
+	return pkt ? ag_read_quote(skb, 0, pkt) : 0;
 }
 
 #endif /* ALLOWGATE_QUOTE_H */

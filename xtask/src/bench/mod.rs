@@ -22,7 +22,7 @@ use allowgate::{
     catalog::{Catalog, Direction, Feature, PortRange, Proto},
     dataplane::{Dataplane, LoadOptions, ensure_bpffs},
     policy::{
-        Config, Policy, Selection, Tables, compile_policy,
+        Config, Policy, Selection, StateMode, Tables, compile_policy,
         config::AllowEntry,
         model::{self, Hook, Packet, Reason, Verdict},
     },
@@ -37,6 +37,7 @@ use ipnet::Ipv4Net;
 
 use crate::common::{PinDir, packet};
 
+mod flows;
 mod policies;
 mod report;
 
@@ -57,9 +58,10 @@ pub struct BenchArgs {
     /// Print the tables as Markdown, for the README
     #[arg(long)]
     pub(crate) markdown: bool,
-    /// Only one row: `import` (a 5 MB service tags file; no BPF, no root needed) or
-    /// `config` (100k [[allow]] entries from the config's text to the kernel)
-    #[arg(long, value_name = "ROW", value_parser = ["import", "config"])]
+    /// Only one part: `import` (a 5 MB service tags file; no BPF, no root needed),
+    /// `config` (100k [[allow]] entries from the config's text to the kernel), or
+    /// `catalog` (the catalog's packets, with and without connection tracking)
+    #[arg(long, value_name = "ROW", value_parser = ["import", "config", "catalog"])]
     pub(crate) only: Option<String>,
     /// Real traffic instead: live frames through veths, capacity of the receiving core
     /// for XDP_DROP, XDP_PASS, xdp-filter, nftables and allowgate (see traffic.rs)
@@ -101,6 +103,10 @@ const EPHEMERAL_PORT: u16 = 40000;
 
 /// 100k is where the targets are set.
 pub(crate) const LARGE: usize = 100_000;
+/// The label of the catalog measured again with the stateless return path.
+pub(crate) const STATELESS_LABEL: &str = "(a') catalog, stateless";
+/// Connections the new-flow figure opens, one packet each.
+const NEW_FLOWS: u16 = 2000;
 const COMPILE_AND_LOAD_BUDGET: Duration = Duration::from_secs(1);
 const CATALOG_MAX_RATIO: f64 = 4.0;
 /// What a plain LPM trie costs at 100k for a /32 hit, as measured when the design was
@@ -142,8 +148,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
 
     // First, while the process is small: its peak memory is the import's.
-    eprintln!("bench: service tags import ...");
-    let import = crate::import_bench::run(settings.runs)?;
+    let only_catalog = args.only.as_deref() == Some("catalog");
+    let import = if only_catalog {
+        None
+    } else {
+        eprintln!("bench: service tags import ...");
+        Some(crate::import_bench::run(settings.runs)?)
+    };
 
     let catalog = Catalog::builtin();
     let selection = Selection {
@@ -161,18 +172,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "cannot load the allowgate BPF object (if the C programs are being changed, retry in a few minutes)",
     )?;
 
-    eprintln!(
-        "bench: {} [[allow]] entries through the config ...",
-        crate::config_bench::ENTRIES
-    );
-    let through_config = crate::config_bench::run(&mut dataplane, settings.runs)?;
-    if args.only.as_deref() == Some("config") {
+    let through_config = if only_catalog {
+        None
+    } else {
+        eprintln!(
+            "bench: {} [[allow]] entries through the config ...",
+            crate::config_bench::ENTRIES
+        );
+        Some(crate::config_bench::run(&mut dataplane, settings.runs)?)
+    };
+    if let (Some("config"), Some(through_config)) = (args.only.as_deref(), &through_config) {
         print!("{}", through_config.render());
         return Ok(());
     }
 
     let mut results = Vec::new();
-    for spec in policy_specs() {
+    let mut flows = None;
+    // `--only catalog`: the catalog alone (with and without tracking, and new flows).
+    let specs = policy_specs();
+    let take = if only_catalog { 1 } else { specs.len() };
+    for spec in specs.into_iter().take(take) {
         eprintln!("bench: {} ...", spec.label);
         let extra = spec.extra.as_ref().map(ExtraSet::prefixes).unwrap_or_default();
         let config = with_extra(&base, &extra);
@@ -194,6 +213,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             extra: extra.len(),
             ..ours
         });
+
+        if extra.is_empty() {
+            // The same catalog with the stateless return path: what tracking costs,
+            // measured in this run.
+            let label = STATELESS_LABEL;
+            eprintln!("bench: {label} ...");
+            let mut config = config.clone();
+            config.state.mode = StateMode::Stateless;
+            let (policy, tables, _) = compile_timed(&catalog, &selection, &config, 1)?;
+            let result = measure_policy(&mut dataplane, &mut noop, &settings, label, &policy, &tables, &probes)?;
+            results.push(result);
+
+            eprintln!("bench: new flows ...");
+            let (policy, tables, _) = compile_timed(&catalog, &selection, &base, 1)?;
+            dataplane.install(&tables)?;
+            flows = Some(flows::measure(&mut dataplane, &mut noop, &policy, NEW_FLOWS)?);
+        }
 
         if extra.len() == LARGE {
             let label = format!("({}') plain LPM", &spec.label[1..2]);
@@ -220,10 +256,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         settings,
         noop_ns: median(&noop.samples),
         results,
+        flows,
     };
     print!("{}", report.render(args.markdown));
-    print!("{}", through_config.render());
-    print!("{}", import.render());
+    if let Some(through_config) = through_config {
+        print!("{}", through_config.render());
+    }
+    if let Some(import) = import {
+        print!("{}", import.render());
+    }
     Ok(())
 }
 
@@ -434,8 +475,14 @@ fn measure_policy(
             time_probe(dataplane, noop, settings, packet, verdict)
                 .with_context(|| format!("{what} on {:?}", packet.hook))
         };
-        let ingress = timing(&probe.ingress)?;
-        let egress = timing(&probe.egress)?;
+        // The opening packet first, so that the answer is timed as a tracked flow's.
+        let (ingress, egress) = if probe.opener == Hook::Egress {
+            let egress = timing(&probe.egress)?;
+            (timing(&probe.ingress)?, egress)
+        } else {
+            let ingress = timing(&probe.ingress)?;
+            (ingress, timing(&probe.egress)?)
+        };
         results.push(ProbeResult {
             kind: probe.kind,
             remote: probe.remote,

@@ -172,6 +172,10 @@ pub(crate) struct Probe {
     pub(crate) remote: Option<IpAddr>,
     pub(crate) ingress: Packet,
     pub(crate) egress: Packet,
+    /// The hook whose packet opens the connection, timed first: with connection
+    /// tracking its flow is then in the table, and the other hook's packet is the
+    /// answer of a tracked flow.
+    pub(crate) opener: Hook,
 }
 
 impl Probe {
@@ -183,6 +187,7 @@ impl Probe {
             remote: Some(remote),
             egress: tcp(Hook::Egress, remote, EPHEMERAL_PORT, port, false),
             ingress: tcp(Hook::Ingress, remote, port, EPHEMERAL_PORT, true),
+            opener: Hook::Egress,
         }
     }
 
@@ -199,6 +204,7 @@ impl Probe {
             remote: None,
             ingress: arp(Hook::Ingress),
             egress: arp(Hook::Egress),
+            opener: Hook::Egress,
         }
     }
 
@@ -208,6 +214,7 @@ impl Probe {
             remote: Some(remote),
             ingress: tcp(Hook::Ingress, remote, EPHEMERAL_PORT, port, false),
             egress: tcp(Hook::Egress, remote, port, EPHEMERAL_PORT, true),
+            opener: Hook::Ingress,
         }
     }
 }
