@@ -237,7 +237,11 @@ impl RawSender {
     }
 
     pub fn send_tcp(&self, dst: IpAddr, tcp: &Tcp) -> io::Result<()> {
-        assert_eq!(self.proto, TCP, "a TCP segment from a sender made for protocol {}", self.proto);
+        assert_eq!(
+            self.proto, TCP,
+            "a TCP segment from a sender made for protocol {}",
+            self.proto
+        );
         self.send_l4(dst, &tcp.segment(self.src, dst))
     }
 }
@@ -260,7 +264,11 @@ impl SeenTcp {
 impl std::fmt::Display for SeenTcp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names = [(SYN, "S"), (ACK, "A"), (RST, "R"), (FIN, "F"), (PSH, "P")];
-        let flags: String = names.iter().filter(|(b, _)| self.flags & b != 0).map(|(_, n)| *n).collect();
+        let flags: String = names
+            .iter()
+            .filter(|(b, _)| self.flags & b != 0)
+            .map(|(_, n)| *n)
+            .collect();
         write!(f, "{} port {} -> port {} [{flags}]", self.src, self.sport, self.dport)
     }
 }
@@ -401,7 +409,12 @@ mod tests {
     #[test]
     fn the_ipv4_header_checks_out() {
         let seg = Tcp::ack(443, 22).segment("198.51.100.10".parse().unwrap(), "192.0.2.1".parse().unwrap());
-        let p = ipv4_packet("198.51.100.10".parse().unwrap(), "192.0.2.1".parse().unwrap(), TCP, &seg);
+        let p = ipv4_packet(
+            "198.51.100.10".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            TCP,
+            &seg,
+        );
         let (h, rest) = etherparse::Ipv4Header::from_slice(&p).unwrap();
         assert_eq!(h.header_checksum, h.calc_header_checksum());
         assert_eq!(h.total_len as usize, p.len());

@@ -98,7 +98,9 @@ impl Conversation {
         match self.hear(at, within) {
             Ok(m) if m == n => Ok(()),
             Ok(m) => Err(format!("the {at:?} side heard message {m} where {n} was due")),
-            Err(e) => Err(format!("the {at:?} side did not hear message {n} within {within:?}: {e}")),
+            Err(e) => Err(format!(
+                "the {at:?} side did not hear message {n} within {within:?}: {e}"
+            )),
         }
     }
 

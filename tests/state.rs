@@ -1,0 +1,630 @@
+//! Connection tracking end to end (issue 9): the real daemon on a veth pair between two
+//! namespaces made here, real TCP and UDP, and segments made by hand from raw sockets.
+//! A return path opens only for a flow the host's side started; state never overrides
+//! policy; a connection lives through restarts, kills and swaps, and one opened before
+//! the daemon started keeps working. Each probe also runs where it must show the hole
+//! (`[state] mode = "stateless"`, the old behaviour) or a cut, so that none of these
+//! tests can pass by seeing nothing at all. Only documentation-range addresses
+//! assigned in these namespaces carry traffic.
+
+use std::{
+    net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use testkit::{
+    netns::{HOST_V4, HOST_V6, Netns, PEER_V4, PEER_V6, Servers, sa, tcp_connects},
+    raw::{RawSender, SeenTcp, TCP, Tcp, TcpEar},
+    talk::{Chat, Conversation, Side},
+    world::*,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_allowgate");
+
+/// How long the scanner listens for answers to its segments: a RST comes back within a
+/// millisecond or two when one comes at all.
+const SCAN_WAIT: Duration = Duration::from_secs(1);
+/// How long a message that was held back may take to arrive once the way is open again:
+/// TCP's retransmission timer has backed off to a second or more by then.
+const RETRANSMIT_WAIT: Duration = Duration::from_secs(10);
+/// A round of a conversation this slow waited for one of TCP's timers (200 ms at least).
+const LATE_ROUND: Duration = Duration::from_millis(150);
+/// The pace of a conversation that runs through restarts and swaps.
+const CHAT_EVERY: Duration = Duration::from_millis(100);
+
+/// Host ports the ACK scan knocks on: one with a listener, closed ones. Not 22: the
+/// world's management rule lets anything from 192.0.2.0/24 in to it.
+const LISTENING: u16 = 8080;
+const SCANNED: [u16; 4] = [LISTENING, 9, 1000, 33333];
+/// The management port of the world's config (`[management]` has the default ports).
+const MANAGEMENT: u16 = 22;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Stateful,
+    Stateless,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Stateful => "stateful",
+            State::Stateless => "stateless",
+        }
+    }
+}
+
+/// The world of these tests: eu1's portal (tcp/443 to SHARED and EU1_ONLY), and the
+/// operator's own rules for IPv6 and UDP: tcp/443 and udp/53,7000 to the peer's
+/// link address, udp/53,7000 to SHARED. `more` is added to the config's top level.
+fn world(state: State, more: &str) -> World {
+    World::new(
+        BIN,
+        Setup {
+            regions: &["eu1"],
+            features: &["portal"],
+            extra: format!(
+                r#"drop_log_interval = 1
+{more}
+
+[state]
+mode = "{mode}"
+
+[[allow]]
+cidr = "{PEER_V6}/128"
+direction = "egress"
+proto = "tcp"
+ports = [443]
+
+[[allow]]
+cidr = "{PEER_V6}/128"
+direction = "egress"
+proto = "udp"
+ports = [53, 7000]
+
+[[allow]]
+cidr = "{SHARED}/32"
+direction = "egress"
+proto = "udp"
+ports = [53, 7000]
+"#,
+                mode = state.name(),
+            ),
+        },
+    )
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Packets counted under `counters.DIRECTION.drop` (all reasons) of `status --json`.
+fn drops(status: &Value, direction: &str) -> u64 {
+    status["counters"][direction]["drop"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counters.{direction}.drop in {status}"))
+}
+
+/// Drops of `direction` counted under `reason` (0 when the reason is not listed).
+fn drops_for(status: &Value, direction: &str, reason: &str) -> u64 {
+    let by = &status["counters"][direction]["drop_by_reason"];
+    assert!(by.is_object(), "no counters.{direction}.drop_by_reason in {status}");
+    by[reason].as_u64().unwrap_or(0)
+}
+
+fn reasons(status: &Value, direction: &str) -> String {
+    status["counters"][direction]["drop_by_reason"].to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. An ACK scan from an allowed peer gets nothing back
+
+/// From the peer, bare ACKs from `from`:443 to every port of SCANNED on `to`, with the
+/// host listening on LISTENING; every TCP segment the peer then receives from `to`
+/// in answer to them.
+fn ack_scan(world: &World, from: &str, to: &str) -> Vec<SeenTcp> {
+    let (from, to) = (ip(from), ip(to));
+    let listen_on = SocketAddr::new(to, LISTENING);
+    let _listener: TcpListener = world
+        .host()
+        .enter(move || TcpListener::bind(listen_on))
+        .unwrap_or_else(|e| panic!("listen on {listen_on}: {e}"));
+    world.pair.peer.enter(move || {
+        let ear = TcpEar::new(to.is_ipv6()).expect("a raw TCP socket to listen with");
+        let sender = RawSender::new(from, TCP).expect("a raw socket to send from");
+        for port in SCANNED {
+            sender
+                .send_tcp(to, &Tcp::ack(443, port))
+                .unwrap_or_else(|e| panic!("send an ACK {from}:443 -> {to}:{port}: {e}"));
+        }
+        ear.listen(SCAN_WAIT)
+            .into_iter()
+            .filter(|s| s.src == to && s.dport == 443 && SCANNED.contains(&s.sport))
+            .collect()
+    })
+}
+
+fn list(seen: &[SeenTcp]) -> String {
+    seen.iter().map(|s| format!("\n  {s}")).collect()
+}
+
+#[test]
+fn an_ack_scan_from_an_allowed_peer_gets_nothing_back() {
+    // SHARED is allowed by the catalog (eu1's portal, tcp/443 out), PEER_V6 by an
+    // [[allow]] entry: each may answer from port 443, neither has a connection here.
+    let scans = [(SHARED, HOST_V4), (PEER_V6, HOST_V6)];
+
+    // Control: stateless, every port answers the scan with a RST, the listening one
+    // too. This is the hole, and it shows the scanner hears what comes back.
+    let control = world(State::Stateless, "");
+    let daemon = control.start_daemon();
+    for (from, to) in scans {
+        let seen = ack_scan(&control, from, to);
+        for port in SCANNED {
+            assert!(
+                seen.iter().any(|s| s.sport == port && s.is_rst()),
+                "stateless: the ACK from {from}:443 to {to}:{port} drew no RST, so this test could \
+                 not tell a hole from a closed one; heard:{}",
+                list(&seen)
+            );
+        }
+    }
+    drop(daemon);
+    drop(control);
+
+    let world = world(State::Stateful, "");
+    let _servers = world.servers();
+    let _v6_server = Servers::start(&world.pair.peer, &[sa(PEER_V6, 443)], &[]);
+    let _daemon = world.start_daemon();
+    for (from, to) in scans {
+        let before = world.status();
+        let seen = ack_scan(&world, from, to);
+        assert!(
+            seen.is_empty(),
+            "stateful: the host answered an ACK scan from {from}:443 (no flow behind it):{}",
+            list(&seen)
+        );
+        let after = world.status();
+        let dropped = drops_for(&after, "ingress", "no-flow") - drops_for(&before, "ingress", "no-flow");
+        assert!(
+            dropped >= SCANNED.len() as u64,
+            "the {} ACKs from {from} were to be dropped as no-flow, {dropped} were: {}",
+            SCANNED.len(),
+            reasons(&after, "ingress")
+        );
+    }
+    // State takes nothing from what the rules allow: real connections out still work.
+    assert!(world.passes(SHARED), "host -> {SHARED}:443 under stateful");
+    assert!(
+        tcp_connects(world.host(), sa(PEER_V6, 443), PASS_WAIT),
+        "host -> [{PEER_V6}]:443 under stateful"
+    );
+    // And the scan still gets nothing once real connections to the peer exist: a flow
+    // opens the return path of its own ports only.
+    for (from, to) in scans {
+        let seen = ack_scan(&world, from, to);
+        assert!(seen.is_empty(), "stateful, after real connections:{}", list(&seen));
+    }
+}
+
+/// The reflexive hole the other way: the management rule (ingress tcp/22 from
+/// 192.0.2.0/24) lets answers out from port 22. A segment from the host's port 22 to
+/// the peer, with no connection behind it, must not leave.
+#[test]
+fn an_answer_from_the_management_port_with_no_connection_does_not_leave() {
+    /// A bare ACK from the host's port 22 to PEER_V4:9999; whether the peer heard it.
+    fn knock(world: &World) -> Vec<SeenTcp> {
+        let (host, peer) = (ip(HOST_V4), ip(PEER_V4));
+        let ear = world.pair.peer.spawn(move || {
+            let ear = TcpEar::new(false).expect("a raw TCP socket to listen with");
+            ear.listen(SCAN_WAIT)
+                .into_iter()
+                .filter(|s| s.src == host && s.sport == MANAGEMENT && s.dport == 9999)
+                .collect::<Vec<_>>()
+        });
+        // The ear is open well before the knock.
+        std::thread::sleep(Duration::from_millis(100));
+        world.host().enter(move || {
+            RawSender::new(host, TCP)
+                .expect("a raw socket to send from")
+                .send_tcp(peer, &Tcp::ack(MANAGEMENT, 9999))
+                .expect("send the knock");
+        });
+        ear.join().expect("the ear")
+    }
+
+    let control = world(State::Stateless, "");
+    let daemon = control.start_daemon();
+    let heard = knock(&control);
+    assert!(
+        !heard.is_empty(),
+        "stateless: the host's ACK from port 22 did not reach the peer, so this test could not \
+         tell a hole from a closed one"
+    );
+    drop(daemon);
+    drop(control);
+
+    let world = world(State::Stateful, "");
+    let _daemon = world.start_daemon();
+    let before = world.status();
+    let heard = knock(&world);
+    assert!(
+        heard.is_empty(),
+        "stateful: an ACK from the management port with no connection left the host:{}",
+        list(&heard)
+    );
+    let after = world.status();
+    assert!(
+        drops_for(&after, "egress", "no-flow") > drops_for(&before, "egress", "no-flow"),
+        "counted as no-flow: {}",
+        reasons(&after, "egress")
+    );
+    // The management port itself still works, both ways.
+    let mut ssh = Conversation::peer_opens(world.host(), &world.pair.peer, sa(HOST_V4, MANAGEMENT));
+    ssh.exchange(Side::Peer, PASS_WAIT)
+        .expect("a real management connection");
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. A UDP answer to a port that sent no query is dropped
+
+/// What reached which host socket, for one family.
+struct UdpProbe {
+    /// A datagram from peer:53 reached a host socket that never sent anything.
+    unasked_reached_silent: bool,
+    /// The answer from peer:53 reached the socket that asked.
+    answer_reached_asker: bool,
+    /// After that, a datagram from peer:53 reached the silent socket.
+    unasked_reached_silent_after: bool,
+    /// A datagram from peer:7000 (another allowed port) reached the asker, which had
+    /// only asked peer:53.
+    other_port_reached_asker: bool,
+}
+
+fn udp_probe(world: &World, peer_addr: &str, host_addr: &str) -> UdpProbe {
+    let (peer_addr, host_addr) = (ip(peer_addr), ip(host_addr));
+    let bind = |ns: &Netns, at: SocketAddr| -> UdpSocket {
+        ns.enter(move || UdpSocket::bind(at))
+            .unwrap_or_else(|e| panic!("bind {at} in {}: {e}", ns.name))
+    };
+    let dns = bind(&world.pair.peer, SocketAddr::new(peer_addr, 53));
+    let other = bind(&world.pair.peer, SocketAddr::new(peer_addr, 7000));
+    let silent = bind(world.host(), SocketAddr::new(host_addr, 0));
+    let asker = bind(world.host(), SocketAddr::new(host_addr, 0));
+    let silent_at = silent.local_addr().unwrap();
+    let asker_at = asker.local_addr().unwrap();
+    let gets = |s: &UdpSocket, want: &[u8], wait: Duration| -> bool {
+        s.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 64];
+        matches!(s.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == want)
+    };
+
+    dns.send_to(b"unasked", silent_at).unwrap();
+    let unasked_reached_silent = gets(&silent, b"unasked", BLOCK_WAIT);
+
+    asker.send_to(b"query", SocketAddr::new(peer_addr, 53)).unwrap();
+    assert!(
+        gets(&dns, b"query", PASS_WAIT),
+        "the query from {asker_at} to {peer_addr}:53 did not arrive: the egress rule does not hold"
+    );
+    dns.send_to(b"answer", asker_at).unwrap();
+    let answer_reached_asker = gets(&asker, b"answer", PASS_WAIT);
+
+    dns.send_to(b"unasked-2", silent_at).unwrap();
+    let unasked_reached_silent_after = gets(&silent, b"unasked-2", BLOCK_WAIT);
+    other.send_to(b"other", asker_at).unwrap();
+    let other_port_reached_asker = gets(&asker, b"other", BLOCK_WAIT);
+    UdpProbe {
+        unasked_reached_silent,
+        answer_reached_asker,
+        unasked_reached_silent_after,
+        other_port_reached_asker,
+    }
+}
+
+#[test]
+fn a_udp_answer_to_a_port_that_sent_no_query_is_dropped() {
+    let probes = [(SHARED, HOST_V4), (PEER_V6, HOST_V6)];
+
+    // Control: stateless, anything from an allowed peer's port 53 or 7000 reaches any
+    // host port. The hole, and proof the probe sees a datagram arrive.
+    let control = world(State::Stateless, "");
+    let daemon = control.start_daemon();
+    for (peer, host) in probes {
+        let p = udp_probe(&control, peer, host);
+        assert!(p.answer_reached_asker, "stateless: the answer from {peer}:53 was lost");
+        assert!(
+            p.unasked_reached_silent && p.unasked_reached_silent_after,
+            "stateless: a datagram from {peer}:53 to a host port that sent nothing was dropped, \
+             so this test could not tell a hole from a closed one"
+        );
+        assert!(
+            p.other_port_reached_asker,
+            "stateless: a datagram from {peer}:7000 was dropped"
+        );
+    }
+    drop(daemon);
+    drop(control);
+
+    let world = world(State::Stateful, "");
+    let _daemon = world.start_daemon();
+    for (peer, host) in probes {
+        let before = world.status();
+        let p = udp_probe(&world, peer, host);
+        assert!(
+            !p.unasked_reached_silent,
+            "stateful: a datagram from {peer}:53 reached a host port that never sent anything"
+        );
+        assert!(
+            p.answer_reached_asker,
+            "stateful: the answer from {peer}:53 to the socket that asked was dropped"
+        );
+        assert!(
+            !p.unasked_reached_silent_after,
+            "stateful: once another socket had asked {peer}:53, its datagram reached the silent one"
+        );
+        assert!(
+            !p.other_port_reached_asker,
+            "stateful: a datagram from {peer}:7000 reached a socket that had asked only {peer}:53"
+        );
+        let after = world.status();
+        let dropped = drops_for(&after, "ingress", "no-flow") - drops_for(&before, "ingress", "no-flow");
+        assert!(
+            dropped >= 3,
+            "3 datagrams dropped as no-flow, {dropped} counted: {}",
+            reasons(&after, "ingress")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. A long-lived connection lives through restarts, kills and swaps
+
+fn assert_unbroken(what: &str, chat: &Chat, at_least: u32) {
+    assert!(
+        chat.failure.is_none(),
+        "{what}: {}",
+        chat.failure.as_deref().unwrap_or("")
+    );
+    assert!(
+        chat.rounds >= at_least,
+        "{what}: only {} rounds in the time {at_least} take",
+        chat.rounds
+    );
+    assert_eq!(
+        chat.retransmissions,
+        (0, 0),
+        "{what}: segments were lost and sent again (host, peer), slowest round {:?}",
+        chat.slowest
+    );
+    // A segment the host's own egress program drops never left, so TCP does not count
+    // it as retransmitted: it waits for a timer of at least TCP_RTO_MIN (200 ms) and
+    // tries again. Rounds here take a fraction of a millisecond.
+    assert!(
+        chat.slowest < LATE_ROUND,
+        "{what}: a round took {:?}, as long as TCP waits to send a dropped segment again",
+        chat.slowest
+    );
+}
+
+#[test]
+fn a_long_lived_connection_lives_through_restarts_kills_and_swaps() {
+    let world = world(State::Stateful, "");
+    let mut daemon = world.start_daemon();
+    // Opened by the host (eu1's portal rule, out) and by the peer (management, in).
+    let mut out = Conversation::host_opens(world.host(), &world.pair.peer, sa(EU1_ONLY, 443));
+    let mut inb = Conversation::peer_opens(world.host(), &world.pair.peer, sa(HOST_V4, MANAGEMENT));
+
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let (out_chat, in_chat) = std::thread::scope(|s| {
+        let out_chat = s.spawn(|| out.chat_until(Side::Host, CHAT_EVERY, PASS_WAIT, &stop));
+        let in_chat = s.spawn(|| inb.chat_until(Side::Peer, CHAT_EVERY, PASS_WAIT, &stop));
+        let pause = || std::thread::sleep(Duration::from_millis(500));
+
+        pause();
+        daemon.signal(libc::SIGTERM);
+        assert!(daemon.wait_log("exiting", Duration::from_secs(10)), "{}", daemon.log());
+        pause(); // no daemon at all for a while
+        daemon = world.start_daemon();
+        pause();
+        daemon.kill9();
+        pause();
+        daemon = world.start_daemon();
+        pause();
+        // us1 lists none of the peer's addresses in use: ten swaps of the policy.
+        for i in 0..10 {
+            let verb = if i % 2 == 0 { "enable" } else { "disable" };
+            world.cli(&[verb, "us1"]).ok();
+        }
+        pause();
+        stop.store(true, Ordering::Relaxed);
+        (out_chat.join().unwrap(), in_chat.join().unwrap())
+    });
+    let took = started.elapsed();
+    eprintln!("{took:?}: host-opened {out_chat:?}, peer-opened {in_chat:?}");
+    let at_least = (took.as_millis() / 400) as u32; // a round every 100 ms and some
+    assert_unbroken("host-opened connection to eu1's portal", &out_chat, at_least);
+    assert_unbroken("peer-opened management connection", &in_chat, at_least);
+    assert_eq!(
+        regions(&world.status()),
+        strings(&["eu1"]),
+        "the toggles ended where they began"
+    );
+
+    let status = world.status();
+    for direction in ["ingress", "egress"] {
+        assert_eq!(
+            drops_for(&status, direction, "no-flow"),
+            0,
+            "{direction} packets were dropped for want of a flow: {}",
+            reasons(&status, direction)
+        );
+    }
+
+    // The same watch sees a cut (so it could have seen one above): eu1 off takes the
+    // only rule that allows the host-opened connection.
+    world.cli(&["disable", "eu1"]).ok();
+    let stop = AtomicBool::new(false);
+    let cut = std::thread::scope(|s| {
+        let chat = s.spawn(|| out.chat_until(Side::Host, CHAT_EVERY, BLOCK_WAIT, &stop));
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        chat.join().unwrap()
+    });
+    assert!(
+        cut.failure.is_some(),
+        "the watch saw {} rounds go through with eu1 disabled",
+        cut.rounds
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A connection opened before the daemon starts keeps working
+
+/// The peer speaks first (the host has sent nothing since the programs were attached),
+/// the host hears it and answers.
+fn peer_speaks_first(c: &mut Conversation, within: Duration) -> Result<(), String> {
+    let n = c.fresh();
+    c.say(Side::Peer, n)
+        .map_err(|e| format!("the peer could not send: {e}"))?;
+    c.heard(Side::Host, n, within)?;
+    c.say(Side::Host, n)
+        .map_err(|e| format!("the host could not answer: {e}"))?;
+    c.heard(Side::Peer, n, within)
+}
+
+#[test]
+fn a_connection_opened_before_the_daemon_starts_keeps_working() {
+    let world = world(State::Stateful, "");
+    let mut out = Conversation::host_opens(world.host(), &world.pair.peer, sa(EU1_ONLY, 443));
+    let mut inb = Conversation::peer_opens(world.host(), &world.pair.peer, sa(HOST_V4, MANAGEMENT));
+    out.exchange(Side::Host, PASS_WAIT).expect("with no daemon");
+    inb.exchange(Side::Peer, PASS_WAIT).expect("with no daemon");
+    let _daemon = world.start_daemon();
+    assert_eq!(world.status()["enforcing"], true);
+
+    peer_speaks_first(&mut out, PASS_WAIT)
+        .unwrap_or_else(|e| panic!("host-opened connection from before the start: {e}"));
+    peer_speaks_first(&mut inb, PASS_WAIT)
+        .unwrap_or_else(|e| panic!("peer-opened connection from before the start: {e}"));
+    assert_eq!(out.retransmissions(), (0, 0), "host-opened: segments were dropped");
+    assert_eq!(inb.retransmissions(), (0, 0), "peer-opened: segments were dropped");
+    // Nothing of either was dropped for want of a flow.
+    let status = world.status();
+    for direction in ["ingress", "egress"] {
+        assert_eq!(
+            drops_for(&status, direction, "no-flow"),
+            0,
+            "{}",
+            reasons(&status, direction)
+        );
+    }
+}
+
+/// Control of the test above: the same probe does fail when the flow is missing. An
+/// idle connection outlives `tcp_established` (here 2 s), so the peer's first word
+/// after the pause meets no flow and is dropped; a word from the host (its forward
+/// path) makes the flow again, and the held-back word gets through.
+#[test]
+fn a_connection_whose_flow_expired_is_held_until_the_host_speaks() {
+    let world = world(State::Stateful, "");
+    // Appended after the tables the world writes: a table of its own.
+    let text = std::fs::read_to_string(&world.config).unwrap();
+    std::fs::write(
+        &world.config,
+        format!("{text}\n[state.timeouts]\ntcp_established = 2\n"),
+    )
+    .unwrap();
+    let _daemon = world.start_daemon();
+    let mut out = Conversation::host_opens(world.host(), &world.pair.peer, sa(EU1_ONLY, 443));
+    out.exchange(Side::Host, PASS_WAIT).expect("a fresh connection");
+    std::thread::sleep(Duration::from_secs(4));
+
+    let before = world.status();
+    let n = out.fresh();
+    out.say(Side::Peer, n).unwrap();
+    assert!(
+        out.hear(Side::Host, BLOCK_WAIT).is_err(),
+        "the peer's word reached the host with the flow expired: this probe cannot tell"
+    );
+    let after = world.status();
+    assert!(
+        drops_for(&after, "ingress", "no-flow") > drops_for(&before, "ingress", "no-flow"),
+        "{}",
+        reasons(&after, "ingress")
+    );
+    let m = out.fresh();
+    out.say(Side::Host, m).unwrap();
+    out.heard(Side::Peer, m, PASS_WAIT)
+        .expect("the host's word makes the flow again");
+    out.heard(Side::Host, n, RETRANSMIT_WAIT)
+        .expect("the peer's held-back word, sent again, gets through");
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Disabling the only region that lists a peer cuts its connection at the next packet
+
+fn region_cut(state: State) {
+    let world = world(state, "");
+    let _daemon = world.start_daemon();
+    let mut c = Conversation::host_opens(world.host(), &world.pair.peer, sa(EU1_ONLY, 443));
+    c.exchange(Side::Host, PASS_WAIT).expect("eu1 enabled");
+
+    // Control: a swap alone (us1, which does not list the peer) cuts nothing.
+    world.cli(&["enable", "us1"]).ok();
+    c.exchange(Side::Host, PASS_WAIT)
+        .unwrap_or_else(|e| panic!("{state:?}: a swap that keeps eu1 cut the connection: {e}"));
+    c.exchange(Side::Peer, PASS_WAIT)
+        .unwrap_or_else(|e| panic!("{state:?}: a swap that keeps eu1 cut the connection: {e}"));
+
+    world.cli(&["disable", "eu1"]).ok();
+    let before = world.status();
+    let from_host = c.fresh();
+    c.say(Side::Host, from_host).unwrap();
+    assert!(
+        c.hear(Side::Peer, BLOCK_WAIT).is_err(),
+        "{state:?}: the host's next message to {EU1_ONLY} arrived with eu1, the only region \
+         listing it, disabled"
+    );
+    let from_peer = c.fresh();
+    c.say(Side::Peer, from_peer).unwrap();
+    assert!(
+        c.hear(Side::Host, BLOCK_WAIT).is_err(),
+        "{state:?}: the peer's next message from {EU1_ONLY} arrived with eu1 disabled"
+    );
+    let after = world.status();
+    for direction in ["egress", "ingress"] {
+        assert!(
+            drops(&after, direction) > drops(&before, direction),
+            "{state:?}: no {direction} drop counted: {}",
+            reasons(&after, direction)
+        );
+    }
+
+    // Enabled again: the held-back messages arrive (sent again by TCP), new ones pass.
+    world.cli(&["enable", "eu1"]).ok();
+    c.heard(Side::Peer, from_host, RETRANSMIT_WAIT)
+        .unwrap_or_else(|e| panic!("{state:?}: eu1 enabled again: {e}"));
+    c.heard(Side::Host, from_peer, RETRANSMIT_WAIT)
+        .unwrap_or_else(|e| panic!("{state:?}: eu1 enabled again: {e}"));
+    c.exchange(Side::Host, PASS_WAIT)
+        .unwrap_or_else(|e| panic!("{state:?}: eu1 enabled again: {e}"));
+    let mut fresh = Conversation::host_opens(world.host(), &world.pair.peer, sa(EU1_ONLY, 443));
+    fresh
+        .exchange(Side::Host, PASS_WAIT)
+        .unwrap_or_else(|e| panic!("{state:?}: a new connection with eu1 enabled again: {e}"));
+}
+
+#[test]
+fn disabling_the_only_region_listing_a_peer_cuts_its_connection_at_the_next_packet() {
+    region_cut(State::Stateful);
+}
+
+/// The old behaviour cuts too (policy, not state, does it): the same test holds there.
+#[test]
+fn disabling_the_only_region_listing_a_peer_cuts_its_connection_when_stateless_too() {
+    region_cut(State::Stateless);
+}
