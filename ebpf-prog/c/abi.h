@@ -55,7 +55,8 @@ enum ag_verdict {
 	X(V6_FRAG_CHAIN, 12, "ipv6-fragment-chain") /* first fragment without the whole header chain */ \
 	X(VLAN_DEPTH, 13, "vlan-depth")	/* more than AG_MAX_VLAN_DEPTH tags */ \
 	X(V4_MAPPED, 14, "ipv4-mapped")	/* ::ffff:0:0/96 on the wire */ \
-	X(MALFORMED, 15, "malformed")	/* IP version does not match the ethertype */
+	X(MALFORMED, 15, "malformed")	/* IP version does not match the ethertype */ \
+	X(NO_FLOW, 16, "no-flow")	/* a return path, ICMP error, DNS or DHCP answer of no tracked flow */
 
 /* Reasons a test build appends (-D'AG_REASONS_EXTRA(X)=...'): none in the product. */
 #ifndef AG_REASONS_EXTRA
@@ -101,6 +102,29 @@ _Static_assert(AG_REASON_MAX <= AG_REASON_CAPACITY, "more reasons than the count
 #define AG_F_V4_LPM_EMPTY	(1U << 6)
 #define AG_F_V6_HOST_EMPTY	(1U << 7)
 #define AG_F_V6_LPM_EMPTY	(1U << 8)
+/*
+ * Connection tracking (lib/flow.h): a return path passes only for a tracked flow, ICMP
+ * errors only when they quote one, DNS answers from a configured resolver only to a
+ * recorded query, DHCP replies only after a request. Clear: the stateless return path.
+ */
+#define AG_F_STATEFUL		(1U << 9)
+
+/*
+ * The states of a tracked flow; each has its idle timeout (ag_gen_config). TCP follows
+ * the flags both ways, loosely as conntrack does: a flow picked up mid-stream (a non-SYN
+ * segment on the forward path, or a seeded connection) starts established.
+ */
+enum ag_flow_state {
+	AG_FLOW_TCP_SYN_SENT = 0,	/* a SYN, no answer yet */
+	AG_FLOW_TCP_ESTABLISHED = 1,
+	AG_FLOW_TCP_CLOSING = 2,	/* a FIN seen */
+	AG_FLOW_TCP_CLOSE = 3,		/* a RST seen */
+	AG_FLOW_UDP = 4,		/* one way so far */
+	AG_FLOW_UDP_STREAM = 5,		/* answered */
+	AG_FLOW_ICMP = 6,		/* echo */
+	AG_FLOW_OTHER = 7,		/* any other protocol */
+	AG_FLOW_STATES = 8,
+};
 
 /* One policy generation's settings; ag_gen_cfg holds one per slot. */
 struct ag_gen_config {
@@ -108,6 +132,7 @@ struct ag_gen_config {
 	__u32 flags;		/* AG_F_* */
 	__u32 n_ethertypes;
 	__u16 ethertypes[AG_MAX_ETHERTYPES];	/* host byte order */
+	__u32 flow_timeout_s[AG_FLOW_STATES];	/* idle timeout of each enum ag_flow_state */
 };
 
 /*
@@ -186,7 +211,9 @@ enum ag_misc_index {
 	AG_MISC_DNS_HELD = 2,		/* DNS answers held for the learner */
 	AG_MISC_DNS_UNHELD = 3,		/* answers passed unheld: the frame ring was full */
 	AG_MISC_DNS_UNSOLICITED = 4,	/* answers passed unheld: no query of ours (fresh) asked */
-	AG_MISC_MAX = 5,
+	AG_MISC_FLOW_INSERTS = 5,	/* flows the programs added to ag_flows_v4/v6 */
+	AG_MISC_FLOW_REMOVED = 6,	/* flows the programs removed (found expired) */
+	AG_MISC_MAX = 7,
 };
 
 /*
@@ -241,6 +268,50 @@ struct ag_dns_frame {
 	__u32 ifindex;
 	__u32 len;		/* bytes of data[] that hold the frame */
 	__u8 data[AG_DNS_FRAME_MAX];
+};
+
+/*
+ * Tracked flows (lib/flow.h): one LRU hash per family, pinned, so flows outlive the
+ * daemon and every generation swap. Keyed from this host's side, the same key for a
+ * flow's packets both ways. TCP and UDP: the two ports; ICMP echo: lport is the echo
+ * identifier, rport 0; other protocols: both 0. The DHCP client's exchange is one
+ * flow with both addresses 0 (its replies come from a server not known before).
+ */
+#define AG_FLOW_MAX		65536
+
+struct ag_flow_v4_key {
+	__u8 local[4];		/* network byte order */
+	__u8 remote[4];
+	__u16 lport;		/* host byte order */
+	__u16 rport;
+	__u8 proto;		/* IP protocol (58 for ICMPv6) */
+	__u8 _pad[3];
+};
+
+struct ag_flow_v6_key {
+	__u8 local[16];
+	__u8 remote[16];
+	__u16 lport;
+	__u16 rport;
+	__u8 proto;
+	__u8 _pad[3];
+};
+
+/* Who put a flow in the table: its first packet (by direction) or the agent's seeding. */
+#define AG_FLOW_BY_INGRESS	AG_DIR_INGRESS
+#define AG_FLOW_BY_EGRESS	AG_DIR_EGRESS
+#define AG_FLOW_BY_SEED		2
+
+struct ag_flow_value {
+	__u64 seen_ns;		/* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of its last packet */
+	__u8 state;		/* enum ag_flow_state */
+	__u8 opened_by;		/* AG_FLOW_BY_* */
+	__u8 _pad[6];
+};
+
+/* ag_flow_ctl[0]: what the agent did to the flow tables (the programs count the rest). */
+struct ag_flow_ctl {
+	__u64 seeded;		/* flows the agent added from the kernel's sockets */
 };
 
 /* One drop (or, in monitor mode, would-drop) event on the ring buffer. */

@@ -9,7 +9,7 @@
 #define AG_ASSERT_SIZE(type, size) \
 	_Static_assert(sizeof(type) == (size), #type " must be " #size " bytes, as src/lib.rs asserts")
 
-AG_ASSERT_SIZE(struct ag_gen_config, 32);
+AG_ASSERT_SIZE(struct ag_gen_config, 64);
 AG_ASSERT_SIZE(struct ag_port_rule, 8);
 AG_ASSERT_SIZE(struct ag_policy_value, 136);
 AG_ASSERT_SIZE(struct ag_v4_host_key, 4);
@@ -23,9 +23,16 @@ AG_ASSERT_SIZE(struct ag_dns_server_key, 16);
 AG_ASSERT_SIZE(struct ag_dns_ctl, 16);
 AG_ASSERT_SIZE(struct ag_dns_release_key, 20);
 AG_ASSERT_SIZE(struct ag_dns_frame, 8 + AG_DNS_FRAME_MAX);
+AG_ASSERT_SIZE(struct ag_flow_v4_key, 16);
+AG_ASSERT_SIZE(struct ag_flow_v6_key, 40);
+AG_ASSERT_SIZE(struct ag_flow_value, 16);
+AG_ASSERT_SIZE(struct ag_flow_ctl, 8);
 
 /* Field offsets the Rust side relies on implicitly through #[repr(C)]. */
 _Static_assert(__builtin_offsetof(struct ag_gen_config, ethertypes) == 16, "ag_gen_config layout");
+_Static_assert(__builtin_offsetof(struct ag_gen_config, flow_timeout_s) == 32, "ag_gen_config layout");
+_Static_assert(__builtin_offsetof(struct ag_flow_v4_key, lport) == 8 &&
+	       __builtin_offsetof(struct ag_flow_v6_key, lport) == 32, "ag_flow_*_key layout");
 _Static_assert(__builtin_offsetof(struct ag_policy_value, rules) == 8, "ag_policy_value layout");
 _Static_assert(__builtin_offsetof(struct ag_port_rule, port_lo) == 4, "ag_port_rule layout");
 _Static_assert(__builtin_offsetof(struct ag_event, ethertype) == 24, "ag_event layout");
@@ -42,7 +49,8 @@ _Static_assert(AG_STATS_ENTRIES == 256, "AG_STATS_ENTRIES");
 _Static_assert(AG_SLOTS == 2 && AG_MAX_PORT_RULES == 16 && AG_MAX_ETHERTYPES == 8 &&
 	       AG_MAX_VLAN_DEPTH == 2 && AG_MAX_V6_EXT_HDRS == 8 && AG_REASON_CAPACITY == 64 &&
 	       AG_ABI_VERSION == 2 &&
-	       AG_MISC_MAX == 5 && AG_MISC_DNS_UNSOLICITED == 4 && AG_DYN_MAX == 16384 && AG_MAX_DNS_SERVERS == 16 &&
+	       AG_MISC_MAX == 7 && AG_MISC_DNS_UNSOLICITED == 4 && AG_MISC_FLOW_REMOVED == 6 &&
+	       AG_FLOW_MAX == 65536 && AG_FLOW_STATES == 8 && AG_F_STATEFUL == (1U << 9) && AG_DYN_MAX == 16384 && AG_MAX_DNS_SERVERS == 16 &&
 	       AG_DNS_RELEASE_MAX == 1024 && AG_DNS_QUERIES_MAX == 4096 &&
 	       AG_DNS_FRAME_MAX == 1536,
 	       "abi.h bounds must match the constants in src/lib.rs");

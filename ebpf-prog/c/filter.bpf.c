@@ -11,6 +11,7 @@
 #include "lib/parse.h"
 #include "lib/judge.h"
 #include "lib/dns.h"
+#include "lib/quote.h"
 
 /*
  * Headers a non-linear skb must have in its linear part for the filter to read
@@ -27,6 +28,9 @@ int allowgate_ingress(struct xdp_md *ctx)
 	struct ag_pkt pkt;
 
 	ag_parse(data, data_end, &pkt);
+	/* An ICMP error passes by the flow it quotes (lib/flow.h). */
+	if (pkt.parse_result == AG_PARSE_OK && pkt.frag != AG_FRAG_LATER && ag_is_icmp_error(&pkt))
+		ag_read_quote_xdp(ctx, &pkt);
 	if (ag_judge(&pkt, AG_DIR_INGRESS, data_end - data, ctx->ingress_ifindex) !=
 	    AG_VERDICT_PASS)
 		return XDP_DROP;
@@ -62,6 +66,8 @@ int allowgate_egress(struct __sk_buff *skb)
 			ag_parse(data, data_end, &pkt);
 		}
 	}
+	if (pkt.parse_result == AG_PARSE_OK && pkt.frag != AG_FRAG_LATER && ag_is_icmp_error(&pkt))
+		ag_read_quote_skb(skb, &pkt);
 	if (ag_judge(&pkt, AG_DIR_EGRESS, skb->len, skb->ifindex) != AG_VERDICT_PASS)
 		return TC_ACT_SHOT;
 	/* A query to a resolver: only its answer may be held (lib/dns.h). */

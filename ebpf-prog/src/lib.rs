@@ -50,8 +50,13 @@ pub mod map {
     pub const EVENT_QUIET: &str = "ag_event_quiet";
     /// `ag_abi[0]`: the `ABI_VERSION` of the build that pinned the maps.
     pub const ABI: &str = "ag_abi";
+    /// Tracked flows (`FlowV4Key`/`FlowV6Key` -> `FlowValue`), LRU.
+    pub const FLOWS_V4: &str = "ag_flows_v4";
+    pub const FLOWS_V6: &str = "ag_flows_v6";
+    /// `ag_flow_ctl[0]`: `FlowCtl`, written by the agent only.
+    pub const FLOW_CTL: &str = "ag_flow_ctl";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 23] = [
         V4_HOST,
         V4_LPM,
         V6_HOST,
@@ -72,6 +77,9 @@ pub mod map {
         DYN_EMPTY,
         EVENT_QUIET,
         ABI,
+        FLOWS_V4,
+        FLOWS_V6,
+        FLOW_CTL,
     ];
 }
 
@@ -116,6 +124,23 @@ pub const F_V4_HOST_EMPTY: u32 = 1 << 5;
 pub const F_V4_LPM_EMPTY: u32 = 1 << 6;
 pub const F_V6_HOST_EMPTY: u32 = 1 << 7;
 pub const F_V6_LPM_EMPTY: u32 = 1 << 8;
+/// Connection tracking: return paths and related essentials need a tracked flow.
+pub const F_STATEFUL: u32 = 1 << 9;
+
+/// `enum ag_flow_state`: the index of each state's timeout in `GenConfig::flow_timeout_s`.
+pub const FLOW_TCP_SYN_SENT: u8 = 0;
+pub const FLOW_TCP_ESTABLISHED: u8 = 1;
+pub const FLOW_TCP_CLOSING: u8 = 2;
+pub const FLOW_TCP_CLOSE: u8 = 3;
+pub const FLOW_UDP: u8 = 4;
+pub const FLOW_UDP_STREAM: u8 = 5;
+pub const FLOW_ICMP: u8 = 6;
+pub const FLOW_OTHER: u8 = 7;
+pub const FLOW_STATES: usize = 8;
+/// Capacity of each family's flow table.
+pub const FLOW_MAX: u32 = 65536;
+/// `FlowValue::opened_by`: a direction (`DIR_*`), or the agent's seeding.
+pub const FLOW_BY_SEED: u8 = 2;
 
 /// Bits of `map::DYN_EMPTY[0]`: that family's learned table has no entry.
 pub const DYN_V4_EMPTY: u32 = 1 << 0;
@@ -138,7 +163,11 @@ pub const MISC_DNS_HELD: u32 = 2;
 pub const MISC_DNS_UNHELD: u32 = 3;
 /// Answers from a resolver that no fresh query of this host asked for: passed unheld.
 pub const MISC_DNS_UNSOLICITED: u32 = 4;
-pub const MISC_MAX: usize = 5;
+/// Flows the programs added to the flow tables.
+pub const MISC_FLOW_INSERTS: u32 = 5;
+/// Flows the programs removed because they found them expired.
+pub const MISC_FLOW_REMOVED: u32 = 6;
+pub const MISC_MAX: usize = 7;
 
 pub const DYN_MAX: u32 = 16384;
 pub const MAX_DNS_SERVERS: u32 = 16;
@@ -160,6 +189,8 @@ pub struct GenConfig {
     pub flags: u32,
     pub n_ethertypes: u32,
     pub ethertypes: [u16; MAX_ETHERTYPES],
+    /// Idle timeout in seconds of each flow state (`FLOW_*`).
+    pub flow_timeout_s: [u32; FLOW_STATES],
 }
 
 #[repr(C)]
@@ -261,8 +292,54 @@ pub struct DnsFrameHeader {
     pub len: u32,
 }
 
+/// Key of `ag_flows_v4`: a flow from this host's side (abi.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowV4Key {
+    pub local: [u8; 4],
+    pub remote: [u8; 4],
+    pub lport: u16,
+    pub rport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of `ag_flows_v6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowV6Key {
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    pub lport: u16,
+    pub rport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of both flow tables.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    /// `CLOCK_MONOTONIC_COARSE` ns of the flow's last packet.
+    pub seen_ns: u64,
+    pub state: u8,
+    pub opened_by: u8,
+    pub _pad: [u8; 6],
+}
+
+/// `ag_flow_ctl[0]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCtl {
+    pub seeded: u64,
+}
+
 // The C side has the same sizes; `build.rs` compiles a check of them with clang.
-const _: () = assert!(core::mem::size_of::<GenConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<GenConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<FlowV4Key>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowV6Key>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowCtl>() == 8);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8 + 8 * MAX_PORT_RULES);
 const _: () = assert!(core::mem::size_of::<V4HostKey>() == 4);
@@ -288,4 +365,8 @@ mod pod {
     unsafe impl aya::Pod for super::DnsServerKey {}
     unsafe impl aya::Pod for super::DnsCtl {}
     unsafe impl aya::Pod for super::DnsReleaseKey {}
+    unsafe impl aya::Pod for super::FlowV4Key {}
+    unsafe impl aya::Pod for super::FlowV6Key {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::FlowCtl {}
 }

@@ -15,7 +15,7 @@ use std::{
 use allowgate_ebpf as abi;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::{Mode, Policy};
+use super::{Mode, Policy, StateMode};
 use crate::catalog::{Direction, PortRange, Proto};
 
 #[derive(Debug, thiserror::Error)]
@@ -253,12 +253,14 @@ pub fn compile_policy(policy: &Policy) -> Result<Tables, CompileError> {
         (e.ipv6_nd, abi::F_ND),
         (e.icmp_errors, abi::F_ICMP_ERRORS),
         (e.dhcp, abi::F_DHCP),
+        (policy.state.mode == StateMode::Stateful, abi::F_STATEFUL),
     ] {
         if on {
             flags |= flag;
         }
     }
     tables.config.flags = flags;
+    tables.config.flow_timeout_s = policy.state.timeouts.by_state();
     tables.config.n_ethertypes = e.ethertypes.len().min(abi::MAX_ETHERTYPES) as u32;
     for (slot, &t) in tables.config.ethertypes.iter_mut().zip(&e.ethertypes) {
         *slot = t;
@@ -388,6 +390,7 @@ mod tests {
             essentials: Essentials::default(),
             dns_servers: vec![],
             rules,
+            state: Default::default(),
         }
     }
 

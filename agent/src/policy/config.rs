@@ -160,6 +160,78 @@ impl Default for DnsSettings {
     }
 }
 
+/// Whether return paths need a tracked flow (SPEC: the state model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateMode {
+    /// A return path passes only for a flow this host opened or an ingress rule let in.
+    #[default]
+    Stateful,
+    /// A return path passes on the rule alone (ports and flags), as before tracking:
+    /// for asymmetric routing, where a flow's two ways cross different hosts.
+    Stateless,
+}
+
+impl std::fmt::Display for StateMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StateMode::Stateful => "stateful",
+            StateMode::Stateless => "stateless",
+        })
+    }
+}
+
+/// The idle timeout, in seconds, of each flow state: conntrack's defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    pub tcp_syn_sent: u32,
+    pub tcp_established: u32,
+    pub tcp_closing: u32,
+    pub tcp_close: u32,
+    pub udp: u32,
+    pub udp_stream: u32,
+    pub icmp: u32,
+    pub other: u32,
+}
+
+impl Default for FlowTimeouts {
+    fn default() -> Self {
+        FlowTimeouts {
+            tcp_syn_sent: 120,
+            tcp_established: 432_000,
+            tcp_closing: 120,
+            tcp_close: 10,
+            udp: 30,
+            udp_stream: 120,
+            icmp: 30,
+            other: 600,
+        }
+    }
+}
+
+impl FlowTimeouts {
+    /// Indexed by the data plane's flow states (`allowgate_ebpf::FLOW_*`).
+    pub fn by_state(&self) -> [u32; allowgate_ebpf::FLOW_STATES] {
+        [
+            self.tcp_syn_sent,
+            self.tcp_established,
+            self.tcp_closing,
+            self.tcp_close,
+            self.udp,
+            self.udp_stream,
+            self.icmp,
+            self.other,
+        ]
+    }
+}
+
+/// `[state]`: connection tracking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StateSettings {
+    pub mode: StateMode,
+    pub timeouts: FlowTimeouts,
+}
+
 /// A validated config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -193,6 +265,7 @@ pub struct Config {
     /// Seconds between the daemon's log lines that sum up the drops (only when there
     /// were any); single drop events are logged at debug only.
     pub drop_log_interval: u64,
+    pub state: StateSettings,
 }
 
 impl Default for Config {
@@ -218,6 +291,7 @@ impl Default for Config {
             metrics: None,
             dns: DnsSettings::default(),
             drop_log_interval: DEFAULT_DROP_LOG_INTERVAL,
+            state: StateSettings::default(),
         }
     }
 }
@@ -246,7 +320,32 @@ struct RawConfig {
     metrics: Option<Spanned<String>>,
     dns: RawDns,
     drop_log_interval: Option<Spanned<u64>>,
+    state: RawState,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawState {
+    mode: Option<Spanned<String>>,
+    timeouts: RawTimeouts,
+}
+
+/// Seconds; each key falls back to its default.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimeouts {
+    tcp_syn_sent: Option<Spanned<i64>>,
+    tcp_established: Option<Spanned<i64>>,
+    tcp_closing: Option<Spanned<i64>>,
+    tcp_close: Option<Spanned<i64>>,
+    udp: Option<Spanned<i64>>,
+    udp_stream: Option<Spanned<i64>>,
+    icmp: Option<Spanned<i64>>,
+    other: Option<Spanned<i64>>,
+}
+
+/// The longest idle timeout `[state.timeouts]` takes: 30 days.
+const MAX_FLOW_TIMEOUT: i64 = 30 * 86_400;
 
 /// `catalog = "page.md"` or `catalog = ["page.md", "ServiceTags_Public.json"]`.
 #[derive(Deserialize)]
@@ -655,6 +754,8 @@ impl Config {
             refresh: *raw_dns.refresh.get_ref(),
         };
 
+        let state = parse_state(&raw.state, &lines)?;
+
         Ok(Config {
             interfaces,
             mode,
@@ -684,6 +785,7 @@ impl Config {
             metrics,
             dns,
             drop_log_interval,
+            state,
         })
     }
 
@@ -694,6 +796,45 @@ impl Config {
         }
         host_resolvers(Path::new(RESOLV_CONF), Path::new(RESOLVED_UPSTREAM))
     }
+}
+
+fn parse_state(raw: &RawState, lines: &Lines) -> Result<StateSettings, ConfigError> {
+    let mode = match &raw.mode {
+        None => StateMode::default(),
+        Some(m) => match m.get_ref().as_str() {
+            "stateful" => StateMode::Stateful,
+            "stateless" => StateMode::Stateless,
+            other => {
+                return Err(lines.error(
+                    m.span(),
+                    format!("state.mode: unknown mode `{other}`: use `stateful` or `stateless`"),
+                ));
+            }
+        },
+    };
+    let d = FlowTimeouts::default();
+    let t = &raw.timeouts;
+    let pick = |value: &Option<Spanned<i64>>, key: &str, default: u32| -> Result<u32, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) if (1..=MAX_FLOW_TIMEOUT).contains(v.get_ref()) => Ok(*v.get_ref() as u32),
+            Some(v) => Err(lines.error(
+                v.span(),
+                format!("state.timeouts.{key}: 1 to {MAX_FLOW_TIMEOUT} seconds"),
+            )),
+        }
+    };
+    let timeouts = FlowTimeouts {
+        tcp_syn_sent: pick(&t.tcp_syn_sent, "tcp_syn_sent", d.tcp_syn_sent)?,
+        tcp_established: pick(&t.tcp_established, "tcp_established", d.tcp_established)?,
+        tcp_closing: pick(&t.tcp_closing, "tcp_closing", d.tcp_closing)?,
+        tcp_close: pick(&t.tcp_close, "tcp_close", d.tcp_close)?,
+        udp: pick(&t.udp, "udp", d.udp)?,
+        udp_stream: pick(&t.udp_stream, "udp_stream", d.udp_stream)?,
+        icmp: pick(&t.icmp, "icmp", d.icmp)?,
+        other: pick(&t.other, "other", d.other)?,
+    };
+    Ok(StateSettings { mode, timeouts })
 }
 
 /// The nameservers of `resolv_conf`. When it lists only loopback stubs (systemd-resolved's

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 pub use compile::{CompileError, Tables, compile_policy};
-pub use config::{Config, ConfigError, Essentials, Mode};
+pub use config::{Config, ConfigError, Essentials, FlowTimeouts, Mode, StateMode, StateSettings};
 
 use crate::catalog::{Catalog, Direction, Feature, Peer, PortRange, Proto};
 
@@ -131,6 +131,8 @@ pub struct Policy {
     /// the config names none).
     pub dns_servers: Vec<IpAddr>,
     pub rules: Vec<Rule>,
+    /// Connection tracking: whether return paths need a tracked flow, and its timeouts.
+    pub state: StateSettings,
 }
 
 /// What makes two rules the same rule (then listed by several region, feature pairs).
@@ -290,6 +292,7 @@ impl Policy {
             essentials: config.essentials.clone(),
             dns_servers,
             rules,
+            state: config.state,
         }
     }
 

@@ -38,14 +38,20 @@
 #define AG_ICMP_HDR_LEN		8
 
 /* TCP flags byte (offset 13 of the header). */
+#define AG_TCP_FLAG_FIN		0x01
 #define AG_TCP_FLAG_SYN		0x02
+#define AG_TCP_FLAG_RST		0x04
 #define AG_TCP_FLAG_ACK		0x10
 
 /* A rule protocol no rule carries: matches AG_PROTO_ANY only. */
 #define AG_PROTO_NONE		0
 
 #define AG_ICMP_ECHO_REPLY	0
+#define AG_ICMP_ECHO		8
+#define AG_ICMPV6_ECHO_REQUEST	128
 #define AG_ICMPV6_ECHO_REPLY	129
+
+#define AG_DNS_PORT		53
 
 #ifndef barrier_var
 #define barrier_var(var) asm volatile("" : "=r"(var) : "0"(var))
@@ -85,7 +91,20 @@ struct ag_pkt {
 	__s8 parse_result;	/* AG_PARSE_OK, or the enum ag_reason to drop for */
 	__u8 rule_proto;	/* l4proto as port rules name it (ag_rule_proto()) */
 	__u8 return_ok;		/* may match a return slot: opens nothing */
-	__u8 _pad;
+	__u8 has_dns_id;	/* UDP to or from port 53 with 2 payload bytes: dns_id is read */
+	__u16 icmp_id;		/* ICMP echo request or reply: its identifier */
+	__u16 dns_id;
+	/*
+	 * An ICMP error: the header it quotes (ag_read_quote_*()), as the packet that
+	 * caused it was sent. q_ok is 0 when none could be read.
+	 */
+	__u8 q_ok;
+	__u8 q_proto;
+	__u16 q_sport;		/* ICMP echo: both the identifier */
+	__u16 q_dport;
+	__u16 _pad;
+	union ag_addr q_saddr;
+	union ag_addr q_daddr;
 };
 
 /* A parse step went well and the packet goes on to be judged. */

@@ -20,7 +20,6 @@
 #include "common.h"
 #include "stats.h"
 
-#define AG_DNS_PORT			53
 #define AG_DNS_FRAMES_RINGBUF_BYTES	(1024 * 1024)
 /* The parser never puts an L4 header further in than this (AG_V6_CHAIN_MAX). */
 #define AG_DNS_L4_OFF_MAX		0xfff
@@ -114,6 +113,38 @@ static __always_inline int ag_dns_server_key_of(const struct ag_pkt *pkt,
 	return 0;
 }
 
+/*
+ * Connection tracking (lib/flow.h): is this packet, coming in on a return path, either
+ * not a resolver's answer (the flow decides alone) or the answer to a query this host
+ * sent, by resolver, DNS id and port, within dns_query_ttl_ns of it (or one the agent
+ * gives back)? Looks only; holding the answer takes the query away (ag_dns_hold()).
+ */
+static __always_inline int ag_dns_answer_expected(const struct ag_pkt *pkt)
+{
+	struct ag_dns_release_key query;
+	struct ag_dns_server_key server;
+	__u64 *sent;
+
+	if (pkt->l4proto != AG_IPPROTO_UDP || pkt->sport != AG_DNS_PORT)
+		return 1;
+	if (!ag_dns_server_key_of(pkt, &pkt->saddr, &server))
+		return 1;
+	if (!bpf_map_lookup_elem(&ag_dns_servers, &server))
+		return 1;
+	if (!pkt->has_dns_id)
+		return 0;
+	__builtin_memcpy(query.server, server.addr, sizeof(query.server));
+	query.dns_id = pkt->dns_id;
+	query.client_port = pkt->dport;
+	if (bpf_map_lookup_elem(&ag_dns_release, &query))
+		return 1;
+	sent = bpf_map_lookup_elem(&ag_dns_queries, &query);
+	if (!sent)
+		return 0;
+	/* A query time from the future wraps to a huge age: not expected. */
+	return bpf_ktime_get_ns() - *sent <= dns_query_ttl_ns;
+}
+
 /* Is the learner alive at now? A 0 or stale heartbeat holds (and notes) nothing. */
 static __always_inline int ag_dns_learner_alive(__u64 now)
 {
@@ -129,8 +160,9 @@ static __always_inline int ag_dns_learner_alive(__u64 now)
 
 /*
  * TC egress, after the core let the packet pass: notes a DNS query to a configured
- * resolver in ag_dns_queries so that its answer may be held. Returns 1 when it
- * noted one. A global function, like ag_dns_hold().
+ * resolver in ag_dns_queries, so that its answer may be held and, with connection
+ * tracking, may come in at all. Returns 1 when it noted one. A global function, like
+ * ag_dns_hold().
  */
 __attribute__((noinline)) int ag_dns_note_query(struct __sk_buff *skb, const struct ag_pkt *pkt)
 {
@@ -143,10 +175,8 @@ __attribute__((noinline)) int ag_dns_note_query(struct __sk_buff *skb, const str
 		return 0;
 	if (!ag_dns_whole_udp(pkt) || pkt->dport != AG_DNS_PORT)
 		return 0;
-	/* No learner, nothing to hold later: nothing to note either. */
+	/* Noted with or without a learner: connection tracking asks for it too. */
 	now = bpf_ktime_get_ns();
-	if (!ag_dns_learner_alive(now))
-		return 0;
 	if (!ag_dns_server_key_of(pkt, &pkt->daddr, &server))
 		return 0;
 	if (!bpf_map_lookup_elem(&ag_dns_servers, &server))

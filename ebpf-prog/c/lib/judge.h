@@ -6,7 +6,9 @@
  * mode.
  *
  * Order: no complete generation -> drop; what the parser could not read
- * safely -> drop; non-IP by ethertype; essentials; the policy tables.
+ * safely -> drop; non-IP by ethertype; essentials; the policy tables. With
+ * connection tracking (AG_F_STATEFUL), a forward path opens its flow, a return
+ * path and the related essentials (ICMP errors, DHCP replies) need one (flow.h).
  *
  * ag_judge() is a global (not inlined) function on purpose: the verifier then
  * checks it once, with every field of the packet unknown, instead of once per
@@ -26,6 +28,7 @@
 #include "policy.h"
 #include "essentials.h"
 #include "stats.h"
+#include "flow.h"
 
 static __always_inline int ag_ethertype_listed(const struct ag_gen_config *cfg, __u16 proto)
 {
@@ -47,7 +50,8 @@ static __always_inline int ag_ethertype_listed(const struct ag_gen_config *cfg, 
 static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slot,
 				      const struct ag_pkt *pkt, __u32 dir, __u8 *reason)
 {
-	int essential;
+	int essential, match;
+	__u32 op;
 
 	if (pkt->parse_result != AG_PARSE_OK) {
 		*reason = pkt->parse_result;
@@ -67,9 +71,38 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 	essential = ag_essential(pkt, cfg->flags, dir);
 	if (essential != AG_NO_ESSENTIAL) {
 		*reason = essential;
+		if (!(cfg->flags & AG_F_STATEFUL))
+			return AG_VERDICT_PASS;
+		if (essential == AG_REASON_ICMP_ERROR)
+			op = AG_FLOW_OP_RELATED;
+		else if (essential == AG_REASON_DHCP)
+			op = AG_FLOW_OP_DHCP;
+		else
+			return AG_VERDICT_PASS;
+		if (ag_flow(pkt, dir, op, slot))
+			return AG_VERDICT_PASS;
+		*reason = AG_REASON_NO_FLOW;
+		return AG_VERDICT_DROP;
+	}
+
+	match = ag_policy_match(slot, cfg->flags, pkt, dir);
+	*reason = AG_REASON_POLICY;
+	if (match == AG_MATCH_NO_TABLES) {
+		*reason = AG_REASON_NO_POLICY;
+		return AG_VERDICT_DROP;
+	}
+	if (match == AG_MATCH_NONE)
+		return AG_VERDICT_DROP;
+	if (!(cfg->flags & AG_F_STATEFUL))
+		return AG_VERDICT_PASS;
+	if (match == AG_MATCH_FORWARD) {
+		ag_flow(pkt, dir, AG_FLOW_OP_OPEN, slot);
 		return AG_VERDICT_PASS;
 	}
-	return ag_policy_judge(slot, cfg->flags, pkt, dir, reason);
+	if (ag_flow(pkt, dir, AG_FLOW_OP_RETURN, slot))
+		return AG_VERDICT_PASS;
+	*reason = AG_REASON_NO_FLOW;
+	return AG_VERDICT_DROP;
 }
 
 /*

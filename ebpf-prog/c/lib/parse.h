@@ -60,10 +60,21 @@ static __always_inline int ag_parse_l4(void *l4, __u64 l4_off, __u64 ip_end, voi
 		pkt->dport = bpf_ntohs(*(__be16 *)&bytes[2]);
 		/* Where a DNS answer's payload starts (lib/dns.h). */
 		pkt->l4_off = l4_off;
+		/* The DNS id, which connection tracking matches answers by (lib/flow.h). */
+		if ((pkt->sport == AG_DNS_PORT || pkt->dport == AG_DNS_PORT) &&
+		    l4 + AG_UDP_HDR_LEN + 2 <= data_end && l4_off + AG_UDP_HDR_LEN + 2 <= ip_end) {
+			pkt->dns_id = ((__u16)bytes[AG_UDP_HDR_LEN] << 8) | bytes[AG_UDP_HDR_LEN + 1];
+			pkt->has_dns_id = 1;
+		}
 	} else if (pkt->l4proto == icmp_proto) {
 		if (l4 + AG_ICMP_HDR_LEN > data_end || l4_off + AG_ICMP_HDR_LEN > ip_end)
 			return too_short;
 		pkt->icmp_type = bytes[0];
+		/* An error's quoted header starts 8 bytes in (ag_read_quote_*()). */
+		pkt->l4_off = l4_off;
+		if (pkt->icmp_type == AG_ICMP_ECHO || pkt->icmp_type == AG_ICMP_ECHO_REPLY ||
+		    pkt->icmp_type == AG_ICMPV6_ECHO_REQUEST || pkt->icmp_type == AG_ICMPV6_ECHO_REPLY)
+			pkt->icmp_id = bpf_ntohs(*(__be16 *)&bytes[4]);
 	}
 	/* Anything else has no ports: judged on addresses and protocol. */
 	return AG_PARSE_OK;

@@ -254,21 +254,28 @@ static __always_inline const struct ag_dyn_value *ag_dyn_lookup_v6(const union a
 	return dyn;
 }
 
+/* What a rule lookup found for a packet: nothing, a forward path, or only a return path. */
+#define AG_MATCH_NONE		0
+#define AG_MATCH_FORWARD	1	/* opens (or continues) a flow */
+#define AG_MATCH_RETURN		2	/* answers a flow: with tracking, only a tracked one */
+#define AG_MATCH_NO_TABLES	3	/* the slot is incomplete: fail closed */
+
 /*
  * The port rules of what was found. "Forward" slots compare the destination
  * port (egress OUT_REMOTE, ingress IN_LOCAL), "return" slots the source port
  * (egress OUT_LOCAL, ingress IN_REMOTE), and only when the packet opens
- * nothing (pkt->return_ok).
+ * nothing (pkt->return_ok). A forward match wins over a return one.
  *
  * The packet's fields are read through a volatile pointer in every iteration
  * on purpose: held in registers, a field that one iteration's branch pinned to
  * a constant stays pinned in the next, and the verifier walks the loop once
  * per such constant. Reloads from L1 cost next to nothing.
  */
-static __always_inline int ag_rules_allow(const struct ag_policy_value *value,
+static __always_inline int ag_rules_match(const struct ag_policy_value *value,
 					  const struct ag_pkt *pkt, __u32 fwd_slot, __u32 ret_slot)
 {
 	const volatile struct ag_pkt *p = pkt;
+	int match = AG_MATCH_NONE;
 	__u32 i;
 
 	for (i = 0; i < AG_MAX_PORT_RULES; i++) {
@@ -281,22 +288,24 @@ static __always_inline int ag_rules_allow(const struct ag_policy_value *value,
 			continue;
 		/* A non-first fragment has no ports: any rule of this hook will do. */
 		if (p->frag == AG_FRAG_LATER) {
-			if (rule->slots & (fwd_slot | ret_slot))
-				return 1;
+			if (rule->slots & fwd_slot)
+				return AG_MATCH_FORWARD;
+			if (rule->slots & ret_slot)
+				match = AG_MATCH_RETURN;
 			continue;
 		}
 		port = p->dport;
 		if ((rule->slots & fwd_slot) && port >= rule->port_lo && port <= rule->port_hi)
-			return 1;
+			return AG_MATCH_FORWARD;
 		port = p->sport;
 		if ((rule->slots & ret_slot) && p->return_ok &&
 		    port >= rule->port_lo && port <= rule->port_hi)
-			return 1;
+			match = AG_MATCH_RETURN;
 	}
-	return 0;
+	return match;
 }
 
-/* ag_policy_judge() picks by arithmetic on dir what a branch would pick. */
+/* ag_policy_match() picks by arithmetic on dir what a branch would pick. */
 _Static_assert(AG_DIR_INGRESS == 0 && AG_DIR_EGRESS == 1, "dir is a 0/1 multiplier");
 _Static_assert(__builtin_offsetof(struct ag_pkt, daddr) ==
 	       __builtin_offsetof(struct ag_pkt, saddr) + sizeof(union ag_addr),
@@ -306,14 +315,13 @@ _Static_assert((AG_SLOT_IN_LOCAL >> 2) == AG_SLOT_OUT_REMOTE &&
 	       "the egress slots are the ingress ones shifted by 2 * dir");
 
 /*
- * The policy's verdict on an IP packet: AG_VERDICT_PASS with reason POLICY (the
- * generation's tables or a learned address allow it), or DROP with POLICY
- * (nothing allows it) or NO_POLICY (the slot is incomplete; learned addresses are
- * not consulted then).
- * dir is 0 or 1 and is never branched on (see ag_judge()).
+ * What the policy allows of an IP packet: AG_MATCH_FORWARD or AG_MATCH_RETURN (the
+ * generation's tables or a learned address allow it that way), AG_MATCH_NONE, or
+ * AG_MATCH_NO_TABLES (the slot is incomplete; learned addresses are not consulted
+ * then). dir is 0 or 1 and is never branched on (see ag_judge()).
  */
-static __always_inline int ag_policy_judge(__u32 slot, __u32 flags, const struct ag_pkt *pkt,
-					   __u32 dir, __u8 *reason)
+static __always_inline int ag_policy_match(__u32 slot, __u32 flags, const struct ag_pkt *pkt,
+					   __u32 dir)
 {
 	const struct ag_policy_value *value = NULL;
 	const struct ag_dyn_value *dyn;
@@ -321,7 +329,7 @@ static __always_inline int ag_policy_judge(__u32 slot, __u32 flags, const struct
 	__u32 fwd_slot, ret_slot;
 	__u32 zero = 0;
 	__u32 *dyn_empty;
-	int found;
+	int found, match = AG_MATCH_NONE, learned;
 
 	/* The remote peer: where ingress comes from (saddr), egress goes (daddr). */
 	remote = (const union ag_addr *)((const __u8 *)&pkt->saddr + dir * sizeof(union ag_addr));
@@ -331,35 +339,38 @@ static __always_inline int ag_policy_judge(__u32 slot, __u32 flags, const struct
 	else
 		found = ag_lookup_v6(slot, flags, remote, &value);
 
-	*reason = AG_REASON_POLICY;
-	if (found == AG_LOOKUP_NO_TABLES) {
-		*reason = AG_REASON_NO_POLICY;
-		return AG_VERDICT_DROP;
-	}
+	if (found == AG_LOOKUP_NO_TABLES)
+		return AG_MATCH_NO_TABLES;
 	/*
 	 * Ingress: IN_LOCAL (bit 2) forward, IN_REMOTE (bit 1) return;
 	 * egress: OUT_REMOTE (bit 0) forward, OUT_LOCAL (bit 3) return.
 	 */
 	fwd_slot = AG_SLOT_IN_LOCAL >> (dir * 2);
 	ret_slot = AG_SLOT_IN_REMOTE << (dir * 2);
-	if (found == AG_LOOKUP_FOUND && ag_rules_allow(value, pkt, fwd_slot, ret_slot))
-		return AG_VERDICT_PASS;
+	if (found == AG_LOOKUP_FOUND) {
+		match = ag_rules_match(value, pkt, fwd_slot, ret_slot);
+		if (match == AG_MATCH_FORWARD)
+			return match;
+	}
 
 	/*
-	 * Would drop: a learned address, while it lasts, may still allow it. An empty
-	 * learned table (no DNS names, or none resolved) is not looked in.
+	 * Not (yet) a forward path: a learned address, while it lasts, may allow more. An
+	 * empty learned table (no DNS names, or none resolved) is not looked in.
 	 */
 	dyn_empty = bpf_map_lookup_elem(&ag_dyn_empty, &zero);
 	if (dyn_empty && (*dyn_empty & (pkt->family == 4 ? AG_DYN_V4_EMPTY : AG_DYN_V6_EMPTY)))
-		return AG_VERDICT_DROP;
+		return match;
 	if (pkt->family == 4)
 		dyn = ag_dyn_lookup_v4(remote->v4);
 	else
 		dyn = ag_dyn_lookup_v6(remote);
 	if (!dyn || dyn->expires_ns <= bpf_ktime_get_ns())
-		return AG_VERDICT_DROP;
-	return ag_rules_allow(&dyn->policy, pkt, fwd_slot, ret_slot) ? AG_VERDICT_PASS
-								     : AG_VERDICT_DROP;
+		return match;
+	learned = ag_rules_match(&dyn->policy, pkt, fwd_slot, ret_slot);
+	/* match is NONE or RETURN here: a learned forward path wins over either. */
+	if (learned == AG_MATCH_FORWARD || match == AG_MATCH_NONE)
+		return learned;
+	return match;
 }
 
 #endif /* ALLOWGATE_POLICY_H */
