@@ -8,14 +8,18 @@
 //! assigned in these namespaces carry traffic.
 
 use std::{
+    io::{BufRead as _, BufReader},
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    process::{Child, Stdio},
     sync::atomic::{AtomicBool, Ordering},
+    sync::mpsc::Receiver,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use testkit::{
-    netns::{HOST_V4, HOST_V6, Netns, PEER_V4, PEER_V6, Servers, sa, tcp_connects},
+    exposition::{self, labels},
+    netns::{HOST_V4, HOST_V6, Netns, PEER_V4, PEER_V6, Servers, http_get, sa, tcp_connects},
     raw::{RawSender, SeenTcp, TCP, Tcp, TcpEar},
     talk::{Chat, Conversation, Side},
     world::*,
@@ -118,6 +122,78 @@ fn reasons(status: &Value, direction: &str) -> String {
     status["counters"][direction]["drop_by_reason"].to_string()
 }
 
+/// `allowgate events --json` running in the host namespace, its lines on a channel;
+/// killed on drop.
+struct Events {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Events {
+    fn follow(world: &World) -> Events {
+        let mut child = world
+            .host()
+            .command(BIN)
+            .args(["events", "--json", "--socket"])
+            .arg(&world.socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run allowgate events");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Events { child, lines }
+    }
+
+    /// The events that arrived within `wait`.
+    fn drain(&self, wait: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + wait;
+        let mut got = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            got.push(
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("events --json printed a non-JSON line ({e}): {line}")),
+            );
+        }
+        got
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the daemon of these worlds serves metrics: the host namespace is the test's
+/// own, so the port is free.
+const METRICS: &str = "127.0.0.1:9464";
+
+/// `allowgate_packets_total` of (direction, drop, reason), 0 when absent.
+fn metric_drops(world: &World, direction: &str, reason: &str) -> f64 {
+    let response =
+        http_get(world.host(), METRICS.parse().unwrap(), "/metrics", PASS_WAIT).expect("scrape the metrics endpoint");
+    let (_, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head: {response:?}"));
+    let series = (
+        "allowgate_packets_total".to_string(),
+        labels(&[("direction", direction), ("verdict", "drop"), ("reason", reason)]),
+    );
+    exposition::parse(body).get(&series).copied().unwrap_or(0.0)
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. An ACK scan from an allowed peer gets nothing back
 
@@ -174,10 +250,12 @@ fn an_ack_scan_from_an_allowed_peer_gets_nothing_back() {
     drop(daemon);
     drop(control);
 
-    let world = world(State::Stateful, "");
+    let world = world(State::Stateful, &format!("metrics = \"{METRICS}\""));
     let _servers = world.servers();
     let _v6_server = Servers::start(&world.pair.peer, &[sa(PEER_V6, 443)], &[]);
     let _daemon = world.start_daemon();
+    let events = Events::follow(&world);
+    let mut named = Vec::new();
     for (from, to) in scans {
         let before = world.status();
         let seen = ack_scan(&world, from, to);
@@ -194,7 +272,32 @@ fn an_ack_scan_from_an_allowed_peer_gets_nothing_back() {
             SCANNED.len(),
             reasons(&after, "ingress")
         );
+        named.extend(events.drain(Duration::from_millis(300)));
     }
+    // The new reason reaches users by its name wherever drops are told.
+    assert!(
+        metric_drops(&world, "ingress", "no-flow") >= (2 * SCANNED.len()) as f64,
+        "the metrics count the scan's drops under reason=\"no-flow\""
+    );
+    let scanned =
+        |e: &Value| e["reason"] == "no-flow" && e["direction"] == "ingress" && e["sport"] == 443 && e["proto"] == 6;
+    // The subscription starts when the daemon reads the request: scan again until one
+    // of the drops is told (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !named.iter().any(scanned) {
+        assert!(
+            Instant::now() < deadline,
+            "no event told of a no-flow drop of the scan; saw {named:#?}"
+        );
+        assert!(ack_scan(&world, SHARED, HOST_V4).is_empty());
+        named.extend(events.drain(Duration::from_millis(300)));
+    }
+    let event = named.iter().find(|e| scanned(e)).unwrap();
+    assert_eq!(event["enforced"], true, "{event}");
+    assert!(
+        [SHARED, PEER_V6].contains(&event["src"].as_str().unwrap_or_default()),
+        "{event}"
+    );
     // State takes nothing from what the rules allow: real connections out still work.
     assert!(world.passes(SHARED), "host -> {SHARED}:443 under stateful");
     assert!(
