@@ -14,7 +14,7 @@ use testkit as common;
 use allowgate::{
     catalog::{Catalog, Direction, Feature, PortRange, Proto},
     policy::{
-        Config, Mode, Policy, Selection,
+        Config, Mode, Policy, Selection, StateMode,
         model::{Frame, Hook, IpPacket, L4, Packet},
     },
 };
@@ -30,6 +30,8 @@ use proptest::{
 
 fn policy() -> Policy {
     let mut config = Config::default();
+    // Each packet alone: the stateless return path. The sequences below track flows.
+    config.state.mode = StateMode::Stateless;
     config.management.cidrs = vec!["192.0.2.0/25".parse().unwrap(), "2001:db8:ffff::/48".parse().unwrap()];
     config.management.ports = vec![PortRange::single(22), PortRange { lo: 2222, hi: 2230 }];
     config.essentials.ethertypes = vec![0x88cc];

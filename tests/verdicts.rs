@@ -9,7 +9,7 @@ use testkit as common;
 use allowgate::{
     catalog::{Catalog, Direction, Feature, PortRange, Proto},
     policy::{
-        Config, Mode, Policy, Selection,
+        Config, Mode, Policy, Selection, StateMode,
         model::{Frame, Hook, IpPacket, L4, Packet, Reason, Verdict},
     },
 };
@@ -26,6 +26,9 @@ fn policy(mode: Mode) -> Policy {
         mode,
         ..Config::default()
     };
+    // The table judges each packet alone: the stateless return path. Connection
+    // tracking has its own tests below and in tests/differential.rs.
+    config.state.mode = StateMode::Stateless;
     config.management.cidrs = vec!["192.0.2.0/24".parse().unwrap()];
     config.essentials.ethertypes = vec![0x88cc];
     config.allow = vec![

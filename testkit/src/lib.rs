@@ -22,10 +22,11 @@ use allowgate::{
     dataplane::{Dataplane, LoadOptions, detach_all},
     policy::{
         Mode, Policy, compile_policy,
-        model::{Hook, Reason, Verdict},
+        model::{Hook, Packet, Reason, Tracker, Verdict},
     },
 };
 use allowgate_ebpf as abi;
+use packet::Shape;
 
 /// An `[[allow]]` entry as the config would make it.
 pub fn allow(
@@ -113,6 +114,8 @@ pub struct Outcome {
 pub struct Harness {
     pub dataplane: Dataplane,
     pub policy: Policy,
+    /// The reference model's flows, advanced by `step` as the kernel's are.
+    pub tracker: Tracker,
     // Dropped after the dataplane: its pins go last.
     _pins: PinDir,
 }
@@ -123,18 +126,40 @@ impl Harness {
         let mut dataplane = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load the BPF object");
         let tables = compile_policy(&policy).expect("compile the policy");
         dataplane.install(&tables).expect("install the policy");
+        dataplane
+            .set_dns_servers(&policy.dns_servers)
+            .expect("set the resolvers");
         Harness {
             dataplane,
             policy,
+            tracker: Tracker::default(),
             _pins: pins,
         }
     }
 
-    /// Replaces the policy with a new generation.
+    /// Replaces the policy with a new generation; tracked flows stay, as in the daemon.
     pub fn set_policy(&mut self, policy: Policy) {
         let tables = compile_policy(&policy).expect("compile the policy");
         self.dataplane.install(&tables).expect("install the policy");
+        self.dataplane
+            .set_dns_servers(&policy.dns_servers)
+            .expect("set the resolvers");
         self.policy = policy;
+    }
+
+    /// Runs a model packet laid out as `shape` through the kernel and through the
+    /// stateful model, each with the flows the packets before it opened: what the
+    /// kernel did and what the model says.
+    pub fn step(&mut self, packet: &Packet, shape: &Shape) -> (Outcome, Outcome) {
+        let kernel = self.run(packet.hook, &packet::frame(packet, shape));
+        let whole = !matches!(shape, Shape::V4FirstFragment | Shape::V6FirstFragment);
+        let j = self.tracker.judge_shaped(&self.policy, packet, whole);
+        let model = Outcome {
+            delivered: j.delivered(self.policy.mode),
+            verdict: j.verdict,
+            reason: j.reason,
+        };
+        (kernel, model)
     }
 
     /// Runs `frame` through the program of `hook` and reads which counter moved.
@@ -185,9 +210,10 @@ impl Harness {
         })
     }
 
-    /// What the reference model says of the same packet.
-    pub fn expect(&self, packet: &allowgate::policy::model::Packet) -> Outcome {
-        let j = allowgate::policy::model::judge(&self.policy, packet);
+    /// What the reference model says of the packet, with the flows tracked so far
+    /// (which it does not change: `step` does).
+    pub fn expect(&self, packet: &Packet) -> Outcome {
+        let j = self.tracker.clone().judge(&self.policy, packet);
         Outcome {
             delivered: j.delivered(self.policy.mode),
             verdict: j.verdict,

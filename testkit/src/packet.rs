@@ -60,10 +60,55 @@ fn l4_bytes(l4: &L4) -> Vec<u8> {
             h[4..6].copy_from_slice(&12u16.to_be_bytes());
             h
         }
-        L4::Icmp { ty, code } => vec![ty, code, 0, 0, 0, 1, 0, 1],
+        L4::Icmp { ty, code } => {
+            let [hi, lo] = allowgate::policy::model::ECHO_ID.to_be_bytes();
+            vec![ty, code, 0, 0, hi, lo, 0, 1]
+        }
+        L4::IcmpError { ty, code, quote } => {
+            let mut b = vec![ty, code, 0, 0, 0, 0, 0, 0];
+            let inner = quoted_l4(&quote);
+            if quote.src.is_ipv4() {
+                b.extend(ipv4_header(
+                    octets4(quote.src),
+                    octets4(quote.dst),
+                    quote.proto,
+                    64,
+                    0,
+                    0,
+                    20 + inner.len(),
+                ));
+            } else {
+                b.extend(ipv6_header(
+                    octets6(quote.src),
+                    octets6(quote.dst),
+                    quote.proto,
+                    64,
+                    inner.len(),
+                ));
+            }
+            b.extend(inner);
+            b
+        }
         L4::Other { .. } => vec![0xab; 16],
         L4::Fragment { .. } => vec![0xcd; 24],
     }
+}
+
+/// The first 8 bytes of what a quoted header carried: ports, or an echo's identifier.
+fn quoted_l4(q: &allowgate::policy::model::Quote) -> Vec<u8> {
+    let mut b = vec![0u8; 8];
+    match q.proto {
+        6 | 17 => {
+            b[0..2].copy_from_slice(&q.sport.to_be_bytes());
+            b[2..4].copy_from_slice(&q.dport.to_be_bytes());
+        }
+        1 | 58 => {
+            b[0] = if q.proto == 58 { 128 } else { 8 };
+            b[4..6].copy_from_slice(&q.sport.to_be_bytes());
+        }
+        _ => {}
+    }
+    b
 }
 
 fn ipv4_header(src: [u8; 4], dst: [u8; 4], proto: u8, ttl: u8, option_words: u8, frag: u16, total: usize) -> Vec<u8> {

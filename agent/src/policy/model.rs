@@ -4,11 +4,11 @@
 //! with the kernel checks the compiler and the BPF programs together. `check` answers
 //! with it; the test-run and differential tests compare the kernel against it.
 
-use std::net::IpAddr;
+use std::{collections::HashSet, net::IpAddr};
 
 pub use allowgate_ebpf::Reason;
 
-use super::{Mode, Policy, Rule};
+use super::{Mode, Policy, Rule, StateMode};
 use crate::catalog::{Direction, Proto};
 
 /// Which hook sees the packet: XDP on ingress, TC on egress.
@@ -79,10 +79,17 @@ pub enum L4 {
         sport: u16,
         dport: u16,
     },
-    /// ICMP on IPv4, ICMPv6 on IPv6.
+    /// ICMP on IPv4, ICMPv6 on IPv6. An echo carries `ECHO_ID`; an error of this
+    /// variant quotes nothing a flow can be found by.
     Icmp {
         ty: u8,
         code: u8,
+    },
+    /// An ICMP (ICMPv6) error quoting the header of the packet that caused it.
+    IcmpError {
+        ty: u8,
+        code: u8,
+        quote: Quote,
     },
     /// A protocol without ports the filter reads (ESP, GRE, ...).
     Other {
@@ -94,13 +101,29 @@ pub enum L4 {
     },
 }
 
+/// The header an ICMP error quotes, as the packet that caused it was sent: its
+/// addresses, protocol, and ports (for a quoted echo, both its identifier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quote {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// The identifier of every ICMP echo the model describes (the frames carry it).
+pub const ECHO_ID: u16 = 1;
+/// The DNS id of every UDP datagram the model describes (its first payload bytes).
+pub const DNS_ID: u16 = 0;
+
 impl L4 {
     /// The IP protocol number (ICMPv6 for ICMP on IPv6).
     pub fn proto_number(&self, v6: bool) -> u8 {
         match *self {
             L4::Tcp { .. } => 6,
             L4::Udp { .. } => 17,
-            L4::Icmp { .. } => {
+            L4::Icmp { .. } | L4::IcmpError { .. } => {
                 if v6 {
                     58
                 } else {
@@ -125,6 +148,9 @@ pub struct Judgement {
     pub verdict: Verdict,
     pub reason: Reason,
     pub rules: Vec<usize>,
+    /// The rules allow it only as the return of a connection (their reflexive path):
+    /// with connection tracking, only for a tracked flow.
+    pub return_only: bool,
 }
 
 impl Judgement {
@@ -133,6 +159,7 @@ impl Judgement {
             verdict: Verdict::Pass,
             reason,
             rules: vec![],
+            return_only: false,
         }
     }
     fn drop(reason: Reason) -> Self {
@@ -140,6 +167,7 @@ impl Judgement {
             verdict: Verdict::Drop,
             reason,
             rules: vec![],
+            return_only: false,
         }
     }
 
@@ -183,7 +211,9 @@ pub fn judge(policy: &Policy, packet: &Packet) -> Judgement {
     if let Some(reason) = essential(policy, packet.hook, ip) {
         return Judgement::pass(reason);
     }
-    let rules = allowing_rules(policy, packet.hook, ip);
+    let (forward, back) = allowing_rules(policy, packet.hook, ip);
+    let return_only = forward.is_empty() && !back.is_empty();
+    let rules = if return_only { back } else { forward };
     if rules.is_empty() {
         Judgement::drop(Reason::Policy)
     } else {
@@ -191,6 +221,7 @@ pub fn judge(policy: &Policy, packet: &Packet) -> Judgement {
             verdict: Verdict::Pass,
             reason: Reason::Policy,
             rules,
+            return_only,
         }
     }
 }
@@ -200,7 +231,7 @@ fn essential(policy: &Policy, hook: Hook, ip: &IpPacket) -> Option<Reason> {
     let e = &policy.essentials;
     let v6 = ip.src.is_ipv6();
     match ip.l4 {
-        L4::Icmp { ty, .. } if v6 => {
+        L4::Icmp { ty, .. } | L4::IcmpError { ty, .. } if v6 => {
             if e.ipv6_nd && (133..=137).contains(&ty) && ip.hop_limit == 255 {
                 return Some(Reason::Nd);
             }
@@ -212,7 +243,9 @@ fn essential(policy: &Policy, hook: Hook, ip: &IpPacket) -> Option<Reason> {
             }
             None
         }
-        L4::Icmp { ty, .. } => (e.icmp_errors && matches!(ty, 3 | 11 | 12)).then_some(Reason::IcmpError),
+        L4::Icmp { ty, .. } | L4::IcmpError { ty, .. } => {
+            (e.icmp_errors && matches!(ty, 3 | 11 | 12)).then_some(Reason::IcmpError)
+        }
         L4::Udp { sport, dport } if e.dhcp => {
             let (client, server) = if v6 { (546, 547) } else { (68, 67) };
             let ok = match hook {
@@ -225,20 +258,35 @@ fn essential(policy: &Policy, hook: Hook, ip: &IpPacket) -> Option<Reason> {
     }
 }
 
-/// Indexes of the rules that allow `ip` at `hook`.
-fn allowing_rules(policy: &Policy, hook: Hook, ip: &IpPacket) -> Vec<usize> {
+/// Indexes of the rules that allow `ip` at `hook`: on their forward path, and on
+/// their return path only.
+fn allowing_rules(policy: &Policy, hook: Hook, ip: &IpPacket) -> (Vec<usize>, Vec<usize>) {
     let remote = match hook {
         Hook::Egress => ip.dst,
         Hook::Ingress => ip.src,
     };
     let v6 = remote.is_ipv6();
-    policy
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, rule)| rule.net().is_some_and(|n| n.contains(&remote)) && rule_allows(rule, hook, ip, v6))
-        .map(|(i, _)| i)
-        .collect()
+    let (mut forward, mut back) = (Vec::new(), Vec::new());
+    for (i, rule) in policy.rules.iter().enumerate() {
+        if !rule.net().is_some_and(|n| n.contains(&remote)) {
+            continue;
+        }
+        match rule_allows(rule, hook, ip, v6) {
+            Some(Path::Forward) => forward.push(i),
+            Some(Path::Return) => back.push(i),
+            None => {}
+        }
+    }
+    (forward, back)
+}
+
+/// Which way a rule allows a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// The way the rule opens connections.
+    Forward,
+    /// Its reflexive return path.
+    Return,
 }
 
 fn proto_matches(rule: Proto, packet: u8, v6: bool) -> bool {
@@ -250,26 +298,206 @@ fn proto_matches(rule: Proto, packet: u8, v6: bool) -> bool {
     }
 }
 
-fn rule_allows(rule: &Rule, hook: Hook, ip: &IpPacket, v6: bool) -> bool {
+fn rule_allows(rule: &Rule, hook: Hook, ip: &IpPacket, v6: bool) -> Option<Path> {
     if !proto_matches(rule.proto, ip.l4.proto_number(v6), v6) {
-        return false;
+        return None;
     }
+    let forward = matches!(
+        (rule.direction, hook),
+        (Direction::Egress, Hook::Egress) | (Direction::Ingress, Hook::Ingress)
+    );
     let (sport, dport, opens) = match ip.l4 {
         // A non-first fragment has no ports: address and protocol decide, either way.
-        L4::Fragment { .. } => return true,
+        L4::Fragment { .. } => return Some(if forward { Path::Forward } else { Path::Return }),
         L4::Tcp { sport, dport, syn, ack } => (sport, dport, syn && !ack),
         L4::Udp { sport, dport } => (sport, dport, false),
         // Only an echo reply may come back on a return path.
-        L4::Icmp { ty, .. } => (0, 0, ty != if v6 { 129 } else { 0 }),
+        L4::Icmp { ty, .. } | L4::IcmpError { ty, .. } => (0, 0, ty != if v6 { 129 } else { 0 }),
         L4::Other { .. } => (0, 0, false),
     };
     let port_ok = |port: u16| rule.ports.is_empty() || rule.ports.iter().any(|p| p.contains(port));
     // The forward path opens the connection; the reflexive return path answers it.
-    match (rule.direction, hook) {
-        (Direction::Egress, Hook::Egress) => port_ok(dport),
-        (Direction::Egress, Hook::Ingress) => port_ok(sport) && !opens,
-        (Direction::Ingress, Hook::Ingress) => port_ok(dport),
-        (Direction::Ingress, Hook::Egress) => port_ok(sport) && !opens,
+    if forward {
+        port_ok(dport).then_some(Path::Forward)
+    } else {
+        (port_ok(sport) && !opens).then_some(Path::Return)
+    }
+}
+
+/// A flow from this host's side: the same key for its packets both ways. Ports as
+/// the data plane keys them: TCP and UDP theirs, an ICMP echo its identifier as
+/// `lport`, other protocols none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub lport: u16,
+    pub rport: u16,
+    pub proto: u8,
+}
+
+impl FlowKey {
+    /// The flow of a packet of `proto` from `src`:`sport` to `dst`:`dport` that went
+    /// `hook`; `echo_id` is an ICMP echo's identifier.
+    fn new(hook: Hook, src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16, echo_id: u16) -> FlowKey {
+        let (local, remote, lport, rport) = match hook {
+            Hook::Egress => (src, dst, sport, dport),
+            Hook::Ingress => (dst, src, dport, sport),
+        };
+        let icmp = if local.is_ipv6() { 58 } else { 1 };
+        let (lport, rport) = match proto {
+            6 | 17 => (lport, rport),
+            p if p == icmp => (echo_id, 0),
+            _ => (0, 0),
+        };
+        FlowKey {
+            local,
+            remote,
+            lport,
+            rport,
+            proto,
+        }
+    }
+
+    /// The flow of `ip` as `hook` saw it; `None` for a non-first fragment (no ports).
+    fn of(hook: Hook, ip: &IpPacket) -> Option<FlowKey> {
+        let v6 = ip.src.is_ipv6();
+        let proto = ip.l4.proto_number(v6);
+        let (sport, dport, echo_id) = match ip.l4 {
+            L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => (sport, dport, 0),
+            L4::Icmp { ty, .. } if matches!(ty, 0 | 8 | 128 | 129) => (0, 0, ECHO_ID),
+            L4::Icmp { .. } | L4::IcmpError { .. } | L4::Other { .. } => (0, 0, 0),
+            L4::Fragment { .. } => return None,
+        };
+        Some(FlowKey::new(hook, ip.src, ip.dst, proto, sport, dport, echo_id))
+    }
+
+    /// The flow an ICMP error that went `hook` quotes: the quoted packet went the other
+    /// way. `None` when its local address is not the error's own.
+    fn quoted(hook: Hook, ip: &IpPacket, quote: &Quote) -> Option<FlowKey> {
+        let other = match hook {
+            Hook::Egress => Hook::Ingress,
+            Hook::Ingress => Hook::Egress,
+        };
+        let key = FlowKey::new(other, quote.src, quote.dst, quote.proto, quote.sport, quote.dport, quote.sport);
+        let outer_local = match hook {
+            Hook::Egress => ip.src,
+            Hook::Ingress => ip.dst,
+        };
+        (key.local == outer_local && quote.src.is_ipv6() == ip.src.is_ipv6()).then_some(key)
+    }
+
+    /// The DHCP client's exchange of a family: addresses unknown until the server answers.
+    fn dhcp(v6: bool) -> FlowKey {
+        let (any, lport, rport) = if v6 {
+            (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 546, 547)
+        } else {
+            (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 68, 67)
+        };
+        FlowKey {
+            local: any,
+            remote: any,
+            lport,
+            rport,
+            proto: 17,
+        }
+    }
+}
+
+/// The stateful model: `judge` over a sequence of packets, with the flows they opened.
+/// Time does not pass in it: a flow, once open, stays (the data plane's timeouts are
+/// minutes to days, and its tests run in seconds).
+#[derive(Clone, Debug, Default)]
+pub struct Tracker {
+    flows: HashSet<FlowKey>,
+    /// (resolver, client port) of the DNS queries this host sent (all with `DNS_ID`).
+    queries: HashSet<(IpAddr, u16)>,
+}
+
+impl Tracker {
+    /// A flow the host had before: what the daemon seeds from the kernel's sockets.
+    pub fn seed(&mut self, key: FlowKey) {
+        self.flows.insert(key);
+    }
+
+    pub fn is_tracked(&self, key: &FlowKey) -> bool {
+        self.flows.contains(key)
+    }
+
+    /// Judges `packet` under `policy` after the packets judged before it, and
+    /// remembers what it opens. Stateless policies judge each packet alone.
+    pub fn judge(&mut self, policy: &Policy, packet: &Packet) -> Judgement {
+        self.judge_shaped(policy, packet, true)
+    }
+
+    /// `judge`, where `whole` says whether the frame is a whole datagram: a first
+    /// fragment judges the same, but a DNS query in one is not noted (its id may
+    /// not be in it).
+    pub fn judge_shaped(&mut self, policy: &Policy, packet: &Packet, whole: bool) -> Judgement {
+        let j = self.judge_alone(policy, packet);
+        // TC egress notes a query to a configured resolver that goes out.
+        if whole
+            && let Frame::Ip(ip) = &packet.frame
+            && let L4::Udp { sport, dport: 53 } = ip.l4
+            && packet.hook == Hook::Egress
+            && j.delivered(policy.mode)
+            && policy.dns_servers.contains(&ip.dst)
+        {
+            self.queries.insert((ip.dst, sport));
+        }
+        j
+    }
+
+    fn judge_alone(&mut self, policy: &Policy, packet: &Packet) -> Judgement {
+        let mut j = judge(policy, packet);
+        let Frame::Ip(ip) = &packet.frame else { return j };
+        if policy.state.mode == StateMode::Stateless || j.verdict == Verdict::Drop {
+            return j;
+        }
+        let v6 = ip.src.is_ipv6();
+        let needs = match (j.reason, &ip.l4) {
+            (Reason::IcmpError, L4::IcmpError { quote, .. }) => FlowKey::quoted(packet.hook, ip, quote),
+            (Reason::IcmpError, _) => None,
+            (Reason::Dhcp, _) if packet.hook == Hook::Egress => {
+                self.flows.insert(FlowKey::dhcp(v6));
+                return j;
+            }
+            (Reason::Dhcp, _) => Some(FlowKey::dhcp(v6)),
+            (Reason::Policy, _) if !j.return_only => {
+                // A forward path opens its flow (the model's segments are never RSTs,
+                // which open none).
+                if let Some(key) = FlowKey::of(packet.hook, ip) {
+                    self.flows.insert(key);
+                }
+                return j;
+            }
+            (Reason::Policy, _) => match FlowKey::of(packet.hook, ip) {
+                // No ports to find a flow by: the policy alone decides.
+                None => return j,
+                Some(key) if self.answer_expected(policy, packet.hook, ip) => Some(key),
+                Some(_) => None,
+            },
+            // ND: no flow to ask.
+            _ => return j,
+        };
+        if needs.is_some_and(|key| self.flows.contains(&key)) {
+            return j;
+        }
+        j.verdict = Verdict::Drop;
+        j.reason = Reason::NoFlow;
+        j.rules.clear();
+        j.return_only = false;
+        j
+    }
+
+    /// A resolver's answer coming in must answer a query this host sent.
+    fn answer_expected(&self, policy: &Policy, hook: Hook, ip: &IpPacket) -> bool {
+        match ip.l4 {
+            L4::Udp { sport: 53, dport } if hook == Hook::Ingress && policy.dns_servers.contains(&ip.src) => {
+                self.queries.contains(&(ip.src, dport))
+            }
+            _ => true,
+        }
     }
 }
 
