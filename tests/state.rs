@@ -20,7 +20,7 @@ use serde_json::Value;
 use testkit::{
     exposition::{self, labels},
     netns::{HOST_V4, HOST_V6, Netns, PEER_V4, PEER_V6, Servers, http_get, sa, tcp_connects},
-    raw::{RawSender, SeenTcp, TCP, Tcp, TcpEar},
+    raw::{ICMP, ICMPV6, RawSender, SeenTcp, TCP, Tcp, TcpEar, port_unreachable, udp_packet},
     talk::{Chat, Conversation, Side},
     world::*,
 };
@@ -478,6 +478,102 @@ fn a_udp_answer_to_a_port_that_sent_no_query_is_dropped() {
             dropped >= 3,
             "3 datagrams dropped as no-flow, {dropped} counted: {}",
             reasons(&after, "ingress")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Related traffic: an ICMP error passes only when it quotes a tracked flow
+
+/// A UDP socket of the host connected to `peer`:7000 (an allowed port where nothing
+/// listens): a port-unreachable error about it shows as ECONNREFUSED on its next recv.
+fn connected_udp(world: &World, host_addr: IpAddr, peer: SocketAddr) -> UdpSocket {
+    world.host().enter(move || {
+        let s = UdpSocket::bind(SocketAddr::new(host_addr, 0)).expect("bind");
+        s.connect(peer).expect("connect");
+        s
+    })
+}
+
+/// Whether an error reached `s` within `wait` (its recv fails with ECONNREFUSED).
+fn refused(s: &UdpSocket, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 16];
+    match s.recv(&mut buf) {
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        Ok(n) => panic!("a datagram of {n} bytes reached a socket nobody answers"),
+    }
+}
+
+/// From the peer: a forged port-unreachable error quoting a datagram `s` never sent.
+fn forge_unreachable(world: &World, s: &UdpSocket) {
+    let (local, remote) = (s.local_addr().unwrap(), s.peer_addr().unwrap());
+    let quoted = udp_packet(local.ip(), remote.ip(), local.port(), remote.port(), b"x");
+    let error = port_unreachable(remote.ip(), local.ip(), &quoted);
+    world.pair.peer.enter(move || {
+        let proto = if remote.is_ipv4() { ICMP } else { ICMPV6 };
+        RawSender::new(remote.ip(), proto)
+            .expect("a raw socket to send from")
+            .send_l4(local.ip(), &error)
+            .expect("send the forged error");
+    });
+}
+
+#[test]
+fn an_icmp_error_passes_only_when_it_quotes_a_tracked_flow() {
+    let pairs = [(SHARED, HOST_V4), (PEER_V6, HOST_V6)];
+
+    // Control: stateless, an error about a datagram never sent reaches the socket it
+    // names (the essentials let every ICMP error in): the probe sees one arrive.
+    let control = world(State::Stateless, "");
+    let daemon = control.start_daemon();
+    for (peer, host) in pairs {
+        let quiet = connected_udp(&control, ip(host), sa(peer, 7000));
+        forge_unreachable(&control, &quiet);
+        assert!(
+            refused(&quiet, PASS_WAIT),
+            "stateless: the forged error from {peer} did not reach the socket it names, so this \
+             test could not tell a hole from a closed one"
+        );
+    }
+    drop(daemon);
+    drop(control);
+
+    let world = world(State::Stateful, "");
+    let _daemon = world.start_daemon();
+    for (peer, host) in pairs {
+        let quiet = connected_udp(&world, ip(host), sa(peer, 7000));
+        let before = world.status();
+        forge_unreachable(&world, &quiet);
+        assert!(
+            !refused(&quiet, BLOCK_WAIT),
+            "stateful: an error from {peer} about a datagram this host never sent got in"
+        );
+        let after = world.status();
+        assert!(
+            drops_for(&after, "ingress", "no-flow") > drops_for(&before, "ingress", "no-flow"),
+            "counted as no-flow: {}",
+            reasons(&after, "ingress")
+        );
+
+        // A datagram that did go out: the peer's own error about it comes in, and so
+        // does a second one, forged the same way as the one refused above.
+        let talker = connected_udp(&world, ip(host), sa(peer, 7000));
+        talker.send(b"x").unwrap();
+        assert!(
+            refused(&talker, PASS_WAIT),
+            "stateful: the peer's port-unreachable about a datagram the host sent to {peer}:7000 was dropped"
+        );
+        forge_unreachable(&world, &talker);
+        assert!(
+            refused(&talker, PASS_WAIT),
+            "stateful: an error quoting a tracked flow to {peer}:7000 was dropped"
+        );
+        // And the quiet socket stays unreachable for errors: a flow is its own ports.
+        forge_unreachable(&world, &quiet);
+        assert!(
+            !refused(&quiet, BLOCK_WAIT),
+            "stateful: once another socket talked to {peer}:7000, an error naming the quiet one got in"
         );
     }
 }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use crate::frames::{ACK, SYN, SYN_ACK, TCP, UDP};
+pub use crate::frames::{ACK, ICMP, ICMPV6, SYN, SYN_ACK, TCP, UDP};
 
 pub const FIN: u8 = 0x01;
 pub const RST: u8 = 0x04;
@@ -138,6 +138,46 @@ pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> V
     h
 }
 
+/// An IPv6 header (hop limit 64) and `payload`, which starts with `next_header`'s.
+pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 40];
+    h[0] = 6 << 4;
+    h[4..6].copy_from_slice(&u16::try_from(payload.len()).expect("an IPv6 payload").to_be_bytes());
+    h[6] = next_header;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(&dst.octets());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// A UDP datagram from `src`:`sport` to `dst`:`dport` as it left, IP header and all:
+/// what an ICMP error about it quotes.
+pub fn udp_packet(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let udp = udp_datagram(src, dst, sport, dport, payload);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ipv4_packet(s, d, UDP, &udp),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ipv6_packet(s, d, UDP, &udp),
+        _ => panic!("{src} and {dst} are of different families"),
+    }
+}
+
+/// A port-unreachable error from `src` to `dst` (ICMP type 3 code 3, or ICMPv6 type 1
+/// code 4) quoting `quoted`, the packet it answers (at least its IP header and 8 bytes
+/// of what followed), checksum filled in: ICMP's over the message, ICMPv6's with the
+/// pseudo-header.
+pub fn port_unreachable(src: IpAddr, dst: IpAddr, quoted: &[u8]) -> Vec<u8> {
+    let (kind, code) = if src.is_ipv4() { (3, 3) } else { (1, 4) };
+    let mut m = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(quoted);
+    let sum = match src {
+        IpAddr::V4(_) => internet_checksum(&[&m]),
+        IpAddr::V6(_) => internet_checksum(&[&pseudo_header(src, dst, ICMPV6, m.len()), &m]),
+    };
+    m[2..4].copy_from_slice(&sum.to_be_bytes());
+    m
+}
+
 fn sockaddr(addr: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data; all zeroes is a valid (unspecified) value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -210,7 +250,8 @@ impl RawSender {
         Ok(RawSender { fd, src, proto })
     }
 
-    /// Sends `l4` (a whole TCP segment or UDP datagram, checksum included) to `dst`.
+    /// Sends `l4` (a whole TCP segment, UDP datagram or ICMP message, checksum
+    /// included) to `dst`.
     pub fn send_l4(&self, dst: IpAddr, l4: &[u8]) -> io::Result<()> {
         let packet = match (self.src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => ipv4_packet(s, d, self.proto, l4),
@@ -404,6 +445,36 @@ mod tests {
                 assert_eq!(u.checksum, want, "udp {src} -> {dst}, {payload:?}");
             }
         }
+    }
+
+    #[test]
+    fn icmp_errors_check_out() {
+        // A correct checksum makes the sum over what it covers zero.
+        let (h4, p4): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "198.51.100.10".parse().unwrap());
+        let quoted = udp_packet(h4, p4, 40000, 7000, b"x");
+        let m = port_unreachable(p4, h4, &quoted);
+        assert_eq!(&m[..2], &[3, 3]);
+        assert_eq!(internet_checksum(&[&m]), 0);
+        let (q, rest) = etherparse::Ipv4Header::from_slice(&m[8..]).unwrap();
+        assert_eq!(
+            (q.source, q.destination, q.protocol.0),
+            ([192, 0, 2, 1], [198, 51, 100, 10], UDP)
+        );
+        assert_eq!(&rest[..4], &[0x9c, 0x40, 0x1b, 0x58]);
+
+        let (h6, p6): (IpAddr, IpAddr) = ("2001:db8:1::1".parse().unwrap(), "2001:db8:1::2".parse().unwrap());
+        let quoted = udp_packet(h6, p6, 40000, 7000, b"x");
+        let m = port_unreachable(p6, h6, &quoted);
+        assert_eq!(&m[..2], &[1, 4]);
+        assert_eq!(internet_checksum(&[&pseudo_header(p6, h6, ICMPV6, m.len()), &m]), 0);
+        let (q, rest) = etherparse::Ipv6Header::from_slice(&m[8..]).unwrap();
+        assert_eq!(q.next_header.0, UDP);
+        assert_eq!(usize::from(q.payload_length), rest.len());
+        let (u, _) = etherparse::UdpHeader::from_slice(rest).unwrap();
+        assert_eq!(
+            u.checksum,
+            u.calc_checksum_ipv6_raw(q.source, q.destination, &rest[8..]).unwrap()
+        );
     }
 
     #[test]
