@@ -705,21 +705,30 @@ fn a_connection_opened_before_the_daemon_starts_keeps_working() {
     let _daemon = world.start_daemon();
     assert_eq!(world.status()["enforcing"], true);
 
-    peer_speaks_first(&mut out, PASS_WAIT)
-        .unwrap_or_else(|e| panic!("host-opened connection from before the start: {e}"));
-    peer_speaks_first(&mut inb, PASS_WAIT)
-        .unwrap_or_else(|e| panic!("peer-opened connection from before the start: {e}"));
-    assert_eq!(out.retransmissions(), (0, 0), "host-opened: segments were dropped");
-    assert_eq!(inb.retransmissions(), (0, 0), "peer-opened: segments were dropped");
-    // Nothing of either was dropped for want of a flow.
+    // Both are tried before either is judged, so a failure tells of both.
+    let host_opened = peer_speaks_first(&mut out, PASS_WAIT);
+    let peer_opened = peer_speaks_first(&mut inb, PASS_WAIT);
     let status = world.status();
+    let told = format!(
+        "host-opened (to {EU1_ONLY}:443): {host_opened:?}; peer-opened (to :{MANAGEMENT}): \
+         {peer_opened:?}; drops in: {}, out: {}",
+        reasons(&status, "ingress"),
+        reasons(&status, "egress")
+    );
+    assert!(host_opened.is_ok() && peer_opened.is_ok(), "{told}");
+    assert_eq!(
+        out.retransmissions(),
+        (0, 0),
+        "host-opened: segments were dropped; {told}"
+    );
+    assert_eq!(
+        inb.retransmissions(),
+        (0, 0),
+        "peer-opened: segments were dropped; {told}"
+    );
+    // Nothing of either was dropped for want of a flow.
     for direction in ["ingress", "egress"] {
-        assert_eq!(
-            drops_for(&status, direction, "no-flow"),
-            0,
-            "{}",
-            reasons(&status, direction)
-        );
+        assert_eq!(drops_for(&status, direction, "no-flow"), 0, "{told}");
     }
 }
 
