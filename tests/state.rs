@@ -579,6 +579,80 @@ fn an_icmp_error_passes_only_when_it_quotes_a_tracked_flow() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Related traffic: a DHCP reply only after the host's own request
+
+/// What the host's DHCP client port heard from the peer's server port: a reply before
+/// any request, and one after the host asked.
+fn dhcp_probe(world: &World, v6: bool) -> (bool, bool) {
+    let (client, server) = if v6 {
+        (sa("::", 546), sa(PEER_V6, 547))
+    } else {
+        (sa("0.0.0.0", 68), sa(PEER_V4, 67))
+    };
+    let to_client = if v6 { sa(HOST_V6, 546) } else { sa(HOST_V4, 68) };
+    let host = world
+        .host()
+        .enter(move || UdpSocket::bind(client))
+        .unwrap_or_else(|e| panic!("bind {client}: {e}"));
+    let peer = world
+        .pair
+        .peer
+        .enter(move || UdpSocket::bind(server))
+        .unwrap_or_else(|e| panic!("bind {server}: {e}"));
+    let gets = |s: &UdpSocket, want: &[u8], wait: Duration| -> bool {
+        s.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 64];
+        matches!(s.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == want)
+    };
+    peer.send_to(b"unasked offer", to_client).unwrap();
+    let before_request = gets(&host, b"unasked offer", BLOCK_WAIT);
+    host.send_to(b"discover", server).unwrap();
+    assert!(
+        gets(&peer, b"discover", PASS_WAIT),
+        "the host's request to {server} did not arrive"
+    );
+    peer.send_to(b"offer", to_client).unwrap();
+    let after_request = gets(&host, b"offer", PASS_WAIT);
+    (before_request, after_request)
+}
+
+#[test]
+fn a_dhcp_reply_passes_only_after_the_hosts_own_request() {
+    let control = world(State::Stateless, "");
+    let daemon = control.start_daemon();
+    for v6 in [false, true] {
+        let (before, after) = dhcp_probe(&control, v6);
+        assert!(
+            before && after,
+            "stateless (v6: {v6}): a server's reply was dropped (before a request: {before}, after: \
+             {after}), so this test could not tell a hole from a closed one"
+        );
+    }
+    drop(daemon);
+    drop(control);
+
+    let world = world(State::Stateful, "");
+    let _daemon = world.start_daemon();
+    for v6 in [false, true] {
+        let (before, after) = dhcp_probe(&world, v6);
+        assert!(
+            !before,
+            "stateful (v6: {v6}): a DHCP reply got in before the host asked"
+        );
+        assert!(
+            after,
+            "stateful (v6: {v6}): the reply to the host's own request was dropped"
+        );
+    }
+    let status = world.status();
+    assert!(
+        drops_for(&status, "ingress", "no-flow") >= 2,
+        "{}",
+        reasons(&status, "ingress")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // 3. A long-lived connection lives through restarts, kills and swaps
 
 fn assert_unbroken(what: &str, chat: &Chat, at_least: u32) {
