@@ -18,6 +18,7 @@ use std::{
 
 use serde_json::Value;
 use testkit::{
+    dns::{Zone, query},
     exposition::{self, labels},
     netns::{HOST_V4, HOST_V6, Netns, PEER_V4, PEER_V6, Servers, http_get, sa, tcp_connects},
     raw::{ICMP, ICMPV6, RawSender, SeenTcp, TCP, Tcp, TcpEar, port_unreachable, udp_packet},
@@ -480,6 +481,84 @@ fn a_udp_answer_to_a_port_that_sent_no_query_is_dropped() {
             reasons(&after, "ingress")
         );
     }
+}
+
+/// What reached the host from the configured resolver (the world's `dns_servers`,
+/// PEER_V4): an answer to a socket that asked nothing, an answer with another id to the
+/// socket that asked, and the true answer.
+struct ResolverProbe {
+    unasked_reached_silent: bool,
+    wrong_id_reached_asker: bool,
+    answer_reached_asker: bool,
+}
+
+fn resolver_probe(world: &World) -> ResolverProbe {
+    const NAME: &str = "portal.example.com";
+    const ID: u16 = 0x5eed;
+    let zone = Zone::new().a(NAME, 60, EU1_ONLY);
+    let resolver = sa(PEER_V4, 53);
+    let peer = world
+        .pair
+        .peer
+        .enter(move || UdpSocket::bind(resolver))
+        .expect("bind the resolver's port");
+    let bind = || world.host().enter(|| UdpSocket::bind(sa(HOST_V4, 0))).unwrap();
+    let (silent, asker) = (bind(), bind());
+    let gets = |s: &UdpSocket, want: &[u8], wait: Duration| -> bool {
+        s.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 1500];
+        matches!(s.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == want)
+    };
+
+    let unasked = zone.response(ID, NAME, hickory_proto::rr::RecordType::A);
+    peer.send_to(&unasked, silent.local_addr().unwrap()).unwrap();
+    let unasked_reached_silent = gets(&silent, &unasked, BLOCK_WAIT);
+
+    let q = query(ID, NAME);
+    asker.send_to(&q, resolver).unwrap();
+    assert!(
+        gets(&peer, &q, PASS_WAIT),
+        "the query to the resolver {resolver} did not arrive"
+    );
+    let wrong = zone.response(ID ^ 0xffff, NAME, hickory_proto::rr::RecordType::A);
+    peer.send_to(&wrong, asker.local_addr().unwrap()).unwrap();
+    let wrong_id_reached_asker = gets(&asker, &wrong, BLOCK_WAIT);
+    let right = zone.response(ID, NAME, hickory_proto::rr::RecordType::A);
+    peer.send_to(&right, asker.local_addr().unwrap()).unwrap();
+    let answer_reached_asker = gets(&asker, &right, PASS_WAIT);
+    ResolverProbe {
+        unasked_reached_silent,
+        wrong_id_reached_asker,
+        answer_reached_asker,
+    }
+}
+
+#[test]
+fn a_resolvers_answer_passes_only_to_the_port_and_id_of_a_query() {
+    let control = world(State::Stateless, "");
+    let daemon = control.start_daemon();
+    let p = resolver_probe(&control);
+    assert!(p.answer_reached_asker, "stateless: the resolver's answer was lost");
+    assert!(
+        p.unasked_reached_silent,
+        "stateless: an answer from the resolver to a port that asked nothing was dropped, so \
+         this test could not tell a hole from a closed one"
+    );
+    drop(daemon);
+    drop(control);
+
+    let world = world(State::Stateful, "");
+    let _daemon = world.start_daemon();
+    let p = resolver_probe(&world);
+    assert!(
+        !p.unasked_reached_silent,
+        "stateful: an answer from the resolver reached a port that asked nothing"
+    );
+    assert!(
+        !p.wrong_id_reached_asker,
+        "stateful: an answer with an id nobody asked reached the port that asked"
+    );
+    assert!(p.answer_reached_asker, "stateful: the answer to the query was dropped");
 }
 
 // ---------------------------------------------------------------------------------------
