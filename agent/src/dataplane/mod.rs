@@ -13,6 +13,7 @@ mod bpffs;
 mod dns;
 pub mod kernel;
 mod live;
+pub mod seed;
 
 use std::path::{Path, PathBuf};
 

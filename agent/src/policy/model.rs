@@ -379,7 +379,15 @@ impl FlowKey {
             Hook::Egress => Hook::Ingress,
             Hook::Ingress => Hook::Egress,
         };
-        let key = FlowKey::new(other, quote.src, quote.dst, quote.proto, quote.sport, quote.dport, quote.sport);
+        let key = FlowKey::new(
+            other,
+            quote.src,
+            quote.dst,
+            quote.proto,
+            quote.sport,
+            quote.dport,
+            quote.sport,
+        );
         let outer_local = match hook {
             Hook::Egress => ip.src,
             Hook::Ingress => ip.dst,
