@@ -1,8 +1,9 @@
 //! Connection tracking end to end (issue 9): the real daemon on a veth pair between two
 //! namespaces made here, real TCP and UDP, and segments made by hand from raw sockets.
-//! A return path opens only for a flow the host's side started; state never overrides
-//! policy; a connection lives through restarts, kills and swaps, and one opened before
-//! the daemon started keeps working. Each probe also runs where it must show the hole
+//! A return path opens only for a flow the host's side started, and related traffic
+//! (ICMP errors, DHCP replies, a resolver's answers) only for the flow it belongs to;
+//! state never overrides policy; a connection lives through restarts, kills and swaps,
+//! and one opened before the daemon started keeps working. Each probe also runs where it must show the hole
 //! (`[state] mode = "stateless"`, the old behaviour) or a cut, so that none of these
 //! tests can pass by seeing nothing at all. Only documentation-range addresses
 //! assigned in these namespaces carry traffic.
