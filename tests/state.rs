@@ -852,35 +852,68 @@ fn peer_speaks_first(c: &mut Conversation, within: Duration) -> Result<(), Strin
 #[test]
 fn a_connection_opened_before_the_daemon_starts_keeps_working() {
     let world = world(State::Stateful, "");
-    let mut out = Conversation::host_opens(world.host(), &world.pair.peer, sa(EU1_ONLY, 443));
-    let mut inb = Conversation::peer_opens(world.host(), &world.pair.peer, sa(HOST_V4, MANAGEMENT));
+    let (host, peer) = (world.host(), &world.pair.peer);
+    let mut out = Conversation::host_opens(host, peer, sa(EU1_ONLY, 443));
+    let mut out6 = Conversation::host_opens(host, peer, sa(PEER_V6, 443));
+    let mut inb = Conversation::peer_opens(host, peer, sa(HOST_V4, MANAGEMENT));
+    // A connected UDP socket of the host and the peer's socket it talks to.
+    let udp_peer_at = sa(SHARED, 7000);
+    let udp_peer = peer.enter(move || UdpSocket::bind(udp_peer_at)).unwrap();
+    let udp_host = host.enter(move || {
+        let s = UdpSocket::bind(sa(HOST_V4, 0))?;
+        s.connect(udp_peer_at)?;
+        Ok::<_, std::io::Error>(s)
+    });
+    let udp_host = udp_host.unwrap();
+    let udp_host_at = udp_host.local_addr().unwrap();
+    for s in [&udp_host, &udp_peer] {
+        s.set_read_timeout(Some(PASS_WAIT)).unwrap();
+    }
+    let mut buf = [0u8; 16];
     out.exchange(Side::Host, PASS_WAIT).expect("with no daemon");
+    out6.exchange(Side::Host, PASS_WAIT).expect("with no daemon");
     inb.exchange(Side::Peer, PASS_WAIT).expect("with no daemon");
+    udp_host.send(b"hello").unwrap();
+    assert_eq!(
+        udp_peer.recv_from(&mut buf).expect("udp with no daemon"),
+        (5, udp_host_at)
+    );
+
     let _daemon = world.start_daemon();
     assert_eq!(world.status()["enforcing"], true);
 
-    // Both are tried before either is judged, so a failure tells of both.
+    // Each is tried before any is judged, so a failure tells of all.
     let host_opened = peer_speaks_first(&mut out, PASS_WAIT);
+    let host_opened_v6 = peer_speaks_first(&mut out6, PASS_WAIT);
     let peer_opened = peer_speaks_first(&mut inb, PASS_WAIT);
+    let udp = (|| {
+        udp_peer.send_to(b"first", udp_host_at).unwrap();
+        match udp_host.recv(&mut buf) {
+            Ok(5) if &buf[..5] == b"first" => {}
+            other => return Err(format!("the host's socket did not hear the peer first: {other:?}")),
+        }
+        udp_host.send(b"back").unwrap();
+        match udp_peer.recv_from(&mut buf) {
+            Ok((4, from)) if from == udp_host_at => Ok(()),
+            other => Err(format!("the peer did not hear the host's answer: {other:?}")),
+        }
+    })();
     let status = world.status();
     let told = format!(
-        "host-opened (to {EU1_ONLY}:443): {host_opened:?}; peer-opened (to :{MANAGEMENT}): \
-         {peer_opened:?}; drops in: {}, out: {}",
+        "host-opened (to {EU1_ONLY}:443): {host_opened:?}; host-opened (to [{PEER_V6}]:443): \
+         {host_opened_v6:?}; peer-opened (to :{MANAGEMENT}): {peer_opened:?}; connected UDP (to \
+         {udp_peer_at}): {udp:?}; drops in: {}, out: {}",
         reasons(&status, "ingress"),
         reasons(&status, "egress")
     );
-    assert!(host_opened.is_ok() && peer_opened.is_ok(), "{told}");
-    assert_eq!(
-        out.retransmissions(),
-        (0, 0),
-        "host-opened: segments were dropped; {told}"
+    assert!(
+        host_opened.is_ok() && host_opened_v6.is_ok() && peer_opened.is_ok() && udp.is_ok(),
+        "{told}"
     );
-    assert_eq!(
-        inb.retransmissions(),
-        (0, 0),
-        "peer-opened: segments were dropped; {told}"
-    );
-    // Nothing of either was dropped for want of a flow.
+    for (what, c) in [("host-opened", &out), ("host-opened v6", &out6), ("peer-opened", &inb)] {
+        assert_eq!(c.retransmissions(), (0, 0), "{what}: segments were dropped; {told}");
+    }
+    // Nothing of any was dropped for want of a flow.
     for direction in ["ingress", "egress"] {
         assert_eq!(drops_for(&status, direction, "no-flow"), 0, "{told}");
     }
