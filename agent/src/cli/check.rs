@@ -120,5 +120,8 @@ pub fn render(e: &Explanation) -> String {
         }
         text.push('\n');
     }
+    if let Some(answers) = &e.answers {
+        text.push_str(&format!("  {answers}\n"));
+    }
     text
 }

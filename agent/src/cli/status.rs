@@ -116,7 +116,16 @@ fn table(s: &StatusReport) -> String {
             Some(p) => out += &format!("interface:   {} NOT PROTECTED: {p}\n", i.name),
         }
     }
-    out += &format!("entries:     {} IPv4, {} IPv6\n\n", s.entries.v4, s.entries.v6);
+    out += &format!("entries:     {} IPv4, {} IPv6\n", s.entries.v4, s.entries.v6);
+    let t = &s.tracking;
+    if t.mode == "stateful" {
+        out += &format!(
+            "tracking:    stateful: {} IPv4 and {} IPv6 flows of {} each; {} added, {} seeded, {} expired, {} evicted\n\n",
+            t.flows_v4, t.flows_v6, t.capacity, t.inserts, t.seeded, t.expired, t.evictions
+        );
+    } else {
+        out += &format!("tracking:    {}: return paths pass on their rule alone\n\n", t.mode);
+    }
     let mut rows = vec![["DIRECTION", "VERDICT", "REASON", "PACKETS"].map(String::from).to_vec()];
     for (direction, c) in [("ingress", &s.counters.ingress), ("egress", &s.counters.egress)] {
         for (verdict, by) in [("pass", &c.pass_by_reason), ("drop", &c.drop_by_reason)] {

@@ -25,6 +25,28 @@ pub struct StatusReport {
     /// The catalog in force: its sources and versions.
     #[serde(default)]
     pub catalog: Option<String>,
+    /// Connection tracking.
+    #[serde(default)]
+    pub tracking: Tracking,
+}
+
+/// Connection tracking: its mode and the flow tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracking {
+    /// `stateful` or `stateless`.
+    pub mode: String,
+    /// Flows tracked now, per family (idle ones until found expired or pushed out).
+    pub flows_v4: u64,
+    pub flows_v6: u64,
+    /// The capacity of each family's table.
+    pub capacity: u64,
+    /// Flows the programs added, and the daemon seeded from the host's connections.
+    pub inserts: u64,
+    pub seeded: u64,
+    /// Flows found expired and removed.
+    pub expired: u64,
+    /// Flows a full table pushed out, least recently used first.
+    pub evictions: u64,
 }
 
 /// One configured interface as the kernel has it.

@@ -200,6 +200,45 @@ impl Collector for Snapshot {
             out.counter(name, help, &[(&[], value)])?;
         }
 
+        // Connection tracking: left out for pins that predate it.
+        if let Some(f) = &live.flows {
+            out.gauge(
+                "allowgate_flows",
+                "Flows in the connection tracking tables, by address family.",
+                &[(&[("family", "ipv4")], f.v4), (&[("family", "ipv6")], f.v6)],
+            )?;
+            out.gauge(
+                "allowgate_flows_capacity",
+                "Capacity of each family's connection tracking table.",
+                &[(&[], f.capacity)],
+            )?;
+            let flows: [(&str, &str, u64); 4] = [
+                (
+                    "allowgate_flow_inserts",
+                    "Flows the data plane began to track.",
+                    f.inserts,
+                ),
+                (
+                    "allowgate_flows_seeded",
+                    "Flows the daemon seeded from the host's connections before enforcing.",
+                    f.seeded,
+                ),
+                (
+                    "allowgate_flows_expired",
+                    "Flows found idle past their timeout and removed.",
+                    f.expired,
+                ),
+                (
+                    "allowgate_flow_evictions",
+                    "Flows a full table pushed out, least recently used first.",
+                    f.evictions,
+                ),
+            ];
+            for (name, help, value) in flows {
+                out.counter(name, help, &[(&[], value)])?;
+            }
+        }
+
         // What only the daemon's state file knows; without one these families are left out
         // rather than written with made-up values.
         let Some(state) = &self.state else { return Ok(()) };
@@ -562,6 +601,15 @@ mod tests {
             v4_entries: 123,
             v6_entries: 45,
             counters,
+            flows: Some(crate::dataplane::flows::FlowStats {
+                v4: 7,
+                v6: 2,
+                capacity: u64::from(abi::FLOW_MAX),
+                inserts: 12,
+                seeded: 3,
+                expired: 1,
+                evictions: 5,
+            }),
             links: vec!["xdp-native-veth0".into(), "tc-tcx-veth0".into()],
         }
     }

@@ -43,7 +43,7 @@ use crate::{
     events::{Decoded, DropSummary},
     policy::config::load_config,
     policy::{
-        Config, Mode, Policy, Tables, compile_policy,
+        Config, Mode, Policy, StateMode, Tables, compile_policy,
         explain::explain,
         model::{self, Frame, Hook, IpPacket, L4, Verdict},
     },
@@ -159,6 +159,31 @@ fn compile(catalog: &Catalog, config: &Config, desired: &Desired) -> anyhow::Res
 }
 
 /// Tells systemd (Type=notify) something, when it is listening (`NOTIFY_SOCKET` set).
+/// Seeds connection tracking with the host's connections (TCP and connected UDP, from
+/// sock_diag), so that enforcing the return paths cuts none of them: the SSH session
+/// that started the daemon keeps working although its peer speaks first. A failure is
+/// logged and enforcing goes on: such connections pass again once the host sends.
+fn seed_flows(dataplane: &mut Dataplane) {
+    let flows = match crate::dataplane::seed::kernel_flows() {
+        Ok(flows) => flows,
+        Err(e) => {
+            warn!(
+                "cannot list the host's connections ({e}): answers to connections opened before now drop until the host sends on them"
+            );
+            return;
+        }
+    };
+    // Loopback never crosses an interface the programs are on.
+    let flows: Vec<_> = flows
+        .into_iter()
+        .filter(|f| !f.local.ip().is_loopback() && !f.remote.ip().is_loopback())
+        .collect();
+    match dataplane.seed_flows(&flows) {
+        Ok(added) => info!(connections = flows.len(), added, "seeded connection tracking with the host's connections"),
+        Err(e) => warn!("cannot seed connection tracking: {}", crate::error_chain(&e)),
+    }
+}
+
 fn sd_notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         warn!("cannot notify systemd: {e}");
@@ -235,6 +260,12 @@ impl Daemon {
         let mut dataplane = Dataplane::load(&config.bpffs_dir, &LoadOptions::default())?;
         for replaced in dataplane.replaced() {
             warn!("replaced a pinned map that does not fit this build (its contents start over): {replaced}");
+        }
+        // Before the policy goes in: resolvers whose answers need a query of this host,
+        // and the connections the host has, so that tracking cuts none of them.
+        dataplane.set_dns_servers(&policy.dns_servers)?;
+        if policy.state.mode == StateMode::Stateful {
+            seed_flows(&mut dataplane);
         }
         let (before_slot, before) = dataplane.active()?;
         let generation = dataplane.install(&tables)?;
@@ -356,6 +387,13 @@ impl Daemon {
         config: Option<Config>,
         desired: Desired,
     ) -> anyhow::Result<u64> {
+        // Tracking turned on: the connections the host has are tracked before it starts.
+        if policy.state.mode == StateMode::Stateful && self.policy.state.mode == StateMode::Stateless {
+            seed_flows(&mut self.dataplane);
+        }
+        if self.learner.is_none() {
+            self.dataplane.set_dns_servers(&policy.dns_servers)?;
+        }
         self.generation = self.dataplane.install(&tables)?;
         self.entries = (tables.v4_entries(), tables.v6_entries());
         self.policy = policy;

@@ -14,6 +14,7 @@ use allowgate_ebpf::{self as abi, Reason};
 use super::{State, now};
 pub use crate::control::status::{
     DirectionCounters, DirectionsCounters, Entries, EventCounts, InterfaceStatus, LearnedCounts, StatusReport,
+    Tracking,
 };
 use crate::dataplane::{Counters, DataplaneError, read_live};
 
@@ -61,6 +62,25 @@ fn direction(c: &Counters, direction: u8) -> DirectionCounters {
         drop: c.packets(direction, abi::VERDICT_DROP),
         pass_by_reason: by_reason(c, direction, abi::VERDICT_PASS),
         drop_by_reason: by_reason(c, direction, abi::VERDICT_DROP),
+    }
+}
+
+fn tracking(live: &crate::dataplane::LiveState) -> Tracking {
+    let f = live.flows.unwrap_or_default();
+    Tracking {
+        mode: if live.config.flags & abi::F_STATEFUL != 0 {
+            "stateful"
+        } else {
+            "stateless"
+        }
+        .to_string(),
+        flows_v4: f.v4,
+        flows_v6: f.v6,
+        capacity: f.capacity,
+        inserts: f.inserts,
+        seeded: f.seeded,
+        expired: f.expired,
+        evictions: f.evictions,
     }
 }
 
@@ -128,5 +148,6 @@ pub fn report(
             unresolved: state.map(|s| s.unresolved.clone()).unwrap_or_default(),
         },
         catalog: state.and_then(|s| s.catalog.clone()),
+        tracking: tracking(&live),
     })
 }

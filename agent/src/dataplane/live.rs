@@ -48,6 +48,8 @@ pub struct LiveState {
     pub v4_entries: usize,
     pub v6_entries: usize,
     pub counters: Counters,
+    /// The flow tables; `None` when the pins predate connection tracking.
+    pub flows: Option<super::flows::FlowStats>,
     /// Names of the pinned links (`xdp-native-eth0`, `tc-tcx-eth0`, ...).
     pub links: Vec<String>,
 }
@@ -149,12 +151,22 @@ pub fn read_live(dir: &Path, known_entries: Option<(usize, usize)>) -> Result<Li
         })
         .unwrap_or_default();
     links.sort();
+    let flows = (|| {
+        super::flows::flow_stats(
+            &open_pinned(dir, map::FLOWS_V4)?,
+            &open_pinned(dir, map::FLOWS_V6)?,
+            &open_pinned(dir, map::FLOW_CTL)?,
+            &open_pinned(dir, map::MISC)?,
+        )
+    })()
+    .ok();
     Ok(LiveState {
         slot,
         config,
         v4_entries,
         v6_entries,
         counters,
+        flows,
         links,
     })
 }

@@ -11,6 +11,7 @@
 mod attach;
 mod bpffs;
 mod dns;
+pub mod flows;
 pub mod kernel;
 mod live;
 pub mod seed;
@@ -283,6 +284,17 @@ fn expected_shape(name: &str) -> Option<(MapType, u32, u32)> {
         map::V4_DYN => (MapType::Hash, 4, size_of::<abi::DynValue>() as u32),
         map::V6_DYN => (MapType::Hash, 16, size_of::<abi::DynValue>() as u32),
         map::DNS_QUERIES => (MapType::LruHash, size_of::<abi::DnsReleaseKey>() as u32, 8),
+        map::FLOWS_V4 => (
+            MapType::LruHash,
+            size_of::<abi::FlowV4Key>() as u32,
+            size_of::<abi::FlowValue>() as u32,
+        ),
+        map::FLOWS_V6 => (
+            MapType::LruHash,
+            size_of::<abi::FlowV6Key>() as u32,
+            size_of::<abi::FlowValue>() as u32,
+        ),
+        map::FLOW_CTL => (MapType::Array, u32s, size_of::<abi::FlowCtl>() as u32),
         _ => return None,
     })
 }

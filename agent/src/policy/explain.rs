@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ListedBy, Policy, Rule,
+    ListedBy, Policy, Rule, StateMode,
     model::{self, Hook, L4, Verdict},
 };
 use crate::catalog::{Direction, Proto};
@@ -52,6 +52,9 @@ pub struct Explanation {
     pub rules: Vec<AllowingRule>,
     /// Why nothing allows it, when nothing does.
     pub why_not: Option<String>,
+    /// How the connection's answers come back, when rules allow it.
+    #[serde(default)]
+    pub answers: Option<String>,
 }
 
 /// The verdict on the first packet of a connection to (or from) `addr`.
@@ -85,6 +88,7 @@ pub fn explain(policy: &Policy, addr: IpAddr, port: Option<u16>, proto: Proto, d
                     essential: Some(judgement.reason.as_str().to_string()),
                     rules: Vec::new(),
                     why_not: None,
+                    answers: None,
                 };
             }
             judgement.rules.iter().map(|&i| &policy.rules[i]).collect()
@@ -97,6 +101,7 @@ pub fn explain(policy: &Policy, addr: IpAddr, port: Option<u16>, proto: Proto, d
             essential: None,
             rules: Vec::new(),
             why_not: Some(why_not(policy, addr)),
+            answers: None,
         };
     }
     Explanation {
@@ -113,6 +118,23 @@ pub fn explain(policy: &Policy, addr: IpAddr, port: Option<u16>, proto: Proto, d
             })
             .collect(),
         why_not: None,
+        answers: Some(answers(policy, direction)),
+    }
+}
+
+/// How the answers of an allowed connection come back (`check`'s last line).
+fn answers(policy: &Policy, direction: Direction) -> String {
+    let way = match direction {
+        Direction::Egress => "in",
+        Direction::Ingress => "out",
+    };
+    match policy.state.mode {
+        StateMode::Stateful => format!(
+            "its answers {way}: allowed as the return of a tracked flow (this connection's ports only, while it lasts)"
+        ),
+        StateMode::Stateless => {
+            format!("its answers {way}: allowed on the rule's return path, statelessly (any connection of these ports)")
+        }
     }
 }
 
