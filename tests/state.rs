@@ -856,6 +856,8 @@ fn a_connection_opened_before_the_daemon_starts_keeps_working() {
     let mut out = Conversation::host_opens(host, peer, sa(EU1_ONLY, 443));
     let mut out6 = Conversation::host_opens(host, peer, sa(PEER_V6, 443));
     let mut inb = Conversation::peer_opens(host, peer, sa(HOST_V4, MANAGEMENT));
+    // To an address no rule lists: seeded like the others, and cut all the same.
+    let mut unlisted = Conversation::host_opens(host, peer, sa(UNLISTED, 443));
     // A connected UDP socket of the host and the peer's socket it talks to.
     let udp_peer_at = sa(SHARED, 7000);
     let udp_peer = peer.enter(move || UdpSocket::bind(udp_peer_at)).unwrap();
@@ -873,6 +875,7 @@ fn a_connection_opened_before_the_daemon_starts_keeps_working() {
     out.exchange(Side::Host, PASS_WAIT).expect("with no daemon");
     out6.exchange(Side::Host, PASS_WAIT).expect("with no daemon");
     inb.exchange(Side::Peer, PASS_WAIT).expect("with no daemon");
+    unlisted.exchange(Side::Host, PASS_WAIT).expect("with no daemon");
     udp_host.send(b"hello").unwrap();
     assert_eq!(
         udp_peer.recv_from(&mut buf).expect("udp with no daemon"),
@@ -917,6 +920,26 @@ fn a_connection_opened_before_the_daemon_starts_keeps_working() {
     for direction in ["ingress", "egress"] {
         assert_eq!(drops_for(&status, direction, "no-flow"), 0, "{told}");
     }
+    let tracking = &status["tracking"];
+    assert_eq!(tracking["mode"], "stateful", "{status}");
+    assert!(
+        tracking["seeded"].as_u64().unwrap_or(0) >= 5,
+        "the five connections from before the start were seeded: {tracking}"
+    );
+
+    // State never overrides policy, seeded state neither: the connection to an
+    // address no rule lists is cut (and the same probe fails, as it must).
+    let before = world.status();
+    assert!(
+        peer_speaks_first(&mut unlisted, BLOCK_WAIT).is_err(),
+        "a connection from before the start to {UNLISTED}, which no rule lists, still works"
+    );
+    let after = world.status();
+    assert!(
+        drops_for(&after, "ingress", "policy") > drops_for(&before, "ingress", "policy"),
+        "dropped by the policy: {}",
+        reasons(&after, "ingress")
+    );
 }
 
 /// Control of the test above: the same probe does fail when the flow is missing. An
