@@ -942,6 +942,45 @@ fn a_connection_opened_before_the_daemon_starts_keeps_working() {
     );
 }
 
+/// A reload that turns tracking on seeds it as a start does: connections opened while
+/// the daemon ran stateless (which tracks nothing) keep working when the peer speaks
+/// first.
+#[test]
+fn a_reload_that_turns_tracking_on_keeps_the_connections_of_before() {
+    let world = world(State::Stateless, "");
+    let daemon = world.start_daemon();
+    let (host, peer) = (world.host(), &world.pair.peer);
+    let mut out = Conversation::host_opens(host, peer, sa(EU1_ONLY, 443));
+    let mut out6 = Conversation::host_opens(host, peer, sa(PEER_V6, 443));
+    out.exchange(Side::Host, PASS_WAIT).expect("stateless");
+    out6.exchange(Side::Host, PASS_WAIT).expect("stateless");
+    assert_eq!(world.status()["tracking"]["mode"], "stateless");
+
+    let text = std::fs::read_to_string(&world.config).unwrap();
+    let stateful = text.replace("mode = \"stateless\"", "mode = \"stateful\"");
+    assert_ne!(text, stateful);
+    std::fs::write(&world.config, stateful).unwrap();
+    daemon.signal(libc::SIGHUP);
+    assert!(daemon.wait_log("reloaded", Duration::from_secs(10)), "{}", daemon.log());
+    let status = world.status();
+    assert_eq!(status["tracking"]["mode"], "stateful", "{status}");
+
+    let v4 = peer_speaks_first(&mut out, PASS_WAIT);
+    let v6 = peer_speaks_first(&mut out6, PASS_WAIT);
+    let status = world.status();
+    assert!(
+        v4.is_ok() && v6.is_ok(),
+        "after the reload to stateful: to {EU1_ONLY}: {v4:?}; to {PEER_V6}: {v6:?}; drops in: {}; tracking: {}",
+        reasons(&status, "ingress"),
+        status["tracking"]
+    );
+    // And the reload did turn tracking on: a scan finds the return path shut.
+    assert!(
+        ack_scan(&world, SHARED, HOST_V4).is_empty(),
+        "the ACK scan drew answers after the reload"
+    );
+}
+
 /// Control of the test above: the same probe does fail when the flow is missing. An
 /// idle connection outlives `tcp_established` (here 2 s), so the peer's first word
 /// after the pause meets no flow and is dropped; a word from the host (its forward
