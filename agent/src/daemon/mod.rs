@@ -179,7 +179,10 @@ fn seed_flows(dataplane: &mut Dataplane) {
         .filter(|f| !f.local.ip().is_loopback() && !f.remote.ip().is_loopback())
         .collect();
     match dataplane.seed_flows(&flows) {
-        Ok(added) => info!(connections = flows.len(), added, "seeded connection tracking with the host's connections"),
+        Ok(added) => info!(
+            connections = flows.len(),
+            added, "seeded connection tracking with the host's connections"
+        ),
         Err(e) => warn!("cannot seed connection tracking: {}", crate::error_chain(&e)),
     }
 }

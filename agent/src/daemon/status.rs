@@ -13,8 +13,7 @@ use allowgate_ebpf::{self as abi, Reason};
 
 use super::{State, now};
 pub use crate::control::status::{
-    DirectionCounters, DirectionsCounters, Entries, EventCounts, InterfaceStatus, LearnedCounts, StatusReport,
-    Tracking,
+    DirectionCounters, DirectionsCounters, Entries, EventCounts, InterfaceStatus, LearnedCounts, StatusReport, Tracking,
 };
 use crate::dataplane::{Counters, DataplaneError, read_live};
 

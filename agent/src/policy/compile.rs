@@ -547,8 +547,18 @@ mod tests {
         p.essentials.ethertypes = vec![0x88cc];
         p.mode = Mode::Monitor;
         let t = compile_policy(&p).unwrap();
-        assert_eq!(t.config.flags, abi::F_ARP | abi::F_ND | abi::F_ICMP_ERRORS);
+        assert_eq!(
+            t.config.flags,
+            abi::F_ARP | abi::F_ND | abi::F_ICMP_ERRORS | abi::F_STATEFUL
+        );
         assert_eq!((t.config.n_ethertypes, t.config.ethertypes[0]), (1, 0x88cc));
+        assert_eq!(t.config.flow_timeout_s[abi::FLOW_TCP_ESTABLISHED as usize], 432_000);
+        assert_eq!(t.config.flow_timeout_s[abi::FLOW_UDP as usize], 30);
+        p.state.mode = crate::policy::StateMode::Stateless;
+        p.state.timeouts.udp = 5;
+        let t = compile_policy(&p).unwrap();
+        assert_eq!(t.config.flags & abi::F_STATEFUL, 0);
+        assert_eq!(t.config.flow_timeout_s[abi::FLOW_UDP as usize], 5);
     }
 
     fn arb_rule() -> impl Strategy<Value = Rule> {

@@ -1063,6 +1063,22 @@ ports = [443, "8000-8100"]
         assert!(c.essentials.arp && c.essentials.dns && c.essentials.dhcp);
         assert_eq!(c.management.ports, [PortRange::single(22)]);
         assert_eq!(c.dlp_ports, [PortRange::single(11344)]);
+        assert_eq!(c.state.mode, StateMode::Stateful);
+        assert_eq!(c.state.timeouts.tcp_established, 432_000);
+    }
+
+    #[test]
+    fn state_takes_a_mode_and_timeouts() {
+        let c = parse("[state]\nmode = \"stateless\"\n[state.timeouts]\nudp = 5\ntcp_close = 3\n").unwrap();
+        assert_eq!(c.state.mode, StateMode::Stateless);
+        let want = FlowTimeouts {
+            udp: 5,
+            tcp_close: 3,
+            ..FlowTimeouts::default()
+        };
+        assert_eq!(c.state.timeouts, want);
+        assert_eq!(want.by_state()[allowgate_ebpf::FLOW_UDP as usize], 5);
+        assert_eq!(want.by_state()[allowgate_ebpf::FLOW_TCP_CLOSE as usize], 3);
     }
 
     #[test]
@@ -1141,6 +1157,19 @@ ports = [443, "8000-8100"]
                 "drop_log_interval = 0\n",
                 "test.toml:1: drop_log_interval: 1 to 86400 seconds",
             ),
+            (
+                "[state]\nmode = \"tracking\"\n",
+                "test.toml:2: state.mode: unknown mode `tracking`: use `stateful` or `stateless`",
+            ),
+            (
+                "[state.timeouts]\nudp = 30\ntcp_established = 0\n",
+                "test.toml:3: state.timeouts.tcp_established: 1 to 2592000 seconds",
+            ),
+            (
+                "[state.timeouts]\nicmp = -1\n",
+                "test.toml:2: state.timeouts.icmp: 1 to 2592000 seconds",
+            ),
+            ("[state]\ntimeout = 5\n", "test.toml:2: unknown field `timeout`"),
             (
                 "[log_collector]\nsources = [\"2001:db8::1/32\"]\n",
                 "test.toml:2: log_collector.sources: `2001:db8::1/32` has host bits set",

@@ -365,7 +365,8 @@ impl FlowKey {
         let proto = ip.l4.proto_number(v6);
         let (sport, dport, echo_id) = match ip.l4 {
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => (sport, dport, 0),
-            L4::Icmp { ty, .. } if matches!(ty, 0 | 8 | 128 | 129) => (0, 0, ECHO_ID),
+            // The data plane reads the identifier of these types whatever the family.
+            L4::Icmp { ty: 0 | 8 | 128 | 129, .. } => (0, 0, ECHO_ID),
             L4::Icmp { .. } | L4::IcmpError { .. } | L4::Other { .. } => (0, 0, 0),
             L4::Fragment { .. } => return None,
         };
