@@ -9,6 +9,8 @@ pub mod exposition;
 pub mod frames;
 pub mod netns;
 pub mod packet;
+pub mod raw;
+pub mod talk;
 pub mod world;
 
 use std::{
