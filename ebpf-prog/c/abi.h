@@ -133,6 +133,11 @@ struct ag_gen_config {
 	__u32 n_ethertypes;
 	__u16 ethertypes[AG_MAX_ETHERTYPES];	/* host byte order */
 	__u32 flow_timeout_s[AG_FLOW_STATES];	/* idle timeout of each enum ag_flow_state */
+	/*
+	 * Names this generation to the flows that remember what its tables allowed of
+	 * them (ag_flow_value.tag): unique per install, never 0.
+	 */
+	__u64 flow_tag;
 };
 
 /*
@@ -302,11 +307,22 @@ struct ag_flow_v6_key {
 #define AG_FLOW_BY_EGRESS	AG_DIR_EGRESS
 #define AG_FLOW_BY_SEED		2
 
+/*
+ * Bits of ag_flow_value.allowed: what the tables of the generation named by tag allowed
+ * of the flow's packets going dir, so that its next packets that way pass on the flow
+ * alone (the tables of a generation never change). A return path's bit holds only
+ * for packets that open nothing (no SYN without ACK, no ICMP but an echo reply).
+ */
+#define AG_FLOW_OK_FORWARD(dir)	(1U << ((dir) * 2))
+#define AG_FLOW_OK_RETURN(dir)	(2U << ((dir) * 2))
+
 struct ag_flow_value {
 	__u64 seen_ns;		/* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of its last packet */
 	__u8 state;		/* enum ag_flow_state */
 	__u8 opened_by;		/* AG_FLOW_BY_* */
-	__u8 _pad[6];
+	__u8 allowed;		/* AG_FLOW_OK_* under the generation whose flow_tag is tag */
+	__u8 _pad[5];
+	__u64 tag;		/* 0: nothing remembered */
 };
 
 /* ag_flow_ctl[0]: what the agent did to the flow tables (the programs count the rest). */

@@ -9,7 +9,7 @@
 #define AG_ASSERT_SIZE(type, size) \
 	_Static_assert(sizeof(type) == (size), #type " must be " #size " bytes, as src/lib.rs asserts")
 
-AG_ASSERT_SIZE(struct ag_gen_config, 64);
+AG_ASSERT_SIZE(struct ag_gen_config, 72);
 AG_ASSERT_SIZE(struct ag_port_rule, 8);
 AG_ASSERT_SIZE(struct ag_policy_value, 136);
 AG_ASSERT_SIZE(struct ag_v4_host_key, 4);
@@ -25,12 +25,15 @@ AG_ASSERT_SIZE(struct ag_dns_release_key, 20);
 AG_ASSERT_SIZE(struct ag_dns_frame, 8 + AG_DNS_FRAME_MAX);
 AG_ASSERT_SIZE(struct ag_flow_v4_key, 16);
 AG_ASSERT_SIZE(struct ag_flow_v6_key, 40);
-AG_ASSERT_SIZE(struct ag_flow_value, 16);
+AG_ASSERT_SIZE(struct ag_flow_value, 24);
 AG_ASSERT_SIZE(struct ag_flow_ctl, 8);
 
 /* Field offsets the Rust side relies on implicitly through #[repr(C)]. */
 _Static_assert(__builtin_offsetof(struct ag_gen_config, ethertypes) == 16, "ag_gen_config layout");
-_Static_assert(__builtin_offsetof(struct ag_gen_config, flow_timeout_s) == 32, "ag_gen_config layout");
+_Static_assert(__builtin_offsetof(struct ag_gen_config, flow_timeout_s) == 32 &&
+	       __builtin_offsetof(struct ag_gen_config, flow_tag) == 64, "ag_gen_config layout");
+_Static_assert(__builtin_offsetof(struct ag_flow_value, allowed) == 10 &&
+	       __builtin_offsetof(struct ag_flow_value, tag) == 16, "ag_flow_value layout");
 _Static_assert(__builtin_offsetof(struct ag_flow_v4_key, lport) == 8 &&
 	       __builtin_offsetof(struct ag_flow_v6_key, lport) == 32, "ag_flow_*_key layout");
 _Static_assert(__builtin_offsetof(struct ag_policy_value, rules) == 8, "ag_policy_value layout");

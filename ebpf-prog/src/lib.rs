@@ -191,6 +191,8 @@ pub struct GenConfig {
     pub ethertypes: [u16; MAX_ETHERTYPES],
     /// Idle timeout in seconds of each flow state (`FLOW_*`).
     pub flow_timeout_s: [u32; FLOW_STATES],
+    /// Unique per install, never 0: flows remember what this generation allowed by it.
+    pub flow_tag: u64,
 }
 
 #[repr(C)]
@@ -324,7 +326,10 @@ pub struct FlowValue {
     pub seen_ns: u64,
     pub state: u8,
     pub opened_by: u8,
-    pub _pad: [u8; 6],
+    /// What the tables of the generation tagged `tag` allowed of the flow, by direction.
+    pub allowed: u8,
+    pub _pad: [u8; 5],
+    pub tag: u64,
 }
 
 /// `ag_flow_ctl[0]`.
@@ -335,10 +340,10 @@ pub struct FlowCtl {
 }
 
 // The C side has the same sizes; `build.rs` compiles a check of them with clang.
-const _: () = assert!(core::mem::size_of::<GenConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<GenConfig>() == 72);
 const _: () = assert!(core::mem::size_of::<FlowV4Key>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowV6Key>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
 const _: () = assert!(core::mem::size_of::<FlowCtl>() == 8);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8 + 8 * MAX_PORT_RULES);

@@ -52,7 +52,9 @@ fn seed_entry(flow: &KernelFlow, now: u64) -> (IpAddr, IpAddr, u16, u16, u8, abi
         seen_ns: now,
         state,
         opened_by: abi::FLOW_BY_SEED,
-        _pad: [0; 6],
+        allowed: 0,
+        _pad: [0; 5],
+        tag: 0,
     };
     (
         flow.local.ip(),

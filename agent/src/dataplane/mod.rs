@@ -185,6 +185,17 @@ pub struct Dataplane {
     replaced: Vec<String>,
 }
 
+/// A tag no earlier install used, so that what a flow remembers of another generation
+/// (even one of the same number, after the generation config was replaced) never
+/// counts for this one: the wall clock's ns, mixed with the generation, never 0.
+fn flow_tag(generation: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (now ^ generation.rotate_left(40)).max(1)
+}
+
 /// Maps that kept their shape but changed their meaning in an ABI version: pins of an
 /// older version are replaced, never read the new way.
 const CHANGED_IN_VERSION: [(u32, &[&str]); 1] = [(2, &[map::STATS])];
@@ -551,6 +562,7 @@ impl Dataplane {
         let config = abi::GenConfig {
             generation: next,
             flags,
+            flow_tag: flow_tag(next),
             ..tables.config
         };
         let mut cfg: Array<&mut MapData, abi::GenConfig> =

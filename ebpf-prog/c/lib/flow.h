@@ -81,6 +81,57 @@ static __always_inline __u64 ag_flow_now(void)
 	return clock->ns;
 }
 
+/*
+ * Remote addresses that have (or had) a flow, as bits of a filter indexed by a hash
+ * of the address: a packet from (or to) an address whose bit is clear has no flow to
+ * remember anything, and goes straight to the tables. So a flood from addresses the
+ * host never talked to, the path an attacker picks, pays one array read for
+ * tracking, not a flow lookup that misses. Bits are set when a flow goes in or
+ * remembers a generation, never cleared; a lost or stale bit only costs a lookup,
+ * never a verdict. Scratch, not pinned: a new program starts with none and sets them
+ * again as flows pass.
+ */
+#define AG_FLOW_PEER_BITS	16
+#define AG_FLOW_PEER_WORDS	((1U << AG_FLOW_PEER_BITS) / 64)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AG_FLOW_PEER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} ag_flow_peers SEC(".maps");
+
+/* The filter bit of a remote address: a multiplicative hash of its (folded) words. */
+static __always_inline __u32 ag_flow_peer_bit(const struct ag_pkt *pkt, const union ag_addr *remote)
+{
+	__u32 folded = remote->v4;
+
+	if (pkt->family == 6)
+		folded = remote->v6[0] ^ remote->v6[1] ^ remote->v6[2] ^ remote->v6[3];
+	return (folded * 0x9e3779b1U) >> (32 - AG_FLOW_PEER_BITS);
+}
+
+/* May remote have a flow? 0 means surely not. */
+static __always_inline int ag_flow_peer_maybe(const struct ag_pkt *pkt, const union ag_addr *remote)
+{
+	__u32 bit = ag_flow_peer_bit(pkt, remote);
+	__u32 word = bit / 64;
+	__u64 *w = bpf_map_lookup_elem(&ag_flow_peers, &word);
+
+	return w && (*w & (1ULL << (bit % 64)));
+}
+
+static __always_inline void ag_flow_peer_note(const struct ag_pkt *pkt, const union ag_addr *remote)
+{
+	__u32 bit = ag_flow_peer_bit(pkt, remote);
+	__u32 word = bit / 64;
+	__u64 *w = bpf_map_lookup_elem(&ag_flow_peers, &word);
+
+	/* Not atomic: a bit lost to a race costs a lookup later, no verdict. */
+	if (w && !(*w & (1ULL << (bit % 64))))
+		*w |= 1ULL << (bit % 64);
+}
+
 /* ag_flow_ctl[0]: written by the agent only (abi.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -96,6 +147,13 @@ enum ag_flow_op {
 	AG_FLOW_OP_RELATED = 2,	/* an ICMP error: the flow it quotes must be tracked */
 	AG_FLOW_OP_DHCP = 3,	/* the DHCP client: a request opens, a reply needs it */
 };
+
+/*
+ * Or'ed into AG_FLOW_OP_OPEN and AG_FLOW_OP_RETURN: the generation's tables (not a
+ * learned address, which may expire within the generation) allowed the packet, so
+ * the flow may remember it for the generation.
+ */
+#define AG_FLOW_F_TABLES	0x10
 
 /* A flow from this host's side, whichever way the packet went. */
 struct ag_flow_tuple {
@@ -246,6 +304,82 @@ static __always_inline void ag_flow_advance(struct ag_flow_value *v, const struc
 		v->seen_ns = now;
 }
 
+/* One key at a time: the two families share the stack. */
+union ag_flow_key {
+	struct ag_flow_v4_key v4;
+	struct ag_flow_v6_key v6;
+};
+
+/* The tracked flow of t, with its key in *key; NULL when none is. */
+static __always_inline struct ag_flow_value *ag_flow_lookup(const struct ag_pkt *pkt,
+							    const struct ag_flow_tuple *t,
+							    union ag_flow_key *key)
+{
+	struct ag_flow_value *v;
+	void *map;
+
+	if (pkt->family == 4) {
+		__builtin_memset(&key->v4, 0, sizeof(key->v4));
+		__builtin_memcpy(key->v4.local, &t->local.v4, sizeof(key->v4.local));
+		__builtin_memcpy(key->v4.remote, &t->remote.v4, sizeof(key->v4.remote));
+		key->v4.lport = t->lport;
+		key->v4.rport = t->rport;
+		key->v4.proto = t->proto;
+		map = &ag_flows_v4;
+		barrier_var(map);
+		v = bpf_map_lookup_elem(map, &key->v4);
+		barrier_var(v);
+	} else {
+		__builtin_memset(&key->v6, 0, sizeof(key->v6));
+		__builtin_memcpy(key->v6.local, t->local.bytes, sizeof(key->v6.local));
+		__builtin_memcpy(key->v6.remote, t->remote.bytes, sizeof(key->v6.remote));
+		key->v6.lport = t->lport;
+		key->v6.rport = t->rport;
+		key->v6.proto = t->proto;
+		map = &ag_flows_v6;
+		barrier_var(map);
+		v = bpf_map_lookup_elem(map, &key->v6);
+		barrier_var(v);
+	}
+	return v;
+}
+
+/*
+ * Before the tables: does the packet's flow remember that the tables of slot's
+ * generation allow its packets going dir? Then they need not be asked again: returns
+ * 1 and moves the flow on. 0 sends the packet to the tables (no flow, expired,
+ * another generation, a way not remembered). A global function, as ag_flow().
+ */
+__attribute__((noinline)) int ag_flow_remembered(const struct ag_pkt *pkt, __u32 dir, __u32 slot)
+{
+	const struct ag_gen_config *cfg;
+	struct ag_flow_tuple t;
+	union ag_flow_key key;
+	struct ag_flow_value *v;
+	__u64 now;
+	__u32 ok;
+
+	if (!pkt || pkt->frag == AG_FRAG_LATER)
+		return 0;
+	dir &= 1;
+	cfg = bpf_map_lookup_elem(&ag_gen_cfg, &slot);
+	if (!cfg)
+		return 0;
+	__builtin_memset(&t, 0, sizeof(t));
+	ag_flow_tuple_of(pkt, dir, &t);
+	v = ag_flow_lookup(pkt, &t, &key);
+	if (!v || v->tag != cfg->flow_tag)
+		return 0;
+	ok = v->allowed;
+	if (!((ok & AG_FLOW_OK_FORWARD(dir)) || ((ok & AG_FLOW_OK_RETURN(dir)) && pkt->return_ok)))
+		return 0;
+	now = ag_flow_now();
+	if (ag_flow_expired(v, cfg, now))
+		return 0;
+	ag_flow_advance(v, pkt, &t, dir, AG_FLOW_OP_OPEN, now);
+	return 1;
+}
+
 /*
  * Tracks the packet under op, in slot's timeouts. Returns 1 when the packet may pass
  * (it opened or belongs to a tracked flow; always for an OPEN), 0 when its flow is not
@@ -254,13 +388,12 @@ static __always_inline void ag_flow_advance(struct ag_flow_value *v, const struc
 __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32 op, __u32 slot)
 {
 	struct ag_flow_tuple t;
-	struct ag_flow_v4_key k4;
-	struct ag_flow_v6_key k6;
+	union ag_flow_key key;
 	struct ag_flow_value fresh;
 	struct ag_flow_value *v;
 	const struct ag_gen_config *cfg;
-	void *map;
 	__u64 now;
+	__u32 tables, ok;
 	int opens;
 
 	if (!pkt)
@@ -270,6 +403,8 @@ __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32
 	if (!cfg)
 		return 0;
 	__builtin_memset(&t, 0, sizeof(t));
+	tables = op & AG_FLOW_F_TABLES;
+	op &= ~AG_FLOW_F_TABLES;
 
 	switch (op) {
 	case AG_FLOW_OP_OPEN:
@@ -297,30 +432,19 @@ __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32
 	}
 
 	now = ag_flow_now();
-	if (pkt->family == 4) {
-		__builtin_memset(&k4, 0, sizeof(k4));
-		__builtin_memcpy(k4.local, &t.local.v4, sizeof(k4.local));
-		__builtin_memcpy(k4.remote, &t.remote.v4, sizeof(k4.remote));
-		k4.lport = t.lport;
-		k4.rport = t.rport;
-		k4.proto = t.proto;
-		map = &ag_flows_v4;
-		barrier_var(map);
-		v = bpf_map_lookup_elem(map, &k4);
-		barrier_var(v);
-	} else {
-		__builtin_memset(&k6, 0, sizeof(k6));
-		__builtin_memcpy(k6.local, t.local.bytes, sizeof(k6.local));
-		__builtin_memcpy(k6.remote, t.remote.bytes, sizeof(k6.remote));
-		k6.lport = t.lport;
-		k6.rport = t.rport;
-		k6.proto = t.proto;
-		map = &ag_flows_v6;
-		barrier_var(map);
-		v = bpf_map_lookup_elem(map, &k6);
-		barrier_var(v);
-	}
-
+	v = ag_flow_lookup(pkt, &t, &key);
+	/*
+	 * What the tables allowed, remembered for this generation: the way it went, and
+	 * for a return path, not a resolver's answer (each of which must match its query).
+	 */
+	ok = 0;
+	if (tables && op == AG_FLOW_OP_OPEN)
+		ok = AG_FLOW_OK_FORWARD(dir);
+	if (tables && op == AG_FLOW_OP_RETURN &&
+	    !(dir == AG_DIR_INGRESS && t.proto == AG_IPPROTO_UDP && t.rport == AG_DNS_PORT))
+		ok = AG_FLOW_OK_RETURN(dir);
+	/* One state from here on whatever ok is: else the verifier walks what follows once per value. */
+	ok = ag_verifier_forget(ok);
 	if (v && ag_flow_expired(v, cfg, now)) {
 		if (opens) {
 			/* Starts again as if new. */
@@ -329,19 +453,33 @@ __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32
 				v->state = AG_FLOW_TCP_CLOSE;
 			v->opened_by = dir;
 			v->seen_ns = now;
+			v->allowed = ok;
+			v->tag = ok ? cfg->flow_tag : 0;
+			if (ok)
+				ag_flow_peer_note(pkt, &t.remote);
 			return 1;
 		}
 		if (pkt->family == 4)
-			bpf_map_delete_elem(&ag_flows_v4, &k4);
+			bpf_map_delete_elem(&ag_flows_v4, &key.v4);
 		else
-			bpf_map_delete_elem(&ag_flows_v6, &k6);
+			bpf_map_delete_elem(&ag_flows_v6, &key.v6);
 		ag_count_misc(AG_MISC_FLOW_REMOVED);
 		return 0;
 	}
 	if (v) {
 		/* An ICMP error tells of a flow; it does not move it on. */
-		if (op != AG_FLOW_OP_RELATED)
-			ag_flow_advance(v, pkt, &t, dir, op, now);
+		if (op == AG_FLOW_OP_RELATED)
+			return 1;
+		ag_flow_advance(v, pkt, &t, dir, op, now);
+		if (ok) {
+			if (v->tag != cfg->flow_tag) {
+				v->allowed = ok;
+				v->tag = cfg->flow_tag;
+				ag_flow_peer_note(pkt, &t.remote);
+			} else if (!(v->allowed & ok)) {
+				v->allowed |= ok;
+			}
+		}
 		return 1;
 	}
 	if (!opens)
@@ -353,11 +491,16 @@ __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32
 		return 1;
 	fresh.seen_ns = now;
 	fresh.opened_by = dir;
+	if (ok) {
+		fresh.allowed = ok;
+		fresh.tag = cfg->flow_tag;
+		ag_flow_peer_note(pkt, &t.remote);
+	}
 	if (pkt->family == 4) {
-		if (bpf_map_update_elem(&ag_flows_v4, &k4, &fresh, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(&ag_flows_v4, &key.v4, &fresh, BPF_NOEXIST) == 0)
 			ag_count_misc(AG_MISC_FLOW_INSERTS);
 	} else {
-		if (bpf_map_update_elem(&ag_flows_v6, &k6, &fresh, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(&ag_flows_v6, &key.v6, &fresh, BPF_NOEXIST) == 0)
 			ag_count_misc(AG_MISC_FLOW_INSERTS);
 	}
 	return 1;

@@ -91,6 +91,13 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 	 */
 	stateful = cfg->flags & AG_F_STATEFUL;
 	*reason = AG_REASON_POLICY;
+	/*
+	 * A flow that remembers this generation's tables allowing it needs no table
+	 * lookup; an address with no flow is not looked for (flow.h).
+	 */
+	if (stateful && ag_flow_peer_maybe(pkt, ag_remote(pkt, dir)) &&
+	    ag_flow_remembered(pkt, dir, slot))
+		return AG_VERDICT_PASS;
 	match = ag_table_match(slot, cfg->flags, pkt, dir);
 	if (match == AG_MATCH_NO_TABLES) {
 		*reason = AG_REASON_NO_POLICY;
@@ -98,11 +105,15 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 	}
 	if (match == AG_MATCH_FORWARD)
 		goto forward;
-	if (match == AG_MATCH_RETURN && (!stateful || ag_flow(pkt, dir, AG_FLOW_OP_RETURN, slot)))
+	if (match == AG_MATCH_RETURN &&
+	    (!stateful || ag_flow(pkt, dir, AG_FLOW_OP_RETURN | AG_FLOW_F_TABLES, slot)))
 		return AG_VERDICT_PASS;
 	learned = ag_learned_match(pkt, dir);
-	if (learned == AG_MATCH_FORWARD)
-		goto forward;
+	if (learned == AG_MATCH_FORWARD) {
+		if (stateful)
+			ag_flow(pkt, dir, AG_FLOW_OP_OPEN, slot);
+		return AG_VERDICT_PASS;
+	}
 	/* The same flow was asked for already when the tables gave a return path. */
 	if (learned == AG_MATCH_RETURN && match != AG_MATCH_RETURN &&
 	    (!stateful || ag_flow(pkt, dir, AG_FLOW_OP_RETURN, slot)))
@@ -113,7 +124,7 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 
 forward:
 	if (stateful)
-		ag_flow(pkt, dir, AG_FLOW_OP_OPEN, slot);
+		ag_flow(pkt, dir, AG_FLOW_OP_OPEN | AG_FLOW_F_TABLES, slot);
 	return AG_VERDICT_PASS;
 }
 
