@@ -443,8 +443,6 @@ __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32
 	if (tables && op == AG_FLOW_OP_RETURN &&
 	    !(dir == AG_DIR_INGRESS && t.proto == AG_IPPROTO_UDP && t.rport == AG_DNS_PORT))
 		ok = AG_FLOW_OK_RETURN(dir);
-	/* One state from here on whatever ok is: else the verifier walks what follows once per value. */
-	ok = ag_verifier_forget(ok);
 	if (v && ag_flow_expired(v, cfg, now)) {
 		if (opens) {
 			/* Starts again as if new. */
