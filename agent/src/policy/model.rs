@@ -328,12 +328,12 @@ fn rule_allows(rule: &Rule, hook: Hook, ip: &IpPacket, v6: bool) -> Option<Path>
 /// the data plane keys them: TCP and UDP theirs, an ICMP echo its identifier as
 /// `lport`, other protocols none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub local: IpAddr,
-    pub remote: IpAddr,
-    pub lport: u16,
-    pub rport: u16,
-    pub proto: u8,
+struct FlowKey {
+    local: IpAddr,
+    remote: IpAddr,
+    lport: u16,
+    rport: u16,
+    proto: u8,
 }
 
 impl FlowKey {
@@ -426,15 +426,6 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// A flow the host had before: what the daemon seeds from the kernel's sockets.
-    pub fn seed(&mut self, key: FlowKey) {
-        self.flows.insert(key);
-    }
-
-    pub fn is_tracked(&self, key: &FlowKey) -> bool {
-        self.flows.contains(key)
-    }
-
     /// Judges `packet` under `policy` after the packets judged before it, and
     /// remembers what it opens. Stateless policies judge each packet alone.
     pub fn judge(&mut self, policy: &Policy, packet: &Packet) -> Judgement {

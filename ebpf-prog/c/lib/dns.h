@@ -145,7 +145,7 @@ static __always_inline int ag_dns_answer_expected(const struct ag_pkt *pkt)
 	return bpf_ktime_get_ns() - *sent <= dns_query_ttl_ns;
 }
 
-/* Is the learner alive at now? A 0 or stale heartbeat holds (and notes) nothing. */
+/* Is the learner alive at now? A 0 or stale heartbeat holds nothing. */
 static __always_inline int ag_dns_learner_alive(__u64 now)
 {
 	const struct ag_dns_ctl *ctl;

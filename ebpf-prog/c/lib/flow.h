@@ -18,9 +18,9 @@
  * by the policy alone, as without tracking. The kernel can't reassemble them without
  * their first fragment, which carries the ports and is tracked.
  *
- * Times come from bpf_ktime_get_coarse_ns(): a tick's resolution is plenty for idle
- * timeouts of seconds, it costs a load rather than a clock read, and the agent reads
- * the same clock (CLOCK_MONOTONIC_COARSE) when it seeds flows.
+ * Times are CLOCK_MONOTONIC_COARSE (bpf_ktime_get_coarse_ns(), read once per jiffy
+ * per CPU: ag_flow_now()): a tick's resolution is plenty for idle timeouts of
+ * seconds, and the agent reads the same clock when it seeds flows.
  */
 #ifndef ALLOWGATE_FLOW_H
 #define ALLOWGATE_FLOW_H
