@@ -28,6 +28,30 @@ pub struct StatusReport {
     /// Connection tracking.
     #[serde(default)]
     pub tracking: Tracking,
+    /// How DNS answers are held and given back.
+    #[serde(default)]
+    pub dns: DnsStatus,
+}
+
+/// DNS learning's give-back path (docs/dns-names.md) and what became of the answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// A learner is alive (`[dns] learn`, and the daemon's heartbeat is fresh).
+    pub learning: bool,
+    /// `[dns] give_back` as configured: `auto`, `live-frames`, `loopback` or `none`.
+    pub give_back: String,
+    /// The path in force, from the kernel: `live-frames`, `loopback`, or `none` (answers
+    /// pass at once and are learned from a copy).
+    pub path: String,
+    /// Why the path in force is not the first choice, or what ended holding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Answers held, given back, lost (held and not given back), and passed at once
+    /// with a copy to the learner.
+    pub held: u64,
+    pub given_back: u64,
+    pub failed: u64,
+    pub passed_unheld: u64,
 }
 
 /// Connection tracking: its mode and the flow tables.

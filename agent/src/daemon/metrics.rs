@@ -36,7 +36,10 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::State;
-use crate::dataplane::{DataplaneError, LiveState, read_live};
+use crate::{
+    dataplane::{DataplaneError, LiveState, read_live},
+    policy::config::GiveBackPath,
+};
 
 /// The largest request head (request line and headers) read; a bigger one gets 431.
 /// Also the smallest read buffer hyper accepts.
@@ -198,6 +201,32 @@ impl Collector for Snapshot {
         ];
         for (name, help, value) in plain {
             out.counter(name, help, &[(&[], value)])?;
+        }
+
+        // DNS give-back: left out for pins that predate it.
+        if let Some(dns) = &live.dns {
+            let paths = [GiveBackPath::LiveFrames, GiveBackPath::Loopback, GiveBackPath::None];
+            let samples: Vec<[(&str, &str); 1]> = paths.iter().map(|p| [("path", p.as_str())]).collect();
+            let samples: Vec<(&[(&str, &str)], u64)> = samples
+                .iter()
+                .zip(paths)
+                .map(|(l, p)| (&l[..], u64::from(dns.path == p)))
+                .collect();
+            out.gauge(
+                "allowgate_dns_give_back",
+                "1 for the path by which held DNS answers go back to the stack (none: answers pass at once, learned from a copy).",
+                &samples,
+            )?;
+            out.counter(
+                "allowgate_dns_answers",
+                "DNS answers from the resolvers, by what became of them: held, given back, failed (held and lost), passed unheld (no give-back path, a copy learned).",
+                &[
+                    (&[("outcome", "held")], counters.dns_held),
+                    (&[("outcome", "given_back")], dns.given_back),
+                    (&[("outcome", "failed")], dns.failed),
+                    (&[("outcome", "passed_unheld")], counters.dns_passed),
+                ],
+            )?;
         }
 
         // Connection tracking: left out for pins that predate it.
@@ -611,6 +640,12 @@ mod tests {
                 evictions: 5,
             }),
             links: vec!["xdp-native-veth0".into(), "tc-tcx-veth0".into()],
+            dns: Some(crate::dataplane::DnsLive {
+                path: GiveBackPath::Loopback,
+                learning: true,
+                given_back: 9,
+                failed: 1,
+            }),
         }
     }
 
@@ -657,6 +692,11 @@ mod tests {
             "allowgate_events_suppressed_total 7".into(),
             "allowgate_events_lost_total 3".into(),
             "allowgate_last_change_timestamp_seconds 1700000000".into(),
+            "allowgate_dns_give_back{path=\"loopback\"} 1".into(),
+            "allowgate_dns_give_back{path=\"live-frames\"} 0".into(),
+            "allowgate_dns_give_back{path=\"none\"} 0".into(),
+            "allowgate_dns_answers_total{outcome=\"given_back\"} 9".into(),
+            "allowgate_dns_answers_total{outcome=\"failed\"} 1".into(),
             "allowgate_region_enabled{region=\"eu1\"} 1".into(),
             "allowgate_region_enabled{region=\"eu2\"} 1".into(),
             "allowgate_feature_enabled{feature=\"siem\"} 1".into(),

@@ -20,6 +20,8 @@ pub struct Counters {
     pub dns_unheld: u64,
     /// Answers from a resolver's address that answer no query this host sent.
     pub dns_unsolicited: u64,
+    /// Answers passed at once with a copy to the learner (no give-back path in force).
+    pub dns_passed: u64,
 }
 
 impl Counters {
@@ -52,6 +54,8 @@ pub struct LiveState {
     pub flows: Option<super::flows::FlowStats>,
     /// Names of the pinned links (`xdp-native-eth0`, `tc-tcx-eth0`, ...).
     pub links: Vec<String>,
+    /// The DNS give-back path in force and its counts; `None` for pins before it.
+    pub dns: Option<super::DnsLive>,
 }
 
 pub(super) fn active(active: &Map, cfg: &Map) -> Result<(u32, abi::GenConfig), DataplaneError> {
@@ -95,6 +99,7 @@ pub(super) fn counters(stats: &Map, misc: &Map) -> Result<Counters, DataplaneErr
     out.dns_held = sum(abi::MISC_DNS_HELD).unwrap_or(0);
     out.dns_unheld = sum(abi::MISC_DNS_UNHELD).unwrap_or(0);
     out.dns_unsolicited = sum(abi::MISC_DNS_UNSOLICITED).unwrap_or(0);
+    out.dns_passed = sum(abi::MISC_DNS_PASSED).unwrap_or(0);
     Ok(out)
 }
 
@@ -160,6 +165,11 @@ pub fn read_live(dir: &Path, known_entries: Option<(usize, usize)>) -> Result<Li
         )
     })()
     .ok();
+    let dns = (|| {
+        let map = open_pinned(dir, map::DNS_CTL)?;
+        let ctl: Array<&MapData, abi::DnsCtl> = Array::try_from(&map).map_err(map_err("open ag_dns_ctl"))?;
+        ctl.get(&0, 0).map_err(map_err("read ag_dns_ctl"))
+    })();
     Ok(LiveState {
         slot,
         config,
@@ -168,5 +178,6 @@ pub fn read_live(dir: &Path, known_entries: Option<(usize, usize)>) -> Result<Li
         counters,
         flows,
         links,
+        dns: dns.ok().map(|ctl| super::DnsLive::of(&ctl)),
     })
 }

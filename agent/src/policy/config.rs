@@ -145,6 +145,65 @@ pub struct DnsSettings {
     pub max_learned: usize,
     /// Seconds between the daemon's own queries for the explicit names.
     pub refresh: u64,
+    /// How a held answer goes back to the stack (`auto`: the first path proved to work).
+    pub give_back: GiveBack,
+}
+
+/// `[dns] give_back`: how held answers go back to the stack (docs/dns-names.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GiveBack {
+    /// Live frames where the kernel allows them, else loopback, else none: the first
+    /// path the daemon proves to work at start and on reload.
+    #[default]
+    Auto,
+    LiveFrames,
+    Loopback,
+    /// Hold nothing: answers pass at once and are learned from a copy.
+    None,
+}
+
+impl GiveBack {
+    pub const NAMES: [&str; 4] = ["auto", "live-frames", "loopback", "none"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveBack::Auto => "auto",
+            GiveBack::LiveFrames => "live-frames",
+            GiveBack::Loopback => "loopback",
+            GiveBack::None => "none",
+        }
+    }
+}
+
+/// How held answers go back to the stack now: the path the daemon proved, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GiveBackPath {
+    /// BPF_PROG_TEST_RUN of a do-nothing XDP program with BPF_F_TEST_XDP_LIVE_FRAMES:
+    /// the frame enters the stack at the interface it came in on.
+    LiveFrames,
+    /// A raw IP socket sends the datagram to the host's own address, through loopback.
+    Loopback,
+    /// Nothing is held: answers pass at once, the learner reads a copy.
+    #[default]
+    None,
+}
+
+impl GiveBackPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveBackPath::LiveFrames => "live-frames",
+            GiveBackPath::Loopback => "loopback",
+            GiveBackPath::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for GiveBackPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for DnsSettings {
@@ -156,6 +215,7 @@ impl Default for DnsSettings {
             ttl_max: 86_400,
             max_learned: 4096,
             refresh: 30,
+            give_back: GiveBack::Auto,
         }
     }
 }
@@ -373,6 +433,7 @@ struct RawDns {
     ttl_max: Spanned<u64>,
     max_learned: Spanned<u64>,
     refresh: Spanned<u64>,
+    give_back: Option<Spanned<String>>,
 }
 
 impl Default for RawDns {
@@ -385,6 +446,7 @@ impl Default for RawDns {
             ttl_max: Spanned::new(0..0, d.ttl_max),
             max_learned: Spanned::new(0..0, d.max_learned as u64),
             refresh: Spanned::new(0..0, d.refresh),
+            give_back: None,
         }
     }
 }
@@ -745,8 +807,28 @@ impl Config {
         if *raw_dns.refresh.get_ref() == 0 {
             return Err(lines.error(raw_dns.refresh.span(), "dns.refresh: at least 1 second"));
         }
+        let give_back = match &raw_dns.give_back {
+            None => GiveBack::default(),
+            Some(v) => match GiveBack::NAMES.iter().position(|n| *n == v.get_ref().as_str()) {
+                Some(0) => GiveBack::Auto,
+                Some(1) => GiveBack::LiveFrames,
+                Some(2) => GiveBack::Loopback,
+                Some(_) => GiveBack::None,
+                None => {
+                    return Err(lines.error(
+                        v.span(),
+                        format!(
+                            "dns.give_back: unknown path `{}`: use {}",
+                            v.get_ref(),
+                            GiveBack::NAMES.map(|n| format!("`{n}`")).join(", ")
+                        ),
+                    ));
+                }
+            },
+        };
         let dns = DnsSettings {
             learn: raw_dns.learn,
+            give_back,
             ttl_floor: *raw_dns.ttl_floor.get_ref(),
             ttl_grace: *raw_dns.ttl_grace.get_ref(),
             ttl_max: *raw_dns.ttl_max.get_ref(),
@@ -1082,6 +1164,21 @@ ports = [443, "8000-8100"]
     }
 
     #[test]
+    fn dns_give_back_takes_each_path() {
+        assert_eq!(parse("").unwrap().dns.give_back, GiveBack::Auto);
+        for (name, want) in [
+            ("auto", GiveBack::Auto),
+            ("live-frames", GiveBack::LiveFrames),
+            ("loopback", GiveBack::Loopback),
+            ("none", GiveBack::None),
+        ] {
+            let c = parse(&format!("[dns]\ngive_back = \"{name}\"\n")).unwrap();
+            assert_eq!(c.dns.give_back, want, "{name}");
+            assert_eq!(want.as_str(), name);
+        }
+    }
+
+    #[test]
     fn regions_match_whatever_the_spelling() {
         let c = parse(r#"regions = ["Gov US1", "EU1", "govus1"]"#).unwrap();
         assert_eq!(c.regions, ["gov-us1", "eu1"]);
@@ -1141,6 +1238,10 @@ ports = [443, "8000-8100"]
                 "test.toml:2: essentials.ethertypes: 0x0800 is IP",
             ),
             ("[essentials]\nbogus = true\n", "test.toml:2: unknown field `bogus`"),
+            (
+                "[dns]\ngive_back = \"reinject\"\n",
+                "test.toml:2: dns.give_back: unknown path `reinject`: use `auto`, `live-frames`, `loopback`, `none`",
+            ),
             (
                 "regions = \"eu1\"\n",
                 "test.toml:1: invalid type: string \"eu1\", expected a sequence",
