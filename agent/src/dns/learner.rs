@@ -257,13 +257,10 @@ impl Learner {
         if !held {
             return;
         }
-        let path = self.give_back.path();
-        // A failure is logged and counted inside; what matters here is whether holding
-        // ended, which the data plane must hear at once.
+        // A failure is logged and counted inside. The data plane hears at once whether
+        // holding ended, and the counts (status reads them from the kernel).
         let _ = self.give_back.deliver(frame, ifindex, dataplane);
-        if self.give_back.path() != path
-            && let Err(e) = dataplane.set_dns_control(&self.control())
-        {
+        if let Err(e) = dataplane.set_dns_control(&self.control()) {
             error!("cannot tell the data plane how answers go back now: {e}");
         }
         if let Some((server, id, port)) = released
