@@ -912,7 +912,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         let mut links_watch = watch_interfaces()
             .map_err(|e| warn!("interface changes are checked every second only: cannot watch netlink: {e}"))
             .ok();
-        let drop_log_secs = daemon.config.drop_log_interval;
+        let mut drop_log_secs = daemon.config.drop_log_interval;
         let mut drop_log_tick = tokio::time::interval(Duration::from_secs(drop_log_secs));
         let mut drops = DropSummary::default();
         let (commands_tx, mut commands) = mpsc::channel::<Incoming>(64);
@@ -940,7 +940,13 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => daemon.reload(),
+                _ = hup.recv() => {
+                    daemon.reload();
+                    if daemon.config.drop_log_interval != drop_log_secs {
+                        drop_log_secs = daemon.config.drop_log_interval;
+                        drop_log_tick = tokio::time::interval(Duration::from_secs(drop_log_secs));
+                    }
+                }
                 Some(incoming) = commands.recv() => daemon.handle(incoming),
                 _ = tokio::time::sleep_until(rollback_at.unwrap_or_else(tokio::time::Instant::now)), if rollback_at.is_some() => {
                     daemon.rollback();
