@@ -79,7 +79,7 @@ impl fmt::Display for Feature {
 }
 
 /// What a feature's entries allow, the same whichever source lists them: the page's
-/// sections and the service tags both use this table (SPEC section 1).
+/// sections and the service tags both use this table (README: "Config").
 #[derive(Debug)]
 pub struct FeatureSpec {
     pub feature: Feature,

@@ -1,11 +1,11 @@
 //! `status`'s answer as it travels over the socket and as `status --json` prints it
-//! (SPEC section 3). The daemon builds it (`daemon::status`); the CLI renders it.
+//! (README: "Output formats"). The daemon builds it (`daemon::status`); the CLI renders it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// `status --json` (SPEC section 3).
+/// `status --json` (README: "Output formats").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub running: bool,

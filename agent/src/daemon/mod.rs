@@ -35,7 +35,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     catalog::{Catalog, Feature},
     control::{
-        protocol::{ChangeOptions, Changed, Request, Response, SshSession},
+        protocol::{ChangeOptions, Changed, LearnedEntry, Request, Response, SshSession},
         server::{self, Access, Incoming},
     },
     dataplane::{Attachment, Dataplane, DnsControl, LoadOptions},
@@ -563,7 +563,7 @@ impl Daemon {
                 explanation: explain(&self.policy, addr, port, proto, direction),
             },
             Request::Learned => Response::Learned {
-                entries: self.learner.as_ref().map(Learner::entries).unwrap_or_default(),
+                entries: self.learner.as_ref().map(learned_entries).unwrap_or_default(),
             },
             Request::Events => {
                 let mut rx = self.events.subscribe();
@@ -782,6 +782,34 @@ impl Daemon {
             warnings,
         })
     }
+}
+
+/// The learner's table as `show --learned` prints it, sorted by address and name.
+fn learned_entries(learner: &Learner) -> Vec<LearnedEntry> {
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut out: Vec<LearnedEntry> = learner
+        .learned()
+        .map(|(l, expires_in_secs)| LearnedEntry {
+            address: l.addr,
+            name: l.name.to_string(),
+            queried: l.queried.clone(),
+            features: sorted(
+                l.rules
+                    .iter()
+                    .flat_map(|r| r.features())
+                    .map(|f| f.to_string())
+                    .collect(),
+            ),
+            regions: sorted(l.rules.iter().flat_map(|r| r.regions()).map(str::to_string).collect()),
+            expires_in_secs,
+        })
+        .collect();
+    out.sort_by(|a, b| (a.address, &a.name).cmp(&(b.address, &b.name)));
+    out
 }
 
 /// Whether the SSH session's next segment passes under `old` but not under `new`.

@@ -2,45 +2,13 @@
 //! counters, from a loaded object or from the pins alone (for `status` without a
 //! daemon).
 
-use std::{collections::BTreeMap, path::Path};
+use std::path::Path;
 
 use allowgate_ebpf::{self as abi, Reason, map};
 use aya::maps::{Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray};
 
 use super::{DataplaneError, map_err};
-
-/// Packets and bytes per (direction, verdict, reason), summed over CPUs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub by_key: BTreeMap<(u8, u8, Reason), abi::Counter>,
-    pub events_suppressed: u64,
-    pub events_lost: u64,
-    /// DNS answers held for the learner, and passed unheld because its ring was full.
-    pub dns_held: u64,
-    pub dns_unheld: u64,
-    /// Answers from a resolver's address that answer no query this host sent.
-    pub dns_unsolicited: u64,
-    /// Answers passed at once with a copy to the learner (no give-back path in force).
-    pub dns_passed: u64,
-}
-
-impl Counters {
-    pub fn get(&self, direction: u8, verdict: u8, reason: Reason) -> abi::Counter {
-        self.by_key
-            .get(&(direction, verdict, reason))
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// Packets of a direction and verdict, whatever the reason.
-    pub fn packets(&self, direction: u8, verdict: u8) -> u64 {
-        self.by_key
-            .iter()
-            .filter(|((d, v, _), _)| *d == direction && *v == verdict)
-            .map(|(_, c)| c.packets)
-            .sum()
-    }
-}
+pub use crate::events::Counters;
 
 /// What the pins under a `bpffs_dir` say is enforced.
 #[derive(Clone, Debug)]

@@ -25,7 +25,6 @@ use super::{
     message::parse_answer,
 };
 use crate::{
-    control::protocol::LearnedEntry,
     dataplane::{Dataplane, DnsControl, monotonic_ns},
     policy::{
         Policy,
@@ -331,37 +330,11 @@ impl Learner {
         }
     }
 
-    /// The table for `show --learned`.
-    pub fn entries(&self) -> Vec<LearnedEntry> {
-        // Whole seconds left, rounded down.
+    /// What the table holds, each entry with the whole seconds it has left (rounded
+    /// down), for `show --learned`.
+    pub fn learned(&self) -> impl Iterator<Item = (&super::Learned, u64)> {
         let now = monotonic_secs_up();
-        let mut out: Vec<LearnedEntry> = self
-            .table
-            .iter()
-            .map(|l| {
-                let mut features: Vec<String> = l
-                    .rules
-                    .iter()
-                    .flat_map(|r| r.features())
-                    .map(|f| f.to_string())
-                    .collect();
-                features.sort();
-                features.dedup();
-                let mut regions: Vec<String> = l.rules.iter().flat_map(|r| r.regions()).map(str::to_string).collect();
-                regions.sort();
-                regions.dedup();
-                LearnedEntry {
-                    address: l.addr,
-                    name: l.name.to_string(),
-                    queried: l.queried.clone(),
-                    features,
-                    regions,
-                    expires_in_secs: l.expires.saturating_sub(now),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| (a.address, &a.name).cmp(&(b.address, &b.name)));
-        out
+        self.table.iter().map(move |l| (l, l.expires.saturating_sub(now)))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The TOML config (SPEC section 3): parsed strictly, validated, and every error one
+//! The TOML config (packaging/config.example.toml, `man 5 allowgate.toml`): parsed strictly, validated, and every error one
 //! line that names the key and the line it is on.
 
 use std::{
@@ -68,7 +68,7 @@ impl FromStr for Mode {
     }
 }
 
-/// The host's essentials (SPEC section 2), each on unless turned off.
+/// The host's essentials (README: "Semantics"), each on unless turned off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Essentials {
     pub arp: bool,
@@ -220,7 +220,7 @@ impl Default for DnsSettings {
     }
 }
 
-/// Whether return paths need a tracked flow (SPEC: the state model).
+/// Whether return paths need a tracked flow (docs/state.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateMode {
