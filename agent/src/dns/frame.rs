@@ -71,10 +71,9 @@ pub struct UdpFrame<'a> {
     pub checksum: u16,
 }
 
-/// Reads the UDP datagram out of an Ethernet frame. Bytes after the IP packet (Ethernet
-/// padding) are ignored; the UDP checksum is not checked (see `check_udp_checksum`).
-/// Never panics.
-pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame<'_>, FrameError> {
+/// The ethertype and what follows it, past the Ethernet header and up to
+/// `MAX_VLAN_TAGS` VLAN tags.
+fn behind_vlans(frame: &[u8]) -> Result<(EtherType, &[u8]), FrameError> {
     let ethernet = Ethernet2Slice::from_slice_without_fcs(frame).map_err(from_len)?;
     let mut ethertype = ethernet.ether_type();
     let mut rest = ethernet.payload_slice();
@@ -88,19 +87,40 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame<'_>, FrameError> {
         rest = vlan.payload_slice();
         tags += 1;
     }
+    Ok((ethertype, rest))
+}
+
+/// An IPv4 header error as this reader names it.
+fn ipv4_header_error(e: err::ipv4::HeaderError) -> FrameError {
+    match e {
+        err::ipv4::HeaderError::UnexpectedVersion { version_number } => FrameError::IpVersion {
+            expected: 4,
+            found: version_number,
+        },
+        err::ipv4::HeaderError::HeaderLengthSmallerThanHeader { ihl } => FrameError::BadIhl { ihl },
+    }
+}
+
+/// An IPv6 header error as this reader names it.
+fn ipv6_header_error(e: err::ipv6::HeaderError) -> FrameError {
+    match e {
+        err::ipv6::HeaderError::UnexpectedVersion { version_number } => FrameError::IpVersion {
+            expected: 6,
+            found: version_number,
+        },
+    }
+}
+
+/// Reads the UDP datagram out of an Ethernet frame. Bytes after the IP packet (Ethernet
+/// padding) are ignored; the UDP checksum is not checked (see `check_udp_checksum`).
+/// Never panics.
+pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame<'_>, FrameError> {
+    let (ethertype, rest) = behind_vlans(frame)?;
     let (source, destination, payload) = match ethertype {
         EtherType::IPV4 => {
             let ip = Ipv4Slice::from_slice(rest).map_err(|e| match e {
                 err::ipv4::SliceError::Len(e) => from_len(e),
-                err::ipv4::SliceError::Header(err::ipv4::HeaderError::UnexpectedVersion { version_number }) => {
-                    FrameError::IpVersion {
-                        expected: 4,
-                        found: version_number,
-                    }
-                }
-                err::ipv4::SliceError::Header(err::ipv4::HeaderError::HeaderLengthSmallerThanHeader { ihl }) => {
-                    FrameError::BadIhl { ihl }
-                }
+                err::ipv4::SliceError::Header(e) => ipv4_header_error(e),
                 err::ipv4::SliceError::Exts(source) => FrameError::IpAuth { source },
             })?;
             let header = ip.header();
@@ -113,12 +133,7 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame<'_>, FrameError> {
         EtherType::IPV6 => {
             let ip = Ipv6Slice::from_slice(rest).map_err(|e| match e {
                 err::ipv6::SliceError::Len(e) => from_len(e),
-                err::ipv6::SliceError::Header(err::ipv6::HeaderError::UnexpectedVersion { version_number }) => {
-                    FrameError::IpVersion {
-                        expected: 6,
-                        found: version_number,
-                    }
-                }
+                err::ipv6::SliceError::Header(e) => ipv6_header_error(e),
                 err::ipv6::SliceError::Exts(source) => FrameError::Ipv6Extension { source },
             })?;
             let header = ip.header();
@@ -173,19 +188,7 @@ pub struct IpInFrame<'a> {
 /// Finds the IP packet in `frame` as `parse_udp` does, without looking past the IP
 /// header. Never panics.
 pub fn ip_packet(frame: &[u8]) -> Result<IpInFrame<'_>, FrameError> {
-    let ethernet = Ethernet2Slice::from_slice_without_fcs(frame).map_err(from_len)?;
-    let mut ethertype = ethernet.ether_type();
-    let mut rest = ethernet.payload_slice();
-    let mut tags = 0;
-    while ethertype == EtherType::VLAN_TAGGED_FRAME || ethertype == EtherType::PROVIDER_BRIDGING {
-        if tags == MAX_VLAN_TAGS {
-            return Err(FrameError::TooManyVlanTags { max: MAX_VLAN_TAGS });
-        }
-        let vlan = SingleVlanSlice::from_slice(rest).map_err(from_len)?;
-        ethertype = vlan.ether_type();
-        rest = vlan.payload_slice();
-        tags += 1;
-    }
+    let (ethertype, rest) = behind_vlans(frame)?;
     let (len, destination) = match ethertype {
         EtherType::IPV4 => {
             let header = etherparse::Ipv4HeaderSlice::from_slice(rest).map_err(|e| match e {
