@@ -1,11 +1,11 @@
 //! The catalog: what the service publishes (its "Network requirements" page, its Azure
-//! service tags), per region and feature. `parse` reads the page, `service_tags` the
+//! service tags), per region and feature. `page` reads the page, `service_tags` the
 //! tag files, `sources` loads and merges them; this file holds the model every other
 //! module uses.
 
 pub mod diff;
 pub mod fetch;
-mod parse;
+mod page;
 pub mod service_tags;
 pub mod sources;
 
@@ -14,7 +14,7 @@ use std::{fmt, str::FromStr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use parse::{CatalogError, PageOptions, parse_page, parse_page_with};
+pub use page::{CatalogError, PageOptions, parse_page, parse_page_with};
 
 /// The page the built-in catalog is made from, shipped in the repository.
 pub const BUILTIN_PAGE: &str = include_str!("../../../catalog/network-requirements-2019-11.md");

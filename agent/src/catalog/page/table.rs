@@ -1,0 +1,342 @@
+//! What a table of the page lists: rows named by a data center (`|US1|a, b|name|`)
+//! or by what they serve (`|**Session controls**|West Europe: a, b<br />...|name|`),
+//! columns of addresses or of names (the header says which; an empty header
+//! continues the column before it), and the regions their labels name.
+
+use super::{
+    CatalogError, TableBlock, TableRow,
+    markdown::{split_line_breaks, unescape},
+    meaning::{Reader, Scope},
+    tokens::{parse_address, parse_host_or_address, split_items, strip_parenthesised},
+};
+use crate::catalog::{Peer, Region, RegionKind, region_key};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ColumnKind {
+    Addresses,
+    Names,
+}
+
+#[derive(Clone, Debug)]
+struct Column {
+    kind: ColumnKind,
+    /// The header as the page prints it (for an empty header, the header of the
+    /// column it continues), so errors name the column the reader sees.
+    title: String,
+    /// An empty header: the column continues the list of the one before it.
+    continuation: bool,
+}
+
+impl Column {
+    fn peer(&self, item: &str, line: usize) -> Result<Peer, CatalogError> {
+        let place = || format!("in the \"{}\" column", self.title);
+        match self.kind {
+            ColumnKind::Addresses => {
+                parse_address(item, line)?
+                    .map(Peer::Net)
+                    .ok_or_else(|| CatalogError::BadAddress {
+                        line,
+                        place: place(),
+                        found: item.to_string(),
+                    })
+            }
+            ColumnKind::Names => parse_host_or_address(item, line)?.ok_or_else(|| CatalogError::BadName {
+                line,
+                place: place(),
+                found: item.to_string(),
+            }),
+        }
+    }
+}
+
+/// The shape of a table, from its header.
+#[derive(Clone, Debug)]
+struct Table {
+    /// Rows are named by a feature (`**Session controls**`), the first header cell is
+    /// empty; otherwise rows are named by a data center.
+    by_feature: bool,
+    columns: Vec<Column>,
+    /// Cells in the header.
+    cells: usize,
+}
+
+impl Reader {
+    /// A table: its header says what its columns hold (skipped whole, when
+    /// partial reading is asked, if it says nothing this reader knows), then each row.
+    pub(super) fn table(&mut self, block: TableBlock) -> Result<(), CatalogError> {
+        if self.section.is_none() {
+            return Ok(());
+        }
+        let shape = classify_columns(&block.header, block.line).map(|(by_feature, columns)| Table {
+            by_feature,
+            columns,
+            cells: block.header.len(),
+        });
+        let table = match shape {
+            Ok(table) => table,
+            Err(e) => return self.tolerate(Err(e)),
+        };
+        for row in &block.rows {
+            let read = self.read_row(row, &table);
+            self.tolerate(read)?;
+        }
+        Ok(())
+    }
+
+    fn read_row(&mut self, row: &TableRow, table: &Table) -> Result<(), CatalogError> {
+        let (line, cells) = (row.line, &row.cells);
+        if row.unclosed {
+            return Err(CatalogError::UnclosedRow { line });
+        }
+        if cells.len() > table.cells && cells[table.cells..].iter().any(|c| !c.trim().is_empty()) {
+            return Err(CatalogError::RowCells {
+                line,
+                cells: cells.len(),
+                header: table.cells,
+            });
+        }
+        // A short row may leave out only the columns that continue a list (the
+        // page's `|IP addresses||` with rows of two cells), never a column of its own.
+        if table
+            .columns
+            .iter()
+            .skip(cells.len().saturating_sub(1))
+            .any(|c| !c.continuation)
+        {
+            return Err(CatalogError::RowCells {
+                line,
+                cells: cells.len(),
+                header: table.cells,
+            });
+        }
+        if let Some(last) = cells.iter().rev().map(|c| c.trim()).find(|c| !c.is_empty())
+            && (last.ends_with(',') || last.ends_with(';'))
+        {
+            let tail: String = last
+                .chars()
+                .rev()
+                .take(24)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(CatalogError::RowEndsMidList { line, found: tail });
+        }
+        if table.by_feature {
+            return self.read_feature_row(line, cells, &table.columns);
+        }
+        let region = self.region_of(cells.first().map_or("", String::as_str), line)?;
+        let (direction, port) = self.defaults();
+        for (column, cell) in table.columns.iter().zip(cells.iter().skip(1)) {
+            for item in split_items(cell) {
+                let peer = column.peer(&item, line)?;
+                self.push(Scope::Region(region.clone()), peer, direction, port, line);
+            }
+        }
+        Ok(())
+    }
+
+    /// A row of a table whose rows are named by what they serve (`**Session
+    /// controls**`) and whose address cells name Azure regions (`West Europe: a,
+    /// b<br /><br />North Europe: c`), for the offering the text is about.
+    fn read_feature_row(&mut self, line: usize, cells: &[String], columns: &[Column]) -> Result<(), CatalogError> {
+        if clean_header(cells.first().map_or("", String::as_str)).is_empty() {
+            return Err(CatalogError::EmptyRowLabel { line });
+        }
+        let offerings = self.current_offerings();
+        let (direction, port) = self.defaults();
+        for (column, cell) in columns.iter().zip(cells.iter().skip(1)) {
+            let groups = match column.kind {
+                ColumnKind::Addresses => region_groups(cell),
+                ColumnKind::Names => vec![(None, cell.clone())],
+            };
+            for (label, text) in groups {
+                let region = match &label {
+                    Some(label) => Some(self.azure_region(label, line)?),
+                    None => None,
+                };
+                for item in split_items(&text) {
+                    let peer = column.peer(&item, line)?;
+                    match &region {
+                        Some(id) => {
+                            for &offering in &offerings {
+                                let scope = Scope::AzureRegion {
+                                    id: id.clone(),
+                                    offering,
+                                };
+                                self.push(scope, peer.clone(), direction, port, line);
+                            }
+                        }
+                        None => {
+                            let scope = Scope::Offerings {
+                                offerings: offerings.clone(),
+                                line,
+                            };
+                            self.push(scope, peer, direction, port, line);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The id of the Azure region a label names (`West US 2` -> `westus2`),
+    /// registering it on first sight.
+    fn azure_region(&mut self, label: &str, line: usize) -> Result<String, CatalogError> {
+        let label = label.split_whitespace().collect::<Vec<_>>().join(" ");
+        let id = region_key(&label);
+        if id.is_empty() {
+            return Err(CatalogError::BadDataCenter { line, found: label });
+        }
+        if !self.regions.iter().any(|r| region_key(&r.id) == id) {
+            self.regions.push(Region {
+                id: id.clone(),
+                label,
+                kind: RegionKind::AzureRegion,
+            });
+        }
+        Ok(id)
+    }
+
+    /// The id of the region a data center cell names, registering it on first sight.
+    fn region_of(&mut self, cell: &str, line: usize) -> Result<String, CatalogError> {
+        let (label, id) = region_label_and_id(cell);
+        if label.is_empty() {
+            return Err(CatalogError::EmptyDataCenter { line });
+        }
+        if id.is_empty() {
+            return Err(CatalogError::BadDataCenter { line, found: label });
+        }
+        let key = region_key(&id);
+        if let Some(known) = self.regions.iter().find(|r| region_key(&r.id) == key) {
+            return Ok(known.id.clone());
+        }
+        self.regions.push(Region::data_center(id.clone(), label));
+        Ok(id)
+    }
+}
+
+/// What the header says each column after the first holds, and whether the rows
+/// are named by a feature (an empty first header cell) rather than a data center.
+fn classify_columns(header: &[String], line: usize) -> Result<(bool, Vec<Column>), CatalogError> {
+    let first = header.first().map(|h| clean_header(h)).unwrap_or_default();
+    let first_lower = first.to_ascii_lowercase();
+    let by_feature = first.is_empty();
+    if !by_feature
+        && !["data center", "datacenter", "data centre", "region"]
+            .iter()
+            .any(|k| first_lower.contains(k))
+    {
+        return Err(CatalogError::NotDataCenterTable { line, found: first });
+    }
+    if header.len() < 2 {
+        return Err(CatalogError::NoDataColumns { line });
+    }
+    let mut columns: Vec<Column> = Vec::with_capacity(header.len() - 1);
+    for (index, cell) in header.iter().enumerate().skip(1) {
+        let title = clean_header(cell);
+        let column = if title.is_empty() {
+            // The page splits one long list over several columns with empty headers.
+            let before = columns.last().cloned().ok_or(CatalogError::NothingToContinue {
+                line,
+                column: index + 1,
+            })?;
+            Column {
+                continuation: true,
+                ..before
+            }
+        } else {
+            let kind = column_kind(&title).ok_or_else(|| CatalogError::UnknownColumn {
+                line,
+                found: title.clone(),
+            })?;
+            Column {
+                kind,
+                title,
+                continuation: false,
+            }
+        };
+        columns.push(column);
+    }
+    Ok((by_feature, columns))
+}
+
+/// Splits a cell of proxy addresses into Azure-region groups: `West Europe: a, b<br
+/// /><br />North Europe: c` -> [(West Europe, "a, b"), (North Europe, "c")]. A label is
+/// text starting with a letter before a colon that is followed by a space or ends the
+/// line (an IPv6 address has neither); a line without one continues the group before.
+fn region_groups(cell: &str) -> Vec<(Option<String>, String)> {
+    let mut groups: Vec<(Option<String>, String)> = Vec::new();
+    for segment in split_line_breaks(cell) {
+        let segment = unescape(&segment);
+        let label_end = segment
+            .char_indices()
+            .find(|&(i, c)| c == ':' && segment[i + 1..].chars().next().is_none_or(char::is_whitespace));
+        let labelled = label_end.and_then(|(at, _)| {
+            let label = segment[..at].replace(['*', '_'], " ");
+            let label = label.trim();
+            let is_label = label.starts_with(|c: char| c.is_ascii_alphabetic())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || " .()-".contains(c))
+                && parse_address(label, 0).ok().flatten().is_none();
+            is_label.then(|| (label.to_string(), segment[at + 1..].to_string()))
+        });
+        match (labelled, groups.last_mut()) {
+            (Some((label, rest)), _) => groups.push((Some(label), rest)),
+            (None, Some(last)) => {
+                last.1.push(' ');
+                last.1.push_str(&segment);
+            }
+            (None, None) => groups.push((None, segment)),
+        }
+    }
+    groups
+}
+
+fn column_kind(title: &str) -> Option<ColumnKind> {
+    let lower = title.to_ascii_lowercase();
+    if lower.contains("address") || lower.contains("cidr") || lower.contains("ip range") {
+        Some(ColumnKind::Addresses)
+    } else if ["dns", "name", "url", "host", "domain", "fqdn"]
+        .iter()
+        .any(|k| lower.contains(k))
+    {
+        Some(ColumnKind::Names)
+    } else {
+        None
+    }
+}
+
+/// A header cell without Markdown emphasis or escapes, spaces collapsed.
+pub(super) fn clean_header(cell: &str) -> String {
+    unescape(cell)
+        .replace(['*', '_', '`'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The label a data center cell shows and the region id made from it: `US1` ->
+/// `us1`, `Gov US1` -> `gov-us1`, `US1 (West US 2)` -> label `US1`, id `us1`.
+pub(super) fn region_label_and_id(cell: &str) -> (String, String) {
+    let plain = unescape(cell).replace(['*', '_', '`'], " ");
+    let label = strip_parenthesised(&plain)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let compact: String = label
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let government = ["government", "gov"]
+        .iter()
+        .find_map(|p| compact.strip_prefix(p))
+        .map(|rest| rest.trim_start_matches('-'))
+        .filter(|rest| !rest.is_empty());
+    let id = match government {
+        Some(rest) => format!("gov-{rest}"),
+        None => compact.clone(),
+    };
+    (label, id.trim_matches('-').to_string())
+}
