@@ -16,8 +16,8 @@ use crate::{
         Catalog, Feature, PageOptions,
         diff::diff,
         fetch::{self, FetchRequest, Fetched},
-        service_tags::{DEFAULT_TAG, TagOptions},
-        sources::{ImportOptions, SourceKind, features_or_default, import_bytes, read_source},
+        service_tags::TagOptions,
+        sources::{ImportOptions, SourceKind, import_bytes, read_source},
     },
     control::{
         client,
@@ -99,10 +99,14 @@ pub struct ImportArgs {
     /// Read FILE as an Azure "IP Ranges and Service Tags" file.
     #[arg(long)]
     service_tags: bool,
-    /// The service's tag (its regional tags are TAG.Region).
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_TAG, requires = "service_tags")]
-    tag: String,
-    /// The features the tag's prefixes serve [default: portal, proxy, siem, app-connector].
+    /// Read only this tag (and its regional tags NAME.Region); repeat for more
+    /// [default: the service's tags, MicrosoftCloudAppSecurity and its regional tags,
+    /// and AzureFrontDoor.MicrosoftSecurity].
+    #[arg(long = "tag", value_name = "NAME", requires = "service_tags")]
+    tags: Vec<String>,
+    /// The features the tags' prefixes serve [default: portal, proxy, siem,
+    /// app-connector; AzureFrontDoor.MicrosoftSecurity serves only portal and siem, as
+    /// the page says].
     #[arg(long = "feature", short = 'f', value_name = "FEATURE", requires = "service_tags")]
     features: Vec<String>,
     /// Import a page even where parts of it cannot be read, printing what was skipped.
@@ -265,7 +269,6 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|f| f.parse::<Feature>())
         .collect::<Result<Vec<_>, _>>()?;
-    let features = features_or_default(&features);
     let builtin = Catalog::builtin();
     let options = ImportOptions {
         page: PageOptions {
@@ -273,7 +276,7 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             fallback: Some(&builtin),
         },
         tags: TagOptions {
-            tag: &args.tag,
+            tags: &args.tags,
             features: &features,
         },
     };

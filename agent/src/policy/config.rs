@@ -1094,6 +1094,28 @@ ports = [443, "8000-8100"]
         assert_eq!(c.regions, ["gov-us1", "eu1"]);
     }
 
+    /// An Azure region is named by any of its spellings (the service tags' older
+    /// `centralfrance`, the page's "France Central") and kept in Azure's form.
+    #[test]
+    fn azure_regions_take_their_aliases_and_keep_azures_form() {
+        let page = "## Portal access\n\n|Data center|IP addresses|\n|---|---|\n|EU1|192.0.2.1|\n\n\
+                    ## Access and session controls\n\nThe following IP addresses should be allowed for both inbound and outbound connections:\n\n\
+                    ||IP addresses|\n|---|---|\n|**Session controls**|France Central: 192.0.2.2<br /><br />Germany West Central: 192.0.2.3|\n";
+        let catalog = crate::catalog::parse_page(page, "page.md").unwrap();
+        let text = r#"
+regions = ["eu1", "centralfrance", "Germany West Central"]
+proxy_regions = ["germanywc", "France Central"]
+"#;
+        let c = Config::parse(text, "test.toml", &catalog).unwrap();
+        assert_eq!(c.regions, ["eu1", "francecentral", "germanywestcentral"]);
+        assert_eq!(c.proxy_regions.unwrap(), ["germanywestcentral", "francecentral"]);
+        let err = Config::parse("regions = [\"centralfrancee\"]", "test.toml", &catalog).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.toml:1: regions: unknown region `centralfrancee`: did you mean `francecentral`?; `allowgate regions` lists them"
+        );
+    }
+
     /// Each bad input gets one line naming the file, the line and the key.
     #[test]
     fn bad_input_is_named_with_its_line() {

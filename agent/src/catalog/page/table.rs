@@ -9,7 +9,7 @@ use super::{
     meaning::{Reader, Scope},
     tokens::{parse_address, parse_host_or_address, split_items, strip_parenthesised},
 };
-use crate::catalog::{Peer, Region, RegionKind, region_key};
+use crate::catalog::{Peer, Region, RegionKind, azure::azure_region, region_key};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ColumnKind {
@@ -181,18 +181,26 @@ impl Reader {
         Ok(())
     }
 
-    /// The id of the Azure region a label names (`West US 2` -> `westus2`),
-    /// registering it on first sight.
+    /// The id of the Azure region a label names (`West US 2` -> `westus2`, in
+    /// Azure's spelling), registering it on first sight. A region the vocabulary does
+    /// not know is kept under its label, with a warning.
     fn azure_region(&mut self, label: &str, line: usize) -> Result<String, CatalogError> {
         let label = label.split_whitespace().collect::<Vec<_>>().join(" ");
-        let id = region_key(&label);
+        let known = azure_region(&label);
+        let id = known.map_or_else(|| region_key(&label), |k| k.name.to_string());
         if id.is_empty() {
             return Err(CatalogError::BadDataCenter { line, found: label });
         }
         if !self.regions.iter().any(|r| region_key(&r.id) == id) {
+            if known.is_none() {
+                self.warnings.push(format!(
+                    "line {line}: \"{label}\" is not an Azure region allowgate knows: read as the region `{id}`; \
+                     a service tag may spell it otherwise"
+                ));
+            }
             self.regions.push(Region {
                 id: id.clone(),
-                label,
+                label: known.map_or(label, |k| k.display.to_string()),
                 kind: RegionKind::AzureRegion,
             });
         }
