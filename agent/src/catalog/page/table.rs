@@ -49,6 +49,29 @@ impl Column {
     }
 }
 
+/// What a row's cells held: the items read, and those that were not what their
+/// column holds.
+#[derive(Default)]
+struct RowItems {
+    read: usize,
+    bad: Vec<CatalogError>,
+}
+
+impl RowItems {
+    /// The peers `text` lists in `column`; the items that are not are kept aside.
+    fn peers(&mut self, column: &Column, text: &str, line: usize) -> Vec<Peer> {
+        let mut peers = Vec::new();
+        for item in split_items(text) {
+            match column.peer(&item, line) {
+                Ok(peer) => peers.push(peer),
+                Err(e) => self.bad.push(e),
+            }
+        }
+        self.read += peers.len();
+        peers
+    }
+}
+
 /// The shape of a table, from its header.
 #[derive(Clone, Debug)]
 struct Table {
@@ -127,11 +150,31 @@ impl Reader {
         }
         let region = self.region_of(cells.first().map_or("", String::as_str), line)?;
         let (direction, port) = self.defaults();
+        let mut row = RowItems::default();
         for (column, cell) in table.columns.iter().zip(cells.iter().skip(1)) {
-            for item in split_items(cell) {
-                let peer = column.peer(&item, line)?;
+            for peer in row.peers(column, cell, line) {
                 self.push(Scope::Region(region.clone()), peer, direction, port, line);
             }
+        }
+        self.bad_items(row)
+    }
+
+    /// A row's items that are not what their column holds: without partial reading
+    /// the first refuses the page; with it, each is named in a warning and the row's
+    /// other items stay (a typo in one address must not cost its neighbours).
+    fn bad_items(&mut self, row: RowItems) -> Result<(), CatalogError> {
+        let mut bad = row.bad.into_iter();
+        let Some(first) = bad.next() else { return Ok(()) };
+        if !self.allow_partial {
+            return Err(first);
+        }
+        let others = row.read;
+        for e in std::iter::once(first).chain(bad) {
+            self.warnings.push(format!(
+                "skipped: {e}: that item is not allowed; the row's {others} other item{} {} kept",
+                if others == 1 { "" } else { "s" },
+                if others == 1 { "is" } else { "are" },
+            ));
         }
         Ok(())
     }
@@ -145,6 +188,7 @@ impl Reader {
         }
         let offerings = self.current_offerings();
         let (direction, port) = self.defaults();
+        let mut row = RowItems::default();
         for (column, cell) in columns.iter().zip(cells.iter().skip(1)) {
             let groups = match column.kind {
                 ColumnKind::Addresses => region_groups(cell),
@@ -155,8 +199,7 @@ impl Reader {
                     Some(label) => Some(self.azure_region(label, line)?),
                     None => None,
                 };
-                for item in split_items(&text) {
-                    let peer = column.peer(&item, line)?;
+                for peer in row.peers(column, &text, line) {
                     match &region {
                         Some(id) => {
                             for &offering in &offerings {
@@ -178,7 +221,7 @@ impl Reader {
                 }
             }
         }
-        Ok(())
+        self.bad_items(row)
     }
 
     /// The id of the Azure region a label names (`West US 2` -> `westus2`, in

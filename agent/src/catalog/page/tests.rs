@@ -731,6 +731,80 @@ fn region_ids_from_labels() {
     }
 }
 
+// ---- a bad item in a row ------------------------------------------------------
+
+fn partial(page: &str) -> Catalog {
+    let options = PageOptions {
+        allow_partial: true,
+        fallback: None,
+    };
+    parse_page_with(page, "partial.md", options).unwrap_or_else(|e| panic!("a partial read parses: {e}\n{page}"))
+}
+
+/// The real page carried `13.64.16.132m` in US1's app connector row for 15 months. The
+/// import refuses it naming the token and its line; with --allow-partial every other
+/// address of the row is kept, those after the typo too, and the warning names it.
+#[test]
+fn a_typo_costs_its_own_item_only() {
+    let body = "|Data center|IP addresses||\n|---|---|---|\n\
+                |US1|192.0.2.1, 192.0.2.2, 13.64.16.132m, 192.0.2.3|192.0.2.4<br />192.0.2.5/33<br />192.0.2.6|\n\
+                |US2|198.51.100.1|\n";
+    let page = page_with(Feature::AppConnector, body);
+    let line = line_of(&page, "13.64.16.132m");
+    assert_eq!(
+        parse_err(&page),
+        format!("line {line}: expected an IP address or CIDR in the \"IP addresses\" column, found \"13.64.16.132m\"")
+    );
+    let c = partial(&page);
+    assert_eq!(
+        nets(&c, Some("us1"), Feature::AppConnector),
+        net_set(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.6"])
+    );
+    assert_eq!(nets(&c, Some("us2"), Feature::AppConnector), net_set(&["198.51.100.1"]));
+    let skipped: Vec<&String> = c.warnings.iter().filter(|w| w.starts_with("skipped")).collect();
+    assert_eq!(
+        skipped,
+        [
+            &format!(
+                "skipped: line {line}: expected an IP address or CIDR in the \"IP addresses\" column, found \"13.64.16.132m\": \
+                 that item is not allowed; the row's 5 other items are kept"
+            ),
+            &format!(
+                "skipped: line {line}: expected an IP address or CIDR in the \"IP addresses\" column, found \"192.0.2.5/33\": \
+                 that item is not allowed; the row's 5 other items are kept"
+            ),
+        ]
+    );
+}
+
+/// The same in a proxy table, inside one Azure region's group and in the names column.
+#[test]
+fn a_typo_in_a_proxy_region_costs_its_own_item_only() {
+    let body = "The following IP addresses should be allowed for both inbound and outbound connections:\n\n\
+                ||IP addresses|DNS name|\n|---|---|---|\n\
+                |**Session controls**|West Europe: 192.0.2.1, 192.0.2.2x, 192.0.2.3<br /><br />North Europe: 192.0.2.4|*.proxy.example.com<br />bad_name!|\n";
+    let page = page_with(Feature::Proxy, body);
+    assert!(parse_err(&page).contains("found \"192.0.2.2x\""));
+    let c = partial(&page);
+    let listed = |region: &str| -> BTreeSet<String> {
+        c.entries
+            .iter()
+            .filter(|e| e.region.as_deref() == Some(region) && e.direction == Direction::Ingress)
+            .map(|e| e.peer.to_string())
+            .collect()
+    };
+    assert_eq!(listed("westeurope"), set(&["192.0.2.1/32", "192.0.2.3/32"]));
+    assert_eq!(listed("northeurope"), set(&["192.0.2.4/32"]));
+    assert!(names(&c, Some("us1"), Feature::Proxy).contains("*.proxy.example.com"));
+    let skipped = c.warnings.iter().filter(|w| w.starts_with("skipped")).count();
+    assert_eq!(skipped, 2, "{:?}", c.warnings);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("found \"bad_name!\"")),
+        "{:?}",
+        c.warnings
+    );
+}
+
 // ---- errors ---------------------------------------------------------------
 
 #[test]
