@@ -174,6 +174,7 @@ fn table_at(lines: &[&str], header: usize) -> (TableBlock, usize) {
         table.rows.push(TableRow {
             line: next + 1,
             cells: split_row(body),
+            cell_lines: Vec::new(),
             unclosed: closed && !body.trim_end().ends_with('|'),
         });
         next += 1;
@@ -271,14 +272,6 @@ fn split_row(body: &str) -> Vec<String> {
     }
     cells.push(cell);
     cells
-}
-
-/// The pieces of a cell between its `<br />`s.
-pub(super) fn split_line_breaks(s: &str) -> Vec<String> {
-    replace_line_breaks_with(s, '\n')
-        .split('\n')
-        .map(str::to_string)
-        .collect()
 }
 
 /// Undoes Markdown backslash escapes (`\*`, `\/`, `\_`, ...).

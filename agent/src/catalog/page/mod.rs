@@ -2,8 +2,10 @@
 //! source of the docs site) into a [`Catalog`].
 //!
 //! This file is the room's map: the entry points, the options and the errors. The
-//! work is in three files: `markdown` reads the page's syntax into blocks (headings,
-//! code lines, list items, prose, tables with their cells as inline Markdown);
+//! page comes as the docs' Markdown, as Markdown mirrors of Learn's rendering, or as
+//! the HTML Learn serves; `markdown` (Markdown) or `html` with `dom` (HTML) reads its
+//! syntax into blocks (headings, code lines, list items, prose, tables with their
+//! cells as inline Markdown);
 //! `meaning` says what those blocks list (sections, features, offerings, sentences)
 //! and `table` what a table's rows list (data centers, Azure regions, columns);
 //! `tokens` reads the items of a cell or line (addresses, CIDRs, names, URLs).
@@ -61,6 +63,8 @@
 //! - YAML front matter (its `# ...` comment lines are not headings); `ms.date` goes
 //!   into the catalog's source.
 
+mod dom;
+mod html;
 mod markdown;
 mod meaning;
 mod table;
@@ -180,8 +184,17 @@ pub(super) struct TableBlock {
 pub(super) struct TableRow {
     pub line: usize,
     pub cells: Vec<String>,
+    /// The line of each cell, where a cell can start on a line of its own (HTML);
+    /// empty: every cell is on the row's line.
+    pub cell_lines: Vec<usize>,
     /// The header ends with `|` and this row does not: the page looks cut off here.
     pub unclosed: bool,
+}
+
+impl TableRow {
+    pub fn cell_line(&self, index: usize) -> usize {
+        self.cell_lines.get(index).copied().unwrap_or(self.line)
+    }
 }
 
 /// Parse a "Network requirements" page into a catalog. `source_name` (usually the
@@ -200,7 +213,11 @@ pub fn parse_page_with(text: &str, source_name: &str, options: PageOptions<'_>) 
         });
     }
     let mut reader = Reader::new(options.allow_partial);
-    let page_date = markdown::read(text, &mut reader)?;
+    let page_date = if html::looks_like_html(text) {
+        html::read(text, &mut reader)?
+    } else {
+        markdown::read(text, &mut reader)?
+    };
     let origin = Origin::Page {
         file: source_name.to_string(),
         date: page_date,

@@ -5,9 +5,9 @@
 
 use super::{
     CatalogError, TableBlock, TableRow,
-    markdown::{split_line_breaks, unescape},
+    markdown::{replace_line_breaks_with, unescape},
     meaning::{Reader, Scope},
-    tokens::{parse_address, parse_host_or_address, split_items, strip_parenthesised},
+    tokens::{is_placeholder, parse_address, parse_host_or_address, split_items, strip_parenthesised},
 };
 use crate::catalog::{Peer, Region, RegionKind, azure::azure_region, region_key};
 
@@ -146,17 +146,18 @@ impl Reader {
             return Err(CatalogError::RowEndsMidList { line, found: tail });
         }
         if table.by_feature {
-            return self.read_feature_row(line, cells, &table.columns);
+            return self.read_feature_row(row, &table.columns);
         }
-        let region = self.region_of(cells.first().map_or("", String::as_str), line)?;
+        let region = self.region_of(cells.first().map_or("", String::as_str), row.cell_line(0))?;
         let (direction, port) = self.defaults();
-        let mut row = RowItems::default();
-        for (column, cell) in table.columns.iter().zip(cells.iter().skip(1)) {
-            for peer in row.peers(column, cell, line) {
+        let mut items = RowItems::default();
+        for (index, (column, cell)) in table.columns.iter().zip(cells.iter().skip(1)).enumerate() {
+            let line = row.cell_line(index + 1);
+            for peer in items.peers(column, cell, line) {
                 self.push(Scope::Region(region.clone()), peer, direction, port, line);
             }
         }
-        self.bad_items(row)
+        self.bad_items(items)
     }
 
     /// A row's items that are not what their column holds: without partial reading
@@ -182,14 +183,16 @@ impl Reader {
     /// A row of a table whose rows are named by what they serve (`**Session
     /// controls**`) and whose address cells name Azure regions (`West Europe: a,
     /// b<br /><br />North Europe: c`), for the offering the text is about.
-    fn read_feature_row(&mut self, line: usize, cells: &[String], columns: &[Column]) -> Result<(), CatalogError> {
+    fn read_feature_row(&mut self, row: &TableRow, columns: &[Column]) -> Result<(), CatalogError> {
+        let (line, cells) = (row.line, &row.cells);
         if clean_header(cells.first().map_or("", String::as_str)).is_empty() {
             return Err(CatalogError::EmptyRowLabel { line });
         }
         let offerings = self.current_offerings();
         let (direction, port) = self.defaults();
-        let mut row = RowItems::default();
-        for (column, cell) in columns.iter().zip(cells.iter().skip(1)) {
+        let mut items = RowItems::default();
+        for (index, (column, cell)) in columns.iter().zip(cells.iter().skip(1)).enumerate() {
+            let line = row.cell_line(index + 1);
             let groups = match column.kind {
                 ColumnKind::Addresses => region_groups(cell),
                 ColumnKind::Names => vec![(None, cell.clone())],
@@ -199,7 +202,7 @@ impl Reader {
                     Some(label) => Some(self.azure_region(label, line)?),
                     None => None,
                 };
-                for peer in row.peers(column, &text, line) {
+                for peer in items.peers(column, &text, line) {
                     match &region {
                         Some(id) => {
                             for &offering in &offerings {
@@ -221,7 +224,7 @@ impl Reader {
                 }
             }
         }
-        self.bad_items(row)
+        self.bad_items(items)
     }
 
     /// The id of the Azure region a label names (`West US 2` -> `westus2`, in
@@ -273,7 +276,8 @@ impl Reader {
 fn classify_columns(header: &[String], line: usize) -> Result<(bool, Vec<Column>), CatalogError> {
     let first = header.first().map(|h| clean_header(h)).unwrap_or_default();
     let first_lower = first.to_ascii_lowercase();
-    let by_feature = first.is_empty();
+    // Learn's rendering writes `-` where the docs left a header cell empty.
+    let by_feature = first.is_empty() || is_placeholder(&first);
     if !by_feature
         && !["data center", "datacenter", "data centre", "region"]
             .iter()
@@ -287,7 +291,7 @@ fn classify_columns(header: &[String], line: usize) -> Result<(bool, Vec<Column>
     let mut columns: Vec<Column> = Vec::with_capacity(header.len() - 1);
     for (index, cell) in header.iter().enumerate().skip(1) {
         let title = clean_header(cell);
-        let column = if title.is_empty() {
+        let column = if title.is_empty() || is_placeholder(&title) {
             // The page splits one long list over several columns with empty headers.
             let before = columns.last().cloned().ok_or(CatalogError::NothingToContinue {
                 line,
@@ -316,32 +320,67 @@ fn classify_columns(header: &[String], line: usize) -> Result<(bool, Vec<Column>
 /// Splits a cell of proxy addresses into Azure-region groups: `West Europe: a, b<br
 /// /><br />North Europe: c` -> [(West Europe, "a, b"), (North Europe, "c")]. A label is
 /// text starting with a letter before a colon that is followed by a space or ends the
-/// line (an IPv6 address has neither); a line without one continues the group before.
-fn region_groups(cell: &str) -> Vec<(Option<String>, String)> {
+/// cell (an IPv6 address has neither). It may follow the group before on the same
+/// line: Learn's rendering drops the `<br />`s, gluing a label to the address before
+/// it (`4.198.154.86Brazil South: ...`); text between two labels is the first's group.
+pub(super) fn region_groups(cell: &str) -> Vec<(Option<String>, String)> {
+    let text = unescape(&replace_line_breaks_with(cell, '\n'));
     let mut groups: Vec<(Option<String>, String)> = Vec::new();
-    for segment in split_line_breaks(cell) {
-        let segment = unescape(&segment);
-        let label_end = segment
-            .char_indices()
-            .find(|&(i, c)| c == ':' && segment[i + 1..].chars().next().is_none_or(char::is_whitespace));
-        let labelled = label_end.and_then(|(at, _)| {
-            let label = segment[..at].replace(['*', '_'], " ");
-            let label = label.trim();
-            let is_label = label.starts_with(|c: char| c.is_ascii_alphabetic())
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || " .()-".contains(c))
-                && parse_address(label, 0).ok().flatten().is_none();
-            is_label.then(|| (label.to_string(), segment[at + 1..].to_string()))
-        });
-        match (labelled, groups.last_mut()) {
-            (Some((label, rest)), _) => groups.push((Some(label), rest)),
-            (None, Some(last)) => {
-                last.1.push(' ');
-                last.1.push_str(&segment);
-            }
-            (None, None) => groups.push((None, segment)),
+    let mut label: Option<String> = None;
+    let mut start = 0;
+    for (colon, _) in text.match_indices(':') {
+        if colon < start || !text[colon + 1..].chars().next().is_none_or(char::is_whitespace) {
+            continue;
         }
+        // The label runs back from the colon to the separator before it.
+        let from = text[start..colon]
+            .rfind([',', ';', '\n'])
+            .map_or(start, |i| start + i + 1);
+        let Some((at, found)) = split_label(&text[from..colon]) else {
+            continue;
+        };
+        groups.push((label.take(), text[start..from + at].to_string()));
+        label = Some(found);
+        start = colon + 1;
     }
+    groups.push((label, text[start..].to_string()));
+    groups.retain(|(label, text)| label.is_some() || !text.replace(['*', '_'], "").trim().is_empty());
     groups
+}
+
+/// Where the region label in `text` (what precedes a label's colon) starts, and the
+/// label: `West Europe`, or after the group's last address, glued to it or not
+/// (`4.198.154.86Brazil South`, `52.126.55.65 US Gov Virginia`). An Azure region the
+/// vocabulary knows wins (so `2001:db8::1East US` is `East US`, not `ast US`), then
+/// the longest label that starts with a capital, then the longest at all.
+fn split_label(text: &str) -> Option<(usize, String)> {
+    let plain = |s: &str| s.replace(['*', '_'], " ").trim().to_string();
+    let is_label = |label: &str| {
+        label.starts_with(|c: char| c.is_ascii_alphabetic())
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || " .()-".contains(c))
+            && parse_address(label, 0).ok().flatten().is_none()
+    };
+    let addresses_only = |before: &str| {
+        before
+            .split_whitespace()
+            .all(|t| parse_address(t, 0).ok().flatten().is_some())
+    };
+    let candidates: Vec<(usize, String)> = text
+        .char_indices()
+        .filter(|(_, c)| c.is_ascii_alphabetic())
+        .map(|(at, _)| (at, plain(&text[at..])))
+        .filter(|(at, label)| is_label(label) && addresses_only(&plain(&text[..*at])))
+        .collect();
+    candidates
+        .iter()
+        .find(|(_, label)| azure_region(label).is_some())
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|(_, label)| label.starts_with(|c: char| c.is_ascii_uppercase()))
+        })
+        .or_else(|| candidates.first())
+        .cloned()
 }
 
 fn column_kind(title: &str) -> Option<ColumnKind> {

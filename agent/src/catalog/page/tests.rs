@@ -22,9 +22,37 @@ use crate::catalog::{
 };
 
 mod family;
+mod learn;
 mod offerings;
 
 const LATER_LAYOUT: &str = include_str!("../testdata/network-requirements-later-layout.md");
+
+/// What a catalog allows and where, without the lines that list it (a page's forms
+/// put the same thing on different lines).
+type Meaning = BTreeSet<(
+    Option<String>,
+    Feature,
+    String,
+    Direction,
+    Vec<PortRange>,
+    Option<Offering>,
+)>;
+
+fn meaning(c: &Catalog) -> Meaning {
+    c.entries
+        .iter()
+        .map(|e| {
+            (
+                e.region.clone(),
+                e.feature,
+                e.peer.to_string(),
+                e.direction,
+                e.ports.clone(),
+                e.offering,
+            )
+        })
+        .collect()
+}
 
 fn builtin() -> Catalog {
     parse_page(BUILTIN_PAGE, "network-requirements-2019-11.md")

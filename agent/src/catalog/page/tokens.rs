@@ -35,11 +35,27 @@ pub(super) fn split_items(cell: &str) -> Vec<String> {
     replace_line_breaks(cell)
         .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
         .map(clean_item)
+        .flat_map(|item| split_joined_wildcards(&item))
         .filter(|item| !item.is_empty() && !is_placeholder(item))
         .collect()
 }
 
-fn is_placeholder(item: &str) -> bool {
+/// Learn's rendering drops the `<br />` between names: `*.mcas.ms*.admin-mcas.ms` is
+/// two wildcard names (a `*.` inside a name starts the next one).
+fn split_joined_wildcards(item: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (at, _) in item.match_indices("*.") {
+        if at > start {
+            parts.push(item[start..at].to_string());
+            start = at;
+        }
+    }
+    parts.push(item[start..].to_string());
+    parts
+}
+
+pub(super) fn is_placeholder(item: &str) -> bool {
     matches!(item, "-" | "\u{2013}" | "\u{2014}") || item.eq_ignore_ascii_case("n/a")
 }
 

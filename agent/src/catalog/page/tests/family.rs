@@ -1,7 +1,10 @@
 //! A generated family of pages: random catalogs rendered in random layouts (section
 //! order, quoted or plain tables, `<br />` or comma lists with irregular spacing,
 //! duplicates, proxy tables by data center or by feature row with Azure regions, DLP
-//! present or dropped) must read back as the catalog they were made from.
+//! present or dropped) and in each of the page's three forms (the docs' Markdown,
+//! Learn's rendering mirrored as Markdown with its glued labels, joined names, `-`
+//! header cells and CRLF, and Learn's HTML) must read back as the catalog they were
+//! made from.
 
 use std::collections::BTreeSet;
 
@@ -19,9 +22,18 @@ struct Model {
 }
 
 const CENTER_LABELS: [&str; 4] = ["US1", "EU1", "EU2", "ANZ1"];
-const AZURE_LABELS: [&str; 4] = ["West Europe", "North Europe", "West US 2", "Australia Southeast"];
+const AZURE_LABELS: [&str; 5] = [
+    "West Europe",
+    "North Europe",
+    "West US 2",
+    "Australia Southeast",
+    "East US",
+];
 /// portal, siem, app-connector, dlp in the data-center tables.
 const TABLE_FEATURES: [Feature; 4] = [Feature::Portal, Feature::Siem, Feature::AppConnector, Feature::Dlp];
+/// The proxy's names when it is listed by Azure region: in one cell, which Learn's
+/// rendering joins into one word.
+const PROXY_NAMES: [&str; 2] = ["*.proxy.example.com", "*.admin.proxy.example.com"];
 
 fn model() -> impl Strategy<Value = Model> {
     let hosts = || proptest::collection::vec(1u8..=254, 1..4);
@@ -34,7 +46,7 @@ fn model() -> impl Strategy<Value = Model> {
             )
         })
         .prop_map(|(labels, lists)| labels.into_iter().map(String::from).zip(lists).collect());
-    let proxies = proptest::sample::subsequence(AZURE_LABELS.to_vec(), 0..=4)
+    let proxies = proptest::sample::subsequence(AZURE_LABELS.to_vec(), 0..=5)
         .prop_flat_map(move |labels| {
             let n = labels.len();
             (Just(labels), proptest::collection::vec(hosts(), n))
@@ -47,9 +59,21 @@ fn model() -> impl Strategy<Value = Model> {
     })
 }
 
+/// Which of the page's forms is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// The docs' Markdown source.
+    Docs,
+    /// A Markdown mirror of Learn's rendering.
+    LearnMarkdown,
+    /// Learn's HTML.
+    Html,
+}
+
 /// One way of writing the page.
 #[derive(Clone, Debug)]
 struct Layout {
+    form: Form,
     quoted: bool,
     breaks: bool,
     /// Spaces around separators, by position.
@@ -60,13 +84,15 @@ struct Layout {
 
 fn layout() -> impl Strategy<Value = Layout> {
     (
+        prop_oneof![Just(Form::Docs), Just(Form::LearnMarkdown), Just(Form::Html)],
         any::<bool>(),
         any::<bool>(),
         proptest::collection::vec(0u8..3, 8),
         any::<bool>(),
         Just((0..5).collect::<Vec<usize>>()).prop_shuffle(),
     )
-        .prop_map(|(quoted, breaks, spacing, duplicate, order)| Layout {
+        .prop_map(|(form, quoted, breaks, spacing, duplicate, order)| Layout {
+            form,
             quoted,
             breaks,
             spacing,
@@ -82,17 +108,123 @@ fn addr(feature_index: usize, host: u8) -> String {
     format!("{}.{host}", nets[feature_index])
 }
 
-fn list(items: &[String], layout: &Layout) -> String {
+/// What a table cell holds, before a form writes it.
+#[derive(Clone, Debug)]
+enum Cell {
+    Text(String),
+    /// Addresses, one list.
+    List(Vec<String>),
+    /// Azure regions, each with its addresses (`West Europe: a, b`).
+    Groups(Vec<(String, Vec<String>)>),
+    /// Names, one per line.
+    Names(Vec<&'static str>),
+}
+
+/// The page, before a form writes it.
+#[derive(Clone, Debug)]
+enum Block {
+    Heading(usize, String),
+    Para(String),
+    Table(Vec<&'static str>, Vec<Vec<Cell>>),
+    Item(String),
+}
+
+fn blocks(m: &Model, l: &Layout) -> Vec<Block> {
+    use Block::*;
+    let rows = |fi: usize| -> Vec<Vec<Cell>> {
+        m.centers
+            .iter()
+            .map(|(label, lists)| {
+                let addrs = lists[fi].iter().map(|&h| addr(fi, h)).collect();
+                vec![Cell::Text(label.clone()), Cell::List(addrs)]
+            })
+            .collect()
+    };
+    let mut sections: Vec<Vec<Block>> = Vec::new();
+    sections.push(vec![
+        Heading(2, "Portal access".into()),
+        Para("Add **outbound port 443** for these:".into()),
+        Table(vec!["Data center", "IP addresses"], rows(0)),
+    ]);
+    let mut proxy = vec![
+        Heading(2, "Access and session controls".into()),
+        Heading(3, "Commercial customers".into()),
+        Para("The following IP addresses should be allowed for both inbound and outbound connections:".into()),
+    ];
+    if m.proxy_regions.is_empty() {
+        let rows = m
+            .centers
+            .iter()
+            .map(|(label, _)| {
+                vec![
+                    Cell::Text(label.clone()),
+                    Cell::Text(format!("*.{}.proxy.example.com", region_key(label))),
+                ]
+            })
+            .collect();
+        proxy.push(Table(vec!["Data center", "DNS name"], rows));
+    } else {
+        let groups = m
+            .proxy_regions
+            .iter()
+            .map(|(label, hosts)| (label.clone(), hosts.iter().map(|&h| format!("203.0.113.{h}")).collect()))
+            .collect();
+        proxy.push(Table(
+            vec!["", "IP addresses", "DNS name"],
+            vec![vec![
+                Cell::Text("**Session controls**".into()),
+                Cell::Groups(groups),
+                Cell::Names(PROXY_NAMES.to_vec()),
+            ]],
+        ));
+    }
+    sections.push(proxy);
+    sections.push(vec![
+        Heading(2, "SIEM agent connection".into()),
+        Para("Add **outbound port 443**:".into()),
+        Table(vec!["Data center", "IP addresses"], rows(1)),
+    ]);
+    sections.push(vec![
+        Heading(2, "App connector".into()),
+        Para("Enable the service to connect from these IP addresses:".into()),
+        Table(vec!["Data center", "IP addresses"], rows(2)),
+    ]);
+    sections.push(if m.with_dlp {
+        vec![
+            Heading(2, "Third-party DLP integration".into()),
+            Para("Enable the service to connect from these IP addresses:".into()),
+            Table(vec!["Data center", "IP addresses"], rows(3)),
+        ]
+    } else {
+        Vec::new()
+    });
+    let mut page = vec![Heading(1, "Network requirements".into())];
+    for &i in &l.order {
+        page.extend(sections[i].iter().cloned());
+    }
+    page.extend([
+        Heading(2, "Mail server".into()),
+        Para("The dedicated email IP addresses are:".into()),
+        Item("198.51.100.192/26".into()),
+        Heading(2, "Log collector".into()),
+        Item("Allow the log collector to initiate outbound traffic to the portal on port 443.".into()),
+    ]);
+    page
+}
+
+/// A list of addresses as the layout writes it: `<br />`s (not in Learn's rendering,
+/// which would glue the addresses) or commas with irregular spacing, maybe a duplicate.
+fn list(items: &[String], l: &Layout, breaks: bool) -> String {
     let mut items: Vec<String> = items.to_vec();
-    if layout.duplicate && !items.is_empty() {
+    if l.duplicate && !items.is_empty() {
         items.push(items[0].clone());
     }
     let mut out = String::new();
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
-            let pad = " ".repeat(usize::from(layout.spacing[i % layout.spacing.len()]));
-            out.push_str(&if layout.breaks {
-                "<br />".to_string()
+            let pad = " ".repeat(usize::from(l.spacing[i % l.spacing.len()]));
+            out.push_str(&if breaks {
+                if l.form == Form::Html { "<br>" } else { "<br />" }.to_string()
             } else {
                 format!("{pad},{pad}")
             });
@@ -102,88 +234,138 @@ fn list(items: &[String], layout: &Layout) -> String {
     out
 }
 
-fn table(rows: &[(String, String)], header: &[&str], layout: &Layout) -> String {
-    let q = if layout.quoted { "> " } else { "" };
-    let mut t = format!("{q}|{}|\n{q}|{}\n", header.join("|"), "----|".repeat(header.len()));
-    for (first, rest) in rows {
-        t.push_str(&format!("{q}|{first}|{rest}|\n"));
+fn cell(c: &Cell, l: &Layout) -> String {
+    // Learn's rendering drops the `<br />`s: what they separated runs together.
+    let (line_break, group_break) = match l.form {
+        Form::Docs => ("<br />", "<br /><br />"),
+        Form::LearnMarkdown => ("", ""),
+        Form::Html => ("<br>", "<br><br>"),
+    };
+    match c {
+        Cell::Text(t) => t.clone(),
+        Cell::List(items) => list(items, l, l.breaks && l.form != Form::LearnMarkdown),
+        Cell::Groups(groups) => groups
+            .iter()
+            .map(|(label, items)| format!("{label}: {}", list(items, l, false)))
+            .collect::<Vec<_>>()
+            .join(group_break),
+        Cell::Names(names) => names.join(line_break),
     }
-    t
+}
+
+/// `**bold**` as HTML.
+fn html_inline(text: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in text.split("**").enumerate() {
+        if i > 0 {
+            out.push_str(if i % 2 == 1 { "<strong>" } else { "</strong>" });
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+fn render_markdown(page: &[Block], l: &Layout) -> String {
+    let q = if l.quoted && l.form == Form::Docs { "> " } else { "" };
+    let mut out = String::new();
+    if l.form == Form::Docs {
+        out.push_str("---\nms.date: 01/02/2025\n---\n\n");
+    } else {
+        out.push_str("Title: Network requirements | Microsoft Learn\n\nURL Source: https://learn.example/network-requirements\n\nMarkdown Content:\n");
+    }
+    for block in page {
+        match block {
+            Block::Heading(level, text) => out.push_str(&format!("{} {text}\n\n", "#".repeat(*level))),
+            Block::Para(text) => out.push_str(&format!("{text}\n\n")),
+            Block::Item(text) => out.push_str(&format!("- {text}\n\n")),
+            Block::Table(header, rows) => {
+                let header: Vec<&str> = header
+                    .iter()
+                    .map(|h| {
+                        if h.is_empty() && l.form == Form::LearnMarkdown {
+                            "-"
+                        } else {
+                            h
+                        }
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "{q}|{}|\n{q}|{}\n",
+                    header.join("|"),
+                    "----|".repeat(header.len())
+                ));
+                for row in rows {
+                    let cells: Vec<String> = row.iter().map(|c| cell(c, l)).collect();
+                    out.push_str(&format!("{q}|{}|\n", cells.join("|")));
+                }
+                out.push('\n');
+            }
+        }
+    }
+    if l.form == Form::LearnMarkdown {
+        out = out.replace('\n', "\r\n");
+    }
+    out
+}
+
+fn render_html(page: &[Block], l: &Layout) -> String {
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en-us\">\n<head>\n<meta name=\"ms.date\" content=\"01/02/2025\" />\n\
+         <script>var probe = \"198.51.100.250\";</script>\n</head>\n<body>\n\
+         <nav><ul><li><a href=\"/\">Learn</a></li></ul></nav>\n<main id=\"main\">\n",
+    );
+    let mut in_list = false;
+    for block in page {
+        if in_list && !matches!(block, Block::Item(_)) {
+            out.push_str("</ul>\n");
+            in_list = false;
+        }
+        match block {
+            Block::Heading(level, text) => {
+                out.push_str(&format!("<h{level} id=\"{}\">{text}</h{level}>\n", region_key(text)));
+            }
+            Block::Para(text) => out.push_str(&format!("<p>{}</p>\n", html_inline(text))),
+            Block::Item(text) => {
+                if !in_list {
+                    out.push_str("<ul>\n");
+                    in_list = true;
+                }
+                out.push_str(&format!("<li>{}</li>\n", html_inline(text)));
+            }
+            Block::Table(header, rows) => {
+                out.push_str("<table>\n<thead>\n<tr>");
+                for h in header {
+                    out.push_str(&format!("<th>{h}</th>"));
+                }
+                out.push_str("</tr>\n</thead>\n<tbody>\n");
+                for row in rows {
+                    out.push_str("<tr>\n");
+                    for c in row {
+                        let text = match c {
+                            Cell::Text(t) => html_inline(t),
+                            other => cell(other, l),
+                        };
+                        out.push_str(&format!("<td>{text}</td>\n"));
+                    }
+                    out.push_str("</tr>\n");
+                }
+                out.push_str("</tbody>\n</table>\n");
+            }
+        }
+    }
+    if in_list {
+        out.push_str("</ul>\n");
+    }
+    out.push_str("</main>\n<footer><p>Feedback</p></footer>\n</body>\n</html>\n");
+    out
 }
 
 fn render(m: &Model, l: &Layout) -> String {
-    let mut sections: Vec<String> = Vec::new();
-    let rows = |fi: usize| -> Vec<(String, String)> {
-        m.centers
-            .iter()
-            .map(|(label, lists)| {
-                let addrs: Vec<String> = lists[fi].iter().map(|&h| addr(fi, h)).collect();
-                (label.clone(), list(&addrs, l))
-            })
-            .collect()
-    };
-    sections.push(format!(
-        "## Portal access\n\nAdd **outbound port 443** for these:\n\n{}",
-        table(&rows(0), &["Data center", "IP addresses"], l)
-    ));
-    let mut proxy = String::from("## Access and session controls\n\n### Commercial customers\n\n");
-    proxy.push_str("The following IP addresses should be allowed for both inbound and outbound connections:\n\n");
-    let cell: Vec<String> = m
-        .proxy_regions
-        .iter()
-        .map(|(label, hosts)| {
-            let addrs: Vec<String> = hosts.iter().map(|&h| format!("203.0.113.{h}")).collect();
-            format!(
-                "{label}: {}",
-                list(
-                    &addrs,
-                    &Layout {
-                        breaks: false,
-                        ..l.clone()
-                    }
-                )
-            )
-        })
-        .collect();
-    if cell.is_empty() {
-        proxy.push_str("|Data center|DNS name|\n|---|---|\n");
-        for (label, _) in &m.centers {
-            proxy.push_str(&format!("|{label}|*.{}.proxy.example.com|\n", region_key(label)));
-        }
-    } else {
-        proxy.push_str("||IP addresses|DNS name|\n|----|----|----|\n");
-        proxy.push_str(&format!(
-            "|**Session controls**|{}|*.proxy.example.com|\n",
-            cell.join("<br /><br />")
-        ));
+    let page = blocks(m, l);
+    match l.form {
+        Form::Html => render_html(&page, l),
+        Form::Docs | Form::LearnMarkdown => render_markdown(&page, l),
     }
-    sections.push(proxy);
-    sections.push(format!(
-        "## SIEM agent connection\n\nAdd **outbound port 443**:\n\n{}",
-        table(&rows(1), &["Data center", "IP addresses"], l)
-    ));
-    sections.push(format!(
-        "## App connector\n\nEnable the service to connect from these IP addresses:\n\n{}",
-        table(&rows(2), &["Data center", "IP addresses"], l)
-    ));
-    if m.with_dlp {
-        sections.push(format!(
-            "## Third-party DLP integration\n\nEnable the service to connect from these IP addresses:\n\n{}",
-            table(&rows(3), &["Data center", "IP addresses"], l)
-        ));
-    } else {
-        sections.push(String::new());
-    }
-    let mut page = String::from("---\nms.date: 01/02/2025\n---\n\n# Network requirements\n\n");
-    for &i in &l.order {
-        page.push_str(&sections[i]);
-        page.push('\n');
-    }
-    page.push_str("## Mail server\n\nThe dedicated email IP addresses are:\n\n- 198.51.100.192/26\n\n");
-    page.push_str(
-        "## Log collector\n\n- Allow the log collector to initiate outbound traffic to the portal on port 443.\n",
-    );
-    page
 }
 
 /// What the model says the catalog holds, as (region, feature, direction, peer).
@@ -216,12 +398,9 @@ fn expected(m: &Model) -> BTreeSet<(String, Feature, Direction, String)> {
                 format!("*.{id}.proxy.example.com"),
             ));
         } else {
-            want.insert((
-                id.clone(),
-                Feature::Proxy,
-                Direction::Egress,
-                "*.proxy.example.com".into(),
-            ));
+            for name in PROXY_NAMES {
+                want.insert((id.clone(), Feature::Proxy, Direction::Egress, name.into()));
+            }
         }
     }
     for (label, hosts) in &m.proxy_regions {
@@ -241,7 +420,7 @@ fn expected(m: &Model) -> BTreeSet<(String, Feature, Direction, String)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
     fn every_layout_reads_back_as_its_catalog(m in model(), l in layout()) {
         let page = render(&m, &l);
@@ -253,8 +432,23 @@ proptest! {
             .collect();
         prop_assert_eq!(got, expected(&m), "{}", page);
         prop_assert_eq!(c.warnings.iter().any(|w| w.contains("dlp")), !m.with_dlp);
+        prop_assert_eq!(c.warnings.len(), usize::from(!m.with_dlp), "{:?}", c.warnings);
         let azure: BTreeSet<String> = c.regions.iter().filter(|r| r.kind == RegionKind::AzureRegion).map(|r| r.id.clone()).collect();
         let want: BTreeSet<String> = m.proxy_regions.iter().map(|(l, _)| region_key(l)).collect();
         prop_assert_eq!(azure, want);
+        let date = if l.form == Form::LearnMarkdown { None } else { Some("01/02/2025") };
+        prop_assert_eq!(c.origins[0].clone(), Origin::Page { file: "family.md".into(), date: date.map(String::from) });
+    }
+
+    /// One model in the three forms gives one catalog (all but the lines).
+    #[test]
+    fn the_three_forms_agree(m in model(), l in layout()) {
+        let read = |form: Form| {
+            let page = render(&m, &Layout { form, ..l.clone() });
+            parse_page(&page, "family").map(|c| meaning(&c))
+        };
+        let docs = read(Form::Docs).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(read(Form::LearnMarkdown), Ok(docs.clone()));
+        prop_assert_eq!(read(Form::Html), Ok(docs));
     }
 }
