@@ -138,11 +138,18 @@ pub fn import_bytes(
 
 /// Reads a source file, capped at `MAX_SOURCE_BYTES`.
 pub fn read_source(path: &Path) -> Result<Vec<u8>, SourceError> {
-    use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|source| SourceError::Read {
         path: path.into(),
         source,
     })?;
+    read_opened(file, path)
+}
+
+/// Reads a source file already open (the daemon opens it itself, to check whose it
+/// is on what it reads), capped at `MAX_SOURCE_BYTES`; `path` names it in errors.
+pub fn read_opened(file: std::fs::File, path: &Path) -> Result<Vec<u8>, SourceError> {
+    use std::io::Read as _;
+    let size = file.metadata().map(|m| m.len()).ok();
     let mut bytes = Vec::new();
     // One byte more than the cap tells a file at the cap from a larger one.
     file.take(MAX_SOURCE_BYTES as u64 + 1)
@@ -152,10 +159,9 @@ pub fn read_source(path: &Path) -> Result<Vec<u8>, SourceError> {
             source,
         })?;
     if bytes.len() > MAX_SOURCE_BYTES {
-        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(bytes.len() as u64);
         return Err(SourceError::TooLarge {
             path: path.into(),
-            bytes,
+            bytes: size.unwrap_or(bytes.len() as u64),
             max: MAX_SOURCE_BYTES,
         });
     }

@@ -27,8 +27,9 @@ use crate::{
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Read a "Network requirements" page (Markdown) or an Azure service tags file
-    /// (JSON) into a catalog file that the config's `catalog` key can name.
+    /// Read a "Network requirements" page (the docs' Markdown, Learn's HTML, or a
+    /// Markdown mirror of Learn's rendering) or an Azure service tags file (JSON) into
+    /// a catalog file that the config's `catalog` key can name.
     Import(ImportArgs),
     /// What changed from one catalog to another, per region and feature (exit 0: no
     /// difference, 1: differences, 2: error, as diff(1)).
@@ -42,13 +43,17 @@ pub enum Command {
     },
     /// Put a new catalog (page, service tags or catalog file) in force in the running
     /// daemon, as one generation swap; refused when it would remove more than
-    /// `max_shrink` percent of the catalog addresses enforced now, unless --force.
+    /// `max_shrink` percent of the catalog addresses enforced now, unless --force. The
+    /// daemon reads FILE itself: a regular file (not a link) that belongs to the caller,
+    /// unless the caller is root.
     Apply {
         file: PathBuf,
         #[command(flatten)]
         change: ApplyArgs,
     },
-    /// Put the catalog in force before the last `catalog apply` back.
+    /// Put the catalog in force before the last `catalog apply` back. Never refused
+    /// by max_shrink (the way back may remove what the apply added); refused, like any
+    /// change, when it would cut off this SSH session, unless --confirm or --force.
     Rollback {
         #[command(flatten)]
         change: ApplyArgs,
@@ -93,7 +98,7 @@ pub struct FetchArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// The page, in the Markdown of the docs repository, or with --service-tags the
+    /// The page (Markdown or HTML, told apart by content), or with --service-tags the
     /// service tags file (ServiceTags_Public_*.json).
     file: PathBuf,
     /// Read FILE as an Azure "IP Ranges and Service Tags" file.
@@ -109,7 +114,8 @@ pub struct ImportArgs {
     /// the page says].
     #[arg(long = "feature", short = 'f', value_name = "FEATURE", requires = "service_tags")]
     features: Vec<String>,
-    /// Import a page even where parts of it cannot be read, printing what was skipped.
+    /// Import a page even where parts of it cannot be read, printing what was skipped:
+    /// a table or row it cannot read, or one item of a row (the row's others are kept).
     #[arg(long)]
     allow_partial: bool,
     /// Where to write the catalog [default: standard output].
