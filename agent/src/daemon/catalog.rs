@@ -50,6 +50,18 @@ pub struct AppliedCatalogs {
     pub previous: Option<Applied>,
 }
 
+impl AppliedCatalogs {
+    /// The record with its catalogs' Azure regions spelled as Azure does: one applied
+    /// before the region vocabulary names `centralfrance` where the config now says
+    /// `francecentral`.
+    fn in_azure_spelling(mut self) -> AppliedCatalogs {
+        for applied in [&mut self.current, &mut self.previous].into_iter().flatten() {
+            applied.catalog.normalize_regions();
+        }
+        self
+    }
+}
+
 /// Which catalog to enforce: the applied one while the config's `catalog` key is as
 /// it was when it was applied, else the config's. The second value says why the
 /// applied one was set aside, for the log.
@@ -168,7 +180,7 @@ impl Switch {
 impl Daemon {
     pub(super) fn applied_catalogs(&self) -> AppliedCatalogs {
         match load_json::<AppliedCatalogs>(&self.config.state_dir, CATALOG_FILE) {
-            Ok(Some(a)) => a,
+            Ok(Some(a)) => a.in_azure_spelling(),
             Ok(None) => AppliedCatalogs::default(),
             Err(e) => {
                 warn!("ignoring {CATALOG_FILE}: {e:#}");
@@ -440,5 +452,39 @@ mod tests {
             "{err}"
         );
         assert!(read_owned(&page, &peer(0)).is_ok(), "root reads any file");
+    }
+
+    #[test]
+    fn a_record_from_before_the_vocabulary_reads_in_azures_spelling() {
+        let mut catalog = Catalog::builtin();
+        catalog.regions.push(crate::catalog::Region {
+            id: "centralfrance".into(),
+            label: "FranceCentral".into(),
+            kind: crate::catalog::RegionKind::AzureRegion,
+        });
+        let mut entry = catalog.entries[0].clone();
+        entry.region = Some("centralfrance".into());
+        catalog.entries.push(entry);
+        let applied = Applied {
+            catalog,
+            from: "/etc/allowgate/tags.json".into(),
+            applied_at: 1,
+            basis: vec![],
+        };
+        let record = AppliedCatalogs {
+            current: Some(applied.clone()),
+            previous: Some(applied),
+        }
+        .in_azure_spelling();
+        for applied in [record.current.unwrap(), record.previous.unwrap()] {
+            let c = applied.catalog;
+            assert!(
+                c.regions
+                    .iter()
+                    .any(|r| r.id == "francecentral" && r.label == "France Central")
+            );
+            assert!(c.entries.iter().all(|e| e.region.as_deref() != Some("centralfrance")));
+            assert!(c.entries.iter().any(|e| e.region.as_deref() == Some("francecentral")));
+        }
     }
 }
