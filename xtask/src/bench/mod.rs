@@ -62,10 +62,14 @@ pub struct BenchArgs {
     /// `catalog` (the catalog's packets, with and without connection tracking)
     #[arg(long, value_name = "ROW", value_parser = ["import", "config", "catalog"])]
     pub(crate) only: Option<String>,
-    /// Real traffic instead: live frames through veths, capacity of the receiving core
-    /// for XDP_DROP, XDP_PASS, xdp-filter, nftables and allowgate (see traffic.rs)
+    /// Real traffic instead: frames through veths, capacity of the receiving core for
+    /// XDP_DROP, XDP_PASS, xdp-filter, nftables and allowgate, steady and under floods
+    /// (see traffic/mod.rs)
     #[arg(long)]
     pub(crate) traffic: bool,
+    /// --traffic: where the frames come from
+    #[arg(long, value_enum, default_value = "tap")]
+    pub(crate) generator: crate::traffic::GeneratorKind,
     /// --traffic: interleaved rounds, of which the medians are reported [default: 5, 2 with --quick]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) rounds: Option<u32>,
@@ -126,6 +130,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             seconds: args.seconds.unwrap_or(if args.quick { 0.5 } else { 2.0 }),
             csv: args.csv.clone(),
             markdown: args.markdown,
+            generator: args.generator,
         });
     }
     if args.rounds.is_some() || args.seconds.is_some() {
