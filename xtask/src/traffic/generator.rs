@@ -4,8 +4,8 @@
 //! - **tap** (the default): frames written to a tap device whose XDP program
 //!   (`traffic_gen`) redirects them out of the sender veth. The receiver gets
 //!   xdp_frames on its veth ring, as from a NIC's driver (or live frames), so its XDP
-//!   program runs on the frame itself; about 1.0-1.4 Mpps from one core here, one
-//!   write() per frame.
+//!   program runs on the frame itself; 0.6-1.4 Mpps from one core here (less when the
+//!   machine is busy), one write() per frame.
 //! - **af-packet**: sendmmsg batches of 64 on an AF_PACKET socket with
 //!   PACKET_QDISC_BYPASS. The receiver gets skbs, and its veth copies each one into a
 //!   page with XDP headroom before XDP runs: a cost a NIC does not have, so XDP filters

@@ -289,7 +289,7 @@ impl Rig {
             // The reason most of them were dropped for, as the kernel counted it.
             let top = reasons1
                 .iter()
-                .map(|(r, n)| (n - reasons0.get(r).copied().unwrap_or(0), r))
+                .map(|(r, n)| (n.saturating_sub(reasons0.get(r).copied().unwrap_or(0)), r))
                 .max();
             if let Some((_, reason)) = top {
                 return Ok(format!("dropped ({})", reason.as_str()));
