@@ -38,7 +38,7 @@ use crate::{
         protocol::{ChangeOptions, Changed, Request, Response, SshSession},
         server::{self, Access, Incoming},
     },
-    dataplane::{Attachment, Dataplane, LoadOptions},
+    dataplane::{Attachment, Dataplane, LoadOptions, Placement},
     dns::learner::{HEARTBEAT_STALE_AFTER, Learner},
     events::{Decoded, DropSummary},
     policy::config::load_config,
@@ -91,6 +91,39 @@ pub struct InterfaceState {
     pub name: String,
     pub xdp_mode: String,
     pub tc_mode: String,
+    /// `link` (alone) or `dispatcher` (a libxdp dispatcher's component).
+    #[serde(default = "link")]
+    pub xdp_attach: String,
+}
+
+fn link() -> String {
+    "link".to_string()
+}
+
+impl InterfaceState {
+    /// The attachment this record describes, for asking the kernel about it.
+    pub fn attachment(&self) -> Attachment {
+        use crate::dataplane::{TcMode, XdpAttach, XdpMode};
+        Attachment {
+            name: self.name.clone(),
+            xdp_mode: if self.xdp_mode == "generic" {
+                XdpMode::Generic
+            } else {
+                XdpMode::Native
+            },
+            xdp_attach: if self.xdp_attach == "dispatcher" {
+                XdpAttach::Dispatcher
+            } else {
+                XdpAttach::Link
+            },
+            tc_mode: if self.tc_mode == "clsact" {
+                TcMode::Clsact
+            } else {
+                TcMode::Tcx
+            },
+            adopted: false,
+        }
+    }
 }
 
 pub const STATE_FILE: &str = "state.json";
@@ -187,6 +220,18 @@ fn seed_flows(dataplane: &mut Dataplane) {
     }
 }
 
+fn placement(config: &Config) -> Placement {
+    Placement {
+        mode: config.xdp_mode,
+        priority: config.xdp_priority,
+    }
+}
+
+/// Whether anything of allowgate's is pinned under `dir` (a previous generation).
+fn has_pins(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("maps")).is_ok_and(|mut d| d.next().is_some())
+}
+
 fn sd_notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         warn!("cannot notify systemd: {e}");
@@ -260,6 +305,30 @@ impl Daemon {
         }
         let (policy, tables) = compile(&catalog, &config, &desired)?;
 
+        // A first start (nothing pinned yet) that fails leaves nothing pinned either.
+        let bpffs_dir = config.bpffs_dir.clone();
+        let first_start = !has_pins(&bpffs_dir);
+        let started = Daemon::start_kernel(config_path, config, catalog, desired, basis, pending, policy, tables);
+        if started.is_err() && first_start {
+            for p in crate::dataplane::detach_all(&bpffs_dir, &[]) {
+                warn!("cleaning up after a failed first start: {p}");
+            }
+        }
+        started
+    }
+
+    /// The part of `start` that touches the kernel.
+    #[allow(clippy::too_many_arguments)]
+    fn start_kernel(
+        config_path: &Path,
+        config: Config,
+        catalog: Catalog,
+        desired: Desired,
+        basis: Desired,
+        pending: Option<Pending>,
+        policy: Policy,
+        tables: Tables,
+    ) -> anyhow::Result<Daemon> {
         let mut dataplane = Dataplane::load(&config.bpffs_dir, &LoadOptions::default())?;
         for replaced in dataplane.replaced() {
             warn!("replaced a pinned map that does not fit this build (its contents start over): {replaced}");
@@ -277,7 +346,7 @@ impl Daemon {
         }
         let mut attachments: Vec<crate::dataplane::Attachment> = Vec::new();
         for iface in &config.interfaces {
-            let a = match dataplane.attach(iface) {
+            let a = match dataplane.attach(iface, placement(&config)) {
                 Ok(a) => a,
                 Err(e) => {
                     // All or none: take back what this start attached, and put back
@@ -293,7 +362,7 @@ impl Daemon {
                     return Err(e.into());
                 }
             };
-            info!(interface = %a.name, xdp = a.xdp_mode.as_str(), tc = ?a.tc_mode, adopted = a.adopted, "attached");
+            info!(interface = %a.name, xdp = a.xdp_mode.as_str(), xdp_attach = a.xdp_attach.as_str(), tc = ?a.tc_mode, adopted = a.adopted, "attached");
             attachments.push(a);
         }
         dataplane.pin_programs()?;
@@ -348,6 +417,7 @@ impl Daemon {
                     name: a.name.clone(),
                     xdp_mode: a.xdp_mode.as_str().to_string(),
                     tc_mode: format!("{:?}", a.tc_mode).to_lowercase(),
+                    xdp_attach: a.xdp_attach.as_str().to_string(),
                 })
                 .collect(),
             generation: self.generation,
@@ -585,16 +655,7 @@ impl Daemon {
     fn interface_statuses(&self) -> Vec<status::InterfaceStatus> {
         self.attachments
             .iter()
-            .map(|a| {
-                let problem = self.dataplane.attachment_problem(a);
-                status::InterfaceStatus {
-                    name: a.name.clone(),
-                    xdp_mode: a.xdp_mode.as_str().to_string(),
-                    tc_mode: format!("{:?}", a.tc_mode).to_lowercase(),
-                    attached: problem.is_none(),
-                    problem,
-                }
-            })
+            .map(|a| status::interface_status(&self.config.bpffs_dir, a))
             .collect()
     }
 
@@ -614,7 +675,14 @@ impl Daemon {
                 }
                 continue;
             };
-            match self.dataplane.attach(&name) {
+            // A repair puts back what was there: a dispatcher's program goes into one again.
+            let mut placement = placement(&self.config);
+            if self.attachments[index].xdp_attach == crate::dataplane::XdpAttach::Dispatcher
+                && placement.mode == crate::policy::config::XdpPlacement::Auto
+            {
+                placement.mode = crate::policy::config::XdpPlacement::Dispatcher;
+            }
+            match self.dataplane.attach(&name, placement) {
                 Ok(a) => {
                     warn!(interface = %name, xdp = a.xdp_mode.as_str(), %problem, "was not protected: attached again");
                     self.attachments[index] = a;

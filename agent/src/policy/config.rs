@@ -232,6 +232,35 @@ pub struct StateSettings {
     pub timeouts: FlowTimeouts,
 }
 
+/// How the XDP program goes on an interface (`xdp_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpPlacement {
+    /// Into the libxdp dispatcher when one is there, else alone (native, else generic).
+    #[default]
+    Auto,
+    /// Alone, in the driver.
+    Native,
+    /// Alone, in the kernel's stack.
+    Generic,
+    /// As one program of a libxdp dispatcher: the one there, or a new one.
+    Dispatcher,
+}
+
+impl XdpPlacement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpPlacement::Auto => "auto",
+            XdpPlacement::Native => "native",
+            XdpPlacement::Generic => "generic",
+            XdpPlacement::Dispatcher => "dispatcher",
+        }
+    }
+}
+
+/// allowgate's run priority in a libxdp dispatcher when none is configured: lowest,
+/// so that it runs first (libxdp's default is 50, xdp-filter's 10).
+pub const DEFAULT_XDP_PRIORITY: u32 = 0;
+
 /// A validated config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -266,6 +295,9 @@ pub struct Config {
     /// were any); single drop events are logged at debug only.
     pub drop_log_interval: u64,
     pub state: StateSettings,
+    pub xdp_mode: XdpPlacement,
+    /// allowgate's run priority among a libxdp dispatcher's programs (lowest first).
+    pub xdp_priority: u32,
 }
 
 impl Default for Config {
@@ -292,6 +324,8 @@ impl Default for Config {
             dns: DnsSettings::default(),
             drop_log_interval: DEFAULT_DROP_LOG_INTERVAL,
             state: StateSettings::default(),
+            xdp_mode: XdpPlacement::Auto,
+            xdp_priority: DEFAULT_XDP_PRIORITY,
         }
     }
 }
@@ -321,6 +355,8 @@ struct RawConfig {
     dns: RawDns,
     drop_log_interval: Option<Spanned<u64>>,
     state: RawState,
+    xdp_mode: Option<Spanned<String>>,
+    xdp_priority: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -755,6 +791,26 @@ impl Config {
         };
 
         let state = parse_state(&raw.state, &lines)?;
+        let xdp_mode = match &raw.xdp_mode {
+            None => XdpPlacement::Auto,
+            Some(m) => match m.get_ref().as_str() {
+                "auto" => XdpPlacement::Auto,
+                "native" => XdpPlacement::Native,
+                "generic" => XdpPlacement::Generic,
+                "dispatcher" => XdpPlacement::Dispatcher,
+                other => {
+                    return Err(lines.error(
+                        m.span(),
+                        format!("xdp_mode: `{other}` is none of auto, native, generic, dispatcher"),
+                    ));
+                }
+            },
+        };
+        let xdp_priority = match &raw.xdp_priority {
+            None => DEFAULT_XDP_PRIORITY,
+            Some(p) => u32::try_from(*p.get_ref())
+                .map_err(|_| lines.error(p.span(), "xdp_priority: 0 to 4294967295 (lowest runs first)"))?,
+        };
 
         Ok(Config {
             interfaces,
@@ -786,6 +842,8 @@ impl Config {
             dns,
             drop_log_interval,
             state,
+            xdp_mode,
+            xdp_priority,
         })
     }
 

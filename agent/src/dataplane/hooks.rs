@@ -1,0 +1,173 @@
+//! The other programs on the hooks allowgate shares, per the kernel: the XDP hook
+//! (alone, or a libxdp dispatcher and its components in run order) and the tcx egress
+//! hook (in run order), with allowgate's place among them. `status` lists them; the
+//! checks say when a program ahead of allowgate could let a packet past it unjudged.
+
+use std::path::Path;
+
+use allowgate_ebpf as abi;
+
+use super::{
+    dispatcher::{self, Holder},
+    kernel::{self, ProgInfo},
+};
+
+/// One program on a hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookProgram {
+    pub id: u32,
+    pub name: String,
+    pub tag: String,
+    /// Its run priority in a dispatcher.
+    pub priority: Option<u32>,
+    /// In a dispatcher: the XDP actions after which the next program runs.
+    pub continues_on: Vec<String>,
+    /// One of this allowgate's (it uses the maps pinned under its `bpffs_dir`).
+    pub allowgate: bool,
+}
+
+/// One hook of an interface and the programs on it, in run order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hook {
+    /// `xdp` or `tc egress`.
+    pub hook: &'static str,
+    /// How the programs sit there: `alone` (native|generic), `dispatcher` (native|generic,
+    /// with the dispatcher's program id), `tcx`.
+    pub attach: String,
+    pub programs: Vec<HookProgram>,
+}
+
+impl Hook {
+    /// allowgate's place (0: first), when it is there.
+    pub fn position(&self) -> Option<usize> {
+        self.programs.iter().position(|p| p.allowgate)
+    }
+}
+
+/// A program of this allowgate: one that uses its maps.
+pub fn is_ours(p: &ProgInfo, our_maps: &[u32]) -> bool {
+    p.map_ids.iter().any(|m| our_maps.contains(m))
+}
+
+/// The ids of the maps pinned under `dir` that every allowgate program uses.
+pub fn pinned_map_ids(dir: &Path) -> Vec<u32> {
+    [abi::map::ACTIVE, abi::map::STATS]
+        .iter()
+        .filter_map(|name| kernel::obj_get(&dir.join("maps").join(name)).ok())
+        .filter_map(|fd| kernel::map_id(&fd).ok())
+        .collect()
+}
+
+fn program(p: &ProgInfo, our_maps: &[u32]) -> HookProgram {
+    HookProgram {
+        id: p.id,
+        name: p.name.clone(),
+        tag: p.tag_hex(),
+        priority: None,
+        continues_on: Vec::new(),
+        allowgate: is_ours(p, our_maps),
+    }
+}
+
+/// The XDP hook of `ifindex`, or `None` when nothing is on it.
+pub fn xdp(ifindex: u32, our_maps: &[u32]) -> Option<Hook> {
+    match dispatcher::inspect(ifindex).ok()? {
+        Holder::Nothing => None,
+        Holder::Program { prog, mode, link, .. } => Some(Hook {
+            hook: "xdp",
+            attach: match link {
+                Some(id) => format!("alone ({}, bpf_link {id})", mode.as_str()),
+                None => format!("alone ({}, netlink)", mode.as_str()),
+            },
+            programs: vec![program(&prog, our_maps)],
+        }),
+        Holder::Dispatcher(d) => Some(Hook {
+            hook: "xdp",
+            attach: format!("libxdp dispatcher {} ({})", d.prog.id, d.mode.as_str()),
+            programs: d
+                .components
+                .iter()
+                .map(|c| HookProgram {
+                    priority: Some(c.priority),
+                    continues_on: c.chain_call_names(),
+                    ..program(&c.prog, our_maps)
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// The tcx egress hook of `iface`, or `None` when nothing is on it.
+pub fn tcx_egress(iface: &str, our_maps: &[u32]) -> Option<Hook> {
+    let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Egress).ok()?;
+    let programs: Vec<HookProgram> = progs
+        .iter()
+        .filter_map(|p| kernel::prog_by_id(p.id()).and_then(|fd| kernel::prog_info(&fd)).ok())
+        .map(|p| program(&p, our_maps))
+        .collect();
+    (!programs.is_empty()).then(|| Hook {
+        hook: "tc egress",
+        attach: "tcx".to_string(),
+        programs,
+    })
+}
+
+/// Both hooks of `iface` as the kernel has them.
+pub fn list(dir: &Path, iface: &str) -> Vec<Hook> {
+    let our_maps = pinned_map_ids(dir);
+    let Some(ifindex) = kernel::if_index(iface) else {
+        return Vec::new();
+    };
+    xdp(ifindex, &our_maps)
+        .into_iter()
+        .chain(tcx_egress(iface, &our_maps))
+        .collect()
+}
+
+/// What is wrong with allowgate (its component: program `want`) in the dispatcher on
+/// `ifindex`: no dispatcher there, allowgate's program not in it, or a program ahead
+/// of it that ends the chain on XDP_PASS. `None`: every packet the hook passes on was
+/// judged by allowgate.
+pub fn dispatcher_problem(ifindex: u32, want: Option<u32>) -> Option<String> {
+    let d = match dispatcher::inspect(ifindex) {
+        Err(e) => return Some(format!("cannot read its XDP hook: {e}")),
+        Ok(Holder::Nothing) => return Some("its XDP hook is empty: the libxdp dispatcher was taken off".into()),
+        Ok(Holder::Program { prog, .. }) => {
+            return Some(format!(
+                "its XDP hook runs program {} `{}`, no libxdp dispatcher",
+                prog.id, prog.name
+            ));
+        }
+        Ok(Holder::Dispatcher(d)) => d,
+    };
+    let Some(position) = d.components.iter().position(|c| Some(c.prog.id) == want) else {
+        return Some(format!(
+            "allowgate's program is not among those of the libxdp dispatcher {} on its XDP hook",
+            d.prog.id
+        ));
+    };
+    d.components[..position]
+        .iter()
+        .find(|c| !c.continues_on_pass())
+        .map(|c| {
+            format!(
+                "program {} `{}` (priority {}) runs before allowgate in the libxdp dispatcher and ends the chain on XDP_PASS: packets it passes are never judged",
+                c.prog.id, c.prog.name, c.priority
+            )
+        })
+}
+
+/// What is wrong with allowgate's place (program `want`) on the tcx egress hook of
+/// `iface`: a program ahead of it, which may end the chain (any verdict but
+/// TC_ACT_UNSPEC) before allowgate judges.
+pub fn tcx_problem(iface: &str, want: Option<u32>) -> Option<String> {
+    let want = want?;
+    let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Egress).ok()?;
+    let position = progs.iter().position(|p| p.id() == want)?;
+    let ahead = progs.first().filter(|_| position > 0)?;
+    Some(format!(
+        "program {} `{}` runs before allowgate on tc egress (tcx) and may end the chain before allowgate judges",
+        ahead.id(),
+        ahead.name_as_str().unwrap_or("?")
+    ))
+}
