@@ -663,3 +663,37 @@ pub fn detach_all(dir: &Path, interfaces: &[String]) -> Vec<String> {
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, chain: u32, ours: bool) -> Entry {
+        Entry {
+            fd: None,
+            name: name.to_string(),
+            tag: [0; 8],
+            priority: 0,
+            chain_call_actions: chain,
+            frags: false,
+            ours,
+        }
+    }
+
+    const DROP: u32 = 1 << 1;
+
+    /// Only a program before allowgate whose XDP_PASS ends the chain lets packets past it.
+    #[test]
+    fn a_program_ahead_that_ends_the_chain_on_pass_is_a_bypass() {
+        let ours = || entry(allowgate_ebpf::PROG_INGRESS_EXT, CONTINUES_ON_PASS, true);
+        let goes_on = entry("goes_on", CONTINUES_ON_PASS, false);
+        let ends = entry("ends_on_pass", DROP, false);
+        assert!(
+            bypass_ahead(&[ours(), entry("after", DROP, false)]).is_none(),
+            "behind us: harmless"
+        );
+        assert!(bypass_ahead(&[goes_on, ours()]).is_none(), "passes on to us: harmless");
+        let chain = [entry("first", CONTINUES_ON_PASS | DROP, false), ends, ours()];
+        assert_eq!(bypass_ahead(&chain).map(|e| e.name.as_str()), Some("ends_on_pass"));
+    }
+}

@@ -640,3 +640,66 @@ pub fn pinned_dispatchers() -> Vec<(u32, u32)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, priority: u32, tag: u8, chain: u32) -> Entry {
+        Entry {
+            fd: None,
+            name: name.to_string(),
+            tag: [tag; 8],
+            priority,
+            chain_call_actions: chain,
+            frags: false,
+            ours: name == abi::PROG_INGRESS_EXT,
+        }
+    }
+
+    fn order(entries: &[Entry]) -> Vec<&str> {
+        entries.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    /// libxdp's order (cmp_xdp_programs): priority, then name byte by byte, then tag.
+    #[test]
+    fn programs_run_by_priority_then_name_then_tag() {
+        let mut entries = vec![
+            entry("xdpfilt_alw_all", 10, 1, 4),
+            entry("allowgate_xdp", 0, 2, 4),
+            entry("zz", 0, 9, 4),
+            entry("a_pass_first", 0, 3, 1 << 1),
+            entry("Zed", 0, 4, 4),
+            entry("zz", 0, 5, 4),
+            entry("late", 50, 6, 4),
+        ];
+        sort(&mut entries);
+        assert_eq!(
+            order(&entries),
+            [
+                "Zed",
+                "a_pass_first",
+                "allowgate_xdp",
+                "zz",
+                "zz",
+                "xdpfilt_alw_all",
+                "late"
+            ]
+        );
+        assert_eq!(entries[3].tag, [5; 8], "equal names: by tag");
+    }
+
+    #[test]
+    fn chain_call_actions_have_names() {
+        assert_eq!(chain_names(1 << 2), ["pass"]);
+        assert_eq!(chain_names((1 << 1) | (1 << 2) | (1 << 31)), ["drop", "pass"]);
+        assert!(chain_names(0).is_empty());
+    }
+
+    #[test]
+    fn libxdp_state_lives_under_libxdp_bpffs() {
+        // The variable names the bpffs; libxdp's own directory is `xdp` beneath it.
+        assert!(state_dir().ends_with("xdp"));
+        assert_eq!(pin_dir(7, 42).file_name().unwrap().to_string_lossy(), "dispatch-7-42");
+    }
+}

@@ -1140,6 +1140,22 @@ ports = [443, "8000-8100"]
     }
 
     #[test]
+    fn xdp_placement_defaults_to_auto_first_and_takes_each_mode() {
+        let c = parse("").unwrap();
+        assert_eq!((c.xdp_mode, c.xdp_priority), (XdpPlacement::Auto, 0));
+        for (text, mode) in [
+            ("auto", XdpPlacement::Auto),
+            ("native", XdpPlacement::Native),
+            ("generic", XdpPlacement::Generic),
+            ("dispatcher", XdpPlacement::Dispatcher),
+        ] {
+            let c = parse(&format!("xdp_mode = \"{text}\"\nxdp_priority = 20\n")).unwrap();
+            assert_eq!((c.xdp_mode, c.xdp_priority), (mode, 20));
+            assert_eq!(mode.as_str(), text);
+        }
+    }
+
+    #[test]
     fn regions_match_whatever_the_spelling() {
         let c = parse(r#"regions = ["Gov US1", "EU1", "govus1"]"#).unwrap();
         assert_eq!(c.regions, ["gov-us1", "eu1"]);
@@ -1150,6 +1166,14 @@ ports = [443, "8000-8100"]
     fn bad_input_is_named_with_its_line() {
         let cases: &[(&str, &str)] = &[
             ("regions = [\"eu1\"]\nbogus = 1\n", "test.toml:2: unknown field `bogus`"),
+            (
+                "xdp_mode = \"shared\"\n",
+                "test.toml:1: xdp_mode: `shared` is none of auto, native, generic, dispatcher",
+            ),
+            (
+                "xdp_priority = -1\n",
+                "test.toml:1: xdp_priority: 0 to 4294967295 (lowest runs first)",
+            ),
             (
                 "regions = [\"eu3\"]\n",
                 "test.toml:1: regions: unknown region `eu3`: did you mean `eu1`?",
