@@ -106,10 +106,11 @@ impl Shared {
         )
     }
 
-    /// `allowgate daemon` that is expected to fail: run to its end, at most 30 s.
+    /// `allowgate daemon` that is expected to fail: run to its end (at most 2 minutes:
+    /// an emulated machine loads the filter slowly).
     fn daemon_fails(&self) -> Out {
         let mut c = Command::new("timeout");
-        c.arg("30")
+        c.arg("120")
             .arg("nsenter")
             .arg(format!("--net={}", self.world.host().path().display()))
             .arg("--")

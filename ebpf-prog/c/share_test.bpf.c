@@ -44,9 +44,10 @@ int other_egress_ok(struct __sk_buff *skb)
 }
 
 /* libxdp's run config (its XDP_RUN_CONFIG layout): priority 0, and only XDP_DROP
- * goes on to the next program. */
+ * goes on to the next program (XDP_PASS is one unless turned off). */
 struct {
 	int (*priority)[0];
+	int (*XDP_PASS)[0];
 	int (*XDP_DROP)[1];
 } _a_pass_first SEC(".xdp_run_config");
 

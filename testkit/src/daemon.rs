@@ -43,7 +43,8 @@ impl Daemon {
             .spawn()
             .expect("start the daemon");
         let mut d = Daemon { child, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Long enough for an emulated machine; a start that works here takes < 1 s.
+        let deadline = Instant::now() + Duration::from_secs(120);
         while !d.log().contains("enforcing") {
             if let Ok(Some(status)) = d.child.try_wait() {
                 panic!("the daemon exited with {status}:\n{}", d.log());

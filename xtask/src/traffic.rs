@@ -572,7 +572,7 @@ impl Rig {
                 let dataplane = std::thread::scope(|s| {
                     s.spawn(move || -> anyhow::Result<Dataplane> {
                         enter_netns(&path)?;
-                        let attachment = dataplane.attach(&iface)?;
+                        let attachment = dataplane.attach(&iface, allowgate::dataplane::Placement::default())?;
                         if attachment.xdp_mode != allowgate::dataplane::XdpMode::Native {
                             bail!("XDP attached in generic mode on {iface}: the figures would not compare");
                         }

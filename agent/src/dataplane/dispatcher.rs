@@ -115,6 +115,12 @@ fn pin_dir(ifindex: u32, dispatcher_id: u32) -> PathBuf {
     state_dir().join(format!("dispatch-{ifindex}-{dispatcher_id}"))
 }
 
+/// A directory only root may enter, as libxdp makes its own.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().mode(0o700).create(dir)
+}
+
 /// libxdp's lock: an exclusive flock of its state directory, released on drop.
 struct Lock {
     _dir: File,
@@ -123,7 +129,7 @@ struct Lock {
 impl Lock {
     fn take() -> io::Result<Lock> {
         let dir = state_dir();
-        if let Err(e) = std::fs::create_dir(&dir)
+        if let Err(e) = private_dir(&dir)
             && e.kind() != io::ErrorKind::AlreadyExists
         {
             return Err(io::Error::new(
@@ -432,7 +438,11 @@ fn build(ifindex: u32, entries: &[Entry], link_ours: &mut LinkOurs<'_>) -> Resul
     // unravel the components (their links live as long as a pin or fd holds them).
     let dir = pin_dir(ifindex, info.id);
     let pinned = (|| -> io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
+        if let Err(e) = private_dir(&dir)
+            && e.kind() != io::ErrorKind::AlreadyExists
+        {
+            return Err(e);
+        }
         for (slot, (link, prog)) in linked.iter().enumerate() {
             kernel::obj_pin(link, &dir.join(format!("prog{slot}-link")))?;
             kernel::obj_pin(prog, &dir.join(format!("prog{slot}-prog")))?;

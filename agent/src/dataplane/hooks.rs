@@ -8,6 +8,7 @@ use std::path::Path;
 use allowgate_ebpf as abi;
 
 use super::{
+    Attachment, TcMode, XdpAttach, attach,
     dispatcher::{self, Holder},
     kernel::{self, ProgInfo},
 };
@@ -122,6 +123,58 @@ pub fn list(dir: &Path, iface: &str) -> Vec<Hook> {
         .into_iter()
         .chain(tcx_egress(iface, &our_maps))
         .collect()
+}
+
+/// What is wrong with interface `a.name`'s attachment (pins under `dir`), per the
+/// kernel: no such interface here, a link detached, gone, on another interface, or
+/// running another program than the one pinned under `dir/progs`; allowgate's program
+/// missing from the dispatcher, or behind a program that lets packets past it. `None`:
+/// it filters.
+pub fn attachment_problem(dir: &Path, a: &Attachment) -> Option<String> {
+    let iface = a.name.as_str();
+    let Some(ifindex) = kernel::if_index(iface) else {
+        return Some(format!("there is no interface `{iface}` here"));
+    };
+    let prog = |name: &str| {
+        kernel::obj_get(&dir.join("progs").join(name))
+            .ok()
+            .and_then(|fd| kernel::prog_id(&fd).ok())
+    };
+    let links = dir.join("links");
+    let mut problems = Vec::new();
+    match a.xdp_attach {
+        XdpAttach::Link => {
+            let xdp = kernel::hook_state(
+                &attach::xdp_pin(&links, a.xdp_mode, iface),
+                iface,
+                ifindex,
+                prog("ingress"),
+                "XDP",
+            );
+            if let kernel::HookState::Broken(p) = xdp {
+                problems.push(p);
+            }
+        }
+        XdpAttach::Dispatcher => {
+            if let Some(p) = dispatcher_problem(ifindex, prog(super::INGRESS_DISPATCHED)) {
+                problems.push(p);
+            }
+        }
+    }
+    // A clsact filter has no link to ask; the kernel keeps it with the qdisc.
+    if a.tc_mode == TcMode::Tcx {
+        let pin = attach::tcx_pin(&links, iface);
+        let tc = kernel::hook_state(&pin, iface, ifindex, prog("egress"), "TC egress");
+        match tc {
+            kernel::HookState::Broken(p) => problems.push(p),
+            kernel::HookState::Attached => {
+                if let Some(p) = tcx_problem(iface, prog("egress")) {
+                    problems.push(p);
+                }
+            }
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
 }
 
 /// What is wrong with allowgate (its component: program `want`) in the dispatcher on

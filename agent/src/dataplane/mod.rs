@@ -35,6 +35,7 @@ use aya::{
 };
 
 pub use attach::{Attachment, Placement, TcMode, XdpAttach, XdpMode, detach_all};
+pub use hooks::attachment_problem;
 
 pub use bpffs::{check_on_bpffs, ensure_bpffs, lock_pins};
 pub use dns::monotonic_ns;
@@ -126,60 +127,8 @@ impl DataplaneError {
     }
 }
 
-/// What is wrong with interface `a.name`'s attachment (pins under `dir`), per the
-/// kernel: no such interface here, a link detached, gone, on another interface, or
-/// running another program than the one pinned under `dir/progs`; allowgate's program
-/// missing from the dispatcher, or behind a program that lets packets past it. `None`:
-/// it filters.
-pub fn attachment_problem(dir: &Path, a: &Attachment) -> Option<String> {
-    let iface = a.name.as_str();
-    let Some(ifindex) = kernel::if_index(iface) else {
-        return Some(format!("there is no interface `{iface}` here"));
-    };
-    let prog = |name: &str| {
-        kernel::obj_get(&dir.join("progs").join(name))
-            .ok()
-            .and_then(|fd| kernel::prog_id(&fd).ok())
-    };
-    let links = dir.join("links");
-    let mut problems = Vec::new();
-    match a.xdp_attach {
-        XdpAttach::Link => {
-            let xdp = kernel::hook_state(
-                &attach::xdp_pin(&links, a.xdp_mode, iface),
-                iface,
-                ifindex,
-                prog("ingress"),
-                "XDP",
-            );
-            if let kernel::HookState::Broken(p) = xdp {
-                problems.push(p);
-            }
-        }
-        XdpAttach::Dispatcher => {
-            if let Some(p) = hooks::dispatcher_problem(ifindex, prog(INGRESS_DISPATCHED)) {
-                problems.push(p);
-            }
-        }
-    }
-    // A clsact filter has no link to ask; the kernel keeps it with the qdisc.
-    if a.tc_mode == TcMode::Tcx {
-        let pin = attach::tcx_pin(&links, iface);
-        let tc = kernel::hook_state(&pin, iface, ifindex, prog("egress"), "TC egress");
-        match tc {
-            kernel::HookState::Broken(p) => problems.push(p),
-            kernel::HookState::Attached => {
-                if let Some(p) = hooks::tcx_problem(iface, prog("egress")) {
-                    problems.push(p);
-                }
-            }
-        }
-    }
-    (!problems.is_empty()).then(|| problems.join("; "))
-}
-
 /// The pin of ingress as a dispatcher's component, under `progs/`.
-const INGRESS_DISPATCHED: &str = "ingress-dispatched";
+pub(super) const INGRESS_DISPATCHED: &str = "ingress-dispatched";
 
 fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
     let what = what.into();

@@ -103,7 +103,7 @@ pub fn query(ifindex: u32) -> io::Result<Option<XdpHook>> {
         let (mut attached, mut prog, mut drv, mut skb) = (XdpAttached::None, 0, 0, 0);
         for a in xdp {
             match a {
-                LinkXdp::Attached(a) => attached = a.clone(),
+                LinkXdp::Attached(a) => attached = *a,
                 LinkXdp::ProgId(id) => prog = *id,
                 LinkXdp::DrvProgId(id) => drv = *id,
                 LinkXdp::SkbProgId(id) => skb = *id,
