@@ -594,6 +594,11 @@ pub enum JoinRefused {
 /// `ifindex`: the others go on in a new dispatcher, or, when none is left, the
 /// dispatcher is taken off the hook. Nothing to do is no error.
 pub fn leave(ifindex: u32, is_ours: &dyn Fn(&ProgInfo) -> bool) -> Result<bool, ShareError> {
+    // Nothing of ours there: no lock taken (nor libxdp's directory made for one).
+    match inspect(ifindex)? {
+        Holder::Dispatcher(d) if d.components.iter().any(|c| is_ours(&c.prog)) => {}
+        _ => return Ok(false),
+    }
     let _lock = Lock::take()?;
     for _ in 0..MAX_TRIES {
         let Holder::Dispatcher(d) = inspect(ifindex)? else {
