@@ -111,11 +111,17 @@ impl Shared {
     /// `allowgate daemon` that is expected to fail: run to its end (at most 2 minutes:
     /// an emulated machine loads the filter slowly).
     fn daemon_fails(&self) -> Out {
+        self.daemon_fails_with(&[])
+    }
+
+    /// `daemon_fails`, run through `wrapper` (a command and its arguments).
+    fn daemon_fails_with(&self, wrapper: &[&str]) -> Out {
         let mut c = Command::new("timeout");
         c.arg("120")
             .arg("nsenter")
             .arg(format!("--net={}", self.world.host().path().display()))
             .arg("--")
+            .args(wrapper)
             .arg(BIN)
             .args(["daemon", "--config"])
             .arg(&self.world.config)
@@ -533,6 +539,18 @@ fn a_plain_xdp_program_holding_the_hook_gives_the_clear_error() {
     ] {
         assert!(out.stderr.contains(word), "the error says {word:?}: {out}");
     }
+    // With the systemd unit's capabilities (no CAP_SYS_ADMIN, which opening another
+    // program by id takes), the holder is still named by its id and mode, and the
+    // error says what it could not read and why.
+    let out = shared.daemon_fails_with(&["setpriv", "--bounding-set", "-sys_admin", "--"]);
+    assert!(
+        out.stderr.contains("the hook is held by program ")
+            && out
+                .stderr
+                .contains("in native mode (its name and how it is attached cannot be read")
+            && out.stderr.contains("CAP_SYS_ADMIN"),
+        "{out}"
+    );
     shared.world.host().ip(&["link", "set", "dev", &iface, "xdpdrv", "off"]);
 
     // Through a bpf_link, as aya and libbpf attach.

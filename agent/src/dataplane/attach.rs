@@ -350,6 +350,7 @@ fn join_dispatcher(
             mode,
             link,
             dispatcher_version,
+            readable,
         }) => Err(held_by(
             iface,
             &Holder::Program {
@@ -357,6 +358,7 @@ fn join_dispatcher(
                 mode,
                 link,
                 dispatcher_version,
+                readable,
             },
             placement,
         )),
@@ -407,8 +409,26 @@ fn held_by(iface: &str, holder: &Holder, placement: Placement) -> DataplaneError
         Holder::Program {
             prog,
             mode,
+            readable: false,
+            ..
+        } => DataplaneError::HookHeld {
+            iface: iface.to_string(),
+            hook: "XDP",
+            holder: format!(
+                "program {} in {} mode (its name and how it is attached cannot be read: opening a program by id takes CAP_SYS_ADMIN, which the service does not have)",
+                prog.id,
+                mode.as_str()
+            ),
+            ways: format!(
+                "detach it (as root: xdp-loader status {iface} names it), or, if it is a libxdp dispatcher, give the service CAP_SYS_ADMIN (systemctl edit allowgate: CapabilityBoundingSet= and AmbientCapabilities=) so that allowgate can join it"
+            ),
+        },
+        Holder::Program {
+            prog,
+            mode,
             link,
             dispatcher_version,
+            ..
         } => {
             let how = match link {
                 Some(id) => format!("through bpf_link {id}"),
@@ -575,8 +595,8 @@ pub(super) fn take_first_place(dp: &mut Dataplane, pin: &Path, iface: &str) -> R
 
 /// The ids of the programs on the tcx egress hook of `iface`, in run order.
 pub(super) fn tcx_order(iface: &str) -> Vec<u32> {
-    aya::programs::SchedClassifier::query_tcx(iface, TcAttachType::Egress)
-        .map(|(_, progs)| progs.iter().map(|p| p.id()).collect())
+    if_index(iface)
+        .and_then(|i| kernel::tcx_egress_ids(i).ok())
         .unwrap_or_default()
 }
 

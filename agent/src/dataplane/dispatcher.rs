@@ -102,6 +102,9 @@ pub enum Holder {
         link: Option<u32>,
         /// A dispatcher of a protocol version this build does not speak.
         dispatcher_version: Option<u8>,
+        /// False when the kernel would not let us open the program by id (that takes
+        /// CAP_SYS_ADMIN): only its id and mode are known.
+        readable: bool,
     },
 }
 
@@ -235,7 +238,26 @@ pub fn inspect(ifindex: u32) -> io::Result<Holder> {
     let Some(hook) = xdp_hook::query(ifindex)? else {
         return Ok(Holder::Nothing);
     };
-    let fd = kernel::prog_by_id(hook.prog_id)?;
+    let fd = match kernel::prog_by_id(hook.prog_id) {
+        Ok(fd) => fd,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+            return Ok(Holder::Program {
+                prog: ProgInfo {
+                    id: hook.prog_id,
+                    prog_type: kernel::PROG_TYPE_XDP,
+                    tag: [0; 8],
+                    name: "?".into(),
+                    btf_id: 0,
+                    map_ids: Vec::new(),
+                },
+                mode: hook.mode,
+                link: None,
+                dispatcher_version: None,
+                readable: false,
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let prog = kernel::prog_info(&fd)?;
     match dispatcher_config(&prog) {
         Ok(Some(config)) => {
@@ -254,12 +276,14 @@ pub fn inspect(ifindex: u32) -> io::Result<Holder> {
             prog,
             mode: hook.mode,
             dispatcher_version: None,
+            readable: true,
         }),
         Err(version) => Ok(Holder::Program {
             link: xdp_link(ifindex, prog.id),
             prog,
             mode: hook.mode,
             dispatcher_version: Some(version),
+            readable: true,
         }),
     }
 }
@@ -517,12 +541,14 @@ pub fn join(
                 mode,
                 link,
                 dispatcher_version,
+                readable,
             } => {
                 return Ok(Err(JoinRefused::Held {
                     prog,
                     mode,
                     link,
                     dispatcher_version,
+                    readable,
                 }));
             }
         };
@@ -585,6 +611,7 @@ pub enum JoinRefused {
         mode: XdpMode,
         link: Option<u32>,
         dispatcher_version: Option<u8>,
+        readable: bool,
     },
     /// The order it would run in lets a packet past allowgate unjudged.
     Order(String),

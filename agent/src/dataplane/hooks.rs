@@ -71,16 +71,31 @@ fn program(p: &ProgInfo, our_maps: &[u32]) -> HookProgram {
 }
 
 /// The XDP hook of `ifindex`, or `None` when nothing is on it.
-pub fn xdp(ifindex: u32, our_maps: &[u32]) -> Option<Hook> {
+pub fn xdp(ifindex: u32, our_maps: &[u32], our_ingress: Option<u32>) -> Option<Hook> {
     match dispatcher::inspect(ifindex).ok()? {
         Holder::Nothing => None,
-        Holder::Program { prog, mode, link, .. } => Some(Hook {
+        Holder::Program {
+            prog,
+            mode,
+            link,
+            readable,
+            ..
+        } => Some(Hook {
             hook: "xdp",
-            attach: match link {
-                Some(id) => format!("alone ({}, bpf_link {id})", mode.as_str()),
-                None => format!("alone ({}, netlink)", mode.as_str()),
+            attach: match (link, readable) {
+                (Some(id), _) => format!("alone ({}, bpf_link {id})", mode.as_str()),
+                (None, true) => format!("alone ({}, netlink)", mode.as_str()),
+                (None, false) => format!("alone ({})", mode.as_str()),
             },
-            programs: vec![program(&prog, our_maps)],
+            programs: vec![if readable {
+                program(&prog, our_maps)
+            } else {
+                HookProgram {
+                    name: UNREADABLE.to_string(),
+                    allowgate: Some(prog.id) == our_ingress,
+                    ..program(&prog, our_maps)
+                }
+            }],
         }),
         Holder::Dispatcher(d) => Some(Hook {
             hook: "xdp",
@@ -98,13 +113,25 @@ pub fn xdp(ifindex: u32, our_maps: &[u32]) -> Option<Hook> {
     }
 }
 
-/// The tcx egress hook of `iface`, or `None` when nothing is on it.
-pub fn tcx_egress(iface: &str, our_maps: &[u32]) -> Option<Hook> {
-    let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Egress).ok()?;
-    let programs: Vec<HookProgram> = progs
+/// The tcx egress hook of `iface`, or `None` when nothing is on it. A program the
+/// kernel does not let us open (that takes CAP_SYS_ADMIN) is listed by its id alone.
+pub fn tcx_egress(iface: &str, our_maps: &[u32], our_egress: Option<u32>) -> Option<Hook> {
+    let ids = super::attach::tcx_order(iface);
+    let programs: Vec<HookProgram> = ids
         .iter()
-        .filter_map(|p| kernel::prog_by_id(p.id()).and_then(|fd| kernel::prog_info(&fd)).ok())
-        .map(|p| program(&p, our_maps))
+        .map(
+            |&id| match kernel::prog_by_id(id).and_then(|fd| kernel::prog_info(&fd)) {
+                Ok(p) => program(&p, our_maps),
+                Err(_) => HookProgram {
+                    id,
+                    name: UNREADABLE.to_string(),
+                    tag: String::new(),
+                    priority: None,
+                    continues_on: Vec::new(),
+                    allowgate: Some(id) == our_egress,
+                },
+            },
+        )
         .collect();
     (!programs.is_empty()).then(|| Hook {
         hook: "tc egress",
@@ -113,15 +140,24 @@ pub fn tcx_egress(iface: &str, our_maps: &[u32]) -> Option<Hook> {
     })
 }
 
+/// The name shown for a program the kernel does not let us open by id.
+const UNREADABLE: &str = "? (reading it takes CAP_SYS_ADMIN)";
+
 /// Both hooks of `iface` as the kernel has them.
 pub fn list(dir: &Path, iface: &str) -> Vec<Hook> {
     let our_maps = pinned_map_ids(dir);
+    let pinned = |name: &str| {
+        kernel::obj_get(&dir.join("progs").join(name))
+            .ok()
+            .and_then(|fd| kernel::prog_id(&fd).ok())
+    };
+    let (our_ingress, our_egress) = (pinned("ingress"), pinned("egress"));
     let Some(ifindex) = kernel::if_index(iface) else {
         return Vec::new();
     };
-    xdp(ifindex, &our_maps)
+    xdp(ifindex, &our_maps, our_ingress)
         .into_iter()
-        .chain(tcx_egress(iface, &our_maps))
+        .chain(tcx_egress(iface, &our_maps, our_egress))
         .collect()
 }
 
@@ -185,6 +221,14 @@ pub fn dispatcher_problem(ifindex: u32, want: Option<u32>) -> Option<String> {
     let d = match dispatcher::inspect(ifindex) {
         Err(e) => return Some(format!("cannot read its XDP hook: {e}")),
         Ok(Holder::Nothing) => return Some("its XDP hook is empty: the libxdp dispatcher was taken off".into()),
+        Ok(Holder::Program {
+            readable: false, prog, ..
+        }) => {
+            return Some(format!(
+                "cannot tell whether program {} on its XDP hook is a libxdp dispatcher: opening a program by id takes CAP_SYS_ADMIN",
+                prog.id
+            ));
+        }
         Ok(Holder::Program { prog, .. }) => {
             return Some(format!(
                 "its XDP hook runs program {} `{}`, no libxdp dispatcher",
@@ -215,12 +259,14 @@ pub fn dispatcher_problem(ifindex: u32, want: Option<u32>) -> Option<String> {
 /// TC_ACT_UNSPEC) before allowgate judges.
 pub fn tcx_problem(iface: &str, want: Option<u32>) -> Option<String> {
     let want = want?;
-    let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Egress).ok()?;
-    let position = progs.iter().position(|p| p.id() == want)?;
-    let ahead = progs.first().filter(|_| position > 0)?;
+    let ids = super::attach::tcx_order(iface);
+    let position = ids.iter().position(|&id| id == want)?;
+    let ahead = *ids.first().filter(|_| position > 0)?;
+    let name = kernel::prog_by_id(ahead)
+        .and_then(|fd| kernel::prog_info(&fd))
+        .map(|p| format!(" `{}`", p.name))
+        .unwrap_or_default();
     Some(format!(
-        "program {} `{}` runs before allowgate on tc egress (tcx) and may end the chain before allowgate judges",
-        ahead.id(),
-        ahead.name_as_str().unwrap_or("?")
+        "program {ahead}{name} runs before allowgate on tc egress (tcx) and may end the chain before allowgate judges"
     ))
 }

@@ -19,6 +19,8 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_PROG_QUERY: libc::c_long = 16;
+const BPF_TCX_EGRESS: u32 = 47;
 const BPF_BTF_GET_FD_BY_ID: libc::c_long = 19;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
@@ -265,6 +267,42 @@ pub fn link_info(fd: &OwnedFd) -> io::Result<LinkInfo> {
         prog_id: u32_at(&buf, 8),
         union: [u32_at(&buf, 16), u32_at(&buf, 20), u32_at(&buf, 24)],
     })
+}
+
+/// The ids of the programs on the tcx egress hook of interface `ifindex`, in run order
+/// (BPF_PROG_QUERY: CAP_NET_ADMIN is enough, where opening a program by id takes
+/// CAP_SYS_ADMIN).
+pub fn tcx_egress_ids(ifindex: u32) -> io::Result<Vec<u32>> {
+    #[repr(C)]
+    struct QueryAttr {
+        target_ifindex: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        count: u32,
+        _pad: u32,
+        prog_attach_flags: u64,
+        link_ids: u64,
+        link_attach_flags: u64,
+        revision: u64,
+    }
+    let mut ids = [0u32; 64];
+    let mut attr = QueryAttr {
+        target_ifindex: ifindex,
+        attach_type: BPF_TCX_EGRESS,
+        query_flags: 0,
+        attach_flags: 0,
+        prog_ids: ids.as_mut_ptr() as u64,
+        count: ids.len() as u32,
+        _pad: 0,
+        prog_attach_flags: 0,
+        link_ids: 0,
+        link_attach_flags: 0,
+        revision: 0,
+    };
+    bpf_mut(BPF_PROG_QUERY, &mut attr)?;
+    Ok(ids[..(attr.count as usize).min(ids.len())].to_vec())
 }
 
 /// Every link of the host that the kernel lets us open, with its info.
