@@ -305,30 +305,6 @@ impl Daemon {
         }
         let (policy, tables) = compile(&catalog, &config, &desired)?;
 
-        // A first start (nothing pinned yet) that fails leaves nothing pinned either.
-        let bpffs_dir = config.bpffs_dir.clone();
-        let first_start = !has_pins(&bpffs_dir);
-        let started = Daemon::start_kernel(config_path, config, catalog, desired, basis, pending, policy, tables);
-        if started.is_err() && first_start {
-            for p in crate::dataplane::detach_all(&bpffs_dir, &[]) {
-                warn!("cleaning up after a failed first start: {p}");
-            }
-        }
-        started
-    }
-
-    /// The part of `start` that touches the kernel.
-    #[allow(clippy::too_many_arguments)]
-    fn start_kernel(
-        config_path: &Path,
-        config: Config,
-        catalog: Catalog,
-        desired: Desired,
-        basis: Desired,
-        pending: Option<Pending>,
-        policy: Policy,
-        tables: Tables,
-    ) -> anyhow::Result<Daemon> {
         let mut dataplane = Dataplane::load(&config.bpffs_dir, &LoadOptions::default())?;
         for replaced in dataplane.replaced() {
             warn!("replaced a pinned map that does not fit this build (its contents start over): {replaced}");
@@ -894,9 +870,16 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 return Err(e.into());
             }
         };
+        // A first start (nothing pinned yet) that fails leaves nothing pinned either.
+        let first_start = !has_pins(&config.bpffs_dir);
         let mut daemon = match Daemon::start(config_path) {
             Ok(d) => d,
             Err(e) => {
+                if first_start {
+                    for p in crate::dataplane::detach_all(&config.bpffs_dir, &[]) {
+                        warn!("cleaning up after a failed first start: {p}");
+                    }
+                }
                 socket.remove();
                 return Err(e);
             }
