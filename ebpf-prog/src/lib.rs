@@ -6,6 +6,12 @@
 
 /// The compiled BPF object (XDP `allowgate_ingress`, TC `allowgate_egress`).
 pub static FILTER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/filter.bpf.o"));
+/// An XDP dispatcher in libxdp's multi-prog format (`c/dispatcher.bpf.c`).
+pub static DISPATCHER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dispatcher.bpf.o"));
+/// Programs of "another owner" for tests/share.rs: tcx egress counters (one that
+/// passes on, one that ends the chain) and an XDP program that ends a dispatcher's
+/// chain on XDP_PASS.
+pub static SHARE_TEST_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/share_test.bpf.o"));
 /// A do-nothing XDP program, the yardstick of the bench.
 pub static NOOP_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/noop.bpf.o"));
 /// The real-traffic bench's programs: a live-frame generator, XDP_DROP and XDP_PASS.
@@ -16,6 +22,13 @@ pub static TRAFFIC_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/traffi
 /// Program names in the object.
 pub const PROG_INGRESS: &str = "allowgate_ingress";
 pub const PROG_EGRESS: &str = "allowgate_egress";
+/// Ingress as a component of a libxdp dispatcher (freplace of one of its slots).
+pub const PROG_INGRESS_EXT: &str = "allowgate_xdp";
+/// The dispatcher's program and its configuration (`.rodata`), names libxdp knows it by.
+pub const PROG_DISPATCHER: &str = "xdp_dispatcher";
+pub const GLOBAL_DISPATCHER_CONF: &str = "conf";
+/// A do-nothing extension in the dispatcher's object: whether the kernel takes one.
+pub const PROG_PROBE_EXT: &str = "ag_probe_ext";
 pub const PROG_NOOP: &str = "noop";
 pub const PROG_TRAFFIC_GEN: &str = "traffic_gen";
 pub const PROG_TRAFFIC_DROP: &str = "traffic_drop";
@@ -357,6 +370,34 @@ pub struct FlowCtl {
     pub seeded: u64,
 }
 
+/// Slots of a libxdp dispatcher (`MAX_DISPATCHER_ACTIONS` in libxdp).
+pub const DISPATCHER_SLOTS: usize = 10;
+/// The first byte of a version 2+ dispatcher's configuration.
+pub const DISPATCHER_MAGIC: u8 = 236;
+/// The protocol version this build speaks.
+pub const DISPATCHER_VERSION: u8 = 2;
+/// What an empty slot returns; always one of a slot's chain call actions.
+pub const DISPATCHER_STUB_RET: u32 = 31;
+
+/// The configuration of a libxdp dispatcher (`struct xdp_dispatcher_config`, protocol
+/// version 2), as `c/dispatcher.bpf.c` declares it and libxdp reads it from the map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatcherConfig {
+    pub magic: u8,
+    pub dispatcher_version: u8,
+    pub num_progs_enabled: u8,
+    pub is_xdp_frags: u8,
+    /// Per slot: a bit per XDP action after which the next slot runs.
+    pub chain_call_actions: [u32; DISPATCHER_SLOTS],
+    /// Per slot: the run priority the slot's program was placed by (lowest first).
+    pub run_prios: [u32; DISPATCHER_SLOTS],
+    /// Per slot: `BPF_F_XDP_HAS_FRAGS` when its program takes multi-buffer frames.
+    pub program_flags: [u32; DISPATCHER_SLOTS],
+}
+
+const _: () = assert!(core::mem::size_of::<DispatcherConfig>() == 124);
+
 // The C side has the same sizes; `build.rs` compiles a check of them with clang.
 const _: () = assert!(core::mem::size_of::<GenConfig>() == 72);
 const _: () = assert!(core::mem::size_of::<FlowV4Key>() == 16);
@@ -393,4 +434,5 @@ mod pod {
     unsafe impl aya::Pod for super::FlowV6Key {}
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::FlowCtl {}
+    unsafe impl aya::Pod for super::DispatcherConfig {}
 }

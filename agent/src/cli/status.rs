@@ -111,9 +111,35 @@ fn table(s: &StatusReport) -> String {
     out += &format!("regions:     {}\n", s.regions.join(", "));
     out += &format!("features:    {}\n", s.features.join(", "));
     for i in &s.interfaces {
+        let xdp = if i.xdp_attach == "dispatcher" {
+            format!("{} in a libxdp dispatcher", i.xdp_mode)
+        } else {
+            i.xdp_mode.clone()
+        };
         match &i.problem {
-            None => out += &format!("interface:   {} (XDP {}, TC {})\n", i.name, i.xdp_mode, i.tc_mode),
+            None => out += &format!("interface:   {} (XDP {xdp}, TC {})\n", i.name, i.tc_mode),
             Some(p) => out += &format!("interface:   {} NOT PROTECTED: {p}\n", i.name),
+        }
+        // The other programs on the hooks, and allowgate's place among them.
+        for h in &i.hooks {
+            let programs = h
+                .programs
+                .iter()
+                .enumerate()
+                .map(|(n, p)| {
+                    let mut what = vec![format!("program {}", p.id)];
+                    if let Some(prio) = p.priority {
+                        what.push(format!("priority {prio}"));
+                    }
+                    if !p.continues_on.is_empty() {
+                        what.push(format!("next runs after {}", p.continues_on.join("/")));
+                    }
+                    let who = if p.allowgate { " [allowgate]" } else { "" };
+                    format!("{}. {}{who} ({})", n + 1, p.name, what.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            out += &format!("  {:<11}{}: {programs}\n", format!("{}:", h.hook), h.attach);
         }
     }
     out += &format!("entries:     {} IPv4, {} IPv6\n", s.entries.v4, s.entries.v6);

@@ -85,6 +85,43 @@ pub struct InterfaceStatus {
     /// What is wrong when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// `link` (XDP alone) or `dispatcher` (one program of a libxdp dispatcher).
+    #[serde(default = "link")]
+    pub xdp_attach: String,
+    /// The hooks allowgate is on and every program there, in run order.
+    #[serde(default)]
+    pub hooks: Vec<HookStatus>,
+}
+
+fn link() -> String {
+    "link".to_string()
+}
+
+/// One hook of an interface (`xdp`, `tc egress`) and the programs on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookStatus {
+    pub hook: String,
+    /// `alone (native, bpf_link 12)`, `libxdp dispatcher 40 (native)`, `tcx`.
+    pub attach: String,
+    /// allowgate's place among `programs` (0: first); none when it is not there.
+    pub position: Option<usize>,
+    pub programs: Vec<HookProgram>,
+}
+
+/// A program on a hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookProgram {
+    pub id: u32,
+    pub name: String,
+    pub tag: String,
+    /// Its run priority in a libxdp dispatcher (lowest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// In a dispatcher: the XDP actions after which the next program runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continues_on: Vec<String>,
+    /// allowgate's own program.
+    pub allowgate: bool,
 }
 
 pub(crate) fn yes() -> bool {

@@ -38,7 +38,7 @@ use crate::{
         protocol::{ChangeOptions, Changed, LearnedEntry, Request, Response, SshSession},
         server::{self, Access, Incoming},
     },
-    dataplane::{Attachment, Dataplane, DnsControl, LoadOptions},
+    dataplane::{Attachment, Dataplane, DnsControl, LoadOptions, Placement},
     dns::learner::Learner,
     events::{Decoded, DropSummary},
     policy::config::{GiveBack, GiveBackPath, load_config},
@@ -113,6 +113,39 @@ pub struct InterfaceState {
     pub name: String,
     pub xdp_mode: String,
     pub tc_mode: String,
+    /// `link` (alone) or `dispatcher` (a libxdp dispatcher's component).
+    #[serde(default = "link")]
+    pub xdp_attach: String,
+}
+
+fn link() -> String {
+    "link".to_string()
+}
+
+impl InterfaceState {
+    /// The attachment this record describes, for asking the kernel about it.
+    pub fn attachment(&self) -> Attachment {
+        use crate::dataplane::{TcMode, XdpAttach, XdpMode};
+        Attachment {
+            name: self.name.clone(),
+            xdp_mode: if self.xdp_mode == "generic" {
+                XdpMode::Generic
+            } else {
+                XdpMode::Native
+            },
+            xdp_attach: if self.xdp_attach == "dispatcher" {
+                XdpAttach::Dispatcher
+            } else {
+                XdpAttach::Link
+            },
+            tc_mode: if self.tc_mode == "clsact" {
+                TcMode::Clsact
+            } else {
+                TcMode::Tcx
+            },
+            adopted: false,
+        }
+    }
 }
 
 pub const STATE_FILE: &str = "state.json";
@@ -217,6 +250,18 @@ fn seed_flows(dataplane: &mut Dataplane) {
     }
 }
 
+fn placement(config: &Config) -> Placement {
+    Placement {
+        mode: config.xdp_mode,
+        priority: config.xdp_priority,
+    }
+}
+
+/// Whether anything of allowgate's is pinned under `dir` (a previous generation).
+fn has_pins(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("maps")).is_ok_and(|mut d| d.next().is_some())
+}
+
 fn sd_notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         warn!("cannot notify systemd: {e}");
@@ -307,7 +352,7 @@ impl Daemon {
         }
         let mut attachments: Vec<crate::dataplane::Attachment> = Vec::new();
         for iface in &config.interfaces {
-            let a = match dataplane.attach(iface) {
+            let a = match dataplane.attach(iface, placement(&config)) {
                 Ok(a) => a,
                 Err(e) => {
                     // All or none: take back what this start attached, and put back
@@ -323,7 +368,7 @@ impl Daemon {
                     return Err(e.into());
                 }
             };
-            info!(interface = %a.name, xdp = a.xdp_mode.as_str(), tc = ?a.tc_mode, adopted = a.adopted, "attached");
+            info!(interface = %a.name, xdp = a.xdp_mode.as_str(), xdp_attach = a.xdp_attach.as_str(), tc = ?a.tc_mode, adopted = a.adopted, "attached");
             attachments.push(a);
         }
         dataplane.pin_programs()?;
@@ -369,6 +414,7 @@ impl Daemon {
                     name: a.name.clone(),
                     xdp_mode: a.xdp_mode.as_str().to_string(),
                     tc_mode: format!("{:?}", a.tc_mode).to_lowercase(),
+                    xdp_attach: a.xdp_attach.as_str().to_string(),
                 })
                 .collect(),
             generation: self.generation,
@@ -641,16 +687,7 @@ impl Daemon {
     fn interface_statuses(&self) -> Vec<status::InterfaceStatus> {
         self.attachments
             .iter()
-            .map(|a| {
-                let problem = self.dataplane.attachment_problem(a);
-                status::InterfaceStatus {
-                    name: a.name.clone(),
-                    xdp_mode: a.xdp_mode.as_str().to_string(),
-                    tc_mode: format!("{:?}", a.tc_mode).to_lowercase(),
-                    attached: problem.is_none(),
-                    problem,
-                }
-            })
+            .map(|a| status::interface_status(&self.config.bpffs_dir, a))
             .collect()
     }
 
@@ -670,7 +707,14 @@ impl Daemon {
                 }
                 continue;
             };
-            match self.dataplane.attach(&name) {
+            // A repair puts back what was there: a dispatcher's program goes into one again.
+            let mut placement = placement(&self.config);
+            if self.attachments[index].xdp_attach == crate::dataplane::XdpAttach::Dispatcher
+                && placement.mode == crate::policy::config::XdpPlacement::Auto
+            {
+                placement.mode = crate::policy::config::XdpPlacement::Dispatcher;
+            }
+            match self.dataplane.attach(&name, placement) {
                 Ok(a) => {
                     warn!(interface = %name, xdp = a.xdp_mode.as_str(), %problem, "was not protected: attached again");
                     self.attachments[index] = a;
@@ -911,9 +955,16 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 return Err(e.into());
             }
         };
+        // A first start (nothing pinned yet) that fails leaves nothing pinned either.
+        let first_start = !has_pins(&config.bpffs_dir);
         let mut daemon = match Daemon::start(config_path) {
             Ok(d) => d,
             Err(e) => {
+                if first_start {
+                    for p in crate::dataplane::detach_all(&config.bpffs_dir, &[]) {
+                        warn!("cleaning up after a failed first start: {p}");
+                    }
+                }
                 socket.remove();
                 return Err(e);
             }

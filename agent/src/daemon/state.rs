@@ -154,6 +154,12 @@ pub fn validate_reload(old: &Config, new: &Config) -> Result<(), String> {
     if new.socket_group != old.socket_group {
         return restart("socket_group");
     }
+    if new.xdp_mode != old.xdp_mode {
+        return restart("xdp_mode");
+    }
+    if new.xdp_priority != old.xdp_priority {
+        return restart("xdp_priority");
+    }
     let covered = |cidr: &IpNet| new.management.cidrs.iter().any(|n| n.contains(cidr));
     if let Some(lost) = old.management.cidrs.iter().find(|c| !covered(c)) {
         return Err(format!(

@@ -13,39 +13,53 @@ use allowgate_ebpf::{self as abi, Reason};
 
 use super::{State, now};
 pub use crate::control::status::{
-    DirectionCounters, DirectionsCounters, DnsStatus, Entries, EventCounts, InterfaceStatus, LearnedCounts,
-    StatusReport, Tracking,
+    DirectionCounters, DirectionsCounters, DnsStatus, Entries, EventCounts, HookProgram, HookStatus, InterfaceStatus,
+    LearnedCounts, StatusReport, Tracking,
 };
 use crate::dataplane::{Counters, DataplaneError, read_live};
 
 /// The configured interfaces of `state` as the kernel has them, for a reader without
 /// a daemon to ask (the pins are what is asked).
 pub fn kernel_interfaces(bpffs_dir: &Path, state: &State) -> Vec<InterfaceStatus> {
-    use crate::dataplane::{TcMode, XdpMode, attachment_problem};
     state
         .interfaces
         .iter()
-        .map(|i| {
-            let xdp = if i.xdp_mode == "generic" {
-                XdpMode::Generic
-            } else {
-                XdpMode::Native
-            };
-            let tc = if i.tc_mode == "clsact" {
-                TcMode::Clsact
-            } else {
-                TcMode::Tcx
-            };
-            let problem = attachment_problem(bpffs_dir, &i.name, xdp, tc);
-            InterfaceStatus {
-                name: i.name.clone(),
-                xdp_mode: i.xdp_mode.clone(),
-                tc_mode: i.tc_mode.clone(),
-                attached: problem.is_none(),
-                problem,
-            }
-        })
+        .map(|i| interface_status(bpffs_dir, &i.attachment()))
         .collect()
+}
+
+/// One interface as the kernel has it: attached or what is wrong, and the programs on
+/// its hooks with allowgate's place among them.
+pub fn interface_status(bpffs_dir: &Path, a: &crate::dataplane::Attachment) -> InterfaceStatus {
+    let problem = crate::dataplane::attachment_problem(bpffs_dir, a);
+    InterfaceStatus {
+        name: a.name.clone(),
+        xdp_mode: a.xdp_mode.as_str().to_string(),
+        tc_mode: format!("{:?}", a.tc_mode).to_lowercase(),
+        xdp_attach: a.xdp_attach.as_str().to_string(),
+        attached: problem.is_none(),
+        problem,
+        hooks: crate::dataplane::hooks::list(bpffs_dir, &a.name)
+            .into_iter()
+            .map(|h| HookStatus {
+                hook: h.hook.to_string(),
+                attach: h.attach.clone(),
+                position: h.position(),
+                programs: h
+                    .programs
+                    .into_iter()
+                    .map(|p| HookProgram {
+                        id: p.id,
+                        name: p.name,
+                        tag: p.tag,
+                        priority: p.priority,
+                        continues_on: p.continues_on,
+                        allowgate: p.allowgate,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 fn by_reason(c: &Counters, direction: u8, verdict: u8) -> BTreeMap<String, u64> {
@@ -107,8 +121,10 @@ pub fn report(
                         name: i.name.clone(),
                         xdp_mode: i.xdp_mode.clone(),
                         tc_mode: i.tc_mode.clone(),
+                        xdp_attach: i.xdp_attach.clone(),
                         attached: true,
                         problem: None,
+                        hooks: Vec::new(),
                     })
                     .collect()
             })

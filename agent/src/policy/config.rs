@@ -292,6 +292,35 @@ pub struct StateSettings {
     pub timeouts: FlowTimeouts,
 }
 
+/// How the XDP program goes on an interface (`xdp_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpPlacement {
+    /// Into the libxdp dispatcher when one is there, else alone (native, else generic).
+    #[default]
+    Auto,
+    /// Alone, in the driver.
+    Native,
+    /// Alone, in the kernel's stack.
+    Generic,
+    /// As one program of a libxdp dispatcher: the one there, or a new one.
+    Dispatcher,
+}
+
+impl XdpPlacement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpPlacement::Auto => "auto",
+            XdpPlacement::Native => "native",
+            XdpPlacement::Generic => "generic",
+            XdpPlacement::Dispatcher => "dispatcher",
+        }
+    }
+}
+
+/// allowgate's run priority in a libxdp dispatcher when none is configured: lowest,
+/// so that it runs first (libxdp's default is 50, xdp-filter's 10).
+pub const DEFAULT_XDP_PRIORITY: u32 = 0;
+
 /// A validated config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -326,6 +355,9 @@ pub struct Config {
     /// were any); single drop events are logged at debug only.
     pub drop_log_interval: u64,
     pub state: StateSettings,
+    pub xdp_mode: XdpPlacement,
+    /// allowgate's run priority among a libxdp dispatcher's programs (lowest first).
+    pub xdp_priority: u32,
 }
 
 impl Default for Config {
@@ -352,6 +384,8 @@ impl Default for Config {
             dns: DnsSettings::default(),
             drop_log_interval: DEFAULT_DROP_LOG_INTERVAL,
             state: StateSettings::default(),
+            xdp_mode: XdpPlacement::Auto,
+            xdp_priority: DEFAULT_XDP_PRIORITY,
         }
     }
 }
@@ -381,6 +415,8 @@ struct RawConfig {
     dns: RawDns,
     drop_log_interval: Option<Spanned<u64>>,
     state: RawState,
+    xdp_mode: Option<Spanned<String>>,
+    xdp_priority: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -686,6 +722,12 @@ impl Config {
             },
             dns: parse_dns(&raw.dns, &lines)?,
             state: parse_state(&raw.state, &lines)?,
+            xdp_mode: parse_xdp_mode(&raw.xdp_mode, &lines)?,
+            xdp_priority: match &raw.xdp_priority {
+                None => DEFAULT_XDP_PRIORITY,
+                Some(p) => u32::try_from(*p.get_ref())
+                    .map_err(|_| lines.error(p.span(), "xdp_priority: 0 to 4294967295 (lowest runs first)"))?,
+            },
         })
     }
 
@@ -840,6 +882,24 @@ fn parse_metrics(m: &Spanned<String>, lines: &Lines) -> Result<SocketAddr, Confi
 }
 
 /// `[dns]`: the learner's TTL bounds, its table size and the refresh interval.
+fn parse_xdp_mode(raw: &Option<Spanned<String>>, lines: &Lines) -> Result<XdpPlacement, ConfigError> {
+    let Some(m) = raw else {
+        return Ok(XdpPlacement::Auto);
+    };
+    Ok(match m.get_ref().as_str() {
+        "auto" => XdpPlacement::Auto,
+        "native" => XdpPlacement::Native,
+        "generic" => XdpPlacement::Generic,
+        "dispatcher" => XdpPlacement::Dispatcher,
+        other => {
+            return Err(lines.error(
+                m.span(),
+                format!("xdp_mode: `{other}` is none of auto, native, generic, dispatcher"),
+            ));
+        }
+    })
+}
+
 fn parse_dns(raw_dns: &RawDns, lines: &Lines) -> Result<DnsSettings, ConfigError> {
     if raw_dns.ttl_floor.get_ref() > raw_dns.ttl_max.get_ref() {
         return Err(lines.error(raw_dns.ttl_floor.span(), "dns.ttl_floor: larger than dns.ttl_max"));
@@ -1186,6 +1246,22 @@ ports = [443, "8000-8100"]
     }
 
     #[test]
+    fn xdp_placement_defaults_to_auto_first_and_takes_each_mode() {
+        let c = parse("").unwrap();
+        assert_eq!((c.xdp_mode, c.xdp_priority), (XdpPlacement::Auto, 0));
+        for (text, mode) in [
+            ("auto", XdpPlacement::Auto),
+            ("native", XdpPlacement::Native),
+            ("generic", XdpPlacement::Generic),
+            ("dispatcher", XdpPlacement::Dispatcher),
+        ] {
+            let c = parse(&format!("xdp_mode = \"{text}\"\nxdp_priority = 20\n")).unwrap();
+            assert_eq!((c.xdp_mode, c.xdp_priority), (mode, 20));
+            assert_eq!(mode.as_str(), text);
+        }
+    }
+
+    #[test]
     fn regions_match_whatever_the_spelling() {
         let c = parse(r#"regions = ["Gov US1", "EU1", "govus1"]"#).unwrap();
         assert_eq!(c.regions, ["gov-us1", "eu1"]);
@@ -1218,6 +1294,14 @@ proxy_regions = ["germanywc", "France Central"]
     fn bad_input_is_named_with_its_line() {
         let cases: &[(&str, &str)] = &[
             ("regions = [\"eu1\"]\nbogus = 1\n", "test.toml:2: unknown field `bogus`"),
+            (
+                "xdp_mode = \"shared\"\n",
+                "test.toml:1: xdp_mode: `shared` is none of auto, native, generic, dispatcher",
+            ),
+            (
+                "xdp_priority = -1\n",
+                "test.toml:1: xdp_priority: 0 to 4294967295 (lowest runs first)",
+            ),
             (
                 "regions = [\"eu3\"]\n",
                 "test.toml:1: regions: unknown region `eu3`: did you mean `eu1`?",

@@ -231,7 +231,7 @@ impl Rig {
                 let dataplane = std::thread::scope(|s| {
                     s.spawn(move || -> anyhow::Result<Dataplane> {
                         enter_netns(&path)?;
-                        let attachment = dataplane.attach(&dev)?;
+                        let attachment = dataplane.attach(&dev, allowgate::dataplane::Placement::default())?;
                         if attachment.xdp_mode != allowgate::dataplane::XdpMode::Native {
                             bail!("XDP attached in generic mode on {dev}: the figures would not compare");
                         }
