@@ -863,12 +863,14 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         tokio::spawn(server::serve(listener, access, commands_tx));
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         if let Some(addr) = daemon.config.metrics {
-            let (bpffs, state) = (daemon.config.bpffs_dir.clone(), daemon.config.state_dir.clone());
-            tokio::spawn(async move {
-                if let Err(e) = metrics::serve(addr, bpffs, state, shutdown_rx).await {
-                    error!("metrics endpoint {addr}: {e:#}");
-                }
-            });
+            let source = metrics::Pinned {
+                bpffs_dir: daemon.config.bpffs_dir.clone(),
+                state_dir: daemon.config.state_dir.clone(),
+            };
+            // On a thread of its own: a flood of clients there never slows this loop.
+            if let Err(e) = metrics::spawn(addr, source, shutdown_rx) {
+                error!("metrics endpoint {addr}: {e:#}");
+            }
         }
 
         let mut term = signal(SignalKind::terminate())?;
