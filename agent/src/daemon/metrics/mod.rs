@@ -71,6 +71,8 @@ fn verdict_name(verdict: u8) -> &'static str {
 struct Snapshot {
     live: LiveState,
     state: Option<State>,
+    /// Seconds since the epoch, for the catalog's ages.
+    now: u64,
 }
 
 /// Families are written in the order of the calls; a counter's name gets `_total`.
@@ -289,6 +291,47 @@ impl Collector for Snapshot {
                 &samples,
             )?;
         }
+
+        // Each source of the catalog in force: what it is, and how old (when something
+        // dates it).
+        let sources = &state.catalog_sources;
+        if !sources.is_empty() {
+            let info: Vec<_> = sources
+                .iter()
+                .map(|s| {
+                    [
+                        ("source", s.source.as_str()),
+                        ("kind", s.kind.as_str()),
+                        ("version", s.version.as_str()),
+                    ]
+                })
+                .collect();
+            let samples: Vec<(&[(&str, &str)], u64)> = info.iter().map(|l| (&l[..], 1)).collect();
+            out.gauge(
+                "allowgate_catalog_source_info",
+                "1 for each source of the catalog in force, with its kind and version (ms.date or changeNumber).",
+                &samples,
+            )?;
+            let ages: Vec<_> = sources
+                .iter()
+                .filter_map(|s| Some(([("source", s.source.as_str())], s.age(self.now)?)))
+                .collect();
+            if !ages.is_empty() {
+                let samples: Vec<(&[(&str, &str)], u64)> = ages.iter().map(|(l, v)| (&l[..], *v)).collect();
+                out.gauge(
+                    "allowgate_catalog_age_seconds",
+                    "Age of each source of the catalog in force: a service tags file since the date in its name, a page since it was last found current.",
+                    &samples,
+                )?;
+            }
+        }
+        if let Some(days) = state.max_catalog_age {
+            out.gauge(
+                "allowgate_catalog_max_age_seconds",
+                "The config's max_catalog_age in seconds: a source older than this is stale (0: never).",
+                &[(&[], u64::from(days) * 86_400)],
+            )?;
+        }
         Ok(())
     }
 }
@@ -298,10 +341,16 @@ impl Collector for Snapshot {
 /// written, zeros too, so that series do not appear and vanish between scrapes; the
 /// order is fixed.
 pub fn render(live: &LiveState, state: Option<&State>) -> String {
+    render_at(live, state, super::now())
+}
+
+/// `render` with ages counted to `now` (seconds since the epoch).
+pub fn render_at(live: &LiveState, state: Option<&State>, now: u64) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Snapshot {
         live: live.clone(),
         state: state.cloned(),
+        now,
     }));
     let mut out = String::with_capacity(16 * 1024);
     prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");

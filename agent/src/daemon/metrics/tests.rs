@@ -67,6 +67,13 @@ fn state() -> State {
         "last_change": 1_700_000_000u64,
         "bpffs_dir": "/sys/fs/bpf/allowgate",
         "pid": 1,
+        "catalog_sources": [
+            {"source": "ServiceTags_Public_20260101.json", "kind": "service-tags", "version": "changeNumber 412",
+             "date": "2026-01-01", "since": 1_767_225_600u64, "path": null},
+            {"source": "tags.json", "kind": "service-tags", "version": "changeNumber 9",
+             "date": null, "since": null, "path": null},
+        ],
+        "max_catalog_age": 30,
     }))
     .expect("a state file")
 }
@@ -80,7 +87,8 @@ fn has_line(text: &str, line: &str) -> bool {
 /// labels, values, which families appear, and that label values are escaped.
 #[test]
 fn render_gives_the_values_under_their_names() {
-    let text = render(&live(), Some(&state()));
+    let now = 1_767_225_600 + 45 * 86_400;
+    let text = render_at(&live(), Some(&state()), now);
     let by = |d: &str, v: &str, r: &str| format!("{{direction=\"{d}\",verdict=\"{v}\",reason=\"{r}\"}}");
     let lines = [
         format!("allowgate_packets_total{} 100", by("ingress", "pass", "policy")),
@@ -97,6 +105,10 @@ fn render_gives_the_values_under_their_names() {
         "allowgate_events_suppressed_total 7".into(),
         "allowgate_events_lost_total 3".into(),
         "allowgate_last_change_timestamp_seconds 1700000000".into(),
+        r#"allowgate_catalog_source_info{source="ServiceTags_Public_20260101.json",kind="service-tags",version="changeNumber 412"} 1"#.into(),
+        // 45 days after 2026-01-01 (`render_at` above).
+        r#"allowgate_catalog_age_seconds{source="ServiceTags_Public_20260101.json"} 3888000"#.into(),
+        "allowgate_catalog_max_age_seconds 2592000".into(),
         "allowgate_region_enabled{region=\"eu1\"} 1".into(),
         "allowgate_region_enabled{region=\"eu2\"} 1".into(),
         "allowgate_feature_enabled{feature=\"siem\"} 1".into(),
@@ -111,6 +123,7 @@ fn render_gives_the_values_under_their_names() {
         ("allowgate_dns_answers_unsolicited_total", "counter"),
         ("allowgate_enforcing", "gauge"),
         ("allowgate_interface_info", "gauge"),
+        ("allowgate_catalog_age_seconds", "gauge"),
     ];
     for (name, kind) in help_and_type {
         assert!(
@@ -131,7 +144,16 @@ fn render_gives_the_values_under_their_names() {
         .count();
     assert_eq!(regions, 2, "sorted and deduplicated");
     assert!(text.ends_with('\n'));
-    assert_eq!(render(&live(), Some(&state())), text, "the output is deterministic");
+    assert_eq!(
+        render_at(&live(), Some(&state()), now),
+        text,
+        "the output is deterministic"
+    );
+    // A source nothing dates has no age series (rather than a made-up one).
+    assert!(
+        !text.contains(r#"allowgate_catalog_age_seconds{source="tags.json"}"#),
+        "{text}"
+    );
 }
 
 #[test]
@@ -145,6 +167,10 @@ fn monitor_mode_and_no_state_file() {
         "no state, no regions:\n{text}"
     );
     assert!(!text.contains("allowgate_last_change_timestamp_seconds"));
+    assert!(
+        !text.contains("allowgate_catalog"),
+        "no state, no catalog ages:\n{text}"
+    );
     assert!(has_line(&text, "allowgate_generation 42"));
 }
 
