@@ -45,7 +45,7 @@ fn the_metrics_endpoint_agrees_with_status() {
     world.setup.extra = format!("metrics = \"{addr}\"");
     world.write_config(world.setup.regions);
     let _servers = world.servers();
-    let _daemon = world.start_daemon();
+    let daemon = world.start_daemon();
 
     // Drops we cause: three connections to an address no region lists.
     for _ in 0..3 {
@@ -98,6 +98,30 @@ fn the_metrics_endpoint_agrees_with_status() {
         ),
         1.0
     );
+
+    assert_eq!(get("allowgate_interface_protected", &[("interface", &iface)]), 1.0);
+
+    // The kernel's word, as status has it: an interface renamed away is not protected.
+    world.host().ip(&["link", "set", &iface, "name", "agrenamed0"]);
+    assert!(
+        daemon.wait_log("NOT PROTECTED", Duration::from_secs(3)),
+        "{}",
+        daemon.log()
+    );
+    let lost = scrape(&world, addr);
+    assert_eq!(
+        lost.get(&(
+            "allowgate_interface_protected".to_string(),
+            labels(&[("interface", &iface)])
+        )),
+        Some(&0.0)
+    );
+    world.host().ip(&["link", "set", "agrenamed0", "name", &iface]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while world.cli(&["status", "--json"]).code != 0 {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // A toggle shows in the next scrape.
     world.cli(&["enable", "eu2"]).ok();
@@ -330,5 +354,44 @@ fn scrape_once(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("answer: {:?}", text.lines().next().unwrap_or("(nothing)")))
+    }
+}
+
+/// The shipped alert rules pass Prometheus's own checks, and their tests (each alert
+/// fires on what should raise it, not on the series beside it), where promtool is
+/// installed; `cargo xtask check-rules` (CI) fetches it when it is not.
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let Some(promtool) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    }) else {
+        eprintln!("promtool is not installed: the alert rules are checked by `cargo xtask check-rules` only");
+        return;
+    };
+    for (args, dir) in [
+        (
+            vec!["check", "rules", "../../packaging/allowgate.rules.yml"],
+            root.join("tests/alerts"),
+        ),
+        (
+            vec!["test", "rules", "allowgate.rules.test.yml"],
+            root.join("tests/alerts"),
+        ),
+    ] {
+        let out = std::process::Command::new(&promtool)
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

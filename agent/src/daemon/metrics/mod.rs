@@ -73,6 +73,9 @@ struct Snapshot {
     state: Option<State>,
     /// Seconds since the epoch, for the catalog's ages.
     now: u64,
+    /// Each configured interface, and whether the kernel runs our programs on it;
+    /// `None` where nobody asked the kernel (a rendering from given numbers).
+    protected: Option<Vec<(String, bool)>>,
 }
 
 /// Families are written in the order of the calls; a counter's name gets `_total`.
@@ -291,6 +294,22 @@ impl Collector for Snapshot {
                 &samples,
             )?;
         }
+        if let Some(protected) = &self.protected {
+            let labels: Vec<_> = protected
+                .iter()
+                .map(|(name, _)| [("interface", name.as_str())])
+                .collect();
+            let samples: Vec<(&[(&str, &str)], u64)> = labels
+                .iter()
+                .zip(protected)
+                .map(|(l, (_, on))| (&l[..], u64::from(*on)))
+                .collect();
+            out.gauge(
+                "allowgate_interface_protected",
+                "1 for each configured interface the kernel runs both programs on (as `status` says), 0 where it does not.",
+                &samples,
+            )?;
+        }
 
         // Each source of the catalog in force: what it is, and how old (when something
         // dates it).
@@ -346,12 +365,17 @@ pub fn render(live: &LiveState, state: Option<&State>) -> String {
 
 /// `render` with ages counted to `now` (seconds since the epoch).
 pub fn render_at(live: &LiveState, state: Option<&State>, now: u64) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot {
+    encode(Snapshot {
         live: live.clone(),
         state: state.cloned(),
         now,
-    }));
+        protected: None,
+    })
+}
+
+fn encode(snapshot: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
     let mut out = String::with_capacity(16 * 1024);
     prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
@@ -396,6 +420,18 @@ impl Source for Pinned {
                 source: Box::new(source),
             }
         })?;
-        Ok(render(&live, state.as_ref()))
+        // The kernel's word on each interface, as `status` gives it.
+        let protected = state.as_ref().map(|s| {
+            super::status::kernel_interfaces(&self.bpffs_dir, s)
+                .into_iter()
+                .map(|i| (i.name, i.attached))
+                .collect()
+        });
+        Ok(encode(Snapshot {
+            live,
+            state,
+            now: super::now(),
+            protected,
+        }))
     }
 }

@@ -561,3 +561,41 @@ fn spawn_serves_until_told_to_stop() {
         "still listening after stop"
     );
 }
+
+/// Every series the shipped alert rules name is one the exposition writes (a renamed
+/// metric would silence its alert without a word), but for the DNS give-back series,
+/// which come with the daemon's DNS give-back paths.
+#[test]
+fn the_alert_rules_name_series_the_exposition_writes() {
+    const RULES: &str = include_str!("../../../../packaging/allowgate.rules.yml");
+    const ELSEWHERE: [&str; 2] = ["allowgate_dns_give_back", "allowgate_dns_answers_total"];
+    let text = encode(Snapshot {
+        live: live(),
+        state: Some(state()),
+        now: 1_767_225_600,
+        protected: Some(vec![("eth0".into(), true)]),
+    });
+    let rules: String = RULES.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+    let mut named: Vec<&str> = rules
+        .match_indices("allowgate_")
+        .map(|(at, _)| {
+            let rest = &rules[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    assert!(named.len() >= 5, "{named:?}");
+    for name in named {
+        let written = text
+            .lines()
+            .any(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(['{', ' '])));
+        assert!(
+            written || ELSEWHERE.contains(&name),
+            "the rules name {name}, which the exposition does not write"
+        );
+    }
+}
