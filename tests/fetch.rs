@@ -981,6 +981,13 @@ fn a_weekly_source_is_found_from_its_details_page() {
     never.extend(["--config", config.to_str().unwrap()]);
     let out = fetch(&details, &output, &never);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    // The same file fetched by its URL, without --source: its name dates it too.
+    let by_url = server.url(&format!(
+        "/download/7/1/d/71d86715/ServiceTags_Public_{}.json",
+        date_days_ago(60)
+    ));
+    let out = fetch(&by_url, &dir.path("by-url.json"), &["--ca-file", ca]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
 }
 
 /// US Government's page links its own file name; a page that links none, or links one

@@ -283,6 +283,8 @@ pub fn fetch(request: &FetchRequest, validate: Box<Validator<'_>>) -> Result<Fet
         Some(prefix) => current_file(&exchange, &start, prefix, request.allow_http)?,
         None => (start, None),
     };
+    // A document fetched by its URL may carry its date in its name as well.
+    let published = published.or_else(|| Date::of_file_name(microsoft::file_name(&document)));
 
     let previous = if request.force {
         None
