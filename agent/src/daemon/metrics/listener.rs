@@ -10,13 +10,16 @@
 //! - At most `MAX_CONNECTIONS` connections, and at most `MAX_PER_PEER` from one address
 //!   (an IPv6 client's address is its /64: one host has a whole /64 to pick from). When
 //!   every place is taken, a newcomer from an address that holds fewer connections than
-//!   another takes the place of that other address's longest-waiting connection whose
-//!   request is not in yet; a connection whose request is in is never pushed out. A
-//!   scraper holds one connection and sends its request at once, so clients from fewer
-//!   addresses than `MAX_CONNECTIONS` cannot keep it out, however many they open.
-//! - At most `MAX_SCRAPES` scrapes run at once, each holding its connection's place until
-//!   it ends, also when its client has gone: clients that send a request and reset cost
-//!   at most that many threads.
+//!   another takes the place of that other address's oldest connection not being answered
+//!   yet (its head still coming in, or its request waiting for a scrape); one being
+//!   answered is never pushed out. A scraper holds one connection, so clients from fewer
+//!   addresses than `MAX_CONNECTIONS` cannot keep it out, however many they open and
+//!   whatever they send.
+//! - Scrapes run one at a time on one blocking thread, and are shared: a request waits
+//!   for the next scrape that starts after it came in (so it sees all that happened before
+//!   it asked) and every request waiting then gets its answer. However many clients send
+//!   requests (and reset, or not), the work is one scrape at a time, and a waiting
+//!   request's place is free again within two scrapes.
 //!
 //! The listener runs on a thread and runtime of its own ([`spawn`]): a flood of
 //! connections costs that thread, not the daemon's loop (control socket, DNS answers).
@@ -39,8 +42,8 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::prometheus_text;
 use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::{Semaphore, oneshot, watch},
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::{oneshot, watch},
     task::JoinSet,
 };
 use tracing::{debug, info, warn};
@@ -60,9 +63,13 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// Connections from one address (IPv6: one /64) at once. Prometheus holds one per
 /// target; a second server of an HA pair, or a person with curl, is a few more.
 pub const MAX_PER_PEER: usize = 4;
-/// Scrapes (and so blocking threads reading maps) at once. A scrape takes a few
-/// milliseconds; more than one scraper at the very same moment is rare.
-pub const MAX_SCRAPES: usize = 2;
+/// Scrapes (and so blocking threads reading maps) at once: one, shared by every request
+/// waiting for it. A scrape takes a few milliseconds.
+pub const MAX_SCRAPES: usize = 1;
+
+/// Connections the kernel queues for accepting (it caps this at net.core.somaxconn,
+/// 4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// The listener's bounds, `Limits::default()` in the daemon; tests shrink them.
 #[derive(Clone, Copy, Debug)]
@@ -70,7 +77,6 @@ pub struct Limits {
     pub timeout: Duration,
     pub max_connections: usize,
     pub max_per_peer: usize,
-    pub max_scrapes: usize,
 }
 
 impl Default for Limits {
@@ -79,7 +85,6 @@ impl Default for Limits {
             timeout: REQUEST_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             max_per_peer: MAX_PER_PEER,
-            max_scrapes: MAX_SCRAPES,
         }
     }
 }
@@ -112,8 +117,8 @@ impl PeerKey {
 struct Slot {
     peer: PeerKey,
     since: Instant,
-    /// Its request head is in: it is served, and never pushed out.
-    request_in: bool,
+    /// Its answer is being written: never pushed out.
+    answering: bool,
 }
 
 /// What to do with a new connection.
@@ -137,12 +142,12 @@ fn admit(slots: &[Slot], peer: PeerKey, limits: &Limits) -> Admission {
     if slots.len() < limits.max_connections {
         return Admission::Admit;
     }
-    // Of the connections still waiting for their request, one of the address that holds
-    // the most; of those, the one that has waited longest (it had the most time).
+    // Of the connections not being answered yet, one of the address that holds the most;
+    // of those, the one that has waited longest (it had the most time).
     let candidate = slots
         .iter()
         .enumerate()
-        .filter(|(_, s)| !s.request_in)
+        .filter(|(_, s)| !s.answering)
         .max_by_key(|(_, s)| (count(s.peer), std::cmp::Reverse(s.since)));
     match candidate {
         Some((i, s)) if count(s.peer) > mine => Admission::Replace(i),
@@ -178,9 +183,9 @@ struct Place {
 }
 
 impl Place {
-    fn request_in(&self) {
+    fn answering(&self) {
         if let Some(e) = lock(&self.table).open.iter_mut().find(|e| e.id == self.id) {
-            e.slot.request_in = true;
+            e.slot.answering = true;
         }
     }
 }
@@ -213,7 +218,7 @@ fn enter(table: &SharedTable, peer: PeerKey, limits: &Limits) -> Result<(Place, 
         slot: Slot {
             peer,
             since: Instant::now(),
-            request_in: false,
+            answering: false,
         },
         evict: Some(evict),
     });
@@ -229,15 +234,89 @@ fn enter(table: &SharedTable, peer: PeerKey, limits: &Limits) -> Result<(Place, 
 // ---------------------------------------------------------------------------------------
 // The server.
 
-/// A source, and the last error it gave: a scrape that keeps failing the same way (every
-/// 15 s, say) is logged as a warning once, not at every scrape.
+/// Scrapes of a source, one at a time and shared; and the last error it gave, so that a
+/// scrape that keeps failing the same way (every 15 s, say) is logged as a warning
+/// once, not at every scrape.
 struct Scraper {
     source: Box<dyn Source>,
     last_error: Mutex<Option<String>>,
+    flight: Mutex<Flight>,
+    /// The last scrape done: its number and its answer (a body, or the error's line).
+    done: watch::Sender<Option<(u64, Shared)>>,
+}
+
+/// A body every waiting request shares without copying it.
+type Shared = Arc<Result<Bytes, String>>;
+
+/// Scrapes started, the newest one a waiting request needs, and whether a task runs them.
+#[derive(Default)]
+struct Flight {
+    started: u64,
+    wanted: u64,
+    running: bool,
 }
 
 impl Scraper {
-    fn scrape(&self) -> Result<String, MetricsError> {
+    fn new(source: impl Source) -> Scraper {
+        Scraper {
+            source: Box::new(source),
+            last_error: Mutex::new(None),
+            flight: Mutex::new(Flight::default()),
+            done: watch::channel(None).0,
+        }
+    }
+
+    /// The answer of the next scrape that starts after now. Waiting costs nothing but
+    /// this task, and a client that leaves takes its wait with it.
+    async fn scrape(self: &Arc<Self>) -> Shared {
+        let mut done = self.done.subscribe();
+        let wanted = {
+            let mut f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
+            let wanted = f.started + 1;
+            f.wanted = f.wanted.max(wanted);
+            if !f.running {
+                f.running = true;
+                tokio::spawn(self.clone().run());
+            }
+            wanted
+        };
+        loop {
+            if let Some((n, answer)) = &*done.borrow_and_update()
+                && *n >= wanted
+            {
+                return answer.clone();
+            }
+            if done.changed().await.is_err() {
+                return Arc::new(Err("the metrics endpoint is stopping".into()));
+            }
+        }
+    }
+
+    /// Runs scrapes, one after the other, while a request waits for one.
+    async fn run(self: Arc<Self>) {
+        loop {
+            let n = {
+                let mut f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
+                if f.wanted <= f.started {
+                    f.running = false;
+                    return;
+                }
+                f.started += 1;
+                f.started
+            };
+            let me = self.clone();
+            let answer = match tokio::task::spawn_blocking(move || me.scrape_now()).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    warn!("metrics: the scrape task failed: {e}");
+                    Err("the scrape failed".to_string())
+                }
+            };
+            self.done.send_replace(Some((n, Arc::new(answer))));
+        }
+    }
+
+    fn scrape_now(&self) -> Result<Bytes, String> {
         let result = self.source.scrape();
         let error = result.as_ref().err().map(|e| e.to_string());
         let mut last = self.last_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -249,6 +328,8 @@ impl Scraper {
         }
         *last = error;
         result
+            .map(Bytes::from)
+            .map_err(|e| e.to_string().replace(['\r', '\n'], " "))
     }
 }
 
@@ -261,20 +342,27 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(addr: SocketAddr, source: impl Source) -> Result<Server, MetricsError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| MetricsError::Bind { addr, source })?;
+        let bind = || {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            // A long queue: under a flood of connections, a scraper's SYN that finds
+            // the queue full is dropped, and its connect waits a second or three for
+            // the retransmit; one that queues waits for the accepts before it, far less.
+            socket.listen(LISTEN_BACKLOG)
+        };
+        let listener = bind().map_err(|source| MetricsError::Bind { addr, source })?;
         Ok(Server::from_listener(listener, source))
     }
 
     pub fn from_listener(listener: TcpListener, source: impl Source) -> Server {
-        let source = Scraper {
-            source: Box::new(source),
-            last_error: Mutex::new(None),
-        };
         Server {
             listener,
-            source: Arc::new(source),
+            source: Arc::new(Scraper::new(source)),
             limits: Limits::default(),
         }
     }
@@ -302,7 +390,6 @@ impl Server {
             limits,
         } = self;
         let table = SharedTable::default();
-        let scrapes = Arc::new(Semaphore::new(limits.max_scrapes));
         let mut connections = JoinSet::new();
         loop {
             if *shutdown.borrow_and_update() {
@@ -326,7 +413,7 @@ impl Server {
                                 continue;
                             }
                         };
-                        let (source, scrapes) = (source.clone(), scrapes.clone());
+                        let source = source.clone();
                         connections.spawn(async move {
                             let place = Arc::new(place);
                             let pushed_out = async {
@@ -336,7 +423,7 @@ impl Server {
                                 }
                             };
                             tokio::select! {
-                                _ = serve_connection(stream, source, place, scrapes, limits.timeout) => {}
+                                _ = serve_connection(stream, source, place, limits.timeout) => {}
                                 _ = pushed_out => debug!(%peer, "metrics: closed a waiting connection to make room for another address"),
                             }
                         });
@@ -367,8 +454,8 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("allowgate-metrics".into())
         .spawn(move || {
-            // Scrapes are the only blocking work here, and at most MAX_SCRAPES of them
-            // run at once: the thread count is bounded by construction.
+            // Scrapes are the only blocking work here, and they run one at a time: the
+            // thread count is bounded by construction.
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .max_blocking_threads(MAX_SCRAPES)
@@ -410,17 +497,10 @@ pub fn spawn(
 /// `MAX_REQUEST`) and closes a connection whose head is not in within `timeout`; the
 /// whole exchange gets twice that, so a client that does not take its response is cut
 /// off too.
-async fn serve_connection(
-    stream: TcpStream,
-    source: Arc<Scraper>,
-    place: Arc<Place>,
-    scrapes: Arc<Semaphore>,
-    timeout: Duration,
-) {
+async fn serve_connection(stream: TcpStream, source: Arc<Scraper>, place: Arc<Place>, timeout: Duration) {
     let service = service_fn(move |request| {
-        place.request_in();
-        let (source, place, scrapes) = (source.clone(), place.clone(), scrapes.clone());
-        async move { Ok::<_, Infallible>(respond(&request, source, place, scrapes).await) }
+        let (source, place) = (source.clone(), place.clone());
+        async move { Ok::<_, Infallible>(respond(&request, source, place).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -447,12 +527,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 
 /// `GET` (or `HEAD`) `/metrics`, with any query, is a scrape; other paths are 404 and
 /// other methods 405. The request body, if any, is never read.
-async fn respond(
-    request: &Request<Incoming>,
-    source: Arc<Scraper>,
-    place: Arc<Place>,
-    scrapes: Arc<Semaphore>,
-) -> Response<Full<Bytes>> {
+async fn respond(request: &Request<Incoming>, source: Arc<Scraper>, place: Arc<Place>) -> Response<Full<Bytes>> {
     if request.uri().path() != "/metrics" {
         return text(StatusCode::NOT_FOUND, "not found: the metrics are at /metrics\n");
     }
@@ -463,35 +538,19 @@ async fn respond(
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    // Waiting for a turn costs nothing but this task; a client that leaves meanwhile
-    // takes its wait with it. Once started, the scrape keeps its turn and its
-    // connection's place until it ends, whatever the client does.
-    let Ok(turn) = scrapes.acquire_owned().await else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "the metrics endpoint is stopping\n");
-    };
+    let answer = source.scrape().await;
+    place.answering();
     // hyper leaves the body out of the answer to HEAD.
-    match tokio::task::spawn_blocking(move || {
-        let _held = (turn, place);
-        source.scrape()
-    })
-    .await
-    {
-        Ok(Ok(body)) => {
-            let mut response = text(StatusCode::OK, body);
+    match &*answer {
+        Ok(body) => {
+            let mut response = text(StatusCode::OK, body.clone());
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE),
             );
             response
         }
-        Ok(Err(e)) => {
-            let line = e.to_string().replace(['\r', '\n'], " ");
-            text(StatusCode::SERVICE_UNAVAILABLE, format!("{line}\n"))
-        }
-        Err(e) => {
-            warn!("metrics: the scrape task failed: {e}");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "the scrape failed\n")
-        }
+        Err(line) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{line}\n")),
     }
 }
 
@@ -519,15 +578,15 @@ mod tests {
         assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
     }
 
-    /// Slots from `(address, request in)`, oldest first.
+    /// Slots from `(address, being answered)`, oldest first.
     fn slots(list: &[(&str, bool)]) -> Vec<Slot> {
         let start = Instant::now();
         list.iter()
             .enumerate()
-            .map(|(i, (ip, request_in))| Slot {
+            .map(|(i, (ip, answering))| Slot {
                 peer: key(ip),
                 since: start + Duration::from_millis(i as u64),
-                request_in: *request_in,
+                answering: *answering,
             })
             .collect()
     }
@@ -565,7 +624,7 @@ mod tests {
         ]);
         assert_eq!(admit(&spread, key("198.51.100.1"), &l), Admission::Full);
         assert_eq!(admit(&spread, key("192.0.2.1"), &l), Admission::Replace(0));
-        // A connection whose request is in is never pushed out, busiest address or not.
+        // A connection being answered is never pushed out, busiest address or not.
         let served = slots(&[
             ("198.51.100.1", true),
             ("198.51.100.1", true),
@@ -590,10 +649,9 @@ mod tests {
         assert_eq!(admit(&busiest, key("192.0.2.1"), &l), Admission::Replace(1));
     }
 
-    /// Whatever hostile connections fill the table (any mix of addresses, waiting or
-    /// served), a scraper's one connection from an address of its own is admitted while
-    /// the hostile ones come from fewer addresses than there are places, unless every
-    /// place is a served request.
+    /// Whatever hostile connections fill the table, a scraper's one connection from an
+    /// address of its own is admitted while the hostile ones come from fewer addresses
+    /// than there are places, unless every place is being answered at that moment.
     #[test]
     fn a_lone_scraper_always_finds_a_place() {
         let l = limits(8, 3);
@@ -607,7 +665,7 @@ mod tests {
                 let slot = Slot {
                     peer,
                     since: start + Duration::from_millis(n as u64),
-                    request_in: false,
+                    answering: false,
                 };
                 match admit(&open, peer, &l) {
                     Admission::Admit => open.push(slot),

@@ -4,7 +4,8 @@
 //!
 //! `prometheus-client` writes the exposition (here); hyper parses the requests and
 //! `listener` decides who is served and what a scrape may cost (per-address and total
-//! connection limits, a head deadline, bounded scrapes), on a thread of its own.
+//! connection limits, a head deadline, one shared scrape at a time), on a thread of its
+//! own.
 //!
 //! Each scrape reads fresh numbers from the pins (`read_live`) and the daemon's state
 //! file, so the endpoint shows what the kernel enforces, not what the daemon believes.

@@ -435,8 +435,8 @@ impl Slow {
 
 /// Clients that send a whole request and reset before the answer (finding 2 of issue
 /// 23: 100-400 of them drove the daemon to 161 threads, one per scrape left running)
-/// start at most `MAX_SCRAPES` scrapes at once: a scrape keeps its connection's place
-/// and its turn until it ends, whatever its client does.
+/// run one scrape at a time, however many they are: scrapes are shared and never run
+/// beside each other.
 #[tokio::test]
 async fn clients_that_reset_run_no_more_scrapes_than_the_bound() {
     let slow = Slow::default();
@@ -465,9 +465,54 @@ async fn clients_that_reset_run_no_more_scrapes_than_the_bound() {
         most <= MAX_SCRAPES,
         "{most} scrapes ran at once (of {started} started); the bound is {MAX_SCRAPES}"
     );
+    assert!(
+        started < 200,
+        "{started} scrapes for 2 s of 200 ms scrapes: they are not shared"
+    );
     // And the endpoint still answers.
     let response = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
     assert_eq!(status_of(&response), "HTTP/1.1 200 OK", "{response}");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// Requests that come in while a scrape runs share the next one, which starts after they
+/// came in: each sees what happened before it asked, and twenty at once cost two scrapes.
+#[tokio::test]
+async fn waiting_requests_share_the_next_scrape() {
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = count.clone();
+    let source = move || {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(format!("allowgate_generation {n}\n"))
+    };
+    // All from 127.0.0.1: room for them from one address.
+    let limits = Limits {
+        max_per_peer: 32,
+        ..Limits::default()
+    };
+    let (addr, stop, task) = start_with(source, limits).await;
+    let first = tokio::spawn(exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n"));
+    // Scrape 1 is running by now: these come in after it started.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let later: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n")))
+        .collect();
+    assert_eq!(body_of(&first.await.unwrap()), "allowgate_generation 1\n");
+    for r in later {
+        let r = r.await.unwrap();
+        assert_eq!(
+            body_of(&r),
+            "allowgate_generation 2\n",
+            "a request saw a scrape older than itself, or its own"
+        );
+    }
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "twenty waiting requests, one scrape"
+    );
     stop.send(true).unwrap();
     task.await.unwrap();
 }
