@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 const PAGE: &str = include_str!("../catalog/network-requirements-2019-11.md");
 const LATER_PAGE: &str = include_str!("../agent/src/catalog/testdata/network-requirements-later-layout.md");
+const LEARN_HTML: &str = include_str!("../agent/src/catalog/testdata/network-requirements-2025.html");
 
 /// A CA and a server certificate for 127.0.0.1 that it signed.
 struct Pki {
@@ -1031,6 +1032,26 @@ fn a_details_page_without_a_usable_link_fails_and_says_so() {
     let out = fetch(&url, &output, &args);
     assert_fails(&out, &url, "on a host other than download.microsoft.com");
     assert_eq!(fs::read_to_string(&output).unwrap(), tags_file("AzureGovernment", 77));
+}
+
+/// `--source page` reads the page as Learn serves it (HTML, from the catalog's own test
+/// page: the 2025 revision as Learn renders it) through the page reader, and records
+/// its ms.date.
+#[test]
+fn the_page_source_reads_learns_html() {
+    let pki = Pki::new("allowgate test CA");
+    let server = Server::start(Some(&pki), |_, _| ok(LEARN_HTML, &[("ETag", "\"learn\"")]));
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let output = dir.path("network-requirements.html");
+    let url = server.url("/en-us/defender-cloud-apps/network-requirements");
+    let out = fetch(&url, &output, &["--source", "page", "--ca-file", ca.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("written"), "{}", text(&out.stdout));
+    assert_eq!(fs::read_to_string(&output).unwrap(), LEARN_HTML);
+    let sidecar = fs::read_to_string(dir.path("network-requirements.html.fetch.json")).unwrap();
+    assert!(sidecar.contains("\"version\": \"ms.date 04/04/2024\""), "{sidecar}");
+    assert!(sidecar.contains("\"source\": \"page\""), "{sidecar}");
 }
 
 /// `--source page` reads the page (here its Markdown at a mirror URL) through the

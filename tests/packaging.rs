@@ -186,7 +186,7 @@ fn the_unit_has_what_the_daemon_and_the_installer_rely_on() {
 
     // The least capabilities that load, attach and pin (and chown the socket to
     // socket_group); never CAP_SYS_ADMIN.
-    let caps = "CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_CHOWN";
+    let caps = "CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_CHOWN CAP_NET_RAW";
     assert_eq!(setting("CapabilityBoundingSet"), caps);
     assert_eq!(setting("AmbientCapabilities"), caps);
     assert_eq!(setting("LimitMEMLOCK"), "infinity");

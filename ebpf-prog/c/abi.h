@@ -83,8 +83,9 @@ _Static_assert(AG_REASON_MAX <= AG_REASON_CAPACITY, "more reasons than the count
  * The ABI version recorded in the pins (ag_abi[0]). Bumped when a pinned map keeps its
  * shape but changes its meaning; the agent replaces what an older version wrote.
  * 2: ag_stats indexed by AG_REASON_CAPACITY (1 had AG_REASON_MAX).
+ * 3: ag_dns_frames records carry whether the answer was held (struct ag_dns_frame).
  */
-#define AG_ABI_VERSION		2
+#define AG_ABI_VERSION		3
 
 /* Bits of ag_gen_config.flags. */
 #define AG_F_ENFORCE		(1U << 0)	/* clear: monitor mode, never drop */
@@ -218,8 +219,13 @@ enum ag_misc_index {
 	AG_MISC_DNS_UNSOLICITED = 4,	/* answers passed unheld: no query of ours (fresh) asked */
 	AG_MISC_FLOW_INSERTS = 5,	/* flows the programs added to ag_flows_v4/v6 */
 	AG_MISC_FLOW_REMOVED = 6,	/* flows the programs removed (found expired) */
-	AG_MISC_MAX = 7,
+	AG_MISC_DNS_PASSED = 7,		/* answers passed at once, a copy to the learner: no give-back path */
+	AG_MISC_MAX = 8,
 };
+
+/* Slots of ag_misc: room to append counters without changing the pinned map's shape. */
+#define AG_MISC_CAPACITY	32
+_Static_assert(AG_MISC_MAX <= AG_MISC_CAPACITY, "more misc counters than ag_misc holds");
 
 /*
  * Addresses learned from DNS answers (or resolved for the catalog's names) live in
@@ -250,11 +256,26 @@ struct ag_dns_server_key {
 	__u8 addr[16];
 };
 
-/* ag_dns_ctl[0]: the learner's heartbeat. Answers are held only while it is fresh, so
- * a dead agent never takes the host's DNS down with it. */
+/*
+ * How the agent gives a held answer back to the stack (ag_dns_ctl.give_back): the one
+ * it proved to work on this kernel. NONE holds nothing: answers pass at once and the
+ * learner reads a copy.
+ */
+#define AG_GIVE_BACK_NONE		0
+#define AG_GIVE_BACK_LIVE_FRAMES	1	/* BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES */
+#define AG_GIVE_BACK_LOOPBACK		2	/* a raw IP socket, through the host's loopback */
+
+/* ag_dns_ctl[0]: the learner's heartbeat and give-back path. Answers are held only
+ * while the heartbeat is fresh, so a dead agent never takes the host's DNS down with
+ * it, and only while a give-back path is in force. */
 struct ag_dns_ctl {
-	__u64 heartbeat_ns;	/* bpf_ktime_get_ns() clock; 0: never hold */
+	__u64 heartbeat_ns;	/* bpf_ktime_get_ns() clock; 0: no learner, copy nothing */
 	__u64 stale_after_ns;
+	__u32 give_back;	/* AG_GIVE_BACK_*; NONE: copy, never hold */
+	__u32 pad;
+	/* Written by the agent alone, for status and metrics (the programs never read them). */
+	__u64 given_back;	/* held answers the agent gave back */
+	__u64 give_back_failed;	/* held answers it could not give back (lost) */
 };
 
 /*
@@ -268,10 +289,12 @@ struct ag_dns_release_key {
 	__u16 client_port;	/* host byte order */
 };
 
-/* One held answer on ag_dns_frames: the frame from its Ethernet header. */
+/* One answer on ag_dns_frames: the frame from its Ethernet header. */
 struct ag_dns_frame {
 	__u32 ifindex;
 	__u32 len;		/* bytes of data[] that hold the frame */
+	__u32 held;		/* 1: dropped, the agent gives it back; 0: it passed, a copy */
+	__u32 pad;
 	__u8 data[AG_DNS_FRAME_MAX];
 };
 

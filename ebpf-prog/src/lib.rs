@@ -167,7 +167,16 @@ pub const MISC_DNS_UNSOLICITED: u32 = 4;
 pub const MISC_FLOW_INSERTS: u32 = 5;
 /// Flows the programs removed because they found them expired.
 pub const MISC_FLOW_REMOVED: u32 = 6;
-pub const MISC_MAX: usize = 7;
+/// Answers passed at once with a copy to the learner: no give-back path in force.
+pub const MISC_DNS_PASSED: u32 = 7;
+pub const MISC_MAX: usize = 8;
+/// Slots of `ag_misc` (room to append counters without changing the pinned map).
+pub const MISC_CAPACITY: usize = 32;
+
+/// `DnsCtl::give_back`: how held answers go back to the stack; `NONE` holds nothing.
+pub const GIVE_BACK_NONE: u32 = 0;
+pub const GIVE_BACK_LIVE_FRAMES: u32 = 1;
+pub const GIVE_BACK_LOOPBACK: u32 = 2;
 
 pub const DYN_MAX: u32 = 16384;
 pub const MAX_DNS_SERVERS: u32 = 16;
@@ -275,6 +284,12 @@ pub struct DnsServerKey {
 pub struct DnsCtl {
     pub heartbeat_ns: u64,
     pub stale_after_ns: u64,
+    /// `GIVE_BACK_*`: answers are held only while it is not `GIVE_BACK_NONE`.
+    pub give_back: u32,
+    pub pad: u32,
+    /// Written by the agent alone (status and metrics read them from the kernel).
+    pub given_back: u64,
+    pub give_back_failed: u64,
 }
 
 /// Key of `ag_dns_release` and of `ag_dns_queries`.
@@ -286,12 +301,15 @@ pub struct DnsReleaseKey {
     pub client_port: u16,
 }
 
-/// Header of a held answer on `ag_dns_frames`; `len` bytes of frame follow.
+/// Header of an answer on `ag_dns_frames`; `len` bytes of frame follow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsFrameHeader {
     pub ifindex: u32,
     pub len: u32,
+    /// 1: the program dropped it and the agent gives it back; 0: it passed (a copy).
+    pub held: u32,
+    pub pad: u32,
 }
 
 /// Key of `ag_flows_v4`: a flow from this host's side (abi.h).
@@ -352,7 +370,8 @@ const _: () = assert!(core::mem::size_of::<V6HostKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
 const _: () = assert!(core::mem::size_of::<DynValue>() == 144);
-const _: () = assert!(core::mem::size_of::<DnsCtl>() == 16);
+const _: () = assert!(core::mem::size_of::<DnsCtl>() == 40);
+const _: () = assert!(core::mem::size_of::<DnsFrameHeader>() == 16);
 const _: () = assert!(core::mem::size_of::<DnsReleaseKey>() == 20);
 
 #[cfg(feature = "aya")]

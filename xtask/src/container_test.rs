@@ -407,7 +407,7 @@ ports = [7000]
                 "--cap-drop",
                 "all",
                 "--cap-add",
-                "CAP_BPF,CAP_NET_ADMIN,CAP_PERFMON,CAP_CHOWN",
+                "CAP_BPF,CAP_NET_ADMIN,CAP_PERFMON,CAP_CHOWN,CAP_NET_RAW",
             ])
             .args(["--security-opt", "no-new-privileges", "--read-only"])
             .args(["--tmpfs", "/run/allowgate:mode=0755"])

@@ -3,6 +3,7 @@
 //! that package under a real systemd.
 
 mod bench;
+mod benchkit;
 mod config_bench;
 mod import_bench;
 // The tests' namespaces, pins and packet builder serve the demo and the bench too.

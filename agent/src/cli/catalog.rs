@@ -16,8 +16,8 @@ use crate::{
         Catalog, Feature, PageOptions,
         diff::diff,
         fetch::{self, FetchRequest, Fetched},
-        service_tags::{DEFAULT_TAG, TagOptions},
-        sources::{ImportOptions, SourceKind, features_or_default, import_bytes, read_source},
+        service_tags::TagOptions,
+        sources::{ImportOptions, SourceKind, import_bytes, read_source},
     },
     control::{
         client,
@@ -32,8 +32,9 @@ use crate::{
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Read a "Network requirements" page (Markdown) or an Azure service tags file
-    /// (JSON) into a catalog file that the config's `catalog` key can name.
+    /// Read a "Network requirements" page (the docs' Markdown, Learn's HTML, or a
+    /// Markdown mirror of Learn's rendering) or an Azure service tags file (JSON) into
+    /// a catalog file that the config's `catalog` key can name.
     Import(ImportArgs),
     /// What changed from one catalog to another, per region and feature (exit 0: no
     /// difference, 1: differences, 2: error, as diff(1)).
@@ -47,13 +48,17 @@ pub enum Command {
     },
     /// Put a new catalog (page, service tags or catalog file) in force in the running
     /// daemon, as one generation swap; refused when it would remove more than
-    /// `max_shrink` percent of the catalog addresses enforced now, unless --force.
+    /// `max_shrink` percent of the catalog addresses enforced now, unless --force. The
+    /// daemon reads FILE itself: a regular file (not a link) that belongs to the caller,
+    /// unless the caller is root.
     Apply {
         file: PathBuf,
         #[command(flatten)]
         change: ApplyArgs,
     },
-    /// Put the catalog in force before the last `catalog apply` back.
+    /// Put the catalog in force before the last `catalog apply` back. Never refused
+    /// by max_shrink (the way back may remove what the apply added); refused, like any
+    /// change, when it would cut off this SSH session, unless --confirm or --force.
     Rollback {
         #[command(flatten)]
         change: ApplyArgs,
@@ -148,19 +153,24 @@ pub struct FetchArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// The page, in the Markdown of the docs repository, or with --service-tags the
+    /// The page (Markdown or HTML, told apart by content), or with --service-tags the
     /// service tags file (ServiceTags_Public_*.json).
     file: PathBuf,
     /// Read FILE as an Azure "IP Ranges and Service Tags" file.
     #[arg(long)]
     service_tags: bool,
-    /// The service's tag (its regional tags are TAG.Region).
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_TAG, requires = "service_tags")]
-    tag: String,
-    /// The features the tag's prefixes serve [default: portal, proxy, siem, app-connector].
+    /// Read only this tag (and its regional tags NAME.Region); repeat for more
+    /// [default: the service's tags, MicrosoftCloudAppSecurity and its regional tags,
+    /// and AzureFrontDoor.MicrosoftSecurity].
+    #[arg(long = "tag", value_name = "NAME", requires = "service_tags")]
+    tags: Vec<String>,
+    /// The features the tags' prefixes serve [default: portal, proxy, siem,
+    /// app-connector; AzureFrontDoor.MicrosoftSecurity serves only portal and siem, as
+    /// the page says].
     #[arg(long = "feature", short = 'f', value_name = "FEATURE", requires = "service_tags")]
     features: Vec<String>,
-    /// Import a page even where parts of it cannot be read, printing what was skipped.
+    /// Import a page even where parts of it cannot be read, printing what was skipped:
+    /// a table or row it cannot read, or one item of a row (the row's others are kept).
     #[arg(long)]
     allow_partial: bool,
     /// Where to write the catalog [default: standard output].
@@ -399,8 +409,8 @@ fn read_fetched(bytes: &[u8], name: &str, expected: Expected) -> anyhow::Result<
 }
 
 /// The one reader of a fetched page (`--source page`, or a URL whose document is not
-/// JSON): the catalog's import entry point for pages. Learn serves the page as HTML;
-/// where the importer reads that rendering, this is the function to point at it.
+/// JSON): the catalog's import entry point for pages, which reads every form of it
+/// (the docs' Markdown, Learn's HTML, a Markdown mirror of Learn's rendering).
 fn read_fetched_page(bytes: &[u8], name: &str) -> anyhow::Result<Catalog> {
     let builtin = Catalog::builtin();
     Ok(import_bytes(
@@ -469,7 +479,6 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|f| f.parse::<Feature>())
         .collect::<Result<Vec<_>, _>>()?;
-    let features = features_or_default(&features);
     let builtin = Catalog::builtin();
     let options = ImportOptions {
         page: PageOptions {
@@ -477,7 +486,7 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             fallback: Some(&builtin),
         },
         tags: TagOptions {
-            tag: &args.tag,
+            tags: &args.tags,
             features: &features,
         },
     };

@@ -142,6 +142,22 @@ fn table(s: &StatusReport) -> String {
     } else {
         out += &format!("tracking:    {}: return paths pass on their rule alone\n\n", t.mode);
     }
+    let d = &s.dns;
+    if d.learning {
+        let how = match d.path.as_str() {
+            "none" => "answers pass at once, learned from a copy".to_string(),
+            path => format!("answers held, given back through {path}"),
+        };
+        out.truncate(out.trim_end_matches('\n').len() + 1);
+        out += &format!(
+            "dns:         {how} (give_back = {}); {} held, {} given back, {} lost, {} passed unheld\n",
+            d.give_back, d.held, d.given_back, d.failed, d.passed_unheld
+        );
+        if let Some(why) = &d.reason {
+            out += &format!("             {why}\n");
+        }
+        out += "\n";
+    }
     let mut rows = vec![["DIRECTION", "VERDICT", "REASON", "PACKETS"].map(String::from).to_vec()];
     for (direction, c) in [("ingress", &s.counters.ingress), ("egress", &s.counters.egress)] {
         for (verdict, by) in [("pass", &c.pass_by_reason), ("drop", &c.drop_by_reason)] {

@@ -1,11 +1,11 @@
 //! `status`'s answer as it travels over the socket and as `status --json` prints it
-//! (SPEC section 3). The daemon builds it (`daemon::status`); the CLI renders it.
+//! (README: "Output formats"). The daemon builds it (`daemon::status`); the CLI renders it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// `status --json` (SPEC section 3).
+/// `status --json` (README: "Output formats").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub running: bool,
@@ -35,6 +35,9 @@ pub struct StatusReport {
     /// that predates it.
     #[serde(default)]
     pub max_catalog_age_days: Option<u32>,
+    /// How DNS answers are held and given back.
+    #[serde(default)]
+    pub dns: DnsStatus,
 }
 
 /// One source of the catalog in force (a page, a service tags file).
@@ -53,6 +56,27 @@ pub struct CatalogSourceStatus {
     pub age_seconds: Option<u64>,
     /// Older than `max_catalog_age`.
     pub stale: bool,
+}
+
+/// DNS learning's give-back path (docs/dns-names.md) and what became of the answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// A learner is alive (`[dns] learn`, and the daemon's heartbeat is fresh).
+    pub learning: bool,
+    /// `[dns] give_back` as configured: `auto`, `live-frames`, `loopback` or `none`.
+    pub give_back: String,
+    /// The path in force, from the kernel: `live-frames`, `loopback`, or `none` (answers
+    /// pass at once and are learned from a copy).
+    pub path: String,
+    /// Why the path in force is not the first choice, or what ended holding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Answers held, given back, lost (held and not given back), and passed at once
+    /// with a copy to the learner.
+    pub held: u64,
+    pub given_back: u64,
+    pub failed: u64,
+    pub passed_unheld: u64,
 }
 
 /// Connection tracking: its mode and the flow tables.

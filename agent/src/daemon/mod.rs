@@ -35,13 +35,13 @@ use tracing::{debug, error, info, warn};
 use crate::{
     catalog::{Catalog, Feature},
     control::{
-        protocol::{ChangeOptions, Changed, Request, Response, SshSession},
+        protocol::{ChangeOptions, Changed, LearnedEntry, Request, Response, SshSession},
         server::{self, Access, Incoming},
     },
-    dataplane::{Attachment, Dataplane, LoadOptions},
-    dns::learner::{HEARTBEAT_STALE_AFTER, Learner},
+    dataplane::{Attachment, Dataplane, DnsControl, LoadOptions},
+    dns::learner::Learner,
     events::{Decoded, DropSummary},
-    policy::config::load_config,
+    policy::config::{GiveBack, GiveBackPath, load_config},
     policy::{
         Config, Mode, Policy, StateMode, Tables, compile_policy,
         explain::explain,
@@ -92,6 +92,28 @@ pub struct State {
     /// The config's `max_catalog_age` (days; 0: never).
     #[serde(default)]
     pub max_catalog_age: Option<u32>,
+    /// DNS learning's give-back choice and why the path in force is what it is (the
+    /// path itself and the counts are the kernel's, in `ag_dns_ctl`).
+    #[serde(default)]
+    pub give_back: Option<GiveBackState>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GiveBackState {
+    pub choice: GiveBack,
+    pub path: GiveBackPath,
+    pub reason: Option<String>,
+}
+
+impl GiveBackState {
+    fn of(learner: &Learner) -> GiveBackState {
+        let g = learner.give_back();
+        GiveBackState {
+            choice: g.choice(),
+            path: g.path(),
+            reason: g.reason().map(str::to_string),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -166,7 +188,15 @@ fn compile(catalog: &Catalog, config: &Config, desired: &Desired) -> anyhow::Res
     Ok((policy, tables))
 }
 
-/// Tells systemd (Type=notify) something, when it is listening (`NOTIFY_SOCKET` set).
+/// The learner `config` asks for, or none; without one the data plane holds nothing.
+fn start_learner(policy: &Policy, config: &Config, dataplane: &mut Dataplane) -> anyhow::Result<Option<Learner>> {
+    if config.dns.learn {
+        return Ok(Some(Learner::start(policy, &config.dns, dataplane)?));
+    }
+    dataplane.set_dns_control(&DnsControl::default())?;
+    Ok(None)
+}
+
 /// Seeds connection tracking with the host's connections (TCP and connected UDP, from
 /// sock_diag), so that enforcing the return paths cuts none of them: the SSH session
 /// that started the daemon keeps working although its peer speaks first. A failure is
@@ -308,16 +338,7 @@ impl Daemon {
             attachments.push(a);
         }
         dataplane.pin_programs()?;
-        let learner = if config.dns.learn {
-            let previous = dataplane.learned_addresses().unwrap_or_default();
-            let learner = Learner::new(&policy, &config.dns, previous);
-            dataplane.set_dns_servers(learner.servers())?;
-            dataplane.dns_heartbeat(Some(HEARTBEAT_STALE_AFTER))?;
-            Some(learner)
-        } else {
-            dataplane.dns_heartbeat(None)?;
-            None
-        };
+        let learner = start_learner(&policy, &config, &mut dataplane)?;
         let (events, _) = broadcast::channel(1024);
         let mut daemon = Daemon {
             config_path: config_path.to_path_buf(),
@@ -374,6 +395,7 @@ impl Daemon {
             catalog: Some(self.catalog.source.clone()),
             catalog_sources: self.catalog_sources.clone(),
             max_catalog_age: Some(self.config.max_catalog_age),
+            give_back: self.learner.as_ref().map(GiveBackState::of),
         }
     }
 
@@ -451,17 +473,51 @@ impl Daemon {
             };
             let compiled = compile(&catalog, &config, &desired)?;
             self.guard_reload(&catalog, &config, &desired)?;
+            let dns_before = self.config.dns.clone();
             self.put_in_force(compiled, Some(catalog), Some(config), desired)?;
             if basis != self.basis {
                 self.pending = None;
             }
             self.basis = basis;
+            self.reload_learner(&dns_before);
             self.persist()?;
             info!(generation = self.generation, "reloaded");
             Ok(())
         })();
         if let Err(e) = result {
             error!("reload refused, the previous policy stays enforced: {e:#}");
+        }
+    }
+
+    /// After a reload: `[dns]` as the new config has it. Learning turned on or off takes
+    /// effect at once; other changes start a learner afresh (what the old one learned
+    /// stays allowed until it expires, and is learned again from the next answers);
+    /// either way the give-back paths are proved again, so a path lost at run time can
+    /// come back without a restart.
+    fn reload_learner(&mut self, before: &crate::policy::config::DnsSettings) {
+        let now = &self.config.dns;
+        let result = match (self.learner.as_mut(), now.learn) {
+            (Some(learner), true) if now == before => {
+                learner.prove_again(&self.policy, &mut self.dataplane);
+                Ok(())
+            }
+            (_, true) => Learner::start(&self.policy, now, &mut self.dataplane).map(|l| {
+                info!("DNS learning started with the reloaded [dns] settings");
+                self.learner = Some(l);
+            }),
+            (Some(learner), false) => {
+                let stopped = learner.stopped_control();
+                self.learner = None;
+                info!("DNS learning stopped: answers pass untouched from now on");
+                self.dataplane.set_dns_control(&stopped).map_err(Into::into)
+            }
+            (None, false) => Ok(()),
+        };
+        if let Err(e) = result {
+            // Nothing holds answers without a learner that can give them back.
+            self.learner = None;
+            let _ = self.dataplane.set_dns_control(&DnsControl::default());
+            error!("DNS learning is off, answers pass untouched: {e:#}");
         }
     }
 
@@ -527,7 +583,7 @@ impl Daemon {
                 explanation: explain(&self.policy, addr, port, proto, direction),
             },
             Request::Learned => Response::Learned {
-                entries: self.learner.as_ref().map(Learner::entries).unwrap_or_default(),
+                entries: self.learner.as_ref().map(learned_entries).unwrap_or_default(),
             },
             Request::Events => {
                 let mut rx = self.events.subscribe();
@@ -663,6 +719,7 @@ impl Daemon {
         s.catalog = Some(self.catalog.source.clone());
         s.catalog_sources = self.catalog_sources.clone();
         s.max_catalog_age = Some(self.config.max_catalog_age);
+        s.give_back = self.learner.as_ref().map(GiveBackState::of);
         s
     }
 
@@ -747,6 +804,34 @@ impl Daemon {
             warnings,
         })
     }
+}
+
+/// The learner's table as `show --learned` prints it, sorted by address and name.
+fn learned_entries(learner: &Learner) -> Vec<LearnedEntry> {
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut out: Vec<LearnedEntry> = learner
+        .learned()
+        .map(|(l, expires_in_secs)| LearnedEntry {
+            address: l.addr,
+            name: l.name.to_string(),
+            queried: l.queried.clone(),
+            features: sorted(
+                l.rules
+                    .iter()
+                    .flat_map(|r| r.features())
+                    .map(|f| f.to_string())
+                    .collect(),
+            ),
+            regions: sorted(l.rules.iter().flat_map(|r| r.regions()).map(str::to_string).collect()),
+            expires_in_secs,
+        })
+        .collect();
+    out.sort_by(|a, b| (a.address, &a.name).cmp(&(b.address, &b.name)));
+    out
 }
 
 /// Whether the SSH session's next segment passes under `old` but not under `new`.
@@ -856,29 +941,28 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             }
         };
         let ring = daemon.dataplane.take_events()?;
-        let dns_ring = match daemon.learner {
-            Some(_) => match daemon.dataplane.take_dns_frames() {
-                // SAFETY: as for the event ring below.
-                Ok(r) => Some(
-                    unsafe { AsyncFd::register_with_interest(r, tokio::io::Interest::READABLE) }
-                        .map_err(|e| anyhow::anyhow!("cannot watch the DNS answer ring: {e}"))?,
-                ),
-                Err(e) => {
-                    warn!("DNS names are not learned: {e}");
-                    daemon.learner = None;
-                    None
+        // Watched with or without a learner: a reload may start one.
+        let mut dns_ring = match daemon.dataplane.take_dns_frames() {
+            // SAFETY: as for the event ring below.
+            Ok(r) => Some(
+                unsafe { AsyncFd::register_with_interest(r, tokio::io::Interest::READABLE) }
+                    .map_err(|e| anyhow::anyhow!("cannot watch the DNS answer ring: {e}"))?,
+            ),
+            Err(e) => {
+                warn!("DNS names are not learned: {e}");
+                if daemon.learner.take().is_some() {
+                    daemon.dataplane.set_dns_control(&DnsControl::default())?;
                 }
-            },
-            None => None,
+                None
+            }
         };
-        let mut dns_ring = dns_ring;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // Interface changes (deleted, re-created, renamed) are checked at once; the
         // tick catches what netlink does not announce (a link detached by hand).
         let mut links_watch = watch_interfaces()
             .map_err(|e| warn!("interface changes are checked every second only: cannot watch netlink: {e}"))
             .ok();
-        let drop_log_secs = daemon.config.drop_log_interval;
+        let mut drop_log_secs = daemon.config.drop_log_interval;
         let mut drop_log_tick = tokio::time::interval(Duration::from_secs(drop_log_secs));
         let mut drops = DropSummary::default();
         // Daily, the first time now: sources past max_catalog_age are worth a warning a
@@ -911,7 +995,13 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => daemon.reload(),
+                _ = hup.recv() => {
+                    daemon.reload();
+                    if daemon.config.drop_log_interval != drop_log_secs {
+                        drop_log_secs = daemon.config.drop_log_interval;
+                        drop_log_tick = tokio::time::interval(Duration::from_secs(drop_log_secs));
+                    }
+                }
                 Some(incoming) = commands.recv() => daemon.handle(incoming),
                 _ = tokio::time::sleep_until(rollback_at.unwrap_or_else(tokio::time::Instant::now)), if rollback_at.is_some() => {
                     daemon.rollback();
@@ -944,12 +1034,19 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 guard = async { dns_ring.as_mut().expect("guarded").readable_mut().await }, if dns_ring.is_some() => {
                     let mut guard = guard?;
                     let ring = guard.get_inner_mut();
+                    let path = daemon.learner.as_ref().map(|l| l.give_back().path());
                     while let Some(item) = ring.next() {
                         if let Some(l) = daemon.learner.as_mut() {
                             l.on_frame(&item, &mut daemon.dataplane);
                         }
                     }
                     guard.clear_ready();
+                    // A path lost at run time: `status` read from the state file says so too.
+                    if daemon.learner.as_ref().map(|l| l.give_back().path()) != path
+                        && let Err(e) = daemon.persist()
+                    {
+                        warn!("cannot persist the state: {e:#}");
+                    }
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
@@ -966,7 +1063,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         }
         let _ = shutdown_tx.send(true);
         // No learner, no holding: answers pass unheld from now on.
-        let _ = daemon.dataplane.dns_heartbeat(None);
+        let stopped = daemon.learner.as_ref().map(Learner::stopped_control).unwrap_or_default();
+        let _ = daemon.dataplane.set_dns_control(&stopped);
         socket.remove();
         sd_notify(&[sd_notify::NotifyState::Stopping]);
         info!("exiting; the policy stays enforced (`allowgate down` removes it)");

@@ -148,6 +148,13 @@ pub fn validate_reload(old: &Config, new: &Config) -> Result<(), String> {
     if new.interfaces != old.interfaces {
         return restart("interfaces");
     }
+    // Bound once at start: a reload that answered "reloaded" would keep the old ones.
+    if new.metrics != old.metrics {
+        return restart("metrics");
+    }
+    if new.socket_group != old.socket_group {
+        return restart("socket_group");
+    }
     let covered = |cidr: &IpNet| new.management.cidrs.iter().any(|n| n.contains(cidr));
     if let Some(lost) = old.management.cidrs.iter().find(|c| !covered(c)) {
         return Err(format!(
@@ -341,6 +348,14 @@ mod tests {
             (
                 "interfaces",
                 Box::new(|c: &mut Config| c.interfaces.push("veth1".into())),
+            ),
+            (
+                "metrics",
+                Box::new(|c: &mut Config| c.metrics = Some("127.0.0.1:9464".parse().unwrap())),
+            ),
+            (
+                "socket_group",
+                Box::new(|c: &mut Config| c.socket_group = Some("adm".into())),
             ),
         ] {
             let mut new = config();

@@ -13,8 +13,8 @@ use allowgate_ebpf::{self as abi, Reason};
 
 use super::{State, now};
 pub use crate::control::status::{
-    CatalogSourceStatus, DirectionCounters, DirectionsCounters, Entries, EventCounts, InterfaceStatus, LearnedCounts,
-    StatusReport, Tracking,
+    CatalogSourceStatus, DirectionCounters, DirectionsCounters, DnsStatus, Entries, EventCounts, InterfaceStatus,
+    LearnedCounts, StatusReport, Tracking,
 };
 use crate::dataplane::{Counters, DataplaneError, read_live};
 
@@ -151,6 +151,7 @@ pub fn report(
         tracking: tracking(&live),
         catalog_sources: state.map(catalog_sources).unwrap_or_default(),
         max_catalog_age_days: state.and_then(|s| s.max_catalog_age),
+        dns: dns(&live, state),
     })
 }
 
@@ -174,4 +175,28 @@ fn catalog_sources(state: &State) -> Vec<CatalogSourceStatus> {
             }
         })
         .collect()
+}
+
+/// The give-back path and counts from the kernel, the choice and reason from the daemon.
+fn dns(live: &crate::dataplane::LiveState, state: Option<&State>) -> DnsStatus {
+    let kernel = live.dns.unwrap_or(crate::dataplane::DnsLive {
+        path: Default::default(),
+        learning: false,
+        given_back: 0,
+        failed: 0,
+    });
+    let give_back = state.and_then(|s| s.give_back.as_ref());
+    DnsStatus {
+        learning: kernel.learning,
+        give_back: give_back.map(|g| g.choice.as_str()).unwrap_or("auto").to_string(),
+        path: kernel.path.as_str().to_string(),
+        reason: match (kernel.learning, give_back) {
+            (false, _) => Some("no learner: [dns] learn = false, or the daemon is not running".to_string()),
+            (true, g) => g.and_then(|g| g.reason.clone()),
+        },
+        held: live.counters.dns_held,
+        given_back: kernel.given_back,
+        failed: kernel.failed,
+        passed_unheld: live.counters.dns_passed,
+    }
 }

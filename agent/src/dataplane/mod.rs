@@ -28,7 +28,7 @@ use aya::{
 pub use attach::{Attachment, TcMode, XdpMode, detach_all};
 
 pub use bpffs::{check_on_bpffs, ensure_bpffs, lock_pins};
-pub use dns::monotonic_ns;
+pub use dns::{DnsControl, DnsLive, LIVE_FRAME_PROBE, monotonic_ns};
 pub use live::{Counters, LiveState, read_live};
 
 use crate::policy::Tables;
@@ -91,6 +91,54 @@ pub enum DataplaneError {
     Locked { dir: PathBuf },
     #[error("cannot read the BPF object's map definitions: {detail}")]
     Object { detail: String },
+    #[error(
+        "the kernel refused a live-frame test run ({}): {source}",
+        errno_name(os_error_of(source))
+    )]
+    LiveFrames {
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// The first OS error code in `error`'s chain.
+pub fn os_error_of(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(code) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// The symbolic name of an errno the kernel's BPF and socket calls give, as operators
+/// read them in man pages and kernel sources.
+pub fn errno_name(code: Option<i32>) -> String {
+    let name = match code {
+        None => return "no error code".to_string(),
+        Some(libc::EPERM) => "EPERM",
+        Some(libc::EACCES) => "EACCES",
+        Some(libc::EINVAL) => "EINVAL",
+        Some(libc::ENOENT) => "ENOENT",
+        Some(libc::ENOMEM) => "ENOMEM",
+        Some(libc::ENODEV) => "ENODEV",
+        Some(libc::ENXIO) => "ENXIO",
+        Some(libc::EOPNOTSUPP) => "EOPNOTSUPP",
+        Some(libc::ENETUNREACH) => "ENETUNREACH",
+        Some(libc::EHOSTUNREACH) => "EHOSTUNREACH",
+        Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL",
+        Some(libc::EAFNOSUPPORT) => "EAFNOSUPPORT",
+        Some(libc::EMSGSIZE) => "EMSGSIZE",
+        Some(libc::ENOBUFS) => "ENOBUFS",
+        Some(524) => "ENOTSUPP",
+        Some(n) => return format!("errno {n}"),
+    };
+    name.to_string()
 }
 
 impl DataplaneError {
@@ -198,7 +246,7 @@ fn flow_tag(generation: u64) -> u64 {
 
 /// Maps that kept their shape but changed their meaning in an ABI version: pins of an
 /// older version are replaced, never read the new way.
-const CHANGED_IN_VERSION: [(u32, &[&str]); 1] = [(2, &[map::STATS])];
+const CHANGED_IN_VERSION: [(u32, &[&str]); 2] = [(2, &[map::STATS]), (3, &[map::DNS_FRAMES])];
 
 /// Compares every pinned map under `maps_dir` with the object's own definition of it
 /// (type, key and value size, capacity, flags) and the ABI version the pins were

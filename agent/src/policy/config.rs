@@ -1,4 +1,4 @@
-//! The TOML config (SPEC section 3): parsed strictly, validated, and every error one
+//! The TOML config (packaging/config.example.toml, `man 5 allowgate.toml`): parsed strictly, validated, and every error one
 //! line that names the key and the line it is on.
 
 use std::{
@@ -73,7 +73,7 @@ impl FromStr for Mode {
     }
 }
 
-/// The host's essentials (SPEC section 2), each on unless turned off.
+/// The host's essentials (README: "Semantics"), each on unless turned off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Essentials {
     pub arp: bool,
@@ -150,6 +150,65 @@ pub struct DnsSettings {
     pub max_learned: usize,
     /// Seconds between the daemon's own queries for the explicit names.
     pub refresh: u64,
+    /// How a held answer goes back to the stack (`auto`: the first path proved to work).
+    pub give_back: GiveBack,
+}
+
+/// `[dns] give_back`: how held answers go back to the stack (docs/dns-names.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GiveBack {
+    /// Live frames where the kernel allows them, else loopback, else none: the first
+    /// path the daemon proves to work at start and on reload.
+    #[default]
+    Auto,
+    LiveFrames,
+    Loopback,
+    /// Hold nothing: answers pass at once and are learned from a copy.
+    None,
+}
+
+impl GiveBack {
+    pub const NAMES: [&str; 4] = ["auto", "live-frames", "loopback", "none"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveBack::Auto => "auto",
+            GiveBack::LiveFrames => "live-frames",
+            GiveBack::Loopback => "loopback",
+            GiveBack::None => "none",
+        }
+    }
+}
+
+/// How held answers go back to the stack now: the path the daemon proved, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GiveBackPath {
+    /// BPF_PROG_TEST_RUN of a do-nothing XDP program with BPF_F_TEST_XDP_LIVE_FRAMES:
+    /// the frame enters the stack at the interface it came in on.
+    LiveFrames,
+    /// A raw IP socket sends the datagram to the host's own address, through loopback.
+    Loopback,
+    /// Nothing is held: answers pass at once, the learner reads a copy.
+    #[default]
+    None,
+}
+
+impl GiveBackPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveBackPath::LiveFrames => "live-frames",
+            GiveBackPath::Loopback => "loopback",
+            GiveBackPath::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for GiveBackPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for DnsSettings {
@@ -161,11 +220,12 @@ impl Default for DnsSettings {
             ttl_max: 86_400,
             max_learned: 4096,
             refresh: 30,
+            give_back: GiveBack::Auto,
         }
     }
 }
 
-/// Whether return paths need a tracked flow (SPEC: the state model).
+/// Whether return paths need a tracked flow (docs/state.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateMode {
@@ -383,6 +443,7 @@ struct RawDns {
     ttl_max: Spanned<u64>,
     max_learned: Spanned<u64>,
     refresh: Spanned<u64>,
+    give_back: Option<Spanned<String>>,
 }
 
 impl Default for RawDns {
@@ -395,6 +456,7 @@ impl Default for RawDns {
             ttl_max: Spanned::new(0..0, d.ttl_max),
             max_learned: Spanned::new(0..0, d.max_learned as u64),
             refresh: Spanned::new(0..0, d.refresh),
+            give_back: None,
         }
     }
 }
@@ -583,252 +645,88 @@ impl Config {
             }
         })?;
         let defaults = Config::default();
-
-        let mut interfaces = Vec::new();
-        for name in &raw.interfaces {
-            let n = name.get_ref();
-            if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ']) {
-                return Err(lines.error(name.span(), format!("interfaces: `{n}` is not an interface name")));
-            }
-            if interfaces.contains(n) {
-                return Err(lines.error(name.span(), format!("interfaces: `{n}` is listed twice")));
-            }
-            interfaces.push(n.clone());
-        }
-
-        let mode = match &raw.mode {
-            None => defaults.mode,
-            Some(m) => m
-                .get_ref()
-                .parse()
-                .map_err(|e: String| lines.error(m.span(), format!("mode: {e}")))?,
-        };
-
-        let mut regions = Vec::new();
-        for r in &raw.regions {
-            let region = catalog
-                .region(r.get_ref())
-                .map_err(|e| lines.error(r.span(), format!("regions: {e}")))?;
-            if !regions.contains(&region.id) {
-                regions.push(region.id.clone());
-            }
-        }
-
-        let proxy_regions = match &raw.proxy_regions {
-            None => None,
-            Some(list) => {
-                let mut ids = Vec::new();
-                for r in list {
-                    let region = catalog
-                        .region(r.get_ref())
-                        .map_err(|e| lines.error(r.span(), format!("proxy_regions: {e}")))?;
-                    if region.kind != crate::catalog::RegionKind::AzureRegion {
-                        return Err(lines.error(
-                            r.span(),
-                            format!(
-                                "proxy_regions: `{}` is not a proxy region (an Azure region such as `westeurope`); `allowgate regions` lists them",
-                                r.get_ref()
-                            ),
-                        ));
-                    }
-                    if !ids.contains(&region.id) {
-                        ids.push(region.id.clone());
-                    }
-                }
-                Some(ids)
-            }
-        };
-
-        let max_shrink = match &raw.max_shrink {
-            None => defaults.max_shrink,
-            Some(v) => u8::try_from(*v.get_ref()).ok().filter(|p| *p <= 100).ok_or_else(|| {
-                lines.error(
-                    v.span(),
-                    format!("max_shrink: {} is not a percentage (0 to 100)", v.get_ref()),
-                )
-            })?,
-        };
-
-        let max_catalog_age = match &raw.max_catalog_age {
-            None => defaults.max_catalog_age,
-            Some(v) => parse_catalog_age(*v.get_ref()).ok_or_else(|| {
-                lines.error(
-                    v.span(),
-                    format!(
-                        "max_catalog_age: {} is not a number of days (0, never, to {MAX_CATALOG_AGE})",
-                        v.get_ref()
-                    ),
-                )
-            })?,
-        };
-
-        let features = match &raw.features {
-            None => defaults.features.clone(),
-            Some(list) => {
-                let mut features = Vec::new();
-                for f in list {
-                    let feature: Feature = f
-                        .get_ref()
-                        .parse()
-                        .map_err(|e| lines.error(f.span(), format!("features: {e}")))?;
-                    if !features.contains(&feature) {
-                        features.push(feature);
-                    }
-                }
-                features
-            }
-        };
-
-        let essentials = &raw.essentials;
-        let mut dns_servers = Vec::new();
-        for s in &essentials.dns_servers {
-            let ip: IpAddr = s.get_ref().trim().parse().map_err(|_| {
-                lines.error(
-                    s.span(),
-                    format!("essentials.dns_servers: `{}` is not an IP address", s.get_ref()),
-                )
-            })?;
-            if let IpAddr::V6(v6) = ip
-                && let Some(v4) = v6.to_ipv4_mapped()
-            {
-                return Err(lines.error(
-                    s.span(),
-                    format!(
-                        "essentials.dns_servers: `{}` is an IPv4-mapped IPv6 address, which never appears on the wire here: write {v4}",
-                        s.get_ref()
-                    ),
-                ));
-            }
-            dns_servers.push(ip);
-        }
-        let mut ethertypes = Vec::new();
-        for e in &essentials.ethertypes {
-            let value = parse_ethertype(e.get_ref())
-                .map_err(|m| lines.error(e.span(), format!("essentials.ethertypes: {m}")))?;
-            if !ethertypes.contains(&value) {
-                ethertypes.push(value);
-            }
-        }
-        if ethertypes.len() > allowgate_ebpf::MAX_ETHERTYPES {
-            let span = essentials.ethertypes[allowgate_ebpf::MAX_ETHERTYPES].span();
-            return Err(lines.error(
-                span,
-                format!(
-                    "essentials.ethertypes: at most {} ethertypes can be listed",
-                    allowgate_ebpf::MAX_ETHERTYPES
-                ),
-            ));
-        }
-
-        let management = Management {
-            cidrs: parse_cidrs(&raw.management.cidrs, "management.cidrs", &lines)?,
-            ports: match &raw.management.ports {
-                None => defaults.management.ports.clone(),
-                Some(p) => parse_ports(p, "management.ports", &lines)?,
-            },
-        };
-
-        let mut allow = Vec::new();
-        for (i, entry) in raw.allow.iter().enumerate() {
-            allow.push(parse_allow(entry, i, &lines)?);
-        }
-
-        let app_connector_ports = match &raw.feature_ports.app_connector {
-            None => defaults.app_connector_ports.clone(),
-            Some(p) => parse_ports(p, "feature_ports.app-connector", &lines)?,
-        };
-        let dlp_ports = match &raw.feature_ports.dlp {
-            None => defaults.dlp_ports.clone(),
-            Some(p) => parse_ports(p, "feature_ports.dlp", &lines)?,
-        };
-        let log_collector = LogCollector {
-            sources: parse_cidrs(&raw.log_collector.sources, "log_collector.sources", &lines)?,
-            ftp_passive_ports: parse_ports(
-                &raw.log_collector.ftp_passive_ports,
-                "log_collector.ftp_passive_ports",
-                &lines,
-            )?,
-        };
-        let metrics = match &raw.metrics {
-            None => None,
-            Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
-                lines.error(
-                    m.span(),
-                    format!(
-                        "metrics: `{}` is not an address:port such as 127.0.0.1:9464",
-                        m.get_ref()
-                    ),
-                )
-            })?),
-        };
-
-        let drop_log_interval = match &raw.drop_log_interval {
-            None => DEFAULT_DROP_LOG_INTERVAL,
-            Some(v) if (1..=86_400).contains(v.get_ref()) => *v.get_ref(),
-            Some(v) => {
-                return Err(lines.error(v.span(), "drop_log_interval: 1 to 86400 seconds"));
-            }
-        };
-
-        let raw_dns = &raw.dns;
-        if raw_dns.ttl_floor.get_ref() > raw_dns.ttl_max.get_ref() {
-            return Err(lines.error(raw_dns.ttl_floor.span(), "dns.ttl_floor: larger than dns.ttl_max"));
-        }
-        let max_learned = *raw_dns.max_learned.get_ref();
-        if max_learned == 0 || max_learned > u64::from(allowgate_ebpf::DYN_MAX) {
-            return Err(lines.error(
-                raw_dns.max_learned.span(),
-                format!(
-                    "dns.max_learned: 1 to {} (the size of the data plane's table)",
-                    allowgate_ebpf::DYN_MAX
-                ),
-            ));
-        }
-        if *raw_dns.refresh.get_ref() == 0 {
-            return Err(lines.error(raw_dns.refresh.span(), "dns.refresh: at least 1 second"));
-        }
-        let dns = DnsSettings {
-            learn: raw_dns.learn,
-            ttl_floor: *raw_dns.ttl_floor.get_ref(),
-            ttl_grace: *raw_dns.ttl_grace.get_ref(),
-            ttl_max: *raw_dns.ttl_max.get_ref(),
-            max_learned: max_learned as usize,
-            refresh: *raw_dns.refresh.get_ref(),
-        };
-
-        let state = parse_state(&raw.state, &lines)?;
-
+        // One function per section, checked in a fixed order: with several mistakes, the
+        // one named is always the same.
         Ok(Config {
-            interfaces,
-            mode,
-            regions,
-            features,
+            interfaces: parse_interfaces(&raw.interfaces, &lines)?,
+            mode: match &raw.mode {
+                None => defaults.mode,
+                Some(m) => m
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: String| lines.error(m.span(), format!("mode: {e}")))?,
+            },
+            regions: parse_regions(&raw.regions, catalog, &lines)?,
             socket: raw.socket.unwrap_or(defaults.socket),
             socket_group: raw.socket_group,
             state_dir: raw.state_dir.unwrap_or(defaults.state_dir),
             bpffs_dir: raw.bpffs_dir.unwrap_or(defaults.bpffs_dir),
             catalog: raw.catalog.map(RawCatalog::into_paths).unwrap_or_default(),
-            proxy_regions,
-            max_shrink,
-            max_catalog_age,
-            essentials: Essentials {
-                arp: essentials.arp,
-                ipv6_nd: essentials.ipv6_nd,
-                icmp_errors: essentials.icmp_errors,
-                dhcp: essentials.dhcp,
-                dns: essentials.dns,
-                dns_servers,
-                ethertypes,
+            proxy_regions: match &raw.proxy_regions {
+                None => None,
+                Some(list) => Some(parse_proxy_regions(list, catalog, &lines)?),
             },
-            management,
-            allow,
-            app_connector_ports,
-            dlp_ports,
-            log_collector,
-            metrics,
-            dns,
-            drop_log_interval,
-            state,
+            max_shrink: match &raw.max_shrink {
+                None => defaults.max_shrink,
+                Some(v) => parse_max_shrink(v, &lines)?,
+            },
+            max_catalog_age: match &raw.max_catalog_age {
+                None => defaults.max_catalog_age,
+                Some(v) => parse_catalog_age(*v.get_ref()).ok_or_else(|| {
+                    lines.error(
+                        v.span(),
+                        format!(
+                            "max_catalog_age: {} is not a number of days (0, never, to {MAX_CATALOG_AGE})",
+                            v.get_ref()
+                        ),
+                    )
+                })?,
+            },
+            features: match &raw.features {
+                None => defaults.features.clone(),
+                Some(list) => parse_features(list, &lines)?,
+            },
+            essentials: parse_essentials(&raw.essentials, &lines)?,
+            management: Management {
+                cidrs: parse_cidrs(&raw.management.cidrs, "management.cidrs", &lines)?,
+                ports: match &raw.management.ports {
+                    None => defaults.management.ports.clone(),
+                    Some(p) => parse_ports(p, "management.ports", &lines)?,
+                },
+            },
+            allow: raw
+                .allow
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| parse_allow(entry, i, &lines))
+                .collect::<Result<_, _>>()?,
+            app_connector_ports: match &raw.feature_ports.app_connector {
+                None => defaults.app_connector_ports.clone(),
+                Some(p) => parse_ports(p, "feature_ports.app-connector", &lines)?,
+            },
+            dlp_ports: match &raw.feature_ports.dlp {
+                None => defaults.dlp_ports.clone(),
+                Some(p) => parse_ports(p, "feature_ports.dlp", &lines)?,
+            },
+            log_collector: LogCollector {
+                sources: parse_cidrs(&raw.log_collector.sources, "log_collector.sources", &lines)?,
+                ftp_passive_ports: parse_ports(
+                    &raw.log_collector.ftp_passive_ports,
+                    "log_collector.ftp_passive_ports",
+                    &lines,
+                )?,
+            },
+            metrics: match &raw.metrics {
+                None => None,
+                Some(m) => Some(parse_metrics(m, &lines)?),
+            },
+            drop_log_interval: match &raw.drop_log_interval {
+                None => DEFAULT_DROP_LOG_INTERVAL,
+                Some(v) if (1..=86_400).contains(v.get_ref()) => *v.get_ref(),
+                Some(v) => return Err(lines.error(v.span(), "drop_log_interval: 1 to 86400 seconds")),
+            },
+            dns: parse_dns(&raw.dns, &lines)?,
+            state: parse_state(&raw.state, &lines)?,
         })
     }
 
@@ -839,6 +737,195 @@ impl Config {
         }
         host_resolvers(Path::new(RESOLV_CONF), Path::new(RESOLVED_UPSTREAM))
     }
+}
+
+/// `interfaces`: names the kernel can take, each once.
+fn parse_interfaces(raw: &[Spanned<String>], lines: &Lines) -> Result<Vec<String>, ConfigError> {
+    let mut interfaces = Vec::new();
+    for name in raw {
+        let n = name.get_ref();
+        if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ']) {
+            return Err(lines.error(name.span(), format!("interfaces: `{n}` is not an interface name")));
+        }
+        if interfaces.contains(n) {
+            return Err(lines.error(name.span(), format!("interfaces: `{n}` is listed twice")));
+        }
+        interfaces.push(n.clone());
+    }
+    Ok(interfaces)
+}
+
+/// `regions`: each a region of the catalog, kept as the catalog spells it.
+fn parse_regions(raw: &[Spanned<String>], catalog: &Catalog, lines: &Lines) -> Result<Vec<String>, ConfigError> {
+    let mut regions = Vec::new();
+    for r in raw {
+        let region = catalog
+            .region(r.get_ref())
+            .map_err(|e| lines.error(r.span(), format!("regions: {e}")))?;
+        if !regions.contains(&region.id) {
+            regions.push(region.id.clone());
+        }
+    }
+    Ok(regions)
+}
+
+/// `proxy_regions`: Azure regions of the catalog only.
+fn parse_proxy_regions(raw: &[Spanned<String>], catalog: &Catalog, lines: &Lines) -> Result<Vec<String>, ConfigError> {
+    let mut ids = Vec::new();
+    for r in raw {
+        let region = catalog
+            .region(r.get_ref())
+            .map_err(|e| lines.error(r.span(), format!("proxy_regions: {e}")))?;
+        if region.kind != crate::catalog::RegionKind::AzureRegion {
+            return Err(lines.error(
+                r.span(),
+                format!(
+                    "proxy_regions: `{}` is not a proxy region (an Azure region such as `westeurope`); `allowgate regions` lists them",
+                    r.get_ref()
+                ),
+            ));
+        }
+        if !ids.contains(&region.id) {
+            ids.push(region.id.clone());
+        }
+    }
+    Ok(ids)
+}
+
+fn parse_max_shrink(v: &Spanned<i64>, lines: &Lines) -> Result<u8, ConfigError> {
+    u8::try_from(*v.get_ref()).ok().filter(|p| *p <= 100).ok_or_else(|| {
+        lines.error(
+            v.span(),
+            format!("max_shrink: {} is not a percentage (0 to 100)", v.get_ref()),
+        )
+    })
+}
+
+fn parse_features(list: &[Spanned<String>], lines: &Lines) -> Result<Vec<Feature>, ConfigError> {
+    let mut features = Vec::new();
+    for f in list {
+        let feature: Feature = f
+            .get_ref()
+            .parse()
+            .map_err(|e| lines.error(f.span(), format!("features: {e}")))?;
+        if !features.contains(&feature) {
+            features.push(feature);
+        }
+    }
+    Ok(features)
+}
+
+/// `[essentials]`: the switches, the resolvers the `dns` essential allows and the
+/// extra ethertypes.
+fn parse_essentials(essentials: &RawEssentials, lines: &Lines) -> Result<Essentials, ConfigError> {
+    let mut dns_servers = Vec::new();
+    for s in &essentials.dns_servers {
+        let ip: IpAddr = s.get_ref().trim().parse().map_err(|_| {
+            lines.error(
+                s.span(),
+                format!("essentials.dns_servers: `{}` is not an IP address", s.get_ref()),
+            )
+        })?;
+        if let IpAddr::V6(v6) = ip
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            return Err(lines.error(
+                s.span(),
+                format!(
+                    "essentials.dns_servers: `{}` is an IPv4-mapped IPv6 address, which never appears on the wire here: write {v4}",
+                    s.get_ref()
+                ),
+            ));
+        }
+        dns_servers.push(ip);
+    }
+    let mut ethertypes = Vec::new();
+    for e in &essentials.ethertypes {
+        let value =
+            parse_ethertype(e.get_ref()).map_err(|m| lines.error(e.span(), format!("essentials.ethertypes: {m}")))?;
+        if !ethertypes.contains(&value) {
+            ethertypes.push(value);
+        }
+    }
+    if ethertypes.len() > allowgate_ebpf::MAX_ETHERTYPES {
+        let span = essentials.ethertypes[allowgate_ebpf::MAX_ETHERTYPES].span();
+        return Err(lines.error(
+            span,
+            format!(
+                "essentials.ethertypes: at most {} ethertypes can be listed",
+                allowgate_ebpf::MAX_ETHERTYPES
+            ),
+        ));
+    }
+    Ok(Essentials {
+        arp: essentials.arp,
+        ipv6_nd: essentials.ipv6_nd,
+        icmp_errors: essentials.icmp_errors,
+        dhcp: essentials.dhcp,
+        dns: essentials.dns,
+        dns_servers,
+        ethertypes,
+    })
+}
+
+fn parse_metrics(m: &Spanned<String>, lines: &Lines) -> Result<SocketAddr, ConfigError> {
+    m.get_ref().parse::<SocketAddr>().map_err(|_| {
+        lines.error(
+            m.span(),
+            format!(
+                "metrics: `{}` is not an address:port such as 127.0.0.1:9464",
+                m.get_ref()
+            ),
+        )
+    })
+}
+
+/// `[dns]`: the learner's TTL bounds, its table size and the refresh interval.
+fn parse_dns(raw_dns: &RawDns, lines: &Lines) -> Result<DnsSettings, ConfigError> {
+    if raw_dns.ttl_floor.get_ref() > raw_dns.ttl_max.get_ref() {
+        return Err(lines.error(raw_dns.ttl_floor.span(), "dns.ttl_floor: larger than dns.ttl_max"));
+    }
+    let max_learned = *raw_dns.max_learned.get_ref();
+    if max_learned == 0 || max_learned > u64::from(allowgate_ebpf::DYN_MAX) {
+        return Err(lines.error(
+            raw_dns.max_learned.span(),
+            format!(
+                "dns.max_learned: 1 to {} (the size of the data plane's table)",
+                allowgate_ebpf::DYN_MAX
+            ),
+        ));
+    }
+    if *raw_dns.refresh.get_ref() == 0 {
+        return Err(lines.error(raw_dns.refresh.span(), "dns.refresh: at least 1 second"));
+    }
+    let give_back = match &raw_dns.give_back {
+        None => GiveBack::default(),
+        Some(v) => match GiveBack::NAMES.iter().position(|n| *n == v.get_ref().as_str()) {
+            Some(0) => GiveBack::Auto,
+            Some(1) => GiveBack::LiveFrames,
+            Some(2) => GiveBack::Loopback,
+            Some(_) => GiveBack::None,
+            None => {
+                return Err(lines.error(
+                    v.span(),
+                    format!(
+                        "dns.give_back: unknown path `{}`: use {}",
+                        v.get_ref(),
+                        GiveBack::NAMES.map(|n| format!("`{n}`")).join(", ")
+                    ),
+                ));
+            }
+        },
+    };
+    Ok(DnsSettings {
+        learn: raw_dns.learn,
+        give_back,
+        ttl_floor: *raw_dns.ttl_floor.get_ref(),
+        ttl_grace: *raw_dns.ttl_grace.get_ref(),
+        ttl_max: *raw_dns.ttl_max.get_ref(),
+        max_learned: max_learned as usize,
+        refresh: *raw_dns.refresh.get_ref(),
+    })
 }
 
 fn parse_state(raw: &RawState, lines: &Lines) -> Result<StateSettings, ConfigError> {
@@ -1146,9 +1233,46 @@ ports = [443, "8000-8100"]
     }
 
     #[test]
+    fn dns_give_back_takes_each_path() {
+        assert_eq!(parse("").unwrap().dns.give_back, GiveBack::Auto);
+        for (name, want) in [
+            ("auto", GiveBack::Auto),
+            ("live-frames", GiveBack::LiveFrames),
+            ("loopback", GiveBack::Loopback),
+            ("none", GiveBack::None),
+        ] {
+            let c = parse(&format!("[dns]\ngive_back = \"{name}\"\n")).unwrap();
+            assert_eq!(c.dns.give_back, want, "{name}");
+            assert_eq!(want.as_str(), name);
+        }
+    }
+
+    #[test]
     fn regions_match_whatever_the_spelling() {
         let c = parse(r#"regions = ["Gov US1", "EU1", "govus1"]"#).unwrap();
         assert_eq!(c.regions, ["gov-us1", "eu1"]);
+    }
+
+    /// An Azure region is named by any of its spellings (the service tags' older
+    /// `centralfrance`, the page's "France Central") and kept in Azure's form.
+    #[test]
+    fn azure_regions_take_their_aliases_and_keep_azures_form() {
+        let page = "## Portal access\n\n|Data center|IP addresses|\n|---|---|\n|EU1|192.0.2.1|\n\n\
+                    ## Access and session controls\n\nThe following IP addresses should be allowed for both inbound and outbound connections:\n\n\
+                    ||IP addresses|\n|---|---|\n|**Session controls**|France Central: 192.0.2.2<br /><br />Germany West Central: 192.0.2.3|\n";
+        let catalog = crate::catalog::parse_page(page, "page.md").unwrap();
+        let text = r#"
+regions = ["eu1", "centralfrance", "Germany West Central"]
+proxy_regions = ["germanywc", "France Central"]
+"#;
+        let c = Config::parse(text, "test.toml", &catalog).unwrap();
+        assert_eq!(c.regions, ["eu1", "francecentral", "germanywestcentral"]);
+        assert_eq!(c.proxy_regions.unwrap(), ["germanywestcentral", "francecentral"]);
+        let err = Config::parse("regions = [\"centralfrancee\"]", "test.toml", &catalog).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.toml:1: regions: unknown region `centralfrancee`: did you mean `francecentral`?; `allowgate regions` lists them"
+        );
     }
 
     /// Each bad input gets one line naming the file, the line and the key.
@@ -1205,6 +1329,10 @@ ports = [443, "8000-8100"]
                 "test.toml:2: essentials.ethertypes: 0x0800 is IP",
             ),
             ("[essentials]\nbogus = true\n", "test.toml:2: unknown field `bogus`"),
+            (
+                "[dns]\ngive_back = \"reinject\"\n",
+                "test.toml:2: dns.give_back: unknown path `reinject`: use `auto`, `live-frames`, `loopback`, `none`",
+            ),
             (
                 "regions = \"eu1\"\n",
                 "test.toml:1: invalid type: string \"eu1\", expected a sequence",

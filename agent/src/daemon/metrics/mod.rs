@@ -29,7 +29,10 @@ pub use listener::{
 };
 
 use super::State;
-use crate::dataplane::{DataplaneError, LiveState, read_live};
+use crate::{
+    dataplane::{DataplaneError, LiveState, read_live},
+    policy::config::GiveBackPath,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -186,6 +189,32 @@ impl Collector for Snapshot {
         ];
         for (name, help, value) in plain {
             out.counter(name, help, &[(&[], value)])?;
+        }
+
+        // DNS give-back: left out for pins that predate it.
+        if let Some(dns) = &live.dns {
+            let paths = [GiveBackPath::LiveFrames, GiveBackPath::Loopback, GiveBackPath::None];
+            let samples: Vec<[(&str, &str); 1]> = paths.iter().map(|p| [("path", p.as_str())]).collect();
+            let samples: Vec<(&[(&str, &str)], u64)> = samples
+                .iter()
+                .zip(paths)
+                .map(|(l, p)| (&l[..], u64::from(dns.path == p)))
+                .collect();
+            out.gauge(
+                "allowgate_dns_give_back",
+                "1 for the path by which held DNS answers go back to the stack (none: answers pass at once, learned from a copy).",
+                &samples,
+            )?;
+            out.counter(
+                "allowgate_dns_answers",
+                "DNS answers from the resolvers, by what became of them: held, given back, failed (held and lost), passed unheld (no give-back path, a copy learned).",
+                &[
+                    (&[("outcome", "held")], counters.dns_held),
+                    (&[("outcome", "given_back")], dns.given_back),
+                    (&[("outcome", "failed")], dns.failed),
+                    (&[("outcome", "passed_unheld")], counters.dns_passed),
+                ],
+            )?;
         }
 
         // Connection tracking: left out for pins that predate it.
