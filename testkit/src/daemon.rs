@@ -87,6 +87,11 @@ impl Daemon {
         self.wait_log_count(text, 1, within)
     }
 
+    /// The daemon's process id (nsenter execs it, so it is the child's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

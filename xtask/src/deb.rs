@@ -31,6 +31,7 @@ use anyhow::{Context as _, bail};
 
 const CATALOG_UPDATE_SERVICE: &str = include_str!("../../packaging/allowgate-catalog-update.service");
 const CATALOG_UPDATE_TIMER: &str = include_str!("../../packaging/allowgate-catalog-update.timer");
+const ALERT_RULES: &str = include_str!("../../packaging/allowgate.rules.yml");
 const EXAMPLE_CONFIG: &str = include_str!("../../packaging/config.example.toml");
 const CATALOG_PAGE: &str = include_str!("../../catalog/network-requirements-2019-11.md");
 const README: &str = include_str!("../../README.md");
@@ -107,6 +108,7 @@ pub fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     for (name, text) in [
         ("allowgate-catalog-update.service", CATALOG_UPDATE_SERVICE),
         ("allowgate-catalog-update.timer", CATALOG_UPDATE_TIMER),
+        ("allowgate.rules.yml", ALERT_RULES),
     ] {
         let text = examples_binary(text, name)?;
         tree.file(&format!("{doc}/examples/{name}"), text.as_bytes(), 0o644)?;
@@ -502,6 +504,7 @@ mod tests {
                 "-rw-r--r--",
                 "./usr/share/doc/allowgate/examples/allowgate-catalog-update.timer",
             ),
+            ("-rw-r--r--", "./usr/share/doc/allowgate/examples/allowgate.rules.yml"),
         ] {
             assert!(
                 list.lines()

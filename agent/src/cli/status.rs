@@ -108,6 +108,22 @@ fn table(s: &StatusReport) -> String {
     if let Some(catalog) = &s.catalog {
         out += &format!("catalog:     {catalog}\n");
     }
+    for c in &s.catalog_sources {
+        let published = c
+            .date
+            .as_deref()
+            .map(|d| format!(", published {d}"))
+            .unwrap_or_default();
+        let age = match c.age_seconds {
+            Some(secs) => format!("{} days old", secs / 86_400),
+            None => "age unknown".to_string(),
+        };
+        let stale = match (c.stale, s.max_catalog_age_days) {
+            (true, Some(max)) => format!(": STALE, past max_catalog_age ({max} days)"),
+            _ => String::new(),
+        };
+        out += &format!("source:      {} ({}{published}), {age}{stale}\n", c.source, c.version);
+    }
     out += &format!("regions:     {}\n", s.regions.join(", "));
     out += &format!("features:    {}\n", s.features.join(", "));
     for i in &s.interfaces {

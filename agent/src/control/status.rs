@@ -28,9 +28,34 @@ pub struct StatusReport {
     /// Connection tracking.
     #[serde(default)]
     pub tracking: Tracking,
+    /// Each source of the catalog in force, with its version and age.
+    #[serde(default)]
+    pub catalog_sources: Vec<CatalogSourceStatus>,
+    /// The config's `max_catalog_age` in days (0: never stale); `None` from a daemon
+    /// that predates it.
+    #[serde(default)]
+    pub max_catalog_age_days: Option<u32>,
     /// How DNS answers are held and given back.
     #[serde(default)]
     pub dns: DnsStatus,
+}
+
+/// One source of the catalog in force (a page, a service tags file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogSourceStatus {
+    /// The file it was read from.
+    pub source: String,
+    /// `page` or `service-tags`.
+    pub kind: String,
+    /// `ms.date MM/DD/YYYY` or `changeNumber N`.
+    pub version: String,
+    /// When it was published (YYYY-MM-DD), when known.
+    pub date: Option<String>,
+    /// How old it is: a tags file since its date, a page since it was last found current
+    /// (`catalog fetch`), else since its `ms.date`. `None`: nothing dates it.
+    pub age_seconds: Option<u64>,
+    /// Older than `max_catalog_age`.
+    pub stale: bool,
 }
 
 /// DNS learning's give-back path (docs/dns-names.md) and what became of the answers.

@@ -2,8 +2,9 @@
 //! swap, is persisted in `state_dir/catalog.json` with the one it replaced, and wins
 //! over the config's `catalog` until the operator edits that key.
 //!
-//! The rules are pure functions (`choose`, `check_shrink`) with tests; `Daemon`'s
-//! methods below only read files, compile and install.
+//! The rules are pure functions (`choose` here, `check_shrink` in `state`, which start
+//! and reload share) with tests; `Daemon`'s methods below only read files, compile and
+//! install.
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -13,6 +14,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::state::check_shrink;
 use super::{Daemon, Pending, compile, cuts_off, load_json, now, now_ms, save_json};
 use crate::{
     catalog::{
@@ -23,7 +25,6 @@ use crate::{
         protocol::{CatalogApplied, ChangeOptions, Response},
         server,
     },
-    policy::Policy,
 };
 
 pub const CATALOG_FILE: &str = "catalog.json";
@@ -78,45 +79,6 @@ pub fn choose(
         ),
         None => (config_catalog, None),
     }
-}
-
-/// What a new catalog does to the enforced addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shrink {
-    pub before: usize,
-    pub after: usize,
-    pub added: usize,
-    pub removed: usize,
-}
-
-/// Compares the catalog addresses of two policies; refuses (unless `force`) when
-/// more than `max_shrink` percent of those enforced now would go, or when a rule the
-/// config makes (management, essentials, `[[allow]]`) would change.
-pub fn check_shrink(old: &Policy, new: &Policy, max_shrink: u8, force: bool) -> Result<Shrink, String> {
-    if old.config_rules() != new.config_rules() {
-        return Err(
-            "the new catalog would change management, essential or [[allow]] rules; that is a bug, nothing changed"
-                .into(),
-        );
-    }
-    let (before, after) = (old.catalog_nets(), new.catalog_nets());
-    let removed = before.difference(&after).count();
-    let shrink = Shrink {
-        before: before.len(),
-        after: after.len(),
-        added: after.difference(&before).count(),
-        removed,
-    };
-    // removed / before > max_shrink / 100, without floating point.
-    if !force && removed * 100 > before.len() * usize::from(max_shrink) {
-        return Err(format!(
-            "the new catalog would remove {removed} of the {} catalog addresses enforced now ({}%), more than max_shrink ({max_shrink}%): \
-             check it with `allowgate catalog diff`, then repeat with --force",
-            before.len(),
-            (removed * 100).div_ceil(before.len().max(1))
-        ));
-    }
-    Ok(shrink)
 }
 
 /// Reads the file a `catalog apply` names, refusing one the requesting user could not
@@ -334,7 +296,7 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Config, Selection};
+    use crate::policy::{Config, Policy, Selection};
 
     fn policy(catalog: &Catalog) -> Policy {
         let selection = Selection {

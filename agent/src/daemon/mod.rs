@@ -50,6 +50,8 @@ use crate::{
 };
 
 mod catalog;
+pub mod catalog_age;
+mod catalog_guard;
 pub mod metrics;
 pub mod state;
 
@@ -84,6 +86,12 @@ pub struct State {
     /// The catalog in force (its sources and versions).
     #[serde(default)]
     pub catalog: Option<String>,
+    /// Each source of the catalog in force, with what dates it.
+    #[serde(default)]
+    pub catalog_sources: Vec<catalog_age::CatalogSource>,
+    /// The config's `max_catalog_age` (days; 0: never).
+    #[serde(default)]
+    pub max_catalog_age: Option<u32>,
     /// DNS learning's give-back choice and why the path in force is what it is (the
     /// path itself and the counts are the kernel's, in `ag_dns_ctl`).
     #[serde(default)]
@@ -287,6 +295,8 @@ struct Daemon {
     /// What was last found wrong with each interface's attachment, so that each
     /// change is logged once.
     problems: BTreeMap<String, String>,
+    /// The sources of `catalog` and what dates them (`catalog_guard::catalog_in_force`).
+    catalog_sources: Vec<catalog_age::CatalogSource>,
 }
 
 impl Daemon {
@@ -333,6 +343,7 @@ impl Daemon {
         for w in warnings {
             warn!("{w}");
         }
+        let catalog = catalog_guard::at_start(&config, &desired, catalog);
         let (policy, tables) = compile(&catalog, &config, &desired)?;
 
         let mut dataplane = Dataplane::load(&config.bpffs_dir, &LoadOptions::default())?;
@@ -374,7 +385,7 @@ impl Daemon {
         dataplane.pin_programs()?;
         let learner = start_learner(&policy, &config, &mut dataplane)?;
         let (events, _) = broadcast::channel(1024);
-        let daemon = Daemon {
+        let mut daemon = Daemon {
             config_path: config_path.to_path_buf(),
             config,
             catalog,
@@ -389,7 +400,9 @@ impl Daemon {
             events,
             learner,
             problems: BTreeMap::new(),
+            catalog_sources: Vec::new(),
         };
+        daemon.catalog_in_force();
         daemon.persist()?;
         info!(
             generation,
@@ -426,6 +439,8 @@ impl Daemon {
             learned: self.learner.as_ref().map(Learner::counts),
             unresolved: self.learner.as_ref().map(Learner::unresolved).unwrap_or_default(),
             catalog: Some(self.catalog.source.clone()),
+            catalog_sources: self.catalog_sources.clone(),
+            max_catalog_age: Some(self.config.max_catalog_age),
             give_back: self.learner.as_ref().map(GiveBackState::of),
         }
     }
@@ -469,11 +484,15 @@ impl Daemon {
         self.entries = (tables.v4_entries(), tables.v6_entries());
         self.policy = policy;
         self.desired = desired;
+        let catalog_changed = catalog.as_ref().is_some_and(|c| *c != self.catalog);
         if let Some(catalog) = catalog {
             self.catalog = catalog;
         }
         if let Some(config) = config {
             self.config = config;
+        }
+        if catalog_changed {
+            self.catalog_in_force();
         }
         if let Some(l) = self.learner.as_mut() {
             l.reconcile(&self.policy, &mut self.dataplane);
@@ -499,6 +518,7 @@ impl Daemon {
                 self.desired.clone()
             };
             let compiled = compile(&catalog, &config, &desired)?;
+            self.guard_reload(&catalog, &config, &desired)?;
             let dns_before = self.config.dns.clone();
             self.put_in_force(compiled, Some(catalog), Some(config), desired)?;
             if basis != self.basis {
@@ -741,6 +761,8 @@ impl Daemon {
         s.learned = self.learner.as_ref().map(Learner::counts);
         s.unresolved = self.learner.as_ref().map(Learner::unresolved).unwrap_or_default();
         s.catalog = Some(self.catalog.source.clone());
+        s.catalog_sources = self.catalog_sources.clone();
+        s.max_catalog_age = Some(self.config.max_catalog_age);
         s.give_back = self.learner.as_ref().map(GiveBackState::of);
         s
     }
@@ -994,16 +1016,21 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         let mut drop_log_secs = daemon.config.drop_log_interval;
         let mut drop_log_tick = tokio::time::interval(Duration::from_secs(drop_log_secs));
         let mut drops = DropSummary::default();
+        // Daily, the first time now: sources past max_catalog_age are worth a warning a
+        // day, not one a second.
+        let mut catalog_age_tick = tokio::time::interval(Duration::from_secs(86_400));
         let (commands_tx, mut commands) = mpsc::channel::<Incoming>(64);
         tokio::spawn(server::serve(listener, access, commands_tx));
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         if let Some(addr) = daemon.config.metrics {
-            let (bpffs, state) = (daemon.config.bpffs_dir.clone(), daemon.config.state_dir.clone());
-            tokio::spawn(async move {
-                if let Err(e) = metrics::serve(addr, bpffs, state, shutdown_rx).await {
-                    error!("metrics endpoint {addr}: {e:#}");
-                }
-            });
+            let source = metrics::Pinned {
+                bpffs_dir: daemon.config.bpffs_dir.clone(),
+                state_dir: daemon.config.state_dir.clone(),
+            };
+            // On a thread of its own: a flood of clients there never slows this loop.
+            if let Err(e) = metrics::spawn(addr, source, shutdown_rx) {
+                error!("metrics endpoint {addr}: {e:#}");
+            }
         }
 
         let mut term = signal(SignalKind::terminate())?;
@@ -1048,6 +1075,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                         Err(e) => warn!("cannot read the counters for the drop summary: {e}"),
                     }
                 }
+                _ = catalog_age_tick.tick() => daemon.warn_if_stale(),
                 _ = tick.tick() => {
                     daemon.reconcile_attachments();
                     if let Some(l) = daemon.learner.as_mut() {

@@ -1,9 +1,10 @@
 //! The desired-state rules, as pure functions: what to enforce at start (the config,
-//! the persisted runtime changes, a rollback that came due while no daemon ran), and
-//! what a reload may change. The daemon reads files and calls these; the tests here
-//! need no kernel.
+//! the persisted runtime changes, a rollback that came due while no daemon ran), what a
+//! reload may change, and how much a new catalog may take away (`shrink_guard`, for
+//! start, reload and `catalog apply` alike). The daemon reads files and calls these; the
+//! tests here need no kernel.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, fmt, time::Duration};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::now_ms;
 use crate::{
     catalog::Feature,
-    policy::{Config, Mode, Selection},
+    policy::{Config, Mode, Policy, Selection},
 };
 
 /// The selection and mode to enforce.
@@ -175,6 +176,89 @@ pub fn validate_reload(old: &Config, new: &Config) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// What a new catalog does to a set of enforced catalog addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shrink {
+    pub before: usize,
+    pub after: usize,
+    pub added: usize,
+    pub removed: usize,
+}
+
+impl Shrink {
+    pub fn between(before: &BTreeSet<IpNet>, after: &BTreeSet<IpNet>) -> Shrink {
+        Shrink {
+            before: before.len(),
+            after: after.len(),
+            added: after.difference(before).count(),
+            removed: before.difference(after).count(),
+        }
+    }
+
+    /// More than `max_shrink` percent of what was there goes.
+    pub fn exceeds(&self, max_shrink: u8) -> bool {
+        // removed / before > max_shrink / 100, without floating point.
+        self.removed * 100 > self.before * usize::from(max_shrink)
+    }
+
+    /// The share removed, in whole percent rounded up.
+    pub fn percent(&self) -> usize {
+        (self.removed * 100).div_ceil(self.before.max(1))
+    }
+}
+
+/// Why a new catalog may not replace the one in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShrinkRefused {
+    /// It removes more than `max_shrink` percent of the catalog addresses enforced now.
+    TooMuch { shrink: Shrink, max_shrink: u8 },
+    /// The two policies differ in what the config makes, which a catalog cannot do.
+    ConfigRules,
+}
+
+impl fmt::Display for ShrinkRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShrinkRefused::TooMuch { shrink, max_shrink } => write!(
+                f,
+                "the new catalog would remove {} of the {} catalog addresses enforced now ({}%), more than max_shrink ({max_shrink}%)",
+                shrink.removed,
+                shrink.before,
+                shrink.percent()
+            ),
+            ShrinkRefused::ConfigRules => f.write_str(
+                "the new catalog would change management, essential or [[allow]] rules; that is a bug, nothing changed",
+            ),
+        }
+    }
+}
+
+/// The one guard on every path by which a catalog reaches the kernel (start, reload,
+/// `catalog apply`; not `catalog rollback`, which restores what was in force): compares
+/// the catalog addresses of the policy in force (`old`) with those of the same selection
+/// and config under the new catalog (`new`), and refuses, unless `force`, a change that
+/// removes more than `max_shrink` percent of them.
+pub fn shrink_guard(old: &Policy, new: &Policy, max_shrink: u8, force: bool) -> Result<Shrink, ShrinkRefused> {
+    if old.config_rules() != new.config_rules() {
+        return Err(ShrinkRefused::ConfigRules);
+    }
+    let shrink = Shrink::between(&old.catalog_nets(), &new.catalog_nets());
+    if !force && shrink.exceeds(max_shrink) {
+        return Err(ShrinkRefused::TooMuch { shrink, max_shrink });
+    }
+    Ok(shrink)
+}
+
+/// `shrink_guard` with what `catalog apply` tells its caller to do.
+pub fn check_shrink(old: &Policy, new: &Policy, max_shrink: u8, force: bool) -> Result<Shrink, String> {
+    shrink_guard(old, new, max_shrink, force).map_err(|e| match e {
+        ShrinkRefused::TooMuch { .. } => {
+            format!("{e}: check it with `allowgate catalog diff`, then repeat with --force")
+        }
+        ShrinkRefused::ConfigRules => e.to_string(),
+    })
 }
 
 #[cfg(test)]

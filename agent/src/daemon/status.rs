@@ -13,8 +13,8 @@ use allowgate_ebpf::{self as abi, Reason};
 
 use super::{State, now};
 pub use crate::control::status::{
-    DirectionCounters, DirectionsCounters, DnsStatus, Entries, EventCounts, HookProgram, HookStatus, InterfaceStatus,
-    LearnedCounts, StatusReport, Tracking,
+    CatalogSourceStatus, DirectionCounters, DirectionsCounters, DnsStatus, Entries, EventCounts, HookProgram,
+    HookStatus, InterfaceStatus, LearnedCounts, StatusReport, Tracking,
 };
 use crate::dataplane::{Counters, DataplaneError, read_live};
 
@@ -165,8 +165,32 @@ pub fn report(
         },
         catalog: state.and_then(|s| s.catalog.clone()),
         tracking: tracking(&live),
+        catalog_sources: state.map(catalog_sources).unwrap_or_default(),
+        max_catalog_age_days: state.and_then(|s| s.max_catalog_age),
         dns: dns(&live, state),
     })
+}
+
+/// The state's catalog sources, aged now (a page's sidecar may say it was found current
+/// since the state was written).
+fn catalog_sources(state: &State) -> Vec<CatalogSourceStatus> {
+    let now = now();
+    let max = state.max_catalog_age.unwrap_or(0);
+    state
+        .catalog_sources
+        .iter()
+        .map(|s| {
+            let age = s.age(now);
+            CatalogSourceStatus {
+                source: s.source.clone(),
+                kind: s.kind.clone(),
+                version: s.version.clone(),
+                date: s.date.clone(),
+                age_seconds: age,
+                stale: age.is_some_and(|a| super::catalog_age::is_stale(a, max)),
+            }
+        })
+        .collect()
 }
 
 /// The give-back path and counts from the kernel, the choice and reason from the daemon.

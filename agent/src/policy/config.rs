@@ -17,6 +17,11 @@ use crate::catalog::{Catalog, Direction, Feature, PortRange, Proto};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/allowgate/config.toml";
 /// `max_shrink`: a new catalog may drop a quarter of the enforced addresses unasked.
 pub const DEFAULT_MAX_SHRINK: u8 = 25;
+/// `max_catalog_age`, in days: the service tags are published weekly, so a month is
+/// four missed weeks.
+pub const DEFAULT_MAX_CATALOG_AGE: u32 = 30;
+/// The largest `max_catalog_age` (days): ten years.
+pub const MAX_CATALOG_AGE: u32 = 3650;
 pub const DEFAULT_SOCKET: &str = "/run/allowgate/control.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/allowgate";
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/allowgate";
@@ -343,6 +348,9 @@ pub struct Config {
     /// The share (percent) of the enforced catalog addresses that `catalog apply` may
     /// remove without `--force`.
     pub max_shrink: u8,
+    /// Days after which a catalog source counts as stale: the daemon warns once a day,
+    /// `status` and `/metrics` say so, `catalog fetch` exits 5. 0: never.
+    pub max_catalog_age: u32,
     pub essentials: Essentials,
     pub management: Management,
     pub allow: Vec<AllowEntry>,
@@ -374,6 +382,7 @@ impl Default for Config {
             catalog: Vec::new(),
             proxy_regions: None,
             max_shrink: DEFAULT_MAX_SHRINK,
+            max_catalog_age: DEFAULT_MAX_CATALOG_AGE,
             essentials: Essentials::default(),
             management: Management::default(),
             allow: Vec::new(),
@@ -406,6 +415,7 @@ struct RawConfig {
     catalog: Option<RawCatalog>,
     proxy_regions: Option<Vec<Spanned<String>>>,
     max_shrink: Option<Spanned<i64>>,
+    max_catalog_age: Option<Spanned<i64>>,
     essentials: RawEssentials,
     management: RawManagement,
     allow: Vec<Spanned<RawAllow>>,
@@ -640,6 +650,25 @@ impl Config {
         paths.into_iter().map(|p| config_dir.join(p)).collect()
     }
 
+    /// `max_shrink` and `max_catalog_age` of a config, read on their own (for `catalog
+    /// fetch`, which must work when the catalog the config names is broken); a key that
+    /// is missing or not valid gives its default here, and the full parse reports it.
+    pub fn catalog_limits(text: &str) -> (u8, u32) {
+        let table = toml::from_str::<toml::Table>(text).unwrap_or_default();
+        let shrink = table
+            .get("max_shrink")
+            .and_then(toml::Value::as_integer)
+            .and_then(|v| u8::try_from(v).ok())
+            .filter(|p| *p <= 100)
+            .unwrap_or(DEFAULT_MAX_SHRINK);
+        let age = table
+            .get("max_catalog_age")
+            .and_then(toml::Value::as_integer)
+            .and_then(parse_catalog_age)
+            .unwrap_or(DEFAULT_MAX_CATALOG_AGE);
+        (shrink, age)
+    }
+
     /// Parses and validates `text`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &str, catalog: &Catalog) -> Result<Config, ConfigError> {
         let lines = Lines::new(path, text);
@@ -676,6 +705,18 @@ impl Config {
             max_shrink: match &raw.max_shrink {
                 None => defaults.max_shrink,
                 Some(v) => parse_max_shrink(v, &lines)?,
+            },
+            max_catalog_age: match &raw.max_catalog_age {
+                None => defaults.max_catalog_age,
+                Some(v) => parse_catalog_age(*v.get_ref()).ok_or_else(|| {
+                    lines.error(
+                        v.span(),
+                        format!(
+                            "max_catalog_age: {} is not a number of days (0, never, to {MAX_CATALOG_AGE})",
+                            v.get_ref()
+                        ),
+                    )
+                })?,
             },
             features: match &raw.features {
                 None => defaults.features.clone(),
@@ -1027,6 +1068,10 @@ fn one_line(message: &str) -> String {
 
 /// A CIDR or a bare address (a /32 or /128). Host bits set is an error: `10.0.0.1/8`
 /// is more likely a typo than a wish for 10.0.0.0/8.
+fn parse_catalog_age(days: i64) -> Option<u32> {
+    u32::try_from(days).ok().filter(|d| *d <= MAX_CATALOG_AGE)
+}
+
 pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
     let net = match text.parse::<IpNet>() {
@@ -1214,6 +1259,23 @@ ports = [443, "8000-8100"]
         assert_eq!(c.dlp_ports, [PortRange::single(11344)]);
         assert_eq!(c.state.mode, StateMode::Stateful);
         assert_eq!(c.state.timeouts.tcp_established, 432_000);
+        assert_eq!(c.max_catalog_age, DEFAULT_MAX_CATALOG_AGE);
+    }
+
+    #[test]
+    fn catalog_limits_are_read_alone_and_leniently() {
+        assert_eq!(parse("max_catalog_age = 0\n").unwrap().max_catalog_age, 0);
+        assert_eq!(parse("max_catalog_age = 7\n").unwrap().max_catalog_age, 7);
+        assert_eq!(
+            Config::catalog_limits("max_shrink = 10\nmax_catalog_age = 7\n"),
+            (10, 7)
+        );
+        // What the full parse refuses gives the defaults here, as does a broken file.
+        assert_eq!(
+            Config::catalog_limits("max_shrink = 300\nmax_catalog_age = \"x\"\n"),
+            (25, 30)
+        );
+        assert_eq!(Config::catalog_limits("[[[ not toml"), (25, 30));
     }
 
     #[test]
@@ -1370,6 +1432,10 @@ proxy_regions = ["germanywc", "France Central"]
             (
                 "drop_log_interval = 0\n",
                 "test.toml:1: drop_log_interval: 1 to 86400 seconds",
+            ),
+            (
+                "max_catalog_age = -1\n",
+                "test.toml:1: max_catalog_age: -1 is not a number of days (0, never, to 3650)",
             ),
             (
                 "[state]\nmode = \"tracking\"\n",
