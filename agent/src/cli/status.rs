@@ -11,7 +11,7 @@ use crate::{
         protocol::{Request, Response},
     },
     daemon::{
-        State,
+        Record,
         status::{StatusReport, kernel_interfaces, report},
     },
 };
@@ -50,7 +50,7 @@ pub fn execute(args: Args, socket: &Path) -> anyhow::Result<ExitCode> {
         // No daemon (or not ours to ask): the kernel's pins still say what is enforced.
         Err(asked @ (ClientError::NotRunning { .. } | ClientError::PermissionDenied { .. })) => {
             let (config, _) = super::load_config(args.config.as_deref())?;
-            let state = State::load(&config.state_dir).unwrap_or(None);
+            let state = Record::load(&config.state_dir).unwrap_or(None);
             let running = state.as_ref().is_some_and(|s| pid_alive(s.pid));
             let interfaces = state.as_ref().map(|s| kernel_interfaces(&config.bpffs_dir, s));
             match report(&config.bpffs_dir, state.as_ref(), running, interfaces) {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::state::check_shrink;
-use super::{Daemon, Pending, compile, cuts_off, load_json, now, now_ms, save_json};
+use super::{Daemon, Pending, change::compile, load_json, now, now_ms, save_json, state};
 use crate::{
     catalog::{
         Catalog,
@@ -182,20 +182,6 @@ impl Daemon {
 
     /// Puts `next` in force in one swap, keeping the one it replaces as `previous`.
     fn switch_catalog(&mut self, uid: u32, next: Applied, options: ChangeOptions, switch: Switch) -> Response {
-        if let Some(p) = &self.pending {
-            return Response::error(format!(
-                "a change awaits confirmation (it rolls back in {} s): run `allowgate confirm`, or wait",
-                p.remaining_secs()
-            ));
-        }
-        if let Some(secs) = options.confirm_secs
-            && !(1..=super::MAX_CONFIRM_SECS).contains(&secs)
-        {
-            return Response::error(format!(
-                "--confirm takes 1 to {} seconds, not {secs}",
-                super::MAX_CONFIRM_SECS
-            ));
-        }
         // The enabled regions must still exist: a catalog without them would quietly
         // allow nothing for them.
         let missing: Vec<&str> = self
@@ -224,17 +210,9 @@ impl Daemon {
             Err(e) => return Response::error(format!("refused, nothing changed: {e}")),
         };
         let mut warnings = next.catalog.warnings.clone();
-        if let Some(ssh) = &options.ssh
-            && cuts_off(&self.policy, &policy, ssh)
-        {
-            let cut = format!(
-                "this catalog would cut off your SSH session from {} to port {}",
-                ssh.client, ssh.server_port
-            );
-            if !options.force && options.confirm_secs.is_none() {
-                return Response::error(format!("{cut}: repeat it with --confirm SECONDS, or with --force"));
-            }
-            warnings.push(cut);
+        match state::admit("this catalog", self.pending.as_ref(), &options, &self.policy, &policy) {
+            Ok(w) => warnings.extend(w),
+            Err(e) => return Response::error(e),
         }
         let outgoing = Applied {
             catalog: self.catalog.clone(),

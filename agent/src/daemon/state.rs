@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 use super::now_ms;
 use crate::{
     catalog::Feature,
-    policy::{Config, Mode, Policy, Selection},
+    control::protocol::{ChangeOptions, SshSession},
+    policy::{
+        Config, Mode, Policy, Selection,
+        model::{self, Frame, Hook, IpPacket, L4, Verdict},
+    },
 };
 
 /// The selection and mode to enforce.
@@ -261,6 +265,77 @@ pub fn check_shrink(old: &Policy, new: &Policy, max_shrink: u8, force: bool) -> 
     })
 }
 
+/// The admission rules every change a user asks for passes, after it compiled and
+/// before it goes in (a toggle, a mode, `catalog apply`, `catalog rollback`): no other
+/// change awaits confirmation, a confirm window within range, and the SSH session the
+/// request came from (`SSH_CONNECTION`) not cut off unless `--confirm` (rolled back
+/// unless confirmed) or `--force`. `what` names the change in the messages ("this
+/// change", "this catalog"). `Ok` carries what to warn the user of.
+pub fn admit(
+    what: &str,
+    pending: Option<&Pending>,
+    options: &ChangeOptions,
+    in_force: &Policy,
+    next: &Policy,
+) -> Result<Vec<String>, String> {
+    if let Some(p) = pending {
+        return Err(format!(
+            "a change awaits confirmation (it rolls back in {} s): run `allowgate confirm`, or wait",
+            p.remaining_secs()
+        ));
+    }
+    if let Some(secs) = options.confirm_secs
+        && !(1..=MAX_CONFIRM_SECS).contains(&secs)
+    {
+        return Err(format!("--confirm takes 1 to {MAX_CONFIRM_SECS} seconds, not {secs}"));
+    }
+    let mut warnings = Vec::new();
+    if let Some(ssh) = &options.ssh
+        && cuts_off(in_force, next, ssh)
+    {
+        let cut = format!(
+            "{what} would cut off your SSH session from {} to port {}",
+            ssh.client, ssh.server_port
+        );
+        if !options.force && options.confirm_secs.is_none() {
+            return Err(format!(
+                "{cut}: repeat it with --confirm SECONDS to have it rolled back unless confirmed, or with --force"
+            ));
+        }
+        warnings.push(cut);
+    }
+    Ok(warnings)
+}
+
+/// Whether the SSH session's next segment passes under `old` but not under `new`.
+fn cuts_off(old: &Policy, new: &Policy, ssh: &SshSession) -> bool {
+    let local: std::net::IpAddr = if ssh.client.is_ipv4() {
+        "0.0.0.0".parse().unwrap()
+    } else {
+        "::".parse().unwrap()
+    };
+    let packet = model::Packet {
+        hook: Hook::Ingress,
+        vlan_tags: 0,
+        frame: Frame::Ip(IpPacket {
+            src: ssh.client,
+            dst: local,
+            hop_limit: 64,
+            l4: L4::Tcp {
+                sport: 50000,
+                dport: ssh.server_port,
+                syn: false,
+                ack: true,
+            },
+        }),
+    };
+    let passes = |p: &Policy| {
+        let j = model::judge(p, &packet);
+        j.verdict == Verdict::Pass || p.mode == Mode::Monitor
+    };
+    passes(old) && !passes(new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +400,72 @@ mod tests {
             },
             ..Config::default()
         }
+    }
+
+    /// The rules every change path shares, in the order they refuse.
+    #[test]
+    fn admission_refuses_a_second_change_a_bad_window_and_a_cut_ssh_session() {
+        let catalog = crate::catalog::Catalog::builtin();
+        let build = |config: &Config| Policy::build(&catalog, &Desired::of(config).selection(), config, &[]);
+        let with_ssh = build(&config());
+        let mut cut = config();
+        cut.management.cidrs.clear();
+        let without = build(&cut);
+        let ssh = ChangeOptions {
+            ssh: Some(SshSession {
+                client: "192.0.2.10".parse().unwrap(),
+                server_port: 22,
+            }),
+            ..ChangeOptions::default()
+        };
+        // A change that keeps the session is admitted, with nothing to warn of.
+        assert_eq!(admit("this change", None, &ssh, &with_ssh, &with_ssh), Ok(vec![]));
+        // One that cuts it is refused, and admitted with --confirm or --force, warned.
+        let err = admit("this change", None, &ssh, &with_ssh, &without).unwrap_err();
+        assert!(
+            err.starts_with(
+                "this change would cut off your SSH session from 192.0.2.10 to port 22: repeat it with --confirm"
+            ),
+            "{err}"
+        );
+        for options in [
+            ChangeOptions {
+                confirm_secs: Some(60),
+                ..ssh.clone()
+            },
+            ChangeOptions {
+                force: true,
+                ..ssh.clone()
+            },
+        ] {
+            let warnings = admit("this catalog", None, &options, &with_ssh, &without).unwrap();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(warnings[0].starts_with("this catalog would cut off"), "{warnings:?}");
+        }
+        // Outside an SSH session nothing is cut.
+        assert_eq!(
+            admit("this change", None, &ChangeOptions::default(), &with_ssh, &without),
+            Ok(vec![])
+        );
+        // A window out of range, and a change while another awaits confirmation.
+        for secs in [0, MAX_CONFIRM_SECS + 1] {
+            let options = ChangeOptions {
+                confirm_secs: Some(secs),
+                ..ChangeOptions::default()
+            };
+            let err = admit("this change", None, &options, &with_ssh, &with_ssh).unwrap_err();
+            assert!(err.starts_with("--confirm takes 1 to"), "{err}");
+        }
+        let pending = Pending {
+            previous: Desired::of(&config()),
+            deadline_ms: now_ms() + 30_000,
+            catalog_rollback: false,
+        };
+        let err = admit("this change", Some(&pending), &ssh, &with_ssh, &with_ssh).unwrap_err();
+        assert!(
+            err.starts_with("a change awaits confirmation (it rolls back in"),
+            "{err}"
+        );
     }
 
     #[test]

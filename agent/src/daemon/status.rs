@@ -11,7 +11,7 @@ use std::{
 
 use allowgate_ebpf::{self as abi, Reason};
 
-use super::{State, now};
+use super::{Record, now};
 pub use crate::control::status::{
     CatalogSourceStatus, DirectionCounters, DirectionsCounters, DnsStatus, Entries, EventCounts, HookProgram,
     HookStatus, InterfaceStatus, LearnedCounts, StatusReport, Tracking,
@@ -20,7 +20,7 @@ use crate::dataplane::{Counters, DataplaneError, read_live};
 
 /// The configured interfaces of `state` as the kernel has them, for a reader without
 /// a daemon to ask (the pins are what is asked).
-pub fn kernel_interfaces(bpffs_dir: &Path, state: &State) -> Vec<InterfaceStatus> {
+pub fn kernel_interfaces(bpffs_dir: &Path, state: &Record) -> Vec<InterfaceStatus> {
     state
         .interfaces
         .iter()
@@ -102,7 +102,7 @@ fn tracking(live: &crate::dataplane::LiveState) -> Tracking {
 /// kernel says of each interface (`interfaces`; `None`: the state's word for it).
 pub fn report(
     bpffs_dir: &Path,
-    state: Option<&State>,
+    state: Option<&Record>,
     running: bool,
     interfaces: Option<Vec<InterfaceStatus>>,
 ) -> Result<StatusReport, DataplaneError> {
@@ -173,7 +173,7 @@ pub fn report(
 
 /// The state's catalog sources, aged now (a page's sidecar may say it was found current
 /// since the state was written).
-fn catalog_sources(state: &State) -> Vec<CatalogSourceStatus> {
+fn catalog_sources(state: &Record) -> Vec<CatalogSourceStatus> {
     let now = now();
     let max = state.max_catalog_age.unwrap_or(0);
     state
@@ -194,7 +194,7 @@ fn catalog_sources(state: &State) -> Vec<CatalogSourceStatus> {
 }
 
 /// The give-back path and counts from the kernel, the choice and reason from the daemon.
-fn dns(live: &crate::dataplane::LiveState, state: Option<&State>) -> DnsStatus {
+fn dns(live: &crate::dataplane::LiveState, state: Option<&Record>) -> DnsStatus {
     let kernel = live.dns.unwrap_or(crate::dataplane::DnsLive {
         path: Default::default(),
         learning: false,

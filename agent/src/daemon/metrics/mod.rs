@@ -28,7 +28,7 @@ pub use listener::{
     Limits, MAX_CONNECTIONS, MAX_PER_PEER, MAX_REQUEST, MAX_SCRAPES, PeerKey, REQUEST_TIMEOUT, Server, spawn,
 };
 
-use super::State;
+use super::Record;
 use crate::{
     dataplane::{DataplaneError, LiveState, read_live},
     policy::config::GiveBackPath,
@@ -74,7 +74,7 @@ fn verdict_name(verdict: u8) -> &'static str {
 #[derive(Debug)]
 struct Snapshot {
     live: LiveState,
-    state: Option<State>,
+    state: Option<Record>,
     /// Seconds since the epoch, for the catalog's ages.
     now: u64,
     /// Each configured interface, and whether the kernel runs our programs on it;
@@ -389,12 +389,12 @@ impl Collector for Snapshot {
 /// the Prometheus text format 0.0.4. Every (direction, verdict, reason) series is
 /// written, zeros too, so that series do not appear and vanish between scrapes; the
 /// order is fixed.
-pub fn render(live: &LiveState, state: Option<&State>) -> String {
+pub fn render(live: &LiveState, state: Option<&Record>) -> String {
     render_at(live, state, super::now())
 }
 
 /// `render` with ages counted to `now` (seconds since the epoch).
-pub fn render_at(live: &LiveState, state: Option<&State>, now: u64) -> String {
+pub fn render_at(live: &LiveState, state: Option<&Record>, now: u64) -> String {
     encode(Snapshot {
         live: live.clone(),
         state: state.cloned(),
@@ -438,7 +438,7 @@ pub struct Pinned {
 
 impl Source for Pinned {
     fn scrape(&self) -> Result<String, MetricsError> {
-        let state = State::load(&self.state_dir).map_err(|e| MetricsError::State {
+        let state = Record::load(&self.state_dir).map_err(|e| MetricsError::State {
             dir: self.state_dir.clone(),
             detail: format!("{e:#}"),
         })?;

@@ -62,7 +62,7 @@ fn live() -> LiveState {
 
 /// Built from JSON, as the daemon writes it, so that fields the state file gains
 /// later (with defaults) do not break this test.
-fn state() -> State {
+fn state() -> Record {
     serde_json::from_value(serde_json::json!({
         // Out of order and repeated: the output sorts and dedups.
         "regions": ["eu2", "eu1", "eu2"],
