@@ -14,6 +14,7 @@ use crate::{
         Record,
         status::{StatusReport, kernel_interfaces, report},
     },
+    policy::{StateMode, config::XdpAttach},
 };
 
 #[derive(Debug, clap::Args)]
@@ -127,10 +128,9 @@ fn table(s: &StatusReport) -> String {
     out += &format!("regions:     {}\n", s.regions.join(", "));
     out += &format!("features:    {}\n", s.features.join(", "));
     for i in &s.interfaces {
-        let xdp = if i.xdp_attach == "dispatcher" {
-            format!("{} in a libxdp dispatcher", i.xdp_mode)
-        } else {
-            i.xdp_mode.clone()
+        let xdp = match i.xdp_attach {
+            XdpAttach::Dispatcher => format!("{} in a libxdp dispatcher", i.xdp_mode),
+            XdpAttach::Link => i.xdp_mode.to_string(),
         };
         match &i.problem {
             None => out += &format!("interface:   {} (XDP {xdp}, TC {})\n", i.name, i.tc_mode),
@@ -160,7 +160,7 @@ fn table(s: &StatusReport) -> String {
     }
     out += &format!("entries:     {} IPv4, {} IPv6\n", s.entries.v4, s.entries.v6);
     let t = &s.tracking;
-    if t.mode == "stateful" {
+    if t.mode == StateMode::Stateful {
         out += &format!(
             "tracking:    stateful: {} IPv4 and {} IPv6 flows of {} each; {} added, {} seeded, {} expired, {} evicted\n\n",
             t.flows_v4, t.flows_v6, t.capacity, t.inserts, t.seeded, t.expired, t.evictions

@@ -5,13 +5,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{
+    Mode, StateMode,
+    config::{GiveBack, GiveBackPath, TcMode, XdpAttach, XdpMode},
+};
+
 /// `status --json` (README: "Output formats").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub running: bool,
     /// False when any configured interface lacks its programs in the kernel.
     pub enforcing: bool,
-    pub mode: String,
+    pub mode: Mode,
     pub regions: Vec<String>,
     pub features: Vec<String>,
     pub interfaces: Vec<InterfaceStatus>,
@@ -64,10 +69,10 @@ pub struct DnsStatus {
     /// A learner is alive (`[dns] learn`, and the daemon's heartbeat is fresh).
     pub learning: bool,
     /// `[dns] give_back` as configured: `auto`, `live-frames`, `loopback` or `none`.
-    pub give_back: String,
+    pub give_back: GiveBack,
     /// The path in force, from the kernel: `live-frames`, `loopback`, or `none` (answers
     /// pass at once and are learned from a copy).
-    pub path: String,
+    pub path: GiveBackPath,
     /// Why the path in force is not the first choice, or what ended holding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -82,8 +87,7 @@ pub struct DnsStatus {
 /// Connection tracking: its mode and the flow tables.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tracking {
-    /// `stateful` or `stateless`.
-    pub mode: String,
+    pub mode: StateMode,
     /// Flows tracked now, per family (idle ones until found expired or pushed out).
     pub flows_v4: u64,
     pub flows_v6: u64,
@@ -102,8 +106,8 @@ pub struct Tracking {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceStatus {
     pub name: String,
-    pub xdp_mode: String,
-    pub tc_mode: String,
+    pub xdp_mode: XdpMode,
+    pub tc_mode: TcMode,
     /// Both programs are attached to the interface of this name, per the kernel.
     #[serde(default = "yes")]
     pub attached: bool,
@@ -111,15 +115,11 @@ pub struct InterfaceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
     /// `link` (XDP alone) or `dispatcher` (one program of a libxdp dispatcher).
-    #[serde(default = "link")]
-    pub xdp_attach: String,
+    #[serde(default)]
+    pub xdp_attach: XdpAttach,
     /// The hooks allowgate is on and every program there, in run order.
     #[serde(default)]
     pub hooks: Vec<HookStatus>,
-}
-
-fn link() -> String {
-    "link".to_string()
 }
 
 /// One hook of an interface (`xdp`, `tc egress`) and the programs on it.

@@ -17,7 +17,10 @@ use crate::{
     catalog::Feature,
     dataplane::Attachment,
     dns::learner::Learner,
-    policy::config::{GiveBack, GiveBackPath},
+    policy::{
+        Mode,
+        config::{GiveBack, GiveBackPath, TcMode, XdpAttach, XdpMode},
+    },
 };
 
 /// What the daemon last put in force, kept in `state_dir/state.json` for `status`.
@@ -25,7 +28,7 @@ use crate::{
 pub struct Record {
     pub regions: Vec<String>,
     pub features: Vec<Feature>,
-    pub mode: String,
+    pub mode: Mode,
     pub interfaces: Vec<InterfaceRecord>,
     pub generation: u64,
     /// Seconds since the Unix epoch.
@@ -81,39 +84,31 @@ impl GiveBackRecord {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InterfaceRecord {
     pub name: String,
-    pub xdp_mode: String,
-    pub tc_mode: String,
-    /// `link` (alone) or `dispatcher` (a libxdp dispatcher's component).
-    #[serde(default = "link")]
-    pub xdp_attach: String,
-}
-
-fn link() -> String {
-    "link".to_string()
+    pub xdp_mode: XdpMode,
+    pub tc_mode: TcMode,
+    /// Alone, or one of a libxdp dispatcher's programs (records before it: alone).
+    #[serde(default)]
+    pub xdp_attach: XdpAttach,
 }
 
 impl InterfaceRecord {
     /// The attachment this record describes, for asking the kernel about it.
     pub fn attachment(&self) -> Attachment {
-        use crate::dataplane::{TcMode, XdpAttach, XdpMode};
         Attachment {
             name: self.name.clone(),
-            xdp_mode: if self.xdp_mode == "generic" {
-                XdpMode::Generic
-            } else {
-                XdpMode::Native
-            },
-            xdp_attach: if self.xdp_attach == "dispatcher" {
-                XdpAttach::Dispatcher
-            } else {
-                XdpAttach::Link
-            },
-            tc_mode: if self.tc_mode == "clsact" {
-                TcMode::Clsact
-            } else {
-                TcMode::Tcx
-            },
+            xdp_mode: self.xdp_mode,
+            xdp_attach: self.xdp_attach,
+            tc_mode: self.tc_mode,
             adopted: false,
+        }
+    }
+
+    pub fn of(a: &Attachment) -> InterfaceRecord {
+        InterfaceRecord {
+            name: a.name.clone(),
+            xdp_mode: a.xdp_mode,
+            tc_mode: a.tc_mode,
+            xdp_attach: a.xdp_attach,
         }
     }
 }
@@ -178,17 +173,8 @@ impl Daemon {
         Record {
             regions: self.desired.regions.clone(),
             features: self.desired.features.clone(),
-            mode: self.desired.mode.as_str().to_string(),
-            interfaces: self
-                .attachments
-                .iter()
-                .map(|a| InterfaceRecord {
-                    name: a.name.clone(),
-                    xdp_mode: a.xdp_mode.as_str().to_string(),
-                    tc_mode: format!("{:?}", a.tc_mode).to_lowercase(),
-                    xdp_attach: a.xdp_attach.as_str().to_string(),
-                })
-                .collect(),
+            mode: self.desired.mode,
+            interfaces: self.attachments.iter().map(InterfaceRecord::of).collect(),
             generation: self.generation,
             last_change: self.last_change,
             bpffs_dir: self.config.bpffs_dir.clone(),

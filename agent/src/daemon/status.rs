@@ -16,7 +16,10 @@ pub use crate::control::status::{
     CatalogSourceStatus, DirectionCounters, DirectionsCounters, DnsStatus, Entries, EventCounts, HookProgram,
     HookStatus, InterfaceStatus, LearnedCounts, StatusReport, Tracking,
 };
-use crate::dataplane::{Counters, DataplaneError, read_live};
+use crate::{
+    dataplane::{Counters, DataplaneError, read_live},
+    policy::{Mode, StateMode},
+};
 
 /// The configured interfaces of `state` as the kernel has them, for a reader without
 /// a daemon to ask (the pins are what is asked).
@@ -34,9 +37,9 @@ pub fn interface_status(bpffs_dir: &Path, a: &crate::dataplane::Attachment) -> I
     let problem = crate::dataplane::attachment_problem(bpffs_dir, a);
     InterfaceStatus {
         name: a.name.clone(),
-        xdp_mode: a.xdp_mode.as_str().to_string(),
-        tc_mode: format!("{:?}", a.tc_mode).to_lowercase(),
-        xdp_attach: a.xdp_attach.as_str().to_string(),
+        xdp_mode: a.xdp_mode,
+        tc_mode: a.tc_mode,
+        xdp_attach: a.xdp_attach,
         attached: problem.is_none(),
         problem,
         hooks: crate::dataplane::hooks::list(bpffs_dir, &a.name)
@@ -83,11 +86,10 @@ fn tracking(live: &crate::dataplane::LiveState) -> Tracking {
     let f = live.flows.unwrap_or_default();
     Tracking {
         mode: if live.config.flags & abi::F_STATEFUL != 0 {
-            "stateful"
+            StateMode::Stateful
         } else {
-            "stateless"
-        }
-        .to_string(),
+            StateMode::Stateless
+        },
         flows_v4: f.v4,
         flows_v6: f.v6,
         capacity: f.capacity,
@@ -108,9 +110,9 @@ pub fn report(
 ) -> Result<StatusReport, DataplaneError> {
     let live = read_live(bpffs_dir, state.and_then(|s| s.entries))?;
     let mode = if live.config.flags & abi::F_ENFORCE != 0 {
-        "enforce"
+        Mode::Enforce
     } else {
-        "monitor"
+        Mode::Monitor
     };
     let interfaces = interfaces.unwrap_or_else(|| {
         state
@@ -119,9 +121,9 @@ pub fn report(
                     .iter()
                     .map(|i| InterfaceStatus {
                         name: i.name.clone(),
-                        xdp_mode: i.xdp_mode.clone(),
-                        tc_mode: i.tc_mode.clone(),
-                        xdp_attach: i.xdp_attach.clone(),
+                        xdp_mode: i.xdp_mode,
+                        tc_mode: i.tc_mode,
+                        xdp_attach: i.xdp_attach,
                         attached: true,
                         problem: None,
                         hooks: Vec::new(),
@@ -133,7 +135,7 @@ pub fn report(
     Ok(StatusReport {
         running,
         enforcing: !interfaces.is_empty() && interfaces.iter().all(|i| i.attached),
-        mode: mode.to_string(),
+        mode,
         regions: state.map(|s| s.regions.clone()).unwrap_or_default(),
         features: state
             .map(|s| s.features.iter().map(|f| f.to_string()).collect())
@@ -204,8 +206,8 @@ fn dns(live: &crate::dataplane::LiveState, state: Option<&Record>) -> DnsStatus 
     let give_back = state.and_then(|s| s.give_back.as_ref());
     DnsStatus {
         learning: kernel.learning,
-        give_back: give_back.map(|g| g.choice.as_str()).unwrap_or("auto").to_string(),
-        path: kernel.path.as_str().to_string(),
+        give_back: give_back.map(|g| g.choice).unwrap_or_default(),
+        path: kernel.path,
         reason: match (kernel.learning, give_back) {
             (false, _) => Some("no learner: [dns] learn = false, or the daemon is not running".to_string()),
             (true, g) => g.and_then(|g| g.reason.clone()),

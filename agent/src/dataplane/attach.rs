@@ -21,44 +21,7 @@ use super::{
     dispatcher::{self, Entry, Holder, JoinRefused, ShareError},
     kernel::{self, ProgInfo, if_index},
 };
-use crate::policy::config::XdpPlacement;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// In the driver.
-    Native,
-    /// In the kernel's stack, for drivers without XDP.
-    Generic,
-}
-
-impl XdpMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XdpMode::Native => "native",
-            XdpMode::Generic => "generic",
-        }
-    }
-}
-
-/// Whose XDP hook allowgate's program is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpAttach {
-    /// Alone, through a bpf_link of its own.
-    Link,
-    /// As one program of a libxdp dispatcher.
-    Dispatcher,
-}
-
-impl XdpAttach {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XdpAttach::Link => "link",
-            XdpAttach::Dispatcher => "dispatcher",
-        }
-    }
-}
+use crate::policy::config::{TcMode, XdpAttach, XdpMode, XdpPlacement};
 
 /// Where the XDP program goes (`xdp_mode`, `xdp_priority` of the config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,13 +37,6 @@ impl Default for Placement {
             priority: crate::policy::config::DEFAULT_XDP_PRIORITY,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TcMode {
-    Tcx,
-    Clsact,
 }
 
 /// How the programs sit on one interface.

@@ -34,10 +34,10 @@ use aya::{EbpfLoader, programs::Xdp};
 use aya_obj::btf::{Btf, BtfKind};
 
 use super::{
-    attach::XdpMode,
     kernel::{self, ProgInfo},
     xdp_hook,
 };
+use crate::policy::config::XdpMode;
 
 const XDP_PASS: u32 = 2;
 const XDP_ACTIONS: [&str; 5] = ["aborted", "drop", "pass", "tx", "redirect"];

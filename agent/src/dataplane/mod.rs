@@ -34,7 +34,8 @@ use aya::{
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 
-pub use attach::{Attachment, Placement, TcMode, XdpAttach, XdpMode, detach_all};
+pub use crate::policy::config::{TcMode, XdpAttach, XdpMode};
+pub use attach::{Attachment, Placement, detach_all};
 pub use hooks::attachment_problem;
 
 pub use bpffs::{check_on_bpffs, ensure_bpffs, lock_pins};

@@ -62,6 +62,74 @@ impl Mode {
     }
 }
 
+/// The names above, shown as they are written in the config, the state file and `status`.
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(Mode, XdpMode, TcMode, XdpAttach, GiveBack);
+
+/// How allowgate's XDP program sits on an interface, as the kernel reports it: these
+/// names persist in the state file and travel in `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver.
+    Native,
+    /// In the kernel's stack, for drivers without XDP.
+    Generic,
+}
+
+impl XdpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+/// Whose XDP hook allowgate's program is on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttach {
+    #[default]
+    /// Alone, through a bpf_link of its own.
+    Link,
+    /// As one program of a libxdp dispatcher.
+    Dispatcher,
+}
+
+impl XdpAttach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpAttach::Link => "link",
+            XdpAttach::Dispatcher => "dispatcher",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcMode {
+    Tcx,
+    Clsact,
+}
+
+impl TcMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcMode::Tcx => "tcx",
+            TcMode::Clsact => "clsact",
+        }
+    }
+}
+
 impl FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
