@@ -1114,15 +1114,15 @@ fn sources_name_microsofts_locations() {
         assert!(help.contains(code), "--help does not document exit {code}:\n{help}");
     }
     assert_eq!(
-        allowgate::catalog::fetch::SERVICE_TAGS_PUBLIC_PAGE,
+        allowgate::fetch::SERVICE_TAGS_PUBLIC_PAGE,
         "https://www.microsoft.com/en-us/download/details.aspx?id=56519"
     );
     assert_eq!(
-        allowgate::catalog::fetch::SERVICE_TAGS_USGOV_PAGE,
+        allowgate::fetch::SERVICE_TAGS_USGOV_PAGE,
         "https://www.microsoft.com/en-us/download/details.aspx?id=57063"
     );
     assert_eq!(
-        allowgate::catalog::fetch::PAGE_URL,
+        allowgate::fetch::PAGE_URL,
         "https://learn.microsoft.com/en-us/defender-cloud-apps/network-requirements"
     );
 }

@@ -13,17 +13,28 @@ use std::{
 const LAYERS: &[(&str, &[&str])] = &[
     ("events", &[]),
     ("catalog", &["events"]),
+    // Downloading a source: HTTPS and files, nothing of the product's rules.
+    ("fetch", &[]),
     ("policy", &["catalog", "events"]),
     ("dataplane", &["policy", "catalog", "events"]),
     ("control", &["policy", "catalog", "events"]),
     ("dns", &["dataplane", "policy", "catalog", "events"]),
     (
         "daemon",
-        &["control", "dns", "dataplane", "policy", "catalog", "events"],
+        &["control", "dns", "dataplane", "policy", "catalog", "fetch", "events"],
     ),
     (
         "cli",
-        &["daemon", "control", "dns", "dataplane", "policy", "catalog", "events"],
+        &[
+            "daemon",
+            "control",
+            "dns",
+            "dataplane",
+            "policy",
+            "catalog",
+            "fetch",
+            "events",
+        ],
     ),
 ];
 
@@ -38,6 +49,8 @@ const CRATES: &[(&str, &[&str])] = &[
     ("tokio", &["daemon", "control", "cli", "dns"]),
     ("hyper", &["daemon"]),
     ("netlink_sys", &["dataplane", "daemon"]),
+    ("ureq", &["fetch"]),
+    ("rustls", &["fetch"]),
 ];
 
 /// The modules a source text names through `crate::`: `crate::a::b`, and each top-level

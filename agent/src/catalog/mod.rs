@@ -5,7 +5,6 @@
 
 pub mod azure;
 pub mod diff;
-pub mod fetch;
 mod page;
 pub mod service_tags;
 pub mod sources;

@@ -15,7 +15,6 @@ use crate::{
     catalog::{
         Catalog, Feature, PageOptions,
         diff::diff,
-        fetch::{self, FetchRequest, Fetched},
         service_tags::TagOptions,
         sources::{ImportOptions, SourceKind, import_bytes, read_source},
     },
@@ -24,6 +23,7 @@ use crate::{
         protocol::{ChangeOptions, Request, Response},
     },
     daemon::{catalog_age, state::Shrink},
+    fetch::{self, FetchRequest, Fetched},
     policy::{
         Config,
         config::{DEFAULT_MAX_CATALOG_AGE, DEFAULT_MAX_SHRINK},

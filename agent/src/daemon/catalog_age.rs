@@ -22,8 +22,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{
-    Catalog, Origin,
+use crate::{
+    catalog::{Catalog, Origin},
     fetch::{Date, sidecar},
 };
 
@@ -195,7 +195,7 @@ impl super::Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::fetch::sidecar::Sidecar;
+    use crate::fetch::sidecar::Sidecar;
 
     fn catalog(origins: Vec<Origin>) -> Catalog {
         Catalog {
