@@ -435,10 +435,13 @@ impl Daemon {
         Ok(self.generation)
     }
 
-    /// SIGHUP: the config file again. Other settings apply at once; a changed
-    /// selection or mode in the file replaces the runtime toggles.
-    fn reload(&mut self) {
-        let result = (|| -> anyhow::Result<()> {
+    /// SIGHUP or `allowgate reload` (`uid`, the peer that asked): the config file
+    /// again. Other settings apply at once; a changed selection or mode in the file
+    /// replaces the runtime toggles. The verdict is logged either way, and returned for
+    /// the socket's answer: the generation now in force, or why the file was refused,
+    /// in one line (the previous policy stays).
+    fn reload(&mut self, uid: Option<u32>) -> Result<u64, String> {
+        let result = (|| -> anyhow::Result<u64> {
             let (config, config_catalog) = load_config(Some(&self.config_path))?;
             state::validate_reload(&self.config, &config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let applied = self.applied_catalogs();
@@ -461,11 +464,19 @@ impl Daemon {
             self.basis = basis;
             self.reload_learner(&dns_before);
             self.persist()?;
-            info!(generation = self.generation, "reloaded");
-            Ok(())
+            Ok(self.generation)
         })();
-        if let Err(e) = result {
-            error!("reload refused, the previous policy stays enforced: {e:#}");
+        match result {
+            Ok(generation) => {
+                info!(generation, uid, "reloaded");
+                Ok(generation)
+            }
+            Err(e) => {
+                // One line for the journal and for the client, whatever the cause printed.
+                let why = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+                error!("reload refused, the previous policy stays enforced: {why}");
+                Err(why)
+            }
         }
     }
 
@@ -633,6 +644,21 @@ impl Daemon {
             }),
             Request::CatalogApply { path, options } => self.catalog_apply(&peer, &path, options),
             Request::CatalogRollback { options } => self.catalog_rollback(peer.uid, options),
+            Request::Reload => {
+                let started = Instant::now();
+                match self.reload(Some(peer.uid)) {
+                    Ok(generation) => Response::Changed(Changed {
+                        generation,
+                        regions: self.desired.regions.clone(),
+                        features: self.desired.features.iter().map(|f| f.to_string()).collect(),
+                        mode: self.desired.mode,
+                        rollback_in_secs: self.pending.as_ref().map(Pending::remaining_secs),
+                        apply_micros: started.elapsed().as_micros() as u64,
+                        warnings: Vec::new(),
+                    }),
+                    Err(why) => Response::error(format!("reload refused, the previous policy stays enforced: {why}")),
+                }
+            }
         };
         let _ = reply.try_send(response);
     }
@@ -940,13 +966,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => {
-                    daemon.reload();
-                    if daemon.config.drop_log_interval != drop_log_secs {
-                        drop_log_secs = daemon.config.drop_log_interval;
-                        drop_log_tick = tokio::time::interval(Duration::from_secs(drop_log_secs));
-                    }
-                }
+                // The verdict is logged; SIGHUP has no one to answer.
+                _ = hup.recv() => { let _ = daemon.reload(None); }
                 Some(incoming) = commands.recv() => daemon.handle(incoming),
                 _ = tokio::time::sleep_until(rollback_at.unwrap_or_else(tokio::time::Instant::now)), if rollback_at.is_some() => {
                     daemon.rollback();
@@ -1003,6 +1024,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                     }
                     guard.clear_ready();
                 }
+            }
+            // A reload (SIGHUP or the socket) may have changed the interval.
+            if daemon.config.drop_log_interval != drop_log_secs {
+                drop_log_secs = daemon.config.drop_log_interval;
+                drop_log_tick = tokio::time::interval(Duration::from_secs(drop_log_secs));
             }
         }
         let _ = shutdown_tx.send(true);
