@@ -144,6 +144,35 @@ fn only_who_may_change_policy_may_reload() {
     assert!(world.blocked(EU2_ONLY), "root's reload is in force");
 }
 
+/// What a reload by the socket applies that the daemon keeps outside the policy: the
+/// drop summary's interval. Before the reload (60 s) the same drops are not summed up
+/// within seconds: the control.
+#[test]
+fn a_reload_by_the_socket_applies_the_drop_summary_interval() {
+    let world = World::new(
+        BIN,
+        Setup {
+            extra: "drop_log_interval = 60".to_string(),
+            ..Setup::default()
+        },
+    );
+    let _servers = world.servers();
+    let daemon = world.start_daemon();
+    let summary = "packets in the last 1 s";
+    assert!(world.blocked(UNLISTED));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!daemon.log().contains(summary), "{}", daemon.log());
+
+    edit(&world, "drop_log_interval = 60", "drop_log_interval = 1");
+    world.cli(&["reload"]).ok();
+    assert!(world.blocked(UNLISTED));
+    assert!(
+        daemon.wait_log(summary, Duration::from_secs(5)),
+        "no summary a second after the reload:\n{}",
+        daemon.log()
+    );
+}
+
 #[test]
 fn reload_without_a_daemon_fails_in_one_line() {
     let world = World::new(BIN, Setup::default());
