@@ -346,6 +346,7 @@ mod tests {
             uid,
             gid: uid,
             pid: None,
+            groups: Vec::new(),
         }
     }
 

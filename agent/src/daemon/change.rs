@@ -79,10 +79,13 @@ impl Daemon {
         Ok(self.generation)
     }
 
-    /// SIGHUP: the config file again. Other settings apply at once; a changed
-    /// selection or mode in the file replaces the runtime toggles.
-    pub(super) fn reload(&mut self) {
-        let result = (|| -> anyhow::Result<()> {
+    /// SIGHUP or `allowgate reload` (`uid`, the peer that asked): the config file
+    /// again. Other settings apply at once; a changed selection or mode in the file
+    /// replaces the runtime toggles. The verdict is logged either way, and returned for
+    /// the socket's answer: the generation now in force, or why the file was refused,
+    /// in one line (the previous policy stays).
+    pub(super) fn reload(&mut self, uid: Option<u32>) -> Result<u64, String> {
+        let result = (|| -> anyhow::Result<u64> {
             let (config, config_catalog) = load_config(Some(&self.config_path))?;
             state::validate_reload(&self.config, &config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let applied = self.applied_catalogs();
@@ -106,11 +109,19 @@ impl Daemon {
             self.basis = basis;
             self.reload_learner(&dns_before);
             self.persist()?;
-            info!(generation = self.generation, "reloaded");
-            Ok(())
+            Ok(self.generation)
         })();
-        if let Err(e) = result {
-            error!("reload refused, the previous policy stays enforced: {e:#}");
+        match result {
+            Ok(generation) => {
+                info!(generation, uid, "reloaded");
+                Ok(generation)
+            }
+            Err(e) => {
+                // One line for the journal and for the client, whatever the cause printed.
+                let why = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+                error!("reload refused, the previous policy stays enforced: {why}");
+                Err(why)
+            }
         }
     }
 
@@ -278,6 +289,21 @@ impl Daemon {
             }),
             Request::CatalogApply { path, options } => self.catalog_apply(&peer, &path, options),
             Request::CatalogRollback { options } => self.catalog_rollback(peer.uid, options),
+            Request::Reload => {
+                let started = Instant::now();
+                match self.reload(Some(peer.uid)) {
+                    Ok(generation) => Response::Changed(Changed {
+                        generation,
+                        regions: self.desired.regions.clone(),
+                        features: self.desired.features.iter().map(|f| f.to_string()).collect(),
+                        mode: self.desired.mode,
+                        rollback_in_secs: self.pending.as_ref().map(Pending::remaining_secs),
+                        apply_micros: started.elapsed().as_micros() as u64,
+                        warnings: Vec::new(),
+                    }),
+                    Err(why) => Response::error(format!("reload refused, the previous policy stays enforced: {why}")),
+                }
+            }
         };
         let _ = reply.try_send(response);
     }

@@ -174,13 +174,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => {
-                    daemon.reload();
-                    if daemon.config.drop_log_interval != drop_log_secs {
-                        drop_log_secs = daemon.config.drop_log_interval;
-                        drop_log_tick = tokio::time::interval(Duration::from_secs(drop_log_secs));
-                    }
-                }
+                // The verdict is logged; SIGHUP has no one to answer.
+                _ = hup.recv() => { let _ = daemon.reload(None); }
                 Some(incoming) = commands.recv() => daemon.handle(incoming),
                 _ = tokio::time::sleep_until(rollback_at.unwrap_or_else(tokio::time::Instant::now)), if rollback_at.is_some() => {
                     daemon.rollback();
@@ -238,6 +233,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                     }
                     guard.clear_ready();
                 }
+            }
+            // A reload (SIGHUP or the socket) may have changed the interval.
+            if daemon.config.drop_log_interval != drop_log_secs {
+                drop_log_secs = daemon.config.drop_log_interval;
+                drop_log_tick = tokio::time::interval(Duration::from_secs(drop_log_secs));
             }
         }
         let _ = shutdown_tx.send(true);
