@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, path::Path, process::Command};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_allowgate");
-const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/catalog/testdata");
+const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../catalog/testdata");
 
 struct Run {
     code: i32,

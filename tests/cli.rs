@@ -215,7 +215,7 @@ fn the_nft_script_passes_nft_check() {
 fn catalog_import_reads_a_later_page_and_names_the_bad_line() {
     let page = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/src/catalog/testdata/network-requirements-later-layout.md"
+        "/../catalog/testdata/network-requirements-later-layout.md"
     );
     let out = allowgate().args(["catalog", "import", page]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -20,8 +20,8 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsage
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 const PAGE: &str = include_str!("../catalog/network-requirements-2019-11.md");
-const LATER_PAGE: &str = include_str!("../agent/src/catalog/testdata/network-requirements-later-layout.md");
-const LEARN_HTML: &str = include_str!("../agent/src/catalog/testdata/network-requirements-2025.html");
+const LATER_PAGE: &str = include_str!("../catalog/testdata/network-requirements-later-layout.md");
+const LEARN_HTML: &str = include_str!("../catalog/testdata/network-requirements-2025.html");
 
 /// A CA and a server certificate for 127.0.0.1 that it signed.
 struct Pki {

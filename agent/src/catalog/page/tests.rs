@@ -25,7 +25,7 @@ mod family;
 mod learn;
 mod offerings;
 
-const LATER_LAYOUT: &str = include_str!("../testdata/network-requirements-later-layout.md");
+const LATER_LAYOUT: &str = include_str!("../../../../catalog/testdata/network-requirements-later-layout.md");
 
 /// What a catalog allows and where, without the lines that list it (a page's forms
 /// put the same thing on different lines).

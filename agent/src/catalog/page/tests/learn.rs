@@ -1,6 +1,6 @@
 //! The page's 2025 revision in the three forms operators can get it in: the docs'
 //! Markdown, Learn's HTML and a Markdown mirror of Learn's rendering (both made from
-//! the first by `testdata/learn-render.py`). Each reads back to the same catalog; the
+//! the first by `catalog/testdata/learn-render.py`). Each reads back to the same catalog; the
 //! constructs Learn's rendering adds are tested one by one below.
 
 use proptest::prelude::*;
@@ -8,9 +8,9 @@ use proptest::prelude::*;
 use super::*;
 use crate::catalog::page::{html::looks_like_html, table::region_groups};
 
-const DOCS: &str = include_str!("../../testdata/network-requirements-2025.md");
-const LEARN_MD: &str = include_str!("../../testdata/network-requirements-2025-learn.md");
-const LEARN_HTML: &str = include_str!("../../testdata/network-requirements-2025.html");
+const DOCS: &str = include_str!("../../../../../catalog/testdata/network-requirements-2025.md");
+const LEARN_MD: &str = include_str!("../../../../../catalog/testdata/network-requirements-2025-learn.md");
+const LEARN_HTML: &str = include_str!("../../../../../catalog/testdata/network-requirements-2025.html");
 
 fn read(text: &str, name: &str) -> Catalog {
     let builtin = Catalog::builtin();

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-const PAGE: &str = include_str!("../../testdata/network-requirements-offerings-layout.md");
+const PAGE: &str = include_str!("../../../../../catalog/testdata/network-requirements-offerings-layout.md");
 
 fn parse(fallback: Option<&Catalog>) -> Catalog {
     let options = PageOptions {
