@@ -8,7 +8,7 @@ use anyhow::bail;
 use crate::{
     control::{
         client,
-        protocol::{ChangeOptions, Request, Response, SshSession},
+        protocol::{ChangeOptions, Changed, Request, Response, SshSession},
     },
     policy::Mode,
 };
@@ -133,20 +133,26 @@ pub fn confirm(socket: &Path) -> anyhow::Result<ExitCode> {
     send(socket, Request::Confirm)
 }
 
+/// A change in force: its warnings on stderr, then one line with what is enforced now
+/// (`prefix` says what made it, as `reload` does).
+pub(super) fn print_changed(c: &Changed, prefix: &str) {
+    for w in &c.warnings {
+        eprintln!("allowgate: warning: {w}");
+    }
+    println!(
+        "{prefix}generation {}: regions [{}], features [{}], mode {} (applied in {:.1} ms)",
+        c.generation,
+        c.regions.join(", "),
+        c.features.join(", "),
+        c.mode.as_str(),
+        c.apply_micros as f64 / 1000.0
+    );
+}
+
 fn send(socket: &Path, request: Request) -> anyhow::Result<ExitCode> {
     match client::call(socket, &request)? {
         Response::Changed(c) => {
-            for w in &c.warnings {
-                eprintln!("allowgate: warning: {w}");
-            }
-            println!(
-                "generation {}: regions [{}], features [{}], mode {} (applied in {:.1} ms)",
-                c.generation,
-                c.regions.join(", "),
-                c.features.join(", "),
-                c.mode.as_str(),
-                c.apply_micros as f64 / 1000.0
-            );
+            print_changed(&c, "");
             if let Some(secs) = c.rollback_in_secs {
                 println!("rolls back in {secs} s unless `allowgate confirm` follows");
             }

@@ -35,14 +35,7 @@ pub fn execute(args: Args, socket: &Path) -> anyhow::Result<ExitCode> {
     };
     match response {
         Response::Changed(c) => {
-            println!(
-                "reloaded: generation {}: regions [{}], features [{}], mode {} (applied in {:.1} ms)",
-                c.generation,
-                c.regions.join(", "),
-                c.features.join(", "),
-                c.mode.as_str(),
-                c.apply_micros as f64 / 1000.0
-            );
+            super::change::print_changed(&c, "reloaded: ");
             if let Some(secs) = c.rollback_in_secs {
                 println!("an earlier change still rolls back in {secs} s unless `allowgate confirm` follows");
             }

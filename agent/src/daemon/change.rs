@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 
 use super::{Daemon, Desired, Pending, catalog, now, now_ms, start::seed_flows, state, status};
 use crate::{
-    catalog::{Catalog, Feature},
+    catalog::Catalog,
     control::{
         protocol::{ChangeOptions, Changed, LearnedEntry, Request, Response},
         server::{self, Incoming},
@@ -254,34 +254,14 @@ impl Daemon {
                 features,
                 options,
             } => self.change(&peer, options, |d, catalog| {
-                for r in &regions {
-                    let id = catalog.region(r)?.id.clone();
-                    if !d.regions.contains(&id) {
-                        d.regions.push(id);
-                    }
-                }
-                for f in &features {
-                    let f: Feature = f.parse()?;
-                    if !d.features.contains(&f) {
-                        d.features.push(f);
-                    }
-                }
-                Ok(())
+                d.toggle(catalog, &regions, &features, true)
             }),
             Request::Disable {
                 regions,
                 features,
                 options,
             } => self.change(&peer, options, |d, catalog| {
-                for r in &regions {
-                    let id = catalog.region(r)?.id.clone();
-                    d.regions.retain(|x| *x != id);
-                }
-                for f in &features {
-                    let f: Feature = f.parse()?;
-                    d.features.retain(|x| *x != f);
-                }
-                Ok(())
+                d.toggle(catalog, &regions, &features, false)
             }),
             Request::Mode { mode, options } => self.change(&peer, options, |d, _| {
                 d.mode = mode;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::now_ms;
 use crate::{
-    catalog::Feature,
+    catalog::{Catalog, Feature},
     control::protocol::{ChangeOptions, SshSession},
     policy::{
         Config, Mode, Policy, Selection,
@@ -28,6 +28,32 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// `enable` (`on`) or `disable` of regions and features, named in any spelling the
+    /// catalog knows; an unknown name refuses the whole toggle. A region both enabled and
+    /// named again, or disabled and not enabled, changes nothing.
+    pub fn toggle(
+        &mut self,
+        catalog: &Catalog,
+        regions: &[String],
+        features: &[String],
+        on: bool,
+    ) -> anyhow::Result<()> {
+        fn set<T: PartialEq>(list: &mut Vec<T>, item: T, on: bool) {
+            match (on, list.contains(&item)) {
+                (true, false) => list.push(item),
+                (false, true) => list.retain(|x| *x != item),
+                _ => {}
+            }
+        }
+        for r in regions {
+            set(&mut self.regions, catalog.region(r)?.id.clone(), on);
+        }
+        for f in features {
+            set(&mut self.features, f.parse::<Feature>()?, on);
+        }
+        Ok(())
+    }
+
     pub fn of(config: &Config) -> Desired {
         Desired {
             regions: config.regions.clone(),

@@ -87,6 +87,14 @@ fn server_key(ip: IpAddr) -> [u8; 16] {
     }
 }
 
+fn release_key(server: IpAddr, dns_id: u16, client_port: u16) -> abi::DnsReleaseKey {
+    abi::DnsReleaseKey {
+        server: server_key(server),
+        dns_id,
+        client_port,
+    }
+}
+
 /// The do-nothing XDP program of `ebpf`.
 fn noop_program(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp, DataplaneError> {
     ebpf.program_mut(abi::PROG_NOOP)
@@ -271,30 +279,25 @@ impl Dataplane {
         RingBuf::try_from(m).map_err(map_err("open the DNS answer ring"))
     }
 
+    fn release_map(&mut self) -> Result<HashMap<&mut MapData, abi::DnsReleaseKey, u8>, DataplaneError> {
+        HashMap::try_from(self.map_mut(map::DNS_RELEASE)?).map_err(map_err("open ag_dns_release"))
+    }
+
     /// Lets the answer (server, id, client port) through once without holding it: for
     /// generic-mode XDP, which sees a re-injected frame again.
     pub fn release(&mut self, server: IpAddr, id: u16, client_port: u16) -> Result<(), DataplaneError> {
-        let mut m: HashMap<&mut MapData, abi::DnsReleaseKey, u8> =
-            HashMap::try_from(self.map_mut(map::DNS_RELEASE)?).map_err(map_err("open ag_dns_release"))?;
-        let key = abi::DnsReleaseKey {
-            server: server_key(server),
-            dns_id: id,
-            client_port,
-        };
-        m.insert(key, 1, 0).map_err(map_err("release a held answer"))
+        let key = release_key(server, id, client_port);
+        self.release_map()?
+            .insert(key, 1, 0)
+            .map_err(map_err("release a held answer"))
     }
 
     /// Forgets a release the data plane did not consume: a native-mode XDP program
     /// never sees the re-injected frame, and a key left behind would let a later answer
     /// with the same (server, id, port) through unheld.
     pub fn unrelease(&mut self, server: IpAddr, id: u16, client_port: u16) -> Result<(), DataplaneError> {
-        let mut m: HashMap<&mut MapData, abi::DnsReleaseKey, u8> =
-            HashMap::try_from(self.map_mut(map::DNS_RELEASE)?).map_err(map_err("open ag_dns_release"))?;
-        let key = abi::DnsReleaseKey {
-            server: server_key(server),
-            dns_id: id,
-            client_port,
-        };
+        let key = release_key(server, id, client_port);
+        let mut m = self.release_map()?;
         match m.remove(&key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err("forget a released answer")(e)),
