@@ -865,9 +865,12 @@ fn map_lookups_are_direct_calls() {
             eprintln!("note: bpftool not found, not checking the translated code of {name}");
             return;
         };
-        let generic: Vec<&str> = xlated
-            .lines()
-            .filter(|l| l.contains("call bpf_map_lookup_elem"))
+        let lines: Vec<&str> = xlated.lines().collect();
+        let generic: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("call bpf_map_lookup_elem"))
+            .map(|(i, _)| lines[i.saturating_sub(12)..=i].join("\n"))
             .collect();
         assert!(
             generic.is_empty(),

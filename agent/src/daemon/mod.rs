@@ -260,7 +260,11 @@ impl Daemon {
         }
         let (policy, tables) = compile(&catalog, &config, &desired)?;
 
-        let mut dataplane = Dataplane::load(&config.bpffs_dir, &LoadOptions::default())?;
+        let load = LoadOptions {
+            max_flows: config.state.max_flows,
+            ..LoadOptions::default()
+        };
+        let mut dataplane = Dataplane::load(&config.bpffs_dir, &load)?;
         for replaced in dataplane.replaced() {
             warn!("replaced a pinned map that does not fit this build (its contents start over): {replaced}");
         }
@@ -741,12 +745,7 @@ fn cuts_off(old: &Policy, new: &Policy, ssh: &SshSession) -> bool {
             src: ssh.client,
             dst: local,
             hop_limit: 64,
-            l4: L4::Tcp {
-                sport: 50000,
-                dport: ssh.server_port,
-                syn: false,
-                ack: true,
-            },
+            l4: L4::tcp(50000, ssh.server_port, false, true),
         }),
     };
     let passes = |p: &Policy| {
@@ -911,6 +910,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                     daemon.reconcile_attachments();
                     if let Some(l) = daemon.learner.as_mut() {
                         l.tick(&mut daemon.dataplane);
+                    }
+                    if let Err(e) = daemon.dataplane.tend_flows() {
+                        warn!("cannot rebuild the flow tables' peer filter (stale bits only cost lookups): {}", crate::error_chain(&e));
                     }
                 }
                 guard = async { dns_ring.as_mut().expect("guarded").readable_mut().await }, if dns_ring.is_some() => {

@@ -147,6 +147,10 @@ pub fn validate_reload(old: &Config, new: &Config) -> Result<(), String> {
     if new.interfaces != old.interfaces {
         return restart("interfaces");
     }
+    // The tables are sized at load; a restart carries their flows into the new ones.
+    if new.state.max_flows != old.state.max_flows {
+        return restart("state.max_flows");
+    }
     let covered = |cidr: &IpNet| new.management.cidrs.iter().any(|n| n.contains(cidr));
     if let Some(lost) = old.management.cidrs.iter().find(|c| !covered(c)) {
         return Err(format!(
@@ -258,6 +262,7 @@ mod tests {
                 "interfaces",
                 Box::new(|c: &mut Config| c.interfaces.push("veth1".into())),
             ),
+            ("state.max_flows", Box::new(|c: &mut Config| c.state.max_flows += 1)),
         ] {
             let mut new = config();
             edit(&mut new);

@@ -7,16 +7,39 @@
  * only a rule's return path would allow passes only when its flow is tracked and
  * fresh. The policy is still asked first for every packet: a flow never lets through
  * what the generation in force does not allow, so turning a region off cuts the flows
- * to the addresses only it listed at their next packet.
+ * to the addresses only it listed at their next packet. TCP segments must also lie in
+ * their flow's sequence window (lib/tcpwin.h).
+ *
+ * Two tables per family, so that what anyone can spoof never pushes out what a peer
+ * proved. A new flow goes into ag_flows_new_*, an array of buckets (a keyed hash picks
+ * the bucket, a new flow takes its oldest way): inserting costs no lock and no
+ * allocation, and a flood of spoofed SYNs or datagrams only churns its own kind. A flow
+ * that is *assured* (its TCP handshake completed, each side's number checked; UDP and
+ * other protocols answered and then used once more) moves to ag_flows_*, an LRU hash of
+ * `[state] max_flows`, which only assured flows (and the connections the agent seeds)
+ * enter.
+ *
+ * Who writes what: the programs write both tables (from packets the policy lets
+ * through), the agent seeds and migrates (lib.rs's ABI, dataplane/flows.rs). An
+ * off-path sender can fill the unassured table, and push out a flow there (a
+ * handshake in progress, a DNS query's flow, a DHCP exchange) by hitting its bucket
+ * often enough; it cannot make a flow assured, nor move an assured one's state or
+ * window without the numbers in it.
  *
  * Related traffic: an ICMP error passes only when the header it quotes belongs to a
- * tracked flow; a DHCP reply only after the host's own request (one flow with both
- * addresses 0: the server is not known before it answers); a DNS answer from a
- * configured resolver only to the port and id of a recorded query (lib/dns.h).
+ * tracked flow; a DHCP reply only with the transaction id of the host's own request
+ * (the id is the flow's remote address: the server is not known before it answers),
+ * and it neither refreshes nor answers the flow; a DNS answer from a configured
+ * resolver only to the port and id of a recorded query (lib/dns.h). Non-first
+ * fragments: lib/frag.h.
  *
- * Non-first fragments carry no ports and can't be matched to a flow; they are judged
- * by the policy alone, as without tracking. The kernel can't reassemble them without
- * their first fragment, which carries the ports and is tracked.
+ * A filter of the remote addresses that have an assured flow (ag_flow_peers) stands
+ * before the LRU hash: a clear bit means no assured flow there, so the packets of a
+ * flood from elsewhere, or spoofed from a catalog peer the host has no connection
+ * with, pay an array read instead of a lookup that misses. Bits are set (atomically)
+ * before a flow enters the table; the agent rebuilds the filter from the table now and
+ * then (two generations: the programs set bits in both while it does), so bits of
+ * flows long gone don't pile up.
  *
  * Times are CLOCK_MONOTONIC_COARSE (bpf_ktime_get_coarse_ns(), read once per jiffy
  * per CPU: ag_flow_now()): a tick's resolution is plenty for idle timeouts of
@@ -30,6 +53,12 @@
 #include "policy.h"
 #include "essentials.h"
 #include "dns.h"
+#include "tcpwin.h"
+
+/* Load-time settings (the agent's, from `[state] max_flows`). */
+volatile const __u64 flow_hash_key = 0;			/* the key of the flow hash */
+volatile const __u32 flow_new_mask = AG_FLOW_NEW_BUCKETS - 1;	/* buckets of ag_flows_new_* - 1 */
+volatile const __u32 flow_peer_words = AG_FLOW_PEER_WORDS;	/* of one filter generation, a power of two */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -46,6 +75,44 @@ struct {
 	__type(value, struct ag_flow_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_flows_v6 SEC(".maps");
+
+/* Mappable, so that the agent counts and migrates them without a syscall per bucket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AG_FLOW_NEW_BUCKETS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ag_flow_bucket_v4);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_flows_new_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AG_FLOW_NEW_BUCKETS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ag_flow_bucket_v6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_flows_new_v6 SEC(".maps");
+
+/* Two generations of flow_peer_words words each; mappable for the agent's rebuild. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * AG_FLOW_PEER_WORDS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_flow_peers SEC(".maps");
+
+/* ag_flow_ctl[0]: written by the agent only (abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ag_flow_ctl);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_flow_ctl SEC(".maps");
 
 /*
  * The coarse clock, read once per jiffy per CPU: bpf_ktime_get_coarse_ns() costs a
@@ -82,64 +149,58 @@ static __always_inline __u64 ag_flow_now(void)
 }
 
 /*
- * Remote addresses that have (or had) a flow, as bits of a filter indexed by a hash
- * of the address: a packet from (or to) an address whose bit is clear has no flow to
- * remember anything, and goes straight to the tables. So a flood from addresses the
- * host never talked to, the path an attacker picks, pays one array read for
- * tracking, not a flow lookup that misses. Bits are set when a flow goes in or
- * remembers a generation, never cleared; a lost or stale bit only costs a lookup,
- * never a verdict. Scratch, not pinned: a new program starts with none and sets them
- * again as flows pass.
+ * The filter bit of a remote address: a multiplicative hash of its (folded) words, its
+ * high half masked to the generation's bits. dataplane/flows.rs computes the same.
  */
-#define AG_FLOW_PEER_BITS	16
-#define AG_FLOW_PEER_WORDS	((1U << AG_FLOW_PEER_BITS) / 64)
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, AG_FLOW_PEER_WORDS);
-	__type(key, __u32);
-	__type(value, __u64);
-} ag_flow_peers SEC(".maps");
-
-/* The filter bit of a remote address: a multiplicative hash of its (folded) words. */
-static __always_inline __u32 ag_flow_peer_bit(const struct ag_pkt *pkt, const union ag_addr *remote)
+static __always_inline __u32 ag_flow_peer_bit(__u8 family, const union ag_addr *remote)
 {
 	__u32 folded = remote->v4;
 
-	if (pkt->family == 6)
+	if (family == 6)
 		folded = remote->v6[0] ^ remote->v6[1] ^ remote->v6[2] ^ remote->v6[3];
-	return (folded * 0x9e3779b1U) >> (32 - AG_FLOW_PEER_BITS);
+	return (__u32)(((__u64)folded * 0x9e3779b97f4a7c15ULL) >> 32) & (flow_peer_words * 64 - 1);
 }
 
-/* May remote have a flow? 0 means surely not. */
-static __always_inline int ag_flow_peer_maybe(const struct ag_pkt *pkt, const union ag_addr *remote)
+/* May remote have an assured flow? 0 means surely not. */
+static __always_inline int ag_flow_peer_maybe(__u8 family, const union ag_addr *remote)
 {
-	__u32 bit = ag_flow_peer_bit(pkt, remote);
-	__u32 word = bit / 64;
-	__u64 *w = bpf_map_lookup_elem(&ag_flow_peers, &word);
+	const struct ag_flow_ctl *ctl;
+	__u32 zero = 0, bit, index;
+	__u64 *w;
 
-	return w && (*w & (1ULL << (bit % 64)));
+	ctl = bpf_map_lookup_elem(&ag_flow_ctl, &zero);
+	if (!ctl)
+		return 1;
+	bit = ag_flow_peer_bit(family, remote);
+	index = (ctl->peer_gen & 1) * flow_peer_words + bit / 64;
+	w = bpf_map_lookup_elem(&ag_flow_peers, &index);
+	/* Without a filter, every address may: the tables decide. */
+	return !w || (*w & (1ULL << (bit % 64)));
 }
 
-static __always_inline void ag_flow_peer_note(const struct ag_pkt *pkt, const union ag_addr *remote)
+/* Notes that remote has an assured flow, before the flow goes in (see the top). */
+static __always_inline void ag_flow_peer_note(__u8 family, const union ag_addr *remote)
 {
-	__u32 bit = ag_flow_peer_bit(pkt, remote);
-	__u32 word = bit / 64;
-	__u64 *w = bpf_map_lookup_elem(&ag_flow_peers, &word);
+	const struct ag_flow_ctl *ctl;
+	__u32 zero = 0, bit, index, gen;
+	__u64 *w;
 
-	/* Not atomic: a bit lost to a race costs a lookup later, no verdict. */
+	ctl = bpf_map_lookup_elem(&ag_flow_ctl, &zero);
+	if (!ctl)
+		return;
+	bit = ag_flow_peer_bit(family, remote);
+	gen = ctl->peer_gen & 1;
+	index = gen * flow_peer_words + bit / 64;
+	w = bpf_map_lookup_elem(&ag_flow_peers, &index);
 	if (w && !(*w & (1ULL << (bit % 64))))
-		*w |= 1ULL << (bit % 64);
+		__sync_fetch_and_or(w, 1ULL << (bit % 64));
+	if (!ctl->peer_building)
+		return;
+	index = (gen ^ 1) * flow_peer_words + bit / 64;
+	w = bpf_map_lookup_elem(&ag_flow_peers, &index);
+	if (w)
+		__sync_fetch_and_or(w, 1ULL << (bit % 64));
 }
-
-/* ag_flow_ctl[0]: written by the agent only (abi.h). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ag_flow_ctl);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ag_flow_ctl SEC(".maps");
 
 enum ag_flow_op {
 	AG_FLOW_OP_OPEN = 0,	/* a forward path allowed it: track (or refresh) its flow */
@@ -149,11 +210,21 @@ enum ag_flow_op {
 };
 
 /*
- * Or'ed into AG_FLOW_OP_OPEN and AG_FLOW_OP_RETURN: the generation's tables (not a
- * learned address, which may expire within the generation) allowed the packet, so
- * the flow may remember it for the generation.
+ * Or'ed into the op. TABLES: the generation's tables (not a learned address, which may
+ * expire within the generation) allowed the packet, so the flow may remember it for
+ * the generation. NO_ASSURED: the caller already knows the remote has no assured flow
+ * (ag_flow_remembered() looked), so the LRU hash is not asked again.
  */
 #define AG_FLOW_F_TABLES	0x10
+#define AG_FLOW_F_NO_ASSURED	0x20
+
+/* What ag_flow() and ag_flow_remembered() make of a packet. */
+enum ag_flow_result {
+	AG_FLOW_NONE = 0,	/* no tracked flow (ag_flow_remembered(): ask the tables) */
+	AG_FLOW_PASS = 1,
+	AG_FLOW_OOW = 2,	/* a TCP segment out of its flow's window: changed nothing */
+	AG_FLOW_NOT_ASSURED = 3, /* ag_flow_remembered(): the remote has no assured flow at all */
+};
 
 /* A flow from this host's side, whichever way the packet went. */
 struct ag_flow_tuple {
@@ -162,6 +233,7 @@ struct ag_flow_tuple {
 	__u16 lport;
 	__u16 rport;
 	__u8 proto;
+	__u8 family;	/* 4 or 6 */
 };
 
 /*
@@ -234,12 +306,19 @@ static __always_inline int ag_flow_tuple_quoted(const struct ag_pkt *pkt, __u32 
 	       outer_local->v6[2] == t->local.v6[2] && outer_local->v6[3] == t->local.v6[3];
 }
 
-/* The DHCP client's exchange of the packet's family. */
-static __always_inline void ag_flow_tuple_dhcp(const struct ag_pkt *pkt, struct ag_flow_tuple *t)
+/*
+ * The DHCP client's exchange of the packet's family: local address 0, the transaction
+ * id as the remote address. 0 when the packet's id could not be read.
+ */
+static __always_inline int ag_flow_tuple_dhcp(const struct ag_pkt *pkt, struct ag_flow_tuple *t)
 {
+	if (!pkt->has_xid)
+		return 0;
+	t->remote.v4 = bpf_htonl(pkt->dhcp_xid);
 	t->proto = AG_IPPROTO_UDP;
 	t->lport = pkt->family == 4 ? AG_DHCP_CLIENT_PORT : AG_DHCPV6_CLIENT_PORT;
 	t->rport = pkt->family == 4 ? AG_DHCP_SERVER_PORT : AG_DHCPV6_SERVER_PORT;
+	return 1;
 }
 
 /* The state a flow starts in, or AG_FLOW_STATES when the packet opens none (a RST). */
@@ -270,65 +349,119 @@ static __always_inline int ag_flow_expired(const struct ag_flow_value *v,
 	return (__s64)(now - v->seen_ns) > (__s64)timeout;
 }
 
-/* Moves a tracked flow on by a packet that went dir (TCP by its flags, UDP by an answer). */
-static __always_inline void ag_flow_advance(struct ag_flow_value *v, const struct ag_pkt *pkt,
-					    const struct ag_flow_tuple *t, __u32 dir, __u32 op,
-					    __u64 now)
+/*
+ * A new flow's value from its first packet, which went dir. A TCP segment teaches the
+ * flow its sender's side (a SYN its start, any other segment mid-stream).
+ */
+static __always_inline void ag_flow_fresh(struct ag_flow_value *v, const struct ag_pkt *pkt,
+					  __u32 dir, __u8 state, __u64 now)
 {
-	__u8 state = v->state;
-	__u8 flags = pkt->tcp_flags;
-
-	if (t->proto == AG_IPPROTO_TCP) {
-		if (flags & AG_TCP_FLAG_RST) {
-			state = AG_FLOW_TCP_CLOSE;
-		} else if (flags & AG_TCP_FLAG_FIN) {
-			if (state != AG_FLOW_TCP_CLOSE)
-				state = AG_FLOW_TCP_CLOSING;
-		} else if ((flags & AG_TCP_FLAG_SYN) && !(flags & AG_TCP_FLAG_ACK)) {
-			/* A new connection on the ports of one that ended. */
-			if (op == AG_FLOW_OP_OPEN &&
-			    (state == AG_FLOW_TCP_CLOSE || state == AG_FLOW_TCP_CLOSING)) {
-				state = AG_FLOW_TCP_SYN_SENT;
-				v->opened_by = dir;
-			}
-		} else if (state == AG_FLOW_TCP_SYN_SENT && dir != v->opened_by) {
-			state = AG_FLOW_TCP_ESTABLISHED;
-		}
-	} else if (state == AG_FLOW_UDP && dir != v->opened_by) {
-		state = AG_FLOW_UDP_STREAM;
+	__builtin_memset(v, 0, sizeof(*v));
+	v->state = state;
+	v->opened_by = dir;
+	v->seen_ns = now;
+	if (pkt->l4proto == AG_IPPROTO_TCP) {
+		if (state == AG_FLOW_TCP_SYN_SENT)
+			ag_tcp_start(v, pkt, dir);
+		else
+			ag_tcp_track(v, pkt, dir, 1);
 	}
-	/* Written only on a change: most packets of a flow find both as they are. */
-	if (state != v->state)
-		v->state = state;
-	if (v->seen_ns != now)
-		v->seen_ns = now;
 }
 
-/* One key at a time: the two families share the stack. */
+/*
+ * Moves a flow that is not TCP on by a packet that went dir. Returns 1 when the flow
+ * has now earned being assured: answered, and then used once more.
+ */
+static __always_inline int ag_flow_other(struct ag_flow_value *v, __u32 dir)
+{
+	if (v->flags & AG_FLOW_F_ANSWERED)
+		return 1;
+	if (v->opened_by != dir) {
+		v->flags |= AG_FLOW_F_ANSWERED;
+		if (v->state == AG_FLOW_UDP)
+			v->state = AG_FLOW_UDP_STREAM;
+	}
+	return 0;
+}
+
+/*
+ * Moves a tracked flow on by a packet that went dir: a TCP segment if it is in window.
+ * Returns AG_FLOW_PASS (refreshed unless ignored) or AG_FLOW_OOW (nothing changed);
+ * *assure is set when the flow has now earned being assured.
+ */
+static __always_inline int ag_flow_advance_how(struct ag_flow_value *v, const struct ag_pkt *pkt,
+					       __u32 dir, int opens, __u64 now, int *assure, int inline_tcp)
+{
+	int res;
+
+	*assure = 0;
+	if (pkt->l4proto == AG_IPPROTO_TCP) {
+		if (inline_tcp)
+			res = ag_tcp_track_inline(v, pkt, dir, opens);
+		else
+			res = ag_tcp_track(v, pkt, dir, opens);
+		if (res == AG_TCP_OOW)
+			return AG_FLOW_OOW;
+		if (res == AG_TCP_IGNORE)
+			return AG_FLOW_PASS;
+		if (res == AG_TCP_RESTART)
+			ag_tcp_start(v, pkt, dir);
+		*assure = ag_tcp_assured(v);
+	} else {
+		*assure = ag_flow_other(v, dir);
+	}
+	/* Written only on a change: most packets of a flow find it as it is. */
+	if (v->seen_ns != now)
+		v->seen_ns = now;
+	return AG_FLOW_PASS;
+}
+
+static __always_inline int ag_flow_advance(struct ag_flow_value *v, const struct ag_pkt *pkt,
+					   __u32 dir, int opens, __u64 now, int *assure)
+{
+	return ag_flow_advance_how(v, pkt, dir, opens, now, assure, 0);
+}
+
+/* One key at a time: the two families share the stack. Aligned for word compares. */
 union ag_flow_key {
 	struct ag_flow_v4_key v4;
 	struct ag_flow_v6_key v6;
+	__u64 _align;
 };
 
-/* The tracked flow of t, with its key in *key; NULL when none is. */
-static __always_inline struct ag_flow_value *ag_flow_lookup(const struct ag_pkt *pkt,
-							    const struct ag_flow_tuple *t,
-							    union ag_flow_key *key)
-{
-	struct ag_flow_value *v;
-	void *map;
+_Static_assert(sizeof(struct ag_flow_v4_key) == 4 * 4 && sizeof(struct ag_flow_v6_key) == 10 * 4,
+	       "flow keys compare as 32-bit words");
 
-	if (pkt->family == 4) {
+/* Whole keys compared word by word (a and b 4-byte aligned). */
+static __always_inline int ag_flow_key_eq_v4(const void *a, const void *b)
+{
+	const __u32 *x = a, *y = b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+}
+
+static __always_inline int ag_flow_key_eq_v6(const void *a, const void *b)
+{
+	const __u32 *x = a, *y = b;
+	__u32 diff = 0;
+	__u32 i;
+
+	for (i = 0; i < 10; i++)
+		diff |= x[i] ^ y[i];
+	return diff == 0;
+}
+
+/* t as the tables key it. */
+static __always_inline void ag_flow_key_of(__u8 family, const struct ag_flow_tuple *t,
+					   union ag_flow_key *key)
+{
+	if (family == 4) {
 		__builtin_memset(&key->v4, 0, sizeof(key->v4));
 		__builtin_memcpy(key->v4.local, &t->local.v4, sizeof(key->v4.local));
 		__builtin_memcpy(key->v4.remote, &t->remote.v4, sizeof(key->v4.remote));
 		key->v4.lport = t->lport;
 		key->v4.rport = t->rport;
 		key->v4.proto = t->proto;
-		map = &ag_flows_v4;
-		barrier_var(map);
-		v = bpf_map_lookup_elem(map, &key->v4);
-		barrier_var(v);
 	} else {
 		__builtin_memset(&key->v6, 0, sizeof(key->v6));
 		__builtin_memcpy(key->v6.local, t->local.bytes, sizeof(key->v6.local));
@@ -336,103 +469,403 @@ static __always_inline struct ag_flow_value *ag_flow_lookup(const struct ag_pkt 
 		key->v6.lport = t->lport;
 		key->v6.rport = t->rport;
 		key->v6.proto = t->proto;
-		map = &ag_flows_v6;
-		barrier_var(map);
-		v = bpf_map_lookup_elem(map, &key->v6);
-		barrier_var(v);
 	}
+}
+
+/* The assured flow of key, or NULL. */
+static __always_inline struct ag_flow_value *ag_flow_lookup_assured(__u8 family, union ag_flow_key *key)
+{
+	struct ag_flow_value *v;
+	void *map;
+
+	/* Each call with its own barriers, or clang merges the two (policy.h says why not). */
+	if (family == 4) {
+		map = &ag_flows_v4;
+		barrier_var(map);
+		v = bpf_map_lookup_elem(map, &key->v4);
+		barrier_var(v);
+		return v;
+	}
+	map = &ag_flows_v6;
+	barrier_var(map);
+	v = bpf_map_lookup_elem(map, &key->v6);
+	barrier_var(v);
 	return v;
 }
 
-/*
- * Before the tables: does the packet's flow remember that the tables of slot's
- * generation allow its packets going dir? Then they need not be asked again: returns
- * 1 and moves the flow on. 0 sends the packet to the tables (no flow, expired,
- * another generation, a way not remembered). A global function, as ag_flow().
- */
-__attribute__((noinline)) int ag_flow_remembered(const struct ag_pkt *pkt, __u32 dir, __u32 slot)
+/* One step of the keyed flow hash (dataplane/flows.rs computes the same). */
+static __always_inline __u64 ag_flow_mix(__u64 h, __u64 w)
 {
-	const struct ag_gen_config *cfg;
+	h ^= w;
+	h *= 0x9e3779b97f4a7c15ULL;
+	return h ^ (h >> 31);
+}
+
+/* The keyed hash of t: its low bits pick the bucket, its high half is the check. */
+static __always_inline __u64 ag_flow_hash(__u8 family, const struct ag_flow_tuple *t)
+{
+	__u64 ports = t->lport | ((__u64)t->rport << 16) | ((__u64)t->proto << 32);
+	__u64 h = flow_hash_key;
+
+	if (family == 4) {
+		h = ag_flow_mix(h, t->local.v4 | ((__u64)t->remote.v4 << 32));
+	} else {
+		h = ag_flow_mix(h, t->local.v6[0] | ((__u64)t->local.v6[1] << 32));
+		h = ag_flow_mix(h, t->local.v6[2] | ((__u64)t->local.v6[3] << 32));
+		h = ag_flow_mix(h, t->remote.v6[0] | ((__u64)t->remote.v6[1] << 32));
+		h = ag_flow_mix(h, t->remote.v6[2] | ((__u64)t->remote.v6[3] << 32));
+	}
+	return ag_flow_mix(h, ports);
+}
+
+static __always_inline __u32 ag_flow_check_of(__u64 h)
+{
+	return (__u32)(h >> 32) | 1;
+}
+
+/* A way of an unassured bucket, found or chosen: scalars, so a global function may fill it. */
+struct ag_flow_way {
+	__u32 bucket;
+	__u32 check;
+	__u32 way;	/* < AG_FLOW_NEW_WAYS */
+	__u8 found;	/* 1: the way holds the flow of the key; 0: the way to put it in */
+	__u8 live;	/* !found: the way holds a flow that has not expired */
+	__u8 ok;	/* 0: the bucket could not be read */
+	__u8 _pad;
+};
+
+/*
+ * A flow's tuple, key and way while ag_flow() and ag_flow_remembered() work on them:
+ * off their stack, which the verifier's 512 bytes per call chain can't spare, per CPU
+ * and per direction (a packet's calls run one after the other).
+ */
+struct ag_flow_scratch {
 	struct ag_flow_tuple t;
 	union ag_flow_key key;
-	struct ag_flow_value *v;
-	__u64 now;
-	__u32 ok;
+	struct ag_flow_way way;
+};
 
-	if (!pkt || pkt->frag == AG_FRAG_LATER)
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AG_DIR_MAX);
+	__type(key, __u32);
+	__type(value, struct ag_flow_scratch);
+} ag_flow_scratch SEC(".maps");
+
+/* The stamp of a time: what a bucket's header keeps to find its oldest way. */
+static __always_inline __u32 ag_flow_stamp(__u64 now)
+{
+	return (__u32)(now >> 20);
+}
+
+/*
+ * The way of t's flow (keyed key) in its bucket: the header's checks first (one cache
+ * line), a whole key compare only where a check matches (a torn way matches nothing).
+ * With now != 0 and no such flow, it also picks the way a new one takes: an empty one,
+ * else the oldest, and says whether that one still lives under slot's timeouts. A
+ * global function: checked once.
+ */
+__attribute__((noinline)) int ag_flow_new_find(const struct ag_flow_tuple *t, const union ag_flow_key *key,
+					       __u32 slot, __u64 now, struct ag_flow_way *out)
+{
+	const struct ag_gen_config *cfg;
+	const struct ag_flow_value *victim;
+	__u32 i, family, age, oldest = 0, stamp;
+	__u64 h;
+
+	if (!t || !key || !out)
 		return 0;
-	dir &= 1;
+	__builtin_memset(out, 0, sizeof(*out));
+	family = t->family;
+	h = ag_flow_hash(family, t);
+	out->bucket = (__u32)h & flow_new_mask;
+	out->check = ag_flow_check_of(h);
+	stamp = ag_flow_stamp(now);
+	if (family == 4) {
+		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &out->bucket);
+
+		if (!b)
+			return 0;
+		out->ok = 1;
+		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
+			if (b->check[i] == out->check && ag_flow_key_eq_v4(&b->way[i].key, &key->v4)) {
+				out->way = i;
+				out->found = 1;
+				return 1;
+			}
+		}
+		if (!now)
+			return 1;
+		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
+			if (b->check[i] == 0) {
+				out->way = i;
+				return 1;
+			}
+			age = stamp - b->stamp[i];
+			if (age >= oldest) {
+				oldest = age;
+				out->way = i;
+			}
+		}
+		victim = &b->way[out->way & (AG_FLOW_NEW_WAYS - 1)].value;
+	} else {
+		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &out->bucket);
+
+		if (!b)
+			return 0;
+		out->ok = 1;
+		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
+			if (b->check[i] == out->check && ag_flow_key_eq_v6(&b->way[i].key, &key->v6)) {
+				out->way = i;
+				out->found = 1;
+				return 1;
+			}
+		}
+		if (!now)
+			return 1;
+		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
+			if (b->check[i] == 0) {
+				out->way = i;
+				return 1;
+			}
+			age = stamp - b->stamp[i];
+			if (age >= oldest) {
+				oldest = age;
+				out->way = i;
+			}
+		}
+		victim = &b->way[out->way & (AG_FLOW_NEW_WAYS - 1)].value;
+	}
 	cfg = bpf_map_lookup_elem(&ag_gen_cfg, &slot);
-	if (!cfg)
-		return 0;
-	__builtin_memset(&t, 0, sizeof(t));
-	ag_flow_tuple_of(pkt, dir, &t);
-	v = ag_flow_lookup(pkt, &t, &key);
-	if (!v || v->tag != cfg->flow_tag)
-		return 0;
-	ok = v->allowed;
-	if (!((ok & AG_FLOW_OK_FORWARD(dir)) || ((ok & AG_FLOW_OK_RETURN(dir)) && pkt->return_ok)))
-		return 0;
-	now = ag_flow_now();
-	if (ag_flow_expired(v, cfg, now))
-		return 0;
-	ag_flow_advance(v, pkt, &t, dir, AG_FLOW_OP_OPEN, now);
+	out->live = cfg && !ag_flow_expired(victim, cfg, now);
 	return 1;
 }
 
 /*
- * Tracks the packet under op, in slot's timeouts. Returns 1 when the packet may pass
- * (it opened or belongs to a tracked flow; always for an OPEN), 0 when its flow is not
+ * The value of the way the search found or chose, with (out) its key and its bucket's
+ * check and stamp slots.
+ */
+static __always_inline struct ag_flow_value *ag_flow_way_value(__u8 family, const struct ag_flow_way *w,
+								void **key_out, __u32 **check_out,
+								__u32 **stamp_out)
+{
+	__u32 bucket = w->bucket;
+	__u32 i = w->way & (AG_FLOW_NEW_WAYS - 1);
+
+	if (!w->ok)
+		return NULL;
+	if (family == 4) {
+		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &bucket);
+
+		if (!b)
+			return NULL;
+		*key_out = &b->way[i].key;
+		*check_out = &b->check[i];
+		*stamp_out = &b->stamp[i];
+		return &b->way[i].value;
+	} else {
+		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &bucket);
+
+		if (!b)
+			return NULL;
+		*key_out = &b->way[i].key;
+		*check_out = &b->check[i];
+		*stamp_out = &b->stamp[i];
+		return &b->way[i].value;
+	}
+}
+
+/*
+ * Starts a flow of key, from its first packet pkt, in the way the search chose. The
+ * check goes last, after a barrier, so that a reader never takes a half-written way
+ * for the flow (it sees the old check, or 0).
+ */
+static __always_inline void ag_flow_new_put(const struct ag_flow_way *way, const struct ag_flow_tuple *t,
+					    const union ag_flow_key *key, const struct ag_pkt *pkt,
+					    __u32 dir, __u8 state, __u64 now)
+{
+	struct ag_flow_value *v;
+	void *wkey = NULL;
+	__u32 *check = NULL, *stamp = NULL;
+
+	v = ag_flow_way_value(t->family, way, &wkey, &check, &stamp);
+	if (!v || !wkey || !check || !stamp)
+		return;
+	if (way->live)
+		ag_count_misc(AG_MISC_FLOW_NEW_EVICTED);
+	*check = 0;
+	asm volatile("" ::: "memory");
+	if (t->family == 4)
+		__builtin_memcpy(wkey, &key->v4, sizeof(key->v4));
+	else
+		__builtin_memcpy(wkey, &key->v6, sizeof(key->v6));
+	ag_flow_fresh(v, pkt, dir, state, now);
+	*stamp = ag_flow_stamp(now);
+	asm volatile("" ::: "memory");
+	*check = way->check;
+	ag_count_misc(AG_MISC_FLOW_NEW);
+}
+
+/*
+ * Moves the unassured flow in sc's way to the assured table: its peer is noted first,
+ * then it goes in, then its way is freed. If the table refuses it, it stays. A global
+ * function: checked once, with a stack of its own.
+ */
+__attribute__((noinline)) int ag_flow_promote(struct ag_flow_scratch *sc)
+{
+	struct ag_flow_value moved;
+	struct ag_flow_value *v;
+	void *wkey = NULL;
+	__u32 *check = NULL, *stamp = NULL;
+	long err;
+
+	if (!sc)
+		return 0;
+	v = ag_flow_way_value(sc->t.family, &sc->way, &wkey, &check, &stamp);
+	if (!v || !check)
+		return 0;
+	__builtin_memcpy(&moved, v, sizeof(moved));
+	moved.flags |= AG_FLOW_F_ASSURED;
+	ag_flow_peer_note(sc->t.family, &sc->t.remote);
+	if (sc->t.family == 4)
+		err = bpf_map_update_elem(&ag_flows_v4, &sc->key.v4, &moved, BPF_ANY);
+	else
+		err = bpf_map_update_elem(&ag_flows_v6, &sc->key.v6, &moved, BPF_ANY);
+	if (err)
+		return 0;
+	*check = 0;
+	ag_count_misc(AG_MISC_FLOW_INSERTS);
+	return 1;
+}
+
+/* Removes the expired assured flow of key. */
+static __always_inline void ag_flow_remove(__u8 family, union ag_flow_key *key)
+{
+	if (family == 4)
+		bpf_map_delete_elem(&ag_flows_v4, &key->v4);
+	else
+		bpf_map_delete_elem(&ag_flows_v6, &key->v6);
+	ag_count_misc(AG_MISC_FLOW_REMOVED);
+}
+
+/* What the tables allowed, remembered for this generation (an assured flow only). */
+static __always_inline void ag_flow_remember(struct ag_flow_value *v, const struct ag_gen_config *cfg,
+					     __u32 ok)
+{
+	if (!ok)
+		return;
+	if (v->tag != cfg->flow_tag) {
+		v->allowed = ok;
+		v->tag = cfg->flow_tag;
+	} else if (!(v->allowed & ok)) {
+		v->allowed |= ok;
+	}
+}
+
+/*
+ * Before the tables (the peer filter said its remote may have one): does the packet's
+ * assured flow remember that the tables of slot's
+ * generation allow its packets going dir? Then they need not be asked again: the flow
+ * moves on and AG_FLOW_PASS (or AG_FLOW_OOW: a segment out of window) comes back.
+ * AG_FLOW_NOT_ASSURED: no assured flow of these ports (ag_flow() need not look again).
+ * AG_FLOW_NONE: ask the tables (expired, another generation, a way not remembered).
+ * A global function, as ag_flow().
+ */
+__attribute__((noinline)) int ag_flow_remembered(const struct ag_pkt *pkt, __u32 dir, __u32 slot)
+{
+	const struct ag_gen_config *cfg;
+	struct ag_flow_scratch *sc;
+	struct ag_flow_value *v;
+	__u64 now;
+	__u32 ok;
+	int assure;
+
+	if (!pkt || pkt->frag == AG_FRAG_LATER)
+		return AG_FLOW_NONE;
+	dir &= 1;
+	cfg = bpf_map_lookup_elem(&ag_gen_cfg, &slot);
+	if (!cfg)
+		return AG_FLOW_NONE;
+	sc = bpf_map_lookup_elem(&ag_flow_scratch, &dir);
+	if (!sc)
+		return AG_FLOW_NONE;
+	/* The caller asked the peer filter already (ag_verdict()). */
+	__builtin_memset(&sc->t, 0, sizeof(sc->t));
+	ag_flow_tuple_of(pkt, dir, &sc->t);
+	ag_flow_key_of(pkt->family, &sc->t, &sc->key);
+	v = ag_flow_lookup_assured(pkt->family, &sc->key);
+	if (!v)
+		return AG_FLOW_NOT_ASSURED;
+	if (v->tag != cfg->flow_tag)
+		return AG_FLOW_NONE;
+	ok = v->allowed;
+	if (!((ok & AG_FLOW_OK_FORWARD(dir)) || ((ok & AG_FLOW_OK_RETURN(dir)) && pkt->return_ok)))
+		return AG_FLOW_NONE;
+	now = ag_flow_now();
+	if (ag_flow_expired(v, cfg, now))
+		return AG_FLOW_NONE;
+	/* The hot path: the segment checks inlined, not a call. */
+	return ag_flow_advance_how(v, pkt, dir, (ok & AG_FLOW_OK_FORWARD(dir)) != 0, now, &assure, 1);
+}
+
+/*
+ * Tracks the packet under op, in slot's timeouts: returns enum ag_flow_result,
+ * AG_FLOW_PASS when the packet may pass (it opened or belongs to a tracked flow; always
+ * for an OPEN, unless its segment is out of window), AG_FLOW_NONE when its flow is not
  * tracked. A global function: the verifier checks it once, whatever the caller's path.
  */
 __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32 op, __u32 slot)
 {
-	struct ag_flow_tuple t;
-	union ag_flow_key key;
-	struct ag_flow_value fresh;
+	struct ag_flow_scratch *sc;
 	struct ag_flow_value *v;
 	const struct ag_gen_config *cfg;
 	__u64 now;
-	__u32 tables, ok;
-	int opens;
+	__u32 tables, ok, skip_assured;
+	__u8 family, state;
+	int opens, res, assure;
 
 	if (!pkt)
-		return 0;
+		return AG_FLOW_NONE;
 	dir &= 1;
+	family = pkt->family;
 	cfg = bpf_map_lookup_elem(&ag_gen_cfg, &slot);
 	if (!cfg)
-		return 0;
-	__builtin_memset(&t, 0, sizeof(t));
+		return AG_FLOW_NONE;
+	sc = bpf_map_lookup_elem(&ag_flow_scratch, &dir);
+	if (!sc)
+		return AG_FLOW_NONE;
+	__builtin_memset(&sc->t, 0, sizeof(sc->t));
 	tables = op & AG_FLOW_F_TABLES;
-	op &= ~AG_FLOW_F_TABLES;
+	skip_assured = op & AG_FLOW_F_NO_ASSURED;
+	op &= 0xf;
 
 	switch (op) {
 	case AG_FLOW_OP_OPEN:
 	case AG_FLOW_OP_RETURN:
-		/* No ports to match a flow by: the policy alone decided (see above). */
-		if (pkt->frag == AG_FRAG_LATER)
-			return 1;
-		ag_flow_tuple_of(pkt, dir, &t);
+		ag_flow_tuple_of(pkt, dir, &sc->t);
 		/* A resolver's answer: to a query this host sent, too. */
 		if (op == AG_FLOW_OP_RETURN && dir == AG_DIR_INGRESS && !ag_dns_answer_expected(pkt))
-			return 0;
+			return AG_FLOW_NONE;
 		opens = op == AG_FLOW_OP_OPEN;
 		break;
 	case AG_FLOW_OP_RELATED:
-		if (!ag_flow_tuple_quoted(pkt, dir, &t))
-			return 0;
+		if (!ag_flow_tuple_quoted(pkt, dir, &sc->t))
+			return AG_FLOW_NONE;
 		opens = 0;
 		break;
 	case AG_FLOW_OP_DHCP:
-		ag_flow_tuple_dhcp(pkt, &t);
+		if (!ag_flow_tuple_dhcp(pkt, &sc->t))
+			return dir == AG_DIR_EGRESS ? AG_FLOW_PASS : AG_FLOW_NONE;
+		/* A DHCP exchange never earns an assured flow. */
+		skip_assured = 1;
 		opens = dir == AG_DIR_EGRESS;
 		break;
 	default:
-		return 0;
+		return AG_FLOW_NONE;
 	}
+	sc->t.family = family;
+	ag_flow_key_of(family, &sc->t, &sc->key);
 
-	now = ag_flow_now();
-	v = ag_flow_lookup(pkt, &t, &key);
 	/*
 	 * What the tables allowed, remembered for this generation: the way it went, and
 	 * for a return path, not a resolver's answer (each of which must match its query).
@@ -441,67 +874,82 @@ __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32
 	if (tables && op == AG_FLOW_OP_OPEN)
 		ok = AG_FLOW_OK_FORWARD(dir);
 	if (tables && op == AG_FLOW_OP_RETURN &&
-	    !(dir == AG_DIR_INGRESS && t.proto == AG_IPPROTO_UDP && t.rport == AG_DNS_PORT))
+	    !(dir == AG_DIR_INGRESS && sc->t.proto == AG_IPPROTO_UDP && sc->t.rport == AG_DNS_PORT))
 		ok = AG_FLOW_OK_RETURN(dir);
-	if (v && ag_flow_expired(v, cfg, now)) {
-		if (opens) {
-			/* Starts again as if new. */
-			v->state = ag_flow_first_state(&t, pkt->tcp_flags);
-			if (v->state == AG_FLOW_STATES)
-				v->state = AG_FLOW_TCP_CLOSE;
-			v->opened_by = dir;
-			v->seen_ns = now;
-			v->allowed = ok;
-			v->tag = ok ? cfg->flow_tag : 0;
-			if (ok)
-				ag_flow_peer_note(pkt, &t.remote);
-			return 1;
-		}
-		if (pkt->family == 4)
-			bpf_map_delete_elem(&ag_flows_v4, &key.v4);
-		else
-			bpf_map_delete_elem(&ag_flows_v6, &key.v6);
-		ag_count_misc(AG_MISC_FLOW_REMOVED);
-		return 0;
-	}
+
+	v = NULL;
+	if (!skip_assured && ag_flow_peer_maybe(family, &sc->t.remote))
+		v = ag_flow_lookup_assured(family, &sc->key);
+	now = 0;
 	if (v) {
-		/* An ICMP error tells of a flow; it does not move it on. */
-		if (op == AG_FLOW_OP_RELATED)
-			return 1;
-		ag_flow_advance(v, pkt, &t, dir, op, now);
-		if (ok) {
-			if (v->tag != cfg->flow_tag) {
-				v->allowed = ok;
-				v->tag = cfg->flow_tag;
-				ag_flow_peer_note(pkt, &t.remote);
-			} else if (!(v->allowed & ok)) {
-				v->allowed |= ok;
-			}
+		now = ag_flow_now();
+		/* Expired: gone, and a packet that opens starts it again unassured. */
+		if (ag_flow_expired(v, cfg, now)) {
+			ag_flow_remove(family, &sc->key);
+			if (!opens)
+				return AG_FLOW_NONE;
+		} else {
+			/* An ICMP error tells of a flow; it does not move it on. */
+			if (op == AG_FLOW_OP_RELATED)
+				return AG_FLOW_PASS;
+			res = ag_flow_advance(v, pkt, dir, opens, now, &assure);
+			if (res == AG_FLOW_PASS)
+				ag_flow_remember(v, cfg, ok);
+			return res;
 		}
-		return 1;
+	}
+
+	/* Only a packet that opens needs the time before a flow is found. */
+	if (opens && !now)
+		now = ag_flow_now();
+	ag_flow_new_find(&sc->t, &sc->key, slot, opens ? now : 0, &sc->way);
+	if (sc->way.found) {
+		void *wkey = NULL;
+		__u32 *check = NULL, *stamp = NULL;
+
+		v = ag_flow_way_value(family, &sc->way, &wkey, &check, &stamp);
+		if (!v || !stamp)
+			return opens ? AG_FLOW_PASS : AG_FLOW_NONE;
+		if (!now)
+			now = ag_flow_now();
+		if (!ag_flow_expired(v, cfg, now)) {
+			if (op == AG_FLOW_OP_RELATED)
+				return AG_FLOW_PASS;
+			/* A DHCP reply only shows the exchange is fresh: it neither answers nor refreshes it. */
+			if (op == AG_FLOW_OP_DHCP && !opens)
+				return AG_FLOW_PASS;
+			res = ag_flow_advance(v, pkt, dir, opens, now, &assure);
+			if (res != AG_FLOW_PASS)
+				return res;
+			if (*stamp != ag_flow_stamp(now))
+				*stamp = ag_flow_stamp(now);
+			ag_flow_remember(v, cfg, ok);
+			if (assure)
+				ag_flow_promote(sc);
+			return AG_FLOW_PASS;
+		}
+		if (!opens)
+			return AG_FLOW_NONE;
+		/* Expired: starts again as new, in its own way. */
+		sc->way.found = 0;
+		sc->way.live = 0;
 	}
 	if (!opens)
-		return 0;
+		return AG_FLOW_NONE;
 
-	__builtin_memset(&fresh, 0, sizeof(fresh));
-	fresh.state = ag_flow_first_state(&t, pkt->tcp_flags);
-	if (fresh.state == AG_FLOW_STATES)
-		return 1;
-	fresh.seen_ns = now;
-	fresh.opened_by = dir;
+	state = ag_flow_first_state(&sc->t, pkt->tcp_flags);
+	if (state == AG_FLOW_STATES)
+		return AG_FLOW_PASS;
+	ag_flow_new_put(&sc->way, &sc->t, &sc->key, pkt, dir, state, now);
 	if (ok) {
-		fresh.allowed = ok;
-		fresh.tag = cfg->flow_tag;
-		ag_flow_peer_note(pkt, &t.remote);
+		void *wkey = NULL;
+		__u32 *check = NULL, *stamp = NULL;
+
+		v = ag_flow_way_value(family, &sc->way, &wkey, &check, &stamp);
+		if (v)
+			ag_flow_remember(v, cfg, ok);
 	}
-	if (pkt->family == 4) {
-		if (bpf_map_update_elem(&ag_flows_v4, &key.v4, &fresh, BPF_NOEXIST) == 0)
-			ag_count_misc(AG_MISC_FLOW_INSERTS);
-	} else {
-		if (bpf_map_update_elem(&ag_flows_v6, &key.v6, &fresh, BPF_NOEXIST) == 0)
-			ag_count_misc(AG_MISC_FLOW_INSERTS);
-	}
-	return 1;
+	return AG_FLOW_PASS;
 }
 
 #endif /* ALLOWGATE_FLOW_H */

@@ -1,0 +1,467 @@
+//! Speed under attack: what the packets of the floods an attacker sends cost, each in test
+//! runs next to the do-nothing program and, where one exists, xdp-filter's verdict on the
+//! same frame. The allow list is public, so the attacker knows which sources the filter
+//! trusts:
+//!
+//! - an ACK spoofed from a catalog peer to a port with no connection (dropped `no-flow`);
+//! - a SYN spoofed from a new source to a port open to the world (a new, unassured flow),
+//!   while the tables have room and once they are full;
+//! - the denied path, before and after a million distinct spoofed peers went through.
+//!
+//! xdp-filter (Debian `xdp-tools`) is loaded from its own object, `--policy deny` with the
+//! compiled catalog's IPv4 addresses as allowed sources, as `xdp-filter load` and `xdp-filter
+//! ip ADDR --mode src` would set it up; nothing is attached.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
+
+use allowgate::policy::model::L4;
+use aya::maps::{PerCpuHashMap, PerCpuValues};
+
+use super::*;
+
+/// The do-nothing program and ours alternate per measurement (as everywhere in the
+/// bench); xdp-filter runs right after ours on the same frame.
+pub(crate) struct Paired {
+    pub(crate) ours: Timing,
+    /// Ours divided by xdp-filter's, per measurement, median; None when xdp-filter is missing.
+    pub(crate) vs_xdp_filter: Option<f64>,
+    pub(crate) xdp_filter: Option<Timing>,
+}
+
+/// Single runs (each the first packet of its own flow), as `flows.rs` times them: the
+/// cost above the do-nothing program's single run is what the flow itself costs.
+#[derive(Clone, Copy)]
+pub(crate) struct Singles {
+    pub(crate) ns: f64,
+    pub(crate) noop_ns: f64,
+    pub(crate) count: usize,
+}
+
+impl Singles {
+    /// What the program spends beyond the do-nothing one.
+    pub(crate) fn above_noop(&self) -> f64 {
+        (self.ns - self.noop_ns).max(0.0)
+    }
+}
+
+pub(crate) struct AttackTimes {
+    pub(crate) no_flow: Paired,
+    pub(crate) new_flow: Singles,
+    pub(crate) new_flow_full: Singles,
+    /// The same SYNs to a port nobody opened (dropped by the policy, no flow work):
+    /// what a single run of a new source costs without the flow.
+    pub(crate) closed_port: Singles,
+    /// Spoofed SYNs sent before `new_flow_full` was measured.
+    pub(crate) filled_with: usize,
+    pub(crate) denied_before: Timing,
+    pub(crate) denied_after: Timing,
+    pub(crate) peers: usize,
+    /// The flow table counters after everything, for the report's footnote.
+    pub(crate) stats: allowgate::dataplane::flows::FlowStats,
+}
+
+/// The port the attacked host serves to the whole world (a web server), and one it does not.
+const OPEN_PORT: u16 = 80;
+const CLOSED_PORT: u16 = 81;
+/// A catalog peer: EU1's portal, allowed tcp/443 out, so its answers come in.
+const PORTAL: Ipv4Addr = Ipv4Addr::new(13, 80, 125, 22);
+/// Distinct spoofed sources of the denied-path figure.
+const PEERS: usize = 1_000_000;
+/// New flows timed, in each of the two figures.
+const NEW_FLOWS: usize = 2000;
+
+/// The catalog plus `[[allow]]` ingress tcp/80 from anywhere: the attacker may send
+/// what it likes to port 80.
+pub(crate) fn open_port_config(base: &Config) -> Config {
+    let mut config = base.clone();
+    config.allow.push(AllowEntry {
+        cidr: "0.0.0.0/0".parse().expect("a CIDR"),
+        direction: Direction::Ingress,
+        proto: Proto::Tcp,
+        ports: vec![PortRange::single(OPEN_PORT)],
+        comment: Some("bench: a web server".into()),
+        line: 3,
+    });
+    config
+}
+
+/// The n-th spoofed source: distinct for n below 2^32 - 2^24, never in 0.0.0.0/8.
+fn spoofed(n: usize) -> Ipv4Addr {
+    Ipv4Addr::from((n as u32).wrapping_add(1 << 24).wrapping_mul(2_654_435_761) | (1 << 24))
+}
+
+fn tcp_in(src: Ipv4Addr, sport: u16, dport: u16, syn: bool, ack: bool) -> Packet {
+    packet::between(
+        Hook::Ingress,
+        IpAddr::V4(ME4),
+        IpAddr::V4(src),
+        L4::tcp(sport, dport, syn, ack),
+    )
+}
+
+pub(crate) fn measure(
+    dataplane: &mut Dataplane,
+    noop: &mut Noop,
+    settings: &Settings,
+    catalog: &Catalog,
+    selection: &Selection,
+    base: &Config,
+) -> anyhow::Result<AttackTimes> {
+    let config = open_port_config(base);
+    let (policy, tables, _) = compile_timed(catalog, selection, &config, 1)?;
+    dataplane.install(&tables)?;
+    let mut xdp_filter = XdpFilter::load(&tables).context("cannot load xdp-filter's object for the comparison")?;
+    if xdp_filter.is_none() {
+        eprintln!("bench: xdp-filter's object is not installed (Debian package xdp-tools): its column is left out");
+    }
+
+    // An ACK from the portal's 443 to a port the host never connected from.
+    let ack = tcp_in(PORTAL, 443, 40_999, false, true);
+    check_intent(&policy, &ack, Verdict::Pass, Reason::Policy)
+        .context("the spoofed ACK must be one the stateless return path would let in")?;
+    let no_flow = paired(dataplane, noop, xdp_filter.as_mut(), settings, &ack)?;
+
+    // New flows: SYNs from sources never seen, to the open port.
+    let mut next = 0usize;
+    let closed_port = new_flows(dataplane, noop, &policy, &mut next, NEW_FLOWS, CLOSED_PORT)?;
+    let new_flow = new_flows(dataplane, noop, &policy, &mut next, NEW_FLOWS, OPEN_PORT)?;
+    // Then fill the tables past their capacity, and time new flows again.
+    let fill = allowgate_ebpf::FLOW_MAX as usize * 2;
+    send_syns(dataplane, &mut next, fill)?;
+    let new_flow_full = new_flows(dataplane, noop, &policy, &mut next, NEW_FLOWS, OPEN_PORT)?;
+
+    // The denied path: a UDP datagram from a fresh source (the /0 covers it, no rule
+    // allows UDP), before and after a million spoofed peers.
+    let denied = packet::between(
+        Hook::Ingress,
+        IpAddr::V4(ME4),
+        IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+        L4::Udp { sport: 4444, dport: 53 },
+    );
+    check_intent(&policy, &denied, Verdict::Drop, Reason::Policy)?;
+    // A fresh load starts with an empty filter: the reference.
+    let mut fresh = FreshLoad::new(&tables)?;
+    let denied_before = time_probe(&mut fresh.dataplane, noop, settings, &denied, Verdict::Drop)?;
+    drop(fresh);
+    let already = next;
+    let peers = if settings.quick { PEERS / 10 } else { PEERS };
+    send_syns(dataplane, &mut next, peers.saturating_sub(already))?;
+    let denied_after = time_probe(dataplane, noop, settings, &denied, Verdict::Drop)?;
+    Ok(AttackTimes {
+        no_flow,
+        new_flow,
+        new_flow_full,
+        closed_port,
+        filled_with: fill,
+        denied_before,
+        denied_after,
+        peers: next,
+        stats: dataplane.flow_stats()?,
+    })
+}
+
+/// The data plane loaded afresh (its own pins) with `tables`: nothing tracked yet.
+struct FreshLoad {
+    dataplane: Dataplane,
+    _pins: PinDir,
+}
+
+impl FreshLoad {
+    fn new(tables: &Tables) -> anyhow::Result<FreshLoad> {
+        let pins = PinDir::with_prefix("allowgate-bench-fresh-");
+        let mut dataplane = Dataplane::load(&pins.0, &LoadOptions::default())?;
+        dataplane.install(tables)?;
+        Ok(FreshLoad { dataplane, _pins: pins })
+    }
+}
+
+/// `count` SYNs from new sources to the open port, one test run each, untimed.
+fn send_syns(dataplane: &mut Dataplane, next: &mut usize, count: usize) -> anyhow::Result<()> {
+    for _ in 0..count {
+        let syn = tcp_in(spoofed(*next), 1024 + (*next % 60_000) as u16, OPEN_PORT, true, false);
+        *next += 1;
+        let frame = packet::frame(&syn, &packet::Shape::Plain);
+        let result = dataplane.test_run(Hook::Ingress, &frame, 1)?;
+        if result.return_value != XDP_PASS {
+            bail!("a SYN to the open port was dropped: the flood would not be what the bench says");
+        }
+    }
+    Ok(())
+}
+
+/// Single runs of `count` SYNs from new sources, each beside a single run of the
+/// do-nothing program on the same frame.
+fn new_flows(
+    dataplane: &mut Dataplane,
+    noop: &mut Noop,
+    policy: &Policy,
+    next: &mut usize,
+    count: usize,
+    port: u16,
+) -> anyhow::Result<Singles> {
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    let (verdict, want) = if port == OPEN_PORT {
+        (Verdict::Pass, XDP_PASS)
+    } else {
+        (Verdict::Drop, XDP_DROP)
+    };
+    for _ in 0..count {
+        let syn = tcp_in(spoofed(*next), 1024 + (*next % 60_000) as u16, port, true, false);
+        *next += 1;
+        check_intent(policy, &syn, verdict, Reason::Policy)?;
+        let frame = packet::frame(&syn, &packet::Shape::Plain);
+        let samples = noop.samples.len();
+        base.push(noop.time(&frame, 1)?);
+        noop.samples.truncate(samples);
+        let result = dataplane.test_run(Hook::Ingress, &frame, 1)?;
+        if result.return_value != want {
+            bail!(
+                "a SYN to port {port} got return value {}: refusing to time it",
+                result.return_value
+            );
+        }
+        ours.push(result.duration.as_nanos() as f64);
+    }
+    Ok(Singles {
+        ns: median(&ours),
+        noop_ns: median(&base),
+        count,
+    })
+}
+
+/// `settings.runs` rounds of (do-nothing, ours, xdp-filter) on `packet`'s frame.
+fn paired(
+    dataplane: &mut Dataplane,
+    noop: &mut Noop,
+    mut xdp_filter: Option<&mut XdpFilter>,
+    settings: &Settings,
+    packet: &Packet,
+) -> anyhow::Result<Paired> {
+    let frame = packet::frame(packet, &packet::Shape::Plain);
+    // The path first: ours must drop it as no-flow, xdp-filter pass it (its source is listed).
+    let before = dataplane.counters()?;
+    let first = dataplane.test_run(Hook::Ingress, &frame, 1)?;
+    let after = dataplane.counters()?;
+    let no_flow = after.get(abi::DIR_INGRESS, abi::VERDICT_DROP, Reason::NoFlow).packets
+        - before.get(abi::DIR_INGRESS, abi::VERDICT_DROP, Reason::NoFlow).packets;
+    if first.return_value != XDP_DROP || no_flow != 1 {
+        bail!("the spoofed ACK was not dropped as no-flow: refusing to time another path");
+    }
+    if let Some(f) = xdp_filter.as_deref_mut()
+        && f.run(&frame, 1)?.0 != XDP_PASS
+    {
+        bail!("xdp-filter did not pass the catalog peer's packet: its allow list is not what the bench says");
+    }
+    let (mut ns, mut ratios, mut theirs, mut theirs_ratio, mut vs) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..settings.runs {
+        let base = noop.time(&frame, settings.repeat)?.max(1.0);
+        let cost = dataplane.test_run(Hook::Ingress, &frame, settings.repeat)?;
+        if cost.return_value != XDP_DROP {
+            bail!("the spoofed ACK passed: refusing to time it");
+        }
+        let cost = cost.duration.as_nanos() as f64;
+        ns.push(cost);
+        ratios.push(cost / base);
+        if let Some(f) = xdp_filter.as_deref_mut() {
+            let (_, t) = f.run(&frame, settings.repeat)?;
+            theirs.push(t);
+            theirs_ratio.push(t / base);
+            vs.push(cost / t.max(1.0));
+        }
+    }
+    let timing = |ns: &[f64], ratios: &[f64]| Timing {
+        ns: median(ns),
+        ratio: median(ratios),
+    };
+    Ok(Paired {
+        ours: timing(&ns, &ratios),
+        vs_xdp_filter: (!vs.is_empty()).then(|| median(&vs)),
+        xdp_filter: (!theirs.is_empty()).then(|| timing(&theirs, &theirs_ratio)),
+    })
+}
+
+/// Where Debian and upstream install xdp-filter's programs.
+const XDP_FILTER_OBJECTS: [&str; 3] = [
+    "/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_dny_all.o",
+    "/usr/lib/bpf/xdpfilt_dny_all.o",
+    "/usr/local/lib/bpf/xdpfilt_dny_all.o",
+];
+/// Its program, and the bits of its address map (xdp-filter's common_kern_user.h).
+const XDP_FILTER_PROG: &str = "xdpfilt_dny_all";
+const XDP_FILTER_MAP_V4: &str = "filter_ipv4";
+const XDP_FILTER_FLAG_SRC: u64 = 1;
+
+/// xdp-filter's deny-policy program (all features, what `xdp-filter load --policy deny`
+/// loads), with the compiled catalog's IPv4 addresses as allowed sources.
+struct XdpFilter {
+    ebpf: aya::Ebpf,
+    _pins: PinsGuard,
+}
+
+/// A directory under /sys/fs/bpf for xdp-filter's pins, emptied and removed on drop.
+struct PinsGuard(PathBuf);
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+impl XdpFilter {
+    fn load(tables: &Tables) -> anyhow::Result<Option<XdpFilter>> {
+        let Some(path) = XDP_FILTER_OBJECTS.iter().map(PathBuf::from).find(|p| p.exists()) else {
+            return Ok(None);
+        };
+        let object = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        // Its maps are pinned by name: in a directory of the bench's own.
+        let pins = PinsGuard(Path::new("/sys/fs/bpf").join(crate::common::unique("allowgate-bench-xdpfilt-")));
+        std::fs::create_dir_all(&pins.0).with_context(|| format!("cannot create {}", pins.0.display()))?;
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&pins.0)
+            .load(&object)
+            .with_context(|| format!("cannot load {}", path.display()))?;
+        let mut filter = XdpFilter { ebpf, _pins: pins };
+        let prog: &mut Xdp = filter
+            .ebpf
+            .program_mut(XDP_FILTER_PROG)
+            .with_context(|| format!("{} has no program {XDP_FILTER_PROG}", path.display()))?
+            .try_into()?;
+        prog.load().context("the kernel refused xdp-filter's program")?;
+        let map = filter
+            .ebpf
+            .map_mut(XDP_FILTER_MAP_V4)
+            .with_context(|| format!("{} has no map {XDP_FILTER_MAP_V4}", path.display()))?;
+        let mut addrs: PerCpuHashMap<&mut aya::maps::MapData, u32, u64> = PerCpuHashMap::try_from(map)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        for addr in tables.v4_host.keys() {
+            let values = PerCpuValues::try_from(vec![XDP_FILTER_FLAG_SRC; cpus])?;
+            addrs.insert(u32::from_ne_bytes(addr.octets()), values, 0)?;
+        }
+        Ok(Some(filter))
+    }
+
+    /// The return value and mean ns per run of `repeat` runs over `frame`.
+    fn run(&mut self, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, f64)> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(XDP_FILTER_PROG)
+            .expect("checked at load")
+            .try_into()?;
+        let result = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        })?;
+        Ok((result.return_value, result.duration.as_nanos() as f64))
+    }
+}
+
+/// The cost of a new flow above the do-nothing program before the unassured table (a
+/// spoofed SYN to an open port, single runs, on the project's VM); the target is half.
+pub(crate) const NEW_FLOW_BEFORE_NS: f64 = 0.0;
+/// How much dearer the denied path may be after a million peers than with none.
+const DENIED_AFTER_MAX: f64 = 1.2;
+
+impl AttackTimes {
+    pub(crate) fn table(&self) -> Table {
+        let mut t = Table::new(&[
+            ("under attack", false),
+            ("ns", true),
+            ("× noop", true),
+            ("vs xdp-filter", true),
+            ("target", false),
+        ]);
+        let nf = &self.no_flow;
+        t.row(vec![
+            "ACK spoofed from a catalog peer, no flow (XDP, dropped no-flow)".into(),
+            format!("{:.0}", nf.ours.ns),
+            times(nf.ours.ratio),
+            nf.vs_xdp_filter
+                .map(|r| format!("{r:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            match nf.vs_xdp_filter {
+                Some(r) => format!("≤ xdp-filter: {}", verdict(r <= 1.0)),
+                None => "≤ xdp-filter: not measured".into(),
+            },
+        ]);
+        if let Some(x) = &nf.xdp_filter {
+            t.row(vec![
+                "  xdp-filter, deny policy, the same frame (its source listed: XDP_PASS)".into(),
+                format!("{:.0}", x.ns),
+                times(x.ratio),
+                "1.00".into(),
+                String::new(),
+            ]);
+        }
+        let half = NEW_FLOW_BEFORE_NS / 2.0;
+        t.row(vec![
+            "  a SYN from a new source to a closed port (no flow; the same single runs)".into(),
+            format!("{:.0}", self.closed_port.above_noop()),
+            "-".into(),
+            "-".into(),
+            String::new(),
+        ]);
+        for (what, s) in [
+            (
+                "SYN spoofed to an open port: a new unassured flow (single runs, above noop)",
+                &self.new_flow,
+            ),
+            (
+                "  the same once the tables are full (pushes one out)",
+                &self.new_flow_full,
+            ),
+        ] {
+            t.row(vec![
+                what.into(),
+                format!("{:.0}", s.above_noop()),
+                "-".into(),
+                "-".into(),
+                if NEW_FLOW_BEFORE_NS > 0.0 {
+                    format!(
+                        "≤ {half:.0} (half of {NEW_FLOW_BEFORE_NS:.0}): {}",
+                        verdict(s.above_noop() <= half)
+                    )
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+        let growth = self.denied_after.ns / self.denied_before.ns.max(1.0);
+        t.row(vec![
+            "denied (UDP from a new source), empty peer filter".into(),
+            format!("{:.0}", self.denied_before.ns),
+            times(self.denied_before.ratio),
+            "-".into(),
+            String::new(),
+        ]);
+        t.row(vec![
+            format!("  the same after {} distinct spoofed peers", self.peers),
+            format!("{:.0}", self.denied_after.ns),
+            times(self.denied_after.ratio),
+            "-".into(),
+            format!(
+                "≤ {DENIED_AFTER_MAX}× empty: {:.2}× {}",
+                growth,
+                verdict(growth <= DENIED_AFTER_MAX)
+            ),
+        ]);
+        t
+    }
+
+    pub(crate) fn footnote(&self) -> String {
+        format!(
+            "Single runs: {} new flows each, median ns above a single run of the do-nothing program \
+             ({:.0} and {:.0} ns); the tables were filled with {} spoofed SYNs first for the second. \
+             Flow counters after: {:?}.\n",
+            self.new_flow.count, self.new_flow.noop_ns, self.new_flow_full.noop_ns, self.filled_with, self.stats
+        )
+    }
+}
