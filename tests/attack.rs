@@ -566,3 +566,87 @@ fn a_query_flood_from_one_socket_drops_no_other_sockets_answer() {
     let after = world.status();
     assert!(drops(&after, "no-flow") > drops(&before, "no-flow"));
 }
+
+// ---------------------------------------------------------------------------------------
+// A new capacity keeps the flows
+
+/// The host's datagram to SHARED:7000 from an unconnected socket (which no seeding
+/// finds: only the flow knows it asked); whether the peer's answer gets back after
+/// `between` (a restart) ran.
+fn answer_after(world: &World, between: impl FnOnce()) -> bool {
+    let peer_at = sa(SHARED, 7000);
+    let peer = world
+        .pair
+        .peer
+        .enter(move || UdpSocket::bind(peer_at))
+        .expect("bind the peer");
+    let host = world
+        .host()
+        .enter(|| UdpSocket::bind(sa(HOST_V4, 0)))
+        .expect("a host socket");
+    host.send_to(b"ask", peer_at).unwrap();
+    let mut buf = [0u8; 16];
+    peer.set_read_timeout(Some(PASS_WAIT)).unwrap();
+    let (_, from) = peer.recv_from(&mut buf).expect("the question arrives");
+    between();
+    peer.send_to(b"answer", from).unwrap();
+    host.set_read_timeout(Some(PASS_WAIT)).unwrap();
+    matches!(host.recv_from(&mut buf), Ok((6, _)))
+}
+
+fn set_max_flows(world: &World, n: u32) {
+    let text = std::fs::read_to_string(&world.config).unwrap();
+    let text = match text.find("max_flows = ") {
+        Some(at) => {
+            let end = at + text[at..].find('\n').unwrap();
+            format!("{}max_flows = {n}{}", &text[..at], &text[end..])
+        }
+        None => text.replacen("[state]\n", &format!("[state]\nmax_flows = {n}\n"), 1),
+    };
+    std::fs::write(&world.config, text).unwrap();
+}
+
+#[test]
+fn a_new_capacity_carries_the_flows_over() {
+    let world = world("stateful", "max_flows = 65536");
+    let daemon = world.start_daemon();
+    let mut c = Conversation::host_opens(world.host(), &world.pair.peer, sa(EU1_ONLY, 443));
+    c.exchange(Side::Host, PASS_WAIT).expect("a fresh connection");
+    c.exchange(Side::Peer, PASS_WAIT).expect("both ways");
+    let mut daemon = Some(daemon);
+    let restarted = answer_after(&world, || {
+        let d = daemon.take().unwrap();
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_log("exiting", Duration::from_secs(10)), "{}", d.log());
+        drop(d);
+        set_max_flows(&world, 100_000);
+        daemon = Some(world.start_daemon());
+    });
+    let status = world.status();
+    assert_eq!(tracking(&status, "capacity"), 100_000, "{}", status["tracking"]);
+    assert!(
+        restarted,
+        "the answer to a datagram sent before the tables grew was dropped: {}",
+        status["tracking"]
+    );
+    assert!(tracking(&status, "migrated") >= 2, "{}", status["tracking"]);
+    c.exchange(Side::Peer, PASS_WAIT)
+        .expect("the connection from before, the peer first");
+
+    // Control: the same restart with the pinned tables removed instead of carried over
+    // (as a build that only replaced them would do) loses the flow: the answer drops.
+    let lost = !answer_after(&world, || {
+        let d = daemon.take().unwrap();
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_log("exiting", Duration::from_secs(10)), "{}", d.log());
+        drop(d);
+        for name in ["ag_flows_v4", "ag_flows_v6", "ag_flows_new_v4", "ag_flows_new_v6"] {
+            std::fs::remove_file(world.pins.0.join("maps").join(name)).expect("remove a flow table's pin");
+        }
+        daemon = Some(world.start_daemon());
+    });
+    assert!(
+        lost,
+        "the answer passed with the flow tables gone: this probe cannot tell"
+    );
+}

@@ -1274,3 +1274,37 @@ fn kernel_and_model_agree_on_random_sequences() {
     }
     assert_eq!(with.mode, Mode::Enforce);
 }
+
+/// The peer filter rebuilt from the assured tables (as the daemon does every minute,
+/// twice: both generations) keeps every assured flow's bit: no answer of one drops.
+#[test]
+fn a_rebuilt_peer_filter_keeps_every_assured_flows_answers() {
+    common::require_root();
+    let mut h = Harness::new(policy());
+    // The any-protocol egress rule to 203.0.113.0/24: a connection to each address.
+    let mut conns: Vec<Conn> = (1..=200)
+        .map(|i| Conn::new(Box::leak(format!("203.0.113.{i}").into_boxed_str()), 40000, 4000))
+        .collect();
+    for c in &mut conns {
+        expect(&mut h, "SYN", &c.syn(OUT), PASS);
+        expect(&mut h, "SYN-ACK", &c.synack(IN), PASS);
+        expect(&mut h, "ACK", &c.data(OUT, 0), PASS);
+    }
+    let (_, assured) = assert_flows(&h, "after the handshakes");
+    assert_eq!(assured, 200);
+    for round in 0..2 {
+        let bits = h.dataplane.rebuild_peer_filter().expect("rebuild the peer filter");
+        assert!(
+            (1..=200).contains(&bits),
+            "round {round}: {bits} bits for 200 assured peers"
+        );
+        for c in &mut conns {
+            expect(
+                &mut h,
+                &format!("round {round}: data back from {}", c.remote),
+                &c.data(IN, 10),
+                PASS,
+            );
+        }
+    }
+}
