@@ -559,6 +559,52 @@ static __always_inline __u32 ag_flow_stamp(__u64 now)
 }
 
 /*
+ * Lookup only (a packet that opens nothing): is t's flow (keyed key) in its bucket?
+ * The same search as ag_flow_new_find() without picking a way, inlined: the path of a
+ * spoofed answer with no flow, which a flood takes, pays no call for it.
+ */
+static __always_inline void ag_flow_new_probe(const struct ag_flow_tuple *t, const union ag_flow_key *key,
+					      struct ag_flow_way *out)
+{
+	__u64 h = ag_flow_hash(t->family, t);
+	__u32 i;
+
+	out->bucket = (__u32)h & flow_new_mask;
+	out->check = ag_flow_check_of(h);
+	out->way = 0;
+	out->found = 0;
+	out->live = 0;
+	out->ok = 0;
+	if (t->family == 4) {
+		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &out->bucket);
+
+		if (!b)
+			return;
+		out->ok = 1;
+		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
+			if (b->check[i] == out->check && ag_flow_key_eq_v4(&b->way[i].key, &key->v4)) {
+				out->way = i;
+				out->found = 1;
+				return;
+			}
+		}
+	} else {
+		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &out->bucket);
+
+		if (!b)
+			return;
+		out->ok = 1;
+		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
+			if (b->check[i] == out->check && ag_flow_key_eq_v6(&b->way[i].key, &key->v6)) {
+				out->way = i;
+				out->found = 1;
+				return;
+			}
+		}
+	}
+}
+
+/*
  * The way of t's flow (keyed key) in its bucket: the header's checks first (one cache
  * line), a whole key compare only where a check matches (a torn way matches nothing).
  * With now != 0 and no such flow, it also picks the way a new one takes: an empty one,
@@ -899,10 +945,14 @@ __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32
 		}
 	}
 
-	/* Only a packet that opens needs the time before a flow is found. */
-	if (opens && !now)
-		now = ag_flow_now();
-	ag_flow_new_find(&sc->t, &sc->key, slot, opens ? now : 0, &sc->way);
+	/* Only a packet that opens needs the time (and a way) before a flow is found. */
+	if (opens) {
+		if (!now)
+			now = ag_flow_now();
+		ag_flow_new_find(&sc->t, &sc->key, slot, now, &sc->way);
+	} else {
+		ag_flow_new_probe(&sc->t, &sc->key, &sc->way);
+	}
 	if (sc->way.found) {
 		void *wkey = NULL;
 		__u32 *check = NULL, *stamp = NULL;
