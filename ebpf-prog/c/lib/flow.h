@@ -472,6 +472,42 @@ static __always_inline void ag_flow_key_of(__u8 family, const struct ag_flow_tup
 	}
 }
 
+/*
+ * The table key of the packet's own flow straight from the packet (ag_flow_tuple_of()
+ * and ag_flow_key_of() in one step, without the tuple): the hot path's.
+ */
+static __always_inline void ag_flow_key_of_pkt(const struct ag_pkt *pkt, __u32 dir, union ag_flow_key *key)
+{
+	const union ag_addr *local = dir == AG_DIR_EGRESS ? &pkt->saddr : &pkt->daddr;
+	const union ag_addr *remote = dir == AG_DIR_EGRESS ? &pkt->daddr : &pkt->saddr;
+	__u16 lport = dir == AG_DIR_EGRESS ? pkt->sport : pkt->dport;
+	__u16 rport = dir == AG_DIR_EGRESS ? pkt->dport : pkt->sport;
+	__u8 proto = pkt->l4proto;
+
+	if ((pkt->family == 4 && proto == AG_IPPROTO_ICMP) || (pkt->family == 6 && proto == AG_IPPROTO_ICMPV6)) {
+		lport = pkt->icmp_id;
+		rport = 0;
+	} else if (proto != AG_IPPROTO_TCP && proto != AG_IPPROTO_UDP) {
+		lport = 0;
+		rport = 0;
+	}
+	if (pkt->family == 4) {
+		__builtin_memcpy(key->v4.local, &local->v4, sizeof(key->v4.local));
+		__builtin_memcpy(key->v4.remote, &remote->v4, sizeof(key->v4.remote));
+		key->v4.lport = lport;
+		key->v4.rport = rport;
+		key->v4.proto = proto;
+		__builtin_memset(key->v4._pad, 0, sizeof(key->v4._pad));
+	} else {
+		__builtin_memcpy(key->v6.local, local->bytes, sizeof(key->v6.local));
+		__builtin_memcpy(key->v6.remote, remote->bytes, sizeof(key->v6.remote));
+		key->v6.lport = lport;
+		key->v6.rport = rport;
+		key->v6.proto = proto;
+		__builtin_memset(key->v6._pad, 0, sizeof(key->v6._pad));
+	}
+}
+
 /* The assured flow of key, or NULL. */
 static __always_inline struct ag_flow_value *ag_flow_lookup_assured(__u8 family, union ag_flow_key *key)
 {
@@ -820,7 +856,7 @@ static __always_inline void ag_flow_remember(struct ag_flow_value *v, const stru
 __attribute__((noinline)) int ag_flow_remembered(const struct ag_pkt *pkt, __u32 dir, __u32 slot)
 {
 	const struct ag_gen_config *cfg;
-	struct ag_flow_scratch *sc;
+	union ag_flow_key key;
 	struct ag_flow_value *v;
 	__u64 now;
 	__u32 ok;
@@ -832,14 +868,9 @@ __attribute__((noinline)) int ag_flow_remembered(const struct ag_pkt *pkt, __u32
 	cfg = bpf_map_lookup_elem(&ag_gen_cfg, &slot);
 	if (!cfg)
 		return AG_FLOW_NONE;
-	sc = bpf_map_lookup_elem(&ag_flow_scratch, &dir);
-	if (!sc)
-		return AG_FLOW_NONE;
 	/* The caller asked the peer filter already (ag_verdict()). */
-	__builtin_memset(&sc->t, 0, sizeof(sc->t));
-	ag_flow_tuple_of(pkt, dir, &sc->t);
-	ag_flow_key_of(pkt->family, &sc->t, &sc->key);
-	v = ag_flow_lookup_assured(pkt->family, &sc->key);
+	ag_flow_key_of_pkt(pkt, dir, &key);
+	v = ag_flow_lookup_assured(pkt->family, &key);
 	if (!v)
 		return AG_FLOW_NOT_ASSURED;
 	if (v->tag != cfg->flow_tag)

@@ -64,7 +64,10 @@ impl Report {
             out.push_str(&self.packet_table().render(markdown));
             out.push('\n');
         }
-        out.push_str(&self.target_table().render(markdown));
+        let targets = self.target_table();
+        if !targets.rows.is_empty() {
+            out.push_str(&targets.render(markdown));
+        }
         if let Some(a) = &self.attack {
             out.push('\n');
             out.push_str(&a.table().render(markdown));
