@@ -314,6 +314,11 @@ struct ag_dns_frame {
 /* Words (of 64 bits) of one generation of the peer filter: 4 bits per flow. */
 #define AG_FLOW_PEER_WORDS	(AG_FLOW_MAX * 4 / 64)
 
+/* An entry of the peer filter: a word of each generation (ag_flow_ctl.peer_gen). */
+struct ag_flow_peer_word {
+	__u64 gen[2];
+};
+
 struct ag_flow_v4_key {
 	__u8 local[4];		/* network byte order */
 	__u8 remote[4];

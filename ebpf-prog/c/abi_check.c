@@ -30,6 +30,7 @@ AG_ASSERT_SIZE(struct ag_flow_value, 64);
 AG_ASSERT_SIZE(struct ag_flow_bucket_v4, 32 + 4 * 80);
 AG_ASSERT_SIZE(struct ag_flow_bucket_v6, 32 + 4 * 104);
 AG_ASSERT_SIZE(struct ag_flow_ctl, 32);
+AG_ASSERT_SIZE(struct ag_flow_peer_word, 16);
 AG_ASSERT_SIZE(struct ag_frag_value, 56);
 AG_ASSERT_SIZE(struct ag_dns_socket_key, 20);
 AG_ASSERT_SIZE(struct ag_dns_socket_value, 100);

@@ -56,7 +56,8 @@ pub mod map {
     /// Unassured flows: an mmapable array of `FlowBucketV4`/`FlowBucketV6`.
     pub const FLOWS_NEW_V4: &str = "ag_flows_new_v4";
     pub const FLOWS_NEW_V6: &str = "ag_flows_new_v6";
-    /// The filter of remotes with an assured flow: two generations of `u64` words, mmapable.
+    /// The filter of remotes with an assured flow: entries of a `u64` word of each of its
+    /// two generations, mmapable.
     pub const FLOW_PEERS: &str = "ag_flow_peers";
     /// `ag_flow_ctl[0]`: `FlowCtl`, written by the agent only.
     pub const FLOW_CTL: &str = "ag_flow_ctl";

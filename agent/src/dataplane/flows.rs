@@ -289,7 +289,7 @@ impl Dataplane {
     }
 
     fn mapped_peers(&self) -> Result<Mapped, DataplaneError> {
-        self.mapped(map::FLOW_PEERS, 2 * self.flow_sizes.peer_words as usize * 8)
+        self.mapped(map::FLOW_PEERS, self.flow_sizes.peer_words as usize * 16)
     }
 
     /// Puts `entries` in: assured ones (peer bit first) into the LRU hashes unless their
@@ -303,8 +303,8 @@ impl Dataplane {
         for e in entries.iter().filter(|e| e.assured()) {
             // Both generations: a rebuild in progress keeps it too.
             let bit = flowtab::peer_bit(e.remote(), sizes.peer_words);
-            peers.set_bit(current, sizes.peer_words, bit);
-            peers.set_bit(current ^ 1, sizes.peer_words, bit);
+            peers.set_bit(current, bit);
+            peers.set_bit(current ^ 1, bit);
         }
         let mut added = 0;
         {
@@ -380,7 +380,7 @@ impl Dataplane {
         let current = ctl(self.map(map::FLOW_CTL)?)?.peer_gen & 1;
         let next = current ^ 1;
         for w in 0..sizes.peer_words {
-            if let Some(word) = peers.word((next * sizes.peer_words + w) as usize) {
+            if let Some(word) = peers.peer_word(next, w * 64) {
                 word.store(0, std::sync::atomic::Ordering::SeqCst);
             }
         }
@@ -389,7 +389,7 @@ impl Dataplane {
         let _ = batch::rcu_grace_period();
         let set = |dp: &Dataplane| -> Result<(), DataplaneError> {
             for remote in dp.assured_remotes()? {
-                peers.set_bit(next, sizes.peer_words, flowtab::peer_bit(remote, sizes.peer_words));
+                peers.set_bit(next, flowtab::peer_bit(remote, sizes.peer_words));
             }
             Ok(())
         };
@@ -400,7 +400,7 @@ impl Dataplane {
         })?;
         set(self)?;
         let bits = (0..sizes.peer_words)
-            .filter_map(|w| peers.word((next * sizes.peer_words + w) as usize))
+            .filter_map(|w| peers.peer_word(next, w * 64))
             .map(|w| u64::from(w.load(std::sync::atomic::Ordering::Relaxed).count_ones()))
             .sum();
         Ok(bits)

@@ -157,9 +157,15 @@ impl Mapped {
         Some(unsafe { &*self.ptr.as_ptr().add(at).cast::<AtomicU64>() })
     }
 
-    /// Sets bit `bit` of generation `generation` (of `words` words) atomically.
-    pub fn set_bit(&self, generation: u32, words: u32, bit: u32) {
-        if let Some(w) = self.word((generation * words + bit / 64) as usize) {
+    /// The peer filter's word of `generation` holding `bit` (its entries put a word of
+    /// each generation side by side: `struct ag_flow_peer_word`).
+    pub fn peer_word(&self, generation: u32, bit: u32) -> Option<&AtomicU64> {
+        self.word((bit / 64 * 2 + (generation & 1)) as usize)
+    }
+
+    /// Sets bit `bit` of generation `generation` atomically.
+    pub fn set_bit(&self, generation: u32, bit: u32) {
+        if let Some(w) = self.peer_word(generation, bit) {
             w.fetch_or(1 << (bit % 64), Ordering::SeqCst);
         }
     }

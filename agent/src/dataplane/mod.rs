@@ -232,7 +232,7 @@ fn capacity_of(name: &str, sizes: &FlowSizes) -> Option<u32> {
     match name {
         map::FLOWS_V4 | map::FLOWS_V6 => Some(sizes.max_flows),
         map::FLOWS_NEW_V4 | map::FLOWS_NEW_V6 => Some(sizes.new_buckets),
-        map::FLOW_PEERS => Some(2 * sizes.peer_words),
+        map::FLOW_PEERS => Some(sizes.peer_words),
         _ => None,
     }
 }
@@ -386,7 +386,7 @@ fn expected_shape(name: &str) -> Option<(MapType, u32, u32)> {
         ),
         map::FLOWS_NEW_V4 => (MapType::Array, u32s, size_of::<abi::FlowBucketV4>() as u32),
         map::FLOWS_NEW_V6 => (MapType::Array, u32s, size_of::<abi::FlowBucketV6>() as u32),
-        map::FLOW_PEERS => (MapType::Array, u32s, size_of::<u64>() as u32),
+        map::FLOW_PEERS => (MapType::Array, u32s, 2 * size_of::<u64>() as u32),
         map::FLOW_CTL => (MapType::Array, u32s, size_of::<abi::FlowCtl>() as u32),
         map::DNS_SOCKETS => (
             MapType::LruHash,
@@ -432,7 +432,7 @@ impl Dataplane {
             .map_max_entries(map::FLOWS_V6, sizes.max_flows)
             .map_max_entries(map::FLOWS_NEW_V4, sizes.new_buckets)
             .map_max_entries(map::FLOWS_NEW_V6, sizes.new_buckets)
-            .map_max_entries(map::FLOW_PEERS, 2 * sizes.peer_words)
+            .map_max_entries(map::FLOW_PEERS, sizes.peer_words)
             .load(object)
             .map_err(|source| DataplaneError::Load { source })?;
         let mut dataplane = Dataplane {

@@ -95,13 +95,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_flows_new_v6 SEC(".maps");
 
-/* Two generations of flow_peer_words words each; mappable for the agent's rebuild. */
+/*
+ * flow_peer_words entries, each a word of both generations side by side, so that the
+ * check reads one entry; mappable for the agent's rebuild.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2 * AG_FLOW_PEER_WORDS);
+	__uint(max_entries, AG_FLOW_PEER_WORDS);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct ag_flow_peer_word);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_flow_peers SEC(".maps");
 
@@ -161,45 +164,44 @@ static __always_inline __u32 ag_flow_peer_bit(__u8 family, const union ag_addr *
 	return (__u32)(((__u64)folded * 0x9e3779b97f4a7c15ULL) >> 32) & (flow_peer_words * 64 - 1);
 }
 
-/* May remote have an assured flow? 0 means surely not. */
+/*
+ * May remote have an assured flow? 0 means surely not. Either generation will do: the
+ * one the programs write holds every assured flow's bit, the other only adds stale
+ * ones, which cost a lookup, no verdict. So no generation needs reading first.
+ */
 static __always_inline int ag_flow_peer_maybe(__u8 family, const union ag_addr *remote)
 {
-	const struct ag_flow_ctl *ctl;
-	__u32 zero = 0, bit, index;
-	__u64 *w;
+	struct ag_flow_peer_word *w;
+	__u32 bit = ag_flow_peer_bit(family, remote);
+	__u32 index = bit / 64;
 
-	ctl = bpf_map_lookup_elem(&ag_flow_ctl, &zero);
-	if (!ctl)
-		return 1;
-	bit = ag_flow_peer_bit(family, remote);
-	index = (ctl->peer_gen & 1) * flow_peer_words + bit / 64;
 	w = bpf_map_lookup_elem(&ag_flow_peers, &index);
 	/* Without a filter, every address may: the tables decide. */
-	return !w || (*w & (1ULL << (bit % 64)));
+	return !w || ((w->gen[0] | w->gen[1]) & (1ULL << (bit % 64)));
 }
 
 /* Notes that remote has an assured flow, before the flow goes in (see the top). */
 static __always_inline void ag_flow_peer_note(__u8 family, const union ag_addr *remote)
 {
 	const struct ag_flow_ctl *ctl;
+	struct ag_flow_peer_word *w;
 	__u32 zero = 0, bit, index, gen;
-	__u64 *w;
+	__u64 mask;
 
 	ctl = bpf_map_lookup_elem(&ag_flow_ctl, &zero);
 	if (!ctl)
 		return;
 	bit = ag_flow_peer_bit(family, remote);
-	gen = ctl->peer_gen & 1;
-	index = gen * flow_peer_words + bit / 64;
+	index = bit / 64;
+	mask = 1ULL << (bit % 64);
 	w = bpf_map_lookup_elem(&ag_flow_peers, &index);
-	if (w && !(*w & (1ULL << (bit % 64))))
-		__sync_fetch_and_or(w, 1ULL << (bit % 64));
-	if (!ctl->peer_building)
+	if (!w)
 		return;
-	index = (gen ^ 1) * flow_peer_words + bit / 64;
-	w = bpf_map_lookup_elem(&ag_flow_peers, &index);
-	if (w)
-		__sync_fetch_and_or(w, 1ULL << (bit % 64));
+	gen = ctl->peer_gen & 1;
+	if (!(w->gen[gen] & mask))
+		__sync_fetch_and_or(&w->gen[gen], mask);
+	if (ctl->peer_building)
+		__sync_fetch_and_or(&w->gen[gen ^ 1], mask);
 }
 
 enum ag_flow_op {
