@@ -13,8 +13,10 @@ const MISSING_TOOLS: &str =
     "allowgate-ebpf: clang and libbpf-dev are needed to build the BPF programs: apt-get install clang libbpf-dev";
 
 /// (source under `c/`, object name in `$OUT_DIR`)
-const PROGRAMS: [(&str, &str); 3] = [
+const PROGRAMS: [(&str, &str); 5] = [
+    ("share_test.bpf.c", "share_test.bpf.o"),
     ("filter.bpf.c", "filter.bpf.o"),
+    ("dispatcher.bpf.c", "dispatcher.bpf.o"),
     ("noop.bpf.c", "noop.bpf.o"),
     ("traffic.bpf.c", "traffic.bpf.o"),
 ];

@@ -129,3 +129,102 @@ fn a_new_catalog_goes_in_as_one_swap_and_rolls_back() {
         .fails_saying(&["broken.md", "cut off"]);
     assert_eq!(generation(&world.status()), g);
 }
+
+/// `catalog rollback` puts back what was in force, however much that removes: after a
+/// catalog that only adds went in, the way back removes most of what is enforced now,
+/// which max_shrink (25% here, the default) refused before. Traffic shows the first
+/// catalog enforced again.
+#[test]
+fn rollback_after_a_bigger_catalog_restores_the_first() {
+    let world = World::new(BIN, Setup::default());
+    let _servers = world.servers();
+    let _daemon = world.start_daemon();
+    assert!(world.passes(EU1_ONLY));
+    assert!(world.blocked(EU2_ONLY));
+
+    // B: eu1's portal lists what A lists, EU2_ONLY and six more: 8 addresses for 2.
+    let eu1_row = "|EU1 (West Europe)|198.51.100.10, 198.51.100.20|";
+    assert!(PAGE.contains(eu1_row));
+    let bigger = world.dir.path().join("page-bigger.md");
+    std::fs::write(
+        &bigger,
+        PAGE.replace(
+            eu1_row,
+            "|EU1 (West Europe)|198.51.100.10, 198.51.100.20, 198.51.100.30, 198.51.100.100, 198.51.100.101, 198.51.100.102, 198.51.100.103, 198.51.100.104, 198.51.100.105|",
+        ),
+    )
+    .unwrap();
+    let out = world.cli(&["catalog", "apply", bigger.to_str().unwrap()]).ok();
+    assert!(
+        out.stdout.contains("catalog addresses 2 -> 9 (7 added, 0 removed)"),
+        "{out}"
+    );
+    assert!(world.passes(EU2_ONLY), "B is in force");
+    let g = generation(&world.status());
+
+    // The way back removes 7 of the 9 addresses enforced now (78% > 25%).
+    let out = world.cli(&["catalog", "rollback"]).ok();
+    assert!(
+        out.stdout.contains("catalog addresses 9 -> 2 (0 added, 7 removed)"),
+        "{out}"
+    );
+    assert_eq!(generation(&world.status()), g + 1);
+    assert!(world.blocked(EU2_ONLY), "rollback restores A: B's address drops");
+    assert!(world.passes(EU1_ONLY));
+    assert!(world.passes(SHARED));
+
+    // Applying a catalog that shrinks as much is still refused: the guard is for
+    // catalogs that go forward.
+    let out = world.cli(&["catalog", "apply", bigger.to_str().unwrap()]).ok();
+    assert!(out.stdout.contains("(7 added, 0 removed)"), "{out}");
+    let a = world.dir.path().join("page.md");
+    world
+        .cli(&["catalog", "apply", a.to_str().unwrap()])
+        .fails_saying(&["would remove 7 of the 9 catalog addresses", "max_shrink (25%)"]);
+}
+
+/// A member of socket_group who names a FIFO of their own is refused at once, and the
+/// daemon goes on answering: before, the daemon checked the owner by path and then
+/// opened the path, blocking in open(2) until someone wrote to the FIFO.
+#[test]
+fn apply_of_a_fifo_is_refused_without_stalling_the_daemon() {
+    let group = testkit::TempGroup::new("agcat");
+    let world = World::new(
+        BIN,
+        Setup {
+            extra: format!("socket_group = \"{}\"", group.name),
+            ..Setup::default()
+        },
+    );
+    let _servers = world.servers();
+    let _daemon = world.start_daemon();
+    open_up(&world);
+    let theirs = world.dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let fifo = theirs.join("catalog.md");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    for path in [&theirs, &fifo] {
+        let status = std::process::Command::new("chown")
+            .arg("nobody")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["10", "setpriv", "--reuid=nobody", "--regid=nogroup"])
+        .arg(format!("--groups={}", group.gid))
+        .arg(BIN)
+        .args(["catalog", "apply", fifo.to_str().unwrap(), "--socket"])
+        .arg(&world.socket)
+        .env_remove("SSH_CONNECTION");
+    let out = testkit::world::Out::of(cmd);
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "the daemon answered at once: {out}"
+    );
+    out.fails_saying(&["catalog.md is not a regular file"]);
+    assert!(world.passes(EU1_ONLY));
+    assert_eq!(generation(&world.status()), 1, "nothing changed");
+}

@@ -9,6 +9,13 @@
 //! answers from servers that are not the resolver, answers with a bad UDP checksum, the
 //! generic-mode XDP path (a macvlan) where a re-injected answer meets the program again,
 //! and DNS with the daemon dead or gone.
+//!
+//! Held answers go back by the path the daemon proves to work (docs/dns-names.md): live
+//! frames where the kernel allows them, else loopback. Every world checks that the
+//! daemon took the path this kernel allows (asked here independently,
+//! `testkit::live_frames::live_frames_allowed`); each path has its own 50-lookup test,
+//! loopback and none run everywhere, live frames where the kernel allows them (where it
+//! refuses them, that test checks the fallback and says so in one line).
 
 use std::{
     net::{IpAddr, SocketAddr, SocketAddrV4, UdpSocket},
@@ -21,6 +28,7 @@ use common::{
     PinDir,
     daemon::Daemon,
     dns::{DnsServer, RESOLVE_TIMEOUT, Zone, resolve, resolve_here, send_udp_raw, udp_checksum_errors},
+    live_frames::live_frames_allowed,
     netns::{HOST_V4, HOST_V6, Netns, PEER_V4, Pair, Servers, sa, tcp_connects, tcp_connects_here},
 };
 use hickory_proto::rr::RecordType;
@@ -70,9 +78,25 @@ const BLOCK_WAIT: Duration = Duration::from_millis(400);
 /// The most a held answer may be delayed (the README quotes the measured figures).
 const HOLD_LIMIT: Duration = Duration::from_millis(500);
 
+/// `n{i}.eu1.cas.ms` answers `MANY_PREFIX.{MANY_FIRST + i}`, for `MANY` names: addresses
+/// the peer holds through a local route of `MANY_ROUTE`, each with a TCP server.
+const MANY: u8 = 50;
+const MANY_PREFIX: &str = "203.0.113";
+const MANY_FIRST: u8 = 64;
+const MANY_ROUTE: &str = "203.0.113.64/26";
+
+fn many_name(i: u8) -> String {
+    format!("n{i}.eu1.cas.ms")
+}
+
+fn many_addr(i: u8) -> String {
+    format!("{MANY_PREFIX}.{}", MANY_FIRST + i)
+}
+
 /// What the resolver answers.
 fn zone() -> Zone {
-    Zone::new()
+    (0..MANY)
+        .fold(Zone::new(), |z, i| z.a(&many_name(i), 300, &many_addr(i)))
         .a("tenant.eu1.cas.ms", 300, TENANT)
         .cname("chain.eu1.cas.ms", 300, "edge.example.net")
         .a("edge.example.net", 300, CHAINED)
@@ -102,6 +126,24 @@ struct Setup {
     /// The host's side is a macvlan on top of its veth, which has no native XDP: the
     /// daemon attaches in generic mode, where a re-injected answer meets the program again.
     macvlan: bool,
+    /// `[dns] give_back`; `None` leaves the default (`auto`).
+    give_back: Option<&'static str>,
+    /// The peer holds the `MANY` addresses of `n{i}.eu1.cas.ms`, each with a TCP server.
+    many: bool,
+}
+
+/// The give-back path the daemon must take for `give_back` on this kernel, and when live
+/// frames are refused, why (for the one line a test prints).
+fn expected_path(give_back: &str) -> (&'static str, Option<String>) {
+    let live = live_frames_allowed();
+    match (give_back, live) {
+        ("auto" | "live-frames", Ok(())) => ("live-frames", None),
+        ("auto", Err(why)) => ("loopback", Some(why)),
+        ("live-frames", Err(why)) => ("none", Some(why)),
+        ("loopback", _) => ("loopback", None),
+        ("none", _) => ("none", None),
+        (other, _) => panic!("no give_back `{other}`"),
+    }
 }
 
 /// One test's world: the resolver and TCP servers in the peer, the namespaces, the
@@ -114,6 +156,8 @@ struct World {
     _pins: PinDir,
     dir: tempfile::TempDir,
     config: PathBuf,
+    /// The path the daemon must report.
+    path: &'static str,
 }
 
 impl World {
@@ -140,6 +184,7 @@ socket = "{socket}"
 
 [dns]
 {dns}
+{give_back}
 
 [essentials]
 dns_servers = ["{PEER_V4}"]
@@ -153,11 +198,20 @@ cidrs = ["192.0.2.0/24"]
                 state = dir.path().join("state").display(),
                 socket = dir.path().join("control.sock").display(),
                 dns = setup.dns,
+                give_back = setup
+                    .give_back
+                    .map(|g| format!("give_back = \"{g}\""))
+                    .unwrap_or_default(),
                 tail = setup.tail,
             ),
         )
         .unwrap();
-        let tcp: Vec<SocketAddr> = TCP_ADDRS.iter().map(|a| sa(a, 443)).collect();
+        let mut tcp: Vec<SocketAddr> = TCP_ADDRS.iter().map(|a| sa(a, 443)).collect();
+        if setup.many {
+            pair.peer.ip(&["route", "add", "local", MANY_ROUTE, "dev", "lo"]);
+            pair.host.ip(&["route", "add", MANY_ROUTE, "dev", &iface]);
+            tcp.extend((0..MANY).map(|i| sa(&many_addr(i), 443)));
+        }
         let tcp = Servers::start(&pair.peer, &tcp, &[]);
         let resolver = DnsServer::start(&pair.peer, resolver(), zone());
         World {
@@ -167,6 +221,7 @@ cidrs = ["192.0.2.0/24"]
             _pins: pins,
             dir,
             config,
+            path: expected_path(setup.give_back.unwrap_or("auto")).0,
         }
     }
 
@@ -174,8 +229,18 @@ cidrs = ["192.0.2.0/24"]
         &self.pair.host
     }
 
+    /// The daemon, once it reports the give-back path this kernel allows.
     fn start_daemon(&self) -> Daemon {
-        Daemon::start(self.host(), Path::new(BIN), &self.config, self.dir.path())
+        let daemon = Daemon::start(self.host(), Path::new(BIN), &self.config, self.dir.path());
+        let dns = &self.status()["dns"];
+        assert_eq!(
+            dns["path"],
+            self.path,
+            "the give-back path in force is not the one this kernel allows ({:?}): {dns}\n{}",
+            live_frames_allowed(),
+            daemon.log()
+        );
+        daemon
     }
 
     /// From the host: one query through the resolver, `RESOLVE_TIMEOUT` for its answer.
@@ -913,4 +978,320 @@ fn an_unsolicited_answer_teaches_nothing() {
     assert!(forged_answer_delivered(&world, false, true));
     std::thread::sleep(Duration::from_millis(100));
     assert!(!world.learned_of(CORRUPT).is_empty(), "{:#?}", world.learned());
+}
+
+/// What 50 lookups of distinct catalog names, each followed at once by a connection to
+/// the address it gave, came to.
+struct Lookups {
+    answered: usize,
+    /// Connections that completed within `FIRST_SYN` (their first SYN passed).
+    first_syn: usize,
+    /// Connections that completed at all (within 3 s: one SYN retransmit), and how long
+    /// each took, sorted.
+    connected: usize,
+    connect_times: Vec<Duration>,
+    answer_times: Vec<Duration>,
+}
+
+/// From the host, on one thread: `n{i}.eu1.cas.ms` for every i, then a connection to its
+/// address (waiting up to 3 s, so that a first SYN dropped and retransmitted is seen).
+fn fifty_lookups(world: &World) -> Lookups {
+    world.host().enter(|| {
+        let mut out = Lookups {
+            answered: 0,
+            first_syn: 0,
+            connected: 0,
+            connect_times: Vec::new(),
+            answer_times: Vec::new(),
+        };
+        for i in 0..MANY {
+            let (answer, took) = resolve_here(resolver(), &many_name(i), RecordType::A, RESOLVE_TIMEOUT);
+            out.answer_times.push(took);
+            if answer != Some(vec![ip(&many_addr(i))]) {
+                continue;
+            }
+            out.answered += 1;
+            let started = Instant::now();
+            if tcp_connects_here(sa(&many_addr(i), 443), Duration::from_secs(3)) {
+                let took = started.elapsed();
+                out.connected += 1;
+                out.first_syn += usize::from(took < FIRST_SYN);
+                out.connect_times.push(took);
+            }
+        }
+        out.connect_times.sort();
+        out.answer_times.sort();
+        out
+    })
+}
+
+/// The 50-lookup test of one give-back path: every answer delivered, every first
+/// connection through (at its first SYN where answers are held), the counts in `status`.
+fn fifty_lookups_through(give_back: &'static str) {
+    let world = World::new(Setup {
+        give_back: Some(give_back),
+        many: true,
+        dns: "refresh = 3600",
+        ..Setup::default()
+    });
+    let daemon = world.start_daemon();
+    let path = world.path;
+    assert!(
+        !tcp_connects(world.host(), sa(&many_addr(0), 443), FIRST_SYN),
+        "nothing allows {} before its name is resolved",
+        many_addr(0)
+    );
+    // The daemon's own queries at start are answered and done with before counting.
+    let settled = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        !world.learned_of(PORTAL).is_empty()
+    });
+    assert!(settled.is_some(), "{}", world.why(&daemon));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = world.status()["dns"].clone();
+    let got = fifty_lookups(&world);
+    let dns = world.status()["dns"].clone();
+    let delta = |key: &str| count(&dns[key]) - count(&before[key]);
+    eprintln!(
+        "give_back = {give_back} (path {path}): {} of {MANY} answers delivered (median {}, max {}), \
+         {} first connections passed at their first SYN, {} connected in all (median {}, max {}); \
+         status: held {}, given back {}, lost {}, passed unheld {}",
+        got.answered,
+        ms(median(&got.answer_times)),
+        ms(got.answer_times[got.answer_times.len() - 1]),
+        got.first_syn,
+        got.connected,
+        ms(median(&got.connect_times)),
+        ms(got.connect_times[got.connect_times.len() - 1]),
+        delta("held"),
+        delta("given_back"),
+        delta("failed"),
+        delta("passed_unheld"),
+    );
+    assert_eq!(got.answered, usize::from(MANY), "answers lost; {}", world.why(&daemon));
+    assert_eq!(got.connected, usize::from(MANY), "{}", world.why(&daemon));
+    assert_eq!(delta("failed"), 0, "{dns}");
+    if path == "none" {
+        // Nothing held: every answer passed at once and was learned from a copy.
+        assert_eq!(delta("held"), 0, "{dns}");
+        assert_eq!(delta("given_back"), 0, "{dns}");
+        assert_eq!(delta("passed_unheld"), u64::from(MANY), "{dns}");
+    } else {
+        assert_eq!(
+            got.first_syn,
+            usize::from(MANY),
+            "held answers must reach the application only once their addresses are allowed"
+        );
+        assert_eq!(delta("held"), u64::from(MANY), "{dns}");
+        assert_eq!(delta("given_back"), u64::from(MANY), "{dns}");
+        assert_eq!(delta("passed_unheld"), 0, "{dns}");
+    }
+    for i in [0, MANY / 2, MANY - 1] {
+        assert!(!world.learned_of(&many_addr(i)).is_empty(), "{}", many_name(i));
+    }
+}
+
+#[test]
+fn fifty_lookups_given_back_through_loopback() {
+    fifty_lookups_through("loopback");
+}
+
+#[test]
+fn fifty_lookups_with_nothing_held() {
+    fifty_lookups_through("none");
+}
+
+#[test]
+fn fifty_lookups_given_back_as_live_frames() {
+    if let Err(why) = live_frames_allowed() {
+        // The fallback is what can be tested here: forced live frames hold nothing, and
+        // status says why.
+        let world = World::new(Setup {
+            give_back: Some("live-frames"),
+            ..Setup::default()
+        });
+        let _daemon = world.start_daemon();
+        let dns = world.status()["dns"].clone();
+        assert_eq!(dns["path"], "none", "{dns}");
+        let reason = dns["reason"].as_str().unwrap_or_default();
+        if why.contains("Operation not permitted") {
+            assert!(
+                reason.contains("the kernel refused a live-frame test run (EPERM)"),
+                "the reason names the kernel's refusal: {dns}"
+            );
+        }
+        assert_eq!(
+            world.resolve("tenant.eu1.cas.ms", RecordType::A),
+            Some(vec![ip(TENANT)]),
+            "answers pass at once"
+        );
+        eprintln!(
+            "live-frame give-back: not testable here: the kernel refused a live-frame test run ({why}); tested the fallback instead (nothing held, answers pass)"
+        );
+        return;
+    }
+    fifty_lookups_through("live-frames");
+}
+
+/// Drops, in the host's netfilter output hook, what the loopback path sends (the
+/// resolver's answers, re-sent from this host): the kernel then refuses the raw
+/// socket's send (EPERM), a failure at run time. Removed by `nft delete table`.
+fn refuse_loopback_sends(host: &Netns, on: bool) {
+    let commands: Vec<Vec<String>> = if on {
+        vec![
+            vec!["add table inet agtest".into()],
+            vec!["add chain inet agtest out { type filter hook output priority 0 ; }".into()],
+            vec![format!("add rule inet agtest out ip saddr {PEER_V4} udp sport 53 drop")],
+        ]
+    } else {
+        vec![vec!["delete table inet agtest".into()]]
+    };
+    for args in commands {
+        let out = host.command("nft").args(&args).output().expect("run nft");
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_give_back_refused_at_run_time_loses_one_answer_and_holding_stops() {
+    let world = World::new(Setup {
+        give_back: Some("loopback"),
+        dns: "refresh = 3600",
+        ..Setup::default()
+    });
+    let daemon = world.start_daemon();
+    // Control: through loopback, held and given back.
+    let first = world.resolve_and_connect("tenant.eu1.cas.ms", RecordType::A, TENANT);
+    assert!(first.connected, "{first:?}; {}", world.why(&daemon));
+
+    refuse_loopback_sends(world.host(), true);
+    let lost = world.resolve("chain.eu1.cas.ms", RecordType::A);
+    let retry = world.resolve("chain.eu1.cas.ms", RecordType::A);
+    let dns = world.status()["dns"].clone();
+    eprintln!("a give-back refused at run time: first answer {lost:?}, the retry {retry:?}; status dns {dns}");
+    assert_eq!(
+        lost, None,
+        "the answer whose give-back failed is lost (the test's premise)"
+    );
+    assert_eq!(
+        retry,
+        Some(vec![ip(CHAINED)]),
+        "the next answer passes unheld; {}",
+        world.why(&daemon)
+    );
+    assert_eq!(dns["path"], "none", "{dns}");
+    assert_eq!(count(&dns["failed"]), 1, "one answer lost: {dns}");
+    let reason = dns["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("loopback failed at run time") && reason.contains("EPERM"),
+        "{dns}"
+    );
+    assert!(
+        daemon.wait_log_count("DNS answers are no longer held", 1, Duration::from_secs(2)),
+        "{}",
+        daemon.log()
+    );
+    // Learned from the copy all the same.
+    assert!(
+        wait_until(Duration::from_secs(2), Duration::from_millis(20), || !world
+            .learned_of(CHAINED)
+            .is_empty())
+        .is_some(),
+        "{:#?}",
+        world.learned()
+    );
+    assert_eq!(
+        world.resolve("tenant.eu1.cas.ms", RecordType::A),
+        Some(vec![ip(TENANT)])
+    );
+    assert_eq!(
+        daemon.log().matches("DNS answers are no longer held").count(),
+        1,
+        "said once: {}",
+        daemon.log()
+    );
+
+    // A reload proves the paths again: refused, then allowed again.
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        daemon.wait_log_count("reloaded", 1, Duration::from_secs(5)),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(world.status()["dns"]["path"], "none", "the probe is refused too");
+    refuse_loopback_sends(world.host(), false);
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        daemon.wait_log_count("reloaded", 2, Duration::from_secs(5)),
+        "{}",
+        daemon.log()
+    );
+    let dns = world.status()["dns"].clone();
+    assert_eq!(dns["path"], "loopback", "{dns}");
+    let again = world.resolve_and_connect("v6.eu1.cas.ms", RecordType::AAAA, TENANT_V6);
+    assert!(
+        again.connected,
+        "held and given back again: {again:?}; {}",
+        world.why(&daemon)
+    );
+}
+
+#[test]
+fn a_reload_applies_every_dns_change() {
+    let world = World::new(Setup {
+        dns: "refresh = 3600",
+        ..Setup::default()
+    });
+    let daemon = world.start_daemon();
+    let rewrite = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(&world.config).unwrap();
+        assert!(text.contains(from), "{from} in\n{text}");
+        std::fs::write(&world.config, text.replacen(from, to, 1)).unwrap();
+    };
+    let reload = |n: usize| {
+        daemon.signal(libc::SIGHUP);
+        assert!(
+            daemon.wait_log_count("reloaded", n, Duration::from_secs(5)),
+            "{}",
+            daemon.log()
+        );
+    };
+
+    // learn = false: nothing held or learned from the next answer on.
+    rewrite("refresh = 3600", "refresh = 3600\nlearn = false");
+    reload(1);
+    let dns = world.status()["dns"].clone();
+    assert_eq!(dns["learning"], false, "{dns}");
+    let held = count(&dns["held"]);
+    let attempt = world.resolve_and_connect("tenant.eu1.cas.ms", RecordType::A, TENANT);
+    assert_eq!(attempt.answer, Some(vec![ip(TENANT)]), "{}", world.why(&daemon));
+    assert!(!attempt.connected, "not learned with learn = false");
+    assert_eq!(count(&world.status()["dns"]["held"]), held, "not held either");
+
+    // learn = true again: held and learned.
+    rewrite("learn = false", "learn = true");
+    reload(2);
+    assert_eq!(world.status()["dns"]["learning"], true);
+    let attempt = world.resolve_and_connect("chain.eu1.cas.ms", RecordType::A, CHAINED);
+    assert!(attempt.connected, "{attempt:?}; {}", world.why(&daemon));
+
+    // give_back = "none": the path changes with the reload.
+    rewrite("learn = true", "learn = true\ngive_back = \"none\"");
+    reload(3);
+    let dns = world.status()["dns"].clone();
+    assert_eq!(
+        (dns["path"].as_str(), dns["give_back"].as_str()),
+        (Some("none"), Some("none")),
+        "{dns}"
+    );
+    let passed = count(&dns["passed_unheld"]);
+    assert_eq!(
+        world.resolve("v6.eu1.cas.ms", RecordType::AAAA),
+        Some(vec![ip(TENANT_V6)])
+    );
+    assert_eq!(count(&world.status()["dns"]["passed_unheld"]), passed + 1);
 }

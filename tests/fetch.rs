@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 const PAGE: &str = include_str!("../catalog/network-requirements-2019-11.md");
 const LATER_PAGE: &str = include_str!("../agent/src/catalog/testdata/network-requirements-later-layout.md");
+const LEARN_HTML: &str = include_str!("../agent/src/catalog/testdata/network-requirements-2025.html");
 
 /// A CA and a server certificate for 127.0.0.1 that it signed.
 struct Pki {
@@ -86,6 +87,8 @@ enum Reply {
     },
     NotModified,
     Redirect(String),
+    /// A redirect sent only after `delay`.
+    SlowRedirect(String, Duration),
     /// Headers and the first bytes of a longer body, then nothing for `stall`; or, with
     /// `headers: false`, nothing at all after the request.
     Stall {
@@ -213,6 +216,12 @@ fn answer(stream: &mut (impl Read + Write), handler: &Handler, seen: &Mutex<Vec<
         Reply::Redirect(location) => out.extend_from_slice(
             format!("HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
         ),
+        Reply::SlowRedirect(location, delay) => {
+            thread::sleep(delay);
+            out.extend_from_slice(
+                format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+            );
+        }
         Reply::Stall { headers, stall } => {
             if headers {
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n---\ntitle: Net");
@@ -258,12 +267,17 @@ fn ca_file(dir: &Dir, pki: &Pki) -> PathBuf {
 /// Runs `allowgate catalog fetch URL -o OUTPUT ARGS...` with no proxy and no
 /// certificate store from the environment, so that only what the test gives counts.
 fn fetch(url: &str, output: &Path, args: &[&str]) -> Output {
-    Cmd::cargo_bin("allowgate")
-        .expect("the allowgate binary")
-        .args(["catalog", "fetch", url, "-o"])
-        .arg(output)
-        .args(args)
-        .env_remove("SSL_CERT_FILE")
+    let mut cmd = Cmd::cargo_bin("allowgate").expect("the allowgate binary");
+    cmd.args(["catalog", "fetch"]);
+    if !url.is_empty() {
+        cmd.arg(url);
+    }
+    cmd.arg("-o").arg(output).args(args);
+    // The machine's own config must not change what is tested.
+    if !args.contains(&"--config") {
+        cmd.args(["--config", "/dev/null"]);
+    }
+    cmd.env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR")
         .env_remove("https_proxy")
         .env_remove("HTTPS_PROXY")
@@ -332,7 +346,12 @@ fn a_page_is_written_then_kept_while_the_server_says_not_modified() {
 
     let written = fs::metadata(&output).unwrap().modified().unwrap();
     let out = fetch(&url, &output, &["--ca-file", ca]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "not modified is 3; stderr: {}",
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("not modified"), "{}", text(&out.stdout));
     let second = &server.requests()[1];
     assert_eq!(second.header("if-none-match"), Some("\"v1\""));
@@ -535,6 +554,579 @@ fn redirects_are_followed_but_never_from_https_to_http() {
     assert!(!output.exists());
 }
 
+// ---------------------------------------------------------------------------------------
+// Issue 23: what broke under attack, each with the fix's test.
+
+/// Finding 3: `--timeout` was per redirect hop (`--timeout 3s` with 5 redirects of
+/// 2.5 s each gave up after 15.5 s). Now it bounds the whole exchange: 5 redirects of
+/// 0.8 s each under `--timeout 2s` fail at about 2 s, while the same chain is followed
+/// under a timeout it fits in, so the deadline is what stops it.
+#[test]
+fn the_timeout_bounds_the_whole_exchange_redirects_included() {
+    let pki = Pki::new("allowgate test CA");
+    let server = Server::start(Some(&pki), |_, request| {
+        match request.path.strip_prefix("/hop").and_then(|n| n.parse::<u32>().ok()) {
+            Some(n) if n < 5 => Reply::SlowRedirect(format!("/hop{}", n + 1), Duration::from_millis(800)),
+            _ => ok(PAGE, &[]),
+        }
+    });
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let ca = ca.to_str().unwrap();
+    let output = dir.path("page.md");
+    let url = server.url("/hop0");
+    let started = Instant::now();
+    let out = fetch(&url, &output, &["--ca-file", ca, "--timeout", "2s"]);
+    let took = started.elapsed();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("within 2s"), "{stderr}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "gave up after {took:?}, not about 2 s"
+    );
+    assert!(!output.exists());
+    let out = fetch(&url, &output, &["--ca-file", ca, "--timeout", "20s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// Finding 4: schemes were compared as text. An upper-case `HTTPS://` URL let an
+/// https -> http redirect through with --insecure-http (and without it exited 2, "bad
+/// usage", for the server's fault); a correct `Location: HTTPS://...` was refused as
+/// plain http; a relative `Location: /page?from=https://x` was refused as unusable.
+#[test]
+fn schemes_are_compared_parsed_and_relative_locations_resolve() {
+    let pki = Pki::new("allowgate test CA");
+    let plain = Server::start(None, |_, _| ok(PAGE, &[]));
+    let downgrade = plain.url("/page.md").replace("http://", "HTTP://");
+    let server = Server::start(Some(&pki), move |_, request| {
+        let host = request.header("host").unwrap_or("127.0.0.1").to_string();
+        match request.path.as_str() {
+            "/downgrade" => Reply::Redirect(downgrade.clone()),
+            "/upper" => Reply::Redirect(format!("HTTPS://{host}/page.md")),
+            "/relative" => Reply::Redirect("/page.md?from=https://x.example/".to_string()),
+            _ => ok(PAGE, &[]),
+        }
+    });
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let ca = ca.to_str().unwrap();
+    let output = dir.path("page.md");
+    let upper = server.url("/downgrade").replace("https://", "HTTPS://");
+    for extra in [&["--insecure-http"][..], &[][..]] {
+        let mut args = vec!["--ca-file", ca];
+        args.extend_from_slice(extra);
+        let out = fetch(&upper, &output, &args);
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "the server's fault is not bad usage: {stderr}"
+        );
+        assert!(stderr.contains("plain http"), "{stderr}");
+        assert!(plain.requests().is_empty(), "the downgrade was followed ({extra:?})");
+        assert!(!output.exists());
+    }
+    for path in ["/upper", "/relative"] {
+        let out = fetch(&server.url(path), &output, &["--ca-file", ca]);
+        assert_eq!(out.status.code(), Some(0), "{path}: {}", text(&out.stderr));
+        assert_eq!(fs::read_to_string(&output).unwrap(), PAGE);
+        fs::remove_file(&output).unwrap();
+        fs::remove_file(dir.path("page.md.fetch.json")).unwrap();
+    }
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.path == "/page.md?from=https://x.example/"),
+        "the relative Location was not followed as given"
+    );
+}
+
+/// Finding 5: exit 1 though FILE was replaced when the sidecar could not be written.
+/// Now: FILE written, the sidecar not, exit 4 and a line saying both; and the other
+/// outcomes each have their code (0 written, 3 not modified, 1 failed).
+#[test]
+fn the_exit_status_says_what_happened_to_the_file() {
+    let pki = Pki::new("allowgate test CA");
+    let server = Server::start(Some(&pki), |_, request| match request.header("if-none-match") {
+        Some("\"v1\"") => Reply::NotModified,
+        _ => ok(PAGE, &[("ETag", "\"v1\"")]),
+    });
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let ca = ca.to_str().unwrap();
+    let output = dir.path("page.md");
+    fs::write(&output, "old").unwrap();
+    // A directory where the sidecar goes: FILE can be replaced, the sidecar cannot.
+    fs::create_dir(dir.path("page.md.fetch.json")).unwrap();
+    let url = server.url("/page.md");
+    let out = fetch(&url, &output, &["--ca-file", ca]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(fs::read_to_string(&output).unwrap(), PAGE, "FILE is written");
+    assert!(stderr.contains("is written, but"), "{stderr}");
+    assert!(stderr.contains("page.md.fetch.json"), "{stderr}");
+    fs::remove_dir(dir.path("page.md.fetch.json")).unwrap();
+    let out = fetch(&url, &output, &["--ca-file", ca]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = fetch(&url, &output, &["--ca-file", ca]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = fetch(
+        &server.url("/nope").replace("https", "ftp"),
+        &output,
+        &["--ca-file", ca],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// Finding 7 (sidecar): it was read whole (a 2 GiB sparse file took 8.7 s) and kept
+/// only FILE's size, so a same-length edit of FILE still got "not modified". Now a huge
+/// sidecar is not read, and an edited FILE, same length or not, is fetched again.
+#[test]
+fn the_sidecar_is_bounded_and_bound_to_the_file_content() {
+    let pki = Pki::new("allowgate test CA");
+    let server = Server::start(Some(&pki), |_, request| match request.header("if-none-match") {
+        Some("\"v1\"") => Reply::NotModified,
+        _ => ok(PAGE, &[("ETag", "\"v1\"")]),
+    });
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let ca = ca.to_str().unwrap();
+    let output = dir.path("page.md");
+    let url = server.url("/page.md");
+
+    fs::File::create(dir.path("page.md.fetch.json"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let started = Instant::now();
+    let out = fetch(&url, &output, &["--ca-file", ca]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(fs::metadata(dir.path("page.md.fetch.json")).unwrap().len() < 4096);
+
+    // The same length, one byte changed.
+    let mut edited = PAGE.as_bytes().to_vec();
+    let at = PAGE.find("13.64.26.88").unwrap();
+    edited[at] = b'9';
+    fs::write(&output, &edited).unwrap();
+    let out = fetch(&url, &output, &["--ca-file", ca]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let last = server.requests().last().unwrap().clone();
+    assert_eq!(last.header("if-none-match"), None, "validators sent for an edited FILE");
+    assert_eq!(fs::read_to_string(&output).unwrap(), PAGE, "the edit was kept");
+}
+
+/// Finding 7 (the file): FILE's mode and owner were not kept, and a FILE that is a
+/// symbolic link silently became a regular file. Now both are kept, and a link is
+/// refused (exit 2), link and target untouched: `catalog fetch` runs as root, and
+/// following a link planted where it writes would let someone else choose what root
+/// replaces.
+#[test]
+fn the_file_keeps_its_mode_and_owner_and_a_link_is_refused() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let pki = Pki::new("allowgate test CA");
+    let server = Server::start(Some(&pki), |_, _| ok(PAGE, &[]));
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let ca = ca.to_str().unwrap();
+    let output = dir.path("page.md");
+    fs::write(&output, "old").unwrap();
+    fs::set_permissions(&output, fs::Permissions::from_mode(0o640)).unwrap();
+    let root = fs::metadata(&output).unwrap().uid() == 0;
+    if root {
+        std::os::unix::fs::chown(&output, Some(65534), Some(65534)).unwrap();
+    }
+    let url = server.url("/page.md");
+    let out = fetch(&url, &output, &["--ca-file", ca]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let meta = fs::metadata(&output).unwrap();
+    assert_eq!(fs::read_to_string(&output).unwrap(), PAGE);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    if root {
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "the owner changed");
+    } else {
+        eprintln!("not root: the owner part of this test is skipped");
+    }
+
+    let target = dir.path("elsewhere.md");
+    fs::write(&target, "target").unwrap();
+    let link = dir.path("link.md");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = fetch(&url, &link, &["--ca-file", ca]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("symbolic link") && stderr.contains("elsewhere.md"),
+        "{stderr}"
+    );
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read_to_string(&target).unwrap(), "target");
+}
+
+/// Finding 7 (validators): If-None-Match went to a redirect target on another host.
+/// Now validators go only to the origin they came from.
+#[test]
+fn validators_go_only_to_their_own_origin() {
+    let pki = Pki::new("allowgate test CA");
+    let other = Server::start(Some(&pki), |_, _| ok(LATER_PAGE, &[("ETag", "\"other\"")]));
+    let elsewhere = other.url("/page.md");
+    let server = Server::start(Some(&pki), move |index, request| match index {
+        0 => ok(
+            PAGE,
+            &[("ETag", "\"v1\""), ("Last-Modified", "Sun, 01 Nov 2026 10:00:00 GMT")],
+        ),
+        _ if request.path == "/page.md" => Reply::Redirect(elsewhere.clone()),
+        _ => ok(PAGE, &[]),
+    });
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let ca = ca.to_str().unwrap();
+    let output = dir.path("page.md");
+    let url = server.url("/page.md");
+    let out = fetch(&url, &output, &["--ca-file", ca]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = fetch(&url, &output, &["--ca-file", ca]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        server.requests()[1].header("if-none-match"),
+        Some("\"v1\""),
+        "the URL's own origin is asked conditionally"
+    );
+    let asked = &other.requests()[0];
+    assert_eq!(asked.header("if-none-match"), None, "the ETag went to another origin");
+    assert_eq!(asked.header("if-modified-since"), None);
+    assert_eq!(fs::read_to_string(&output).unwrap(), LATER_PAGE);
+}
+
+/// Finding 6: a page with the rows of every commercial data center but US1 removed was
+/// written with exit 0 and no word. It is still written (the guard that refuses it is on the daemon's side: reload,
+/// start and `catalog apply`), with a warning that says how much smaller it is.
+#[test]
+fn a_much_smaller_catalog_is_written_with_a_warning() {
+    let pki = Pki::new("allowgate test CA");
+    let server = Server::start(Some(&pki), |_, request| match request.path.as_str() {
+        "/partial.md" => ok(&us1_only(PAGE), &[]),
+        _ => ok(PAGE, &[]),
+    });
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let ca = ca.to_str().unwrap();
+    let output = dir.path("page.md");
+    let out = fetch(&server.url("/page.md"), &output, &["--ca-file", ca]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    let out = fetch(&server.url("/partial.md"), &output, &["--ca-file", ca]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("more than max_shrink (25%)"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&output).unwrap(), us1_only(PAGE));
+    // Under a max_shrink it stays within, no warning.
+    let config = dir.path("config.toml");
+    fs::write(&config, "max_shrink = 100\n").unwrap();
+    fs::write(&output, PAGE).unwrap();
+    let out = fetch(
+        &server.url("/partial.md"),
+        &output,
+        &["--ca-file", ca, "--force", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
+}
+
+/// The page with the rows of US2, US3, EU1 and EU2 removed (Gov US1's stay: the page
+/// names GCC High's hosts, which need a data center of theirs).
+fn us1_only(page: &str) -> String {
+    page.lines()
+        .filter(|l| {
+            let cell = l.trim_start_matches(['>', ' ']);
+            let Some(rest) = cell.strip_prefix('|') else {
+                return true;
+            };
+            let first = rest.split('|').next().unwrap_or("").trim();
+            !["US2", "US3", "EU1", "EU2"].contains(&first)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Microsoft's sources by name, against recorded shapes of their pages served here.
+
+/// A service tags file in the shape Azure publishes (trimmed to the service's tags).
+fn tags_file(cloud: &str, change: u64) -> String {
+    format!(
+        r#"{{"changeNumber": {change}, "cloud": "{cloud}", "values": [
+  {{"name": "MicrosoftCloudAppSecurity", "id": "MicrosoftCloudAppSecurity",
+    "properties": {{"changeNumber": 31, "region": "", "regionId": 0, "platform": "Azure",
+      "systemService": "MicrosoftCloudAppSecurity",
+      "addressPrefixes": ["192.0.2.0/28", "198.51.100.7/32", "2001:db8:10::/48"], "networkFeatures": ["API", "NSG"]}}}},
+  {{"name": "MicrosoftCloudAppSecurity.WestEurope", "id": "MicrosoftCloudAppSecurity.WestEurope",
+    "properties": {{"changeNumber": 7, "region": "westeurope", "regionId": 18, "platform": "Azure",
+      "systemService": "MicrosoftCloudAppSecurity", "addressPrefixes": ["192.0.2.0/28"], "networkFeatures": ["API"]}}}}
+]}}"#
+    )
+}
+
+/// The download center's details page as it is served since 2024 (a script application
+/// whose state, JSON in the page, lists the file: name, url, size, version,
+/// datePublished), linking `file` at `base` (the "download.microsoft.com" of the test).
+fn details_page(base: &str, file: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html><html lang="en-US"><head><title>Azure IP Ranges and Service Tags</title></head>
+<body><div id="root"></div>
+<script>{{"downloadFile":[{{"isPrimary":"True","name":"{file}","url":"{base}/download/7/1/d/71d86715/{file}","size":"4328742","version":"1","datePublished":"1/1/2026 1:55:45 PM"}}]}}</script>
+</body></html>"#
+    )
+}
+
+/// `YYYYMMDD` of `days_ago` days before now (UTC).
+fn date_days_ago(days_ago: u64) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - days_ago * 86_400;
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()[..10]
+        .replace('-', "")
+}
+
+/// `--source service-tags-public` reads the details page, finds the current weekly
+/// file it links, fetches, validates and writes it; asks again conditionally while the
+/// page links the same file, unconditionally when it links a new one; and exits 5 when
+/// the newest file the page links is older than max_catalog_age.
+#[test]
+fn a_weekly_source_is_found_from_its_details_page() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let pki = Pki::new("allowgate test CA");
+    // Days before today of the file the page links now.
+    let linked = Arc::new(AtomicU64::new(3));
+    let page_links = linked.clone();
+    let server = Server::start(Some(&pki), move |_, request| {
+        let base = format!("https://{}", request.header("host").unwrap_or("127.0.0.1"));
+        let file = format!(
+            "ServiceTags_Public_{}.json",
+            date_days_ago(page_links.load(Ordering::SeqCst))
+        );
+        if request.path == "/details" {
+            return ok(&details_page(&base, &file), &[]);
+        }
+        let etag = format!("\"{file}\"");
+        if request.header("if-none-match") == Some(etag.as_str()) {
+            return Reply::NotModified;
+        }
+        if request.path.ends_with(&file) {
+            ok(&tags_file("Public", 412), &[("ETag", &etag)])
+        } else {
+            Reply::Ok {
+                body: b"not found".to_vec(),
+                headers: Vec::new(),
+                content_length: true,
+            }
+        }
+    });
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let ca = ca.to_str().unwrap();
+    let output = dir.path("service-tags-public.json");
+    let details = server.url("/details");
+    let args = ["--source", "service-tags-public", "--ca-file", ca];
+
+    let out = fetch(&details, &output, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(fs::read_to_string(&output).unwrap(), tags_file("Public", 412));
+    let sidecar = fs::read_to_string(dir.path("service-tags-public.json.fetch.json")).unwrap();
+    let first = date_days_ago(3);
+    assert!(
+        sidecar.contains(&format!("ServiceTags_Public_{first}.json")),
+        "{sidecar}"
+    );
+    assert!(sidecar.contains("\"source\": \"service-tags-public\""), "{sidecar}");
+    assert!(sidecar.contains("\"version\": \"changeNumber 412\""), "{sidecar}");
+    let requested: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(requested[0], "/details");
+    assert!(requested[1].starts_with("/download/"), "{requested:?}");
+
+    // The same file linked: a conditional request, 304, exit 3.
+    let out = fetch(&details, &output, &args);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(server.requests().last().unwrap().header("if-none-match").is_some());
+
+    // A week later the page links a new file: fetched without validators.
+    linked.store(0, Ordering::SeqCst);
+    let out = fetch(&details, &output, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(server.requests().last().unwrap().header("if-none-match"), None);
+
+    // The page stuck on a file 60 days old: written, and exit 5 says it is stale.
+    linked.store(60, Ordering::SeqCst);
+    let out = fetch(&details, &output, &args);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("60 days old") && stderr.contains("max_catalog_age (30 days)"),
+        "{stderr}"
+    );
+    // With max_catalog_age = 0 (never), the same is not stale: 3, not modified.
+    let config = dir.path("config.toml");
+    fs::write(&config, "max_catalog_age = 0\n").unwrap();
+    let mut never = args.to_vec();
+    never.extend(["--config", config.to_str().unwrap()]);
+    let out = fetch(&details, &output, &never);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    // The same file fetched by its URL, without --source: its name dates it too.
+    let by_url = server.url(&format!(
+        "/download/7/1/d/71d86715/ServiceTags_Public_{}.json",
+        date_days_ago(60)
+    ));
+    let out = fetch(&by_url, &dir.path("by-url.json"), &["--ca-file", ca]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+}
+
+/// US Government's page links its own file name; a page that links none, or links one
+/// elsewhere, fails (exit 1) naming what it expected, and FILE stays as it was.
+#[test]
+fn a_details_page_without_a_usable_link_fails_and_says_so() {
+    let pki = Pki::new("allowgate test CA");
+    let today = date_days_ago(1);
+    let server = Server::start(Some(&pki), move |_, request| {
+        let base = format!("https://{}", request.header("host").unwrap_or("127.0.0.1"));
+        match request.path.as_str() {
+            "/usgov" => ok(
+                &details_page(&base, &format!("ServiceTags_AzureGovernment_{today}.json")),
+                &[],
+            ),
+            "/public-only" => ok(&details_page(&base, &format!("ServiceTags_Public_{today}.json")), &[]),
+            "/elsewhere" => ok(
+                &details_page(
+                    "https://download.example.net",
+                    &format!("ServiceTags_AzureGovernment_{today}.json"),
+                ),
+                &[],
+            ),
+            p if p.ends_with(".json") => ok(&tags_file("AzureGovernment", 77), &[]),
+            _ => ok("not found", &[]),
+        }
+    });
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let ca = ca.to_str().unwrap();
+    let output = dir.path("service-tags-usgov.json");
+    let args = ["--source", "service-tags-usgov", "--ca-file", ca];
+    let out = fetch(&server.url("/usgov"), &output, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(fs::read_to_string(&output).unwrap(), tags_file("AzureGovernment", 77));
+
+    let url = server.url("/public-only");
+    let out = fetch(&url, &output, &args);
+    assert_fails(&out, &url, "links no ServiceTags_AzureGovernment_YYYYMMDD.json file");
+    let url = server.url("/elsewhere");
+    let out = fetch(&url, &output, &args);
+    assert_fails(&out, &url, "on a host other than download.microsoft.com");
+    assert_eq!(fs::read_to_string(&output).unwrap(), tags_file("AzureGovernment", 77));
+}
+
+/// `--source page` reads the page as Learn serves it (HTML, from the catalog's own test
+/// page: the 2025 revision as Learn renders it) through the page reader, and records
+/// its ms.date.
+#[test]
+fn the_page_source_reads_learns_html() {
+    let pki = Pki::new("allowgate test CA");
+    let server = Server::start(Some(&pki), |_, _| ok(LEARN_HTML, &[("ETag", "\"learn\"")]));
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let output = dir.path("network-requirements.html");
+    let url = server.url("/en-us/defender-cloud-apps/network-requirements");
+    let out = fetch(&url, &output, &["--source", "page", "--ca-file", ca.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("written"), "{}", text(&out.stdout));
+    assert_eq!(fs::read_to_string(&output).unwrap(), LEARN_HTML);
+    let sidecar = fs::read_to_string(dir.path("network-requirements.html.fetch.json")).unwrap();
+    assert!(sidecar.contains("\"version\": \"ms.date 04/04/2024\""), "{sidecar}");
+    assert!(sidecar.contains("\"source\": \"page\""), "{sidecar}");
+}
+
+/// `--source page` reads the page (here its Markdown at a mirror URL) through the
+/// page reader; a service tags file there is refused as not the page, and a page
+/// where a service tags source is named is refused as not a tags file.
+#[test]
+fn the_page_source_reads_a_page_and_only_a_page() {
+    let pki = Pki::new("allowgate test CA");
+    let server = Server::start(Some(&pki), |_, request| match request.path.as_str() {
+        "/tags.json" => ok(&tags_file("Public", 1), &[]),
+        _ if request.header("if-none-match") == Some("\"p\"") => Reply::NotModified,
+        _ => ok(LATER_PAGE, &[("ETag", "\"p\"")]),
+    });
+    let dir = Dir::new();
+    let ca = ca_file(&dir, &pki);
+    let ca = ca.to_str().unwrap();
+    let output = dir.path("network-requirements.md");
+    let out = fetch(
+        &server.url("/network-requirements"),
+        &output,
+        &["--source", "page", "--ca-file", ca],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(fs::read_to_string(&output).unwrap(), LATER_PAGE);
+    // A page found current is current, whatever its ms.date: not stale.
+    let out = fetch(
+        &server.url("/network-requirements"),
+        &output,
+        &["--source", "page", "--ca-file", ca],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+
+    let url = server.url("/tags.json");
+    let out = fetch(&url, &output, &["--source", "page", "--ca-file", ca, "--force"]);
+    assert_fails(&out, &url, "did not give a catalog");
+    let url = server.url("/network-requirements");
+    let out = fetch(
+        &url,
+        &dir.path("t.json"),
+        &["--source", "service-tags-public", "--ca-file", ca],
+    );
+    assert_fails(&out, &url, "links no ServiceTags_Public_YYYYMMDD.json file");
+}
+
+/// `--source` names Microsoft's locations (the download center's details pages, the
+/// page on Learn; checked here as constants, since no test reaches the internet), and
+/// `--help` names the sources and documents every exit status.
+#[test]
+fn sources_name_microsofts_locations() {
+    let out = Cmd::cargo_bin("allowgate")
+        .unwrap()
+        .args(["catalog", "fetch", "--help"])
+        .output()
+        .unwrap();
+    let help = text(&out.stdout);
+    for name in ["service-tags-public", "service-tags-usgov", "page"] {
+        assert!(help.contains(name), "--help does not name {name}");
+    }
+    for code in ["3 not modified", "4 written, but", "5 FILE"] {
+        assert!(help.contains(code), "--help does not document exit {code}:\n{help}");
+    }
+    assert_eq!(
+        allowgate::fetch::SERVICE_TAGS_PUBLIC_PAGE,
+        "https://www.microsoft.com/en-us/download/details.aspx?id=56519"
+    );
+    assert_eq!(
+        allowgate::fetch::SERVICE_TAGS_USGOV_PAGE,
+        "https://www.microsoft.com/en-us/download/details.aspx?id=57063"
+    );
+    assert_eq!(
+        allowgate::fetch::PAGE_URL,
+        "https://learn.microsoft.com/en-us/defender-cloud-apps/network-requirements"
+    );
+}
+
 const UPDATE_SERVICE: &str = include_str!("../packaging/allowgate-catalog-update.service");
 const UPDATE_TIMER: &str = include_str!("../packaging/allowgate-catalog-update.timer");
 
@@ -550,10 +1142,12 @@ fn unit_settings(unit: &str) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// The example timer runs a fetch this binary accepts, into the file it then applies,
-/// weekly, spread out, and catching up after downtime; and systemd accepts both units.
+/// The example timer fetches Microsoft's sources by name (no URL to edit) into its
+/// writable StateDirectory with fetch lines this binary accepts, counts "not modified"
+/// (3) as success, then has the daemon reload them; weekly, spread out, and catching up
+/// after downtime; and systemd accepts both units.
 #[test]
-fn the_update_timer_fetches_the_file_it_applies() {
+fn the_update_timer_fetches_the_sources_and_reloads() {
     use clap::Parser as _;
 
     let settings = unit_settings(UPDATE_SERVICE);
@@ -562,33 +1156,34 @@ fn the_update_timer_fetches_the_file_it_applies() {
         .filter(|(k, _)| *k == "ExecStart")
         .map(|(_, v)| *v)
         .collect();
-    assert_eq!(exec.len(), 2, "expected a fetch and an apply: {exec:?}");
-    let fetch: Vec<&str> = exec[0]
-        .split_whitespace()
-        .map(|w| {
-            if w == "${ALLOWGATE_CATALOG_URL}" {
-                "https://mirror.example/page.md"
-            } else {
-                w
-            }
-        })
-        .collect();
-    assert_eq!(fetch[0], "/usr/local/bin/allowgate");
-    assert_eq!(fetch[1..3], ["catalog", "fetch"], "{fetch:?}");
-    if let Err(e) = allowgate::cli::Cli::try_parse_from(&fetch) {
-        panic!("the unit's fetch line does not parse: {e}");
-    }
-    let output = fetch[fetch.iter().position(|w| *w == "-o").expect("fetch -o FILE") + 1];
-    let apply: Vec<&str> = exec[1].split_whitespace().collect();
-    assert_eq!(apply, ["/usr/local/bin/allowgate", "catalog", "apply", output]);
+    assert_eq!(exec.len(), 3, "expected two fetches and a reload: {exec:?}");
     let state = settings
         .iter()
         .find(|(k, _)| *k == "StateDirectory")
         .expect("StateDirectory");
+    let mut sources = Vec::new();
+    for line in &exec[..2] {
+        let fetch: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fetch[0], "/usr/local/bin/allowgate");
+        assert_eq!(fetch[1..3], ["catalog", "fetch"], "{fetch:?}");
+        if let Err(e) = allowgate::cli::Cli::try_parse_from(&fetch) {
+            panic!("the unit's fetch line does not parse: {e}");
+        }
+        assert!(!line.contains("://"), "a URL to edit: {line}");
+        let source = fetch[fetch.iter().position(|w| *w == "--source").expect("--source NAME") + 1];
+        sources.push(source);
+        let output = fetch[fetch.iter().position(|w| *w == "-o").expect("fetch -o FILE") + 1];
+        assert!(
+            Path::new(output).starts_with(Path::new("/var/lib").join(state.1)),
+            "{output} is not in the writable StateDirectory={}",
+            state.1
+        );
+    }
+    assert_eq!(sources, ["service-tags-public", "page"]);
+    assert_eq!(exec[2], "+/usr/bin/systemctl try-reload-or-restart allowgate.service");
     assert!(
-        Path::new(output).starts_with(Path::new("/var/lib").join(state.1)),
-        "{output} is not in the writable StateDirectory={}",
-        state.1
+        settings.contains(&("SuccessExitStatus", "3")),
+        "\"not modified\" (3) fails the unit"
     );
 
     let timer = unit_settings(UPDATE_TIMER);

@@ -158,11 +158,7 @@ fn service_settings() -> Vec<(String, String)> {
 }
 
 fn setting(key: &str) -> String {
-    let values: Vec<String> = service_settings()
-        .into_iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v)
-        .collect();
+    let values = settings(key);
     assert_eq!(
         values.len(),
         1,
@@ -172,11 +168,25 @@ fn setting(key: &str) -> String {
     values.into_iter().next().unwrap()
 }
 
+/// Every value the unit gives `key` in `[Service]`, in order (SystemCallFilter= is
+/// given more than once: later lines add to and take from the first).
+fn settings(key: &str) -> Vec<String> {
+    service_settings()
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .collect()
+}
+
 #[test]
 fn the_unit_has_what_the_daemon_and_the_installer_rely_on() {
-    // The daemon sends READY=1 once enforcing; SIGHUP reloads.
+    // The daemon sends READY=1 once enforcing; a reload answers with its verdict, so a
+    // refused config fails `systemctl reload`.
     assert_eq!(setting("Type"), "notify");
-    assert_eq!(setting("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(
+        setting("ExecReload"),
+        format!("/usr/local/bin/allowgate reload --config {DEFAULT_CONFIG_PATH}")
+    );
     assert_eq!(setting("Restart"), "on-failure");
     // `cargo xtask install` rewrites this path to its --prefix.
     assert_eq!(
@@ -185,22 +195,27 @@ fn the_unit_has_what_the_daemon_and_the_installer_rely_on() {
     );
 
     // The least capabilities that load, attach and pin (and chown the socket to
-    // socket_group); never CAP_SYS_ADMIN.
-    let caps = "CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_CHOWN";
+    // socket_group); never CAP_SYS_ADMIN. Root needs no ambient ones.
+    let caps = "CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_CHOWN CAP_NET_RAW";
     assert_eq!(setting("CapabilityBoundingSet"), caps);
-    assert_eq!(setting("AmbientCapabilities"), caps);
+    assert!(settings("AmbientCapabilities").is_empty());
     assert_eq!(setting("LimitMEMLOCK"), "infinity");
 
-    // bpf(2) is outside @system-service.
-    let filter = setting("SystemCallFilter");
-    assert!(
-        filter.split_whitespace().any(|s| s == "bpf"),
-        "SystemCallFilter lacks bpf: {filter}"
+    // @system-service, less @privileged and @resources, plus bpf(2) (in @privileged)
+    // and chown(2) for socket_group, added back last.
+    assert_eq!(
+        settings("SystemCallFilter"),
+        ["@system-service", "~@privileged @resources", "bpf chown fchownat"]
     );
     assert_eq!(setting("SystemCallErrorNumber"), "EPERM");
-    // ProtectKernelTunables=yes makes /sys/fs/bpf read-only whatever ReadWritePaths says.
+    // ProtectKernelTunables=yes makes /sys/fs/bpf read-only whatever ReadWritePaths= or
+    // BindPaths= say; the unit makes /sys read-only but for /sys/fs/bpf instead.
     assert_eq!(setting("ProtectKernelTunables"), "no");
+    assert_eq!(setting("ReadOnlyPaths"), "/sys -/proc/sys -/proc/sysrq-trigger");
     assert_eq!(setting("ProtectSystem"), "strict");
+    // The peer's groups come from the socket, so other users' processes may be hidden.
+    assert_eq!(setting("ProtectProc"), "invisible");
+    assert_eq!(setting("ProcSubset"), "pid");
 }
 
 /// The directories systemd makes for the service are the ones the code uses by default.

@@ -1,11 +1,46 @@
-//! Drop events from the data plane, decoded for people.
+//! Drop events and the counters from the data plane, decoded for people: a leaf that
+//! every layer may use (the data plane fills `Counters`, the daemon sums them up).
 
 use std::{
+    collections::BTreeMap,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use allowgate_ebpf::{self as abi, Event, Reason};
+
+/// Packets and bytes per (direction, verdict, reason), summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub by_key: BTreeMap<(u8, u8, Reason), abi::Counter>,
+    pub events_suppressed: u64,
+    pub events_lost: u64,
+    /// DNS answers held for the learner, and passed unheld because its ring was full.
+    pub dns_held: u64,
+    pub dns_unheld: u64,
+    /// Answers from a resolver's address that answer no query this host sent.
+    pub dns_unsolicited: u64,
+    /// Answers passed at once with a copy to the learner (no give-back path in force).
+    pub dns_passed: u64,
+}
+
+impl Counters {
+    pub fn get(&self, direction: u8, verdict: u8, reason: Reason) -> abi::Counter {
+        self.by_key
+            .get(&(direction, verdict, reason))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Packets of a direction and verdict, whatever the reason.
+    pub fn packets(&self, direction: u8, verdict: u8) -> u64 {
+        self.by_key
+            .iter()
+            .filter(|((d, v, _), _)| *d == direction && *v == verdict)
+            .map(|(_, c)| c.packets)
+            .sum()
+    }
+}
 
 /// One drop (or would-drop) event.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -123,7 +158,7 @@ impl DropSummary {
     /// The line for the interval that ends now, or `None` when nothing was dropped
     /// (and on the first call, which only takes the starting point). `monitor`: the
     /// drops were only counted ("would drop").
-    pub fn take(&mut self, counters: &crate::dataplane::Counters, monitor: bool, interval_secs: u64) -> Option<String> {
+    pub fn take(&mut self, counters: &Counters, monitor: bool, interval_secs: u64) -> Option<String> {
         let now: std::collections::BTreeMap<(u8, Reason), u64> = counters
             .by_key
             .iter()
@@ -174,7 +209,6 @@ impl DropSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::Counters;
 
     fn counters(drops: &[(u8, Reason, u64)], suppressed: u64) -> Counters {
         let mut c = Counters::default();

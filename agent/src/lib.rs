@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod dns;
 pub mod events;
+pub mod fetch;
 pub mod policy;
 
 /// An error and its causes on one line, as `anyhow`'s `{:#}` prints them.

@@ -85,10 +85,11 @@ _Static_assert(AG_REASON_MAX <= AG_REASON_CAPACITY, "more reasons than the count
  * The ABI version recorded in the pins (ag_abi[0]). Bumped when a pinned map keeps its
  * shape but changes its meaning; the agent replaces what an older version wrote.
  * 2: ag_stats indexed by AG_REASON_CAPACITY (1 had AG_REASON_MAX).
- * 3: ag_flow_ctl holds the flow hash key and the peer filter's generation; the flow
+ * 3: ag_dns_frames records carry whether the answer was held (struct ag_dns_frame).
+ * 4: ag_flow_ctl holds the flow hash key and the peer filter's generation; the flow
  *    tables' values hold sequence windows (their shapes changed too).
  */
-#define AG_ABI_VERSION		3
+#define AG_ABI_VERSION		4
 
 /* Bits of ag_gen_config.flags. */
 #define AG_F_ENFORCE		(1U << 0)	/* clear: monitor mode, never drop */
@@ -228,7 +229,7 @@ enum ag_misc_index {
 	AG_MISC_DNS_UNSOLICITED = 4,	/* answers passed unheld: no query of ours (fresh) asked */
 	AG_MISC_FLOW_INSERTS = 5,	/* flows the programs made assured (added to ag_flows_v4/v6) */
 	AG_MISC_FLOW_REMOVED = 6,	/* assured flows the programs removed (found expired) */
-	/* 7: reserved (the DNS holding's) */
+	AG_MISC_DNS_PASSED = 7,		/* answers passed at once, a copy to the learner: no give-back path */
 	AG_MISC_FLOW_NEW = 8,		/* unassured flows the programs added to ag_flows_new_v4/v6 */
 	AG_MISC_FLOW_NEW_EVICTED = 9,	/* unassured flows pushed out, unexpired, by another */
 	AG_MISC_FRAG_NOTED = 10,	/* first fragments noted for their datagram's other fragments */
@@ -268,11 +269,26 @@ struct ag_dns_server_key {
 	__u8 addr[16];
 };
 
-/* ag_dns_ctl[0]: the learner's heartbeat. Answers are held only while it is fresh, so
- * a dead agent never takes the host's DNS down with it. */
+/*
+ * How the agent gives a held answer back to the stack (ag_dns_ctl.give_back): the one
+ * it proved to work on this kernel. NONE holds nothing: answers pass at once and the
+ * learner reads a copy.
+ */
+#define AG_GIVE_BACK_NONE		0
+#define AG_GIVE_BACK_LIVE_FRAMES	1	/* BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES */
+#define AG_GIVE_BACK_LOOPBACK		2	/* a raw IP socket, through the host's loopback */
+
+/* ag_dns_ctl[0]: the learner's heartbeat and give-back path. Answers are held only
+ * while the heartbeat is fresh, so a dead agent never takes the host's DNS down with
+ * it, and only while a give-back path is in force. */
 struct ag_dns_ctl {
-	__u64 heartbeat_ns;	/* bpf_ktime_get_ns() clock; 0: never hold */
+	__u64 heartbeat_ns;	/* bpf_ktime_get_ns() clock; 0: no learner, copy nothing */
 	__u64 stale_after_ns;
+	__u32 give_back;	/* AG_GIVE_BACK_*; NONE: copy, never hold */
+	__u32 pad;
+	/* Written by the agent alone, for status and metrics (the programs never read them). */
+	__u64 given_back;	/* held answers the agent gave back */
+	__u64 give_back_failed;	/* held answers it could not give back (lost) */
 };
 
 /*
@@ -286,10 +302,12 @@ struct ag_dns_release_key {
 	__u16 client_port;	/* host byte order */
 };
 
-/* One held answer on ag_dns_frames: the frame from its Ethernet header. */
+/* One answer on ag_dns_frames: the frame from its Ethernet header. */
 struct ag_dns_frame {
 	__u32 ifindex;
 	__u32 len;		/* bytes of data[] that hold the frame */
+	__u32 held;		/* 1: dropped, the agent gives it back; 0: it passed, a copy */
+	__u32 pad;
 	__u8 data[AG_DNS_FRAME_MAX];
 };
 

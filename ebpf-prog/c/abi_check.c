@@ -20,9 +20,9 @@ AG_ASSERT_SIZE(struct ag_counter, 16);
 AG_ASSERT_SIZE(struct ag_event, 64);
 AG_ASSERT_SIZE(struct ag_dyn_value, 144);
 AG_ASSERT_SIZE(struct ag_dns_server_key, 16);
-AG_ASSERT_SIZE(struct ag_dns_ctl, 16);
+AG_ASSERT_SIZE(struct ag_dns_ctl, 40);
 AG_ASSERT_SIZE(struct ag_dns_release_key, 20);
-AG_ASSERT_SIZE(struct ag_dns_frame, 8 + AG_DNS_FRAME_MAX);
+AG_ASSERT_SIZE(struct ag_dns_frame, 16 + AG_DNS_FRAME_MAX);
 AG_ASSERT_SIZE(struct ag_flow_v4_key, 16);
 AG_ASSERT_SIZE(struct ag_flow_v6_key, 40);
 AG_ASSERT_SIZE(struct ag_flow_seq, 20);
@@ -59,15 +59,20 @@ _Static_assert(__builtin_offsetof(struct ag_dyn_value, expires_ns) == 136, "ag_d
 _Static_assert(__builtin_offsetof(struct ag_dns_release_key, dns_id) == 16 &&
 	       __builtin_offsetof(struct ag_dns_release_key, client_port) == 18,
 	       "ag_dns_release_key layout");
-_Static_assert(__builtin_offsetof(struct ag_dns_frame, data) == 8, "ag_dns_frame layout");
+_Static_assert(__builtin_offsetof(struct ag_dns_frame, held) == 8 &&
+	       __builtin_offsetof(struct ag_dns_frame, data) == 16, "ag_dns_frame layout");
+_Static_assert(__builtin_offsetof(struct ag_dns_ctl, give_back) == 16 &&
+	       __builtin_offsetof(struct ag_dns_ctl, given_back) == 24, "ag_dns_ctl layout");
 
 /* The number of counters lib.rs computes the same way. */
 _Static_assert(AG_STATS_ENTRIES == 256, "AG_STATS_ENTRIES");
 _Static_assert(AG_SLOTS == 2 && AG_MAX_PORT_RULES == 16 && AG_MAX_ETHERTYPES == 8 &&
 	       AG_MAX_VLAN_DEPTH == 2 && AG_MAX_V6_EXT_HDRS == 8 && AG_REASON_CAPACITY == 64 &&
-	       AG_ABI_VERSION == 3 &&
+	       AG_ABI_VERSION == 4 &&
 	       AG_MISC_MAX == 11 && AG_MISC_CAPACITY == 32 && AG_MISC_DNS_UNSOLICITED == 4 &&
-	       AG_MISC_FLOW_REMOVED == 6 && AG_MISC_FLOW_NEW == 8 && AG_MISC_FRAG_NOTED == 10 &&
+	       AG_MISC_FLOW_REMOVED == 6 && AG_MISC_DNS_PASSED == 7 && AG_MISC_FLOW_NEW == 8 &&
+	       AG_MISC_FRAG_NOTED == 10 &&
+	       AG_GIVE_BACK_NONE == 0 && AG_GIVE_BACK_LIVE_FRAMES == 1 && AG_GIVE_BACK_LOOPBACK == 2 &&
 	       AG_FLOW_MAX == 65536 && AG_FLOW_NEW_WAYS == 4 && AG_FLOW_STATES == 8 &&
 	       AG_F_STATEFUL == (1U << 9) && AG_F_LIBERAL == (1U << 10) &&
 	       AG_FRAG_SLOTS == 16384 && AG_DNS_SOCKETS_MAX == 16384 && AG_DNS_SOCKET_QUERIES == 16 &&

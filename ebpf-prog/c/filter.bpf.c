@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * filter.bpf.c - the allowgate entry points: XDP for ingress, TC (tcx or
- * clsact) for egress. Each parses its packet (lib/parse.h) and hands the
+ * filter.bpf.c - the allowgate entry points: XDP for ingress (alone, or as a
+ * component of a libxdp dispatcher), TC (tcx or clsact) for egress. Each parses its packet (lib/parse.h) and hands the
  * parsed facts to the shared core (lib/judge.h); then it only translates the
  * verdict into its hook's return code, XDP after holding the DNS answers the
  * learner wants, TC after noting the DNS queries whose answers it may hold
@@ -41,8 +41,7 @@ static __always_inline int ag_dhcp_xid_missing(const struct ag_pkt *pkt)
 	       ag_is_dhcp_ports(pkt->sport, pkt->dport);
 }
 
-SEC("xdp")
-int allowgate_ingress(struct xdp_md *ctx)
+static __always_inline int ag_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -69,6 +68,24 @@ int allowgate_ingress(struct xdp_md *ctx)
 	if (ag_dns_maybe_answer(pkt) && ag_dns_hold(ctx, pkt))
 		return XDP_DROP;
 	return XDP_PASS;
+}
+
+/* Ingress attached alone, through a bpf_link of its own. */
+SEC("xdp")
+int allowgate_ingress(struct xdp_md *ctx)
+{
+	return ag_ingress(ctx);
+}
+
+/*
+ * The same ingress as one component of a libxdp dispatcher: an extension
+ * (freplace) of one of its stub slots, loaded only in that mode. Its name fits
+ * the kernel's 15 characters, so libxdp and bpftool show it whole.
+ */
+SEC("freplace")
+int allowgate_xdp(struct xdp_md *ctx)
+{
+	return ag_ingress(ctx);
 }
 
 SEC("classifier")

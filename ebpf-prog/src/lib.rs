@@ -6,6 +6,12 @@
 
 /// The compiled BPF object (XDP `allowgate_ingress`, TC `allowgate_egress`).
 pub static FILTER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/filter.bpf.o"));
+/// An XDP dispatcher in libxdp's multi-prog format (`c/dispatcher.bpf.c`).
+pub static DISPATCHER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dispatcher.bpf.o"));
+/// Programs of "another owner" for tests/share.rs: tcx egress counters (one that
+/// passes on, one that ends the chain) and an XDP program that ends a dispatcher's
+/// chain on XDP_PASS.
+pub static SHARE_TEST_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/share_test.bpf.o"));
 /// A do-nothing XDP program, the yardstick of the bench.
 pub static NOOP_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/noop.bpf.o"));
 /// The real-traffic bench's programs: a live-frame generator, XDP_DROP and XDP_PASS.
@@ -16,6 +22,13 @@ pub static TRAFFIC_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/traffi
 /// Program names in the object.
 pub const PROG_INGRESS: &str = "allowgate_ingress";
 pub const PROG_EGRESS: &str = "allowgate_egress";
+/// Ingress as a component of a libxdp dispatcher (freplace of one of its slots).
+pub const PROG_INGRESS_EXT: &str = "allowgate_xdp";
+/// The dispatcher's program and its configuration (`.rodata`), names libxdp knows it by.
+pub const PROG_DISPATCHER: &str = "xdp_dispatcher";
+pub const GLOBAL_DISPATCHER_CONF: &str = "conf";
+/// A do-nothing extension in the dispatcher's object: whether the kernel takes one.
+pub const PROG_PROBE_EXT: &str = "ag_probe_ext";
 pub const PROG_NOOP: &str = "noop";
 pub const PROG_TRAFFIC_GEN: &str = "traffic_gen";
 pub const PROG_TRAFFIC_DROP: &str = "traffic_drop";
@@ -205,6 +218,8 @@ pub const MISC_DNS_UNSOLICITED: u32 = 4;
 pub const MISC_FLOW_INSERTS: u32 = 5;
 /// Assured flows the programs removed because they found them expired.
 pub const MISC_FLOW_REMOVED: u32 = 6;
+/// Answers passed at once with a copy to the learner: no give-back path in force.
+pub const MISC_DNS_PASSED: u32 = 7;
 /// Unassured flows the programs added.
 pub const MISC_FLOW_NEW: u32 = 8;
 /// Unassured flows pushed out, unexpired, by another.
@@ -212,8 +227,13 @@ pub const MISC_FLOW_NEW_EVICTED: u32 = 9;
 /// First fragments noted for their datagram's other fragments.
 pub const MISC_FRAG_NOTED: u32 = 10;
 pub const MISC_MAX: usize = 11;
-/// Room `ag_misc` keeps for counters.
+/// Slots of `ag_misc` (room to append counters without changing the pinned map).
 pub const MISC_CAPACITY: usize = 32;
+
+/// `DnsCtl::give_back`: how held answers go back to the stack; `NONE` holds nothing.
+pub const GIVE_BACK_NONE: u32 = 0;
+pub const GIVE_BACK_LIVE_FRAMES: u32 = 1;
+pub const GIVE_BACK_LOOPBACK: u32 = 2;
 
 pub const DYN_MAX: u32 = 16384;
 pub const MAX_DNS_SERVERS: u32 = 16;
@@ -321,6 +341,12 @@ pub struct DnsServerKey {
 pub struct DnsCtl {
     pub heartbeat_ns: u64,
     pub stale_after_ns: u64,
+    /// `GIVE_BACK_*`: answers are held only while it is not `GIVE_BACK_NONE`.
+    pub give_back: u32,
+    pub pad: u32,
+    /// Written by the agent alone (status and metrics read them from the kernel).
+    pub given_back: u64,
+    pub give_back_failed: u64,
 }
 
 /// Key of `ag_dns_release` and of `ag_dns_queries`.
@@ -332,12 +358,15 @@ pub struct DnsReleaseKey {
     pub client_port: u16,
 }
 
-/// Header of a held answer on `ag_dns_frames`; `len` bytes of frame follow.
+/// Header of an answer on `ag_dns_frames`; `len` bytes of frame follow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsFrameHeader {
     pub ifindex: u32,
     pub len: u32,
+    /// 1: the program dropped it and the agent gives it back; 0: it passed (a copy).
+    pub held: u32,
+    pub pad: u32,
 }
 
 /// Key of `ag_flows_v4`: a flow from this host's side (abi.h).
@@ -501,6 +530,34 @@ pub struct DnsSocketValue {
     pub next: u32,
 }
 
+/// Slots of a libxdp dispatcher (`MAX_DISPATCHER_ACTIONS` in libxdp).
+pub const DISPATCHER_SLOTS: usize = 10;
+/// The first byte of a version 2+ dispatcher's configuration.
+pub const DISPATCHER_MAGIC: u8 = 236;
+/// The protocol version this build speaks.
+pub const DISPATCHER_VERSION: u8 = 2;
+/// What an empty slot returns; always one of a slot's chain call actions.
+pub const DISPATCHER_STUB_RET: u32 = 31;
+
+/// The configuration of a libxdp dispatcher (`struct xdp_dispatcher_config`, protocol
+/// version 2), as `c/dispatcher.bpf.c` declares it and libxdp reads it from the map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatcherConfig {
+    pub magic: u8,
+    pub dispatcher_version: u8,
+    pub num_progs_enabled: u8,
+    pub is_xdp_frags: u8,
+    /// Per slot: a bit per XDP action after which the next slot runs.
+    pub chain_call_actions: [u32; DISPATCHER_SLOTS],
+    /// Per slot: the run priority the slot's program was placed by (lowest first).
+    pub run_prios: [u32; DISPATCHER_SLOTS],
+    /// Per slot: `BPF_F_XDP_HAS_FRAGS` when its program takes multi-buffer frames.
+    pub program_flags: [u32; DISPATCHER_SLOTS],
+}
+
+const _: () = assert!(core::mem::size_of::<DispatcherConfig>() == 124);
+
 // The C side has the same sizes; `build.rs` compiles a check of them with clang.
 const _: () = assert!(core::mem::size_of::<GenConfig>() == 72);
 const _: () = assert!(core::mem::size_of::<FlowV4Key>() == 16);
@@ -520,7 +577,8 @@ const _: () = assert!(core::mem::size_of::<V6HostKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
 const _: () = assert!(core::mem::size_of::<DynValue>() == 144);
-const _: () = assert!(core::mem::size_of::<DnsCtl>() == 16);
+const _: () = assert!(core::mem::size_of::<DnsCtl>() == 40);
+const _: () = assert!(core::mem::size_of::<DnsFrameHeader>() == 16);
 const _: () = assert!(core::mem::size_of::<DnsReleaseKey>() == 20);
 
 #[cfg(feature = "aya")]
@@ -547,4 +605,5 @@ mod pod {
     unsafe impl aya::Pod for super::FlowCtl {}
     unsafe impl aya::Pod for super::DnsSocketKey {}
     unsafe impl aya::Pod for super::DnsSocketValue {}
+    unsafe impl aya::Pod for super::DispatcherConfig {}
 }

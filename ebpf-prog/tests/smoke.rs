@@ -981,10 +981,12 @@ fn query_key(server: [u8; 16], dns_id: u16, client_port: u16) -> DnsReleaseKey {
     }
 }
 
-/// A held frame as the agent reads it off ag_dns_frames.
+/// A frame as the agent reads it off ag_dns_frames.
 #[derive(Debug)]
 struct HeldFrame {
     ifindex: u32,
+    /// Dropped for the agent to give back (else it passed and this is a copy).
+    held: bool,
     data: Vec<u8>,
 }
 
@@ -1010,7 +1012,12 @@ impl Fixture {
             .expect("insert into ag_dns_servers");
     }
 
+    /// A learner whose give-back path is in force (any but NONE holds).
     fn set_heartbeat(&mut self, heartbeat_ns: u64, stale_after_ns: u64) {
+        self.set_dns_ctl(heartbeat_ns, stale_after_ns, abi::GIVE_BACK_LOOPBACK);
+    }
+
+    fn set_dns_ctl(&mut self, heartbeat_ns: u64, stale_after_ns: u64, give_back: u32) {
         Array::<_, DnsCtl>::try_from(self.map_mut(map::DNS_CTL))
             .expect("ag_dns_ctl is an array of DnsCtl")
             .set(
@@ -1018,6 +1025,8 @@ impl Fixture {
                 DnsCtl {
                     heartbeat_ns,
                     stale_after_ns,
+                    give_back,
+                    ..DnsCtl::default()
                 },
                 0,
             )
@@ -1054,13 +1063,21 @@ impl Fixture {
         let mut ring = RingBuf::try_from(self.map_mut(map::DNS_FRAMES)).expect("ag_dns_frames is a ring buffer");
         let mut frames = Vec::new();
         while let Some(item) = ring.next() {
-            assert_eq!(item.len(), 8 + abi::DNS_FRAME_MAX, "record size: struct ag_dns_frame");
+            let header = std::mem::size_of::<abi::DnsFrameHeader>();
+            assert_eq!(
+                item.len(),
+                header + abi::DNS_FRAME_MAX,
+                "record size: struct ag_dns_frame"
+            );
             let ifindex = u32::from_ne_bytes(item[0..4].try_into().unwrap());
             let len = u32::from_ne_bytes(item[4..8].try_into().unwrap()) as usize;
+            let held = u32::from_ne_bytes(item[8..12].try_into().unwrap());
             assert!(len <= abi::DNS_FRAME_MAX, "len {len}");
+            assert!(held <= 1, "held is a flag: {held}");
             frames.push(HeldFrame {
                 ifindex,
-                data: item[8..8 + len].to_vec(),
+                held: held == 1,
+                data: item[header..header + len].to_vec(),
             });
         }
         frames
@@ -1080,6 +1097,7 @@ impl Fixture {
         let frames = self.drain_frames();
         if held {
             assert_eq!(frames.len(), 1, "{name}: one frame on the ring");
+            assert!(frames[0].held, "{name}: marked held");
             assert_eq!(frames[0].ifindex, self.ingress_ifindex, "{name}: ifindex");
             assert_eq!(frames[0].data, pkt, "{name}: the whole frame, from its Ethernet header");
         } else {
@@ -1268,6 +1286,51 @@ fn dns_answers_are_held_while_the_learner_lives() {
     );
     assert!(fx.drain_frames().is_empty());
     assert_eq!(fx.misc(abi::MISC_DNS_UNHELD), unheld + 1);
+}
+
+#[test]
+fn without_a_give_back_path_answers_pass_at_once_and_the_learner_gets_a_copy() {
+    let mut fx = enforcing_fixture();
+    fx.ingress_ifindex = LO_IFINDEX;
+    fx.add_dns_server(mapped(RESOLVER4));
+    let answer = answer4(RESOLVER4, LOCAL4, 0x1234, 40000, 40);
+    // Control: with a give-back path in force the same answer is held.
+    fx.set_heartbeat(LONG_AGO, FOREVER);
+    fx.send_query("query", &query4(RESOLVER4, 0x1234, 40000));
+    fx.expect_dns("held while a give-back path is in force", &answer, true);
+
+    fx.set_dns_ctl(LONG_AGO, FOREVER, abi::GIVE_BACK_NONE);
+    let (held, passed) = (fx.misc(abi::MISC_DNS_HELD), fx.misc(abi::MISC_DNS_PASSED));
+    fx.send_query("query again", &query4(RESOLVER4, 0x1234, 40000));
+    fx.expect(
+        "no give-back path",
+        Hook::Ingress,
+        &answer,
+        true,
+        VERDICT_PASS,
+        Reason::Policy,
+    );
+    let frames = fx.drain_frames();
+    assert_eq!(frames.len(), 1, "a copy for the learner");
+    assert!(!frames[0].held, "marked as a copy: the agent must not give it back");
+    assert_eq!(frames[0].data, answer, "the whole frame");
+    assert_eq!(fx.misc(abi::MISC_DNS_HELD), held, "not held");
+    assert_eq!(fx.misc(abi::MISC_DNS_PASSED), passed + 1, "DNS_PASSED counts it");
+    // One copy per query, as one hold per query: a second answer teaches nothing.
+    fx.expect(
+        "second answer",
+        Hook::Ingress,
+        &answer,
+        true,
+        VERDICT_PASS,
+        Reason::Policy,
+    );
+    assert!(fx.drain_frames().is_empty(), "no copy of an answer to no query");
+    // No learner at all: neither held nor copied.
+    fx.set_dns_ctl(0, FOREVER, abi::GIVE_BACK_LOOPBACK);
+    fx.send_query("query once more", &query4(RESOLVER4, 0x1234, 40000));
+    fx.expect("no learner", Hook::Ingress, &answer, true, VERDICT_PASS, Reason::Policy);
+    assert!(fx.drain_frames().is_empty(), "nothing copied without a learner");
 }
 
 #[test]

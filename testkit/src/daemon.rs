@@ -22,10 +22,19 @@ impl Daemon {
     /// Starts `bin daemon --config config` in `ns`, logging into `log_dir`, and waits
     /// until it enforces (its socket is bound by then).
     pub fn start(ns: &Netns, bin: &Path, config: &Path, log_dir: &Path) -> Daemon {
+        Daemon::start_env(ns, bin, config, log_dir, &[])
+    }
+
+    /// `start`, with `env` set for the daemon (`LIBXDP_BPFFS` for a test's own libxdp
+    /// pins).
+    pub fn start_env(ns: &Netns, bin: &Path, config: &Path, log_dir: &Path, env: &[(&str, &Path)]) -> Daemon {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let log = log_dir.join(format!("daemon-{}.log", NEXT.fetch_add(1, Ordering::Relaxed)));
-        let child = ns
-            .command(bin.to_str().expect("a UTF-8 path"))
+        let mut command = ns.command(bin.to_str().expect("a UTF-8 path"));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command
             .args(["daemon", "--config"])
             .arg(config)
             .env_remove("NOTIFY_SOCKET")
@@ -34,7 +43,8 @@ impl Daemon {
             .spawn()
             .expect("start the daemon");
         let mut d = Daemon { child, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Long enough for an emulated machine; a start that works here takes < 1 s.
+        let deadline = Instant::now() + Duration::from_secs(120);
         while !d.log().contains("enforcing") {
             if let Ok(Some(status)) = d.child.try_wait() {
                 panic!("the daemon exited with {status}:\n{}", d.log());
@@ -75,6 +85,11 @@ impl Daemon {
     /// Waits up to `within` for `text` in the log.
     pub fn wait_log(&self, text: &str, within: Duration) -> bool {
         self.wait_log_count(text, 1, within)
+    }
+
+    /// The daemon's process id (nsenter execs it, so it is the child's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod dns;
 pub mod exposition;
 pub mod frames;
+pub mod live_frames;
 pub mod netns;
 pub mod packet;
 pub mod raw;

@@ -302,7 +302,7 @@ impl Broken {
     }
 }
 
-/// Every broken shape of SPEC section 2, between `v4` addresses and `v6` addresses.
+/// Every broken shape the README's semantics name, between `v4` addresses and `v6` addresses.
 /// The addresses matter: the filter must refuse these even where a rule would allow
 /// the packet, so tests pass addresses a rule covers.
 pub fn broken(v4: (IpAddr, IpAddr), v6: (IpAddr, IpAddr), port: u16) -> Vec<Broken> {

@@ -256,9 +256,9 @@ fn test(args: &Args) -> anyhow::Result<Option<String>> {
     let t = Instant::now();
     let base = format!("localhost/allowgate-test-base:{tag}");
     let mut debootstrap = Command::new("mmdebstrap")
-        // procps: the package's one dependency beyond the base, so that the image
-        // builds without a network (the Containerfile fetches lists only if one lacks).
-        .args(["--variant=minbase", "--include=procps", "--format=tar", "bookworm", "-"])
+        // minbase has the package's dependencies (libc6, libgcc-s1), so the image builds
+        // without a network (the Containerfile fetches lists only if one lacks).
+        .args(["--variant=minbase", "--format=tar", "bookworm", "-"])
         .arg(&args.mirror)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -407,7 +407,7 @@ ports = [7000]
                 "--cap-drop",
                 "all",
                 "--cap-add",
-                "CAP_BPF,CAP_NET_ADMIN,CAP_PERFMON,CAP_CHOWN",
+                "CAP_BPF,CAP_NET_ADMIN,CAP_PERFMON,CAP_CHOWN,CAP_NET_RAW",
             ])
             .args(["--security-opt", "no-new-privileges", "--read-only"])
             .args(["--tmpfs", "/run/allowgate:mode=0755"])

@@ -31,6 +31,7 @@ use anyhow::{Context as _, bail};
 
 const CATALOG_UPDATE_SERVICE: &str = include_str!("../../packaging/allowgate-catalog-update.service");
 const CATALOG_UPDATE_TIMER: &str = include_str!("../../packaging/allowgate-catalog-update.timer");
+const ALERT_RULES: &str = include_str!("../../packaging/allowgate.rules.yml");
 const EXAMPLE_CONFIG: &str = include_str!("../../packaging/config.example.toml");
 const CATALOG_PAGE: &str = include_str!("../../catalog/network-requirements-2019-11.md");
 const README: &str = include_str!("../../README.md");
@@ -107,6 +108,7 @@ pub fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     for (name, text) in [
         ("allowgate-catalog-update.service", CATALOG_UPDATE_SERVICE),
         ("allowgate-catalog-update.timer", CATALOG_UPDATE_TIMER),
+        ("allowgate.rules.yml", ALERT_RULES),
     ] {
         let text = examples_binary(text, name)?;
         tree.file(&format!("{doc}/examples/{name}"), text.as_bytes(), 0o644)?;
@@ -296,9 +298,6 @@ fn depends(binary: &[u8]) -> String {
     if binary.windows(b"libgcc_s.so.1".len()).any(|w| w == b"libgcc_s.so.1") {
         deps.push("libgcc-s1".into());
     }
-    // The unit's ExecReload is /bin/kill, which minimal systems (debootstrap's minbase,
-    // container images) lack: without it `systemctl reload allowgate` fails.
-    deps.push("procps".into());
     deps.join(", ")
 }
 
@@ -355,24 +354,47 @@ fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// configure: the state directory, the unit known to systemd; on an upgrade, a running
-/// service restarted onto the new binary (it adopts the pins, no gap). Never enable or
-/// start: that is the operator's call once the config names interfaces and management.
+// The maintainer scripts' systemd parts are what `dh_installsystemd --no-enable
+// --no-start` writes (debhelper 13.11.4, Debian 12's: the snippets in
+// /usr/share/debhelper/autoscripts/ of libdebhelper-perl, and the script that picks
+// them, /usr/bin/dh_installsystemd), each marked `dh:` below. Two differences, each
+// said where it is: prerm stops the service on remove, which dh writes only without
+// --no-start; and postinst leaves out dh's `deb-systemd-helper unmask`, which undoes the
+// masking that older debhelper's postrm did on remove and this package never did.
+
+/// configure: the state directory, the enable state recorded for purge, the unit known
+/// to systemd; on an upgrade, a running service restarted onto the new binary (it adopts
+/// the pins, no gap). Never enable or start: that is the operator's call once the
+/// config names interfaces and management.
 const POSTINST: &str = r#"#!/bin/sh
 set -e
 if [ "$1" = configure ]; then
     install -d -m 0700 /var/lib/allowgate
-    if [ -d /run/systemd/system ]; then
-        systemctl daemon-reload || true
-        # $2: the version configured before, empty on a first install.
-        if [ -n "$2" ]; then
-            systemctl try-restart allowgate.service || true
+fi
+# dh: postinst-systemd-dont-enable. An upgrade keeps the operator's choice (links made
+# only if they were there); every configure records the links `enable` would make, so
+# that `deb-systemd-helper purge` removes them, whoever made them.
+if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ] ; then
+    if deb-systemd-helper debian-installed 'allowgate.service'; then
+        if deb-systemd-helper --quiet was-enabled 'allowgate.service'; then
+            deb-systemd-helper enable 'allowgate.service' >/dev/null || true
         fi
     fi
-    if [ -z "$2" ]; then
-        echo "allowgate: installed, not enabled. Edit /etc/allowgate/config.toml (interfaces, regions," >&2
-        echo "allowgate: [management] cidrs), check it with 'allowgate show', then 'systemctl enable --now allowgate'." >&2
+    deb-systemd-helper update-state 'allowgate.service' >/dev/null || true
+fi
+# dh: postinst-systemd-restartnostart, with try-restart: $2 is the version configured
+# before, empty on a first install.
+if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ] ; then
+    if [ -z "${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then
+        systemctl --system daemon-reload >/dev/null || true
+        if [ -n "$2" ]; then
+            deb-systemd-invoke try-restart 'allowgate.service' >/dev/null || true
+        fi
     fi
+fi
+if [ "$1" = configure ] && [ -z "$2" ]; then
+    echo "allowgate: installed, not enabled. Edit /etc/allowgate/config.toml (interfaces, regions," >&2
+    echo "allowgate: [management] cidrs), check it with 'allowgate show', then 'systemctl enable --now allowgate'." >&2
 fi
 exit 0
 "#;
@@ -382,10 +404,12 @@ exit 0
 /// noted for the purge, which runs after the config is gone.
 const PRERM: &str = r#"#!/bin/sh
 set -e
+# dh: prerm-systemd-restart (dh leaves it out with --no-start; a package that never
+# starts the service still stops it before its binary goes).
+if [ -z "${DPKG_ROOT:-}" ] && [ "$1" = remove ] && [ -d /run/systemd/system ] ; then
+    deb-systemd-invoke stop 'allowgate.service' >/dev/null || true
+fi
 if [ "$1" = remove ]; then
-    if [ -d /run/systemd/system ]; then
-        systemctl stop allowgate.service || true
-    fi
     bpffs_dir=$(sed -n 's/^[[:space:]]*bpffs_dir[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' /etc/allowgate/config.toml 2>/dev/null | tail -n 1)
     if [ -d /var/lib/allowgate ]; then
         printf '%s\n' "${bpffs_dir:-/sys/fs/bpf/allowgate}" > /var/lib/allowgate/bpffs_dir.removed || true
@@ -395,39 +419,44 @@ fi
 exit 0
 "#;
 
-/// purge: remove the pins (which detaches the programs), the state and the config
-/// directory if nothing else is in it. Only a directory under /sys/fs/bpf is removed.
+/// remove: systemd forgets the unit. purge: the enable links (an operator's
+/// `systemctl enable` included) and deb-systemd-helper's record of them, the pins (which
+/// detaches the programs), the state and the config directory if nothing else is in it.
+/// Only a directory under /sys/fs/bpf is removed.
 const POSTRM: &str = r#"#!/bin/sh
 set -e
-case "$1" in
-    remove)
-        if [ -d /run/systemd/system ]; then
-            systemctl daemon-reload || true
-        fi
-        ;;
-    purge)
-        bpffs_dir=/sys/fs/bpf/allowgate
-        if [ -r /var/lib/allowgate/bpffs_dir.removed ]; then
-            bpffs_dir=$(head -n 1 /var/lib/allowgate/bpffs_dir.removed)
-        fi
-        case "$bpffs_dir" in
-            /sys/fs/bpf/?*)
-                case "$bpffs_dir" in
-                    *..*) echo "allowgate: not removing pins under $bpffs_dir (not a plain path)" >&2 ;;
-                    *)
-                        if [ -d "$bpffs_dir" ]; then
-                            rm -rf -- "$bpffs_dir"
-                            echo "allowgate: removed the pinned policy $bpffs_dir: no longer enforcing" >&2
-                        fi
-                        ;;
-                esac
-                ;;
-            *) echo "allowgate: not removing $bpffs_dir (not under /sys/fs/bpf)" >&2 ;;
-        esac
-        rm -rf /var/lib/allowgate
-        rmdir --ignore-fail-on-non-empty /etc/allowgate 2>/dev/null || true
-        ;;
-esac
+# dh: postrm-systemd-reload-only
+if [ "$1" = remove ] && [ -d /run/systemd/system ] ; then
+    systemctl --system daemon-reload >/dev/null || true
+fi
+# dh: postrm-systemd
+if [ "$1" = "purge" ]; then
+    if [ -x "/usr/bin/deb-systemd-helper" ]; then
+        deb-systemd-helper purge 'allowgate.service' >/dev/null || true
+    fi
+fi
+if [ "$1" = purge ]; then
+    bpffs_dir=/sys/fs/bpf/allowgate
+    if [ -r /var/lib/allowgate/bpffs_dir.removed ]; then
+        bpffs_dir=$(head -n 1 /var/lib/allowgate/bpffs_dir.removed)
+    fi
+    case "$bpffs_dir" in
+        /sys/fs/bpf/?*)
+            case "$bpffs_dir" in
+                *..*) echo "allowgate: not removing pins under $bpffs_dir (not a plain path)" >&2 ;;
+                *)
+                    if [ -d "$bpffs_dir" ]; then
+                        rm -rf -- "$bpffs_dir"
+                        echo "allowgate: removed the pinned policy $bpffs_dir: no longer enforcing" >&2
+                    fi
+                    ;;
+            esac
+            ;;
+        *) echo "allowgate: not removing $bpffs_dir (not under /sys/fs/bpf)" >&2 ;;
+    esac
+    rm -rf /var/lib/allowgate
+    rmdir --ignore-fail-on-non-empty /etc/allowgate 2>/dev/null || true
+fi
 exit 0
 "#;
 
@@ -438,9 +467,9 @@ mod tests {
     #[test]
     fn depends_names_the_newest_glibc_and_libgcc() {
         let bin = b"\0GLIBC_2.2.5\0GLIBC_2.34\0GLIBC_2.17\0libgcc_s.so.1\0GLIBC_2.3.4\0";
-        assert_eq!(depends(bin), "libc6 (>= 2.34), libgcc-s1, procps");
-        assert_eq!(depends(b"GLIBC_2.2.5"), "libc6 (>= 2.2.5), procps");
-        assert_eq!(depends(b"static"), "libc6, procps");
+        assert_eq!(depends(bin), "libc6 (>= 2.34), libgcc-s1");
+        assert_eq!(depends(b"GLIBC_2.2.5"), "libc6 (>= 2.2.5)");
+        assert_eq!(depends(b"static"), "libc6");
     }
 
     #[test]
@@ -464,13 +493,149 @@ mod tests {
                 "systemctl start",
                 "systemctl enable",
                 "systemctl restart ",
+                "deb-systemd-invoke start",
+                "deb-systemd-invoke restart",
                 "allowgate daemon",
             ] {
                 assert!(!commands.contains(forbidden), "{name} runs `{forbidden}`");
             }
         }
-        assert!(POSTRM.contains("purge)") && POSTRM.contains("rm -rf -- \"$bpffs_dir\""));
         assert!(!PRERM.contains("rm "), "prerm removes files");
+    }
+
+    /// What each dpkg call makes the scripts do: deb-systemd-helper, deb-systemd-invoke
+    /// and systemctl are stubs that log their arguments (`was-enabled` and
+    /// `debian-installed` answer as told), and every path the scripts touch is moved
+    /// into a directory of the test's, /run/systemd/system (systemd runs) and
+    /// /sys/fs/bpf included.
+    struct Scripts {
+        dir: tempfile::TempDir,
+    }
+
+    impl Scripts {
+        fn new() -> Scripts {
+            let dir = tempfile::tempdir().unwrap();
+            let bin = dir.path().join("bin");
+            fs::create_dir_all(&bin).unwrap();
+            fs::create_dir_all(dir.path().join("run-systemd")).unwrap();
+            for stub in ["deb-systemd-helper", "deb-systemd-invoke", "systemctl"] {
+                let path = bin.join(stub);
+                fs::write(
+                    &path,
+                    format!(
+                        "#!/bin/sh\necho \"{stub} $*\" >> {log}\n\
+                         case \"$*\" in\n\
+                         *was-enabled*) [ -e {d}/enabled ] ;;\n\
+                         *debian-installed*) [ -e {d}/recorded ] ;;\n\
+                         esac\n",
+                        log = dir.path().join("log").display(),
+                        d = dir.path().display()
+                    ),
+                )
+                .unwrap();
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            Scripts { dir }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        /// Runs `script` with `args`; returns the stubs' calls.
+        fn run(&self, script: &str, args: &[&str]) -> Vec<String> {
+            let d = self.dir.path().display().to_string();
+            let script = script
+                .replace("/usr/bin/deb-systemd-helper", &format!("{d}/bin/deb-systemd-helper"))
+                .replace("/run/systemd/system", &format!("{d}/run-systemd"))
+                .replace("/var/lib/allowgate", &format!("{d}/state"))
+                .replace("/etc/allowgate", &format!("{d}/etc"))
+                .replace("/sys/fs/bpf", &format!("{d}/bpf"));
+            let _ = fs::remove_file(self.path("log"));
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .arg("script")
+                .args(args)
+                .env("PATH", format!("{d}/bin:{}", std::env::var("PATH").unwrap_or_default()))
+                .env_remove("DPKG_ROOT")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            fs::read_to_string(self.path("log"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn the_scripts_enable_nothing_restart_only_what_runs_and_purge_the_links() {
+        let s = Scripts::new();
+        // A first install: the links enable would make are recorded (so purge finds
+        // them), nothing is enabled, started or restarted.
+        let calls = s.run(POSTINST, &["configure", ""]);
+        assert_eq!(
+            calls,
+            [
+                "deb-systemd-helper debian-installed allowgate.service",
+                "deb-systemd-helper update-state allowgate.service",
+                "systemctl --system daemon-reload",
+            ],
+            "first install"
+        );
+        assert!(s.path("state").is_dir());
+
+        // An upgrade: a unit the operator enabled keeps its links, one they did not
+        // stays disabled; a running service is restarted (try-restart starts nothing).
+        fs::write(s.path("recorded"), "").unwrap();
+        for enabled in [true, false] {
+            if enabled {
+                fs::write(s.path("enabled"), "").unwrap();
+            } else {
+                fs::remove_file(s.path("enabled")).unwrap();
+            }
+            let calls = s.run(POSTINST, &["configure", "0.0.9"]);
+            assert_eq!(
+                calls.iter().any(|c| c == "deb-systemd-helper enable allowgate.service"),
+                enabled,
+                "upgrade, enabled before: {enabled}: {calls:?}"
+            );
+            assert_eq!(
+                calls.last().map(String::as_str),
+                Some("deb-systemd-invoke try-restart allowgate.service"),
+                "{calls:?}"
+            );
+        }
+
+        // Remove stops it; an upgrade's prerm leaves it running for postinst's restart.
+        assert_eq!(s.run(PRERM, &["remove"]), ["deb-systemd-invoke stop allowgate.service"]);
+        assert_eq!(s.run(PRERM, &["upgrade", "0.2.0"]), Vec::<String>::new());
+        assert_eq!(s.run(POSTRM, &["remove"]), ["systemctl --system daemon-reload"]);
+
+        // Purge: the recorded links, the pins noted at remove, the state, the config.
+        let pins = s.path("bpf/allowgate");
+        fs::create_dir_all(pins.join("links")).unwrap();
+        fs::write(s.path("state/bpffs_dir.removed"), format!("{}\n", pins.display())).unwrap();
+        fs::create_dir_all(s.path("etc")).unwrap();
+        assert_eq!(
+            s.run(POSTRM, &["purge"]),
+            ["deb-systemd-helper purge allowgate.service"]
+        );
+        for gone in ["bpf/allowgate", "state", "etc"] {
+            assert!(!s.path(gone).exists(), "{gone} is left after purge");
+        }
+        // Pins noted outside bpffs are not removed.
+        fs::create_dir_all(s.path("state")).unwrap();
+        fs::create_dir_all(s.path("elsewhere")).unwrap();
+        fs::write(
+            s.path("state/bpffs_dir.removed"),
+            format!("{}\n", s.path("elsewhere").display()),
+        )
+        .unwrap();
+        s.run(POSTRM, &["purge"]);
+        assert!(s.path("elsewhere").is_dir());
     }
 
     /// The whole package, from a stand-in binary: the files, their modes, the unit's
@@ -502,6 +667,7 @@ mod tests {
                 "-rw-r--r--",
                 "./usr/share/doc/allowgate/examples/allowgate-catalog-update.timer",
             ),
+            ("-rw-r--r--", "./usr/share/doc/allowgate/examples/allowgate.rules.yml"),
         ] {
             assert!(
                 list.lines()
@@ -519,7 +685,7 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         };
         assert_eq!(field("Package"), "allowgate");
-        assert_eq!(field("Depends"), "libc6 (>= 2.34), libgcc-s1, procps");
+        assert_eq!(field("Depends"), "libc6 (>= 2.34), libgcc-s1");
         let extract = dir.path().join("x");
         let ok = Command::new("dpkg-deb")
             .arg("--raw-extract")

@@ -130,18 +130,22 @@ fn check_prefix(prefix: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The shipped unit with ExecStart naming the binary under `prefix`.
+/// The shipped unit with ExecStart and ExecReload naming the binary under `prefix`.
 pub(crate) fn unit_for(prefix: &Path) -> anyhow::Result<String> {
     let binary = prefix.join("bin/allowgate");
-    let from = format!("ExecStart={UNIT_BINARY} ");
-    let to = format!("ExecStart={} ", binary.display());
-    if UNIT.matches(&from).count() != 1 {
-        bail!(
-            "packaging/allowgate.service has no single `{from}` line to point at {}",
-            binary.display()
-        );
+    let mut unit = UNIT.to_string();
+    for key in ["ExecStart", "ExecReload"] {
+        let from = format!("\n{key}={UNIT_BINARY} ");
+        let to = format!("\n{key}={} ", binary.display());
+        if unit.matches(&from).count() != 1 {
+            bail!(
+                "packaging/allowgate.service has no single `{key}={UNIT_BINARY} ` line to point at {}",
+                binary.display()
+            );
+        }
+        unit = unit.replacen(&from, &to, 1);
     }
-    Ok(UNIT.replacen(&from, &to, 1))
+    Ok(unit)
 }
 
 /// Writes `contents` to `path` with `mode` whole or not at all: a temporary file beside
@@ -325,6 +329,10 @@ mod tests {
         let unit = unit_for(Path::new("/opt/allowgate")).unwrap();
         assert!(
             unit.contains("\nExecStart=/opt/allowgate/bin/allowgate daemon --config /etc/allowgate/config.toml\n"),
+            "{unit}"
+        );
+        assert!(
+            unit.contains("\nExecReload=/opt/allowgate/bin/allowgate reload --config /etc/allowgate/config.toml\n"),
             "{unit}"
         );
         assert!(!unit.contains(UNIT_BINARY));

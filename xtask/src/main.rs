@@ -3,6 +3,7 @@
 //! that package under a real systemd.
 
 mod bench;
+mod benchkit;
 mod config_bench;
 mod import_bench;
 // The tests' namespaces, pins and packet builder serve the demo and the bench too.
@@ -12,6 +13,7 @@ mod deb;
 mod demo;
 mod docs;
 mod install;
+mod rules;
 mod systemd_test;
 mod traffic;
 
@@ -59,6 +61,9 @@ enum Task {
     /// Validate packaging/kubernetes/ against the Kubernetes schemas, offline
     /// (kubernetes-validate from PyPI, in a throwaway virtualenv).
     CheckManifests,
+    /// Check packaging/allowgate.rules.yml and run its tests with promtool (from PATH,
+    /// else from Debian's prometheus package, downloaded and unpacked, not installed).
+    CheckRules,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
         Task::TestSystemd(args) => systemd_test::run(&args),
         Task::TestContainer(args) => container_test::run(&args),
         Task::CheckManifests => container_test::check_manifests(),
+        Task::CheckRules => rules::check(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

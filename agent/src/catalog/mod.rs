@@ -1,11 +1,11 @@
 //! The catalog: what the service publishes (its "Network requirements" page, its Azure
-//! service tags), per region and feature. `parse` reads the page, `service_tags` the
+//! service tags), per region and feature. `page` reads the page, `service_tags` the
 //! tag files, `sources` loads and merges them; this file holds the model every other
 //! module uses.
 
+pub mod azure;
 pub mod diff;
-pub mod fetch;
-mod parse;
+mod page;
 pub mod service_tags;
 pub mod sources;
 
@@ -14,7 +14,7 @@ use std::{fmt, str::FromStr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use parse::{CatalogError, PageOptions, parse_page, parse_page_with};
+pub use page::{CatalogError, PageOptions, parse_page, parse_page_with};
 
 /// The page the built-in catalog is made from, shipped in the repository.
 pub const BUILTIN_PAGE: &str = include_str!("../../../catalog/network-requirements-2019-11.md");
@@ -79,7 +79,7 @@ impl fmt::Display for Feature {
 }
 
 /// What a feature's entries allow, the same whichever source lists them: the page's
-/// sections and the service tags both use this table (SPEC section 1).
+/// sections and the service tags both use this table (README: "Config").
 #[derive(Debug)]
 pub struct FeatureSpec {
     pub feature: Feature,
@@ -555,16 +555,44 @@ impl Catalog {
             .expect("the shipped page parses; a test guards this")
     }
 
-    /// The region `name` names, matched case-insensitively and ignoring separators.
+    /// The region `name` names, matched case-insensitively and ignoring separators;
+    /// an Azure region by any of its spellings (`centralfrance` names `francecentral`).
     pub fn region(&self, name: &str) -> Result<&Region, UnknownRegion> {
         let key = region_key(name);
+        let azure = azure::azure_region(name).map(|a| a.name);
         self.regions
             .iter()
             .find(|r| region_key(&r.id) == key || region_key(&r.label) == key)
+            .or_else(|| {
+                let azure = azure?;
+                self.regions.iter().find(|r| {
+                    r.kind == RegionKind::AzureRegion && azure::azure_region(&r.id).map(|a| a.name) == Some(azure)
+                })
+            })
             .ok_or_else(|| UnknownRegion {
                 name: name.to_string(),
-                suggestion: nearest(&name.to_ascii_lowercase(), self.regions.iter().map(|r| r.id.as_str())),
+                suggestion: self.nearest_region(name),
             })
+    }
+
+    /// The region a mistyped name is closest to, by its id or, for an Azure region,
+    /// any of its spellings (`centralfrancee` is near `centralfrance`: `francecentral`).
+    fn nearest_region(&self, name: &str) -> Option<String> {
+        let spellings: Vec<(String, &str)> = self
+            .regions
+            .iter()
+            .flat_map(|r| {
+                let azure = (r.kind == RegionKind::AzureRegion)
+                    .then(|| azure::azure_region(&r.id))
+                    .flatten();
+                let aliases = azure.into_iter().flat_map(|a| a.aliases.iter().map(|x| x.to_string()));
+                std::iter::once(r.id.clone())
+                    .chain(aliases)
+                    .map(move |spelling| (spelling, r.id.as_str()))
+            })
+            .collect();
+        let near = nearest(&name.to_ascii_lowercase(), spellings.iter().map(|(s, _)| s.as_str()))?;
+        spellings.iter().find(|(s, _)| *s == near).map(|(_, id)| id.to_string())
     }
 
     /// The proxy regions (Azure regions) that list proxy addresses for `offering`.
@@ -590,6 +618,12 @@ impl Catalog {
         feature: Feature,
         proxy_regions: Option<&'a [String]>,
     ) -> impl Iterator<Item = (&'a str, &'a CatalogEntry)> + 'a {
+        // A selection saved before the region's spelling was Azure's (`centralfrance`)
+        // still names it.
+        let region: &'a str = match self.regions.iter().any(|r| r.id == region) {
+            true => region,
+            false => self.region(region).map_or(region, |r| r.id.as_str()),
+        };
         let offering = self
             .regions
             .iter()
@@ -623,7 +657,8 @@ impl Catalog {
         };
         let mut seen: std::collections::HashSet<EntryKey> = std::collections::HashSet::new();
         let mut sources = Vec::new();
-        for catalog in catalogs {
+        for mut catalog in catalogs {
+            catalog.normalize_regions();
             sources.push(catalog.source.clone());
             let base = merged.origins.len();
             let own_origins = catalog.origins.len();
@@ -659,6 +694,38 @@ impl Catalog {
         }
         merged.source = sources.join(" + ");
         merged
+    }
+
+    /// Spells every Azure region as Azure does (`centralfrance` -> `francecentral`,
+    /// labelled "France Central"), in its regions and its entries, merging what were
+    /// two spellings of one region. Catalogs imported before the vocabulary existed
+    /// are read with it.
+    pub fn normalize_regions(&mut self) {
+        let mut renamed = std::collections::HashMap::new();
+        for region in &mut self.regions {
+            if region.kind != RegionKind::AzureRegion {
+                continue;
+            }
+            if let Some(azure) = azure::azure_region(&region.id) {
+                if region.id != azure.name {
+                    renamed.insert(region.id.clone(), azure.name.to_string());
+                    region.id = azure.name.to_string();
+                }
+                region.label = azure.display.to_string();
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        self.regions.retain(|r| ids.insert(r.id.clone()));
+        if renamed.is_empty() {
+            return;
+        }
+        for entry in &mut self.entries {
+            if let Some(new) = entry.region.as_ref().and_then(|r| renamed.get(r)) {
+                entry.region = Some(new.clone());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        self.entries.retain(|e| seen.insert(EntryKey::of(e)));
     }
 
     /// Every distinct address or CIDR the catalog lists (for sizes and shrink checks).

@@ -1,11 +1,14 @@
 //! Reads Azure's "IP Ranges and Service Tags" files (`ServiceTags_Public_*.json`, and
-//! the government clouds' files) into a catalog: the prefixes of one service's tags.
+//! the government clouds' files) into a catalog: the prefixes of the service's tags.
 //!
 //! The file is `{changeNumber, cloud, values: [{name, id, properties: {changeNumber,
 //! region, regionId, platform, systemService, addressPrefixes, networkFeatures}}]}`.
-//! The service's global tag (`MicrosoftCloudAppSecurity`) becomes the region `all`;
-//! each regional tag (`MicrosoftCloudAppSecurity.WestEurope`, `region: "westeurope"`)
-//! an Azure region (`westeurope`). Other services' tags are skipped. The prefixes
+//! The service's tags are those its page names (`SERVICE_TAGS`):
+//! `MicrosoftCloudAppSecurity` with its regional tags, and since 2025
+//! `AzureFrontDoor.MicrosoftSecurity` for the portal and the SIEM agent. A global tag
+//! becomes the region `all`; each regional tag (`MicrosoftCloudAppSecurity.FranceCentral`,
+//! `region: "centralfrance"`) the Azure region both spellings name, in Azure's form
+//! (`francecentral`, see `azure.rs`). Other services' tags are skipped. The prefixes
 //! serve the features the operator names, with those features' directions and port
 //! (`FeatureSpec`), because the tag itself does not say which feature uses what.
 //!
@@ -17,10 +20,37 @@ use std::borrow::Cow;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{Catalog, CatalogEntry, Feature, Origin, Peer, PortRange, Proto, Region, RegionKind, nearest, region_key};
+use super::{
+    Catalog, CatalogEntry, Feature, Origin, Peer, PortRange, Proto, Region, RegionKind, azure::azure_region, nearest,
+    region_key,
+};
 
-/// The service's tag.
-pub const DEFAULT_TAG: &str = "MicrosoftCloudAppSecurity";
+/// A tag of the service, as its page's service tag table names it.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceTag {
+    pub name: &'static str,
+    /// The features the page says it serves; `None`: whichever the operator names.
+    pub serves: Option<&'static [Feature]>,
+    /// Since when the page names it, for the warning when a file lacks it.
+    pub since: Option<&'static str>,
+}
+
+/// The service's tags, read when the operator names none.
+pub const SERVICE_TAGS: [ServiceTag; 2] = [
+    ServiceTag {
+        name: "MicrosoftCloudAppSecurity",
+        serves: None,
+        since: None,
+    },
+    ServiceTag {
+        name: "AzureFrontDoor.MicrosoftSecurity",
+        serves: Some(&[Feature::Portal, Feature::Siem]),
+        since: Some("2025"),
+    },
+];
+
+/// The service's own tag, whose absence means the file is not one to read.
+pub const DEFAULT_TAG: &str = SERVICE_TAGS[0].name;
 
 /// The features a tag's prefixes serve when the operator names none: the page's
 /// address-list features (its service-tag table lists these, and mail and the log
@@ -62,23 +92,43 @@ pub enum ServiceTagError {
     #[error("tag {tag} has the region \"{region}\", which has no letter or digit to name a region")]
     BadRegion { tag: String, region: String },
 
-    #[error("no feature to give the tag's prefixes to: name at least one with --feature")]
+    #[error("no tag was read: none serves the features named (--feature)")]
     NoFeatures,
 }
 
-/// Which tag to read and what its prefixes serve.
-#[derive(Clone, Copy, Debug)]
+/// Which tags to read and what their prefixes serve.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct TagOptions<'a> {
-    /// The service's tag name; its regional tags are `NAME.Region`.
-    pub tag: &'a str,
+    /// The tags to read, each with its regional tags (`NAME.Region`); empty: the
+    /// service's (`SERVICE_TAGS`).
+    pub tags: &'a [String],
+    /// The features their prefixes serve; empty: `DEFAULT_FEATURES`. A tag the page
+    /// says serves fewer (`AzureFrontDoor.MicrosoftSecurity`) serves only those of them.
     pub features: &'a [Feature],
 }
 
-impl Default for TagOptions<'_> {
-    fn default() -> Self {
-        TagOptions {
-            tag: DEFAULT_TAG,
-            features: &DEFAULT_FEATURES,
+impl TagOptions<'_> {
+    /// The tags to read: (name, the features its prefixes serve, named by the operator).
+    fn plan(&self) -> Vec<(String, Vec<Feature>, bool)> {
+        let asked: &[Feature] = if self.features.is_empty() {
+            &DEFAULT_FEATURES
+        } else {
+            self.features
+        };
+        let serves = |name: &str| -> Vec<Feature> {
+            let known = SERVICE_TAGS.iter().find(|t| t.name.eq_ignore_ascii_case(name));
+            match known.and_then(|t| t.serves) {
+                Some(serves) => asked.iter().copied().filter(|f| serves.contains(f)).collect(),
+                None => asked.to_vec(),
+            }
+        };
+        if self.tags.is_empty() {
+            SERVICE_TAGS
+                .iter()
+                .map(|t| (t.name.to_string(), serves(t.name), false))
+                .collect()
+        } else {
+            self.tags.iter().map(|t| (t.clone(), serves(t), true)).collect()
         }
     }
 }
@@ -120,9 +170,6 @@ pub fn parse_service_tags(bytes: &[u8], file: &str, options: TagOptions<'_>) -> 
             max: MAX_TAG_FILE_BYTES,
         });
     }
-    if options.features.is_empty() {
-        return Err(ServiceTagError::NoFeatures);
-    }
     let parsed: TagFile<'_> = serde_json::from_slice(bytes).map_err(|e| ServiceTagError::Json {
         line: e.line(),
         column: e.column(),
@@ -132,7 +179,6 @@ pub fn parse_service_tags(bytes: &[u8], file: &str, options: TagOptions<'_>) -> 
             .map_or_else(|| one_line(&e.to_string()), |(m, _)| m.to_string()),
     })?;
 
-    let regional_prefix = format!("{}.", options.tag);
     let mut catalog = Catalog {
         source: String::new(),
         origins: Vec::new(),
@@ -140,12 +186,69 @@ pub fn parse_service_tags(bytes: &[u8], file: &str, options: TagOptions<'_>) -> 
         entries: Vec::new(),
         warnings: Vec::new(),
     };
+    let mut read = Vec::new();
+    for (tag, features, named) in options.plan() {
+        if features.is_empty() {
+            let serves = SERVICE_TAGS
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&tag))
+                .and_then(|t| t.serves)
+                .unwrap_or(&[]);
+            let serves: Vec<&str> = serves.iter().map(|f| f.as_str()).collect();
+            catalog.warnings.push(format!(
+                "tag {tag} serves {} (per the page), none of the features named: not imported",
+                serves.join(" and ")
+            ));
+            continue;
+        }
+        let before = catalog.origins.len();
+        read_tag(&parsed, file, &tag, &features, &mut catalog)?;
+        if catalog.origins.len() > before {
+            read.push(tag);
+            continue;
+        }
+        let since = SERVICE_TAGS
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(&tag))
+            .and_then(|t| t.since);
+        match since {
+            Some(since) if !named => catalog.warnings.push(format!(
+                "the file has no tag {tag} (the page names it since {since}): its addresses are not in this catalog"
+            )),
+            _ => return Err(no_such_tag(&parsed, &tag)),
+        }
+    }
+    if read.is_empty() {
+        return Err(ServiceTagError::NoFeatures);
+    }
+    // The same prefix in two regional tags is two entries (each region lists it);
+    // the same prefix twice in one tag is one.
+    let mut seen = std::collections::HashSet::new();
+    catalog.entries.retain(|e| seen.insert(super::EntryKey::of(e)));
+    catalog.source = format!(
+        "{file} ({} {}, changeNumber {})",
+        parsed.cloud,
+        read.join(" + "),
+        parsed.change_number
+    );
+    Ok(catalog)
+}
+
+/// Reads `tag` and its regional tags into `catalog`, their prefixes serving `features`.
+fn read_tag(
+    parsed: &TagFile<'_>,
+    file: &str,
+    tag: &str,
+    features: &[Feature],
+    catalog: &mut Catalog,
+) -> Result<(), ServiceTagError> {
+    let regional_prefix = format!("{tag}.");
     for value in &parsed.values {
         let name: &str = &value.name;
-        let region = if name.eq_ignore_ascii_case(options.tag) {
+        let region = if name.eq_ignore_ascii_case(tag) {
             Region {
                 id: ALL_REGIONS.to_string(),
-                label: format!("every region of {name}"),
+                label: "every region (the service's global tags)".to_string(),
                 kind: RegionKind::All,
             }
         } else if let Some(suffix) = name
@@ -153,22 +256,9 @@ pub fn parse_service_tags(bytes: &[u8], file: &str, options: TagOptions<'_>) -> 
             .filter(|p| p.eq_ignore_ascii_case(&regional_prefix))
             .map(|_| &name[regional_prefix.len()..])
         {
-            let from = if value.properties.region.is_empty() {
-                suffix
-            } else {
-                &value.properties.region
-            };
-            let id = region_key(from);
-            if id.is_empty() {
-                return Err(ServiceTagError::BadRegion {
-                    tag: name.to_string(),
-                    region: from.to_string(),
-                });
-            }
-            Region {
-                id,
-                label: suffix.to_string(),
-                kind: RegionKind::AzureRegion,
+            match tag_region(name, suffix, &value.properties.region, &mut catalog.warnings)? {
+                Some(region) => region,
+                None => continue,
             }
         } else {
             continue;
@@ -188,7 +278,7 @@ pub fn parse_service_tags(bytes: &[u8], file: &str, options: TagOptions<'_>) -> 
                 prefix: prefix.to_string(),
                 reason,
             })?;
-            for &feature in options.features {
+            for &feature in features {
                 let spec = feature.spec();
                 for &direction in spec.directions {
                     catalog.entries.push(CatalogEntry {
@@ -209,32 +299,60 @@ pub fn parse_service_tags(bytes: &[u8], file: &str, options: TagOptions<'_>) -> 
             catalog.regions.push(region);
         }
     }
-    if catalog.origins.is_empty() {
-        // `nearest` compares lowercase names; the suggestion is given as the file spells it.
-        let lowercase: Vec<String> = parsed
-            .values
-            .iter()
-            .map(|v| v.name.to_ascii_lowercase())
-            .filter(|n| !n.contains('.'))
-            .collect();
-        let suggestion = nearest(&options.tag.to_ascii_lowercase(), lowercase.iter().map(String::as_str))
-            .and_then(|lower| parsed.values.iter().find(|v| v.name.eq_ignore_ascii_case(&lower)))
-            .map(|v| v.name.to_string());
-        return Err(ServiceTagError::NoSuchTag {
-            tag: options.tag.to_string(),
-            cloud: parsed.cloud.to_string(),
-            suggestion,
+    Ok(())
+}
+
+/// The Azure region of a regional tag: the one its name's suffix (`FranceCentral`) or
+/// its `properties.region` (`centralfrance`) names, in Azure's spelling. `None` for a
+/// tag that names no region at all (`AzureFrontDoor.Frontend` under `AzureFrontDoor`):
+/// not a regional tag, skipped with a warning.
+fn tag_region(
+    name: &str,
+    suffix: &str,
+    property: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Region>, ServiceTagError> {
+    if let Some(known) = azure_region(suffix).or_else(|| azure_region(property)) {
+        return Ok(Some(Region {
+            id: known.name.to_string(),
+            label: known.display.to_string(),
+            kind: RegionKind::AzureRegion,
+        }));
+    }
+    if property.is_empty() {
+        warnings.push(format!(
+            "tag {name} names no region: skipped (name it with --tag to import it as a tag of its own)"
+        ));
+        return Ok(None);
+    }
+    let id = region_key(suffix);
+    if id.is_empty() {
+        return Err(ServiceTagError::BadRegion {
+            tag: name.to_string(),
+            region: suffix.to_string(),
         });
     }
-    // The same prefix in two regional tags is two entries (each region lists it);
-    // the same prefix twice in one tag is one.
-    let mut seen = std::collections::HashSet::new();
-    catalog.entries.retain(|e| seen.insert(super::EntryKey::of(e)));
-    catalog.source = format!(
-        "{file} ({} {}, changeNumber {})",
-        parsed.cloud, options.tag, parsed.change_number
-    );
-    Ok(catalog)
+    warnings.push(format!(
+        "tag {name}: region \"{property}\" is not an Azure region allowgate knows: read as the region `{id}`"
+    ));
+    Ok(Some(Region {
+        id,
+        label: suffix.to_string(),
+        kind: RegionKind::AzureRegion,
+    }))
+}
+
+fn no_such_tag(parsed: &TagFile<'_>, tag: &str) -> ServiceTagError {
+    // `nearest` compares lowercase names; the suggestion is given as the file spells it.
+    let lowercase: Vec<String> = parsed.values.iter().map(|v| v.name.to_ascii_lowercase()).collect();
+    let suggestion = nearest(&tag.to_ascii_lowercase(), lowercase.iter().map(String::as_str))
+        .and_then(|lower| parsed.values.iter().find(|v| v.name.eq_ignore_ascii_case(&lower)))
+        .map(|v| v.name.to_string());
+    ServiceTagError::NoSuchTag {
+        tag: tag.to_string(),
+        cloud: parsed.cloud.to_string(),
+        suggestion,
+    }
 }
 
 /// A prefix of the file: an address with a length and no host bits, or an address.
@@ -266,7 +384,8 @@ mod tests {
     use crate::catalog::Direction;
 
     /// A small file in the shape Azure publishes: the service's global and regional
-    /// tags, another service's tags around them, IPv6, a duplicate prefix.
+    /// tags (one whose `region` is the older spelling), Front Door's security tag and
+    /// another of its tags, another service's tags around them, IPv6, a duplicate prefix.
     const FILE: &str = r#"{
   "changeNumber": 412,
   "cloud": "Public",
@@ -280,6 +399,22 @@ mod tests {
       }
     },
     {
+      "name": "AzureFrontDoor.Frontend",
+      "id": "AzureFrontDoor.Frontend",
+      "properties": {
+        "changeNumber": 12, "region": "", "regionId": 0, "platform": "Azure",
+        "systemService": "AzureFrontDoor", "addressPrefixes": ["203.0.113.0/26"]
+      }
+    },
+    {
+      "name": "AzureFrontDoor.MicrosoftSecurity",
+      "id": "AzureFrontDoor.MicrosoftSecurity",
+      "properties": {
+        "changeNumber": 3, "region": "", "regionId": 0, "platform": "Azure",
+        "systemService": "AzureFrontDoor", "addressPrefixes": ["203.0.113.128/25", "2001:db8:afd::/48"]
+      }
+    },
+    {
       "name": "MicrosoftCloudAppSecurity",
       "id": "MicrosoftCloudAppSecurity",
       "properties": {
@@ -287,6 +422,14 @@ mod tests {
         "systemService": "MicrosoftCloudAppSecurity",
         "addressPrefixes": ["192.0.2.0/28", "198.51.100.7/32", "2001:db8:10::/48", "192.0.2.0/28"],
         "networkFeatures": ["API", "NSG", "UDR", "FW"]
+      }
+    },
+    {
+      "name": "MicrosoftCloudAppSecurity.FranceCentral",
+      "id": "MicrosoftCloudAppSecurity.FranceCentral",
+      "properties": {
+        "changeNumber": 2, "region": "centralfrance", "regionId": 60, "platform": "Azure",
+        "systemService": "MicrosoftCloudAppSecurity", "addressPrefixes": ["198.51.100.64/27"]
       }
     },
     {
@@ -317,6 +460,14 @@ mod tests {
             .collect()
     }
 
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn tags(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn global_and_regional_tags_become_regions() {
         let c = parse_service_tags(
@@ -325,33 +476,136 @@ mod tests {
             TagOptions::default(),
         )
         .unwrap();
-        let regions: Vec<(&str, RegionKind)> = c.regions.iter().map(|r| (r.id.as_str(), r.kind)).collect();
+        let regions: Vec<(&str, &str, RegionKind)> = c
+            .regions
+            .iter()
+            .map(|r| (r.id.as_str(), r.label.as_str(), r.kind))
+            .collect();
         assert_eq!(
             regions,
             [
-                ("all", RegionKind::All),
-                ("westeurope", RegionKind::AzureRegion),
-                ("westus2", RegionKind::AzureRegion)
+                ("all", "every region (the service's global tags)", RegionKind::All),
+                ("francecentral", "France Central", RegionKind::AzureRegion),
+                ("westeurope", "West Europe", RegionKind::AzureRegion),
+                ("westus2", "West US 2", RegionKind::AzureRegion),
             ]
         );
         assert_eq!(
-            nets(&c, "all", Feature::Portal, Direction::Egress),
-            BTreeSet::from([
-                "192.0.2.0/28".to_string(),
-                "198.51.100.7/32".into(),
-                "2001:db8:10::/48".into()
-            ])
-        );
-        assert_eq!(
             nets(&c, "westeurope", Feature::Siem, Direction::Egress),
-            BTreeSet::from(["192.0.2.0/28".to_string(), "2001:db8:10::/48".into()])
+            set(&["192.0.2.0/28", "2001:db8:10::/48"])
         );
-        // Other services' tags are not read: 192.0.2.128/25 is AzureCloud's.
-        assert!(c.entries.iter().all(|e| e.peer.to_string() != "192.0.2.128/25"));
+        // The tag's `region` says `centralfrance`; the region is Azure's `francecentral`.
+        assert_eq!(
+            nets(&c, "francecentral", Feature::Portal, Direction::Egress),
+            set(&["198.51.100.64/27"])
+        );
+        // Other services' tags are not read: 192.0.2.128/25 is AzureCloud's, 203.0.113.0/26
+        // the other Front Door tag's.
+        assert!(
+            c.entries
+                .iter()
+                .all(|e| !["192.0.2.128/25", "203.0.113.0/26"].contains(&e.peer.to_string().as_str()))
+        );
         assert_eq!(
             c.source,
-            "ServiceTags_Public_20260601.json (Public MicrosoftCloudAppSecurity, changeNumber 412)"
+            "ServiceTags_Public_20260601.json (Public MicrosoftCloudAppSecurity + AzureFrontDoor.MicrosoftSecurity, changeNumber 412)"
         );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    /// The page names Front Door's security tag for the portal and the SIEM agent
+    /// only: its prefixes serve those, IPv6 included, however many features are asked.
+    #[test]
+    fn front_door_serves_the_portal_and_siem_only() {
+        let afd = set(&["203.0.113.128/25", "2001:db8:afd::/48"]);
+        let c = parse_service_tags(FILE.as_bytes(), "tags.json", TagOptions::default()).unwrap();
+        let from_afd = |c: &Catalog| -> BTreeSet<Feature> {
+            c.entries
+                .iter()
+                .filter(|e| afd.contains(&e.peer.to_string()))
+                .map(|e| e.feature)
+                .collect()
+        };
+        assert_eq!(from_afd(&c), BTreeSet::from([Feature::Portal, Feature::Siem]));
+        assert_eq!(
+            nets(&c, "all", Feature::Portal, Direction::Egress)
+                .intersection(&afd)
+                .count(),
+            2
+        );
+        let cite = c
+            .entries
+            .iter()
+            .find(|e| e.peer.to_string() == "2001:db8:afd::/48")
+            .map(|e| e.cite(&c));
+        assert_eq!(
+            cite.as_deref(),
+            Some("service tag AzureFrontDoor.MicrosoftSecurity changeNumber 3 (tags.json)")
+        );
+        // Asked for the proxy alone, Front Door has nothing to give and says so.
+        let proxy = [Feature::Proxy];
+        let only_proxy = TagOptions {
+            tags: &[],
+            features: &proxy,
+        };
+        let c = parse_service_tags(FILE.as_bytes(), "tags.json", only_proxy).unwrap();
+        assert!(from_afd(&c).is_empty());
+        assert_eq!(
+            c.warnings,
+            [
+                "tag AzureFrontDoor.MicrosoftSecurity serves portal and siem (per the page), none of the features named: not imported"
+            ]
+        );
+        // Named alone and asked for what it does not serve: nothing is read, an error.
+        let named = tags(&["AzureFrontDoor.MicrosoftSecurity"]);
+        let err = parse_service_tags(
+            FILE.as_bytes(),
+            "tags.json",
+            TagOptions {
+                tags: &named,
+                features: &proxy,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err, ServiceTagError::NoFeatures);
+    }
+
+    #[test]
+    fn tag_narrows_to_one_tag() {
+        let named = tags(&["MicrosoftCloudAppSecurity"]);
+        let options = TagOptions {
+            tags: &named,
+            features: &[],
+        };
+        let c = parse_service_tags(FILE.as_bytes(), "tags.json", options).unwrap();
+        assert!(c.entries.iter().all(|e| !e.peer.to_string().starts_with("203.0.113.")));
+        assert!(
+            c.origins
+                .iter()
+                .all(|o| matches!(o, Origin::ServiceTag { tag, .. } if tag.starts_with("MicrosoftCloudAppSecurity")))
+        );
+        // Another tag of the file that names no region is not taken for a regional tag.
+        let named = tags(&["AzureFrontDoor"]);
+        let options = TagOptions {
+            tags: &named,
+            features: &[],
+        };
+        let err = parse_service_tags(FILE.as_bytes(), "tags.json", options).unwrap_err();
+        assert!(matches!(err, ServiceTagError::NoSuchTag { .. }), "{err}");
+    }
+
+    /// A file from before 2025 has no Front Door tag: the import says so and goes on.
+    #[test]
+    fn a_file_without_front_door_warns() {
+        let old = FILE.replace("AzureFrontDoor.MicrosoftSecurity", "AzureFrontDoor.Backend");
+        let c = parse_service_tags(old.as_bytes(), "tags.json", TagOptions::default()).unwrap();
+        assert_eq!(
+            c.warnings,
+            [
+                "the file has no tag AzureFrontDoor.MicrosoftSecurity (the page names it since 2025): its addresses are not in this catalog"
+            ]
+        );
+        assert!(c.entries.iter().all(|e| !e.peer.to_string().starts_with("203.0.113.")));
     }
 
     #[test]
@@ -360,7 +614,7 @@ mod tests {
         // App connector: the service connects in on 443; proxy goes both ways.
         assert_eq!(
             nets(&c, "westus2", Feature::AppConnector, Direction::Ingress),
-            BTreeSet::from(["198.51.100.7/32".to_string()])
+            set(&["198.51.100.7/32"])
         );
         assert!(nets(&c, "westus2", Feature::AppConnector, Direction::Egress).is_empty());
         assert_eq!(nets(&c, "westus2", Feature::Proxy, Direction::Ingress).len(), 1);
@@ -382,8 +636,9 @@ mod tests {
     #[test]
     fn features_can_be_named_and_each_entry_cites_its_tag() {
         let features = [Feature::Mail];
+        let named = tags(&["MicrosoftCloudAppSecurity"]);
         let options = TagOptions {
-            tag: "MicrosoftCloudAppSecurity",
+            tags: &named,
             features: &features,
         };
         let c = parse_service_tags(FILE.as_bytes(), "tags.json", options).unwrap();
@@ -421,16 +676,20 @@ mod tests {
             err("# Network requirements\n", TagOptions::default())
                 .starts_with("line 1, column 1: not an Azure service tags file")
         );
+        let typo = tags(&["MicrosoftCloudAppSecurty"]);
         assert_eq!(
             err(
                 FILE,
                 TagOptions {
-                    tag: "MicrosoftCloudAppSecurty",
-                    features: &DEFAULT_FEATURES
+                    tags: &typo,
+                    features: &[]
                 }
             ),
             "the file has no tag `MicrosoftCloudAppSecurty` (cloud Public): did you mean `MicrosoftCloudAppSecurity`?"
         );
+        // The service's own tag missing: not a file to read, whatever else it holds.
+        let other = FILE.replace("MicrosoftCloudAppSecurity", "SomethingElse");
+        assert!(err(&other, TagOptions::default()).starts_with("the file has no tag `MicrosoftCloudAppSecurity`"));
         let host_bits = FILE.replace("198.51.100.7/32\", \"2001", "198.51.100.7/24\", \"2001");
         assert_eq!(
             err(&host_bits, TagOptions::default()),
@@ -440,16 +699,6 @@ mod tests {
         assert!(err(&mapped, TagOptions::default()).contains("IPv4-mapped"));
         let truncated = &FILE[..FILE.len() / 2];
         assert!(err(truncated, TagOptions::default()).contains("not an Azure service tags file"));
-        assert_eq!(
-            err(
-                FILE,
-                TagOptions {
-                    tag: DEFAULT_TAG,
-                    features: &[]
-                }
-            ),
-            "no feature to give the tag's prefixes to: name at least one with --feature"
-        );
     }
 
     #[test]
@@ -467,9 +716,29 @@ mod tests {
         assert!(
             c.regions
                 .iter()
-                .any(|r| r.id == "usgovvirginia" && r.label == "USGovVirginia")
+                .any(|r| r.id == "usgovvirginia" && r.label == "US Gov Virginia")
         );
         assert!(c.source.contains("AzureGovernment"));
+    }
+
+    /// A regional tag of a region the vocabulary does not know is read under the
+    /// tag's suffix, with a warning; one of a known region under Azure's name whichever
+    /// of its two spellings is known.
+    #[test]
+    fn unknown_regions_are_read_and_named() {
+        let atlantis = FILE.replace(
+            "MicrosoftCloudAppSecurity.WestUS2\",\n      \"id\": \"MicrosoftCloudAppSecurity.WestUS2\",\n      \"properties\": {\n        \"changeNumber\": 4, \"region\": \"westus2\"",
+            "MicrosoftCloudAppSecurity.AtlantisNorth\",\n      \"id\": \"MicrosoftCloudAppSecurity.AtlantisNorth\",\n      \"properties\": {\n        \"changeNumber\": 4, \"region\": \"atlantisn\"",
+        );
+        assert_ne!(atlantis, FILE);
+        let c = parse_service_tags(atlantis.as_bytes(), "t.json", TagOptions::default()).unwrap();
+        assert!(c.regions.iter().any(|r| r.id == "atlantisnorth"));
+        assert_eq!(
+            c.warnings,
+            [
+                "tag MicrosoftCloudAppSecurity.AtlantisNorth: region \"atlantisn\" is not an Azure region allowgate knows: read as the region `atlantisnorth`"
+            ]
+        );
     }
 
     proptest::proptest! {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    Catalog, CatalogError, Feature, PageOptions, parse_page_with,
+    Catalog, CatalogError, PageOptions, parse_page_with,
     service_tags::{self, ServiceTagError, TagOptions},
 };
 
@@ -124,20 +124,32 @@ pub fn import_bytes(
                 source,
             })
         }
-        SourceKind::Catalog => serde_json::from_slice(bytes).map_err(|source| SourceError::CatalogJson {
-            path: path.into(),
-            source,
-        }),
+        SourceKind::Catalog => {
+            let mut catalog: Catalog = serde_json::from_slice(bytes).map_err(|source| SourceError::CatalogJson {
+                path: path.into(),
+                source,
+            })?;
+            // Written before the region vocabulary: read it in Azure's spelling.
+            catalog.normalize_regions();
+            Ok(catalog)
+        }
     }
 }
 
 /// Reads a source file, capped at `MAX_SOURCE_BYTES`.
 pub fn read_source(path: &Path) -> Result<Vec<u8>, SourceError> {
-    use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|source| SourceError::Read {
         path: path.into(),
         source,
     })?;
+    read_opened(file, path)
+}
+
+/// Reads a source file already open (the daemon opens it itself, to check whose it
+/// is on what it reads), capped at `MAX_SOURCE_BYTES`; `path` names it in errors.
+pub fn read_opened(file: std::fs::File, path: &Path) -> Result<Vec<u8>, SourceError> {
+    use std::io::Read as _;
+    let size = file.metadata().map(|m| m.len()).ok();
     let mut bytes = Vec::new();
     // One byte more than the cap tells a file at the cap from a larger one.
     file.take(MAX_SOURCE_BYTES as u64 + 1)
@@ -147,10 +159,9 @@ pub fn read_source(path: &Path) -> Result<Vec<u8>, SourceError> {
             source,
         })?;
     if bytes.len() > MAX_SOURCE_BYTES {
-        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(bytes.len() as u64);
         return Err(SourceError::TooLarge {
             path: path.into(),
-            bytes,
+            bytes: size.unwrap_or(bytes.len() as u64),
             max: MAX_SOURCE_BYTES,
         });
     }
@@ -184,18 +195,10 @@ pub fn load(paths: &[PathBuf]) -> Result<Catalog, SourceError> {
     })
 }
 
-/// Names the features of a `--feature` list, for the service tags' options.
-pub fn features_or_default(features: &[Feature]) -> Vec<Feature> {
-    if features.is_empty() {
-        service_tags::DEFAULT_FEATURES.to_vec()
-    } else {
-        features.to_vec()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::CatalogEntry;
 
     #[test]
     fn kinds_are_told_by_content() {
@@ -264,5 +267,110 @@ mod tests {
             from_page.cite(&merged)
         );
         assert!(merged.source.contains(" + "));
+    }
+
+    /// The page's "France Central" and the tag whose `region` says `centralfrance` are
+    /// one region: selecting it by either spelling brings both sources' addresses. (Before
+    /// the vocabulary they were two regions, and `francecentral` missed the tag's.)
+    #[test]
+    fn page_and_tag_entries_of_one_region_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("page.md");
+        let mut text = super::super::BUILTIN_PAGE.to_string();
+        text.push_str(
+            "\n## Access and session controls\n\nThe following IP addresses should be allowed for both inbound and outbound connections:\n\n\
+             ||IP addresses|\n|---|---|\n|**Session controls**|France Central: 198.51.100.70<br /><br />Germany West Central: 198.51.100.71|\n",
+        );
+        std::fs::write(&page, text).unwrap();
+        let tags = dir.path().join("tags.json");
+        std::fs::write(
+            &tags,
+            r#"{"changeNumber": 9, "cloud": "Public", "values": [
+               {"name": "MicrosoftCloudAppSecurity.FranceCentral", "properties": {"changeNumber": 3, "region": "centralfrance", "addressPrefixes": ["4.178.134.40/29"]}},
+               {"name": "MicrosoftCloudAppSecurity.GermanyWestCentral", "properties": {"changeNumber": 3, "region": "germanywc", "addressPrefixes": ["198.51.100.128/28"]}}]}"#,
+        )
+        .unwrap();
+        let merged = load(&[page, tags]).unwrap();
+        let azure: Vec<(&str, &str)> = merged
+            .regions
+            .iter()
+            .filter(|r| r.kind == super::super::RegionKind::AzureRegion)
+            .map(|r| (r.id.as_str(), r.label.as_str()))
+            .collect();
+        assert_eq!(
+            azure,
+            [
+                ("francecentral", "France Central"),
+                ("germanywestcentral", "Germany West Central")
+            ]
+        );
+        for spelling in ["francecentral", "centralfrance", "France Central", "FranceCentral"] {
+            assert_eq!(merged.region(spelling).unwrap().id, "francecentral", "{spelling}");
+            let listed: std::collections::BTreeSet<String> = merged
+                .selected(spelling, super::super::Feature::Proxy, None)
+                .filter(|(_, e)| e.region.is_some())
+                .map(|(_, e)| e.peer.to_string())
+                .collect();
+            assert_eq!(
+                listed,
+                ["198.51.100.70/32", "4.178.134.40/29"].map(String::from).into(),
+                "{spelling}"
+            );
+        }
+    }
+
+    /// A catalog file imported before the vocabulary names regions as the tags did;
+    /// it is read in Azure's spelling, and two spellings of one region become one.
+    #[test]
+    fn catalogs_written_before_read_in_azures_spelling() {
+        let mut old = Catalog::builtin();
+        let entry = |region: &str, peer: &str| CatalogEntry {
+            region: Some(region.into()),
+            feature: super::super::Feature::Portal,
+            peer: super::super::Peer::Net(peer.parse().unwrap()),
+            direction: super::super::Direction::Egress,
+            proto: super::super::Proto::Tcp,
+            ports: vec![super::super::PortRange::single(443)],
+            line: 0,
+            offering: None,
+            origin: 0,
+        };
+        for (id, label) in [("centralfrance", "FranceCentral"), ("francecentral", "France Central")] {
+            old.regions.push(super::super::Region {
+                id: id.into(),
+                label: label.into(),
+                kind: super::super::RegionKind::AzureRegion,
+            });
+        }
+        old.entries.push(entry("centralfrance", "192.0.2.1/32"));
+        old.entries.push(entry("francecentral", "192.0.2.1/32"));
+        old.entries.push(entry("francecentral", "192.0.2.2/32"));
+        let bytes = serde_json::to_vec(&old).unwrap();
+        let read = import_bytes(
+            &bytes,
+            Path::new("old.json"),
+            SourceKind::Catalog,
+            ImportOptions::default(),
+        )
+        .unwrap();
+        let france: Vec<&str> = read
+            .regions
+            .iter()
+            .filter(|r| r.id.contains("france"))
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(france, ["francecentral"]);
+        let entries: Vec<String> = read
+            .entries
+            .iter()
+            .filter(|e| e.region.as_deref() == Some("francecentral"))
+            .map(|e| e.peer.to_string())
+            .collect();
+        assert_eq!(entries, ["192.0.2.1/32", "192.0.2.2/32"]);
+        assert!(
+            read.entries
+                .iter()
+                .all(|e| e.region.as_deref() != Some("centralfrance"))
+        );
     }
 }

@@ -15,20 +15,26 @@ use crate::{
     catalog::{
         Catalog, Feature, PageOptions,
         diff::diff,
-        fetch::{self, FetchRequest, Fetched},
-        service_tags::{DEFAULT_TAG, TagOptions},
-        sources::{ImportOptions, SourceKind, features_or_default, import_bytes, read_source},
+        service_tags::TagOptions,
+        sources::{ImportOptions, SourceKind, import_bytes, read_source},
     },
     control::{
         client,
         protocol::{ChangeOptions, Request, Response},
     },
+    daemon::{catalog_age, state::Shrink},
+    fetch::{self, FetchRequest, Fetched},
+    policy::{
+        Config,
+        config::{DEFAULT_MAX_CATALOG_AGE, DEFAULT_MAX_SHRINK},
+    },
 };
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Read a "Network requirements" page (Markdown) or an Azure service tags file
-    /// (JSON) into a catalog file that the config's `catalog` key can name.
+    /// Read a "Network requirements" page (the docs' Markdown, Learn's HTML, or a
+    /// Markdown mirror of Learn's rendering) or an Azure service tags file (JSON) into
+    /// a catalog file that the config's `catalog` key can name.
     Import(ImportArgs),
     /// What changed from one catalog to another, per region and feature (exit 0: no
     /// difference, 1: differences, 2: error, as diff(1)).
@@ -42,33 +48,82 @@ pub enum Command {
     },
     /// Put a new catalog (page, service tags or catalog file) in force in the running
     /// daemon, as one generation swap; refused when it would remove more than
-    /// `max_shrink` percent of the catalog addresses enforced now, unless --force.
+    /// `max_shrink` percent of the catalog addresses enforced now, unless --force. The
+    /// daemon reads FILE itself: a regular file (not a link) that belongs to the caller,
+    /// unless the caller is root.
     Apply {
         file: PathBuf,
         #[command(flatten)]
         change: ApplyArgs,
     },
-    /// Put the catalog in force before the last `catalog apply` back.
+    /// Put the catalog in force before the last `catalog apply` back. Never refused
+    /// by max_shrink (the way back may remove what the apply added); refused, like any
+    /// change, when it would cut off this SSH session, unless --confirm or --force.
     Rollback {
         #[command(flatten)]
         change: ApplyArgs,
     },
-    /// Download the page (or a catalog file) from URL into FILE when it changed.
+    /// Download a catalog source into FILE when it changed: one Microsoft publishes
+    /// (--source), or the document at URL.
+    ///
+    /// `--source service-tags-public` and `service-tags-usgov` read the download
+    /// center's page of the weekly service tags file and fetch the file it links now;
+    /// `--source page` fetches the "Network requirements" page from Learn. With a URL
+    /// as well, the URL is where that source is read instead (a mirror).
     ///
     /// The download is checked as `catalog import` would read it and replaces FILE only
-    /// when it is a catalog, in one rename; FILE is the document itself, for the
-    /// config's `catalog` key or `catalog apply`. The ETag and Last-Modified of the last
-    /// download are kept in FILE.fetch.json and sent back: when the server answers
-    /// "not modified", FILE is left as it is.
+    /// when it is a catalog, in one rename, keeping FILE's mode and owner (a FILE that
+    /// is a symbolic link is refused); FILE is the document itself, for the config's
+    /// `catalog` key or `catalog apply`. The ETag and Last-Modified of the last download
+    /// are kept in FILE.fetch.json and sent back (to the same origin only) while FILE is
+    /// unchanged: when the server answers "not modified", FILE is left as it is. A FILE
+    /// that lists more than max_shrink percent fewer addresses than the one it replaced
+    /// is written with a warning (a reload or `catalog apply` then refuses it unless
+    /// forced).
     ///
-    /// Exit status: 0 written or not modified, 1 failed (FILE untouched), 2 bad usage.
+    /// Exit status: 0 written; 3 not modified (FILE is current); 1 failed, FILE
+    /// untouched; 2 bad usage, FILE untouched; 4 written, but FILE.fetch.json could not
+    /// be (the next fetch downloads again); 5 FILE (written or current) is older than
+    /// max_catalog_age.
     Fetch(FetchArgs),
+}
+
+/// `catalog fetch`'s exit statuses besides 0, 1 and 2.
+pub const EXIT_NOT_MODIFIED: u8 = 3;
+pub const EXIT_STATE_NOT_SAVED: u8 = 4;
+pub const EXIT_STALE: u8 = 5;
+
+/// A source `catalog fetch --source` knows.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SourceArg {
+    /// The public cloud's weekly service tags file (download center id 56519).
+    ServiceTagsPublic,
+    /// US Government's weekly service tags file (download center id 57063).
+    #[value(name = "service-tags-usgov")]
+    ServiceTagsUsGov,
+    /// The "Network requirements" page on Learn.
+    Page,
+}
+
+impl From<SourceArg> for fetch::Source {
+    fn from(s: SourceArg) -> fetch::Source {
+        match s {
+            SourceArg::ServiceTagsPublic => fetch::Source::ServiceTagsPublic,
+            SourceArg::ServiceTagsUsGov => fetch::Source::ServiceTagsUsGov,
+            SourceArg::Page => fetch::Source::Page,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
-    /// Where the document is: an https:// URL.
-    url: String,
+    /// Where the document is (an https:// URL); with --source, where that source is
+    /// read instead of Microsoft's location (a mirror).
+    #[arg(required_unless_present = "source")]
+    url: Option<String>,
+    /// A source Microsoft publishes, by name.
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    source: Option<SourceArg>,
     /// The file to keep it in (its directory must exist).
     #[arg(long, short, value_name = "FILE")]
     output: PathBuf,
@@ -86,26 +141,36 @@ pub struct FetchArgs {
     /// Refuse a document bigger than this many bytes (suffixes KiB, MiB: `32MiB`).
     #[arg(long, value_name = "BYTES", default_value = "32MiB", value_parser = parse_size)]
     max_bytes: u64,
-    /// Give up when the whole download, redirects included, takes longer (`30s`, `2m`).
+    /// Give up when the whole exchange takes longer (`30s`, `2m`): a source's download
+    /// page, every redirect and the body, together.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     timeout: Duration,
+    /// The config whose max_shrink and max_catalog_age apply [default:
+    /// /etc/allowgate/config.toml when it exists, else 25% and 30 days].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// The page, in the Markdown of the docs repository, or with --service-tags the
+    /// The page (Markdown or HTML, told apart by content), or with --service-tags the
     /// service tags file (ServiceTags_Public_*.json).
     file: PathBuf,
     /// Read FILE as an Azure "IP Ranges and Service Tags" file.
     #[arg(long)]
     service_tags: bool,
-    /// The service's tag (its regional tags are TAG.Region).
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_TAG, requires = "service_tags")]
-    tag: String,
-    /// The features the tag's prefixes serve [default: portal, proxy, siem, app-connector].
+    /// Read only this tag (and its regional tags NAME.Region); repeat for more
+    /// [default: the service's tags, MicrosoftCloudAppSecurity and its regional tags,
+    /// and AzureFrontDoor.MicrosoftSecurity].
+    #[arg(long = "tag", value_name = "NAME", requires = "service_tags")]
+    tags: Vec<String>,
+    /// The features the tags' prefixes serve [default: portal, proxy, siem,
+    /// app-connector; AzureFrontDoor.MicrosoftSecurity serves only portal and siem, as
+    /// the page says].
     #[arg(long = "feature", short = 'f', value_name = "FEATURE", requires = "service_tags")]
     features: Vec<String>,
-    /// Import a page even where parts of it cannot be read, printing what was skipped.
+    /// Import a page even where parts of it cannot be read, printing what was skipped:
+    /// a table or row it cannot read, or one item of a row (the row's others are kept).
     #[arg(long)]
     allow_partial: bool,
     /// Where to write the catalog [default: standard output].
@@ -163,13 +228,33 @@ pub fn execute(cmd: Command, socket: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn fetch_url(args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let source = args.source.map(fetch::Source::from);
+    let url = match (&args.url, source) {
+        (Some(url), _) => url.clone(),
+        (None, Some(source)) => source.location().to_string(),
+        (None, None) => unreachable!("clap requires a URL or --source"),
+    };
+    let (max_shrink, max_age) = fetch_limits(args.config.as_deref());
     let name = args
         .output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let expected = match source {
+        Some(fetch::Source::Page) => Expected::Page,
+        Some(_) => Expected::ServiceTags,
+        None => Expected::Any,
+    };
+    // What FILE holds now, to tell how much a new one takes away (and, when it stays,
+    // how old it is).
+    let before = std::fs::symlink_metadata(&args.output)
+        .ok()
+        .filter(|m| m.is_file())
+        .and_then(|_| read_source(&args.output).ok())
+        .and_then(|bytes| read_fetched(&bytes, &name, Expected::Any).ok());
     let request = FetchRequest {
-        url: args.url.clone(),
+        url: url.clone(),
+        source,
         output: args.output.clone(),
         ca_file: args.ca_file,
         allow_http: args.insecure_http,
@@ -177,45 +262,174 @@ fn fetch_url(args: FetchArgs) -> anyhow::Result<ExitCode> {
         max_bytes: args.max_bytes,
         timeout: args.timeout,
     };
-    match fetch::fetch(&request, |bytes| Ok(validate_download(bytes, &name)?)) {
-        Ok(Fetched::NotModified) => {
-            println!("{}: not modified at {}", args.output.display(), args.url);
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Fetched::Written { url, bytes, summary }) => {
-            println!(
-                "{}: written from {url} ({bytes} bytes): {summary}",
-                args.output.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+    let mut written: Option<Catalog> = None;
+    let validate = Box::new(|bytes: &[u8]| {
+        let catalog = read_fetched(bytes, &name, expected)?;
+        let checked = checked_summary(&catalog);
+        written = Some(catalog);
+        Ok(checked)
+    });
+    let file = args.output.display();
+    let (mut code, now_in_file) = match fetch::fetch(&request, validate) {
         Err(err) if err.is_usage() => {
             eprintln!("allowgate: {err}");
-            Ok(ExitCode::from(EXIT_USAGE))
+            return Ok(ExitCode::from(EXIT_USAGE));
         }
-        Err(err) => Err(err.into()),
+        Err(err) => return Err(err.into()),
+        Ok(Fetched::NotModified { document, saved, .. }) => {
+            println!("{file}: not modified at {document}");
+            if let Err(e) = saved {
+                eprintln!(
+                    "allowgate: warning: {}: the time of this check is not recorded",
+                    crate::error_chain(&e)
+                );
+            }
+            (EXIT_NOT_MODIFIED, before.as_ref())
+        }
+        Ok(Fetched::Written {
+            url: from,
+            bytes,
+            summary,
+            saved,
+            ..
+        }) => {
+            println!("{file}: written from {from} ({bytes} bytes): {summary}");
+            if let (Some(old), Some(new)) = (&before, &written) {
+                let shrink = Shrink::between(&old.addresses(), &new.addresses());
+                if shrink.exceeds(max_shrink) {
+                    eprintln!(
+                        "allowgate: warning: {file} lists {} catalog addresses, {} ({}%) fewer than the {} of the file it replaced, more than max_shrink ({max_shrink}%): a reload or `catalog apply` refuses it unless forced; check it with `allowgate catalog diff`",
+                        shrink.after,
+                        shrink.removed,
+                        shrink.percent(),
+                        shrink.before
+                    );
+                }
+            }
+            let code = match saved {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!(
+                        "allowgate: {file} is written, but {}: the next fetch downloads it again",
+                        crate::error_chain(&e)
+                    );
+                    EXIT_STATE_NOT_SAVED
+                }
+            };
+            (code, written.as_ref())
+        }
+    };
+    if let Some(catalog) = now_in_file {
+        let now = crate::daemon::now();
+        for s in catalog_age::sources(catalog, std::slice::from_ref(&args.output)) {
+            if s.age(now).is_some_and(|age| catalog_age::is_stale(age, max_age)) {
+                eprintln!(
+                    "allowgate: {file}: {}, past max_catalog_age ({max_age} days){}",
+                    catalog_age::describe(&s, now),
+                    match source {
+                        Some(s) if s != fetch::Source::Page => {
+                            ": Microsoft publishes this file weekly; check that its download page still links a current one"
+                        }
+                        _ => ": check the source",
+                    }
+                );
+                if code != EXIT_STATE_NOT_SAVED {
+                    code = EXIT_STALE;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// max_shrink and max_catalog_age from the config (`--config`, else the default one
+/// when it exists), read leniently: a broken config must not stop the fetch that may
+/// repair the catalog it names.
+fn fetch_limits(config: Option<&Path>) -> (u8, u32) {
+    let path = config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(crate::policy::config::DEFAULT_CONFIG_PATH));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Config::catalog_limits(&text),
+        Err(e) => {
+            if config.is_some() {
+                eprintln!(
+                    "allowgate: warning: cannot read {} ({e}): max_shrink 25%, max_catalog_age 30 days",
+                    path.display()
+                );
+            }
+            (DEFAULT_MAX_SHRINK, DEFAULT_MAX_CATALOG_AGE)
+        }
     }
 }
 
-/// Whether a download is a catalog, read exactly as `catalog import` and the config's
-/// `catalog` key read a file (a page, a service tags file or a catalog, told apart by
-/// content). Returns the summary line.
-fn validate_download(bytes: &[u8], name: &str) -> anyhow::Result<String> {
-    let builtin = Catalog::builtin();
-    let options = ImportOptions::with_fallback(&builtin);
-    let catalog = import_bytes(bytes, Path::new(name), SourceKind::detect(bytes), options)?;
-    // An HTML error or login page can parse as a page that lists nothing; installing it
-    // would empty the allow list.
+/// What a fetched document must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expected {
+    /// Whatever `catalog import` reads (told apart by content).
+    Any,
+    /// The "Network requirements" page.
+    Page,
+    /// An Azure service tags file.
+    ServiceTags,
+}
+
+/// Reads a download exactly as `catalog import` and the config's `catalog` key read a
+/// file, and refuses one that lists nothing (an HTML error or login page can parse as
+/// a page that lists nothing; installing it would empty the allow list).
+fn read_fetched(bytes: &[u8], name: &str, expected: Expected) -> anyhow::Result<Catalog> {
+    let detected = SourceKind::detect(bytes);
+    let catalog = match (expected, detected) {
+        (Expected::ServiceTags, SourceKind::ServiceTags) | (Expected::Any, SourceKind::ServiceTags) => {
+            let builtin = Catalog::builtin();
+            import_bytes(
+                bytes,
+                Path::new(name),
+                SourceKind::ServiceTags,
+                ImportOptions::with_fallback(&builtin),
+            )?
+        }
+        (Expected::ServiceTags, _) => bail!("the document is not an Azure service tags file"),
+        (Expected::Any, SourceKind::Catalog) => {
+            let builtin = Catalog::builtin();
+            import_bytes(
+                bytes,
+                Path::new(name),
+                SourceKind::Catalog,
+                ImportOptions::with_fallback(&builtin),
+            )?
+        }
+        (Expected::Page | Expected::Any, _) => read_fetched_page(bytes, name)?,
+    };
     anyhow::ensure!(
         !catalog.entries.is_empty(),
         "the document lists no address or name: not the network requirements page"
     );
+    Ok(catalog)
+}
+
+/// The one reader of a fetched page (`--source page`, or a URL whose document is not
+/// JSON): the catalog's import entry point for pages, which reads every form of it
+/// (the docs' Markdown, Learn's HTML, a Markdown mirror of Learn's rendering).
+fn read_fetched_page(bytes: &[u8], name: &str) -> anyhow::Result<Catalog> {
+    let builtin = Catalog::builtin();
+    Ok(import_bytes(
+        bytes,
+        Path::new(name),
+        SourceKind::Page,
+        ImportOptions::with_fallback(&builtin),
+    )?)
+}
+
+/// The line printed for a written catalog, and its version for the sidecar.
+fn checked_summary(catalog: &Catalog) -> fetch::Checked {
     let regions: Vec<&str> = catalog.regions.iter().map(|r| r.id.as_str()).collect();
-    Ok(format!(
-        "{} entries for regions {}",
-        catalog.entries.len(),
-        regions.join(", ")
-    ))
+    let versions = catalog_age::sources(catalog, &[]);
+    fetch::Checked {
+        summary: format!("{} entries for regions {}", catalog.entries.len(), regions.join(", ")),
+        // One file fetched, one source.
+        version: versions.into_iter().next().map(|s| s.version),
+    }
 }
 
 /// A size in bytes, with an optional binary suffix: `1048576`, `512KiB`, `32MiB`, `1GiB`.
@@ -265,7 +479,6 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|f| f.parse::<Feature>())
         .collect::<Result<Vec<_>, _>>()?;
-    let features = features_or_default(&features);
     let builtin = Catalog::builtin();
     let options = ImportOptions {
         page: PageOptions {
@@ -273,7 +486,7 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             fallback: Some(&builtin),
         },
         tags: TagOptions {
-            tag: &args.tag,
+            tags: &args.tags,
             features: &features,
         },
     };
@@ -402,23 +615,37 @@ mod tests {
     }
 
     #[test]
-    fn downloads_are_validated_as_import_reads_them() {
+    fn downloads_are_read_as_import_reads_them() {
         let page = crate::catalog::BUILTIN_PAGE;
-        let summary = validate_download(page.as_bytes(), "page.md").unwrap();
-        assert!(summary.contains("entries for regions"), "{summary}");
+        let catalog = read_fetched(page.as_bytes(), "page.md", Expected::Any).unwrap();
+        let summary = checked_summary(&catalog);
+        assert!(summary.summary.contains("entries for regions"), "{summary:?}");
+        assert_eq!(summary.version.as_deref(), Some("ms.date 11/01/2019"));
+        assert_eq!(
+            read_fetched(page.as_bytes(), "page.md", Expected::Page).unwrap(),
+            catalog
+        );
         let json = serde_json::to_string(&Catalog::builtin()).unwrap();
-        assert_eq!(validate_download(json.as_bytes(), "catalog.json").unwrap(), summary);
+        let from_json = read_fetched(json.as_bytes(), "catalog.json", Expected::Any).unwrap();
+        assert_eq!(checked_summary(&from_json).summary, summary.summary);
         // What the page parser says of an HTML page is its own business; that it refuses is ours.
-        assert!(validate_download(b"<html><body>Sign in</body></html>", "page.md").is_err());
-        for (bad, why) in [
+        assert!(read_fetched(b"<html><body>Sign in</body></html>", "page.md", Expected::Any).is_err());
+        for (bad, expected, why) in [
             (
                 &br#"{"source": "x", "regions": [], "entries": []}"#[..],
+                Expected::Any,
                 "lists no address",
             ),
-            (&b"{\"error\": \"not found\"}"[..], "is not a catalog file"),
-            (&b"\xff\xfe"[..], "not UTF-8 text"),
+            (
+                &b"{\"error\": \"not found\"}"[..],
+                Expected::Any,
+                "is not a catalog file",
+            ),
+            (&b"\xff\xfe"[..], Expected::Any, "not UTF-8 text"),
+            // A source named for its service tags gives service tags, nothing else.
+            (page.as_bytes(), Expected::ServiceTags, "not an Azure service tags file"),
         ] {
-            let err = format!("{:#}", validate_download(bad, "page.md").unwrap_err());
+            let err = format!("{:#}", read_fetched(bad, "page.md", expected).unwrap_err());
             assert!(err.contains(why), "{err}");
         }
     }

@@ -7,6 +7,7 @@ mod daemon;
 mod down;
 mod events;
 mod regions;
+mod reload;
 mod show;
 pub mod status;
 
@@ -70,6 +71,13 @@ pub enum Command {
     Mode(change::ModeArgs),
     /// Keep the change applied with --confirm; without this it rolls back.
     Confirm(change::ConfirmArgs),
+    /// Have the daemon read its config file again, and say whether it took it.
+    ///
+    /// What SIGHUP does, with the verdict: exit 0 once the new policy is in force, 1
+    /// with the reason in one line when the daemon refuses the file (the policy in
+    /// force stays) or does not answer. The unit's ExecReload, so `systemctl reload
+    /// allowgate` fails on a refused config too. Only who may change policy may reload.
+    Reload(reload::Args),
     /// Follow drop (or would-drop) events as they happen.
     Events(events::Args),
     /// Work with catalogs made from the service's page.
@@ -99,6 +107,7 @@ impl Cli {
             Command::Enable(a) | Command::Disable(a) => self.socket_for(a.change.config()),
             Command::Mode(a) => self.socket_for(a.change.config()),
             Command::Confirm(a) => self.socket_for(a.config.as_deref()),
+            Command::Reload(a) => self.socket_for(a.config.as_deref()),
             Command::Events(a) => self.socket_for(a.config.as_deref()),
             Command::Catalog(c) => self.socket_for(c.config()),
             _ => self.socket_for(None),
@@ -121,6 +130,7 @@ impl Cli {
             Command::Disable(args) => change::disable(args, &socket),
             Command::Mode(args) => change::mode(args, &socket),
             Command::Confirm(_) => change::confirm(&socket),
+            Command::Reload(args) => reload::execute(args, &socket),
             Command::Events(args) => events::execute(args, &socket),
         }
     }

@@ -11,9 +11,10 @@ use crate::{
         protocol::{Request, Response},
     },
     daemon::{
-        State,
+        Record,
         status::{StatusReport, kernel_interfaces, report},
     },
+    policy::{StateMode, config::XdpAttach},
 };
 
 #[derive(Debug, clap::Args)]
@@ -50,7 +51,7 @@ pub fn execute(args: Args, socket: &Path) -> anyhow::Result<ExitCode> {
         // No daemon (or not ours to ask): the kernel's pins still say what is enforced.
         Err(asked @ (ClientError::NotRunning { .. } | ClientError::PermissionDenied { .. })) => {
             let (config, _) = super::load_config(args.config.as_deref())?;
-            let state = State::load(&config.state_dir).unwrap_or(None);
+            let state = Record::load(&config.state_dir).unwrap_or(None);
             let running = state.as_ref().is_some_and(|s| pid_alive(s.pid));
             let interfaces = state.as_ref().map(|s| kernel_interfaces(&config.bpffs_dir, s));
             match report(&config.bpffs_dir, state.as_ref(), running, interfaces) {
@@ -108,17 +109,58 @@ fn table(s: &StatusReport) -> String {
     if let Some(catalog) = &s.catalog {
         out += &format!("catalog:     {catalog}\n");
     }
+    for c in &s.catalog_sources {
+        let published = c
+            .date
+            .as_deref()
+            .map(|d| format!(", published {d}"))
+            .unwrap_or_default();
+        let age = match c.age_seconds {
+            Some(secs) => format!("{} days old", secs / 86_400),
+            None => "age unknown".to_string(),
+        };
+        let stale = match (c.stale, s.max_catalog_age_days) {
+            (true, Some(max)) => format!(": STALE, past max_catalog_age ({max} days)"),
+            _ => String::new(),
+        };
+        out += &format!("source:      {} ({}{published}), {age}{stale}\n", c.source, c.version);
+    }
     out += &format!("regions:     {}\n", s.regions.join(", "));
     out += &format!("features:    {}\n", s.features.join(", "));
     for i in &s.interfaces {
+        let xdp = match i.xdp_attach {
+            XdpAttach::Dispatcher => format!("{} in a libxdp dispatcher", i.xdp_mode),
+            XdpAttach::Link => i.xdp_mode.to_string(),
+        };
         match &i.problem {
-            None => out += &format!("interface:   {} (XDP {}, TC {})\n", i.name, i.xdp_mode, i.tc_mode),
+            None => out += &format!("interface:   {} (XDP {xdp}, TC {})\n", i.name, i.tc_mode),
             Some(p) => out += &format!("interface:   {} NOT PROTECTED: {p}\n", i.name),
+        }
+        // The other programs on the hooks, and allowgate's place among them.
+        for h in &i.hooks {
+            let programs = h
+                .programs
+                .iter()
+                .enumerate()
+                .map(|(n, p)| {
+                    let mut what = vec![format!("program {}", p.id)];
+                    if let Some(prio) = p.priority {
+                        what.push(format!("priority {prio}"));
+                    }
+                    if !p.continues_on.is_empty() {
+                        what.push(format!("next runs after {}", p.continues_on.join("/")));
+                    }
+                    let who = if p.allowgate { " [allowgate]" } else { "" };
+                    format!("{}. {}{who} ({})", n + 1, p.name, what.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            out += &format!("  {:<11}{}: {programs}\n", format!("{}:", h.hook), h.attach);
         }
     }
     out += &format!("entries:     {} IPv4, {} IPv6\n", s.entries.v4, s.entries.v6);
     let t = &s.tracking;
-    if t.mode == "stateful" {
+    if t.mode == StateMode::Stateful {
         out += &format!(
             "tracking:    stateful{}: {} IPv4 and {} IPv6 flows, {} and {} of them assured\n",
             if t.liberal { ", liberal" } else { "" },
@@ -137,6 +179,22 @@ fn table(s: &StatusReport) -> String {
         );
     } else {
         out += &format!("tracking:    {}: return paths pass on their rule alone\n\n", t.mode);
+    }
+    let d = &s.dns;
+    if d.learning {
+        let how = match d.path.as_str() {
+            "none" => "answers pass at once, learned from a copy".to_string(),
+            path => format!("answers held, given back through {path}"),
+        };
+        out.truncate(out.trim_end_matches('\n').len() + 1);
+        out += &format!(
+            "dns:         {how} (give_back = {}); {} held, {} given back, {} lost, {} passed unheld\n",
+            d.give_back, d.held, d.given_back, d.failed, d.passed_unheld
+        );
+        if let Some(why) = &d.reason {
+            out += &format!("             {why}\n");
+        }
+        out += "\n";
     }
     let mut rows = vec![["DIRECTION", "VERDICT", "REASON", "PACKETS"].map(String::from).to_vec()];
     for (direction, c) in [("ingress", &s.counters.ingress), ("egress", &s.counters.egress)] {

@@ -93,6 +93,9 @@ pub enum Request {
         #[serde(default)]
         options: ChangeOptions,
     },
+    /// Read the config file again, as SIGHUP does, and answer with the verdict: the
+    /// generation now in force, or why the config was refused (the old policy stays).
+    Reload,
 }
 
 impl Request {
@@ -106,6 +109,7 @@ impl Request {
                 | Request::Confirm
                 | Request::CatalogApply { .. }
                 | Request::CatalogRollback { .. }
+                | Request::Reload
         )
     }
 }
@@ -239,6 +243,7 @@ mod tests {
                 direction: Direction::Egress,
             },
             Request::Events,
+            Request::Reload,
         ];
         for r in requests {
             let line = serde_json::to_string(&Envelope {
@@ -248,6 +253,17 @@ mod tests {
             .unwrap();
             assert!(!line.contains('\n'));
             assert_eq!(parse_request(line.as_bytes()), Ok(r));
+        }
+    }
+
+    /// A reload puts whatever the file now says in force: only who may change policy
+    /// may ask for one. The read-only requests are the control.
+    #[test]
+    fn reload_changes_policy_and_status_does_not() {
+        assert!(Request::Reload.changes_policy());
+        assert!(parse_request(br#"{"version":1,"request":{"verb":"reload"}}"#).is_ok_and(|r| r.changes_policy()));
+        for read_only in [Request::Status, Request::Events, Request::Learned] {
+            assert!(!read_only.changes_policy(), "{read_only:?}");
         }
     }
 

@@ -46,12 +46,15 @@ pub struct Access {
     pub group: Option<(String, u32)>,
 }
 
-/// The credentials the kernel vouches for (SO_PEERCRED).
-#[derive(Clone, Copy, Debug)]
+/// The credentials the kernel vouches for, as they were when the peer connected
+/// (SO_PEERCRED, SO_PEERGROUPS).
+#[derive(Clone, Debug)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 impl Access {
@@ -71,7 +74,7 @@ impl Access {
             return true;
         }
         let Some((_, gid)) = &self.group else { return false };
-        peer.gid == *gid || peer.pid.is_some_and(|pid| supplementary_groups(pid).contains(gid))
+        peer.gid == *gid || peer.groups.contains(gid)
     }
 
     fn refusal(&self) -> String {
@@ -95,16 +98,39 @@ fn group_id(name: &str) -> Option<u32> {
     (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
 }
 
-/// The supplementary groups of a process, from /proc (the kernel's own account).
-fn supplementary_groups(pid: i32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
-        })
-        .unwrap_or_default()
+/// The peer's supplementary groups, which the kernel recorded when it connected
+/// (SO_PEERGROUPS, Linux 4.13). Not read from /proc/PID/status: the unit hides other
+/// users' processes from the daemon (ProtectProc=invisible), and by the time it looked
+/// the PID could be another process's. A failure gives no groups: fewer rights, never more.
+fn peer_groups(stream: &UnixStream) -> Vec<u32> {
+    use std::os::fd::AsRawFd as _;
+    let mut groups = vec![0u32; 32];
+    loop {
+        let mut len = std::mem::size_of_val(groups.as_slice()) as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `groups`, which holds that
+        // many, and says in `len` how many it wrote (or needs, with ERANGE).
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let wanted = len as usize / std::mem::size_of::<u32>();
+        if rc == 0 {
+            groups.truncate(wanted);
+            return groups;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && wanted > groups.len() {
+            groups.resize(wanted, 0);
+            continue;
+        }
+        debug!("control socket: cannot read the peer's groups: {e}");
+        return Vec::new();
+    }
 }
 
 /// Binds the control socket at `path`: mode 0600, or 0660 owned by the group. A stale
@@ -185,6 +211,7 @@ async fn connection(mut stream: UnixStream, access: &Access, commands: mpsc::Sen
         uid: cred.uid(),
         gid: cred.gid(),
         pid: cred.pid(),
+        groups: peer_groups(&stream),
     };
 
     // One line, at most MAX_REQUEST_BYTES, within the deadline. Read even from a

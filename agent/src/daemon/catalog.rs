@@ -2,8 +2,9 @@
 //! swap, is persisted in `state_dir/catalog.json` with the one it replaced, and wins
 //! over the config's `catalog` until the operator edits that key.
 //!
-//! The rules are pure functions (`choose`, `check_shrink`) with tests; `Daemon`'s
-//! methods below only read files, compile and install.
+//! The rules are pure functions (`choose` here, `check_shrink` in `state`, which start
+//! and reload share) with tests; `Daemon`'s methods below only read files, compile and
+//! install.
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -13,17 +14,17 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::{Daemon, Pending, compile, cuts_off, load_json, now, now_ms, save_json};
+use super::state::check_shrink;
+use super::{Daemon, Pending, change::compile, load_json, now, now_ms, save_json, state};
 use crate::{
     catalog::{
         Catalog,
-        sources::{ImportOptions, import_file},
+        sources::{ImportOptions, SourceKind, import_bytes, read_opened},
     },
     control::{
         protocol::{CatalogApplied, ChangeOptions, Response},
         server,
     },
-    policy::Policy,
 };
 
 pub const CATALOG_FILE: &str = "catalog.json";
@@ -50,6 +51,18 @@ pub struct AppliedCatalogs {
     pub previous: Option<Applied>,
 }
 
+impl AppliedCatalogs {
+    /// The record with its catalogs' Azure regions spelled as Azure does: one applied
+    /// before the region vocabulary names `centralfrance` where the config now says
+    /// `francecentral`.
+    fn in_azure_spelling(mut self) -> AppliedCatalogs {
+        for applied in [&mut self.current, &mut self.previous].into_iter().flatten() {
+            applied.catalog.normalize_regions();
+        }
+        self
+    }
+}
+
 /// Which catalog to enforce: the applied one while the config's `catalog` key is as
 /// it was when it was applied, else the config's. The second value says why the
 /// applied one was set aside, for the log.
@@ -68,70 +81,68 @@ pub fn choose(
     }
 }
 
-/// What a new catalog does to the enforced addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shrink {
-    pub before: usize,
-    pub after: usize,
-    pub added: usize,
-    pub removed: usize,
-}
-
-/// Compares the catalog addresses of two policies; refuses (unless `force`) when
-/// more than `max_shrink` percent of those enforced now would go, or when a rule the
-/// config makes (management, essentials, `[[allow]]`) would change.
-pub fn check_shrink(old: &Policy, new: &Policy, max_shrink: u8, force: bool) -> Result<Shrink, String> {
-    if old.config_rules() != new.config_rules() {
-        return Err(
-            "the new catalog would change management, essential or [[allow]] rules; that is a bug, nothing changed"
-                .into(),
-        );
-    }
-    let (before, after) = (old.catalog_nets(), new.catalog_nets());
-    let removed = before.difference(&after).count();
-    let shrink = Shrink {
-        before: before.len(),
-        after: after.len(),
-        added: after.difference(&before).count(),
-        removed,
-    };
-    // removed / before > max_shrink / 100, without floating point.
-    if !force && removed * 100 > before.len() * usize::from(max_shrink) {
+/// Reads the file a `catalog apply` names, refusing one the requesting user could not
+/// have read: the daemon runs as root, and a catalog's errors quote the lines they
+/// name. The owner is checked on the file opened (one open, `O_NOFOLLOW`, `fstat` on
+/// that descriptor), not by path before opening: a user who may use the socket could
+/// otherwise swap the path for a link to a root-only file between the check and the
+/// read. `O_NONBLOCK` and the regular-file check keep a FIFO from stalling the daemon.
+fn read_owned(path: &Path, peer: &server::Peer) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!(
+                "{} is a symbolic link: name the file itself (`catalog apply` resolves links before asking)",
+                path.display()
+            ),
+            _ => format!(
+                "the daemon cannot read {}: {e} (as a service it sees neither /tmp nor /home: put the file under /etc/allowgate or /var/lib/allowgate)",
+                path.display()
+            ),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
         return Err(format!(
-            "the new catalog would remove {removed} of the {} catalog addresses enforced now ({}%), more than max_shrink ({max_shrink}%): \
-             check it with `allowgate catalog diff`, then repeat with --force",
-            before.len(),
-            (removed * 100).div_ceil(before.len().max(1))
+            "{} is not a regular file: apply a catalog file",
+            path.display()
         ));
     }
-    Ok(shrink)
-}
-
-/// Refuses a file the requesting user could not have read: the daemon runs as root,
-/// and a catalog's errors quote the lines they name.
-fn readable_by(path: &Path, peer: &server::Peer) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        format!(
-            "the daemon cannot read {}: {e} (as a service it sees neither /tmp nor /home: put the file under /etc/allowgate or /var/lib/allowgate)",
-            path.display()
-        )
-    })?;
-    if peer.uid == 0 || meta.uid() == peer.uid {
-        Ok(())
-    } else {
-        Err(format!(
+    if peer.uid != 0 && meta.uid() != peer.uid {
+        return Err(format!(
             "{} belongs to uid {}, not to you (uid {}): apply a catalog file you own",
             path.display(),
             meta.uid(),
             peer.uid
-        ))
+        ));
+    }
+    read_opened(file, path).map_err(|e| format!("refused, nothing changed: {}", crate::error_chain(&e)))
+}
+
+/// Which way a catalog goes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Switch {
+    Apply,
+    Rollback,
+}
+
+impl Switch {
+    fn as_str(self) -> &'static str {
+        match self {
+            Switch::Apply => "catalog applied",
+            Switch::Rollback => "catalog rolled back",
+        }
     }
 }
 
 impl Daemon {
     pub(super) fn applied_catalogs(&self) -> AppliedCatalogs {
         match load_json::<AppliedCatalogs>(&self.config.state_dir, CATALOG_FILE) {
-            Ok(Some(a)) => a,
+            Ok(Some(a)) => a.in_azure_spelling(),
             Ok(None) => AppliedCatalogs::default(),
             Err(e) => {
                 warn!("ignoring {CATALOG_FILE}: {e:#}");
@@ -142,11 +153,12 @@ impl Daemon {
 
     /// `catalog apply FILE`.
     pub(super) fn catalog_apply(&mut self, peer: &server::Peer, path: &Path, options: ChangeOptions) -> Response {
-        if let Err(e) = readable_by(path, peer) {
-            return Response::error(e);
-        }
+        let bytes = match read_owned(path, peer) {
+            Ok(bytes) => bytes,
+            Err(e) => return Response::error(e),
+        };
         let import = ImportOptions::with_fallback(&self.catalog);
-        let catalog = match import_file(path, import) {
+        let catalog = match import_bytes(&bytes, path, SourceKind::detect(&bytes), import) {
             Ok(c) => c,
             Err(e) => return Response::error(format!("refused, nothing changed: {}", crate::error_chain(&e))),
         };
@@ -156,7 +168,7 @@ impl Daemon {
             applied_at: now(),
             basis: self.config.catalog.clone(),
         };
-        self.switch_catalog(peer.uid, applied, options, "catalog applied")
+        self.switch_catalog(peer.uid, applied, options, Switch::Apply)
     }
 
     /// `catalog rollback`: the catalog before the last apply.
@@ -165,25 +177,11 @@ impl Daemon {
         let Some(previous) = self.applied_catalogs().previous else {
             return Response::error("no previous catalog to roll back to (nothing was applied with `catalog apply`)");
         };
-        self.switch_catalog(uid, previous, options, "catalog rolled back")
+        self.switch_catalog(uid, previous, options, Switch::Rollback)
     }
 
     /// Puts `next` in force in one swap, keeping the one it replaces as `previous`.
-    fn switch_catalog(&mut self, uid: u32, next: Applied, options: ChangeOptions, what: &str) -> Response {
-        if let Some(p) = &self.pending {
-            return Response::error(format!(
-                "a change awaits confirmation (it rolls back in {} s): run `allowgate confirm`, or wait",
-                p.remaining_secs()
-            ));
-        }
-        if let Some(secs) = options.confirm_secs
-            && !(1..=super::MAX_CONFIRM_SECS).contains(&secs)
-        {
-            return Response::error(format!(
-                "--confirm takes 1 to {} seconds, not {secs}",
-                super::MAX_CONFIRM_SECS
-            ));
-        }
+    fn switch_catalog(&mut self, uid: u32, next: Applied, options: ChangeOptions, switch: Switch) -> Response {
         // The enabled regions must still exist: a catalog without them would quietly
         // allow nothing for them.
         let missing: Vec<&str> = self
@@ -204,22 +202,17 @@ impl Daemon {
             Ok(x) => x,
             Err(e) => return Response::error(format!("refused, nothing changed: {e:#}")),
         };
-        let shrink = match check_shrink(&self.policy, &policy, self.config.max_shrink, options.force) {
+        // The way back to what was in force is never held to max_shrink: after a bigger
+        // catalog went in, going back removes more than the guard allows.
+        let force = options.force || switch == Switch::Rollback;
+        let shrink = match check_shrink(&self.policy, &policy, self.config.max_shrink, force) {
             Ok(s) => s,
             Err(e) => return Response::error(format!("refused, nothing changed: {e}")),
         };
         let mut warnings = next.catalog.warnings.clone();
-        if let Some(ssh) = &options.ssh
-            && cuts_off(&self.policy, &policy, ssh)
-        {
-            let cut = format!(
-                "this catalog would cut off your SSH session from {} to port {}",
-                ssh.client, ssh.server_port
-            );
-            if !options.force && options.confirm_secs.is_none() {
-                return Response::error(format!("{cut}: repeat it with --confirm SECONDS, or with --force"));
-            }
-            warnings.push(cut);
+        match state::admit("this catalog", self.pending.as_ref(), &options, &self.policy, &policy) {
+            Ok(w) => warnings.extend(w),
+            Err(e) => return Response::error(e),
         }
         let outgoing = Applied {
             catalog: self.catalog.clone(),
@@ -262,7 +255,8 @@ impl Daemon {
             added = shrink.added,
             removed = shrink.removed,
             confirm = ?options.confirm_secs,
-            "{what}"
+            "{}",
+            switch.as_str()
         );
         Response::CatalogApplied(CatalogApplied {
             generation,
@@ -280,7 +274,7 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Config, Selection};
+    use crate::policy::{Config, Policy, Selection};
 
     fn policy(catalog: &Catalog) -> Policy {
         let selection = Selection {
@@ -345,5 +339,93 @@ mod tests {
         assert!(why.unwrap().contains("the config wins"));
         let (c, why) = choose(builtin.clone(), &[], None);
         assert_eq!((c.source, why), (builtin.source, None));
+    }
+
+    fn peer(uid: u32) -> server::Peer {
+        server::Peer {
+            uid,
+            gid: uid,
+            pid: None,
+            groups: Vec::new(),
+        }
+    }
+
+    /// The file `catalog apply` names is opened once, without following a link, and
+    /// judged by what was opened. Before, the owner was read by path (following links)
+    /// and the file opened again by path: a link to a file of one's own went through, a
+    /// FIFO stalled the daemon in open(2), and a path swapped between the two calls was
+    /// read as whatever it pointed to then.
+    #[test]
+    fn apply_reads_the_file_it_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("page.md");
+        std::fs::write(&page, crate::catalog::BUILTIN_PAGE).unwrap();
+        let owner = std::fs::metadata(&page).unwrap().uid();
+        assert_eq!(
+            read_owned(&page, &peer(owner)).unwrap(),
+            crate::catalog::BUILTIN_PAGE.as_bytes()
+        );
+
+        let link = dir.path().join("link.md");
+        std::os::unix::fs::symlink(&page, &link).unwrap();
+        let err = read_owned(&link, &peer(owner)).unwrap_err();
+        assert!(
+            err.ends_with(
+                "link.md is a symbolic link: name the file itself (`catalog apply` resolves links before asking)"
+            ),
+            "{err}"
+        );
+
+        let fifo = dir.path().join("fifo.md");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+        let err = read_owned(&fifo, &peer(owner)).unwrap_err();
+        assert!(
+            err.ends_with("fifo.md is not a regular file: apply a catalog file"),
+            "{err}"
+        );
+
+        let other = owner.wrapping_add(1);
+        let err = read_owned(&page, &peer(other)).unwrap_err();
+        assert!(
+            err.ends_with(&format!(
+                "page.md belongs to uid {owner}, not to you (uid {other}): apply a catalog file you own"
+            )),
+            "{err}"
+        );
+        assert!(read_owned(&page, &peer(0)).is_ok(), "root reads any file");
+    }
+
+    #[test]
+    fn a_record_from_before_the_vocabulary_reads_in_azures_spelling() {
+        let mut catalog = Catalog::builtin();
+        catalog.regions.push(crate::catalog::Region {
+            id: "centralfrance".into(),
+            label: "FranceCentral".into(),
+            kind: crate::catalog::RegionKind::AzureRegion,
+        });
+        let mut entry = catalog.entries[0].clone();
+        entry.region = Some("centralfrance".into());
+        catalog.entries.push(entry);
+        let applied = Applied {
+            catalog,
+            from: "/etc/allowgate/tags.json".into(),
+            applied_at: 1,
+            basis: vec![],
+        };
+        let record = AppliedCatalogs {
+            current: Some(applied.clone()),
+            previous: Some(applied),
+        }
+        .in_azure_spelling();
+        for applied in [record.current.unwrap(), record.previous.unwrap()] {
+            let c = applied.catalog;
+            assert!(
+                c.regions
+                    .iter()
+                    .any(|r| r.id == "francecentral" && r.label == "France Central")
+            );
+            assert!(c.entries.iter().all(|e| e.region.as_deref() != Some("centralfrance")));
+            assert!(c.entries.iter().any(|e| e.region.as_deref() == Some("francecentral")));
+        }
     }
 }

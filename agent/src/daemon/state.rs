@@ -1,9 +1,10 @@
 //! The desired-state rules, as pure functions: what to enforce at start (the config,
-//! the persisted runtime changes, a rollback that came due while no daemon ran), and
-//! what a reload may change. The daemon reads files and calls these; the tests here
-//! need no kernel.
+//! the persisted runtime changes, a rollback that came due while no daemon ran), what a
+//! reload may change, and how much a new catalog may take away (`shrink_guard`, for
+//! start, reload and `catalog apply` alike). The daemon reads files and calls these; the
+//! tests here need no kernel.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, fmt, time::Duration};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,11 @@ use serde::{Deserialize, Serialize};
 use super::now_ms;
 use crate::{
     catalog::Feature,
-    policy::{Config, Mode, Selection},
+    control::protocol::{ChangeOptions, SshSession},
+    policy::{
+        Config, Mode, Policy, Selection,
+        model::{self, Frame, Hook, IpPacket, L4, Verdict},
+    },
 };
 
 /// The selection and mode to enforce.
@@ -147,6 +152,19 @@ pub fn validate_reload(old: &Config, new: &Config) -> Result<(), String> {
     if new.interfaces != old.interfaces {
         return restart("interfaces");
     }
+    // Bound once at start: a reload that answered "reloaded" would keep the old ones.
+    if new.metrics != old.metrics {
+        return restart("metrics");
+    }
+    if new.socket_group != old.socket_group {
+        return restart("socket_group");
+    }
+    if new.xdp_mode != old.xdp_mode {
+        return restart("xdp_mode");
+    }
+    if new.xdp_priority != old.xdp_priority {
+        return restart("xdp_priority");
+    }
     // The tables are sized at load; a restart carries their flows into the new ones.
     if new.state.max_flows != old.state.max_flows {
         return restart("state.max_flows");
@@ -166,6 +184,155 @@ pub fn validate_reload(old: &Config, new: &Config) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// What a new catalog does to a set of enforced catalog addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shrink {
+    pub before: usize,
+    pub after: usize,
+    pub added: usize,
+    pub removed: usize,
+}
+
+impl Shrink {
+    pub fn between(before: &BTreeSet<IpNet>, after: &BTreeSet<IpNet>) -> Shrink {
+        Shrink {
+            before: before.len(),
+            after: after.len(),
+            added: after.difference(before).count(),
+            removed: before.difference(after).count(),
+        }
+    }
+
+    /// More than `max_shrink` percent of what was there goes.
+    pub fn exceeds(&self, max_shrink: u8) -> bool {
+        // removed / before > max_shrink / 100, without floating point.
+        self.removed * 100 > self.before * usize::from(max_shrink)
+    }
+
+    /// The share removed, in whole percent rounded up.
+    pub fn percent(&self) -> usize {
+        (self.removed * 100).div_ceil(self.before.max(1))
+    }
+}
+
+/// Why a new catalog may not replace the one in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShrinkRefused {
+    /// It removes more than `max_shrink` percent of the catalog addresses enforced now.
+    TooMuch { shrink: Shrink, max_shrink: u8 },
+    /// The two policies differ in what the config makes, which a catalog cannot do.
+    ConfigRules,
+}
+
+impl fmt::Display for ShrinkRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShrinkRefused::TooMuch { shrink, max_shrink } => write!(
+                f,
+                "the new catalog would remove {} of the {} catalog addresses enforced now ({}%), more than max_shrink ({max_shrink}%)",
+                shrink.removed,
+                shrink.before,
+                shrink.percent()
+            ),
+            ShrinkRefused::ConfigRules => f.write_str(
+                "the new catalog would change management, essential or [[allow]] rules; that is a bug, nothing changed",
+            ),
+        }
+    }
+}
+
+/// The one guard on every path by which a catalog reaches the kernel (start, reload,
+/// `catalog apply`; not `catalog rollback`, which restores what was in force): compares
+/// the catalog addresses of the policy in force (`old`) with those of the same selection
+/// and config under the new catalog (`new`), and refuses, unless `force`, a change that
+/// removes more than `max_shrink` percent of them.
+pub fn shrink_guard(old: &Policy, new: &Policy, max_shrink: u8, force: bool) -> Result<Shrink, ShrinkRefused> {
+    if old.config_rules() != new.config_rules() {
+        return Err(ShrinkRefused::ConfigRules);
+    }
+    let shrink = Shrink::between(&old.catalog_nets(), &new.catalog_nets());
+    if !force && shrink.exceeds(max_shrink) {
+        return Err(ShrinkRefused::TooMuch { shrink, max_shrink });
+    }
+    Ok(shrink)
+}
+
+/// `shrink_guard` with what `catalog apply` tells its caller to do.
+pub fn check_shrink(old: &Policy, new: &Policy, max_shrink: u8, force: bool) -> Result<Shrink, String> {
+    shrink_guard(old, new, max_shrink, force).map_err(|e| match e {
+        ShrinkRefused::TooMuch { .. } => {
+            format!("{e}: check it with `allowgate catalog diff`, then repeat with --force")
+        }
+        ShrinkRefused::ConfigRules => e.to_string(),
+    })
+}
+
+/// The admission rules every change a user asks for passes, after it compiled and
+/// before it goes in (a toggle, a mode, `catalog apply`, `catalog rollback`): no other
+/// change awaits confirmation, a confirm window within range, and the SSH session the
+/// request came from (`SSH_CONNECTION`) not cut off unless `--confirm` (rolled back
+/// unless confirmed) or `--force`. `what` names the change in the messages ("this
+/// change", "this catalog"). `Ok` carries what to warn the user of.
+pub fn admit(
+    what: &str,
+    pending: Option<&Pending>,
+    options: &ChangeOptions,
+    in_force: &Policy,
+    next: &Policy,
+) -> Result<Vec<String>, String> {
+    if let Some(p) = pending {
+        return Err(format!(
+            "a change awaits confirmation (it rolls back in {} s): run `allowgate confirm`, or wait",
+            p.remaining_secs()
+        ));
+    }
+    if let Some(secs) = options.confirm_secs
+        && !(1..=MAX_CONFIRM_SECS).contains(&secs)
+    {
+        return Err(format!("--confirm takes 1 to {MAX_CONFIRM_SECS} seconds, not {secs}"));
+    }
+    let mut warnings = Vec::new();
+    if let Some(ssh) = &options.ssh
+        && cuts_off(in_force, next, ssh)
+    {
+        let cut = format!(
+            "{what} would cut off your SSH session from {} to port {}",
+            ssh.client, ssh.server_port
+        );
+        if !options.force && options.confirm_secs.is_none() {
+            return Err(format!(
+                "{cut}: repeat it with --confirm SECONDS to have it rolled back unless confirmed, or with --force"
+            ));
+        }
+        warnings.push(cut);
+    }
+    Ok(warnings)
+}
+
+/// Whether the SSH session's next segment passes under `old` but not under `new`.
+fn cuts_off(old: &Policy, new: &Policy, ssh: &SshSession) -> bool {
+    let local: std::net::IpAddr = if ssh.client.is_ipv4() {
+        "0.0.0.0".parse().unwrap()
+    } else {
+        "::".parse().unwrap()
+    };
+    let packet = model::Packet {
+        hook: Hook::Ingress,
+        vlan_tags: 0,
+        frame: Frame::Ip(IpPacket {
+            src: ssh.client,
+            dst: local,
+            hop_limit: 64,
+            l4: L4::tcp(50000, ssh.server_port, false, true),
+        }),
+    };
+    let passes = |p: &Policy| {
+        let j = model::judge(p, &packet);
+        j.verdict == Verdict::Pass || p.mode == Mode::Monitor
+    };
+    passes(old) && !passes(new)
 }
 
 #[cfg(test)]
@@ -234,6 +401,72 @@ mod tests {
         }
     }
 
+    /// The rules every change path shares, in the order they refuse.
+    #[test]
+    fn admission_refuses_a_second_change_a_bad_window_and_a_cut_ssh_session() {
+        let catalog = crate::catalog::Catalog::builtin();
+        let build = |config: &Config| Policy::build(&catalog, &Desired::of(config).selection(), config, &[]);
+        let with_ssh = build(&config());
+        let mut cut = config();
+        cut.management.cidrs.clear();
+        let without = build(&cut);
+        let ssh = ChangeOptions {
+            ssh: Some(SshSession {
+                client: "192.0.2.10".parse().unwrap(),
+                server_port: 22,
+            }),
+            ..ChangeOptions::default()
+        };
+        // A change that keeps the session is admitted, with nothing to warn of.
+        assert_eq!(admit("this change", None, &ssh, &with_ssh, &with_ssh), Ok(vec![]));
+        // One that cuts it is refused, and admitted with --confirm or --force, warned.
+        let err = admit("this change", None, &ssh, &with_ssh, &without).unwrap_err();
+        assert!(
+            err.starts_with(
+                "this change would cut off your SSH session from 192.0.2.10 to port 22: repeat it with --confirm"
+            ),
+            "{err}"
+        );
+        for options in [
+            ChangeOptions {
+                confirm_secs: Some(60),
+                ..ssh.clone()
+            },
+            ChangeOptions {
+                force: true,
+                ..ssh.clone()
+            },
+        ] {
+            let warnings = admit("this catalog", None, &options, &with_ssh, &without).unwrap();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(warnings[0].starts_with("this catalog would cut off"), "{warnings:?}");
+        }
+        // Outside an SSH session nothing is cut.
+        assert_eq!(
+            admit("this change", None, &ChangeOptions::default(), &with_ssh, &without),
+            Ok(vec![])
+        );
+        // A window out of range, and a change while another awaits confirmation.
+        for secs in [0, MAX_CONFIRM_SECS + 1] {
+            let options = ChangeOptions {
+                confirm_secs: Some(secs),
+                ..ChangeOptions::default()
+            };
+            let err = admit("this change", None, &options, &with_ssh, &with_ssh).unwrap_err();
+            assert!(err.starts_with("--confirm takes 1 to"), "{err}");
+        }
+        let pending = Pending {
+            previous: Desired::of(&config()),
+            deadline_ms: now_ms() + 30_000,
+            catalog_rollback: false,
+        };
+        let err = admit("this change", Some(&pending), &ssh, &with_ssh, &with_ssh).unwrap_err();
+        assert!(
+            err.starts_with("a change awaits confirmation (it rolls back in"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn reloads_refuse_what_needs_a_restart_or_locks_out() {
         let old = config();
@@ -261,6 +494,14 @@ mod tests {
             (
                 "interfaces",
                 Box::new(|c: &mut Config| c.interfaces.push("veth1".into())),
+            ),
+            (
+                "metrics",
+                Box::new(|c: &mut Config| c.metrics = Some("127.0.0.1:9464".parse().unwrap())),
+            ),
+            (
+                "socket_group",
+                Box::new(|c: &mut Config| c.socket_group = Some("adm".into())),
             ),
             ("state.max_flows", Box::new(|c: &mut Config| c.state.max_flows += 1)),
         ] {

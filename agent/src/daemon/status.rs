@@ -11,40 +11,58 @@ use std::{
 
 use allowgate_ebpf::{self as abi, Reason};
 
-use super::{State, now};
+use super::{Record, now};
 pub use crate::control::status::{
-    DirectionCounters, DirectionsCounters, Entries, EventCounts, InterfaceStatus, LearnedCounts, StatusReport, Tracking,
+    CatalogSourceStatus, DirectionCounters, DirectionsCounters, DnsStatus, Entries, EventCounts, HookProgram,
+    HookStatus, InterfaceStatus, LearnedCounts, StatusReport, Tracking,
 };
-use crate::dataplane::{Counters, DataplaneError, read_live};
+use crate::{
+    dataplane::{Counters, DataplaneError, read_live},
+    policy::{Mode, StateMode},
+};
 
 /// The configured interfaces of `state` as the kernel has them, for a reader without
 /// a daemon to ask (the pins are what is asked).
-pub fn kernel_interfaces(bpffs_dir: &Path, state: &State) -> Vec<InterfaceStatus> {
-    use crate::dataplane::{TcMode, XdpMode, attachment_problem};
+pub fn kernel_interfaces(bpffs_dir: &Path, state: &Record) -> Vec<InterfaceStatus> {
     state
         .interfaces
         .iter()
-        .map(|i| {
-            let xdp = if i.xdp_mode == "generic" {
-                XdpMode::Generic
-            } else {
-                XdpMode::Native
-            };
-            let tc = if i.tc_mode == "clsact" {
-                TcMode::Clsact
-            } else {
-                TcMode::Tcx
-            };
-            let problem = attachment_problem(bpffs_dir, &i.name, xdp, tc);
-            InterfaceStatus {
-                name: i.name.clone(),
-                xdp_mode: i.xdp_mode.clone(),
-                tc_mode: i.tc_mode.clone(),
-                attached: problem.is_none(),
-                problem,
-            }
-        })
+        .map(|i| interface_status(bpffs_dir, &i.attachment()))
         .collect()
+}
+
+/// One interface as the kernel has it: attached or what is wrong, and the programs on
+/// its hooks with allowgate's place among them.
+pub fn interface_status(bpffs_dir: &Path, a: &crate::dataplane::Attachment) -> InterfaceStatus {
+    let problem = crate::dataplane::attachment_problem(bpffs_dir, a);
+    InterfaceStatus {
+        name: a.name.clone(),
+        xdp_mode: a.xdp_mode,
+        tc_mode: a.tc_mode,
+        xdp_attach: a.xdp_attach,
+        attached: problem.is_none(),
+        problem,
+        hooks: crate::dataplane::hooks::list(bpffs_dir, &a.name)
+            .into_iter()
+            .map(|h| HookStatus {
+                hook: h.hook.to_string(),
+                attach: h.attach.clone(),
+                position: h.position(),
+                programs: h
+                    .programs
+                    .into_iter()
+                    .map(|p| HookProgram {
+                        id: p.id,
+                        name: p.name,
+                        tag: p.tag,
+                        priority: p.priority,
+                        continues_on: p.continues_on,
+                        allowgate: p.allowgate,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 fn by_reason(c: &Counters, direction: u8, verdict: u8) -> BTreeMap<String, u64> {
@@ -68,11 +86,10 @@ fn tracking(live: &crate::dataplane::LiveState) -> Tracking {
     let f = live.flows.unwrap_or_default();
     Tracking {
         mode: if live.config.flags & abi::F_STATEFUL != 0 {
-            "stateful"
+            StateMode::Stateful
         } else {
-            "stateless"
-        }
-        .to_string(),
+            StateMode::Stateless
+        },
         liberal: live.config.flags & abi::F_LIBERAL != 0,
         flows_v4: f.v4,
         flows_v6: f.v6,
@@ -94,15 +111,15 @@ fn tracking(live: &crate::dataplane::LiveState) -> Tracking {
 /// kernel says of each interface (`interfaces`; `None`: the state's word for it).
 pub fn report(
     bpffs_dir: &Path,
-    state: Option<&State>,
+    state: Option<&Record>,
     running: bool,
     interfaces: Option<Vec<InterfaceStatus>>,
 ) -> Result<StatusReport, DataplaneError> {
     let live = read_live(bpffs_dir, state.and_then(|s| s.entries))?;
     let mode = if live.config.flags & abi::F_ENFORCE != 0 {
-        "enforce"
+        Mode::Enforce
     } else {
-        "monitor"
+        Mode::Monitor
     };
     let interfaces = interfaces.unwrap_or_else(|| {
         state
@@ -111,10 +128,12 @@ pub fn report(
                     .iter()
                     .map(|i| InterfaceStatus {
                         name: i.name.clone(),
-                        xdp_mode: i.xdp_mode.clone(),
-                        tc_mode: i.tc_mode.clone(),
+                        xdp_mode: i.xdp_mode,
+                        tc_mode: i.tc_mode,
+                        xdp_attach: i.xdp_attach,
                         attached: true,
                         problem: None,
+                        hooks: Vec::new(),
                     })
                     .collect()
             })
@@ -123,7 +142,7 @@ pub fn report(
     Ok(StatusReport {
         running,
         enforcing: !interfaces.is_empty() && interfaces.iter().all(|i| i.attached),
-        mode: mode.to_string(),
+        mode,
         regions: state.map(|s| s.regions.clone()).unwrap_or_default(),
         features: state
             .map(|s| s.features.iter().map(|f| f.to_string()).collect())
@@ -155,5 +174,54 @@ pub fn report(
         },
         catalog: state.and_then(|s| s.catalog.clone()),
         tracking: tracking(&live),
+        catalog_sources: state.map(catalog_sources).unwrap_or_default(),
+        max_catalog_age_days: state.and_then(|s| s.max_catalog_age),
+        dns: dns(&live, state),
     })
+}
+
+/// The state's catalog sources, aged now (a page's sidecar may say it was found current
+/// since the state was written).
+fn catalog_sources(state: &Record) -> Vec<CatalogSourceStatus> {
+    let now = now();
+    let max = state.max_catalog_age.unwrap_or(0);
+    state
+        .catalog_sources
+        .iter()
+        .map(|s| {
+            let age = s.age(now);
+            CatalogSourceStatus {
+                source: s.source.clone(),
+                kind: s.kind.clone(),
+                version: s.version.clone(),
+                date: s.date.clone(),
+                age_seconds: age,
+                stale: age.is_some_and(|a| super::catalog_age::is_stale(a, max)),
+            }
+        })
+        .collect()
+}
+
+/// The give-back path and counts from the kernel, the choice and reason from the daemon.
+fn dns(live: &crate::dataplane::LiveState, state: Option<&Record>) -> DnsStatus {
+    let kernel = live.dns.unwrap_or(crate::dataplane::DnsLive {
+        path: Default::default(),
+        learning: false,
+        given_back: 0,
+        failed: 0,
+    });
+    let give_back = state.and_then(|s| s.give_back.as_ref());
+    DnsStatus {
+        learning: kernel.learning,
+        give_back: give_back.map(|g| g.choice).unwrap_or_default(),
+        path: kernel.path,
+        reason: match (kernel.learning, give_back) {
+            (false, _) => Some("no learner: [dns] learn = false, or the daemon is not running".to_string()),
+            (true, g) => g.and_then(|g| g.reason.clone()),
+        },
+        held: live.counters.dns_held,
+        given_back: kernel.given_back,
+        failed: kernel.failed,
+        passed_unheld: live.counters.dns_passed,
+    }
 }

@@ -1,6 +1,6 @@
 //! The data plane's side of the catalog's DNS names: the resolvers whose answers it
-//! holds, the learner's heartbeat, the learned addresses, and giving held answers back
-//! to the stack.
+//! holds, the learner's heartbeat and give-back path, the learned addresses, and giving
+//! held answers back to the stack as live frames where the kernel allows it.
 
 use std::{
     net::{IpAddr, Ipv6Addr},
@@ -15,6 +15,63 @@ use aya::{
 };
 
 use super::{Dataplane, DataplaneError, map_err};
+use crate::policy::config::GiveBackPath;
+
+/// What the daemon tells the data plane about its learner (`ag_dns_ctl`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsControl {
+    /// Holds and copies answers only while the last heartbeat is younger than this;
+    /// `None`: no learner, answers pass untouched.
+    pub stale_after: Option<Duration>,
+    /// Held only while a path is in force; `None` copies answers for the learner.
+    pub path: GiveBackPath,
+    /// Held answers given back, and lost, so far (the kernel keeps them for status).
+    pub given_back: u64,
+    pub failed: u64,
+}
+
+/// The give-back path and counts as the pins hold them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DnsLive {
+    /// The path in force; `None` (the path) also when no learner is alive.
+    pub path: GiveBackPath,
+    /// Whether a learner's heartbeat is fresh now.
+    pub learning: bool,
+    pub given_back: u64,
+    pub failed: u64,
+}
+
+impl DnsLive {
+    pub(super) fn of(ctl: &abi::DnsCtl) -> DnsLive {
+        let learning = ctl.heartbeat_ns != 0 && monotonic_ns().wrapping_sub(ctl.heartbeat_ns) < ctl.stale_after_ns;
+        DnsLive {
+            path: if learning {
+                path_of(ctl.give_back)
+            } else {
+                GiveBackPath::None
+            },
+            learning,
+            given_back: ctl.given_back,
+            failed: ctl.give_back_failed,
+        }
+    }
+}
+
+fn path_code(path: GiveBackPath) -> u32 {
+    match path {
+        GiveBackPath::None => abi::GIVE_BACK_NONE,
+        GiveBackPath::LiveFrames => abi::GIVE_BACK_LIVE_FRAMES,
+        GiveBackPath::Loopback => abi::GIVE_BACK_LOOPBACK,
+    }
+}
+
+fn path_of(code: u32) -> GiveBackPath {
+    match code {
+        abi::GIVE_BACK_LIVE_FRAMES => GiveBackPath::LiveFrames,
+        abi::GIVE_BACK_LOOPBACK => GiveBackPath::Loopback,
+        _ => GiveBackPath::None,
+    }
+}
 
 /// The clock `bpf_ktime_get_ns()` reads: CLOCK_MONOTONIC.
 pub fn monotonic_ns() -> u64 {
@@ -64,22 +121,32 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Tells the data plane the learner is alive; it holds answers only while the last
-    /// heartbeat is younger than `stale_after`. `None` stops holding at once.
-    pub fn dns_heartbeat(&mut self, stale_after: Option<Duration>) -> Result<(), DataplaneError> {
+    /// Tells the data plane the learner is alive (a heartbeat of now) and how it gives
+    /// answers back: answers are held only while the heartbeat is younger than
+    /// `stale_after` and a path is in force. `stale_after: None` stops holding and
+    /// copying at once.
+    pub fn set_dns_control(&mut self, control: &DnsControl) -> Result<(), DataplaneError> {
         if !self.dyn_maps_present() {
             return Ok(());
         }
-        let ctl = match stale_after {
-            Some(d) => abi::DnsCtl {
-                heartbeat_ns: monotonic_ns(),
-                stale_after_ns: d.as_nanos() as u64,
-            },
-            None => abi::DnsCtl::default(),
+        let ctl = abi::DnsCtl {
+            heartbeat_ns: control.stale_after.map_or(0, |_| monotonic_ns()),
+            stale_after_ns: control.stale_after.map_or(0, |d| d.as_nanos() as u64),
+            give_back: path_code(control.path),
+            pad: 0,
+            given_back: control.given_back,
+            give_back_failed: control.failed,
         };
         let mut m: Array<&mut MapData, abi::DnsCtl> =
             Array::try_from(self.map_mut(map::DNS_CTL)?).map_err(map_err("open ag_dns_ctl"))?;
-        m.set(0, ctl, 0).map_err(map_err("write the learner's heartbeat"))
+        m.set(0, ctl, 0).map_err(map_err("write the learner's control"))
+    }
+
+    /// What `ag_dns_ctl` holds now: an earlier daemon's counts carry on.
+    pub fn dns_live(&self) -> Result<DnsLive, DataplaneError> {
+        let m: Array<&MapData, abi::DnsCtl> =
+            Array::try_from(self.map(map::DNS_CTL)?).map_err(map_err("open ag_dns_ctl"))?;
+        Ok(DnsLive::of(&m.get(&0, 0).map_err(map_err("read ag_dns_ctl"))?))
     }
 
     /// Allows what `value` says for `addr` until `expires_ns` (monotonic clock).
@@ -235,8 +302,10 @@ impl Dataplane {
     }
 
     /// Gives a held frame back to the stack as if it had just arrived on `ifindex`:
-    /// BPF_PROG_TEST_RUN of a do-nothing XDP program in live-frames mode.
-    pub fn reinject(&mut self, frame: &[u8], ifindex: u32) -> Result<(), DataplaneError> {
+    /// BPF_PROG_TEST_RUN of a do-nothing XDP program in live-frames mode. Hardened
+    /// kernels refuse that run (EPERM, even to root) though they load the program:
+    /// the caller proves the path before it holds anything (`dns::give_back`).
+    pub fn give_back_live_frame(&mut self, frame: &[u8], ifindex: u32) -> Result<(), DataplaneError> {
         let program_err = |source| DataplaneError::Program {
             name: abi::PROG_NOOP,
             source,
@@ -261,9 +330,22 @@ impl Dataplane {
             attrs: TestRunAttrs::new().xdp_live_frames(1),
             ..TestRunOptions::new()
         };
-        prog.test_run(opts).map(|_| ()).map_err(program_err)
+        prog.test_run(opts)
+            .map(|_| ())
+            .map_err(|source| DataplaneError::LiveFrames { source })
     }
 }
+
+/// A frame the stack discards without a trace, for proving the live-frame path: an
+/// Ethernet frame to the loopback's all-zero address with the "local experimental"
+/// ethertype (IEEE 802 assigns 0x88b5 for exactly such use), which no protocol handler
+/// takes. It never reaches an interface allowgate is attached to.
+pub const LIVE_FRAME_PROBE: [u8; 60] = {
+    let mut f = [0u8; 60];
+    f[12] = 0x88;
+    f[13] = 0xb5;
+    f
+};
 
 fn is_not_found(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);

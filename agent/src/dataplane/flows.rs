@@ -151,7 +151,7 @@ fn seed_entry(flow: &KernelFlow, now: u64) -> Option<Entry> {
     )
 }
 
-/// A flow pinned by a build before assured flows (ABI 2: a 24-byte value). Its
+/// A flow pinned by a build before assured flows (ABI 2 and 3: a 24-byte value). Its
 /// windows are unknown and it is not known to be more than spoofed: it goes in
 /// unassured, and its next packets both ways (or the seeding) assure it.
 #[repr(C)]

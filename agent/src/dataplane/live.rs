@@ -2,43 +2,13 @@
 //! counters, from a loaded object or from the pins alone (for `status` without a
 //! daemon).
 
-use std::{collections::BTreeMap, path::Path};
+use std::path::Path;
 
 use allowgate_ebpf::{self as abi, Reason, map};
 use aya::maps::{Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray};
 
 use super::{DataplaneError, map_err};
-
-/// Packets and bytes per (direction, verdict, reason), summed over CPUs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub by_key: BTreeMap<(u8, u8, Reason), abi::Counter>,
-    pub events_suppressed: u64,
-    pub events_lost: u64,
-    /// DNS answers held for the learner, and passed unheld because its ring was full.
-    pub dns_held: u64,
-    pub dns_unheld: u64,
-    /// Answers from a resolver's address that answer no query this host sent.
-    pub dns_unsolicited: u64,
-}
-
-impl Counters {
-    pub fn get(&self, direction: u8, verdict: u8, reason: Reason) -> abi::Counter {
-        self.by_key
-            .get(&(direction, verdict, reason))
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// Packets of a direction and verdict, whatever the reason.
-    pub fn packets(&self, direction: u8, verdict: u8) -> u64 {
-        self.by_key
-            .iter()
-            .filter(|((d, v, _), _)| *d == direction && *v == verdict)
-            .map(|(_, c)| c.packets)
-            .sum()
-    }
-}
+pub use crate::events::Counters;
 
 /// What the pins under a `bpffs_dir` say is enforced.
 #[derive(Clone, Debug)]
@@ -52,6 +22,8 @@ pub struct LiveState {
     pub flows: Option<super::flows::FlowStats>,
     /// Names of the pinned links (`xdp-native-eth0`, `tc-tcx-eth0`, ...).
     pub links: Vec<String>,
+    /// The DNS give-back path in force and its counts; `None` for pins before it.
+    pub dns: Option<super::DnsLive>,
 }
 
 pub(super) fn active(active: &Map, cfg: &Map) -> Result<(u32, abi::GenConfig), DataplaneError> {
@@ -95,6 +67,7 @@ pub(super) fn counters(stats: &Map, misc: &Map) -> Result<Counters, DataplaneErr
     out.dns_held = sum(abi::MISC_DNS_HELD).unwrap_or(0);
     out.dns_unheld = sum(abi::MISC_DNS_UNHELD).unwrap_or(0);
     out.dns_unsolicited = sum(abi::MISC_DNS_UNSOLICITED).unwrap_or(0);
+    out.dns_passed = sum(abi::MISC_DNS_PASSED).unwrap_or(0);
     Ok(out)
 }
 
@@ -180,6 +153,11 @@ pub fn read_live(dir: &Path, known_entries: Option<(usize, usize)>) -> Result<Li
         })
     })()
     .ok();
+    let dns = (|| {
+        let map = open_pinned(dir, map::DNS_CTL)?;
+        let ctl: Array<&MapData, abi::DnsCtl> = Array::try_from(&map).map_err(map_err("open ag_dns_ctl"))?;
+        ctl.get(&0, 0).map_err(map_err("read ag_dns_ctl"))
+    })();
     Ok(LiveState {
         slot,
         config,
@@ -188,5 +166,6 @@ pub fn read_live(dir: &Path, known_entries: Option<(usize, usize)>) -> Result<Li
         counters,
         flows,
         links,
+        dns: dns.ok().map(|ctl| super::DnsLive::of(&ctl)),
     })
 }

@@ -6,19 +6,28 @@
 //!   links/xdp-<mode>-<if>    the XDP link of an interface (mode: native, generic)
 //!   links/tc-tcx-<if>        the TC egress link (tcx; a clsact filter needs no pin)
 //!   progs/ingress, egress    the programs the links run
-//! so a killed daemon leaves the policy enforced, and a new one adopts it.
+//!   progs/ingress-dispatched ingress as a libxdp dispatcher's component
+//! so a killed daemon leaves the policy enforced, and a new one adopts it. In a
+//! dispatcher, the component's link is pinned where libxdp keeps its own
+//! (`dispatcher.rs`): libxdp moves it when it rebuilds the dispatcher.
 
 mod attach;
 mod batch;
 mod bpffs;
+pub mod dispatcher;
 mod dns;
 pub mod flows;
 mod flowtab;
+pub mod hooks;
 pub mod kernel;
 mod live;
 pub mod seed;
+mod xdp_hook;
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
 
 use allowgate_ebpf::{self as abi, map};
 use aya::{
@@ -27,10 +36,12 @@ use aya::{
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 
-pub use attach::{Attachment, TcMode, XdpMode, detach_all};
+pub use crate::policy::config::{TcMode, XdpAttach, XdpMode};
+pub use attach::{Attachment, Placement, detach_all};
+pub use hooks::attachment_problem;
 
 pub use bpffs::{check_on_bpffs, ensure_bpffs, lock_pins};
-pub use dns::monotonic_ns;
+pub use dns::{DnsControl, DnsLive, LIVE_FRAME_PROBE, monotonic_ns};
 pub use flowtab::FlowSizes;
 pub use live::{Counters, LiveState, read_live};
 
@@ -82,6 +93,13 @@ pub enum DataplaneError {
         hook: &'static str,
         detail: String,
     },
+    #[error("cannot attach {hook} on {iface}: the hook is held by {holder}: {ways}")]
+    HookHeld {
+        iface: String,
+        hook: &'static str,
+        holder: String,
+        ways: String,
+    },
     #[error("cannot pin {path}: {detail}")]
     Pin { path: PathBuf, detail: String },
     #[error(
@@ -106,6 +124,54 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the kernel refused a live-frame test run ({}): {source}",
+        errno_name(os_error_of(source))
+    )]
+    LiveFrames {
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// The first OS error code in `error`'s chain.
+pub fn os_error_of(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(code) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// The symbolic name of an errno the kernel's BPF and socket calls give, as operators
+/// read them in man pages and kernel sources.
+pub fn errno_name(code: Option<i32>) -> String {
+    let name = match code {
+        None => return "no error code".to_string(),
+        Some(libc::EPERM) => "EPERM",
+        Some(libc::EACCES) => "EACCES",
+        Some(libc::EINVAL) => "EINVAL",
+        Some(libc::ENOENT) => "ENOENT",
+        Some(libc::ENOMEM) => "ENOMEM",
+        Some(libc::ENODEV) => "ENODEV",
+        Some(libc::ENXIO) => "ENXIO",
+        Some(libc::EOPNOTSUPP) => "EOPNOTSUPP",
+        Some(libc::ENETUNREACH) => "ENETUNREACH",
+        Some(libc::EHOSTUNREACH) => "EHOSTUNREACH",
+        Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL",
+        Some(libc::EAFNOSUPPORT) => "EAFNOSUPPORT",
+        Some(libc::EMSGSIZE) => "EMSGSIZE",
+        Some(libc::ENOBUFS) => "ENOBUFS",
+        Some(524) => "ENOTSUPP",
+        Some(n) => return format!("errno {n}"),
+    };
+    name.to_string()
 }
 
 impl DataplaneError {
@@ -125,45 +191,8 @@ impl DataplaneError {
     }
 }
 
-/// What is wrong with interface `iface`'s attachment (pins under `dir`), per the
-/// kernel: no such interface here, a link detached, gone, on another interface, or
-/// running another program than the one pinned under `dir/progs`. `None`: it filters.
-pub fn attachment_problem(dir: &Path, iface: &str, xdp_mode: XdpMode, tc_mode: TcMode) -> Option<String> {
-    let Some(ifindex) = kernel::if_index(iface) else {
-        return Some(format!("there is no interface `{iface}` here"));
-    };
-    let prog = |name: &str| {
-        kernel::obj_get(&dir.join("progs").join(name))
-            .ok()
-            .and_then(|fd| kernel::prog_id(&fd).ok())
-    };
-    let links = dir.join("links");
-    let mut problems = Vec::new();
-    let xdp = kernel::hook_state(
-        &attach::xdp_pin(&links, xdp_mode, iface),
-        iface,
-        ifindex,
-        prog("ingress"),
-        "XDP",
-    );
-    if let kernel::HookState::Broken(p) = xdp {
-        problems.push(p);
-    }
-    // A clsact filter has no link to ask; the kernel keeps it with the qdisc.
-    if tc_mode == TcMode::Tcx {
-        let tc = kernel::hook_state(
-            &attach::tcx_pin(&links, iface),
-            iface,
-            ifindex,
-            prog("egress"),
-            "TC egress",
-        );
-        if let kernel::HookState::Broken(p) = tc {
-            problems.push(p);
-        }
-    }
-    (!problems.is_empty()).then(|| problems.join("; "))
-}
+/// The pin of ingress as a dispatcher's component, under `progs/`.
+pub(super) const INGRESS_DISPATCHED: &str = "ingress-dispatched";
 
 fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError {
     let what = what.into();
@@ -222,7 +251,7 @@ fn flow_tag(generation: u64) -> u64 {
 
 /// Maps that kept their shape but changed their meaning in an ABI version: pins of an
 /// older version are replaced, never read the new way.
-const CHANGED_IN_VERSION: [(u32, &[&str]); 2] = [(2, &[map::STATS]), (3, &[map::FLOW_CTL])];
+const CHANGED_IN_VERSION: [(u32, &[&str]); 3] = [(2, &[map::STATS]), (3, &[map::DNS_FRAMES]), (4, &[map::FLOW_CTL])];
 
 /// The flow tables, whose flows a replacement carries over rather than drops.
 const FLOW_TABLES: [&str; 4] = [map::FLOWS_V4, map::FLOWS_V6, map::FLOWS_NEW_V4, map::FLOWS_NEW_V6];
@@ -241,7 +270,7 @@ fn capacity_of(name: &str, sizes: &FlowSizes) -> Option<u32> {
 fn pinned_hash_key(maps_dir: &Path) -> Option<u64> {
     let data = MapData::from_pin(maps_dir.join(map::FLOW_CTL)).ok()?;
     let info = data.info().ok()?;
-    if info.value_size() as usize != std::mem::size_of::<abi::FlowCtl>() || pinned_abi_version(maps_dir) < 3 {
+    if info.value_size() as usize != std::mem::size_of::<abi::FlowCtl>() || pinned_abi_version(maps_dir) < 4 {
         return None;
     }
     let ctl = Array::<MapData, abi::FlowCtl>::try_from(aya::maps::Map::Array(data)).ok()?;
@@ -459,6 +488,8 @@ impl Dataplane {
         let program = |name| move |source| DataplaneError::Program { name, source };
         dataplane.xdp()?.load().map_err(program(abi::PROG_INGRESS))?;
         dataplane.tc()?.load().map_err(program(abi::PROG_EGRESS))?;
+        // The dispatcher's component is loaded when it first joins one: an extension
+        // is verified against the program it extends.
         Ok(dataplane)
     }
 
@@ -515,6 +546,38 @@ impl Dataplane {
         })
     }
 
+    /// Ingress as a dispatcher's component (loaded by the first join).
+    pub fn ext(&mut self) -> Result<&mut aya::programs::Extension, DataplaneError> {
+        let prog = self
+            .ebpf
+            .program_mut(abi::PROG_INGRESS_EXT)
+            .ok_or(DataplaneError::Missing {
+                what: "program",
+                name: abi::PROG_INGRESS_EXT,
+            })?;
+        prog.try_into().map_err(|source| DataplaneError::Program {
+            name: abi::PROG_INGRESS_EXT,
+            source,
+        })
+    }
+
+    /// The kernel's id of the loaded component, once loaded.
+    pub fn ext_id(&mut self) -> Option<u32> {
+        let fd = self.ext().ok()?.fd().ok()?.as_fd().try_clone_to_owned().ok()?;
+        kernel::prog_id(&fd).ok()
+    }
+
+    /// The ids of the maps this object uses (its programs, and a previous daemon's on
+    /// the same pins, use them).
+    pub fn our_map_ids(&self) -> Vec<u32> {
+        [map::ACTIVE, map::STATS]
+            .iter()
+            .filter_map(|name| self.ebpf.map(name))
+            .filter_map(|m| map_data(m).info().ok())
+            .map(|info| info.id())
+            .collect()
+    }
+
     pub fn tc(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
         let prog = self.ebpf.program_mut(abi::PROG_EGRESS).ok_or(DataplaneError::Missing {
             what: "program",
@@ -548,20 +611,29 @@ impl Dataplane {
         };
         self.xdp()?.pin(&ingress).map_err(pin_err(&ingress))?;
         self.tc()?.pin(&egress).map_err(pin_err(&egress))?;
+        let dispatched = progs.join(INGRESS_DISPATCHED);
+        if self.ext().is_ok_and(|e| e.fd().is_ok()) {
+            let _ = std::fs::remove_file(&dispatched);
+            self.ext()?.pin(&dispatched).map_err(pin_err(&dispatched))?;
+        }
         Ok(())
     }
 
     /// Attaches (or adopts the pinned attachment of) XDP and TC egress on `iface`.
-    pub fn attach(&mut self, iface: &str) -> Result<Attachment, DataplaneError> {
-        let attachment = attach::attach(self, iface)?;
+    pub fn attach(&mut self, iface: &str, placement: Placement) -> Result<Attachment, DataplaneError> {
+        let attachment = attach::attach(self, iface, placement)?;
         self.hold(&attachment);
         Ok(attachment)
     }
 
-    /// The pins of `a`'s links.
+    /// The pins of `a`'s links (a dispatcher's component is pinned by libxdp's rules,
+    /// not here).
     fn link_pins(&self, a: &Attachment) -> Vec<PathBuf> {
         let links = self.dir.join("links");
-        let mut pins = vec![attach::xdp_pin(&links, a.xdp_mode, &a.name)];
+        let mut pins = Vec::new();
+        if a.xdp_attach == XdpAttach::Link {
+            pins.push(attach::xdp_pin(&links, a.xdp_mode, &a.name));
+        }
         if a.tc_mode == TcMode::Tcx {
             pins.push(attach::tcx_pin(&links, &a.name));
         }
@@ -591,7 +663,7 @@ impl Dataplane {
     /// What is wrong with `a` per the kernel, or `None` when both hooks run our
     /// programs on the interface of that name.
     pub fn attachment_problem(&self, a: &Attachment) -> Option<String> {
-        attachment_problem(&self.dir, &a.name, a.xdp_mode, a.tc_mode)
+        attachment_problem(&self.dir, a)
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
@@ -704,6 +776,13 @@ impl Dataplane {
     /// Cuts `a`'s links from their interface and removes their pins (a start that
     /// fails takes back what it attached).
     pub fn detach(&mut self, a: &Attachment) {
+        if a.xdp_attach == XdpAttach::Dispatcher
+            && let Some(ifindex) = kernel::if_index(&a.name)
+        {
+            let our_maps = self.our_map_ids();
+            let is_ours = |p: &kernel::ProgInfo| hooks::is_ours(p, &our_maps);
+            let _ = dispatcher::leave(ifindex, &is_ours);
+        }
         for pin in self.link_pins(a) {
             if let Ok(fd) = kernel::obj_get(&pin) {
                 let _ = kernel::link_detach(&fd);

@@ -71,10 +71,9 @@ pub struct UdpFrame<'a> {
     pub checksum: u16,
 }
 
-/// Reads the UDP datagram out of an Ethernet frame. Bytes after the IP packet (Ethernet
-/// padding) are ignored; the UDP checksum is not checked (see `check_udp_checksum`).
-/// Never panics.
-pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame<'_>, FrameError> {
+/// The ethertype and what follows it, past the Ethernet header and up to
+/// `MAX_VLAN_TAGS` VLAN tags.
+fn behind_vlans(frame: &[u8]) -> Result<(EtherType, &[u8]), FrameError> {
     let ethernet = Ethernet2Slice::from_slice_without_fcs(frame).map_err(from_len)?;
     let mut ethertype = ethernet.ether_type();
     let mut rest = ethernet.payload_slice();
@@ -88,19 +87,40 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame<'_>, FrameError> {
         rest = vlan.payload_slice();
         tags += 1;
     }
+    Ok((ethertype, rest))
+}
+
+/// An IPv4 header error as this reader names it.
+fn ipv4_header_error(e: err::ipv4::HeaderError) -> FrameError {
+    match e {
+        err::ipv4::HeaderError::UnexpectedVersion { version_number } => FrameError::IpVersion {
+            expected: 4,
+            found: version_number,
+        },
+        err::ipv4::HeaderError::HeaderLengthSmallerThanHeader { ihl } => FrameError::BadIhl { ihl },
+    }
+}
+
+/// An IPv6 header error as this reader names it.
+fn ipv6_header_error(e: err::ipv6::HeaderError) -> FrameError {
+    match e {
+        err::ipv6::HeaderError::UnexpectedVersion { version_number } => FrameError::IpVersion {
+            expected: 6,
+            found: version_number,
+        },
+    }
+}
+
+/// Reads the UDP datagram out of an Ethernet frame. Bytes after the IP packet (Ethernet
+/// padding) are ignored; the UDP checksum is not checked (see `check_udp_checksum`).
+/// Never panics.
+pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame<'_>, FrameError> {
+    let (ethertype, rest) = behind_vlans(frame)?;
     let (source, destination, payload) = match ethertype {
         EtherType::IPV4 => {
             let ip = Ipv4Slice::from_slice(rest).map_err(|e| match e {
                 err::ipv4::SliceError::Len(e) => from_len(e),
-                err::ipv4::SliceError::Header(err::ipv4::HeaderError::UnexpectedVersion { version_number }) => {
-                    FrameError::IpVersion {
-                        expected: 4,
-                        found: version_number,
-                    }
-                }
-                err::ipv4::SliceError::Header(err::ipv4::HeaderError::HeaderLengthSmallerThanHeader { ihl }) => {
-                    FrameError::BadIhl { ihl }
-                }
+                err::ipv4::SliceError::Header(e) => ipv4_header_error(e),
                 err::ipv4::SliceError::Exts(source) => FrameError::IpAuth { source },
             })?;
             let header = ip.header();
@@ -113,12 +133,7 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame<'_>, FrameError> {
         EtherType::IPV6 => {
             let ip = Ipv6Slice::from_slice(rest).map_err(|e| match e {
                 err::ipv6::SliceError::Len(e) => from_len(e),
-                err::ipv6::SliceError::Header(err::ipv6::HeaderError::UnexpectedVersion { version_number }) => {
-                    FrameError::IpVersion {
-                        expected: 6,
-                        found: version_number,
-                    }
-                }
+                err::ipv6::SliceError::Header(e) => ipv6_header_error(e),
                 err::ipv6::SliceError::Exts(source) => FrameError::Ipv6Extension { source },
             })?;
             let header = ip.header();
@@ -159,6 +174,62 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame<'_>, FrameError> {
         udp_len: udp.length(),
         checksum: udp.checksum(),
     })
+}
+
+/// The IP packet a frame carries, from its IP header to the length that header gives
+/// (Ethernet padding and VLAN tags left out): what goes back to the stack through a
+/// raw IP socket.
+#[derive(Clone, Copy, Debug)]
+pub struct IpInFrame<'a> {
+    pub packet: &'a [u8],
+    pub destination: IpAddr,
+}
+
+/// Finds the IP packet in `frame` as `parse_udp` does, without looking past the IP
+/// header. Never panics.
+pub fn ip_packet(frame: &[u8]) -> Result<IpInFrame<'_>, FrameError> {
+    let (ethertype, rest) = behind_vlans(frame)?;
+    let (len, destination) = match ethertype {
+        EtherType::IPV4 => {
+            let header = etherparse::Ipv4HeaderSlice::from_slice(rest).map_err(|e| match e {
+                err::ipv4::HeaderSliceError::Len(e) => from_len(e),
+                err::ipv4::HeaderSliceError::Content(err::ipv4::HeaderError::UnexpectedVersion { version_number }) => {
+                    FrameError::IpVersion {
+                        expected: 4,
+                        found: version_number,
+                    }
+                }
+                err::ipv4::HeaderSliceError::Content(err::ipv4::HeaderError::HeaderLengthSmallerThanHeader { ihl }) => {
+                    FrameError::BadIhl { ihl }
+                }
+            })?;
+            (usize::from(header.total_len()), IpAddr::from(header.destination_addr()))
+        }
+        EtherType::IPV6 => {
+            let header = etherparse::Ipv6HeaderSlice::from_slice(rest).map_err(|e| match e {
+                err::ipv6::HeaderSliceError::Len(e) => from_len(e),
+                err::ipv6::HeaderSliceError::Content(err::ipv6::HeaderError::UnexpectedVersion { version_number }) => {
+                    FrameError::IpVersion {
+                        expected: 6,
+                        found: version_number,
+                    }
+                }
+            })?;
+            (
+                etherparse::Ipv6Header::LEN + usize::from(header.payload_length()),
+                IpAddr::from(header.destination_addr()),
+            )
+        }
+        other => return Err(FrameError::NotIp { ethertype: other.0 }),
+    };
+    match rest.get(..len) {
+        Some(packet) => Ok(IpInFrame { packet, destination }),
+        None => Err(FrameError::BadLength {
+            layer: if destination.is_ipv4() { "ipv4" } else { "ipv6" },
+            claimed: len,
+            have: rest.len(),
+        }),
+    }
 }
 
 /// A length error as the layer it is about: a header cut short, or a length field that
@@ -352,6 +423,39 @@ pub(crate) mod tests {
             release_key(&frame),
             Some((IpAddr::V6(RESOLVER6), u16::from_be_bytes(*b"an"), CLIENT_PORT))
         );
+    }
+
+    #[test]
+    fn the_ip_packet_is_cut_from_tags_and_padding() {
+        // Two tags, IPv4 options, then Ethernet padding after the packet.
+        let mut frame = ipv4_frame(&[0x88a8, 0x8100], &[1, 1, 1, 1], 53, b"answer");
+        let ip_start = 14 + 8;
+        let ip_len = frame.len() - ip_start;
+        frame.extend([0xee; 12]);
+        let ip = ip_packet(&frame).expect("an ipv4 packet");
+        assert_eq!(ip.packet, &frame[ip_start..ip_start + ip_len]);
+        assert_eq!(ip.destination, IpAddr::V4(CLIENT4));
+        let mut frame = ipv6_frame(&[], true, 53, b"answer");
+        let ip_len = frame.len() - 14;
+        frame.extend([0xee; 4]);
+        let ip = ip_packet(&frame).expect("an ipv6 packet");
+        assert_eq!(ip.packet, &frame[14..14 + ip_len], "extension headers are inside");
+        assert_eq!(ip.destination, IpAddr::V6(CLIENT6));
+        // A length the frame does not carry, and what is not IP, are refused.
+        let mut short = ipv4_frame(&[], &[], 53, b"answer");
+        short.truncate(short.len() - 2);
+        assert!(matches!(
+            ip_packet(&short),
+            Err(FrameError::BadLength { layer: "ipv4", .. })
+        ));
+        assert!(matches!(
+            ip_packet(&raw_ethernet(&[], 0x0806, &[0; 28])),
+            Err(FrameError::NotIp { ethertype: 0x0806 })
+        ));
+        assert!(matches!(
+            ip_packet(&[0u8; 10]),
+            Err(FrameError::Truncated { layer: "ethernet", .. })
+        ));
     }
 
     #[test]

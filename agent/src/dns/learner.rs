@@ -1,7 +1,8 @@
-//! The daemon's side of the catalog's names: take the answers the XDP program held,
-//! learn what they say about the catalog's names, put the addresses in the data plane,
-//! then give each answer back to the stack. Also asks the resolvers for the explicit
-//! names itself, so they are allowed before any application asks.
+//! The daemon's side of the catalog's names: take the answers the XDP program held (or
+//! copied, where no give-back path works), learn what they say about the catalog's
+//! names, put the addresses in the data plane, then give each held answer back to the
+//! stack (`give_back`). Also asks the resolvers for the explicit names itself, so they
+//! are allowed before any application asks.
 
 use std::{
     collections::HashMap,
@@ -10,7 +11,7 @@ use std::{
 };
 
 use allowgate_ebpf as abi;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query},
@@ -19,13 +20,17 @@ use hickory_proto::{
 
 use super::{
     frame::{Checksum, check_udp_checksum, release_key},
+    give_back::GiveBack,
     learn::{Inserted, LearnedTable, NameSet, TtlPolicy, learn},
     message::parse_answer,
 };
 use crate::{
-    control::protocol::LearnedEntry,
-    dataplane::{Dataplane, monotonic_ns},
-    policy::{Policy, compile::value_of, config::DnsSettings},
+    dataplane::{Dataplane, DnsControl, monotonic_ns},
+    policy::{
+        Policy,
+        compile::value_of,
+        config::{DnsSettings, GiveBackPath},
+    },
 };
 
 /// How long the data plane keeps holding answers after the learner's last heartbeat:
@@ -54,14 +59,65 @@ pub struct Learner {
     next_id: u16,
     /// Addresses a previous daemon learned, kept until their expiry (monotonic ns).
     orphans: HashMap<IpAddr, u64>,
+    /// How held answers go back to the stack.
+    give_back: GiveBack,
     /// The last hold-to-release time, for `status`.
     pub last_window: Option<Duration>,
 }
 
 impl Learner {
-    /// A learner for `policy`'s names; `previous` are the addresses the data plane
-    /// still holds from an earlier daemon (they stay until they expire).
-    pub fn new(policy: &Policy, settings: &DnsSettings, previous: Vec<(IpAddr, u64)>) -> Learner {
+    /// A learner for `policy`'s names: proves a give-back path, tells the data plane
+    /// its resolvers and that it is alive. What the data plane still holds from an
+    /// earlier daemon stays until it expires.
+    pub fn start(policy: &Policy, settings: &DnsSettings, dataplane: &mut Dataplane) -> anyhow::Result<Learner> {
+        let previous = dataplane.learned_addresses().unwrap_or_default();
+        let counts = dataplane
+            .dns_live()
+            .map(|d| (d.given_back, d.failed))
+            .unwrap_or_default();
+        dataplane.set_dns_servers(&policy.dns_servers)?;
+        let give_back = GiveBack::choose(settings.give_back, &policy.dns_servers, counts, dataplane);
+        let learner = Learner::new(policy, settings, previous, give_back);
+        dataplane.set_dns_control(&learner.control())?;
+        Ok(learner)
+    }
+
+    /// What the data plane is told on every heartbeat.
+    pub fn control(&self) -> DnsControl {
+        DnsControl {
+            stale_after: Some(HEARTBEAT_STALE_AFTER),
+            path: self.give_back.path(),
+            given_back: self.give_back.given_back,
+            failed: self.give_back.failed,
+        }
+    }
+
+    /// What the data plane is told when this learner ends: hold and copy nothing, and
+    /// keep the counts for the next one.
+    pub fn stopped_control(&self) -> DnsControl {
+        DnsControl {
+            stale_after: None,
+            path: GiveBackPath::None,
+            ..self.control()
+        }
+    }
+
+    /// Proves the give-back paths again (a reload): one lost at run time may work now,
+    /// and the resolvers may have changed.
+    pub fn prove_again(&mut self, policy: &Policy, dataplane: &mut Dataplane) {
+        let counts = (self.give_back.given_back, self.give_back.failed);
+        self.give_back = GiveBack::choose(self.give_back.choice(), &policy.dns_servers, counts, dataplane);
+        if let Err(e) = dataplane.set_dns_control(&self.control()) {
+            warn!("cannot tell the data plane how answers go back: {e}");
+        }
+    }
+
+    /// The give-back path in force and why it is not the first choice, for `status`.
+    pub fn give_back(&self) -> &GiveBack {
+        &self.give_back
+    }
+
+    fn new(policy: &Policy, settings: &DnsSettings, previous: Vec<(IpAddr, u64)>, give_back: GiveBack) -> Learner {
         let sockets = ["0.0.0.0:0", "[::]:0"]
             .iter()
             .filter_map(|a| UdpSocket::bind(a).ok())
@@ -83,6 +139,7 @@ impl Learner {
             sockets,
             next_id: (monotonic_ns() & 0xffff) as u16,
             orphans: previous.into_iter().collect(),
+            give_back,
             last_window: None,
         }
     }
@@ -140,19 +197,23 @@ impl Learner {
         }
     }
 
-    /// One held answer from the ring: learn from it, then give it back. Whatever goes
-    /// wrong, the answer goes back.
+    /// One answer from the ring: learn from it, then give it back when the data plane
+    /// held it (a copy of an answer that passed is only learned from). Whatever goes
+    /// wrong in learning, a held answer goes back.
     pub fn on_frame(&mut self, record: &[u8], dataplane: &mut Dataplane) {
         let started = Instant::now();
         let header = std::mem::size_of::<abi::DnsFrameHeader>();
         if record.len() < header {
             return warn!(len = record.len(), "short DNS record from the data plane");
         }
-        let ifindex = u32::from_ne_bytes(record[0..4].try_into().expect("4 bytes"));
-        let len = u32::from_ne_bytes(record[4..8].try_into().expect("4 bytes")) as usize;
+        let word = |at: usize| u32::from_ne_bytes(record[at..at + 4].try_into().expect("4 bytes"));
+        let (ifindex, len, held) = (word(0), word(4) as usize, word(8) == 1);
         let mut frame = record[header..(header + len).min(record.len())].to_vec();
         let frame = &mut frame[..];
         let sound = check_udp_checksum(frame) != Some(Checksum::Bad);
+        // Live frames re-enter at the interface: a generic-mode program would hold the
+        // answer again unless it is marked released.
+        let mark = held && self.give_back.path() == GiveBackPath::LiveFrames;
         let mut released = None;
         match parse_answer(frame) {
             Ok(answer) => {
@@ -174,23 +235,32 @@ impl Learner {
                         }
                     }
                 }
-                match dataplane.release(answer.server, answer.id, answer.client_port) {
-                    Ok(()) => released = Some((answer.server, answer.id, answer.client_port)),
-                    Err(e) => debug!("cannot mark an answer released: {e}"),
+                if mark {
+                    match dataplane.release(answer.server, answer.id, answer.client_port) {
+                        Ok(()) => released = Some((answer.server, answer.id, answer.client_port)),
+                        Err(e) => debug!("cannot mark an answer released: {e}"),
+                    }
                 }
             }
             Err(e) => {
-                debug!("a held answer teaches nothing: {e}");
+                debug!("an answer teaches nothing: {e}");
                 // Still released, or a generic-mode program would hold it again.
-                if let Some((server, id, port)) = release_key(frame)
+                if mark
+                    && let Some((server, id, port)) = release_key(frame)
                     && dataplane.release(server, id, port).is_ok()
                 {
                     released = Some((server, id, port));
                 }
             }
         }
-        if let Err(e) = dataplane.reinject(frame, ifindex) {
-            warn!("cannot give a held DNS answer back: {e}");
+        if !held {
+            return;
+        }
+        // A failure is logged and counted inside. The data plane hears at once whether
+        // holding ended, and the counts (status reads them from the kernel).
+        let _ = self.give_back.deliver(frame, ifindex, dataplane);
+        if let Err(e) = dataplane.set_dns_control(&self.control()) {
+            error!("cannot tell the data plane how answers go back now: {e}");
         }
         if let Some((server, id, port)) = released
             && let Err(e) = dataplane.unrelease(server, id, port)
@@ -202,7 +272,7 @@ impl Learner {
 
     /// Once a second: the heartbeat, expiries, and the explicit names' queries.
     pub fn tick(&mut self, dataplane: &mut Dataplane) {
-        if let Err(e) = dataplane.dns_heartbeat(Some(HEARTBEAT_STALE_AFTER)) {
+        if let Err(e) = dataplane.set_dns_control(&self.control()) {
             warn!("cannot refresh the learner's heartbeat: {e}");
         }
         let now = monotonic_secs();
@@ -260,37 +330,11 @@ impl Learner {
         }
     }
 
-    /// The table for `show --learned`.
-    pub fn entries(&self) -> Vec<LearnedEntry> {
-        // Whole seconds left, rounded down.
+    /// What the table holds, each entry with the whole seconds it has left (rounded
+    /// down), for `show --learned`.
+    pub fn learned(&self) -> impl Iterator<Item = (&super::Learned, u64)> {
         let now = monotonic_secs_up();
-        let mut out: Vec<LearnedEntry> = self
-            .table
-            .iter()
-            .map(|l| {
-                let mut features: Vec<String> = l
-                    .rules
-                    .iter()
-                    .flat_map(|r| r.features())
-                    .map(|f| f.to_string())
-                    .collect();
-                features.sort();
-                features.dedup();
-                let mut regions: Vec<String> = l.rules.iter().flat_map(|r| r.regions()).map(str::to_string).collect();
-                regions.sort();
-                regions.dedup();
-                LearnedEntry {
-                    address: l.addr,
-                    name: l.name.to_string(),
-                    queried: l.queried.clone(),
-                    features,
-                    regions,
-                    expires_in_secs: l.expires.saturating_sub(now),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| (a.address, &a.name).cmp(&(b.address, &b.name)));
-        out
+        self.table.iter().map(move |l| (l, l.expires.saturating_sub(now)))
     }
 }
 

@@ -6,6 +6,7 @@
 //! data plane.
 
 pub mod frame;
+pub mod give_back;
 pub mod learn;
 pub mod learner;
 pub mod message;

@@ -1,4 +1,4 @@
-//! The TOML config (SPEC section 3): parsed strictly, validated, and every error one
+//! The TOML config (packaging/config.example.toml, `man 5 allowgate.toml`): parsed strictly, validated, and every error one
 //! line that names the key and the line it is on.
 
 use std::{
@@ -17,6 +17,11 @@ use crate::catalog::{Catalog, Direction, Feature, PortRange, Proto};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/allowgate/config.toml";
 /// `max_shrink`: a new catalog may drop a quarter of the enforced addresses unasked.
 pub const DEFAULT_MAX_SHRINK: u8 = 25;
+/// `max_catalog_age`, in days: the service tags are published weekly, so a month is
+/// four missed weeks.
+pub const DEFAULT_MAX_CATALOG_AGE: u32 = 30;
+/// The largest `max_catalog_age` (days): ten years.
+pub const MAX_CATALOG_AGE: u32 = 3650;
 pub const DEFAULT_SOCKET: &str = "/run/allowgate/control.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/allowgate";
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/allowgate";
@@ -57,6 +62,74 @@ impl Mode {
     }
 }
 
+/// The names above, shown as they are written in the config, the state file and `status`.
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(Mode, XdpMode, TcMode, XdpAttach, GiveBack);
+
+/// How allowgate's XDP program sits on an interface, as the kernel reports it: these
+/// names persist in the state file and travel in `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver.
+    Native,
+    /// In the kernel's stack, for drivers without XDP.
+    Generic,
+}
+
+impl XdpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+/// Whose XDP hook allowgate's program is on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttach {
+    #[default]
+    /// Alone, through a bpf_link of its own.
+    Link,
+    /// As one program of a libxdp dispatcher.
+    Dispatcher,
+}
+
+impl XdpAttach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpAttach::Link => "link",
+            XdpAttach::Dispatcher => "dispatcher",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcMode {
+    Tcx,
+    Clsact,
+}
+
+impl TcMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcMode::Tcx => "tcx",
+            TcMode::Clsact => "clsact",
+        }
+    }
+}
+
 impl FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -68,7 +141,7 @@ impl FromStr for Mode {
     }
 }
 
-/// The host's essentials (SPEC section 2), each on unless turned off.
+/// The host's essentials (README: "Semantics"), each on unless turned off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Essentials {
     pub arp: bool,
@@ -145,6 +218,65 @@ pub struct DnsSettings {
     pub max_learned: usize,
     /// Seconds between the daemon's own queries for the explicit names.
     pub refresh: u64,
+    /// How a held answer goes back to the stack (`auto`: the first path proved to work).
+    pub give_back: GiveBack,
+}
+
+/// `[dns] give_back`: how held answers go back to the stack (docs/dns-names.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GiveBack {
+    /// Live frames where the kernel allows them, else loopback, else none: the first
+    /// path the daemon proves to work at start and on reload.
+    #[default]
+    Auto,
+    LiveFrames,
+    Loopback,
+    /// Hold nothing: answers pass at once and are learned from a copy.
+    None,
+}
+
+impl GiveBack {
+    pub const NAMES: [&str; 4] = ["auto", "live-frames", "loopback", "none"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveBack::Auto => "auto",
+            GiveBack::LiveFrames => "live-frames",
+            GiveBack::Loopback => "loopback",
+            GiveBack::None => "none",
+        }
+    }
+}
+
+/// How held answers go back to the stack now: the path the daemon proved, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GiveBackPath {
+    /// BPF_PROG_TEST_RUN of a do-nothing XDP program with BPF_F_TEST_XDP_LIVE_FRAMES:
+    /// the frame enters the stack at the interface it came in on.
+    LiveFrames,
+    /// A raw IP socket sends the datagram to the host's own address, through loopback.
+    Loopback,
+    /// Nothing is held: answers pass at once, the learner reads a copy.
+    #[default]
+    None,
+}
+
+impl GiveBackPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveBackPath::LiveFrames => "live-frames",
+            GiveBackPath::Loopback => "loopback",
+            GiveBackPath::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for GiveBackPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for DnsSettings {
@@ -156,11 +288,12 @@ impl Default for DnsSettings {
             ttl_max: 86_400,
             max_learned: 4096,
             refresh: 30,
+            give_back: GiveBack::Auto,
         }
     }
 }
 
-/// Whether return paths need a tracked flow (SPEC: the state model).
+/// Whether return paths need a tracked flow (docs/state.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateMode {
@@ -275,6 +408,35 @@ pub fn max_flows_for_memory(bytes: u64) -> u32 {
     buckets.max(MIN_MAX_FLOWS)
 }
 
+/// How the XDP program goes on an interface (`xdp_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpPlacement {
+    /// Into the libxdp dispatcher when one is there, else alone (native, else generic).
+    #[default]
+    Auto,
+    /// Alone, in the driver.
+    Native,
+    /// Alone, in the kernel's stack.
+    Generic,
+    /// As one program of a libxdp dispatcher: the one there, or a new one.
+    Dispatcher,
+}
+
+impl XdpPlacement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpPlacement::Auto => "auto",
+            XdpPlacement::Native => "native",
+            XdpPlacement::Generic => "generic",
+            XdpPlacement::Dispatcher => "dispatcher",
+        }
+    }
+}
+
+/// allowgate's run priority in a libxdp dispatcher when none is configured: lowest,
+/// so that it runs first (libxdp's default is 50, xdp-filter's 10).
+pub const DEFAULT_XDP_PRIORITY: u32 = 0;
+
 /// A validated config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -297,6 +459,9 @@ pub struct Config {
     /// The share (percent) of the enforced catalog addresses that `catalog apply` may
     /// remove without `--force`.
     pub max_shrink: u8,
+    /// Days after which a catalog source counts as stale: the daemon warns once a day,
+    /// `status` and `/metrics` say so, `catalog fetch` exits 5. 0: never.
+    pub max_catalog_age: u32,
     pub essentials: Essentials,
     pub management: Management,
     pub allow: Vec<AllowEntry>,
@@ -309,6 +474,9 @@ pub struct Config {
     /// were any); single drop events are logged at debug only.
     pub drop_log_interval: u64,
     pub state: StateSettings,
+    pub xdp_mode: XdpPlacement,
+    /// allowgate's run priority among a libxdp dispatcher's programs (lowest first).
+    pub xdp_priority: u32,
 }
 
 impl Default for Config {
@@ -325,6 +493,7 @@ impl Default for Config {
             catalog: Vec::new(),
             proxy_regions: None,
             max_shrink: DEFAULT_MAX_SHRINK,
+            max_catalog_age: DEFAULT_MAX_CATALOG_AGE,
             essentials: Essentials::default(),
             management: Management::default(),
             allow: Vec::new(),
@@ -335,6 +504,8 @@ impl Default for Config {
             dns: DnsSettings::default(),
             drop_log_interval: DEFAULT_DROP_LOG_INTERVAL,
             state: StateSettings::default(),
+            xdp_mode: XdpPlacement::Auto,
+            xdp_priority: DEFAULT_XDP_PRIORITY,
         }
     }
 }
@@ -355,6 +526,7 @@ struct RawConfig {
     catalog: Option<RawCatalog>,
     proxy_regions: Option<Vec<Spanned<String>>>,
     max_shrink: Option<Spanned<i64>>,
+    max_catalog_age: Option<Spanned<i64>>,
     essentials: RawEssentials,
     management: RawManagement,
     allow: Vec<Spanned<RawAllow>>,
@@ -364,6 +536,8 @@ struct RawConfig {
     dns: RawDns,
     drop_log_interval: Option<Spanned<u64>>,
     state: RawState,
+    xdp_mode: Option<Spanned<String>>,
+    xdp_priority: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -418,6 +592,7 @@ struct RawDns {
     ttl_max: Spanned<u64>,
     max_learned: Spanned<u64>,
     refresh: Spanned<u64>,
+    give_back: Option<Spanned<String>>,
 }
 
 impl Default for RawDns {
@@ -430,6 +605,7 @@ impl Default for RawDns {
             ttl_max: Spanned::new(0..0, d.ttl_max),
             max_learned: Spanned::new(0..0, d.max_learned as u64),
             refresh: Spanned::new(0..0, d.refresh),
+            give_back: None,
         }
     }
 }
@@ -587,6 +763,25 @@ impl Config {
         paths.into_iter().map(|p| config_dir.join(p)).collect()
     }
 
+    /// `max_shrink` and `max_catalog_age` of a config, read on their own (for `catalog
+    /// fetch`, which must work when the catalog the config names is broken); a key that
+    /// is missing or not valid gives its default here, and the full parse reports it.
+    pub fn catalog_limits(text: &str) -> (u8, u32) {
+        let table = toml::from_str::<toml::Table>(text).unwrap_or_default();
+        let shrink = table
+            .get("max_shrink")
+            .and_then(toml::Value::as_integer)
+            .and_then(|v| u8::try_from(v).ok())
+            .filter(|p| *p <= 100)
+            .unwrap_or(DEFAULT_MAX_SHRINK);
+        let age = table
+            .get("max_catalog_age")
+            .and_then(toml::Value::as_integer)
+            .and_then(parse_catalog_age)
+            .unwrap_or(DEFAULT_MAX_CATALOG_AGE);
+        (shrink, age)
+    }
+
     /// Parses and validates `text`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &str, catalog: &Catalog) -> Result<Config, ConfigError> {
         let lines = Lines::new(path, text);
@@ -599,238 +794,94 @@ impl Config {
             }
         })?;
         let defaults = Config::default();
-
-        let mut interfaces = Vec::new();
-        for name in &raw.interfaces {
-            let n = name.get_ref();
-            if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ']) {
-                return Err(lines.error(name.span(), format!("interfaces: `{n}` is not an interface name")));
-            }
-            if interfaces.contains(n) {
-                return Err(lines.error(name.span(), format!("interfaces: `{n}` is listed twice")));
-            }
-            interfaces.push(n.clone());
-        }
-
-        let mode = match &raw.mode {
-            None => defaults.mode,
-            Some(m) => m
-                .get_ref()
-                .parse()
-                .map_err(|e: String| lines.error(m.span(), format!("mode: {e}")))?,
-        };
-
-        let mut regions = Vec::new();
-        for r in &raw.regions {
-            let region = catalog
-                .region(r.get_ref())
-                .map_err(|e| lines.error(r.span(), format!("regions: {e}")))?;
-            if !regions.contains(&region.id) {
-                regions.push(region.id.clone());
-            }
-        }
-
-        let proxy_regions = match &raw.proxy_regions {
-            None => None,
-            Some(list) => {
-                let mut ids = Vec::new();
-                for r in list {
-                    let region = catalog
-                        .region(r.get_ref())
-                        .map_err(|e| lines.error(r.span(), format!("proxy_regions: {e}")))?;
-                    if region.kind != crate::catalog::RegionKind::AzureRegion {
-                        return Err(lines.error(
-                            r.span(),
-                            format!(
-                                "proxy_regions: `{}` is not a proxy region (an Azure region such as `westeurope`); `allowgate regions` lists them",
-                                r.get_ref()
-                            ),
-                        ));
-                    }
-                    if !ids.contains(&region.id) {
-                        ids.push(region.id.clone());
-                    }
-                }
-                Some(ids)
-            }
-        };
-
-        let max_shrink = match &raw.max_shrink {
-            None => defaults.max_shrink,
-            Some(v) => u8::try_from(*v.get_ref()).ok().filter(|p| *p <= 100).ok_or_else(|| {
-                lines.error(
-                    v.span(),
-                    format!("max_shrink: {} is not a percentage (0 to 100)", v.get_ref()),
-                )
-            })?,
-        };
-
-        let features = match &raw.features {
-            None => defaults.features.clone(),
-            Some(list) => {
-                let mut features = Vec::new();
-                for f in list {
-                    let feature: Feature = f
-                        .get_ref()
-                        .parse()
-                        .map_err(|e| lines.error(f.span(), format!("features: {e}")))?;
-                    if !features.contains(&feature) {
-                        features.push(feature);
-                    }
-                }
-                features
-            }
-        };
-
-        let essentials = &raw.essentials;
-        let mut dns_servers = Vec::new();
-        for s in &essentials.dns_servers {
-            let ip: IpAddr = s.get_ref().trim().parse().map_err(|_| {
-                lines.error(
-                    s.span(),
-                    format!("essentials.dns_servers: `{}` is not an IP address", s.get_ref()),
-                )
-            })?;
-            if let IpAddr::V6(v6) = ip
-                && let Some(v4) = v6.to_ipv4_mapped()
-            {
-                return Err(lines.error(
-                    s.span(),
-                    format!(
-                        "essentials.dns_servers: `{}` is an IPv4-mapped IPv6 address, which never appears on the wire here: write {v4}",
-                        s.get_ref()
-                    ),
-                ));
-            }
-            dns_servers.push(ip);
-        }
-        let mut ethertypes = Vec::new();
-        for e in &essentials.ethertypes {
-            let value = parse_ethertype(e.get_ref())
-                .map_err(|m| lines.error(e.span(), format!("essentials.ethertypes: {m}")))?;
-            if !ethertypes.contains(&value) {
-                ethertypes.push(value);
-            }
-        }
-        if ethertypes.len() > allowgate_ebpf::MAX_ETHERTYPES {
-            let span = essentials.ethertypes[allowgate_ebpf::MAX_ETHERTYPES].span();
-            return Err(lines.error(
-                span,
-                format!(
-                    "essentials.ethertypes: at most {} ethertypes can be listed",
-                    allowgate_ebpf::MAX_ETHERTYPES
-                ),
-            ));
-        }
-
-        let management = Management {
-            cidrs: parse_cidrs(&raw.management.cidrs, "management.cidrs", &lines)?,
-            ports: match &raw.management.ports {
-                None => defaults.management.ports.clone(),
-                Some(p) => parse_ports(p, "management.ports", &lines)?,
-            },
-        };
-
-        let mut allow = Vec::new();
-        for (i, entry) in raw.allow.iter().enumerate() {
-            allow.push(parse_allow(entry, i, &lines)?);
-        }
-
-        let app_connector_ports = match &raw.feature_ports.app_connector {
-            None => defaults.app_connector_ports.clone(),
-            Some(p) => parse_ports(p, "feature_ports.app-connector", &lines)?,
-        };
-        let dlp_ports = match &raw.feature_ports.dlp {
-            None => defaults.dlp_ports.clone(),
-            Some(p) => parse_ports(p, "feature_ports.dlp", &lines)?,
-        };
-        let log_collector = LogCollector {
-            sources: parse_cidrs(&raw.log_collector.sources, "log_collector.sources", &lines)?,
-            ftp_passive_ports: parse_ports(
-                &raw.log_collector.ftp_passive_ports,
-                "log_collector.ftp_passive_ports",
-                &lines,
-            )?,
-        };
-        let metrics = match &raw.metrics {
-            None => None,
-            Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
-                lines.error(
-                    m.span(),
-                    format!(
-                        "metrics: `{}` is not an address:port such as 127.0.0.1:9464",
-                        m.get_ref()
-                    ),
-                )
-            })?),
-        };
-
-        let drop_log_interval = match &raw.drop_log_interval {
-            None => DEFAULT_DROP_LOG_INTERVAL,
-            Some(v) if (1..=86_400).contains(v.get_ref()) => *v.get_ref(),
-            Some(v) => {
-                return Err(lines.error(v.span(), "drop_log_interval: 1 to 86400 seconds"));
-            }
-        };
-
-        let raw_dns = &raw.dns;
-        if raw_dns.ttl_floor.get_ref() > raw_dns.ttl_max.get_ref() {
-            return Err(lines.error(raw_dns.ttl_floor.span(), "dns.ttl_floor: larger than dns.ttl_max"));
-        }
-        let max_learned = *raw_dns.max_learned.get_ref();
-        if max_learned == 0 || max_learned > u64::from(allowgate_ebpf::DYN_MAX) {
-            return Err(lines.error(
-                raw_dns.max_learned.span(),
-                format!(
-                    "dns.max_learned: 1 to {} (the size of the data plane's table)",
-                    allowgate_ebpf::DYN_MAX
-                ),
-            ));
-        }
-        if *raw_dns.refresh.get_ref() == 0 {
-            return Err(lines.error(raw_dns.refresh.span(), "dns.refresh: at least 1 second"));
-        }
-        let dns = DnsSettings {
-            learn: raw_dns.learn,
-            ttl_floor: *raw_dns.ttl_floor.get_ref(),
-            ttl_grace: *raw_dns.ttl_grace.get_ref(),
-            ttl_max: *raw_dns.ttl_max.get_ref(),
-            max_learned: max_learned as usize,
-            refresh: *raw_dns.refresh.get_ref(),
-        };
-
-        let state = parse_state(&raw.state, &lines)?;
-
+        // One function per section, checked in a fixed order: with several mistakes, the
+        // one named is always the same.
         Ok(Config {
-            interfaces,
-            mode,
-            regions,
-            features,
+            interfaces: parse_interfaces(&raw.interfaces, &lines)?,
+            mode: match &raw.mode {
+                None => defaults.mode,
+                Some(m) => m
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: String| lines.error(m.span(), format!("mode: {e}")))?,
+            },
+            regions: parse_regions(&raw.regions, catalog, &lines)?,
             socket: raw.socket.unwrap_or(defaults.socket),
             socket_group: raw.socket_group,
             state_dir: raw.state_dir.unwrap_or(defaults.state_dir),
             bpffs_dir: raw.bpffs_dir.unwrap_or(defaults.bpffs_dir),
             catalog: raw.catalog.map(RawCatalog::into_paths).unwrap_or_default(),
-            proxy_regions,
-            max_shrink,
-            essentials: Essentials {
-                arp: essentials.arp,
-                ipv6_nd: essentials.ipv6_nd,
-                icmp_errors: essentials.icmp_errors,
-                dhcp: essentials.dhcp,
-                dns: essentials.dns,
-                dns_servers,
-                ethertypes,
+            proxy_regions: match &raw.proxy_regions {
+                None => None,
+                Some(list) => Some(parse_proxy_regions(list, catalog, &lines)?),
             },
-            management,
-            allow,
-            app_connector_ports,
-            dlp_ports,
-            log_collector,
-            metrics,
-            dns,
-            drop_log_interval,
-            state,
+            max_shrink: match &raw.max_shrink {
+                None => defaults.max_shrink,
+                Some(v) => parse_max_shrink(v, &lines)?,
+            },
+            max_catalog_age: match &raw.max_catalog_age {
+                None => defaults.max_catalog_age,
+                Some(v) => parse_catalog_age(*v.get_ref()).ok_or_else(|| {
+                    lines.error(
+                        v.span(),
+                        format!(
+                            "max_catalog_age: {} is not a number of days (0, never, to {MAX_CATALOG_AGE})",
+                            v.get_ref()
+                        ),
+                    )
+                })?,
+            },
+            features: match &raw.features {
+                None => defaults.features.clone(),
+                Some(list) => parse_features(list, &lines)?,
+            },
+            essentials: parse_essentials(&raw.essentials, &lines)?,
+            management: Management {
+                cidrs: parse_cidrs(&raw.management.cidrs, "management.cidrs", &lines)?,
+                ports: match &raw.management.ports {
+                    None => defaults.management.ports.clone(),
+                    Some(p) => parse_ports(p, "management.ports", &lines)?,
+                },
+            },
+            allow: raw
+                .allow
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| parse_allow(entry, i, &lines))
+                .collect::<Result<_, _>>()?,
+            app_connector_ports: match &raw.feature_ports.app_connector {
+                None => defaults.app_connector_ports.clone(),
+                Some(p) => parse_ports(p, "feature_ports.app-connector", &lines)?,
+            },
+            dlp_ports: match &raw.feature_ports.dlp {
+                None => defaults.dlp_ports.clone(),
+                Some(p) => parse_ports(p, "feature_ports.dlp", &lines)?,
+            },
+            log_collector: LogCollector {
+                sources: parse_cidrs(&raw.log_collector.sources, "log_collector.sources", &lines)?,
+                ftp_passive_ports: parse_ports(
+                    &raw.log_collector.ftp_passive_ports,
+                    "log_collector.ftp_passive_ports",
+                    &lines,
+                )?,
+            },
+            metrics: match &raw.metrics {
+                None => None,
+                Some(m) => Some(parse_metrics(m, &lines)?),
+            },
+            drop_log_interval: match &raw.drop_log_interval {
+                None => DEFAULT_DROP_LOG_INTERVAL,
+                Some(v) if (1..=86_400).contains(v.get_ref()) => *v.get_ref(),
+                Some(v) => return Err(lines.error(v.span(), "drop_log_interval: 1 to 86400 seconds")),
+            },
+            dns: parse_dns(&raw.dns, &lines)?,
+            state: parse_state(&raw.state, &lines)?,
+            xdp_mode: parse_xdp_mode(&raw.xdp_mode, &lines)?,
+            xdp_priority: match &raw.xdp_priority {
+                None => DEFAULT_XDP_PRIORITY,
+                Some(p) => u32::try_from(*p.get_ref())
+                    .map_err(|_| lines.error(p.span(), "xdp_priority: 0 to 4294967295 (lowest runs first)"))?,
+            },
         })
     }
 
@@ -841,6 +892,213 @@ impl Config {
         }
         host_resolvers(Path::new(RESOLV_CONF), Path::new(RESOLVED_UPSTREAM))
     }
+}
+
+/// `interfaces`: names the kernel can take, each once.
+fn parse_interfaces(raw: &[Spanned<String>], lines: &Lines) -> Result<Vec<String>, ConfigError> {
+    let mut interfaces = Vec::new();
+    for name in raw {
+        let n = name.get_ref();
+        if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ']) {
+            return Err(lines.error(name.span(), format!("interfaces: `{n}` is not an interface name")));
+        }
+        if interfaces.contains(n) {
+            return Err(lines.error(name.span(), format!("interfaces: `{n}` is listed twice")));
+        }
+        interfaces.push(n.clone());
+    }
+    Ok(interfaces)
+}
+
+/// `regions`: each a region of the catalog, kept as the catalog spells it.
+fn parse_regions(raw: &[Spanned<String>], catalog: &Catalog, lines: &Lines) -> Result<Vec<String>, ConfigError> {
+    let mut regions = Vec::new();
+    for r in raw {
+        let region = catalog
+            .region(r.get_ref())
+            .map_err(|e| lines.error(r.span(), format!("regions: {e}")))?;
+        if !regions.contains(&region.id) {
+            regions.push(region.id.clone());
+        }
+    }
+    Ok(regions)
+}
+
+/// `proxy_regions`: Azure regions of the catalog only.
+fn parse_proxy_regions(raw: &[Spanned<String>], catalog: &Catalog, lines: &Lines) -> Result<Vec<String>, ConfigError> {
+    let mut ids = Vec::new();
+    for r in raw {
+        let region = catalog
+            .region(r.get_ref())
+            .map_err(|e| lines.error(r.span(), format!("proxy_regions: {e}")))?;
+        if region.kind != crate::catalog::RegionKind::AzureRegion {
+            return Err(lines.error(
+                r.span(),
+                format!(
+                    "proxy_regions: `{}` is not a proxy region (an Azure region such as `westeurope`); `allowgate regions` lists them",
+                    r.get_ref()
+                ),
+            ));
+        }
+        if !ids.contains(&region.id) {
+            ids.push(region.id.clone());
+        }
+    }
+    Ok(ids)
+}
+
+fn parse_max_shrink(v: &Spanned<i64>, lines: &Lines) -> Result<u8, ConfigError> {
+    u8::try_from(*v.get_ref()).ok().filter(|p| *p <= 100).ok_or_else(|| {
+        lines.error(
+            v.span(),
+            format!("max_shrink: {} is not a percentage (0 to 100)", v.get_ref()),
+        )
+    })
+}
+
+fn parse_features(list: &[Spanned<String>], lines: &Lines) -> Result<Vec<Feature>, ConfigError> {
+    let mut features = Vec::new();
+    for f in list {
+        let feature: Feature = f
+            .get_ref()
+            .parse()
+            .map_err(|e| lines.error(f.span(), format!("features: {e}")))?;
+        if !features.contains(&feature) {
+            features.push(feature);
+        }
+    }
+    Ok(features)
+}
+
+/// `[essentials]`: the switches, the resolvers the `dns` essential allows and the
+/// extra ethertypes.
+fn parse_essentials(essentials: &RawEssentials, lines: &Lines) -> Result<Essentials, ConfigError> {
+    let mut dns_servers = Vec::new();
+    for s in &essentials.dns_servers {
+        let ip: IpAddr = s.get_ref().trim().parse().map_err(|_| {
+            lines.error(
+                s.span(),
+                format!("essentials.dns_servers: `{}` is not an IP address", s.get_ref()),
+            )
+        })?;
+        if let IpAddr::V6(v6) = ip
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            return Err(lines.error(
+                s.span(),
+                format!(
+                    "essentials.dns_servers: `{}` is an IPv4-mapped IPv6 address, which never appears on the wire here: write {v4}",
+                    s.get_ref()
+                ),
+            ));
+        }
+        dns_servers.push(ip);
+    }
+    let mut ethertypes = Vec::new();
+    for e in &essentials.ethertypes {
+        let value =
+            parse_ethertype(e.get_ref()).map_err(|m| lines.error(e.span(), format!("essentials.ethertypes: {m}")))?;
+        if !ethertypes.contains(&value) {
+            ethertypes.push(value);
+        }
+    }
+    if ethertypes.len() > allowgate_ebpf::MAX_ETHERTYPES {
+        let span = essentials.ethertypes[allowgate_ebpf::MAX_ETHERTYPES].span();
+        return Err(lines.error(
+            span,
+            format!(
+                "essentials.ethertypes: at most {} ethertypes can be listed",
+                allowgate_ebpf::MAX_ETHERTYPES
+            ),
+        ));
+    }
+    Ok(Essentials {
+        arp: essentials.arp,
+        ipv6_nd: essentials.ipv6_nd,
+        icmp_errors: essentials.icmp_errors,
+        dhcp: essentials.dhcp,
+        dns: essentials.dns,
+        dns_servers,
+        ethertypes,
+    })
+}
+
+fn parse_metrics(m: &Spanned<String>, lines: &Lines) -> Result<SocketAddr, ConfigError> {
+    m.get_ref().parse::<SocketAddr>().map_err(|_| {
+        lines.error(
+            m.span(),
+            format!(
+                "metrics: `{}` is not an address:port such as 127.0.0.1:9464",
+                m.get_ref()
+            ),
+        )
+    })
+}
+
+/// `[dns]`: the learner's TTL bounds, its table size and the refresh interval.
+fn parse_xdp_mode(raw: &Option<Spanned<String>>, lines: &Lines) -> Result<XdpPlacement, ConfigError> {
+    let Some(m) = raw else {
+        return Ok(XdpPlacement::Auto);
+    };
+    Ok(match m.get_ref().as_str() {
+        "auto" => XdpPlacement::Auto,
+        "native" => XdpPlacement::Native,
+        "generic" => XdpPlacement::Generic,
+        "dispatcher" => XdpPlacement::Dispatcher,
+        other => {
+            return Err(lines.error(
+                m.span(),
+                format!("xdp_mode: `{other}` is none of auto, native, generic, dispatcher"),
+            ));
+        }
+    })
+}
+
+fn parse_dns(raw_dns: &RawDns, lines: &Lines) -> Result<DnsSettings, ConfigError> {
+    if raw_dns.ttl_floor.get_ref() > raw_dns.ttl_max.get_ref() {
+        return Err(lines.error(raw_dns.ttl_floor.span(), "dns.ttl_floor: larger than dns.ttl_max"));
+    }
+    let max_learned = *raw_dns.max_learned.get_ref();
+    if max_learned == 0 || max_learned > u64::from(allowgate_ebpf::DYN_MAX) {
+        return Err(lines.error(
+            raw_dns.max_learned.span(),
+            format!(
+                "dns.max_learned: 1 to {} (the size of the data plane's table)",
+                allowgate_ebpf::DYN_MAX
+            ),
+        ));
+    }
+    if *raw_dns.refresh.get_ref() == 0 {
+        return Err(lines.error(raw_dns.refresh.span(), "dns.refresh: at least 1 second"));
+    }
+    let give_back = match &raw_dns.give_back {
+        None => GiveBack::default(),
+        Some(v) => match GiveBack::NAMES.iter().position(|n| *n == v.get_ref().as_str()) {
+            Some(0) => GiveBack::Auto,
+            Some(1) => GiveBack::LiveFrames,
+            Some(2) => GiveBack::Loopback,
+            Some(_) => GiveBack::None,
+            None => {
+                return Err(lines.error(
+                    v.span(),
+                    format!(
+                        "dns.give_back: unknown path `{}`: use {}",
+                        v.get_ref(),
+                        GiveBack::NAMES.map(|n| format!("`{n}`")).join(", ")
+                    ),
+                ));
+            }
+        },
+    };
+    Ok(DnsSettings {
+        learn: raw_dns.learn,
+        give_back,
+        ttl_floor: *raw_dns.ttl_floor.get_ref(),
+        ttl_grace: *raw_dns.ttl_grace.get_ref(),
+        ttl_max: *raw_dns.ttl_max.get_ref(),
+        max_learned: max_learned as usize,
+        refresh: *raw_dns.refresh.get_ref(),
+    })
 }
 
 fn parse_state(raw: &RawState, lines: &Lines) -> Result<StateSettings, ConfigError> {
@@ -938,6 +1196,10 @@ fn one_line(message: &str) -> String {
 
 /// A CIDR or a bare address (a /32 or /128). Host bits set is an error: `10.0.0.1/8`
 /// is more likely a typo than a wish for 10.0.0.0/8.
+fn parse_catalog_age(days: i64) -> Option<u32> {
+    u32::try_from(days).ok().filter(|d| *d <= MAX_CATALOG_AGE)
+}
+
 pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
     let net = match text.parse::<IpNet>() {
@@ -1125,6 +1387,23 @@ ports = [443, "8000-8100"]
         assert_eq!(c.dlp_ports, [PortRange::single(11344)]);
         assert_eq!(c.state.mode, StateMode::Stateful);
         assert_eq!(c.state.timeouts.tcp_established, 432_000);
+        assert_eq!(c.max_catalog_age, DEFAULT_MAX_CATALOG_AGE);
+    }
+
+    #[test]
+    fn catalog_limits_are_read_alone_and_leniently() {
+        assert_eq!(parse("max_catalog_age = 0\n").unwrap().max_catalog_age, 0);
+        assert_eq!(parse("max_catalog_age = 7\n").unwrap().max_catalog_age, 7);
+        assert_eq!(
+            Config::catalog_limits("max_shrink = 10\nmax_catalog_age = 7\n"),
+            (10, 7)
+        );
+        // What the full parse refuses gives the defaults here, as does a broken file.
+        assert_eq!(
+            Config::catalog_limits("max_shrink = 300\nmax_catalog_age = \"x\"\n"),
+            (25, 30)
+        );
+        assert_eq!(Config::catalog_limits("[[[ not toml"), (25, 30));
     }
 
     #[test]
@@ -1146,6 +1425,37 @@ ports = [443, "8000-8100"]
     }
 
     #[test]
+    fn dns_give_back_takes_each_path() {
+        assert_eq!(parse("").unwrap().dns.give_back, GiveBack::Auto);
+        for (name, want) in [
+            ("auto", GiveBack::Auto),
+            ("live-frames", GiveBack::LiveFrames),
+            ("loopback", GiveBack::Loopback),
+            ("none", GiveBack::None),
+        ] {
+            let c = parse(&format!("[dns]\ngive_back = \"{name}\"\n")).unwrap();
+            assert_eq!(c.dns.give_back, want, "{name}");
+            assert_eq!(want.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn xdp_placement_defaults_to_auto_first_and_takes_each_mode() {
+        let c = parse("").unwrap();
+        assert_eq!((c.xdp_mode, c.xdp_priority), (XdpPlacement::Auto, 0));
+        for (text, mode) in [
+            ("auto", XdpPlacement::Auto),
+            ("native", XdpPlacement::Native),
+            ("generic", XdpPlacement::Generic),
+            ("dispatcher", XdpPlacement::Dispatcher),
+        ] {
+            let c = parse(&format!("xdp_mode = \"{text}\"\nxdp_priority = 20\n")).unwrap();
+            assert_eq!((c.xdp_mode, c.xdp_priority), (mode, 20));
+            assert_eq!(mode.as_str(), text);
+        }
+    }
+
+    #[test]
     fn regions_match_whatever_the_spelling() {
         let c = parse(r#"regions = ["Gov US1", "EU1", "govus1"]"#).unwrap();
         assert_eq!(c.regions, ["gov-us1", "eu1"]);
@@ -1163,11 +1473,41 @@ ports = [443, "8000-8100"]
         assert!(default_max_flows() >= MIN_MAX_FLOWS);
     }
 
+    /// An Azure region is named by any of its spellings (the service tags' older
+    /// `centralfrance`, the page's "France Central") and kept in Azure's form.
+    #[test]
+    fn azure_regions_take_their_aliases_and_keep_azures_form() {
+        let page = "## Portal access\n\n|Data center|IP addresses|\n|---|---|\n|EU1|192.0.2.1|\n\n\
+                    ## Access and session controls\n\nThe following IP addresses should be allowed for both inbound and outbound connections:\n\n\
+                    ||IP addresses|\n|---|---|\n|**Session controls**|France Central: 192.0.2.2<br /><br />Germany West Central: 192.0.2.3|\n";
+        let catalog = crate::catalog::parse_page(page, "page.md").unwrap();
+        let text = r#"
+regions = ["eu1", "centralfrance", "Germany West Central"]
+proxy_regions = ["germanywc", "France Central"]
+"#;
+        let c = Config::parse(text, "test.toml", &catalog).unwrap();
+        assert_eq!(c.regions, ["eu1", "francecentral", "germanywestcentral"]);
+        assert_eq!(c.proxy_regions.unwrap(), ["germanywestcentral", "francecentral"]);
+        let err = Config::parse("regions = [\"centralfrancee\"]", "test.toml", &catalog).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.toml:1: regions: unknown region `centralfrancee`: did you mean `francecentral`?; `allowgate regions` lists them"
+        );
+    }
+
     /// Each bad input gets one line naming the file, the line and the key.
     #[test]
     fn bad_input_is_named_with_its_line() {
         let cases: &[(&str, &str)] = &[
             ("regions = [\"eu1\"]\nbogus = 1\n", "test.toml:2: unknown field `bogus`"),
+            (
+                "xdp_mode = \"shared\"\n",
+                "test.toml:1: xdp_mode: `shared` is none of auto, native, generic, dispatcher",
+            ),
+            (
+                "xdp_priority = -1\n",
+                "test.toml:1: xdp_priority: 0 to 4294967295 (lowest runs first)",
+            ),
             (
                 "regions = [\"eu3\"]\n",
                 "test.toml:1: regions: unknown region `eu3`: did you mean `eu1`?",
@@ -1218,6 +1558,10 @@ ports = [443, "8000-8100"]
             ),
             ("[essentials]\nbogus = true\n", "test.toml:2: unknown field `bogus`"),
             (
+                "[dns]\ngive_back = \"reinject\"\n",
+                "test.toml:2: dns.give_back: unknown path `reinject`: use `auto`, `live-frames`, `loopback`, `none`",
+            ),
+            (
                 "regions = \"eu1\"\n",
                 "test.toml:1: invalid type: string \"eu1\", expected a sequence",
             ),
@@ -1232,6 +1576,10 @@ ports = [443, "8000-8100"]
             (
                 "drop_log_interval = 0\n",
                 "test.toml:1: drop_log_interval: 1 to 86400 seconds",
+            ),
+            (
+                "max_catalog_age = -1\n",
+                "test.toml:1: max_catalog_age: -1 is not a number of days (0, never, to 3650)",
             ),
             (
                 "[state]\nmode = \"tracking\"\n",

@@ -3,9 +3,11 @@
  * dns.h - holding DNS answers for the learner (docs/dns-names.md). XDP ingress
  * only, after the core let the packet pass: a UDP answer from a configured
  * resolver (source port 53) is copied to ag_dns_frames and dropped while the
- * agent's heartbeat is fresh; the agent learns its addresses, then gives the
- * frame back to the stack. Whatever goes wrong here passes the answer: a dead
- * or slow agent never breaks the host's DNS.
+ * agent's heartbeat is fresh and a give-back path is in force; the agent learns
+ * its addresses, then gives the frame back to the stack. Without a give-back path
+ * (the agent proved none works on this kernel, or one failed) the answer passes at
+ * once and the copy only teaches. Whatever goes wrong here passes the answer: a
+ * dead or slow agent never breaks the host's DNS.
  *
  * Only answers to queries this host sent are held (and so teach anything): TC
  * egress notes each query to a configured resolver in ag_dns_queries, and an
@@ -46,7 +48,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_dns_servers SEC(".maps");
 
-/* ag_dns_ctl[0]: the learner's heartbeat. */
+/* ag_dns_ctl[0]: the learner's heartbeat and give-back path. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -230,17 +232,22 @@ static __always_inline int ag_dns_answer_expected(const struct ag_pkt *pkt)
 	return ag_dns_socket_asked(&server, pkt->dport, pkt->dns_id);
 }
 
-/* Is the learner alive at now? A 0 or stale heartbeat holds nothing. */
-static __always_inline int ag_dns_learner_alive(__u64 now)
+/*
+ * The learner's control at now: NULL when there is no learner alive (a 0 or stale
+ * heartbeat), so that nothing is held or copied.
+ */
+static __always_inline const struct ag_dns_ctl *ag_dns_learner(__u64 now)
 {
 	const struct ag_dns_ctl *ctl;
 	__u32 zero = 0;
 
 	ctl = bpf_map_lookup_elem(&ag_dns_ctl, &zero);
 	if (!ctl || ctl->heartbeat_ns == 0)
-		return 0;
+		return NULL;
 	/* A heartbeat from the future wraps to a huge age: stale too. */
-	return now - ctl->heartbeat_ns < ctl->stale_after_ns;
+	if (now - ctl->heartbeat_ns >= ctl->stale_after_ns)
+		return NULL;
+	return ctl;
 }
 
 /*
@@ -285,17 +292,20 @@ __attribute__((noinline)) int ag_dns_note_query(struct __sk_buff *skb, const str
 
 /*
  * Holds the frame when it is a DNS answer the learner wants: returns 1 when it
- * went to ag_dns_frames (drop it), 0 when it passes. A global function: the
- * verifier checks it once, not once per path through the parser.
+ * went to ag_dns_frames (drop it), 0 when it passes (with a copy to the learner
+ * when no give-back path is in force). A global function: the verifier checks it
+ * once, not once per path through the parser.
  */
 __attribute__((noinline)) int ag_dns_hold(struct xdp_md *ctx, const struct ag_pkt *pkt)
 {
+	const struct ag_dns_ctl *ctl;
 	struct ag_dns_release_key release;
 	struct ag_dns_server_key server;
 	struct ag_dns_frame *frame;
 	void *data, *data_end;
 	__u64 now, len, off, sent_ns;
 	__u64 *sent;
+	__u32 hold;
 	__u8 *id;
 
 	if (!pkt)
@@ -307,10 +317,12 @@ __attribute__((noinline)) int ag_dns_hold(struct xdp_md *ctx, const struct ag_pk
 	if (!bpf_map_lookup_elem(&ag_dns_servers, &server))
 		return 0;
 
-	/* Only while the learner is alive. */
+	/* Only while the learner is alive; held only while it can give answers back. */
 	now = bpf_ktime_get_ns();
-	if (!ag_dns_learner_alive(now))
+	ctl = ag_dns_learner(now);
+	if (!ctl)
 		return 0;
+	hold = ctl->give_back != AG_GIVE_BACK_NONE;
 
 	/* The DNS id: the first 2 bytes of the UDP payload. */
 	data = (void *)(long)ctx->data;
@@ -370,12 +382,18 @@ __attribute__((noinline)) int ag_dns_hold(struct xdp_md *ctx, const struct ag_pk
 	}
 	frame->ifindex = ctx->ingress_ifindex;
 	frame->len = len;
+	frame->held = hold;
+	frame->pad = 0;
 	if (bpf_xdp_load_bytes(ctx, 0, frame->data, len) != 0) {
 		bpf_ringbuf_discard(frame, 0);
 		ag_count_misc(AG_MISC_DNS_UNHELD);
 		return 0;
 	}
 	bpf_ringbuf_submit(frame, 0);
+	if (!hold) {
+		ag_count_misc(AG_MISC_DNS_PASSED);
+		return 0;
+	}
 	ag_count_misc(AG_MISC_DNS_HELD);
 	return 1;
 }

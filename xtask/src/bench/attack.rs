@@ -17,7 +17,10 @@ use std::{
     path::PathBuf,
 };
 
-use allowgate::policy::model::L4;
+use allowgate::{
+    catalog::{Direction, PortRange, Proto},
+    policy::{config::AllowEntry, model::L4},
+};
 use aya::maps::{PerCpuHashMap, PerCpuValues};
 
 use super::*;

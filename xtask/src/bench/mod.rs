@@ -19,11 +19,10 @@ use std::{
 };
 
 use allowgate::{
-    catalog::{Catalog, Direction, Feature, PortRange, Proto},
+    catalog::{Catalog, Feature},
     dataplane::{Dataplane, LoadOptions, ensure_bpffs},
     policy::{
         Config, Policy, Selection, StateMode, Tables, compile_policy,
-        config::AllowEntry,
         model::{self, Hook, Packet, Reason, Verdict},
     },
 };
@@ -33,8 +32,8 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
-use ipnet::Ipv4Net;
 
+pub(crate) use crate::benchkit::*;
 use crate::common::{PinDir, packet};
 
 mod attack;
@@ -65,10 +64,14 @@ pub struct BenchArgs {
     /// `attack` (the packets of the floods an attacker sends, beside xdp-filter's verdict)
     #[arg(long, value_name = "ROW", value_parser = ["import", "config", "catalog", "attack"])]
     pub(crate) only: Option<String>,
-    /// Real traffic instead: live frames through veths, capacity of the receiving core
-    /// for XDP_DROP, XDP_PASS, xdp-filter, nftables and allowgate (see traffic.rs)
+    /// Real traffic instead: frames through veths, capacity of the receiving core for
+    /// XDP_DROP, XDP_PASS, xdp-filter, nftables and allowgate, steady and under floods
+    /// (see traffic/mod.rs)
     #[arg(long)]
     pub(crate) traffic: bool,
+    /// --traffic: where the frames come from
+    #[arg(long, value_enum, default_value = "tap")]
+    pub(crate) generator: crate::traffic::GeneratorKind,
     /// --traffic: interleaved rounds, of which the medians are reported [default: 5, 2 with --quick]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) rounds: Option<u32>,
@@ -103,8 +106,6 @@ const ME4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const ME6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 7);
 const EPHEMERAL_PORT: u16 = 40000;
 
-/// 100k is where the targets are set.
-pub(crate) const LARGE: usize = 100_000;
 /// The label of the catalog measured again with the stateless return path.
 pub(crate) const STATELESS_LABEL: &str = "(a') catalog, stateless";
 /// Connections the new-flow figure opens, one packet each.
@@ -131,6 +132,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             seconds: args.seconds.unwrap_or(if args.quick { 0.5 } else { 2.0 }),
             csv: args.csv.clone(),
             markdown: args.markdown,
+            generator: args.generator,
         });
     }
     if args.rounds.is_some() || args.seconds.is_some() {
@@ -305,23 +307,6 @@ fn rerun_in_release() -> anyhow::Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-/// `base` with the extra prefixes as `[[allow]]` entries (egress tcp/443): they become
-/// `Source::Allow` rules through `Policy::build`, the path an operator's entries take.
-pub(crate) fn with_extra(base: &Config, extra: &[Ipv4Net]) -> Config {
-    let mut config = base.clone();
-    config
-        .allow
-        .extend(extra.iter().enumerate().map(|(i, &net)| AllowEntry {
-            cidr: net.into(),
-            direction: Direction::Egress,
-            proto: Proto::Tcp,
-            ports: vec![PortRange::single(443)],
-            comment: None,
-            line: 1000 + i,
-        }));
-    config
-}
-
 /// Builds and compiles the policy as the daemon does on a change, `runs` times.
 fn compile_timed(
     catalog: &Catalog,
@@ -401,27 +386,6 @@ impl Noop {
         Ok(ns)
     }
 }
-
-/// The config of every policy (the catalog comes in through the selection): IPv6
-/// `[[allow]]` entries on documentation addresses, since the catalog lists no IPv6, and
-/// no DNS servers, so that nothing depends on this host's resolv.conf.
-pub(crate) fn base_config() -> Config {
-    let allow = |cidr: &str, line| AllowEntry {
-        cidr: cidr.parse().expect("a valid CIDR"),
-        direction: Direction::Egress,
-        proto: Proto::Tcp,
-        ports: vec![PortRange::single(443)],
-        comment: Some("bench".into()),
-        line,
-    };
-    Config {
-        allow: vec![allow(V6_HOST, 1), allow(V6_NET, 2)],
-        ..Config::default()
-    }
-}
-
-const V6_HOST: &str = "2001:db8:1::10/128";
-const V6_NET: &str = "2001:db8:2::/48";
 
 /// Median ns and ratio to the do-nothing program, over the runs of one figure.
 #[derive(Clone, Copy)]
@@ -629,14 +593,4 @@ fn time_probe(
         ns: median(&ns),
         ratio: median(&ratios),
     })
-}
-
-pub(crate) fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }

@@ -1,10 +1,7 @@
 //! The policies the bench measures (the catalog, and it plus seeded random prefixes)
 //! and the probes it sends through each, with the lookup path each one takes.
 
-use std::{
-    collections::HashSet,
-    net::{IpAddr, Ipv4Addr},
-};
+use std::net::{IpAddr, Ipv4Addr};
 
 use allowgate::policy::{
     Tables,
@@ -14,79 +11,6 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::*;
 use crate::common::packet;
-
-/// How the extra prefixes spread over prefix lengths.
-#[derive(Clone, Copy)]
-pub(crate) enum Mix {
-    /// 90% /32, the rest /24../31: many single hosts, as resolved names give.
-    HostHeavy,
-    /// 10% /32, the rest /16../30: mostly networks, as cloud ranges give.
-    CidrHeavy,
-}
-
-pub(crate) struct ExtraSet {
-    pub(crate) count: usize,
-    pub(crate) mix: Mix,
-    pub(crate) seed: u64,
-}
-
-impl ExtraSet {
-    pub(crate) fn new(count: usize, mix: Mix, seed: u64) -> ExtraSet {
-        ExtraSet { count, mix, seed }
-    }
-
-    /// `count` distinct prefixes in 10.0.0.0/8 and 100.64.0.0/10, in the order drawn.
-    /// Seeded: every run compiles the same tables.
-    pub(crate) fn prefixes(&self) -> Vec<Ipv4Net> {
-        const TEN: u32 = 10 << 24;
-        const CGNAT: u32 = (100 << 24) | (64 << 16);
-        let mut rng = XorShift(self.seed);
-        let mut seen = HashSet::with_capacity(self.count);
-        let mut out = Vec::with_capacity(self.count);
-        // Short lengths run out of distinct prefixes (there are only 320 /16s in the
-        // two ranges): drawing on until `count` are distinct shifts a little of their
-        // share to the longer lengths.
-        while out.len() < self.count {
-            let offset = rng.below((1 << 24) + (1 << 22)) as u32;
-            let addr = if offset < 1 << 24 {
-                TEN + offset
-            } else {
-                CGNAT + offset - (1 << 24)
-            };
-            let roll = rng.below(100);
-            let len = match self.mix {
-                Mix::HostHeavy if roll < 90 => 32,
-                Mix::HostHeavy => 24 + rng.below(8) as u8,
-                Mix::CidrHeavy if roll < 10 => 32,
-                Mix::CidrHeavy => 16 + rng.below(15) as u8,
-            };
-            let net = Ipv4Net::new(Ipv4Addr::from(addr), len).expect("len <= 32").trunc();
-            if seen.insert(net) {
-                out.push(net);
-            }
-        }
-        out
-    }
-}
-
-/// xorshift64*: enough randomness to scatter prefixes, and no extra dependency.
-pub(crate) struct XorShift(u64);
-
-impl XorShift {
-    pub(crate) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform enough in 0..n for n far below 2^64.
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 pub(crate) struct PolicySpec {
     pub(crate) label: String,

@@ -1,4 +1,5 @@
-//! The reference verdict model: SPEC section 2 as plain Rust over a packet summary.
+//! The reference verdict model: the policy semantics (README: "Semantics") as plain
+//! Rust over a packet summary.
 //!
 //! It reads the policy's rules directly, never the compiled tables, so comparing it
 //! with the kernel checks the compiler and the BPF programs together. `check` answers
@@ -250,7 +251,7 @@ fn is_link_local_or_unspecified(ip: &IpAddr) -> bool {
     }
 }
 
-/// Judges `packet` under `policy`, as SPEC section 2 says.
+/// Judges `packet` under `policy`, as the README's semantics say.
 pub fn judge(policy: &Policy, packet: &Packet) -> Judgement {
     if packet.vlan_tags > MAX_VLAN_TAGS {
         return Judgement::drop(Reason::VlanDepth);

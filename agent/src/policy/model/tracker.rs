@@ -1,4 +1,4 @@
-//! The stateful reference model (SPEC section 2: connection tracking): `judge` over a
+//! The stateful reference model (docs/state.md: connection tracking): `judge` over a
 //! sequence of packets, with the flows they opened, each flow's class (assured or
 //! not), each TCP flow's sequence window (window.rs), the first fragments that passed,
 //! and the DNS queries and DHCP exchanges the host started.

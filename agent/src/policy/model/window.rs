@@ -1,4 +1,4 @@
-//! The reference of a TCP flow's sequence window (SPEC section 2, round 3; the data
+//! The reference of a TCP flow's sequence window (docs/state.md; the data
 //! plane's lib/tcpwin.h): conntrack's tcp_in_window() checks, an exact handshake, RSTs
 //! that change the state only at the exact next sequence (RFC 5961), and the host's
 //! own segments trusted. Written from the rules, not from the C: the differential
