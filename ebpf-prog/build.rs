@@ -57,7 +57,7 @@ fn main() {
     // The filter as the next build that appends a reason would be: the test that old
     // pins are adopted without misreading a counter loads it over this build's pins.
     let output = clang_command(&clang, &include_args)
-        .arg("-DAG_REASONS_EXTRA(X)=X(TEST_APPENDED, 16, \"test-appended\")")
+        .arg("-DAG_REASONS_EXTRA(X)=X(TEST_APPENDED, 19, \"test-appended\")")
         .arg("-c")
         .arg(c_dir.join("filter.bpf.c"))
         .arg("-o")

@@ -165,7 +165,7 @@ fn port(ranges: Vec<PortRange>) -> impl Strategy<Value = u16> + Clone {
 fn l4(ports: Vec<PortRange>) -> impl Strategy<Value = L4> {
     let p = port(ports);
     prop_oneof![
-        4 => (p.clone(), p.clone(), any::<bool>(), any::<bool>()).prop_map(|(sport, dport, syn, ack)| L4::Tcp { sport, dport, syn, ack }),
+        4 => (p.clone(), p.clone(), any::<bool>(), any::<bool>()).prop_map(|(sport, dport, syn, ack)| L4::tcp(sport, dport, syn, ack)),
         3 => (p.clone(), p).prop_map(|(sport, dport)| L4::Udp { sport, dport }),
         2 => (prop_oneof![Just(0u8), Just(3), Just(8), Just(11), Just(12), Just(1), Just(2), Just(4), Just(128), Just(129), 130u8..=143, any::<u8>()], any::<u8>())
             .prop_map(|(ty, code)| L4::Icmp { ty, code }),
@@ -283,7 +283,7 @@ fn aimed(policy: &Policy) -> impl Strategy<Value = Case> {
                     _ => (port, other_port),
                 };
                 let l4 = match proto {
-                    Proto::Tcp => L4::Tcp { sport, dport, syn, ack },
+                    Proto::Tcp => L4::tcp(sport, dport, syn, ack),
                     Proto::Udp => L4::Udp { sport, dport },
                     Proto::Icmp => L4::Icmp {
                         ty: if forward {

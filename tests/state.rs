@@ -651,9 +651,32 @@ fn an_icmp_error_passes_only_when_it_quotes_a_tracked_flow() {
 // ---------------------------------------------------------------------------------------
 // Related traffic: a DHCP reply only after the host's own request
 
+/// A DHCP message of the family with transaction id `xid` (DHCPv4's at bytes 4..8,
+/// DHCPv6's at 1..4) and `tag` after it, so that the receiver tells them apart.
+fn dhcp_message(v6: bool, xid: u32, tag: &[u8]) -> Vec<u8> {
+    let mut m = if v6 {
+        let id = xid.to_be_bytes();
+        vec![1, id[1], id[2], id[3]]
+    } else {
+        let mut m = vec![1, 1, 6, 0];
+        m.extend_from_slice(&xid.to_be_bytes());
+        m
+    };
+    m.extend_from_slice(tag);
+    m
+}
+
 /// What the host's DHCP client port heard from the peer's server port: a reply before
-/// any request, and one after the host asked.
-fn dhcp_probe(world: &World, v6: bool) -> (bool, bool) {
+/// any request, then (after the host asked with one transaction id) a reply with
+/// another id, and the reply with the request's id.
+struct DhcpProbe {
+    before_request: bool,
+    other_xid: bool,
+    after_request: bool,
+}
+
+fn dhcp_probe(world: &World, v6: bool) -> DhcpProbe {
+    const XID: u32 = 0x00c0_ffee;
     let (client, server) = if v6 {
         (sa("::", 546), sa(PEER_V6, 547))
     } else {
@@ -670,28 +693,43 @@ fn dhcp_probe(world: &World, v6: bool) -> (bool, bool) {
         .enter(move || UdpSocket::bind(server))
         .unwrap_or_else(|e| panic!("bind {server}: {e}"));
 
-    peer.send_to(b"unasked offer", to_client).unwrap();
-    let before_request = receives(&host, b"unasked offer", BLOCK_WAIT);
-    host.send_to(b"discover", server).unwrap();
+    let unasked = dhcp_message(v6, XID, b"unasked offer");
+    peer.send_to(&unasked, to_client).unwrap();
+    let before_request = receives(&host, &unasked, BLOCK_WAIT);
+    let discover = dhcp_message(v6, XID, b"discover");
+    host.send_to(&discover, server).unwrap();
     assert!(
-        receives(&peer, b"discover", PASS_WAIT),
+        receives(&peer, &discover, PASS_WAIT),
         "the host's request to {server} did not arrive"
     );
-    peer.send_to(b"offer", to_client).unwrap();
-    let after_request = receives(&host, b"offer", PASS_WAIT);
-    (before_request, after_request)
+    let forged = dhcp_message(v6, XID ^ 0x0055_5555, b"forged offer");
+    peer.send_to(&forged, to_client).unwrap();
+    let other_xid = receives(&host, &forged, BLOCK_WAIT);
+    let offer = dhcp_message(v6, XID, b"offer");
+    peer.send_to(&offer, to_client).unwrap();
+    let after_request = receives(&host, &offer, PASS_WAIT);
+    DhcpProbe {
+        before_request,
+        other_xid,
+        after_request,
+    }
 }
 
+/// A DHCP reply passes only after the host's own request, and only with its
+/// transaction id: the reply to another exchange (one a spoofer made up) drops.
 #[test]
-fn a_dhcp_reply_passes_only_after_the_hosts_own_request() {
+fn a_dhcp_reply_passes_only_after_the_hosts_own_request_with_its_id() {
     let control = world(State::Stateless, "");
     let daemon = control.start_daemon();
     for v6 in [false, true] {
-        let (before, after) = dhcp_probe(&control, v6);
+        let p = dhcp_probe(&control, v6);
         assert!(
-            before && after,
-            "stateless (v6: {v6}): a server's reply was dropped (before a request: {before}, after: \
-             {after}), so this test could not tell a hole from a closed one"
+            p.before_request && p.other_xid && p.after_request,
+            "stateless (v6: {v6}): a server's reply was dropped (before a request: {}, another id: {}, \
+             after: {}), so this test could not tell a hole from a closed one",
+            p.before_request,
+            p.other_xid,
+            p.after_request
         );
     }
     drop(daemon);
@@ -700,19 +738,23 @@ fn a_dhcp_reply_passes_only_after_the_hosts_own_request() {
     let world = world(State::Stateful, "");
     let _daemon = world.start_daemon();
     for v6 in [false, true] {
-        let (before, after) = dhcp_probe(&world, v6);
+        let p = dhcp_probe(&world, v6);
         assert!(
-            !before,
+            !p.before_request,
             "stateful (v6: {v6}): a DHCP reply got in before the host asked"
         );
         assert!(
-            after,
+            !p.other_xid,
+            "stateful (v6: {v6}): a reply with another transaction id got in"
+        );
+        assert!(
+            p.after_request,
             "stateful (v6: {v6}): the reply to the host's own request was dropped"
         );
     }
     let status = world.status();
     assert!(
-        drops_for(&status, "ingress", "no-flow") >= 2,
+        drops_for(&status, "ingress", "no-flow") >= 4,
         "{}",
         reasons(&status, "ingress")
     );

@@ -69,28 +69,13 @@ fn ip(hook: Hook, remote: &str, l4: L4) -> Packet {
 }
 
 fn syn(sport: u16, dport: u16) -> L4 {
-    L4::Tcp {
-        sport,
-        dport,
-        syn: true,
-        ack: false,
-    }
+    L4::tcp(sport, dport, true, false)
 }
 fn synack(sport: u16, dport: u16) -> L4 {
-    L4::Tcp {
-        sport,
-        dport,
-        syn: true,
-        ack: true,
-    }
+    L4::tcp(sport, dport, true, true)
 }
 fn ack(sport: u16, dport: u16) -> L4 {
-    L4::Tcp {
-        sport,
-        dport,
-        syn: false,
-        ack: true,
-    }
+    L4::tcp(sport, dport, false, true)
 }
 fn udp(sport: u16, dport: u16) -> L4 {
     L4::Udp { sport, dport }
@@ -644,12 +629,7 @@ fn a_build_that_appends_a_reason_adopts_old_pins_without_misreading_a_counter() 
     let tables = allowgate::policy::compile_policy(&p).unwrap();
     let me: IpAddr = ME4.parse().unwrap();
     let unlisted: IpAddr = "203.0.113.99".parse().unwrap();
-    let syn = L4::Tcp {
-        sport: 40000,
-        dport: 443,
-        syn: true,
-        ack: false,
-    };
+    let syn = L4::tcp(40000, 443, true, false);
     let out = frame(&between(Hook::Egress, me, unlisted, syn), &Shape::Plain);
     let mut malformed_out = out.clone();
     malformed_out[14] = (5 << 4) | (malformed_out[14] & 0x0f); // IP version 5 on an IPv4 ethertype

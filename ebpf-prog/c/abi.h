@@ -56,7 +56,9 @@ enum ag_verdict {
 	X(VLAN_DEPTH, 13, "vlan-depth")	/* more than AG_MAX_VLAN_DEPTH tags */ \
 	X(V4_MAPPED, 14, "ipv4-mapped")	/* ::ffff:0:0/96 on the wire */ \
 	X(MALFORMED, 15, "malformed")	/* IP version does not match the ethertype */ \
-	X(NO_FLOW, 16, "no-flow")	/* a return path, ICMP error, DNS or DHCP answer of no tracked flow */
+	X(NO_FLOW, 16, "no-flow")	/* a return path, ICMP error, DNS or DHCP answer of no tracked flow */ \
+	X(OUT_OF_WINDOW, 17, "out-of-window") /* a TCP segment outside its flow's sequence window */ \
+	X(FRAGMENT_ORPHAN, 18, "fragment-orphan") /* a non-first fragment whose first fragment did not pass */
 
 /* Reasons a test build appends (-D'AG_REASONS_EXTRA(X)=...'): none in the product. */
 #ifndef AG_REASONS_EXTRA
@@ -84,8 +86,10 @@ _Static_assert(AG_REASON_MAX <= AG_REASON_CAPACITY, "more reasons than the count
  * shape but changes its meaning; the agent replaces what an older version wrote.
  * 2: ag_stats indexed by AG_REASON_CAPACITY (1 had AG_REASON_MAX).
  * 3: ag_dns_frames records carry whether the answer was held (struct ag_dns_frame).
+ * 4: ag_flow_ctl holds the flow hash key and the peer filter's generation; the flow
+ *    tables' values hold sequence windows (their shapes changed too).
  */
-#define AG_ABI_VERSION		3
+#define AG_ABI_VERSION		4
 
 /* Bits of ag_gen_config.flags. */
 #define AG_F_ENFORCE		(1U << 0)	/* clear: monitor mode, never drop */
@@ -109,14 +113,20 @@ _Static_assert(AG_REASON_MAX <= AG_REASON_CAPACITY, "more reasons than the count
  * recorded query, DHCP replies only after a request. Clear: the stateless return path.
  */
 #define AG_F_STATEFUL		(1U << 9)
+/*
+ * With tracking: a TCP segment outside its flow's window passes (counted as a pass for
+ * `out-of-window`) instead of dropping; it still changes nothing (conntrack's be_liberal).
+ */
+#define AG_F_LIBERAL		(1U << 10)
 
 /*
  * The states of a tracked flow; each has its idle timeout (ag_gen_config). TCP follows
- * the flags both ways, loosely as conntrack does: a flow picked up mid-stream (a non-SYN
- * segment on the forward path, or a seeded connection) starts established.
+ * the flags both ways, each segment checked against the flow's sequence window (lib/
+ * flow.h): a flow picked up mid-stream (a non-SYN segment on the forward path, or a
+ * seeded connection) starts established.
  */
 enum ag_flow_state {
-	AG_FLOW_TCP_SYN_SENT = 0,	/* a SYN, no answer yet */
+	AG_FLOW_TCP_SYN_SENT = 0,	/* a SYN, the handshake not complete yet */
 	AG_FLOW_TCP_ESTABLISHED = 1,
 	AG_FLOW_TCP_CLOSING = 2,	/* a FIN seen */
 	AG_FLOW_TCP_CLOSE = 3,		/* a RST seen */
@@ -217,13 +227,16 @@ enum ag_misc_index {
 	AG_MISC_DNS_HELD = 2,		/* DNS answers held for the learner */
 	AG_MISC_DNS_UNHELD = 3,		/* answers passed unheld: the frame ring was full */
 	AG_MISC_DNS_UNSOLICITED = 4,	/* answers passed unheld: no query of ours (fresh) asked */
-	AG_MISC_FLOW_INSERTS = 5,	/* flows the programs added to ag_flows_v4/v6 */
-	AG_MISC_FLOW_REMOVED = 6,	/* flows the programs removed (found expired) */
+	AG_MISC_FLOW_INSERTS = 5,	/* flows the programs made assured (added to ag_flows_v4/v6) */
+	AG_MISC_FLOW_REMOVED = 6,	/* assured flows the programs removed (found expired) */
 	AG_MISC_DNS_PASSED = 7,		/* answers passed at once, a copy to the learner: no give-back path */
-	AG_MISC_MAX = 8,
+	AG_MISC_FLOW_NEW = 8,		/* unassured flows the programs added to ag_flows_new_v4/v6 */
+	AG_MISC_FLOW_NEW_EVICTED = 9,	/* unassured flows pushed out, unexpired, by another */
+	AG_MISC_FRAG_NOTED = 10,	/* first fragments noted for their datagram's other fragments */
+	AG_MISC_MAX = 11,
 };
 
-/* Slots of ag_misc: room to append counters without changing the pinned map's shape. */
+/* ag_misc keeps room for this many counters, so appending one never moves the map. */
 #define AG_MISC_CAPACITY	32
 _Static_assert(AG_MISC_MAX <= AG_MISC_CAPACITY, "more misc counters than ag_misc holds");
 
@@ -299,13 +312,30 @@ struct ag_dns_frame {
 };
 
 /*
- * Tracked flows (lib/flow.h): one LRU hash per family, pinned, so flows outlive the
- * daemon and every generation swap. Keyed from this host's side, the same key for a
- * flow's packets both ways. TCP and UDP: the two ports; ICMP echo: lport is the echo
- * identifier, rport 0; other protocols: both 0. The DHCP client's exchange is one
- * flow with both addresses 0 (its replies come from a server not known before).
+ * Tracked flows (lib/flow.h), pinned, so flows outlive the daemon and every generation
+ * swap. Two tables per family: the assured flows (a TCP handshake completed, or UDP and
+ * other protocols answered and then used once more) in an LRU hash, ag_flows_v4/v6, of
+ * `[state] max_flows`; and the rest, which anyone can make by spoofing, in a table of
+ * their own, ag_flows_new_v4/v6: an array of buckets of AG_FLOW_NEW_WAYS ways, where a
+ * new flow takes the oldest way of its bucket. An unassured flow never pushes out an
+ * assured one. Keyed from this host's side, the same key for a flow's packets both ways.
+ * TCP and UDP: the two ports; ICMP echo: lport is the echo identifier, rport 0; other
+ * protocols: both 0. A DHCP exchange: local address 0, the transaction id in the first
+ * 4 bytes of remote (the server is not known before it answers).
+ *
+ * The capacities are set at load (EbpfLoader::set_max_entries and the load-time
+ * globals flow_new_mask and flow_peer_mask); these are the defaults of a build.
  */
 #define AG_FLOW_MAX		65536
+#define AG_FLOW_NEW_WAYS	4
+#define AG_FLOW_NEW_BUCKETS	(AG_FLOW_MAX / 2 / AG_FLOW_NEW_WAYS)
+/* Words (of 64 bits) of one generation of the peer filter: 4 bits per flow. */
+#define AG_FLOW_PEER_WORDS	(AG_FLOW_MAX * 4 / 64)
+
+/* An entry of the peer filter: a word of each generation (ag_flow_ctl.peer_gen). */
+struct ag_flow_peer_word {
+	__u64 gen[2];
+};
 
 struct ag_flow_v4_key {
 	__u8 local[4];		/* network byte order */
@@ -339,18 +369,129 @@ struct ag_flow_v6_key {
 #define AG_FLOW_OK_FORWARD(dir)	(1U << ((dir) * 2))
 #define AG_FLOW_OK_RETURN(dir)	(2U << ((dir) * 2))
 
+/*
+ * What a TCP flow knows of one direction's sender (conntrack's ip_ct_tcp_state): the
+ * window its segments are checked against. Sequence numbers as on the wire, compared
+ * modulo 2^32.
+ */
+struct ag_flow_seq {
+	__u32 end;		/* the sequence number after the last one it sent (SYN and FIN count one) */
+	__u32 maxend;		/* the highest it may send: the other side's ack plus window */
+	__u32 maxwin;		/* the largest window it advertised, scaled */
+	__u32 maxack;		/* the highest acknowledgement it sent */
+	__u8 scale;		/* its window scale (RFC 7323), once AG_SEQ_SCALE_KNOWN */
+	__u8 flags;		/* AG_SEQ_* */
+	__u16 _pad;
+};
+
+#define AG_SEQ_SEEN		(1U << 0)	/* it sent a segment the flow learned from */
+#define AG_SEQ_END		(1U << 1)	/* end is known (its own segment, or the other side's ack) */
+#define AG_SEQ_ACKED		(1U << 2)	/* maxack is known */
+#define AG_SEQ_WSCALE		(1U << 3)	/* its SYN carried the window scale option */
+#define AG_SEQ_SCALE_KNOWN	(1U << 4)	/* scale holds (else the largest, 14, is assumed) */
+#define AG_SEQ_FRAGS		(1U << 5)	/* it sent a fragmented segment: end may be short */
+
+/* Bits of ag_flow_value.flags. */
+#define AG_FLOW_F_ASSURED	(1U << 0)	/* lives in the assured table */
+#define AG_FLOW_F_ANSWERED	(1U << 1)	/* not TCP: a packet came back the other way */
+
 struct ag_flow_value {
 	__u64 seen_ns;		/* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of its last packet */
 	__u8 state;		/* enum ag_flow_state */
 	__u8 opened_by;		/* AG_FLOW_BY_* */
 	__u8 allowed;		/* AG_FLOW_OK_* under the generation whose flow_tag is tag */
-	__u8 _pad[5];
+	__u8 flags;		/* AG_FLOW_F_* */
+	__u32 _pad;
 	__u64 tag;		/* 0: nothing remembered */
+	struct ag_flow_seq seq[2];	/* TCP, by the direction its sender's segments go */
 };
 
-/* ag_flow_ctl[0]: what the agent did to the flow tables (the programs count the rest). */
+/* One way of a bucket of ag_flows_new_v4 / _v6. */
+struct ag_flow_new_v4 {
+	struct ag_flow_v4_key key;
+	struct ag_flow_value value;
+};
+
+struct ag_flow_new_v6 {
+	struct ag_flow_v6_key key;
+	struct ag_flow_value value;
+};
+
+/*
+ * A bucket: a header a lookup reads alone (one cache line), then the ways. check[i] is
+ * way i's key hash (never 0) while it holds a flow, so that a way written by two CPUs
+ * at once, or half written, matches no key; 0: empty. stamp[i]: when its flow was last
+ * seen (CLOCK_MONOTONIC_COARSE >> 20, ~1 ms), to pick the oldest.
+ */
+struct ag_flow_bucket_v4 {
+	__u32 check[AG_FLOW_NEW_WAYS];
+	__u32 stamp[AG_FLOW_NEW_WAYS];
+	struct ag_flow_new_v4 way[AG_FLOW_NEW_WAYS];
+};
+
+struct ag_flow_bucket_v6 {
+	__u32 check[AG_FLOW_NEW_WAYS];
+	__u32 stamp[AG_FLOW_NEW_WAYS];
+	struct ag_flow_new_v6 way[AG_FLOW_NEW_WAYS];
+};
+
+/*
+ * ag_flow_ctl[0]: written by the agent only (the programs count the rest). The peer
+ * filter (lib/flow.h) has two generations; the programs set bits in peer_gen's, and in
+ * the other one too while the agent rebuilds it (peer_building).
+ */
 struct ag_flow_ctl {
 	__u64 seeded;		/* flows the agent added from the kernel's sockets */
+	__u64 migrated;		/* flows the agent copied from tables it replaced (a new capacity) */
+	__u64 hash_key;		/* the key of the flow hash the tables were filled with */
+	__u32 peer_gen;		/* 0 or 1 */
+	__u32 peer_building;	/* 1 while the agent rebuilds the other generation */
+};
+
+/*
+ * Non-first fragments (lib/frag.h): each first fragment that passed notes its datagram
+ * here, so that the datagram's other fragments pass the same way within AG_FRAG_TTL_NS,
+ * and no other non-first fragment does. Direct-mapped by a keyed hash; not pinned (a
+ * datagram in flight during a restart is retransmitted).
+ */
+#define AG_FRAG_SLOTS		16384
+#define AG_FRAG_TTL_NS		(5ULL * 1000000000ULL)
+
+struct ag_frag_key {
+	__u8 src[16];		/* IPv4 in the first 4 bytes, the rest 0 */
+	__u8 dst[16];
+	__u32 id;		/* IPv4: the 16-bit identification; IPv6: the fragment header's */
+	__u8 proto;
+	__u8 family;
+	__u16 _pad;
+};
+
+struct ag_frag_value {
+	struct ag_frag_key key;
+	__u64 seen_ns;		/* when its first fragment passed */
+	__u32 check;		/* the key's hash, never 0; 0: empty */
+	__u8 reason;		/* what let the first fragment pass */
+	__u8 _pad[3];
+};
+
+/*
+ * DNS queries by socket (lib/dns.h): each (resolver, client port) keeps its own
+ * AG_DNS_SOCKET_QUERIES most recent query ids, so that a flood of queries from one
+ * socket can push out only its own.
+ */
+#define AG_DNS_SOCKETS_MAX	16384
+#define AG_DNS_SOCKET_QUERIES	16
+
+struct ag_dns_socket_key {
+	__u8 server[16];	/* as ag_dns_server_key */
+	__u16 client_port;	/* host byte order */
+	__u16 _pad;
+};
+
+struct ag_dns_socket_value {
+	__u32 sent[AG_DNS_SOCKET_QUERIES];	/* bpf_ktime_get_ns() >> 20 when sent, | 1; 0: empty */
+	__u16 id[AG_DNS_SOCKET_QUERIES];
+	__u32 next;		/* the slot the next new query takes (modulo AG_DNS_SOCKET_QUERIES) */
 };
 
 /* One drop (or, in monitor mode, would-drop) event on the ring buffer. */

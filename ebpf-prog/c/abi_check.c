@@ -25,15 +25,29 @@ AG_ASSERT_SIZE(struct ag_dns_release_key, 20);
 AG_ASSERT_SIZE(struct ag_dns_frame, 16 + AG_DNS_FRAME_MAX);
 AG_ASSERT_SIZE(struct ag_flow_v4_key, 16);
 AG_ASSERT_SIZE(struct ag_flow_v6_key, 40);
-AG_ASSERT_SIZE(struct ag_flow_value, 24);
-AG_ASSERT_SIZE(struct ag_flow_ctl, 8);
+AG_ASSERT_SIZE(struct ag_flow_seq, 20);
+AG_ASSERT_SIZE(struct ag_flow_value, 64);
+AG_ASSERT_SIZE(struct ag_flow_bucket_v4, 32 + 4 * 80);
+AG_ASSERT_SIZE(struct ag_flow_bucket_v6, 32 + 4 * 104);
+AG_ASSERT_SIZE(struct ag_flow_ctl, 32);
+AG_ASSERT_SIZE(struct ag_flow_peer_word, 16);
+AG_ASSERT_SIZE(struct ag_frag_value, 56);
+AG_ASSERT_SIZE(struct ag_dns_socket_key, 20);
+AG_ASSERT_SIZE(struct ag_dns_socket_value, 100);
 
 /* Field offsets the Rust side relies on implicitly through #[repr(C)]. */
 _Static_assert(__builtin_offsetof(struct ag_gen_config, ethertypes) == 16, "ag_gen_config layout");
 _Static_assert(__builtin_offsetof(struct ag_gen_config, flow_timeout_s) == 32 &&
 	       __builtin_offsetof(struct ag_gen_config, flow_tag) == 64, "ag_gen_config layout");
 _Static_assert(__builtin_offsetof(struct ag_flow_value, allowed) == 10 &&
-	       __builtin_offsetof(struct ag_flow_value, tag) == 16, "ag_flow_value layout");
+
+	       __builtin_offsetof(struct ag_flow_value, tag) == 16 &&
+	       __builtin_offsetof(struct ag_flow_value, seq) == 24, "ag_flow_value layout");
+_Static_assert(__builtin_offsetof(struct ag_flow_seq, scale) == 16, "ag_flow_seq layout");
+_Static_assert(__builtin_offsetof(struct ag_flow_ctl, hash_key) == 16 &&
+	       __builtin_offsetof(struct ag_flow_ctl, peer_gen) == 24, "ag_flow_ctl layout");
+_Static_assert(__builtin_offsetof(struct ag_dns_socket_value, id) == 64 &&
+	       __builtin_offsetof(struct ag_dns_socket_value, next) == 96, "ag_dns_socket_value layout");
 _Static_assert(__builtin_offsetof(struct ag_flow_v4_key, lport) == 8 &&
 	       __builtin_offsetof(struct ag_flow_v6_key, lport) == 32, "ag_flow_*_key layout");
 _Static_assert(__builtin_offsetof(struct ag_policy_value, rules) == 8, "ag_policy_value layout");
@@ -54,11 +68,15 @@ _Static_assert(__builtin_offsetof(struct ag_dns_ctl, give_back) == 16 &&
 _Static_assert(AG_STATS_ENTRIES == 256, "AG_STATS_ENTRIES");
 _Static_assert(AG_SLOTS == 2 && AG_MAX_PORT_RULES == 16 && AG_MAX_ETHERTYPES == 8 &&
 	       AG_MAX_VLAN_DEPTH == 2 && AG_MAX_V6_EXT_HDRS == 8 && AG_REASON_CAPACITY == 64 &&
-	       AG_ABI_VERSION == 3 &&
-	       AG_MISC_MAX == 8 && AG_MISC_CAPACITY == 32 && AG_MISC_DNS_UNSOLICITED == 4 &&
-	       AG_MISC_FLOW_REMOVED == 6 && AG_MISC_DNS_PASSED == 7 &&
+	       AG_ABI_VERSION == 4 &&
+	       AG_MISC_MAX == 11 && AG_MISC_CAPACITY == 32 && AG_MISC_DNS_UNSOLICITED == 4 &&
+	       AG_MISC_FLOW_REMOVED == 6 && AG_MISC_DNS_PASSED == 7 && AG_MISC_FLOW_NEW == 8 &&
+	       AG_MISC_FRAG_NOTED == 10 &&
 	       AG_GIVE_BACK_NONE == 0 && AG_GIVE_BACK_LIVE_FRAMES == 1 && AG_GIVE_BACK_LOOPBACK == 2 &&
-	       AG_FLOW_MAX == 65536 && AG_FLOW_STATES == 8 && AG_F_STATEFUL == (1U << 9) && AG_DYN_MAX == 16384 && AG_MAX_DNS_SERVERS == 16 &&
+	       AG_FLOW_MAX == 65536 && AG_FLOW_NEW_WAYS == 4 && AG_FLOW_STATES == 8 &&
+	       AG_F_STATEFUL == (1U << 9) && AG_F_LIBERAL == (1U << 10) &&
+	       AG_FRAG_SLOTS == 16384 && AG_DNS_SOCKETS_MAX == 16384 && AG_DNS_SOCKET_QUERIES == 16 &&
+	       AG_DYN_MAX == 16384 && AG_MAX_DNS_SERVERS == 16 &&
 	       AG_DNS_RELEASE_MAX == 1024 && AG_DNS_QUERIES_MAX == 4096 &&
 	       AG_DNS_FRAME_MAX == 1536,
 	       "abi.h bounds must match the constants in src/lib.rs");

@@ -63,13 +63,21 @@ pub mod map {
     pub const EVENT_QUIET: &str = "ag_event_quiet";
     /// `ag_abi[0]`: the `ABI_VERSION` of the build that pinned the maps.
     pub const ABI: &str = "ag_abi";
-    /// Tracked flows (`FlowV4Key`/`FlowV6Key` -> `FlowValue`), LRU.
+    /// Assured flows (`FlowV4Key`/`FlowV6Key` -> `FlowValue`), LRU, `[state] max_flows`.
     pub const FLOWS_V4: &str = "ag_flows_v4";
     pub const FLOWS_V6: &str = "ag_flows_v6";
+    /// Unassured flows: an mmapable array of `FlowBucketV4`/`FlowBucketV6`.
+    pub const FLOWS_NEW_V4: &str = "ag_flows_new_v4";
+    pub const FLOWS_NEW_V6: &str = "ag_flows_new_v6";
+    /// The filter of remotes with an assured flow: entries of a `u64` word of each of its
+    /// two generations, mmapable.
+    pub const FLOW_PEERS: &str = "ag_flow_peers";
     /// `ag_flow_ctl[0]`: `FlowCtl`, written by the agent only.
     pub const FLOW_CTL: &str = "ag_flow_ctl";
+    /// Each socket's own DNS queries (`DnsSocketKey` -> `DnsSocketValue`), LRU.
+    pub const DNS_SOCKETS: &str = "ag_dns_sockets";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 27] = [
         V4_HOST,
         V4_LPM,
         V6_HOST,
@@ -92,7 +100,11 @@ pub mod map {
         ABI,
         FLOWS_V4,
         FLOWS_V6,
+        FLOWS_NEW_V4,
+        FLOWS_NEW_V6,
+        FLOW_PEERS,
         FLOW_CTL,
+        DNS_SOCKETS,
     ];
 }
 
@@ -104,6 +116,12 @@ pub mod global {
     pub const EVENT_BURST: &str = "event_burst";
     /// How long after its query an answer is still held, ns (`__u64`, default 10 s).
     pub const DNS_QUERY_TTL: &str = "dns_query_ttl_ns";
+    /// The key of the flow hash (`__u64`): the unassured tables' buckets, fragments.
+    pub const FLOW_HASH_KEY: &str = "flow_hash_key";
+    /// Buckets of each unassured table, minus one (`__u32`, a power of two minus one).
+    pub const FLOW_NEW_MASK: &str = "flow_new_mask";
+    /// Words of one generation of the peer filter (`__u32`, a power of two).
+    pub const FLOW_PEER_WORDS: &str = "flow_peer_words";
 }
 
 pub const SLOTS: u32 = 2;
@@ -139,6 +157,8 @@ pub const F_V6_HOST_EMPTY: u32 = 1 << 7;
 pub const F_V6_LPM_EMPTY: u32 = 1 << 8;
 /// Connection tracking: return paths and related essentials need a tracked flow.
 pub const F_STATEFUL: u32 = 1 << 9;
+/// With tracking: out-of-window TCP segments pass (still changing nothing).
+pub const F_LIBERAL: u32 = 1 << 10;
 
 /// `enum ag_flow_state`: the index of each state's timeout in `GenConfig::flow_timeout_s`.
 pub const FLOW_TCP_SYN_SENT: u8 = 0;
@@ -150,10 +170,28 @@ pub const FLOW_UDP_STREAM: u8 = 5;
 pub const FLOW_ICMP: u8 = 6;
 pub const FLOW_OTHER: u8 = 7;
 pub const FLOW_STATES: usize = 8;
-/// Capacity of each family's flow table.
+/// The build's default capacity of each family's assured table (`[state] max_flows` sets it).
 pub const FLOW_MAX: u32 = 65536;
+/// Ways of a bucket of the unassured tables.
+pub const FLOW_NEW_WAYS: usize = 4;
 /// `FlowValue::opened_by`: a direction (`DIR_*`), or the agent's seeding.
 pub const FLOW_BY_SEED: u8 = 2;
+/// Bits of `FlowSeq::flags`.
+pub const SEQ_SEEN: u8 = 1 << 0;
+pub const SEQ_END: u8 = 1 << 1;
+pub const SEQ_ACKED: u8 = 1 << 2;
+pub const SEQ_WSCALE: u8 = 1 << 3;
+pub const SEQ_SCALE_KNOWN: u8 = 1 << 4;
+pub const SEQ_FRAGS: u8 = 1 << 5;
+/// Bits of `FlowValue::flags`.
+pub const FLOW_F_ASSURED: u8 = 1 << 0;
+pub const FLOW_F_ANSWERED: u8 = 1 << 1;
+/// Slots of the fragment table, and how long a first fragment vouches for the rest.
+pub const FRAG_SLOTS: u32 = 16384;
+pub const FRAG_TTL_NS: u64 = 5_000_000_000;
+/// Each socket's own DNS query slots, and how many sockets the table keeps.
+pub const DNS_SOCKET_QUERIES: usize = 16;
+pub const DNS_SOCKETS_MAX: u32 = 16384;
 
 /// Bits of `map::DYN_EMPTY[0]`: that family's learned table has no entry.
 pub const DYN_V4_EMPTY: u32 = 1 << 0;
@@ -176,13 +214,19 @@ pub const MISC_DNS_HELD: u32 = 2;
 pub const MISC_DNS_UNHELD: u32 = 3;
 /// Answers from a resolver that no fresh query of this host asked for: passed unheld.
 pub const MISC_DNS_UNSOLICITED: u32 = 4;
-/// Flows the programs added to the flow tables.
+/// Flows the programs made assured (added to the assured tables).
 pub const MISC_FLOW_INSERTS: u32 = 5;
-/// Flows the programs removed because they found them expired.
+/// Assured flows the programs removed because they found them expired.
 pub const MISC_FLOW_REMOVED: u32 = 6;
 /// Answers passed at once with a copy to the learner: no give-back path in force.
 pub const MISC_DNS_PASSED: u32 = 7;
-pub const MISC_MAX: usize = 8;
+/// Unassured flows the programs added.
+pub const MISC_FLOW_NEW: u32 = 8;
+/// Unassured flows pushed out, unexpired, by another.
+pub const MISC_FLOW_NEW_EVICTED: u32 = 9;
+/// First fragments noted for their datagram's other fragments.
+pub const MISC_FRAG_NOTED: u32 = 10;
+pub const MISC_MAX: usize = 11;
 /// Slots of `ag_misc` (room to append counters without changing the pinned map).
 pub const MISC_CAPACITY: usize = 32;
 
@@ -349,7 +393,21 @@ pub struct FlowV6Key {
     pub _pad: [u8; 3],
 }
 
-/// Value of both flow tables.
+/// What a TCP flow knows of one direction's sender: its sequence window (abi.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSeq {
+    pub end: u32,
+    pub maxend: u32,
+    pub maxwin: u32,
+    pub maxack: u32,
+    pub scale: u8,
+    /// `SEQ_*`.
+    pub flags: u8,
+    pub _pad: u16,
+}
+
+/// Value of the flow tables.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
@@ -359,8 +417,45 @@ pub struct FlowValue {
     pub opened_by: u8,
     /// What the tables of the generation tagged `tag` allowed of the flow, by direction.
     pub allowed: u8,
-    pub _pad: [u8; 5],
+    /// `FLOW_F_*`.
+    pub flags: u8,
+    pub _pad: u32,
     pub tag: u64,
+    /// TCP: by the direction its sender's segments go (`DIR_*`).
+    pub seq: [FlowSeq; 2],
+}
+
+/// One way of an unassured bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowNewV4 {
+    pub key: FlowV4Key,
+    pub value: FlowValue,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowNewV6 {
+    pub key: FlowV6Key,
+    pub value: FlowValue,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowBucketV4 {
+    /// Each way's key hash (never 0) while it holds a flow; 0: empty.
+    pub check: [u32; FLOW_NEW_WAYS],
+    /// When each way's flow was last seen: `CLOCK_MONOTONIC_COARSE` ns >> 20.
+    pub stamp: [u32; FLOW_NEW_WAYS],
+    pub way: [FlowNewV4; FLOW_NEW_WAYS],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowBucketV6 {
+    pub check: [u32; FLOW_NEW_WAYS],
+    pub stamp: [u32; FLOW_NEW_WAYS],
+    pub way: [FlowNewV6; FLOW_NEW_WAYS],
 }
 
 /// `ag_flow_ctl[0]`.
@@ -368,6 +463,71 @@ pub struct FlowValue {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowCtl {
     pub seeded: u64,
+    pub migrated: u64,
+    /// The key of the flow hash the tables were filled with (0: none chosen yet).
+    pub hash_key: u64,
+    /// The peer filter's generation the programs set bits in (0 or 1).
+    pub peer_gen: u32,
+    /// 1 while the agent rebuilds the other generation.
+    pub peer_building: u32,
+}
+
+/// A fragment's datagram (`struct ag_frag_key`, lib/frag.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// IPv4 in the first 4 bytes, the rest 0.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: u16,
+}
+
+/// One step of the keyed flow hash (`ag_flow_mix`, lib/flow.h).
+pub const fn flow_mix(h: u64, w: u64) -> u64 {
+    let h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^ (h >> 31)
+}
+
+impl FragKey {
+    /// The slot of `ag_frags` its datagram takes under the flow hash key (`ag_frag_hash`).
+    pub fn slot(&self, hash_key: u64) -> u32 {
+        let mut bytes = [0u8; 40];
+        bytes[..16].copy_from_slice(&self.src);
+        bytes[16..32].copy_from_slice(&self.dst);
+        bytes[32..36].copy_from_slice(&self.id.to_ne_bytes());
+        bytes[36] = self.proto;
+        bytes[37] = self.family;
+        let mut h = hash_key;
+        let mut i = 0;
+        while i < 5 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[8 * i..8 * i + 8]);
+            h = flow_mix(h, u64::from_le_bytes(w));
+            i += 1;
+        }
+        (h as u32) & (FRAG_SLOTS - 1)
+    }
+}
+
+/// Key of `ag_dns_sockets`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DnsSocketKey {
+    pub server: [u8; 16],
+    pub client_port: u16,
+    pub _pad: u16,
+}
+
+/// Value of `ag_dns_sockets`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsSocketValue {
+    pub sent: [u32; DNS_SOCKET_QUERIES],
+    pub id: [u16; DNS_SOCKET_QUERIES],
+    pub next: u32,
 }
 
 /// Slots of a libxdp dispatcher (`MAX_DISPATCHER_ACTIONS` in libxdp).
@@ -402,8 +562,14 @@ const _: () = assert!(core::mem::size_of::<DispatcherConfig>() == 124);
 const _: () = assert!(core::mem::size_of::<GenConfig>() == 72);
 const _: () = assert!(core::mem::size_of::<FlowV4Key>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowV6Key>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
-const _: () = assert!(core::mem::size_of::<FlowCtl>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowSeq>() == 20);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 64);
+const _: () = assert!(core::mem::size_of::<FlowBucketV4>() == 32 + 4 * 80);
+const _: () = assert!(core::mem::size_of::<FlowBucketV6>() == 32 + 4 * 104);
+const _: () = assert!(core::mem::size_of::<FlowCtl>() == 32);
+const _: () = assert!(core::mem::size_of::<DnsSocketKey>() == 20);
+const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
+const _: () = assert!(core::mem::size_of::<DnsSocketValue>() == 100);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8 + 8 * MAX_PORT_RULES);
 const _: () = assert!(core::mem::size_of::<V4HostKey>() == 4);
@@ -433,6 +599,11 @@ mod pod {
     unsafe impl aya::Pod for super::FlowV4Key {}
     unsafe impl aya::Pod for super::FlowV6Key {}
     unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::FlowSeq {}
+    unsafe impl aya::Pod for super::FlowBucketV4 {}
+    unsafe impl aya::Pod for super::FlowBucketV6 {}
     unsafe impl aya::Pod for super::FlowCtl {}
+    unsafe impl aya::Pod for super::DnsSocketKey {}
+    unsafe impl aya::Pod for super::DnsSocketValue {}
     unsafe impl aya::Pod for super::DispatcherConfig {}
 }

@@ -130,10 +130,11 @@ impl Harness {
         dataplane
             .set_dns_servers(&policy.dns_servers)
             .expect("set the resolvers");
+        let tracker = Tracker::with_hash_key(dataplane.flow_hash_key());
         Harness {
             dataplane,
             policy,
-            tracker: Tracker::default(),
+            tracker,
             _pins: pins,
         }
     }

@@ -44,20 +44,36 @@ fn eth(vlan_tags: u8, ethertype: u16, payload: &[u8]) -> Vec<u8> {
 
 fn l4_bytes(l4: &L4) -> Vec<u8> {
     match *l4 {
-        L4::Tcp { sport, dport, syn, ack } => {
+        L4::Tcp {
+            sport,
+            dport,
+            syn,
+            ack,
+            seg,
+        } => {
             let mut h = vec![0u8; 20];
             h[0..2].copy_from_slice(&sport.to_be_bytes());
             h[2..4].copy_from_slice(&dport.to_be_bytes());
+            h[4..8].copy_from_slice(&seg.seq.to_be_bytes());
+            h[8..12].copy_from_slice(&seg.ack.to_be_bytes());
             h[12] = 5 << 4; // data offset
-            h[13] = (u8::from(syn) << 1) | (u8::from(ack) << 4);
-            h[14..16].copy_from_slice(&64240u16.to_be_bytes());
+            h[13] = u8::from(seg.fin) | (u8::from(syn) << 1) | (u8::from(seg.rst) << 2) | (u8::from(ack) << 4);
+            h[14..16].copy_from_slice(&seg.win.to_be_bytes());
+            if let Some(scale) = seg.wscale {
+                // NOP, then window scale (kind 3, length 3): one more word of header.
+                h.extend_from_slice(&[1, 3, 3, scale]);
+                h[12] = 6 << 4;
+            }
+            h.extend(std::iter::repeat_n(0xd7, usize::from(seg.len)));
             h
         }
         L4::Udp { sport, dport } => {
-            let mut h = vec![0u8; 12];
+            // 8 bytes of zeros: a DNS id and a DHCP transaction id of 0 (model::DNS_ID,
+            // model::DHCP_XID) where the ports make it one.
+            let mut h = vec![0u8; 16];
             h[0..2].copy_from_slice(&sport.to_be_bytes());
             h[2..4].copy_from_slice(&dport.to_be_bytes());
-            h[4..6].copy_from_slice(&12u16.to_be_bytes());
+            h[4..6].copy_from_slice(&16u16.to_be_bytes());
             h
         }
         L4::Icmp { ty, code } => {
@@ -292,12 +308,7 @@ impl Broken {
 pub fn broken(v4: (IpAddr, IpAddr), v6: (IpAddr, IpAddr), port: u16) -> Vec<Broken> {
     let (s4, d4) = (octets4(v4.0), octets4(v4.1));
     let (s6, d6) = (octets6(v6.0), octets6(v6.1));
-    let tcp = l4_bytes(&L4::Tcp {
-        sport: port,
-        dport: port,
-        syn: false,
-        ack: true,
-    });
+    let tcp = l4_bytes(&L4::tcp(port, port, false, true));
     let v4_with = |header: Vec<u8>, payload: &[u8]| {
         let mut b = header;
         b.extend_from_slice(payload);

@@ -122,12 +122,18 @@ pub fn udp_datagram(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &
 
 /// An IPv4 header (no options, DF set, TTL 64, checksum filled in) and `payload`.
 pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    ipv4_fragment(src, dst, proto, 0x5a17, 0x4000, payload)
+}
+
+/// An IPv4 header with identification `id` and flags-and-offset `frag` (MF is 0x2000,
+/// the offset in 8-byte units), and `payload`.
+pub fn ipv4_fragment(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, id: u16, frag: u16, payload: &[u8]) -> Vec<u8> {
     let total = u16::try_from(20 + payload.len()).expect("an IPv4 packet");
     let mut h = vec![0u8; 20];
     h[0] = 0x45;
     h[2..4].copy_from_slice(&total.to_be_bytes());
-    h[4..6].copy_from_slice(&0x5a17u16.to_be_bytes());
-    h[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+    h[4..6].copy_from_slice(&id.to_be_bytes());
+    h[6..8].copy_from_slice(&frag.to_be_bytes());
     h[8] = 64;
     h[9] = proto;
     h[12..16].copy_from_slice(&src.octets());
@@ -149,6 +155,16 @@ pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, payload: &[u8]
     h[24..40].copy_from_slice(&dst.octets());
     h.extend_from_slice(payload);
     h
+}
+
+/// An IPv6 non-first fragment: the header, a fragment header (next header `proto`,
+/// offset in 8-byte units, M clear, identification `id`) and `payload`.
+pub fn ipv6_later_fragment(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, id: u32, offset: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![proto, 0, 0, 0, 0, 0, 0, 0];
+    body[2..4].copy_from_slice(&(offset << 3).to_be_bytes());
+    body[4..8].copy_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(payload);
+    ipv6_packet(src, dst, 44, &body)
 }
 
 /// A UDP datagram from `src`:`sport` to `dst`:`dport` as it left, IP header and all:
@@ -258,23 +274,17 @@ impl RawSender {
             (IpAddr::V6(_), IpAddr::V6(_)) => l4.to_vec(),
             _ => panic!("{} and {dst} are of different families", self.src),
         };
-        let (addr, len) = sockaddr(dst);
-        // SAFETY: the buffer and the address are valid for the lengths given.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                &addr as *const _ as *const libc::sockaddr,
-                len,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        assert_eq!(sent as usize, packet.len(), "a raw send went out short");
-        Ok(())
+        send_to(&self.fd, dst, &packet)
+    }
+
+    /// Sends a whole IP packet of our own making (IPv4 header and all) to `dst`: its
+    /// source need not be the sender's. IPv4 senders only.
+    pub fn send_ip(&self, dst: IpAddr, packet: &[u8]) -> io::Result<()> {
+        assert!(
+            self.src.is_ipv4(),
+            "send_ip takes whole IPv4 packets; use Raw6Sender for IPv6"
+        );
+        send_to(&self.fd, dst, packet)
     }
 
     pub fn send_tcp(&self, dst: IpAddr, tcp: &Tcp) -> io::Result<()> {
@@ -287,6 +297,45 @@ impl RawSender {
     }
 }
 
+fn send_to(fd: &OwnedFd, dst: IpAddr, packet: &[u8]) -> io::Result<()> {
+    let (addr, len) = sockaddr(dst);
+    // SAFETY: the buffer and the address are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            &addr as *const _ as *const libc::sockaddr,
+            len,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    assert_eq!(sent as usize, packet.len(), "a raw send went out short");
+    Ok(())
+}
+
+/// Sends whole IPv6 packets of our own making (`IPPROTO_RAW` implies IPV6_HDRINCL on
+/// Linux): the source is whatever the packet says. Made on a thread inside the
+/// namespace it sends from.
+pub struct Raw6Sender {
+    fd: OwnedFd,
+}
+
+impl Raw6Sender {
+    pub fn new() -> io::Result<Raw6Sender> {
+        Ok(Raw6Sender {
+            fd: raw_socket(libc::AF_INET6, libc::IPPROTO_RAW)?,
+        })
+    }
+
+    pub fn send_ip(&self, dst: Ipv6Addr, packet: &[u8]) -> io::Result<()> {
+        send_to(&self.fd, IpAddr::V6(dst), packet)
+    }
+}
+
 /// A TCP segment a namespace received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeenTcp {
@@ -294,6 +343,18 @@ pub struct SeenTcp {
     pub sport: u16,
     pub dport: u16,
     pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    /// Payload bytes (IPv4: from the total length; IPv6: what the socket read).
+    pub len: usize,
+}
+
+impl SeenTcp {
+    /// The sequence number after it: what its sender sends next.
+    pub fn next(&self) -> u32 {
+        let syn_fin = u32::from(self.flags & SYN != 0) + u32::from(self.flags & FIN != 0);
+        self.seq.wrapping_add(self.len as u32).wrapping_add(syn_fin)
+    }
 }
 
 impl SeenTcp {
@@ -382,17 +443,23 @@ impl TcpEar {
             (IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)), bytes)
         } else {
             let ihl = usize::from(bytes.first()? & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([*bytes.get(2)?, bytes[3]]));
             let src = Ipv4Addr::new(*bytes.get(12)?, bytes[13], bytes[14], bytes[15]);
-            (IpAddr::V4(src), bytes.get(ihl..)?)
+            (IpAddr::V4(src), bytes.get(ihl..total.max(ihl).min(bytes.len()))?)
         };
         if tcp.len() < 20 {
             return None;
         }
+        let word = |at: usize| u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]);
+        let header = usize::from(tcp[12] >> 4) * 4;
         Some(SeenTcp {
             src,
             sport: u16::from_be_bytes([tcp[0], tcp[1]]),
             dport: u16::from_be_bytes([tcp[2], tcp[3]]),
             flags: tcp[13],
+            seq: word(4),
+            ack: word(8),
+            len: tcp.len().saturating_sub(header),
         })
     }
 }

@@ -162,8 +162,20 @@ fn table(s: &StatusReport) -> String {
     let t = &s.tracking;
     if t.mode == StateMode::Stateful {
         out += &format!(
-            "tracking:    stateful: {} IPv4 and {} IPv6 flows of {} each; {} added, {} seeded, {} expired, {} evicted\n\n",
-            t.flows_v4, t.flows_v6, t.capacity, t.inserts, t.seeded, t.expired, t.evictions
+            "tracking:    stateful{}: {} IPv4 and {} IPv6 flows, {} and {} of them assured\n",
+            if t.liberal { ", liberal" } else { "" },
+            t.flows_v4,
+            t.flows_v6,
+            t.assured_v4,
+            t.assured_v6,
+        );
+        out += &format!(
+            "             assured: {} per family; {} made assured, {} seeded, {} expired, {} evicted\n",
+            t.capacity, t.inserts, t.seeded, t.expired, t.evictions
+        );
+        out += &format!(
+            "             unassured: {} per family; {} added, {} pushed out by newer ones\n\n",
+            t.unassured_capacity, t.unassured_inserts, t.unassured_evictions
         );
     } else {
         out += &format!("tracking:    {}: return paths pass on their rule alone\n\n", t.mode);

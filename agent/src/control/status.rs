@@ -86,20 +86,36 @@ pub struct DnsStatus {
 
 /// Connection tracking: its mode and the flow tables.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tracking {
     pub mode: StateMode,
-    /// Flows tracked now, per family (idle ones until found expired or pushed out).
+    /// `[state] liberal`: out-of-window segments pass (changing nothing).
+    pub liberal: bool,
+    /// Flows tracked now, per family, assured or not (idle ones until found expired or
+    /// pushed out).
     pub flows_v4: u64,
     pub flows_v6: u64,
-    /// The capacity of each family's table.
+    /// Of those, the assured ones: a TCP handshake completed, or UDP (and other
+    /// protocols) answered and then used again. Nothing unassured pushes them out.
+    pub assured_v4: u64,
+    pub assured_v6: u64,
+    /// The capacity of each family's table of assured flows (`[state] max_flows`), and
+    /// of its table of unassured ones.
     pub capacity: u64,
-    /// Flows the programs added, and the daemon seeded from the host's connections.
+    pub unassured_capacity: u64,
+    /// Flows the programs made assured, and began to track unassured.
     pub inserts: u64,
+    pub unassured_inserts: u64,
+    /// Flows the daemon seeded from the host's connections, and carried over from tables
+    /// it replaced.
     pub seeded: u64,
-    /// Flows found expired and removed.
+    pub migrated: u64,
+    /// Assured flows found expired and removed.
     pub expired: u64,
-    /// Flows a full table pushed out, least recently used first.
+    /// Assured flows a full table pushed out, least recently used first.
     pub evictions: u64,
+    /// Unassured flows another one pushed out of their bucket before they expired.
+    pub unassured_evictions: u64,
 }
 
 /// One configured interface as the kernel has it.

@@ -204,6 +204,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                     if let Some(l) = daemon.learner.as_mut() {
                         l.tick(&mut daemon.dataplane);
                     }
+                    if let Err(e) = daemon.dataplane.tend_flows() {
+                        warn!("cannot rebuild the flow tables' peer filter (stale bits only cost lookups): {}", crate::error_chain(&e));
+                    }
                 }
                 guard = async { dns_ring.as_mut().expect("guarded").readable_mut().await }, if dns_ring.is_some() => {
                     let mut guard = guard?;

@@ -108,7 +108,11 @@ impl Daemon {
         let catalog = catalog_guard::at_start(&config, &desired, catalog);
         let (policy, tables) = compile(&catalog, &config, &desired)?;
 
-        let mut dataplane = Dataplane::load(&config.bpffs_dir, &LoadOptions::default())?;
+        let load = LoadOptions {
+            max_flows: config.state.max_flows,
+            ..LoadOptions::default()
+        };
+        let mut dataplane = Dataplane::load(&config.bpffs_dir, &load)?;
         for replaced in dataplane.replaced() {
             warn!("replaced a pinned map that does not fit this build (its contents start over): {replaced}");
         }

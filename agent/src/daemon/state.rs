@@ -191,6 +191,10 @@ pub fn validate_reload(old: &Config, new: &Config) -> Result<(), String> {
     if new.xdp_priority != old.xdp_priority {
         return restart("xdp_priority");
     }
+    // The tables are sized at load; a restart carries their flows into the new ones.
+    if new.state.max_flows != old.state.max_flows {
+        return restart("state.max_flows");
+    }
     let covered = |cidr: &IpNet| new.management.cidrs.iter().any(|n| n.contains(cidr));
     if let Some(lost) = old.management.cidrs.iter().find(|c| !covered(c)) {
         return Err(format!(
@@ -347,12 +351,7 @@ fn cuts_off(old: &Policy, new: &Policy, ssh: &SshSession) -> bool {
             src: ssh.client,
             dst: local,
             hop_limit: 64,
-            l4: L4::Tcp {
-                sport: 50000,
-                dport: ssh.server_port,
-                syn: false,
-                ack: true,
-            },
+            l4: L4::tcp(50000, ssh.server_port, false, true),
         }),
     };
     let passes = |p: &Policy| {
@@ -530,6 +529,7 @@ mod tests {
                 "socket_group",
                 Box::new(|c: &mut Config| c.socket_group = Some("adm".into())),
             ),
+            ("state.max_flows", Box::new(|c: &mut Config| c.state.max_flows += 1)),
         ] {
             let mut new = config();
             edit(&mut new);

@@ -90,13 +90,20 @@ fn tracking(live: &crate::dataplane::LiveState) -> Tracking {
         } else {
             StateMode::Stateless
         },
+        liberal: live.config.flags & abi::F_LIBERAL != 0,
         flows_v4: f.v4,
         flows_v6: f.v6,
+        assured_v4: f.assured_v4,
+        assured_v6: f.assured_v6,
         capacity: f.capacity,
+        unassured_capacity: f.unassured_capacity,
         inserts: f.inserts,
+        unassured_inserts: f.unassured_inserts,
         seeded: f.seeded,
+        migrated: f.migrated,
         expired: f.expired,
         evictions: f.evictions,
+        unassured_evictions: f.unassured_evictions,
     }
 }
 

@@ -125,12 +125,32 @@ pub fn read_live(dir: &Path, known_entries: Option<(usize, usize)>) -> Result<Li
         .unwrap_or_default();
     links.sort();
     let flows = (|| {
-        super::flows::flow_stats(
-            &open_pinned(dir, map::FLOWS_V4)?,
-            &open_pinned(dir, map::FLOWS_V6)?,
-            &open_pinned(dir, map::FLOW_CTL)?,
-            &open_pinned(dir, map::MISC)?,
-        )
+        let pin = |name: &'static str| {
+            let path = dir.join("maps").join(name);
+            MapData::from_pin(&path).map_err(map_err(format!("open {}", path.display())))
+        };
+        let (v4, v6, new_v4, new_v6) = (
+            pin(map::FLOWS_V4)?,
+            pin(map::FLOWS_V6)?,
+            pin(map::FLOWS_NEW_V4)?,
+            pin(map::FLOWS_NEW_V6)?,
+        );
+        let (ctl, misc, cfg, active) = (
+            pin(map::FLOW_CTL)?,
+            pin(map::MISC)?,
+            pin(map::GEN_CONFIG)?,
+            pin(map::ACTIVE)?,
+        );
+        super::flows::flow_stats(&super::flows::FlowMaps {
+            v4: &v4,
+            v6: &v6,
+            new_v4: &new_v4,
+            new_v6: &new_v6,
+            ctl: &ctl,
+            misc: &misc,
+            cfg: &cfg,
+            active: &active,
+        })
     })()
     .ok();
     let dns = (|| {

@@ -12,10 +12,12 @@
 //! (`dispatcher.rs`): libxdp moves it when it rebuilds the dispatcher.
 
 mod attach;
+mod batch;
 mod bpffs;
 pub mod dispatcher;
 mod dns;
 pub mod flows;
+mod flowtab;
 pub mod hooks;
 pub mod kernel;
 mod live;
@@ -40,6 +42,7 @@ pub use hooks::attachment_problem;
 
 pub use bpffs::{check_on_bpffs, ensure_bpffs, lock_pins};
 pub use dns::{DnsControl, DnsLive, LIVE_FRAME_PROBE, monotonic_ns};
+pub use flowtab::FlowSizes;
 pub use live::{Counters, LiveState, read_live};
 
 use crate::policy::Tables;
@@ -109,6 +112,18 @@ pub enum DataplaneError {
     Locked { dir: PathBuf },
     #[error("cannot read the BPF object's map definitions: {detail}")]
     Object { detail: String },
+    #[error("cannot map {name} into memory (the kernel needs BPF_F_MMAPABLE arrays, 5.5 or later): {source}")]
+    Mmap {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot {what}: {source}")]
+    Batch {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "the kernel refused a live-frame test run ({}): {source}",
         errno_name(os_error_of(source))
@@ -190,6 +205,9 @@ pub struct LoadOptions {
     /// Drop events each CPU may emit per second, and in a burst.
     pub event_rate_per_sec: u64,
     pub event_burst: u64,
+    /// Assured flows each family's table holds (`[state] max_flows`); the unassured
+    /// tables and the peer filter are sized from it (`FlowSizes`).
+    pub max_flows: u32,
 }
 
 impl Default for LoadOptions {
@@ -197,6 +215,7 @@ impl Default for LoadOptions {
         LoadOptions {
             event_rate_per_sec: 1000,
             event_burst: 100,
+            max_flows: abi::FLOW_MAX,
         }
     }
 }
@@ -212,6 +231,11 @@ pub struct Dataplane {
     held: Vec<(PathBuf, std::os::fd::OwnedFd)>,
     /// Pinned maps this load replaced because they did not fit this build, and why.
     replaced: Vec<String>,
+    /// The flow tables' sizes, and the key of the flow hash they were filled with.
+    flow_sizes: FlowSizes,
+    hash_key: u64,
+    /// When the peer filter was last rebuilt (`tend_flows`).
+    peers_rebuilt: Option<std::time::Instant>,
 }
 
 /// A tag no earlier install used, so that what a flow remembers of another generation
@@ -227,13 +251,58 @@ fn flow_tag(generation: u64) -> u64 {
 
 /// Maps that kept their shape but changed their meaning in an ABI version: pins of an
 /// older version are replaced, never read the new way.
-const CHANGED_IN_VERSION: [(u32, &[&str]); 2] = [(2, &[map::STATS]), (3, &[map::DNS_FRAMES])];
+const CHANGED_IN_VERSION: [(u32, &[&str]); 3] = [(2, &[map::STATS]), (3, &[map::DNS_FRAMES]), (4, &[map::FLOW_CTL])];
+
+/// The flow tables, whose flows a replacement carries over rather than drops.
+const FLOW_TABLES: [&str; 4] = [map::FLOWS_V4, map::FLOWS_V6, map::FLOWS_NEW_V4, map::FLOWS_NEW_V6];
+
+/// The capacity this load gives `name`, where it is not the object's own.
+fn capacity_of(name: &str, sizes: &FlowSizes) -> Option<u32> {
+    match name {
+        map::FLOWS_V4 | map::FLOWS_V6 => Some(sizes.max_flows),
+        map::FLOWS_NEW_V4 | map::FLOWS_NEW_V6 => Some(sizes.new_buckets),
+        map::FLOW_PEERS => Some(sizes.peer_words),
+        _ => None,
+    }
+}
+
+/// The flow hash key of the pins, when they have one this build can use.
+fn pinned_hash_key(maps_dir: &Path) -> Option<u64> {
+    let data = MapData::from_pin(maps_dir.join(map::FLOW_CTL)).ok()?;
+    let info = data.info().ok()?;
+    if info.value_size() as usize != std::mem::size_of::<abi::FlowCtl>() || pinned_abi_version(maps_dir) < 4 {
+        return None;
+    }
+    let ctl = Array::<MapData, abi::FlowCtl>::try_from(aya::maps::Map::Array(data)).ok()?;
+    Some(ctl.get(&0, 0).ok()?.hash_key).filter(|&k| k != 0)
+}
+
+/// A random key for the flow hash: an attacker who can't know it can't aim its spoofed
+/// flows at the bucket of a flow of the host's.
+fn random_hash_key() -> u64 {
+    let mut bytes = [0u8; 8];
+    match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(8) => u64::from_ne_bytes(bytes),
+        // Without the kernel's randomness: the clock's ns, which an attacker off the
+        // host does not know either.
+        _ => flows::coarse_ns() ^ std::process::id() as u64 ^ 0x6a09_e667_f3bc_c909,
+    }
+    .max(1)
+}
 
 /// Compares every pinned map under `maps_dir` with the object's own definition of it
-/// (type, key and value size, capacity, flags) and the ABI version the pins were
-/// written by; a pin that does not fit is removed so that the loader makes the map
-/// afresh. Returns what was replaced and why, for the log.
-fn adopt_or_replace(maps_dir: &Path, object: &[u8]) -> Result<Vec<String>, DataplaneError> {
+/// (type, key and value size, capacity (`capacity_of` where this load sets it),
+/// flags) and the ABI version the pins were written by; a pin that does not fit is
+/// removed so that the loader makes the map afresh. The flows of a flow table are read
+/// out first, into `carried` (also when `rehash`: a new hash key places the unassured
+/// ones elsewhere). Returns what was replaced and why, for the log.
+fn adopt_or_replace(
+    maps_dir: &Path,
+    object: &[u8],
+    sizes: &FlowSizes,
+    rehash: bool,
+    carried: &mut flows::Carried,
+) -> Result<Vec<String>, DataplaneError> {
     let obj = aya_obj::Object::parse(object).map_err(|e| DataplaneError::Object { detail: e.to_string() })?;
     let pinned_version = pinned_abi_version(maps_dir);
     let mut replaced = Vec::new();
@@ -252,7 +321,7 @@ fn adopt_or_replace(maps_dir: &Path, object: &[u8]) -> Result<Vec<String>, Datap
             def.map_type(),
             def.key_size(),
             def.value_size(),
-            def.max_entries(),
+            capacity_of(name, sizes).unwrap_or(def.max_entries()),
             def.map_flags(),
         );
         let why = match aya::maps::MapInfo::from_pin(&path) {
@@ -277,10 +346,20 @@ fn adopt_or_replace(maps_dir: &Path, object: &[u8]) -> Result<Vec<String>, Datap
                         .map(|(version, _)| {
                             format!("pinned by ABI version {pinned_version}; its meaning changed in version {version}")
                         })
+                        .or_else(|| {
+                            (rehash && (name == map::FLOWS_NEW_V4 || name == map::FLOWS_NEW_V6))
+                                .then(|| "filled under another flow hash key".to_string())
+                        })
                 }
             }
         };
-        if let Some(why) = why {
+        if let Some(mut why) = why {
+            if FLOW_TABLES.contains(&name.as_str()) {
+                match carried.take_from(name, &path) {
+                    Ok(n) => why += &format!("; its {n} flows carried over"),
+                    Err(e) => why += &format!("; its flows start over: {e}"),
+                }
+            }
             std::fs::remove_file(&path).map_err(|source| DataplaneError::Bpffs {
                 path: path.clone(),
                 source,
@@ -334,7 +413,15 @@ fn expected_shape(name: &str) -> Option<(MapType, u32, u32)> {
             size_of::<abi::FlowV6Key>() as u32,
             size_of::<abi::FlowValue>() as u32,
         ),
+        map::FLOWS_NEW_V4 => (MapType::Array, u32s, size_of::<abi::FlowBucketV4>() as u32),
+        map::FLOWS_NEW_V6 => (MapType::Array, u32s, size_of::<abi::FlowBucketV6>() as u32),
+        map::FLOW_PEERS => (MapType::Array, u32s, 2 * size_of::<u64>() as u32),
         map::FLOW_CTL => (MapType::Array, u32s, size_of::<abi::FlowCtl>() as u32),
+        map::DNS_SOCKETS => (
+            MapType::LruHash,
+            size_of::<abi::DnsSocketKey>() as u32,
+            size_of::<abi::DnsSocketValue>() as u32,
+        ),
         _ => return None,
     })
 }
@@ -357,11 +444,24 @@ impl Dataplane {
                 source,
             })?;
         }
-        let replaced = adopt_or_replace(&maps_dir, object)?;
+        let sizes = FlowSizes::for_max_flows(options.max_flows);
+        let pinned_key = pinned_hash_key(&maps_dir);
+        let hash_key = pinned_key.unwrap_or_else(random_hash_key);
+        let mut carried = flows::Carried::default();
+        let replaced = adopt_or_replace(&maps_dir, object, &sizes, pinned_key.is_none(), &mut carried)?;
+        let new_mask = sizes.new_buckets - 1;
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .override_global(abi::global::EVENT_RATE, &options.event_rate_per_sec, true)
             .override_global(abi::global::EVENT_BURST, &options.event_burst, true)
+            .override_global(abi::global::FLOW_HASH_KEY, &hash_key, true)
+            .override_global(abi::global::FLOW_NEW_MASK, &new_mask, true)
+            .override_global(abi::global::FLOW_PEER_WORDS, &sizes.peer_words, true)
+            .map_max_entries(map::FLOWS_V4, sizes.max_flows)
+            .map_max_entries(map::FLOWS_V6, sizes.max_flows)
+            .map_max_entries(map::FLOWS_NEW_V4, sizes.new_buckets)
+            .map_max_entries(map::FLOWS_NEW_V6, sizes.new_buckets)
+            .map_max_entries(map::FLOW_PEERS, sizes.peer_words)
             .load(object)
             .map_err(|source| DataplaneError::Load { source })?;
         let mut dataplane = Dataplane {
@@ -370,8 +470,15 @@ impl Dataplane {
             noop: None,
             held: Vec::new(),
             replaced,
+            flow_sizes: sizes,
+            hash_key,
+            peers_rebuilt: None,
         };
         dataplane.check_map_shapes()?;
+        dataplane.write_flow_hash_key(hash_key)?;
+        dataplane.carry_in(&carried)?;
+        dataplane.rebuild_peer_filter()?;
+        dataplane.peers_rebuilt = Some(std::time::Instant::now());
         let mut version: Array<&mut MapData, u32> =
             Array::try_from(dataplane.map_mut(map::ABI)?).map_err(map_err("open ag_abi"))?;
         version

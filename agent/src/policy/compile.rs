@@ -254,6 +254,10 @@ pub fn compile_policy(policy: &Policy) -> Result<Tables, CompileError> {
         (e.icmp_errors, abi::F_ICMP_ERRORS),
         (e.dhcp, abi::F_DHCP),
         (policy.state.mode == StateMode::Stateful, abi::F_STATEFUL),
+        (
+            policy.state.mode == StateMode::Stateful && policy.state.liberal,
+            abi::F_LIBERAL,
+        ),
     ] {
         if on {
             flags |= flag;

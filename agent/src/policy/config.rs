@@ -359,10 +359,53 @@ impl FlowTimeouts {
 }
 
 /// `[state]`: connection tracking.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateSettings {
     pub mode: StateMode,
     pub timeouts: FlowTimeouts,
+    /// A TCP segment outside its flow's window passes (still changing nothing) instead
+    /// of dropping as `out-of-window`: conntrack's `nf_conntrack_tcp_be_liberal`.
+    pub liberal: bool,
+    /// Assured flows each family's table holds; the unassured tables are sized from it.
+    pub max_flows: u32,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            mode: StateMode::default(),
+            timeouts: FlowTimeouts::default(),
+            liberal: false,
+            max_flows: default_max_flows(),
+        }
+    }
+}
+
+/// The least and most `[state] max_flows` takes. The floor is the table's size before
+/// it could be set; the ceiling keeps a mistyped value from taking gigabytes (each
+/// assured flow costs about 150 bytes per family, and an unassured way half as much).
+pub const MIN_MAX_FLOWS: u32 = 65_536;
+pub const MAX_MAX_FLOWS: u32 = 16_777_216;
+
+/// `max_flows` when the config says nothing: what conntrack makes `nf_conntrack_max`
+/// for this host's memory (262,144 above 4 GiB, 65,536 above 1 GiB, less below), and
+/// never below the floor.
+pub fn default_max_flows() -> u32 {
+    let total = rustix::system::sysinfo();
+    max_flows_for_memory(u64::from(total.mem_unit).max(1) * total.totalram)
+}
+
+/// nf_conntrack_init_start's sizing: a bucket per 16 KiB of memory (8-byte buckets),
+/// capped at 262,144 above 4 GiB and 65,536 above 1 GiB.
+pub fn max_flows_for_memory(bytes: u64) -> u32 {
+    let buckets = if bytes > 4 << 30 {
+        262_144
+    } else if bytes > 1 << 30 {
+        65_536
+    } else {
+        (bytes / 16_384 / 8).max(1024) as u32
+    };
+    buckets.max(MIN_MAX_FLOWS)
 }
 
 /// How the XDP program goes on an interface (`xdp_mode`).
@@ -502,6 +545,8 @@ struct RawConfig {
 struct RawState {
     mode: Option<Spanned<String>>,
     timeouts: RawTimeouts,
+    liberal: Option<bool>,
+    max_flows: Option<Spanned<i64>>,
 }
 
 /// Seconds; each key falls back to its default.
@@ -1092,7 +1137,22 @@ fn parse_state(raw: &RawState, lines: &Lines) -> Result<StateSettings, ConfigErr
         icmp: pick(&t.icmp, "icmp", d.icmp)?,
         other: pick(&t.other, "other", d.other)?,
     };
-    Ok(StateSettings { mode, timeouts })
+    let max_flows = match &raw.max_flows {
+        None => default_max_flows(),
+        Some(v) if (i64::from(MIN_MAX_FLOWS)..=i64::from(MAX_MAX_FLOWS)).contains(v.get_ref()) => *v.get_ref() as u32,
+        Some(v) => {
+            return Err(lines.error(
+                v.span(),
+                format!("state.max_flows: {MIN_MAX_FLOWS} to {MAX_MAX_FLOWS} flows per address family"),
+            ));
+        }
+    };
+    Ok(StateSettings {
+        mode,
+        timeouts,
+        liberal: raw.liberal.unwrap_or(false),
+        max_flows,
+    })
 }
 
 /// The nameservers of `resolv_conf`. When it lists only loopback stubs (systemd-resolved's
@@ -1356,6 +1416,10 @@ ports = [443, "8000-8100"]
             ..FlowTimeouts::default()
         };
         assert_eq!(c.state.timeouts, want);
+        assert!(!c.state.liberal);
+        let c = parse("[state]\nliberal = true\nmax_flows = 100000\n").unwrap();
+        assert!(c.state.liberal);
+        assert_eq!(c.state.max_flows, 100_000);
         assert_eq!(want.by_state()[allowgate_ebpf::FLOW_UDP as usize], 5);
         assert_eq!(want.by_state()[allowgate_ebpf::FLOW_TCP_CLOSE as usize], 3);
     }
@@ -1395,6 +1459,18 @@ ports = [443, "8000-8100"]
     fn regions_match_whatever_the_spelling() {
         let c = parse(r#"regions = ["Gov US1", "EU1", "govus1"]"#).unwrap();
         assert_eq!(c.regions, ["gov-us1", "eu1"]);
+    }
+
+    #[test]
+    fn max_flows_follows_memory_as_conntrack_does() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(max_flows_for_memory(24 * GIB), 262_144);
+        assert_eq!(max_flows_for_memory(4 * GIB + 1), 262_144);
+        assert_eq!(max_flows_for_memory(4 * GIB), 65_536);
+        assert_eq!(max_flows_for_memory(2 * GIB), 65_536);
+        // Small hosts keep the table's old size: conntrack would go lower.
+        assert_eq!(max_flows_for_memory(512 << 20), 65_536);
+        assert!(default_max_flows() >= MIN_MAX_FLOWS);
     }
 
     /// An Azure region is named by any of its spellings (the service tags' older
@@ -1516,6 +1592,10 @@ proxy_regions = ["germanywc", "France Central"]
             (
                 "[state.timeouts]\nicmp = -1\n",
                 "test.toml:2: state.timeouts.icmp: 1 to 2592000 seconds",
+            ),
+            (
+                "[state]\nmax_flows = 1000\n",
+                "test.toml:2: state.max_flows: 65536 to 16777216 flows per address family",
             ),
             ("[state]\ntimeout = 5\n", "test.toml:2: unknown field `timeout`"),
             (

@@ -150,12 +150,7 @@ fn first_packet(hook: Hook, addr: IpAddr, proto: Proto, port: u16) -> model::Pac
             ty: if addr.is_ipv6() { 128 } else { 8 },
             code: 0,
         },
-        _ => L4::Tcp {
-            sport: 0,
-            dport: port,
-            syn: true,
-            ack: false,
-        },
+        _ => L4::tcp(0, port, true, false),
     };
     model::Packet::between(hook, local, addr, l4)
 }

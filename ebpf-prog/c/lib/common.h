@@ -42,6 +42,13 @@
 #define AG_TCP_FLAG_SYN		0x02
 #define AG_TCP_FLAG_RST		0x04
 #define AG_TCP_FLAG_ACK		0x10
+/* TCP option kinds (RFC 9293, RFC 7323) and the largest window scale. */
+#define AG_TCPOPT_EOL		0
+#define AG_TCPOPT_NOP		1
+#define AG_TCPOPT_WSCALE	3
+#define AG_TCP_MAX_WSCALE	14
+/* Bytes of options a TCP header can carry (data offset 15). */
+#define AG_TCP_OPTS_MAX		40
 
 /* A rule protocol no rule carries: matches AG_PROTO_ANY only. */
 #define AG_PROTO_NONE		0
@@ -81,7 +88,7 @@ struct ag_pkt {
 	__u16 ethertype;	/* after the VLAN tags, host byte order */
 	__u16 sport;		/* 0 for protocols without ports */
 	__u16 dport;
-	__u16 l4_off;		/* UDP: its header's offset from the frame start */
+	__u16 l4_off;		/* TCP, UDP, ICMP: its header's offset from the frame start */
 	__u8 family;		/* 4, 6, or 0 for non-IP */
 	__u8 l4proto;		/* IPv4 protocol, or the end of the IPv6 chain */
 	__u8 frag;		/* enum ag_frag */
@@ -105,6 +112,17 @@ struct ag_pkt {
 	__u16 _pad;
 	union ag_addr q_saddr;
 	union ag_addr q_daddr;
+	/* TCP: what connection tracking checks a segment's window by (host byte order). */
+	__u32 tcp_seq;
+	__u32 tcp_ack;
+	__u16 tcp_win;		/* as on the wire, unscaled */
+	__u16 tcp_len;		/* payload bytes in this packet (a first fragment: its own only) */
+	__u8 tcp_hdr_len;	/* data offset x 4 */
+	__u8 tcp_wscale;	/* a SYN's window scale option (read by ag_read_tcp_opts_*()); 0xff: none */
+	__u8 has_xid;		/* a DHCP client exchange with its transaction id read */
+	__u8 _pad2;
+	__u32 frag_id;		/* a fragment: IPv4 identification, or the IPv6 fragment header's */
+	__u32 dhcp_xid;		/* DHCPv4 xid; DHCPv6 transaction id (its 3 bytes, high byte 0) */
 };
 
 /* A parse step went well and the packet goes on to be judged. */

@@ -15,6 +15,16 @@
  * and not yet answered. An on-link host forging the resolver's address then has
  * to guess a query in flight; an unsolicited answer passes unheld, and the
  * kernel's socket lookup decides its fate as it would without us.
+ *
+ * Connection tracking lets a resolver's answer in only to a query in either of two
+ * tables: ag_dns_queries, shared by every socket (an LRU: a burst of queries from
+ * one socket fits), and ag_dns_sockets, where each (resolver, client port) keeps
+ * its own AG_DNS_SOCKET_QUERIES most recent queries. A local user flooding queries
+ * from one socket pushes other sockets' queries out of the first, never out of the
+ * second: their answers still pass. Its limit: a user who sends from more than
+ * AG_DNS_SOCKETS_MAX ports within the query TTL pushes other ports out of it too,
+ * and a socket with more than AG_DNS_SOCKET_QUERIES queries to one resolver in
+ * flight during such a flood loses the answers to its oldest.
  */
 #ifndef ALLOWGATE_DNS_H
 #define ALLOWGATE_DNS_H
@@ -70,6 +80,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_dns_queries SEC(".maps");
 
+/* Each socket's own most recent queries (see the top): written by TC egress only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, AG_DNS_SOCKETS_MAX);
+	__type(key, struct ag_dns_socket_key);
+	__type(value, struct ag_dns_socket_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_dns_sockets SEC(".maps");
+
 /* Held answers: one struct ag_dns_frame per record. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -115,11 +134,77 @@ static __always_inline int ag_dns_server_key_of(const struct ag_pkt *pkt,
 	return 0;
 }
 
+/* The time ag_dns_sockets keeps: ~1 ms units, never 0 (0 is an empty slot). */
+static __always_inline __u32 ag_dns_socket_time(__u64 ns)
+{
+	return (__u32)(ns >> 20) | 1;
+}
+
+/* Is id among the fresh queries of the socket (server, client_port)? */
+static __always_inline int ag_dns_socket_asked(const struct ag_dns_server_key *server, __u16 client_port,
+					       __u16 id)
+{
+	struct ag_dns_socket_key key;
+	struct ag_dns_socket_value *q;
+	__u32 now, ttl, i;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.server, server->addr, sizeof(key.server));
+	key.client_port = client_port;
+	q = bpf_map_lookup_elem(&ag_dns_sockets, &key);
+	if (!q)
+		return 0;
+	now = ag_dns_socket_time(bpf_ktime_get_ns());
+	ttl = (dns_query_ttl_ns >> 20) + 1;
+	for (i = 0; i < AG_DNS_SOCKET_QUERIES; i++) {
+		/* A time from the future wraps to a huge age: not fresh. */
+		if (q->sent[i] && q->id[i] == id && now - q->sent[i] <= ttl)
+			return 1;
+	}
+	return 0;
+}
+
+/* Notes the query id in its socket's own slots: a retry of the same id refreshes it. */
+static __always_inline void ag_dns_socket_note(const struct ag_dns_server_key *server, __u16 client_port,
+					       __u16 id, __u64 now_ns)
+{
+	struct ag_dns_socket_key key;
+	struct ag_dns_socket_value fresh;
+	struct ag_dns_socket_value *q;
+	__u32 i, slot;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.server, server->addr, sizeof(key.server));
+	key.client_port = client_port;
+	q = bpf_map_lookup_elem(&ag_dns_sockets, &key);
+	if (!q) {
+		__builtin_memset(&fresh, 0, sizeof(fresh));
+		fresh.id[0] = id;
+		fresh.sent[0] = ag_dns_socket_time(now_ns);
+		fresh.next = 1;
+		bpf_map_update_elem(&ag_dns_sockets, &key, &fresh, BPF_NOEXIST);
+		return;
+	}
+	slot = q->next % AG_DNS_SOCKET_QUERIES;
+	for (i = 0; i < AG_DNS_SOCKET_QUERIES; i++) {
+		if (q->sent[i] && q->id[i] == id) {
+			slot = i;
+			break;
+		}
+	}
+	if (slot == q->next % AG_DNS_SOCKET_QUERIES)
+		q->next++;
+	slot &= AG_DNS_SOCKET_QUERIES - 1;
+	q->id[slot] = id;
+	q->sent[slot] = ag_dns_socket_time(now_ns);
+}
+
 /*
  * Connection tracking (lib/flow.h): is this packet, coming in on a return path, either
  * not a resolver's answer (the flow decides alone) or the answer to a query this host
  * sent, by resolver, DNS id and port, within dns_query_ttl_ns of it (or one the agent
  * gives back)? Looks only; holding the answer takes the query away (ag_dns_hold()).
+ * The query may be in the shared table or in its socket's own slots (see the top).
  */
 static __always_inline int ag_dns_answer_expected(const struct ag_pkt *pkt)
 {
@@ -141,10 +226,10 @@ static __always_inline int ag_dns_answer_expected(const struct ag_pkt *pkt)
 	if (bpf_map_lookup_elem(&ag_dns_release, &query))
 		return 1;
 	sent = bpf_map_lookup_elem(&ag_dns_queries, &query);
-	if (!sent)
-		return 0;
 	/* A query time from the future wraps to a huge age: not expected. */
-	return bpf_ktime_get_ns() - *sent <= dns_query_ttl_ns;
+	if (sent && bpf_ktime_get_ns() - *sent <= dns_query_ttl_ns)
+		return 1;
+	return ag_dns_socket_asked(&server, pkt->dport, pkt->dns_id);
 }
 
 /*
@@ -201,6 +286,7 @@ __attribute__((noinline)) int ag_dns_note_query(struct __sk_buff *skb, const str
 	query.client_port = pkt->sport;
 	/* A retry with the same id and port refreshes the time. */
 	bpf_map_update_elem(&ag_dns_queries, &query, &now, BPF_ANY);
+	ag_dns_socket_note(&server, query.client_port, query.dns_id, now);
 	return 1;
 }
 

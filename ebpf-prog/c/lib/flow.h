@@ -7,20 +7,47 @@
  * only a rule's return path would allow passes only when its flow is tracked and
  * fresh. The policy is still asked first for every packet: a flow never lets through
  * what the generation in force does not allow, so turning a region off cuts the flows
- * to the addresses only it listed at their next packet.
+ * to the addresses only it listed at their next packet. TCP segments must also lie in
+ * their flow's sequence window (lib/tcpwin.h).
+ *
+ * Two tables per family, so that what anyone can spoof never pushes out what a peer
+ * proved. A new flow goes into ag_flows_new_*, an array of buckets (a keyed hash picks
+ * the bucket, a new flow takes its oldest way): inserting costs no lock and no
+ * allocation, and a flood of spoofed SYNs or datagrams only churns its own kind. A flow
+ * that is *assured* (its TCP handshake completed, each side's number checked; UDP and
+ * other protocols answered and then used once more) moves to ag_flows_*, an LRU hash of
+ * `[state] max_flows`, which only assured flows (and the connections the agent seeds)
+ * enter.
+ *
+ * Who writes what: the programs write both tables (from packets the policy lets
+ * through), the agent seeds and migrates (lib.rs's ABI, dataplane/flows.rs). An
+ * off-path sender can fill the unassured table, and push out a flow there (a
+ * handshake in progress, a DNS query's flow, a DHCP exchange) by hitting its bucket
+ * often enough; it cannot make a flow assured, nor move an assured one's state or
+ * window without the numbers in it.
  *
  * Related traffic: an ICMP error passes only when the header it quotes belongs to a
- * tracked flow; a DHCP reply only after the host's own request (one flow with both
- * addresses 0: the server is not known before it answers); a DNS answer from a
- * configured resolver only to the port and id of a recorded query (lib/dns.h).
+ * tracked flow; a DHCP reply only with the transaction id of the host's own request
+ * (the id is the flow's remote address: the server is not known before it answers),
+ * and it neither refreshes nor answers the flow; a DNS answer from a configured
+ * resolver only to the port and id of a recorded query (lib/dns.h). Non-first
+ * fragments: lib/frag.h.
  *
- * Non-first fragments carry no ports and can't be matched to a flow; they are judged
- * by the policy alone, as without tracking. The kernel can't reassemble them without
- * their first fragment, which carries the ports and is tracked.
+ * A filter of the remote addresses that have an assured flow (ag_flow_peers) stands
+ * before the LRU hash: a clear bit means no assured flow there, so the packets of a
+ * flood from elsewhere, or spoofed from a catalog peer the host has no connection
+ * with, pay an array read instead of a lookup that misses. Bits are set (atomically)
+ * before a flow enters the table; the agent rebuilds the filter from the table now and
+ * then (two generations: the programs set bits in both while it does), so bits of
+ * flows long gone don't pile up.
  *
  * Times are CLOCK_MONOTONIC_COARSE (bpf_ktime_get_coarse_ns(), read once per jiffy
  * per CPU: ag_flow_now()): a tick's resolution is plenty for idle timeouts of
  * seconds, and the agent reads the same clock when it seeds flows.
+ *
+ * Here: the assured tables and the operations on a packet's flow. The tuples, keys,
+ * hash and clock are lib/flowkey.h's, the peer filter lib/flowpeers.h's, the
+ * unassured tables lib/flownew.h's, the window rules lib/tcpwin.h's.
  */
 #ifndef ALLOWGATE_FLOW_H
 #define ALLOWGATE_FLOW_H
@@ -30,6 +57,10 @@
 #include "policy.h"
 #include "essentials.h"
 #include "dns.h"
+#include "tcpwin.h"
+#include "flowkey.h"
+#include "flowpeers.h"
+#include "flownew.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -47,100 +78,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_flows_v6 SEC(".maps");
 
-/*
- * The coarse clock, read once per jiffy per CPU: bpf_ktime_get_coarse_ns() costs a
- * helper call and a seqcount read on every packet (~18 ns here), bpf_jiffies64() one
- * load. Ticks are the coarse clock's resolution anyway. Scratch, not pinned.
- */
-struct ag_flow_clock {
-	__u64 jiffies;
-	__u64 ns;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ag_flow_clock);
-} ag_flow_clock SEC(".maps");
-
-/* CLOCK_MONOTONIC_COARSE now, to the tick. */
-static __always_inline __u64 ag_flow_now(void)
-{
-	struct ag_flow_clock *clock;
-	__u32 zero = 0;
-	__u64 jiffies = bpf_jiffies64();
-
-	clock = bpf_map_lookup_elem(&ag_flow_clock, &zero);
-	if (!clock)
-		return bpf_ktime_get_coarse_ns();
-	if (clock->jiffies != jiffies) {
-		clock->ns = bpf_ktime_get_coarse_ns();
-		clock->jiffies = jiffies;
-	}
-	return clock->ns;
-}
-
-/*
- * Remote addresses that have (or had) a flow, as bits of a filter indexed by a hash
- * of the address: a packet from (or to) an address whose bit is clear has no flow to
- * remember anything, and goes straight to the tables. So a flood from addresses the
- * host never talked to, the path an attacker picks, pays one array read for
- * tracking, not a flow lookup that misses. Bits are set when a flow goes in or
- * remembers a generation, never cleared; a lost or stale bit only costs a lookup,
- * never a verdict. Scratch, not pinned: a new program starts with none and sets them
- * again as flows pass.
- */
-#define AG_FLOW_PEER_BITS	16
-#define AG_FLOW_PEER_WORDS	((1U << AG_FLOW_PEER_BITS) / 64)
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, AG_FLOW_PEER_WORDS);
-	__type(key, __u32);
-	__type(value, __u64);
-} ag_flow_peers SEC(".maps");
-
-/* The filter bit of a remote address: a multiplicative hash of its (folded) words. */
-static __always_inline __u32 ag_flow_peer_bit(const struct ag_pkt *pkt, const union ag_addr *remote)
-{
-	__u32 folded = remote->v4;
-
-	if (pkt->family == 6)
-		folded = remote->v6[0] ^ remote->v6[1] ^ remote->v6[2] ^ remote->v6[3];
-	return (folded * 0x9e3779b1U) >> (32 - AG_FLOW_PEER_BITS);
-}
-
-/* May remote have a flow? 0 means surely not. */
-static __always_inline int ag_flow_peer_maybe(const struct ag_pkt *pkt, const union ag_addr *remote)
-{
-	__u32 bit = ag_flow_peer_bit(pkt, remote);
-	__u32 word = bit / 64;
-	__u64 *w = bpf_map_lookup_elem(&ag_flow_peers, &word);
-
-	return w && (*w & (1ULL << (bit % 64)));
-}
-
-static __always_inline void ag_flow_peer_note(const struct ag_pkt *pkt, const union ag_addr *remote)
-{
-	__u32 bit = ag_flow_peer_bit(pkt, remote);
-	__u32 word = bit / 64;
-	__u64 *w = bpf_map_lookup_elem(&ag_flow_peers, &word);
-
-	/* Not atomic: a bit lost to a race costs a lookup later, no verdict. */
-	if (w && !(*w & (1ULL << (bit % 64))))
-		*w |= 1ULL << (bit % 64);
-}
-
-/* ag_flow_ctl[0]: written by the agent only (abi.h). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ag_flow_ctl);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ag_flow_ctl SEC(".maps");
-
 enum ag_flow_op {
 	AG_FLOW_OP_OPEN = 0,	/* a forward path allowed it: track (or refresh) its flow */
 	AG_FLOW_OP_RETURN = 1,	/* only a return path would allow it: its flow must be tracked */
@@ -149,290 +86,252 @@ enum ag_flow_op {
 };
 
 /*
- * Or'ed into AG_FLOW_OP_OPEN and AG_FLOW_OP_RETURN: the generation's tables (not a
- * learned address, which may expire within the generation) allowed the packet, so
- * the flow may remember it for the generation.
+ * Or'ed into the op. TABLES: the generation's tables (not a learned address, which may
+ * expire within the generation) allowed the packet, so the flow may remember it for
+ * the generation. NO_ASSURED: the caller already knows there is no assured flow (the
+ * peer filter said so, or ag_flow_remembered() looked), so the LRU hash is not asked.
  */
 #define AG_FLOW_F_TABLES	0x10
+#define AG_FLOW_F_NO_ASSURED	0x20
 
-/* A flow from this host's side, whichever way the packet went. */
-struct ag_flow_tuple {
-	union ag_addr local;
-	union ag_addr remote;
-	__u16 lport;
-	__u16 rport;
-	__u8 proto;
+/* What ag_flow() and ag_flow_remembered() make of a packet. */
+enum ag_flow_result {
+	AG_FLOW_NONE = 0,	/* no tracked flow (ag_flow_remembered(): ask the tables) */
+	AG_FLOW_PASS = 1,
+	AG_FLOW_OOW = 2,	/* a TCP segment out of its flow's window: changed nothing */
+	AG_FLOW_NOT_ASSURED = 3, /* ag_flow_remembered(): the remote has no assured flow at all */
 };
 
 /*
- * The ports of a flow of proto: TCP and UDP keep theirs; the family's ICMP keys an echo
- * by its identifier (carried in lport); other protocols have none.
+ * Moves a flow that is not TCP on by a packet that went dir. Returns 1 when the flow
+ * has now earned being assured: answered, and then used once more.
  */
-static __always_inline void ag_flow_ports(struct ag_flow_tuple *t, __u8 family, __u16 icmp_id)
+static __always_inline int ag_flow_other(struct ag_flow_value *v, __u32 dir)
 {
-	if ((family == 4 && t->proto == AG_IPPROTO_ICMP) ||
-	    (family == 6 && t->proto == AG_IPPROTO_ICMPV6)) {
-		t->lport = icmp_id;
-		t->rport = 0;
-	} else if (t->proto != AG_IPPROTO_TCP && t->proto != AG_IPPROTO_UDP) {
-		t->lport = 0;
-		t->rport = 0;
+	if (v->flags & AG_FLOW_F_ANSWERED)
+		return 1;
+	if (v->opened_by != dir) {
+		v->flags |= AG_FLOW_F_ANSWERED;
+		if (v->state == AG_FLOW_UDP)
+			v->state = AG_FLOW_UDP_STREAM;
 	}
-}
-
-/* The flow of a packet that went dir: egress leaves from the local side. */
-static __always_inline void ag_flow_tuple_of(const struct ag_pkt *pkt, __u32 dir,
-					     struct ag_flow_tuple *t)
-{
-	if (dir == AG_DIR_EGRESS) {
-		t->local = pkt->saddr;
-		t->remote = pkt->daddr;
-		t->lport = pkt->sport;
-		t->rport = pkt->dport;
-	} else {
-		t->local = pkt->daddr;
-		t->remote = pkt->saddr;
-		t->lport = pkt->dport;
-		t->rport = pkt->sport;
-	}
-	t->proto = pkt->l4proto;
-	ag_flow_ports(t, pkt->family, pkt->icmp_id);
+	return 0;
 }
 
 /*
- * The flow an ICMP error that went dir quotes. The quoted packet went the other way:
- * an error coming in quotes what this host sent. Returns 0 when the error names no
- * flow of this host: nothing quoted, or its local address is not the error's.
+ * Moves a tracked flow on by a packet that went dir: a TCP segment if it is in window.
+ * Returns AG_FLOW_PASS (refreshed unless ignored) or AG_FLOW_OOW (nothing changed);
+ * *assure is set when the flow has now earned being assured.
  */
-static __always_inline int ag_flow_tuple_quoted(const struct ag_pkt *pkt, __u32 dir,
-						struct ag_flow_tuple *t)
+static __always_inline int ag_flow_advance_how(struct ag_flow_value *v, const struct ag_pkt *pkt,
+					       __u32 dir, int opens, __u64 now, int *assure, int inline_tcp)
 {
-	const union ag_addr *outer_local;
+	int res;
 
-	if (!pkt->q_ok)
-		return 0;
-	if (dir == AG_DIR_EGRESS) {
-		/* The host answers a packet it received: that packet's destination is local. */
-		t->local = pkt->q_daddr;
-		t->remote = pkt->q_saddr;
-		t->lport = pkt->q_dport;
-		t->rport = pkt->q_sport;
-		outer_local = &pkt->saddr;
+	*assure = 0;
+	if (pkt->l4proto == AG_IPPROTO_TCP) {
+		if (inline_tcp)
+			res = ag_tcp_track_inline(v, pkt, dir, opens);
+		else
+			res = ag_tcp_track(v, pkt, dir, opens);
+		if (res == AG_TCP_OOW)
+			return AG_FLOW_OOW;
+		if (res == AG_TCP_IGNORE)
+			return AG_FLOW_PASS;
+		if (res == AG_TCP_RESTART)
+			ag_tcp_start(v, pkt, dir);
+		*assure = ag_tcp_assured(v);
 	} else {
-		t->local = pkt->q_saddr;
-		t->remote = pkt->q_daddr;
-		t->lport = pkt->q_sport;
-		t->rport = pkt->q_dport;
-		outer_local = &pkt->daddr;
+		*assure = ag_flow_other(v, dir);
 	}
-	t->proto = pkt->q_proto;
-	/* A quoted echo carries its identifier in both ports. */
-	ag_flow_ports(t, pkt->family, pkt->q_sport);
-	if (pkt->family == 4)
-		return outer_local->v4 == t->local.v4;
-	return outer_local->v6[0] == t->local.v6[0] && outer_local->v6[1] == t->local.v6[1] &&
-	       outer_local->v6[2] == t->local.v6[2] && outer_local->v6[3] == t->local.v6[3];
-}
-
-/* The DHCP client's exchange of the packet's family. */
-static __always_inline void ag_flow_tuple_dhcp(const struct ag_pkt *pkt, struct ag_flow_tuple *t)
-{
-	t->proto = AG_IPPROTO_UDP;
-	t->lport = pkt->family == 4 ? AG_DHCP_CLIENT_PORT : AG_DHCPV6_CLIENT_PORT;
-	t->rport = pkt->family == 4 ? AG_DHCP_SERVER_PORT : AG_DHCPV6_SERVER_PORT;
-}
-
-/* The state a flow starts in, or AG_FLOW_STATES when the packet opens none (a RST). */
-static __always_inline __u8 ag_flow_first_state(const struct ag_flow_tuple *t, __u8 tcp_flags)
-{
-	if (t->proto == AG_IPPROTO_TCP) {
-		if (tcp_flags & AG_TCP_FLAG_RST)
-			return AG_FLOW_STATES;
-		if ((tcp_flags & AG_TCP_FLAG_SYN) && !(tcp_flags & AG_TCP_FLAG_ACK))
-			return AG_FLOW_TCP_SYN_SENT;
-		/* Picked up mid-stream, as conntrack does by default. */
-		return AG_FLOW_TCP_ESTABLISHED;
-	}
-	if (t->proto == AG_IPPROTO_UDP)
-		return AG_FLOW_UDP;
-	if (t->proto == AG_IPPROTO_ICMP || t->proto == AG_IPPROTO_ICMPV6)
-		return AG_FLOW_ICMP;
-	return AG_FLOW_OTHER;
-}
-
-/* Has v been idle longer than its state allows at now? */
-static __always_inline int ag_flow_expired(const struct ag_flow_value *v,
-					   const struct ag_gen_config *cfg, __u64 now)
-{
-	__u64 timeout = (__u64)cfg->flow_timeout_s[v->state & (AG_FLOW_STATES - 1)] * AG_NSEC_PER_SEC;
-
-	/* Seen "after" now (a seeded time read a tick ahead): fresh, not a huge age. */
-	return (__s64)(now - v->seen_ns) > (__s64)timeout;
-}
-
-/* Moves a tracked flow on by a packet that went dir (TCP by its flags, UDP by an answer). */
-static __always_inline void ag_flow_advance(struct ag_flow_value *v, const struct ag_pkt *pkt,
-					    const struct ag_flow_tuple *t, __u32 dir, __u32 op,
-					    __u64 now)
-{
-	__u8 state = v->state;
-	__u8 flags = pkt->tcp_flags;
-
-	if (t->proto == AG_IPPROTO_TCP) {
-		if (flags & AG_TCP_FLAG_RST) {
-			state = AG_FLOW_TCP_CLOSE;
-		} else if (flags & AG_TCP_FLAG_FIN) {
-			if (state != AG_FLOW_TCP_CLOSE)
-				state = AG_FLOW_TCP_CLOSING;
-		} else if ((flags & AG_TCP_FLAG_SYN) && !(flags & AG_TCP_FLAG_ACK)) {
-			/* A new connection on the ports of one that ended. */
-			if (op == AG_FLOW_OP_OPEN &&
-			    (state == AG_FLOW_TCP_CLOSE || state == AG_FLOW_TCP_CLOSING)) {
-				state = AG_FLOW_TCP_SYN_SENT;
-				v->opened_by = dir;
-			}
-		} else if (state == AG_FLOW_TCP_SYN_SENT && dir != v->opened_by) {
-			state = AG_FLOW_TCP_ESTABLISHED;
-		}
-	} else if (state == AG_FLOW_UDP && dir != v->opened_by) {
-		state = AG_FLOW_UDP_STREAM;
-	}
-	/* Written only on a change: most packets of a flow find both as they are. */
-	if (state != v->state)
-		v->state = state;
+	/* Written only on a change: most packets of a flow find it as it is. */
 	if (v->seen_ns != now)
 		v->seen_ns = now;
+	return AG_FLOW_PASS;
 }
 
-/* One key at a time: the two families share the stack. */
-union ag_flow_key {
-	struct ag_flow_v4_key v4;
-	struct ag_flow_v6_key v6;
-};
+static __always_inline int ag_flow_advance(struct ag_flow_value *v, const struct ag_pkt *pkt,
+					   __u32 dir, int opens, __u64 now, int *assure)
+{
+	return ag_flow_advance_how(v, pkt, dir, opens, now, assure, 0);
+}
 
-/* The tracked flow of t, with its key in *key; NULL when none is. */
-static __always_inline struct ag_flow_value *ag_flow_lookup(const struct ag_pkt *pkt,
-							    const struct ag_flow_tuple *t,
-							    union ag_flow_key *key)
+/* The assured flow of key, or NULL. */
+static __always_inline struct ag_flow_value *ag_flow_lookup_assured(__u8 family, union ag_flow_key *key)
 {
 	struct ag_flow_value *v;
 	void *map;
 
-	if (pkt->family == 4) {
-		__builtin_memset(&key->v4, 0, sizeof(key->v4));
-		__builtin_memcpy(key->v4.local, &t->local.v4, sizeof(key->v4.local));
-		__builtin_memcpy(key->v4.remote, &t->remote.v4, sizeof(key->v4.remote));
-		key->v4.lport = t->lport;
-		key->v4.rport = t->rport;
-		key->v4.proto = t->proto;
+	/* Each call with its own barriers, or clang merges the two (policy.h says why not). */
+	if (family == 4) {
 		map = &ag_flows_v4;
 		barrier_var(map);
 		v = bpf_map_lookup_elem(map, &key->v4);
 		barrier_var(v);
-	} else {
-		__builtin_memset(&key->v6, 0, sizeof(key->v6));
-		__builtin_memcpy(key->v6.local, t->local.bytes, sizeof(key->v6.local));
-		__builtin_memcpy(key->v6.remote, t->remote.bytes, sizeof(key->v6.remote));
-		key->v6.lport = t->lport;
-		key->v6.rport = t->rport;
-		key->v6.proto = t->proto;
-		map = &ag_flows_v6;
-		barrier_var(map);
-		v = bpf_map_lookup_elem(map, &key->v6);
-		barrier_var(v);
+		return v;
 	}
+	map = &ag_flows_v6;
+	barrier_var(map);
+	v = bpf_map_lookup_elem(map, &key->v6);
+	barrier_var(v);
 	return v;
 }
 
 /*
- * Before the tables: does the packet's flow remember that the tables of slot's
- * generation allow its packets going dir? Then they need not be asked again: returns
- * 1 and moves the flow on. 0 sends the packet to the tables (no flow, expired,
- * another generation, a way not remembered). A global function, as ag_flow().
+ * Moves the unassured flow in sc's way to the assured table: its peer is noted first,
+ * then it goes in, then its way is freed. If the table refuses it, it stays. A global
+ * function: checked once, with a stack of its own.
+ */
+__attribute__((noinline)) int ag_flow_promote(struct ag_flow_scratch *sc)
+{
+	struct ag_flow_value moved;
+	struct ag_flow_value *v;
+	void *wkey = NULL;
+	__u32 *check = NULL, *stamp = NULL;
+	long err;
+
+	if (!sc)
+		return 0;
+	v = ag_flow_way_value(sc->t.family, &sc->way, &wkey, &check, &stamp);
+	if (!v || !check)
+		return 0;
+	__builtin_memcpy(&moved, v, sizeof(moved));
+	moved.flags |= AG_FLOW_F_ASSURED;
+	ag_flow_peer_note(sc->t.family, &sc->t.remote);
+	if (sc->t.family == 4)
+		err = bpf_map_update_elem(&ag_flows_v4, &sc->key.v4, &moved, BPF_ANY);
+	else
+		err = bpf_map_update_elem(&ag_flows_v6, &sc->key.v6, &moved, BPF_ANY);
+	if (err)
+		return 0;
+	*check = 0;
+	ag_count_misc(AG_MISC_FLOW_INSERTS);
+	return 1;
+}
+
+/* Removes the expired assured flow of key. */
+static __always_inline void ag_flow_remove(__u8 family, union ag_flow_key *key)
+{
+	if (family == 4)
+		bpf_map_delete_elem(&ag_flows_v4, &key->v4);
+	else
+		bpf_map_delete_elem(&ag_flows_v6, &key->v6);
+	ag_count_misc(AG_MISC_FLOW_REMOVED);
+}
+
+/* What the tables allowed, remembered for this generation (an assured flow only). */
+static __always_inline void ag_flow_remember(struct ag_flow_value *v, const struct ag_gen_config *cfg,
+					     __u32 ok)
+{
+	if (!ok)
+		return;
+	if (v->tag != cfg->flow_tag) {
+		v->allowed = ok;
+		v->tag = cfg->flow_tag;
+	} else if (!(v->allowed & ok)) {
+		v->allowed |= ok;
+	}
+}
+
+/*
+ * Before the tables (the peer filter said its remote may have one): does the packet's
+ * assured flow remember that the tables of slot's
+ * generation allow its packets going dir? Then they need not be asked again: the flow
+ * moves on and AG_FLOW_PASS (or AG_FLOW_OOW: a segment out of window) comes back.
+ * AG_FLOW_NOT_ASSURED: no assured flow of these ports (ag_flow() need not look again).
+ * AG_FLOW_NONE: ask the tables (expired, another generation, a way not remembered).
+ * A global function, as ag_flow().
  */
 __attribute__((noinline)) int ag_flow_remembered(const struct ag_pkt *pkt, __u32 dir, __u32 slot)
 {
 	const struct ag_gen_config *cfg;
-	struct ag_flow_tuple t;
 	union ag_flow_key key;
 	struct ag_flow_value *v;
 	__u64 now;
 	__u32 ok;
+	int assure;
 
 	if (!pkt || pkt->frag == AG_FRAG_LATER)
-		return 0;
+		return AG_FLOW_NONE;
 	dir &= 1;
 	cfg = bpf_map_lookup_elem(&ag_gen_cfg, &slot);
 	if (!cfg)
-		return 0;
-	__builtin_memset(&t, 0, sizeof(t));
-	ag_flow_tuple_of(pkt, dir, &t);
-	v = ag_flow_lookup(pkt, &t, &key);
-	if (!v || v->tag != cfg->flow_tag)
-		return 0;
+		return AG_FLOW_NONE;
+	/* The caller asked the peer filter already (ag_verdict()). */
+	ag_flow_key_of_pkt(pkt, dir, &key);
+	v = ag_flow_lookup_assured(pkt->family, &key);
+	if (!v)
+		return AG_FLOW_NOT_ASSURED;
+	if (v->tag != cfg->flow_tag)
+		return AG_FLOW_NONE;
 	ok = v->allowed;
 	if (!((ok & AG_FLOW_OK_FORWARD(dir)) || ((ok & AG_FLOW_OK_RETURN(dir)) && pkt->return_ok)))
-		return 0;
+		return AG_FLOW_NONE;
 	now = ag_flow_now();
 	if (ag_flow_expired(v, cfg, now))
-		return 0;
-	ag_flow_advance(v, pkt, &t, dir, AG_FLOW_OP_OPEN, now);
-	return 1;
+		return AG_FLOW_NONE;
+	/* The hot path: the segment checks inlined, not a call. */
+	return ag_flow_advance_how(v, pkt, dir, (ok & AG_FLOW_OK_FORWARD(dir)) != 0, now, &assure, 1);
 }
 
 /*
- * Tracks the packet under op, in slot's timeouts. Returns 1 when the packet may pass
- * (it opened or belongs to a tracked flow; always for an OPEN), 0 when its flow is not
+ * Tracks the packet under op, in slot's timeouts: returns enum ag_flow_result,
+ * AG_FLOW_PASS when the packet may pass (it opened or belongs to a tracked flow; always
+ * for an OPEN, unless its segment is out of window), AG_FLOW_NONE when its flow is not
  * tracked. A global function: the verifier checks it once, whatever the caller's path.
  */
 __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32 op, __u32 slot)
 {
-	struct ag_flow_tuple t;
-	union ag_flow_key key;
-	struct ag_flow_value fresh;
+	struct ag_flow_scratch *sc;
 	struct ag_flow_value *v;
 	const struct ag_gen_config *cfg;
 	__u64 now;
-	__u32 tables, ok;
-	int opens;
+	__u32 tables, ok, skip_assured;
+	__u8 family, state;
+	int opens, res, assure;
 
 	if (!pkt)
-		return 0;
+		return AG_FLOW_NONE;
 	dir &= 1;
+	family = pkt->family;
 	cfg = bpf_map_lookup_elem(&ag_gen_cfg, &slot);
 	if (!cfg)
-		return 0;
-	__builtin_memset(&t, 0, sizeof(t));
+		return AG_FLOW_NONE;
+	sc = bpf_map_lookup_elem(&ag_flow_scratch, &dir);
+	if (!sc)
+		return AG_FLOW_NONE;
+	__builtin_memset(&sc->t, 0, sizeof(sc->t));
 	tables = op & AG_FLOW_F_TABLES;
-	op &= ~AG_FLOW_F_TABLES;
+	skip_assured = op & AG_FLOW_F_NO_ASSURED;
+	op &= 0xf;
 
 	switch (op) {
 	case AG_FLOW_OP_OPEN:
 	case AG_FLOW_OP_RETURN:
-		/* No ports to match a flow by: the policy alone decided (see above). */
-		if (pkt->frag == AG_FRAG_LATER)
-			return 1;
-		ag_flow_tuple_of(pkt, dir, &t);
+		ag_flow_tuple_of(pkt, dir, &sc->t);
 		/* A resolver's answer: to a query this host sent, too. */
 		if (op == AG_FLOW_OP_RETURN && dir == AG_DIR_INGRESS && !ag_dns_answer_expected(pkt))
-			return 0;
+			return AG_FLOW_NONE;
 		opens = op == AG_FLOW_OP_OPEN;
 		break;
 	case AG_FLOW_OP_RELATED:
-		if (!ag_flow_tuple_quoted(pkt, dir, &t))
-			return 0;
+		if (!ag_flow_tuple_quoted(pkt, dir, &sc->t))
+			return AG_FLOW_NONE;
 		opens = 0;
 		break;
 	case AG_FLOW_OP_DHCP:
-		ag_flow_tuple_dhcp(pkt, &t);
+		if (!ag_flow_tuple_dhcp(pkt, &sc->t))
+			return dir == AG_DIR_EGRESS ? AG_FLOW_PASS : AG_FLOW_NONE;
+		/* A DHCP exchange never earns an assured flow. */
+		skip_assured = 1;
 		opens = dir == AG_DIR_EGRESS;
 		break;
 	default:
-		return 0;
+		return AG_FLOW_NONE;
 	}
+	sc->t.family = family;
+	ag_flow_key_of(family, &sc->t, &sc->key);
 
-	now = ag_flow_now();
-	v = ag_flow_lookup(pkt, &t, &key);
 	/*
 	 * What the tables allowed, remembered for this generation: the way it went, and
 	 * for a return path, not a resolver's answer (each of which must match its query).
@@ -441,67 +340,86 @@ __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32
 	if (tables && op == AG_FLOW_OP_OPEN)
 		ok = AG_FLOW_OK_FORWARD(dir);
 	if (tables && op == AG_FLOW_OP_RETURN &&
-	    !(dir == AG_DIR_INGRESS && t.proto == AG_IPPROTO_UDP && t.rport == AG_DNS_PORT))
+	    !(dir == AG_DIR_INGRESS && sc->t.proto == AG_IPPROTO_UDP && sc->t.rport == AG_DNS_PORT))
 		ok = AG_FLOW_OK_RETURN(dir);
-	if (v && ag_flow_expired(v, cfg, now)) {
-		if (opens) {
-			/* Starts again as if new. */
-			v->state = ag_flow_first_state(&t, pkt->tcp_flags);
-			if (v->state == AG_FLOW_STATES)
-				v->state = AG_FLOW_TCP_CLOSE;
-			v->opened_by = dir;
-			v->seen_ns = now;
-			v->allowed = ok;
-			v->tag = ok ? cfg->flow_tag : 0;
-			if (ok)
-				ag_flow_peer_note(pkt, &t.remote);
-			return 1;
-		}
-		if (pkt->family == 4)
-			bpf_map_delete_elem(&ag_flows_v4, &key.v4);
-		else
-			bpf_map_delete_elem(&ag_flows_v6, &key.v6);
-		ag_count_misc(AG_MISC_FLOW_REMOVED);
-		return 0;
-	}
+
+	v = NULL;
+	if (!skip_assured && ag_flow_peer_maybe(family, &sc->t.remote))
+		v = ag_flow_lookup_assured(family, &sc->key);
+	now = 0;
 	if (v) {
-		/* An ICMP error tells of a flow; it does not move it on. */
-		if (op == AG_FLOW_OP_RELATED)
-			return 1;
-		ag_flow_advance(v, pkt, &t, dir, op, now);
-		if (ok) {
-			if (v->tag != cfg->flow_tag) {
-				v->allowed = ok;
-				v->tag = cfg->flow_tag;
-				ag_flow_peer_note(pkt, &t.remote);
-			} else if (!(v->allowed & ok)) {
-				v->allowed |= ok;
-			}
+		now = ag_flow_now();
+		/* Expired: gone, and a packet that opens starts it again unassured. */
+		if (ag_flow_expired(v, cfg, now)) {
+			ag_flow_remove(family, &sc->key);
+			if (!opens)
+				return AG_FLOW_NONE;
+		} else {
+			/* An ICMP error tells of a flow; it does not move it on. */
+			if (op == AG_FLOW_OP_RELATED)
+				return AG_FLOW_PASS;
+			res = ag_flow_advance(v, pkt, dir, opens, now, &assure);
+			if (res == AG_FLOW_PASS)
+				ag_flow_remember(v, cfg, ok);
+			return res;
 		}
-		return 1;
+	}
+
+	/* Only a packet that opens needs the time (and a way) before a flow is found. */
+	if (opens) {
+		if (!now)
+			now = ag_flow_now();
+		ag_flow_new_find(&sc->t, &sc->key, slot, now, &sc->way);
+	} else {
+		ag_flow_new_probe(&sc->t, &sc->key, &sc->way);
+	}
+	if (sc->way.found) {
+		void *wkey = NULL;
+		__u32 *check = NULL, *stamp = NULL;
+
+		v = ag_flow_way_value(family, &sc->way, &wkey, &check, &stamp);
+		if (!v || !stamp)
+			return opens ? AG_FLOW_PASS : AG_FLOW_NONE;
+		if (!now)
+			now = ag_flow_now();
+		if (!ag_flow_expired(v, cfg, now)) {
+			if (op == AG_FLOW_OP_RELATED)
+				return AG_FLOW_PASS;
+			/* A DHCP reply only shows the exchange is fresh: it neither answers nor refreshes it. */
+			if (op == AG_FLOW_OP_DHCP && !opens)
+				return AG_FLOW_PASS;
+			res = ag_flow_advance(v, pkt, dir, opens, now, &assure);
+			if (res != AG_FLOW_PASS)
+				return res;
+			if (*stamp != ag_flow_stamp(now))
+				*stamp = ag_flow_stamp(now);
+			ag_flow_remember(v, cfg, ok);
+			if (assure)
+				ag_flow_promote(sc);
+			return AG_FLOW_PASS;
+		}
+		if (!opens)
+			return AG_FLOW_NONE;
+		/* Expired: starts again as new, in its own way. */
+		sc->way.found = 0;
+		sc->way.live = 0;
 	}
 	if (!opens)
-		return 0;
+		return AG_FLOW_NONE;
 
-	__builtin_memset(&fresh, 0, sizeof(fresh));
-	fresh.state = ag_flow_first_state(&t, pkt->tcp_flags);
-	if (fresh.state == AG_FLOW_STATES)
-		return 1;
-	fresh.seen_ns = now;
-	fresh.opened_by = dir;
+	state = ag_flow_first_state(&sc->t, pkt->tcp_flags);
+	if (state == AG_FLOW_STATES)
+		return AG_FLOW_PASS;
+	ag_flow_new_put(&sc->way, &sc->t, &sc->key, pkt, dir, state, now);
 	if (ok) {
-		fresh.allowed = ok;
-		fresh.tag = cfg->flow_tag;
-		ag_flow_peer_note(pkt, &t.remote);
+		void *wkey = NULL;
+		__u32 *check = NULL, *stamp = NULL;
+
+		v = ag_flow_way_value(family, &sc->way, &wkey, &check, &stamp);
+		if (v)
+			ag_flow_remember(v, cfg, ok);
 	}
-	if (pkt->family == 4) {
-		if (bpf_map_update_elem(&ag_flows_v4, &key.v4, &fresh, BPF_NOEXIST) == 0)
-			ag_count_misc(AG_MISC_FLOW_INSERTS);
-	} else {
-		if (bpf_map_update_elem(&ag_flows_v6, &key.v6, &fresh, BPF_NOEXIST) == 0)
-			ag_count_misc(AG_MISC_FLOW_INSERTS);
-	}
-	return 1;
+	return AG_FLOW_PASS;
 }
 
 #endif /* ALLOWGATE_FLOW_H */

@@ -8,7 +8,9 @@
  * Order: no complete generation -> drop; what the parser could not read
  * safely -> drop; non-IP by ethertype; essentials; the policy tables. With
  * connection tracking (AG_F_STATEFUL), a forward path opens its flow, a return
- * path and the related essentials (ICMP errors, DHCP replies) need one (flow.h).
+ * path and the related essentials (ICMP errors, DHCP replies) need one, a TCP
+ * segment must lie in its flow's window (flow.h), and a non-first fragment passes
+ * only as its passed first fragment's datagram (frag.h).
  *
  * ag_judge() is a global (not inlined) function on purpose: the verifier then
  * checks it once, with every field of the packet unknown, instead of once per
@@ -29,6 +31,7 @@
 #include "essentials.h"
 #include "stats.h"
 #include "flow.h"
+#include "frag.h"
 
 static __always_inline int ag_ethertype_listed(const struct ag_gen_config *cfg, __u16 proto)
 {
@@ -46,12 +49,27 @@ static __always_inline int ag_ethertype_listed(const struct ag_gen_config *cfg, 
 	return 0;
 }
 
+/*
+ * What a flow's answer makes of the packet: a pass, or a segment out of its window
+ * (dropped, or passed under `[state] liberal`, counted as out-of-window either way).
+ * AG_VERDICT_MAX: no flow.
+ */
+static __always_inline int ag_flow_verdict(const struct ag_gen_config *cfg, int res, __u8 *reason)
+{
+	if (res == AG_FLOW_PASS)
+		return AG_VERDICT_PASS;
+	if (res != AG_FLOW_OOW)
+		return AG_VERDICT_MAX;
+	*reason = AG_REASON_OUT_OF_WINDOW;
+	return (cfg->flags & AG_F_LIBERAL) ? AG_VERDICT_PASS : AG_VERDICT_DROP;
+}
+
 /* The verdict on a parsed packet under cfg; *reason says why. */
 static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slot,
 				      const struct ag_pkt *pkt, __u32 dir, __u8 *reason)
 {
-	int essential, match, learned;
-	__u32 op, stateful;
+	int essential, match, learned, res, verdict, found;
+	__u32 op, stateful, hint;
 
 	if (pkt->parse_result != AG_PARSE_OK) {
 		*reason = pkt->parse_result;
@@ -68,10 +86,21 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 		*reason = AG_REASON_ETHERTYPE;
 		return ag_ethertype_listed(cfg, pkt->ethertype) ? AG_VERDICT_PASS : AG_VERDICT_DROP;
 	}
+	stateful = cfg->flags & AG_F_STATEFUL;
+	/* No ports to judge by: the datagram's first fragment was judged (frag.h). */
+	if (stateful && pkt->frag == AG_FRAG_LATER) {
+		found = ag_frag_find(pkt);
+		if (found > 0 && found <= AG_REASON_MAX) {
+			*reason = found - 1;
+			return AG_VERDICT_PASS;
+		}
+		*reason = AG_REASON_FRAGMENT_ORPHAN;
+		return AG_VERDICT_DROP;
+	}
 	essential = ag_essential(pkt, cfg->flags, dir);
 	if (essential != AG_NO_ESSENTIAL) {
 		*reason = essential;
-		if (!(cfg->flags & AG_F_STATEFUL))
+		if (!stateful)
 			return AG_VERDICT_PASS;
 		if (essential == AG_REASON_ICMP_ERROR)
 			op = AG_FLOW_OP_RELATED;
@@ -79,7 +108,7 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 			op = AG_FLOW_OP_DHCP;
 		else
 			return AG_VERDICT_PASS;
-		if (ag_flow(pkt, dir, op, slot))
+		if (ag_flow(pkt, dir, op, slot) == AG_FLOW_PASS)
 			return AG_VERDICT_PASS;
 		*reason = AG_REASON_NO_FLOW;
 		return AG_VERDICT_DROP;
@@ -89,43 +118,62 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 	 * The generation's tables first; a tracked answer stops there. Learned addresses
 	 * only when the tables did not settle it (their forward path may still allow it).
 	 */
-	stateful = cfg->flags & AG_F_STATEFUL;
 	*reason = AG_REASON_POLICY;
 	/*
-	 * A flow that remembers this generation's tables allowing it needs no table
-	 * lookup; an address with no flow is not looked for (flow.h).
+	 * An assured flow that remembers this generation's tables allowing it needs no
+	 * table lookup; where there is none, the flow calls below need not look for one.
 	 */
-	if (stateful && ag_flow_peer_maybe(pkt, ag_remote(pkt, dir)) &&
-	    ag_flow_remembered(pkt, dir, slot))
-		return AG_VERDICT_PASS;
+	hint = 0;
+	if (stateful && !ag_flow_peer_maybe(pkt->family, ag_remote(pkt, dir))) {
+		hint = AG_FLOW_F_NO_ASSURED;
+	} else if (stateful) {
+		res = ag_flow_remembered(pkt, dir, slot);
+		if (res == AG_FLOW_NOT_ASSURED)
+			hint = AG_FLOW_F_NO_ASSURED;
+		verdict = ag_flow_verdict(cfg, res, reason);
+		if (verdict != AG_VERDICT_MAX)
+			return verdict;
+	}
 	match = ag_table_match(slot, cfg->flags, pkt, dir);
 	if (match == AG_MATCH_NO_TABLES) {
 		*reason = AG_REASON_NO_POLICY;
 		return AG_VERDICT_DROP;
 	}
-	if (match == AG_MATCH_FORWARD)
-		goto forward;
-	if (match == AG_MATCH_RETURN &&
-	    (!stateful || ag_flow(pkt, dir, AG_FLOW_OP_RETURN | AG_FLOW_F_TABLES, slot)))
-		return AG_VERDICT_PASS;
+	if (match == AG_MATCH_FORWARD) {
+		if (!stateful)
+			return AG_VERDICT_PASS;
+		res = ag_flow(pkt, dir, AG_FLOW_OP_OPEN | AG_FLOW_F_TABLES | hint, slot);
+		verdict = ag_flow_verdict(cfg, res, reason);
+		return verdict == AG_VERDICT_MAX ? AG_VERDICT_PASS : verdict;
+	}
+	if (match == AG_MATCH_RETURN) {
+		if (!stateful)
+			return AG_VERDICT_PASS;
+		res = ag_flow(pkt, dir, AG_FLOW_OP_RETURN | AG_FLOW_F_TABLES | hint, slot);
+		verdict = ag_flow_verdict(cfg, res, reason);
+		if (verdict != AG_VERDICT_MAX)
+			return verdict;
+	}
 	learned = ag_learned_match(pkt, dir);
 	if (learned == AG_MATCH_FORWARD) {
-		if (stateful)
-			ag_flow(pkt, dir, AG_FLOW_OP_OPEN, slot);
-		return AG_VERDICT_PASS;
+		if (!stateful)
+			return AG_VERDICT_PASS;
+		res = ag_flow(pkt, dir, AG_FLOW_OP_OPEN | hint, slot);
+		verdict = ag_flow_verdict(cfg, res, reason);
+		return verdict == AG_VERDICT_MAX ? AG_VERDICT_PASS : verdict;
 	}
 	/* The same flow was asked for already when the tables gave a return path. */
-	if (learned == AG_MATCH_RETURN && match != AG_MATCH_RETURN &&
-	    (!stateful || ag_flow(pkt, dir, AG_FLOW_OP_RETURN, slot)))
-		return AG_VERDICT_PASS;
+	if (learned == AG_MATCH_RETURN && match != AG_MATCH_RETURN) {
+		if (!stateful)
+			return AG_VERDICT_PASS;
+		res = ag_flow(pkt, dir, AG_FLOW_OP_RETURN | hint, slot);
+		verdict = ag_flow_verdict(cfg, res, reason);
+		if (verdict != AG_VERDICT_MAX)
+			return verdict;
+	}
 	if (stateful && (match == AG_MATCH_RETURN || learned == AG_MATCH_RETURN))
 		*reason = AG_REASON_NO_FLOW;
 	return AG_VERDICT_DROP;
-
-forward:
-	if (stateful)
-		ag_flow(pkt, dir, AG_FLOW_OP_OPEN | AG_FLOW_F_TABLES, slot);
-	return AG_VERDICT_PASS;
 }
 
 /*
@@ -153,8 +201,12 @@ __attribute__((noinline)) int ag_judge(const struct ag_pkt *pkt, __u32 dir, __u3
 		enforced = !!(cfg->flags & AG_F_ENFORCE);
 	}
 	ag_count(dir, verdict, reason, bytes);
-	if (verdict == AG_VERDICT_PASS)
+	if (verdict == AG_VERDICT_PASS) {
+		/* Its datagram's other fragments pass as it did (frag.h). */
+		if (pkt->frag == AG_FRAG_FIRST && cfg && (cfg->flags & AG_F_STATEFUL))
+			ag_frag_note(pkt, reason);
 		return AG_VERDICT_PASS;
+	}
 
 	ag_report_drop(pkt, cfg ? cfg->generation : 0, ifindex, dir, reason, enforced);
 	return enforced ? AG_VERDICT_DROP : AG_VERDICT_PASS;

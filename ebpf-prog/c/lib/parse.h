@@ -33,6 +33,35 @@ struct ag_ipv6_frag_hdr {
 #define AG_IPV4_OFFSET_MASK	0x1fff
 #define AG_IPV6_FRAG_OFFSET_MASK 0xfff8
 
+/* The UDP ports of the DHCP client's exchanges, either way. */
+static __always_inline int ag_is_dhcp_ports(__u16 sport, __u16 dport)
+{
+	return (sport == 68 && dport == 67) || (sport == 67 && dport == 68) ||
+	       (sport == 546 && dport == 547) || (sport == 547 && dport == 546);
+}
+
+/*
+ * The transaction id of a DHCP message in the UDP datagram at bytes: DHCPv4's xid is
+ * the 4 bytes at offset 4 of the message (RFC 2131), DHCPv6's the 3 after its message
+ * type (RFC 8415). Only when those bytes are in the datagram.
+ */
+static __always_inline void ag_parse_dhcp_xid(__u8 *bytes, __u64 l4_off, __u64 ip_end,
+					      void *data_end, struct ag_pkt *pkt)
+{
+	__u8 *msg = bytes + AG_UDP_HDR_LEN;
+
+	if (!ag_is_dhcp_ports(pkt->sport, pkt->dport))
+		return;
+	if ((void *)(msg + 8) > data_end || l4_off + AG_UDP_HDR_LEN + 8 > ip_end)
+		return;
+	if (pkt->sport == 68 || pkt->sport == 67)
+		pkt->dhcp_xid = ((__u32)msg[4] << 24) | ((__u32)msg[5] << 16) |
+				((__u32)msg[6] << 8) | msg[7];
+	else
+		pkt->dhcp_xid = ((__u32)msg[1] << 16) | ((__u32)msg[2] << 8) | msg[3];
+	pkt->has_xid = 1;
+}
+
 /*
  * Reads ports, TCP flags or the ICMP type at l4 (data + l4_off). icmp_proto is the ICMP of
  * this family (1 on IPv4, 58 on IPv6; the other one is just a protocol without
@@ -48,11 +77,28 @@ static __always_inline int ag_parse_l4(void *l4, __u64 l4_off, __u64 ip_end, voi
 	__u8 *bytes = l4;
 
 	if (pkt->l4proto == AG_IPPROTO_TCP) {
+		__u64 hdr_len;
+
 		if (l4 + AG_TCP_HDR_LEN > data_end || l4_off + AG_TCP_HDR_LEN > ip_end)
 			return too_short;
 		pkt->sport = bpf_ntohs(*(__be16 *)&bytes[0]);
 		pkt->dport = bpf_ntohs(*(__be16 *)&bytes[2]);
+		pkt->tcp_seq = bpf_ntohl(*(__be32 *)&bytes[4]);
+		pkt->tcp_ack = bpf_ntohl(*(__be32 *)&bytes[8]);
 		pkt->tcp_flags = bytes[13];
+		pkt->tcp_win = bpf_ntohs(*(__be16 *)&bytes[14]);
+		pkt->l4_off = l4_off;
+		/*
+		 * The payload's length, which connection tracking counts into the sequence
+		 * space. A data offset below 5 or past the datagram leaves it 0: the
+		 * segment then claims less than it carries, which only narrows what it
+		 * may do.
+		 */
+		hdr_len = (bytes[12] >> 4) * 4;
+		pkt->tcp_hdr_len = hdr_len;
+		pkt->tcp_wscale = 0xff;
+		if (hdr_len >= AG_TCP_HDR_LEN && l4_off + hdr_len <= ip_end)
+			pkt->tcp_len = ip_end - l4_off - hdr_len;
 	} else if (pkt->l4proto == AG_IPPROTO_UDP) {
 		if (l4 + AG_UDP_HDR_LEN > data_end || l4_off + AG_UDP_HDR_LEN > ip_end)
 			return too_short;
@@ -66,6 +112,8 @@ static __always_inline int ag_parse_l4(void *l4, __u64 l4_off, __u64 ip_end, voi
 			pkt->dns_id = ((__u16)bytes[AG_UDP_HDR_LEN] << 8) | bytes[AG_UDP_HDR_LEN + 1];
 			pkt->has_dns_id = 1;
 		}
+		/* A DHCP client exchange's transaction id, which its replies must carry. */
+		ag_parse_dhcp_xid(bytes, l4_off, ip_end, data_end, pkt);
 	} else if (pkt->l4proto == icmp_proto) {
 		if (l4 + AG_ICMP_HDR_LEN > data_end || l4_off + AG_ICMP_HDR_LEN > ip_end)
 			return too_short;
@@ -106,6 +154,7 @@ static __always_inline int ag_parse_ipv4(void *l3, __u32 l3_off, void *data_end,
 		return AG_REASON_BAD_IHL;
 
 	frag_off = bpf_ntohs(iph->frag_off);
+	pkt->frag_id = bpf_ntohs(iph->id);
 	if (frag_off & AG_IPV4_OFFSET_MASK) {
 		pkt->frag = AG_FRAG_LATER;
 		/* Offset 8 could rewrite the TCP flags of the first fragment. */
@@ -201,6 +250,7 @@ static __always_inline int ag_parse_ipv6(void *data, __u32 l3_off, void *data_en
 			if ((void *)(frag + 1) > data_end)
 				return too_short;
 			nexthdr = frag->nexthdr;
+			pkt->frag_id = bpf_ntohl(frag->identification);
 			if (bpf_ntohs(frag->frag_off) & AG_IPV6_FRAG_OFFSET_MASK) {
 				/* Its next header names the protocol; no L4 here. */
 				pkt->frag = AG_FRAG_LATER;

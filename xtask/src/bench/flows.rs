@@ -28,10 +28,10 @@ pub(crate) fn measure(
     count: u16,
 ) -> anyhow::Result<FlowTimes> {
     let portal = ip("13.80.125.22");
-    let before = dataplane.flow_stats()?.inserts;
+    let before = dataplane.flow_stats()?.unassured_inserts;
     let (mut new, mut again, mut base) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..count {
-        let packet = tcp(Hook::Egress, portal, 20_000 + i, 443, false);
+        let packet = tcp(Hook::Egress, portal, 20_000 + i, 443, (true, false), (1, 0));
         check_intent(policy, &packet, Verdict::Pass, Reason::Policy)?;
         let frame = packet::frame(&packet, &packet::Shape::Plain);
         let samples = noop.samples.len();
@@ -46,7 +46,7 @@ pub(crate) fn measure(
             out.push(result.duration.as_nanos() as f64);
         }
     }
-    let inserted = dataplane.flow_stats()?.inserts - before;
+    let inserted = dataplane.flow_stats()?.unassured_inserts - before;
     if inserted < u64::from(count) {
         bail!("{count} new connections opened only {inserted} flows: the new-flow figure would time something else");
     }

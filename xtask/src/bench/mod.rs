@@ -36,6 +36,7 @@ use aya::{
 pub(crate) use crate::benchkit::*;
 use crate::common::{PinDir, packet};
 
+mod attack;
 mod flows;
 mod policies;
 mod report;
@@ -59,8 +60,9 @@ pub struct BenchArgs {
     pub(crate) markdown: bool,
     /// Only one part: `import` (a 5 MB service tags file; no BPF, no root needed),
     /// `config` (100k [[allow]] entries from the config's text to the kernel), or
-    /// `catalog` (the catalog's packets, with and without connection tracking)
-    #[arg(long, value_name = "ROW", value_parser = ["import", "config", "catalog"])]
+    /// `catalog` (the catalog's packets, with and without connection tracking), or
+    /// `attack` (the packets of the floods an attacker sends, beside xdp-filter's verdict)
+    #[arg(long, value_name = "ROW", value_parser = ["import", "config", "catalog", "attack"])]
     pub(crate) only: Option<String>,
     /// Real traffic instead: frames through veths, capacity of the receiving core for
     /// XDP_DROP, XDP_PASS, xdp-filter, nftables and allowgate, steady and under floods
@@ -147,10 +149,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let settings = Settings {
         repeat: args.repeat.unwrap_or(if args.quick { 100_000 } else { 1_000_000 }),
         runs: args.runs.unwrap_or(if args.quick { 3 } else { 5 }) as usize,
+        quick: args.quick,
     };
 
     // First, while the process is small: its peak memory is the import's.
-    let only_catalog = args.only.as_deref() == Some("catalog");
+    let only_attack = args.only.as_deref() == Some("attack");
+    let only_catalog = args.only.as_deref() == Some("catalog") || only_attack;
     let import = if only_catalog {
         None
     } else {
@@ -190,10 +194,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     let mut flows = None;
+    let mut attack = None;
     // `--only catalog`: the catalog alone (with and without tracking, and new flows).
     let specs = policy_specs();
     let take = if only_catalog { 1 } else { specs.len() };
     for spec in specs.into_iter().take(take) {
+        if only_attack {
+            break;
+        }
         eprintln!("bench: {} ...", spec.label);
         let extra = spec.extra.as_ref().map(ExtraSet::prefixes).unwrap_or_default();
         let config = with_extra(&base, &extra);
@@ -251,6 +259,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             results.push(result);
         }
     }
+    if args.only.is_none() || only_attack {
+        eprintln!("bench: the floods an attacker sends ...");
+        attack = Some(attack::measure(
+            &mut dataplane,
+            &mut noop,
+            &settings,
+            &catalog,
+            &selection,
+            &base,
+        )?);
+    }
     drop(dataplane);
     drop(pins);
 
@@ -259,6 +278,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         noop_ns: median(&noop.samples),
         results,
         flows,
+        attack,
     };
     print!("{}", report.render(args.markdown));
     if let Some(through_config) = through_config {
@@ -318,6 +338,8 @@ fn compile_timed(
 pub(crate) struct Settings {
     pub(crate) repeat: u32,
     pub(crate) runs: usize,
+    /// `--quick`: fewer of everything (the attack bench sends a tenth of its peers).
+    pub(crate) quick: bool,
 }
 
 /// The bench's own bpffs directory, detached and removed on drop.
@@ -434,18 +456,25 @@ fn measure_policy(
             None => format!("{label}: probe `{}`", probe.kind.label()),
         };
         let (verdict, reason) = probe.kind.expect();
-        let mut timing = |packet: &Packet| -> anyhow::Result<Timing> {
+        let timing = |dataplane: &mut Dataplane, noop: &mut Noop, packet: &Packet| -> anyhow::Result<Timing> {
             check_intent(policy, packet, verdict, reason).with_context(|| what.clone())?;
             time_probe(dataplane, noop, settings, packet, verdict)
                 .with_context(|| format!("{what} on {:?}", packet.hook))
         };
-        // The opening packet first, so that the answer is timed as a tracked flow's.
+        // The opening packet first, then the handshake once, so that the answer is timed
+        // as an established flow's.
         let (ingress, egress) = if probe.opener == Hook::Egress {
-            let egress = timing(&probe.egress)?;
-            (timing(&probe.ingress)?, egress)
+            let egress = timing(dataplane, noop, &probe.egress)?;
+            if verdict == Verdict::Pass {
+                handshake(dataplane, &probe.handshake).with_context(|| what.clone())?;
+            }
+            (timing(dataplane, noop, &probe.ingress)?, egress)
         } else {
-            let ingress = timing(&probe.ingress)?;
-            (ingress, timing(&probe.egress)?)
+            let ingress = timing(dataplane, noop, &probe.ingress)?;
+            if verdict == Verdict::Pass {
+                handshake(dataplane, &probe.handshake).with_context(|| what.clone())?;
+            }
+            (ingress, timing(dataplane, noop, &probe.egress)?)
         };
         results.push(ProbeResult {
             kind: probe.kind,
@@ -470,6 +499,25 @@ fn measure_policy(
         probes: results,
         baseline_of: None,
     })
+}
+
+/// Puts a probe's handshake through once: each packet must pass.
+fn handshake(dataplane: &mut Dataplane, packets: &[Packet]) -> anyhow::Result<()> {
+    for packet in packets {
+        let frame = packet::frame(packet, &packet::Shape::Plain);
+        let pass = match packet.hook {
+            Hook::Ingress => XDP_PASS,
+            Hook::Egress => TC_PASS,
+        };
+        let got = dataplane.test_run(packet.hook, &frame, 1)?.return_value;
+        if got != pass {
+            bail!(
+                "the handshake's {:?} packet did not pass (return value {got})",
+                packet.hook
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The reference model must agree that the probe goes the way it is meant to, and for

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use allowgate::policy::{
     Tables,
-    model::{Frame, Hook, L4, Packet, Reason, Verdict},
+    model::{Frame, Hook, L4, Packet, Reason, Seg, Verdict},
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -96,27 +96,49 @@ pub(crate) struct Probe {
     pub(crate) remote: Option<IpAddr>,
     pub(crate) ingress: Packet,
     pub(crate) egress: Packet,
-    /// The hook whose packet opens the connection, timed first: with connection
-    /// tracking its flow is then in the table, and the other hook's packet is the
-    /// answer of a tracked flow.
+    /// The hook whose packet opens the connection (its SYN), timed first; then the
+    /// `handshake` goes through once, untimed, and the other hook's packet is timed as
+    /// a segment of an established, assured flow.
     pub(crate) opener: Hook,
+    pub(crate) handshake: Vec<Packet>,
 }
 
+/// The initial sequence numbers of the probes' connections: the host's and the peer's.
+const HOST_ISN: u32 = 1_000;
+const PEER_ISN: u32 = 9_000;
+
 impl Probe {
-    /// A connection we open to `remote:port` (an egress rule): our SYN out, its
-    /// SYN-ACK back in.
+    /// A connection we open to `remote:port` (an egress rule): our SYN out, and once
+    /// the handshake is done the peer's ACK back.
     pub(crate) fn outbound(kind: Kind, remote: IpAddr, port: u16) -> Probe {
+        let (h, p) = (HOST_ISN, PEER_ISN);
         Probe {
             kind,
             remote: Some(remote),
-            egress: tcp(Hook::Egress, remote, EPHEMERAL_PORT, port, false),
-            ingress: tcp(Hook::Ingress, remote, port, EPHEMERAL_PORT, true),
+            egress: tcp(Hook::Egress, remote, EPHEMERAL_PORT, port, (true, false), (h, 0)),
+            ingress: tcp(
+                Hook::Ingress,
+                remote,
+                port,
+                EPHEMERAL_PORT,
+                (false, true),
+                (p + 1, h + 1),
+            ),
             opener: Hook::Egress,
+            handshake: vec![
+                tcp(Hook::Ingress, remote, port, EPHEMERAL_PORT, (true, true), (p, h + 1)),
+                tcp(
+                    Hook::Egress,
+                    remote,
+                    EPHEMERAL_PORT,
+                    port,
+                    (false, true),
+                    (h + 1, p + 1),
+                ),
+            ],
         }
     }
 
-    /// A connection `remote` opens to our `port` (an ingress rule): its SYN in, our
-    /// SYN-ACK out.
     pub(crate) fn arp() -> Probe {
         let arp = |hook| Packet {
             hook,
@@ -129,22 +151,52 @@ impl Probe {
             ingress: arp(Hook::Ingress),
             egress: arp(Hook::Egress),
             opener: Hook::Egress,
+            handshake: vec![],
         }
     }
 
+    /// A connection `remote` opens to our `port` (an ingress rule): its SYN in, and once
+    /// the handshake is done our ACK out.
     pub(crate) fn inbound(kind: Kind, remote: IpAddr, port: u16) -> Probe {
+        let (h, p) = (HOST_ISN, PEER_ISN);
         Probe {
             kind,
             remote: Some(remote),
-            ingress: tcp(Hook::Ingress, remote, EPHEMERAL_PORT, port, false),
-            egress: tcp(Hook::Egress, remote, port, EPHEMERAL_PORT, true),
+            ingress: tcp(Hook::Ingress, remote, EPHEMERAL_PORT, port, (true, false), (p, 0)),
+            egress: tcp(
+                Hook::Egress,
+                remote,
+                port,
+                EPHEMERAL_PORT,
+                (false, true),
+                (h + 1, p + 1),
+            ),
             opener: Hook::Ingress,
+            handshake: vec![
+                tcp(Hook::Egress, remote, port, EPHEMERAL_PORT, (true, true), (h, p + 1)),
+                tcp(
+                    Hook::Ingress,
+                    remote,
+                    EPHEMERAL_PORT,
+                    port,
+                    (false, true),
+                    (p + 1, h + 1),
+                ),
+            ],
         }
     }
 }
 
-/// A TCP SYN (or SYN-ACK) between us and `remote`, as `hook` sees it.
-pub(crate) fn tcp(hook: Hook, remote: IpAddr, sport: u16, dport: u16, ack: bool) -> Packet {
+/// A TCP segment between us and `remote`, as `hook` sees it: (SYN, ACK) flags and
+/// (sequence, acknowledgement) numbers.
+pub(crate) fn tcp(
+    hook: Hook,
+    remote: IpAddr,
+    sport: u16,
+    dport: u16,
+    flags: (bool, bool),
+    numbers: (u32, u32),
+) -> Packet {
     let me = if remote.is_ipv4() {
         IpAddr::V4(ME4)
     } else {
@@ -157,8 +209,13 @@ pub(crate) fn tcp(hook: Hook, remote: IpAddr, sport: u16, dport: u16, ack: bool)
         L4::Tcp {
             sport,
             dport,
-            syn: true,
-            ack,
+            syn: flags.0,
+            ack: flags.1,
+            seg: Seg {
+                seq: numbers.0,
+                ack: numbers.1,
+                ..Seg::default()
+            },
         },
     )
 }

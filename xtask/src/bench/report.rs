@@ -13,6 +13,7 @@ pub(crate) struct Report {
     pub(crate) noop_ns: f64,
     pub(crate) results: Vec<PolicyResult>,
     pub(crate) flows: Option<super::flows::FlowTimes>,
+    pub(crate) attack: Option<super::attack::AttackTimes>,
 }
 
 /// How much dearer than the stateless path a denied packet may look in one run and
@@ -57,11 +58,22 @@ impl Report {
         if !markdown {
             out.push('\n');
         }
-        out.push_str(&self.policy_table().render(markdown));
-        out.push('\n');
-        out.push_str(&self.packet_table().render(markdown));
-        out.push('\n');
-        out.push_str(&self.target_table().render(markdown));
+        if !self.results.is_empty() {
+            out.push_str(&self.policy_table().render(markdown));
+            out.push('\n');
+            out.push_str(&self.packet_table().render(markdown));
+            out.push('\n');
+        }
+        let targets = self.target_table();
+        if !targets.rows.is_empty() {
+            out.push_str(&targets.render(markdown));
+        }
+        if let Some(a) = &self.attack {
+            out.push('\n');
+            out.push_str(&a.table().render(markdown));
+            out.push_str(if markdown { "\n" } else { "" });
+            out.push_str(&a.footnote());
+        }
         out
     }
 

@@ -336,19 +336,9 @@ mod tests {
     /// from a spoofable source is denied.
     #[test]
     fn the_bench_policies_judge_the_flood_frames_as_the_cases_expect() {
-        let ack = L4::Tcp {
-            sport: PEER_PORT,
-            dport: 40000,
-            syn: false,
-            ack: true,
-        };
+        let ack = L4::tcp(PEER_PORT, 40000, false, true);
         assert_eq!(judge(Load::WebServer, PEER, ack).1, Reason::NoFlow);
-        let syn = L4::Tcp {
-            sport: 5555,
-            dport: WEB_PORT,
-            syn: true,
-            ack: false,
-        };
+        let syn = L4::tcp(5555, WEB_PORT, true, false);
         assert_eq!(
             judge(Load::WebServer, Ipv4Addr::new(203, 0, 113, 77), syn).0,
             Verdict::Pass

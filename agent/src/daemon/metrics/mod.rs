@@ -221,19 +221,37 @@ impl Collector for Snapshot {
         if let Some(f) = &live.flows {
             out.gauge(
                 "allowgate_flows",
-                "Flows in the connection tracking tables, by address family.",
+                "Flows in the connection tracking tables (assured and not), by address family.",
                 &[(&[("family", "ipv4")], f.v4), (&[("family", "ipv6")], f.v6)],
             )?;
             out.gauge(
+                "allowgate_flows_assured",
+                "Assured flows (a handshake completed, or answered and used again), by address family.",
+                &[
+                    (&[("family", "ipv4")], f.assured_v4),
+                    (&[("family", "ipv6")], f.assured_v6),
+                ],
+            )?;
+            out.gauge(
                 "allowgate_flows_capacity",
-                "Capacity of each family's connection tracking table.",
+                "Capacity of each family's table of assured flows ([state] max_flows).",
                 &[(&[], f.capacity)],
             )?;
-            let flows: [(&str, &str, u64); 4] = [
+            out.gauge(
+                "allowgate_flows_unassured_capacity",
+                "Capacity of each family's table of unassured flows.",
+                &[(&[], f.unassured_capacity)],
+            )?;
+            let flows: [(&str, &str, u64); 8] = [
                 (
                     "allowgate_flow_inserts",
-                    "Flows the data plane began to track.",
+                    "Flows the data plane made assured.",
                     f.inserts,
+                ),
+                (
+                    "allowgate_flow_unassured_inserts",
+                    "Flows the data plane began to track, unassured.",
+                    f.unassured_inserts,
                 ),
                 (
                     "allowgate_flows_seeded",
@@ -241,14 +259,29 @@ impl Collector for Snapshot {
                     f.seeded,
                 ),
                 (
+                    "allowgate_flows_migrated",
+                    "Flows the daemon carried over from tables it replaced (a new capacity or layout).",
+                    f.migrated,
+                ),
+                (
                     "allowgate_flows_expired",
-                    "Flows found idle past their timeout and removed.",
+                    "Assured flows found idle past their timeout and removed.",
                     f.expired,
                 ),
                 (
                     "allowgate_flow_evictions",
-                    "Flows a full table pushed out, least recently used first.",
+                    "Assured flows a full table pushed out, least recently used first.",
                     f.evictions,
+                ),
+                (
+                    "allowgate_flow_unassured_evictions",
+                    "Unassured flows another one pushed out of their bucket before they expired.",
+                    f.unassured_evictions,
+                ),
+                (
+                    "allowgate_fragments_noted",
+                    "First fragments that passed and vouch for their datagram's other fragments.",
+                    f.fragments_noted,
                 ),
             ];
             for (name, help, value) in flows {

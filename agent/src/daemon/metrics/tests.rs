@@ -44,11 +44,18 @@ fn live() -> LiveState {
         flows: Some(crate::dataplane::flows::FlowStats {
             v4: 7,
             v6: 2,
+            assured_v4: 4,
+            assured_v6: 1,
             capacity: u64::from(abi::FLOW_MAX),
+            unassured_capacity: 32_768,
             inserts: 12,
+            unassured_inserts: 40,
             seeded: 3,
+            migrated: 0,
             expired: 1,
             evictions: 5,
+            unassured_evictions: 6,
+            fragments_noted: 8,
         }),
         links: vec!["xdp-native-veth0".into(), "tc-tcx-veth0".into()],
         dns: Some(crate::dataplane::DnsLive {
