@@ -111,7 +111,7 @@ fn days_ago(days: u64) -> (String, String) {
 /// an hour), whatever its ms.date; and the daemon warns of the stale one.
 #[test]
 fn status_and_metrics_give_each_sources_age() {
-    let mut world = World::new(BIN, Setup::default());
+    let world = World::new(BIN, Setup::default());
     let port = world.host().enter(|| {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -120,8 +120,7 @@ fn status_and_metrics_give_each_sources_age() {
             .port()
     });
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    world.setup.extra = format!("metrics = \"{addr}\"");
-    world.write_config(world.setup.regions);
+    world.edit_config(|c| c.key("metrics", addr.to_string()));
     let (dated, _) = days_ago(45);
     let tags_name = format!("ServiceTags_Public_{dated}.json");
     let tags = world.dir.path().join(&tags_name);

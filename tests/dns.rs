@@ -19,13 +19,12 @@
 
 use std::{
     net::{IpAddr, SocketAddr, SocketAddrV4, UdpSocket},
-    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 use testkit as common;
 
 use common::{
-    PinDir,
+    config::{Allow, ConfigBuilder},
     daemon::Daemon,
     dns::{DnsServer, RESOLVE_TIMEOUT, Zone, resolve, resolve_here, send_udp_raw, udp_checksum_errors},
     live_frames::live_frames_allowed,
@@ -119,10 +118,10 @@ fn ip(s: &str) -> IpAddr {
 /// What a world's config says besides the fixed parts.
 #[derive(Default)]
 struct Setup {
-    /// The body of the `[dns]` table.
-    dns: &'static str,
-    /// Appended at the end of the config (`[[allow]]` entries).
-    tail: &'static str,
+    /// Keys of the `[dns]` table.
+    dns: &'static [(&'static str, u64)],
+    /// `[[allow]]` entries.
+    allow: Vec<Allow>,
     /// The host's side is a macvlan on top of its veth, which has no native XDP: the
     /// daemon attaches in generic mode, where a re-injected answer meets the program again.
     macvlan: bool,
@@ -146,66 +145,42 @@ fn expected_path(give_back: &str) -> (&'static str, Option<String>) {
     }
 }
 
-/// One test's world: the resolver and TCP servers in the peer, the namespaces, the
-/// pins, the directory with the config, state and socket. Fields drop in order: the
-/// servers stop before their namespace goes.
+/// One test's world: the resolver and TCP servers in the peer, and the world they
+/// live in (`testkit::world`: namespaces, pins, config, state, socket) with the
+/// built-in catalog. Fields drop in order: the servers stop before their namespace goes.
 struct World {
     resolver: DnsServer,
     _tcp: Servers,
-    pair: Pair,
-    _pins: PinDir,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+    world: common::world::World,
     /// The path the daemon must report.
     path: &'static str,
 }
 
 impl World {
     fn new(setup: Setup) -> World {
-        let pair = Pair::new(&PEER_ADDRS);
-        let iface = if setup.macvlan {
-            over_macvlan(&pair)
-        } else {
-            pair.host_if.clone()
-        };
-        let pins = PinDir::new();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"interfaces = ["{iface}"]
-mode = "enforce"
-regions = ["eu1"]
-features = ["portal", "proxy"]
-bpffs_dir = "{pins}"
-state_dir = "{state}"
-socket = "{socket}"
-
-[dns]
-{dns}
-{give_back}
-
-[essentials]
-dns_servers = ["{PEER_V4}"]
-
-[management]
-cidrs = ["192.0.2.0/24"]
-
-{tail}
-"#,
-                pins = pins.0.display(),
-                state = dir.path().join("state").display(),
-                socket = dir.path().join("control.sock").display(),
-                dns = setup.dns,
-                give_back = setup
-                    .give_back
-                    .map(|g| format!("give_back = \"{g}\""))
-                    .unwrap_or_default(),
-                tail = setup.tail,
-            ),
-        )
-        .unwrap();
+        let mut iface = None;
+        let world = common::world::World::with(BIN, &PEER_ADDRS, |w, config| {
+            let host_if = if setup.macvlan {
+                over_macvlan(&w.pair)
+            } else {
+                w.pair.host_if.clone()
+            };
+            let config = setup
+                .dns
+                .iter()
+                .fold(config, |c, (key, value)| c.set("dns", key, value))
+                .key("interfaces", [host_if.as_str()].as_slice())
+                .regions(&["eu1"])
+                .features(&["portal", "proxy"]);
+            let config = match setup.give_back {
+                Some(g) => config.set("dns", "give_back", g),
+                None => config,
+            };
+            iface = Some(host_if);
+            setup.allow.iter().cloned().fold(config, ConfigBuilder::allow)
+        });
+        let iface = iface.expect("set when the config was built");
+        let pair = &world.pair;
         let mut tcp: Vec<SocketAddr> = TCP_ADDRS.iter().map(|a| sa(a, 443)).collect();
         if setup.many {
             pair.peer.ip(&["route", "add", "local", MANY_ROUTE, "dev", "lo"]);
@@ -217,21 +192,18 @@ cidrs = ["192.0.2.0/24"]
         World {
             resolver,
             _tcp: tcp,
-            pair,
-            _pins: pins,
-            dir,
-            config,
+            world,
             path: expected_path(setup.give_back.unwrap_or("auto")).0,
         }
     }
 
     fn host(&self) -> &Netns {
-        &self.pair.host
+        self.world.host()
     }
 
     /// The daemon, once it reports the give-back path this kernel allows.
     fn start_daemon(&self) -> Daemon {
-        let daemon = Daemon::start(self.host(), Path::new(BIN), &self.config, self.dir.path());
+        let daemon = self.world.start_daemon();
         let dns = &self.status()["dns"];
         assert_eq!(
             dns["path"],
@@ -298,7 +270,7 @@ cidrs = ["192.0.2.0/24"]
             .command(BIN)
             .args(args)
             .arg("--config")
-            .arg(&self.config)
+            .arg(&self.world.config)
             .env_remove("SSH_CONNECTION")
             .output()
             .unwrap()
@@ -581,7 +553,7 @@ fn names_outside_the_catalog_teach_nothing() {
 #[test]
 fn learned_addresses_expire_after_their_ttl() {
     let world = World::new(Setup {
-        dns: "ttl_floor = 1\nttl_grace = 1\nrefresh = 30",
+        dns: &[("ttl_floor", 1), ("ttl_grace", 1), ("refresh", 30)],
         ..Setup::default()
     });
     let daemon = world.start_daemon();
@@ -646,7 +618,7 @@ fn learned_addresses_expire_after_their_ttl() {
 #[test]
 fn explicit_names_are_resolved_and_allowed_without_any_application_query() {
     let world = World::new(Setup {
-        dns: "refresh = 1",
+        dns: &[("refresh", 1)],
         ..Setup::default()
     });
     let started = Instant::now();
@@ -730,11 +702,11 @@ fn answers_from_servers_that_are_not_the_resolver_teach_nothing() {
     // path), so the answer does reach the host: only the learner's own check stands
     // between it and an allow.
     let world = World::new(Setup {
-        tail: "[[allow]]\ncidr = \"192.0.2.3/32\"\ndirection = \"egress\"\nproto = \"udp\"\nports = [53]\n",
+        allow: vec![Allow::egress("192.0.2.3/32", "udp").ports(&["53"])],
         ..Setup::default()
     });
     let other = DnsServer::start(
-        &world.pair.peer,
+        &world.world.pair.peer,
         sa(NOT_RESOLVER, 53),
         Zone::new().a("other.eu1.cas.ms", 300, OTHER),
     );
@@ -870,7 +842,7 @@ fn forged_answer_delivered(world: &World, corrupt: bool, solicited: bool) -> boo
     });
     ready.recv().unwrap();
     send_udp_raw(
-        &world.pair.peer,
+        &world.world.pair.peer,
         SocketAddrV4::new(PEER_V4.parse().unwrap(), 53),
         SocketAddrV4::new(HOST_V4.parse().unwrap(), PORT),
         &dns,
@@ -916,7 +888,7 @@ fn an_answer_with_a_bad_checksum_is_neither_learned_nor_made_good() {
 #[test]
 fn held_answers_come_back_once_on_a_generic_mode_interface() {
     let world = World::new(Setup {
-        dns: "refresh = 3600",
+        dns: &[("refresh", 3600)],
         macvlan: true,
         ..Setup::default()
     });
@@ -1031,7 +1003,7 @@ fn fifty_lookups_through(give_back: &'static str) {
     let world = World::new(Setup {
         give_back: Some(give_back),
         many: true,
-        dns: "refresh = 3600",
+        dns: &[("refresh", 3600)],
         ..Setup::default()
     });
     let daemon = world.start_daemon();
@@ -1160,7 +1132,7 @@ fn refuse_loopback_sends(host: &Netns, on: bool) {
 fn a_give_back_refused_at_run_time_loses_one_answer_and_holding_stops() {
     let world = World::new(Setup {
         give_back: Some("loopback"),
-        dns: "refresh = 3600",
+        dns: &[("refresh", 3600)],
         ..Setup::default()
     });
     let daemon = world.start_daemon();
@@ -1243,15 +1215,10 @@ fn a_give_back_refused_at_run_time_loses_one_answer_and_holding_stops() {
 #[test]
 fn a_reload_applies_every_dns_change() {
     let world = World::new(Setup {
-        dns: "refresh = 3600",
+        dns: &[("refresh", 3600)],
         ..Setup::default()
     });
     let daemon = world.start_daemon();
-    let rewrite = |from: &str, to: &str| {
-        let text = std::fs::read_to_string(&world.config).unwrap();
-        assert!(text.contains(from), "{from} in\n{text}");
-        std::fs::write(&world.config, text.replacen(from, to, 1)).unwrap();
-    };
     let reload = |n: usize| {
         daemon.signal(libc::SIGHUP);
         assert!(
@@ -1262,7 +1229,7 @@ fn a_reload_applies_every_dns_change() {
     };
 
     // learn = false: nothing held or learned from the next answer on.
-    rewrite("refresh = 3600", "refresh = 3600\nlearn = false");
+    world.world.edit_config(|c| c.set("dns", "learn", false));
     reload(1);
     let dns = world.status()["dns"].clone();
     assert_eq!(dns["learning"], false, "{dns}");
@@ -1273,14 +1240,14 @@ fn a_reload_applies_every_dns_change() {
     assert_eq!(count(&world.status()["dns"]["held"]), held, "not held either");
 
     // learn = true again: held and learned.
-    rewrite("learn = false", "learn = true");
+    world.world.edit_config(|c| c.set("dns", "learn", true));
     reload(2);
     assert_eq!(world.status()["dns"]["learning"], true);
     let attempt = world.resolve_and_connect("chain.eu1.cas.ms", RecordType::A, CHAINED);
     assert!(attempt.connected, "{attempt:?}; {}", world.why(&daemon));
 
     // give_back = "none": the path changes with the reload.
-    rewrite("learn = true", "learn = true\ngive_back = \"none\"");
+    world.world.edit_config(|c| c.set("dns", "give_back", "none"));
     reload(3);
     let dns = world.status()["dns"].clone();
     assert_eq!(

@@ -7,6 +7,7 @@ use std::{
 };
 
 use testkit::{
+    config::Allow,
     exposition::{self, Series, labels},
     netns::{Netns, http_get},
     world::*,
@@ -39,11 +40,10 @@ fn scrape(world: &World, addr: SocketAddr) -> BTreeMap<Series, f64> {
 
 #[test]
 fn the_metrics_endpoint_agrees_with_status() {
-    let mut world = World::new(BIN, Setup::default());
+    let world = World::new(BIN, Setup::default());
     let port = free_port(world.host());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    world.setup.extra = format!("metrics = \"{addr}\"");
-    world.write_config(world.setup.regions);
+    world.edit_config(|c| c.key("metrics", addr.to_string()));
     let _servers = world.servers();
     let daemon = world.start_daemon();
 
@@ -157,13 +157,13 @@ fn hostile_addrs() -> Vec<std::net::Ipv4Addr> {
 /// A world whose daemon serves metrics on the host's veth address, with the port let
 /// in from anywhere and the hostile addresses on the peer.
 fn attacked_world() -> (World, SocketAddr) {
-    let mut world = World::new(BIN, Setup::default());
+    let world = World::new(BIN, Setup::default());
     let port = free_port(world.host());
     let addr: SocketAddr = format!("{}:{port}", testkit::netns::HOST_V4).parse().unwrap();
-    world.setup.extra = format!(
-        "metrics = \"{addr}\"\n\n[[allow]]\ncidr = \"0.0.0.0/0\"\ndirection = \"ingress\"\nproto = \"tcp\"\nports = [{port}]\n"
-    );
-    world.write_config(world.setup.regions);
+    world.edit_config(|c| {
+        c.key("metrics", addr.to_string())
+            .allow(Allow::ingress("0.0.0.0/0", "tcp").ports(&[&port.to_string()]))
+    });
     for a in hostile_addrs() {
         let cidr = format!("{a}/32");
         world.pair.peer.ip(&["addr", "add", &cidr, "dev", &world.pair.peer_if]);

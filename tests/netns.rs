@@ -6,7 +6,6 @@
 use std::{
     collections::HashSet,
     net::{SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -16,9 +15,8 @@ use std::{
 use testkit as common;
 
 use common::{
-    PinDir,
-    daemon::Daemon,
-    netns::{PEER_V4, Pair, Servers, sa, tcp_connects, udp_echoes},
+    config::Allow,
+    netns::{Servers, sa, tcp_connects, udp_echoes},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_allowgate");
@@ -31,75 +29,36 @@ const WAIT: Duration = Duration::from_millis(700);
 /// How long a probe that must succeed may take on a loaded machine.
 const PASS_WAIT: Duration = Duration::from_secs(5);
 
-/// One test's world: the namespaces, its pins, its config and state.
-struct World {
-    pair: Pair,
-    pins: PinDir,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+/// One test's world: `testkit::world` with this file's addresses and policy (the
+/// built-in catalog's EU1 portal and SIEM, and `[[allow]]` entries for the allowed
+/// addresses).
+struct World(common::world::World);
+
+impl std::ops::Deref for World {
+    type Target = common::world::World;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl World {
     fn new(mode: &str) -> World {
-        let pair = Pair::new(&[ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6]);
-        let pins = PinDir::new();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"interfaces = ["{iface}"]
-mode = "{mode}"
-regions = ["eu1"]
-features = ["portal", "siem"]
-bpffs_dir = "{pins}"
-state_dir = "{state}"
-socket = "{socket}"
-drop_log_interval = 1
-
-[essentials]
-dns_servers = ["{PEER_V4}"]
-
-[management]
-cidrs = ["192.0.2.0/24"]
-
-[[allow]]
-cidr = "{ALLOWED_V4}/32"
-direction = "egress"
-proto = "tcp"
-ports = [443]
-
-[[allow]]
-cidr = "{ALLOWED_V6}/128"
-direction = "egress"
-proto = "tcp"
-ports = [443]
-
-[[allow]]
-cidr = "{ALLOWED_V4}/32"
-direction = "egress"
-proto = "udp"
-ports = [7000]
-
-[[allow]]
-cidr = "2001:db8:b::/48"
-direction = "egress"
-proto = "udp"
-ports = ["7000-7001"]
-"#,
-                iface = pair.host_if,
-                pins = pins.0.display(),
-                state = dir.path().join("state").display(),
-                socket = dir.path().join("control.sock").display(),
-            ),
-        )
-        .unwrap();
-        World {
-            pair,
-            pins,
-            dir,
-            config,
-        }
+        World(common::world::World::with(
+            BIN,
+            &[ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6],
+            |_, config| {
+                config
+                    .mode(mode)
+                    .regions(&["eu1"])
+                    .features(&["portal", "siem"])
+                    .key("drop_log_interval", 1u64)
+                    .allow(Allow::egress(&format!("{ALLOWED_V4}/32"), "tcp").ports(&["443"]))
+                    .allow(Allow::egress(&format!("{ALLOWED_V6}/128"), "tcp").ports(&["443"]))
+                    .allow(Allow::egress(&format!("{ALLOWED_V4}/32"), "udp").ports(&["7000"]))
+                    .allow(Allow::egress("2001:db8:b::/48", "udp").ports(&["7000-7001"]))
+            },
+        ))
     }
 
     fn servers(&self) -> Servers {
@@ -129,10 +88,6 @@ ports = ["7000-7001"]
         let out = self.allowgate(&["status", "--json"]);
         assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn start_daemon(&self) -> Daemon {
-        Daemon::start(self.host(), Path::new(BIN), &self.config, self.dir.path())
     }
 
     /// The probes of this file's policy: allowed addresses and ports pass over both
@@ -181,10 +136,6 @@ ports = ["7000-7001"]
             !tcp_connects(&self.pair.peer, sa("192.0.2.1", 2323), WAIT),
             "another port from the management CIDR"
         );
-    }
-
-    fn host(&self) -> &common::netns::Netns {
-        &self.pair.host
     }
 }
 

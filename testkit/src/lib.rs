@@ -3,6 +3,7 @@
 //! builders, and the test-run harness that judges a frame in the kernel and reads back
 //! why. A dev crate (never published): the agent's integration tests and xtask use it.
 
+pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod exposition;

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::{
     PinDir,
+    config::ConfigBuilder,
     daemon::Daemon,
     netns::{Netns, PEER_V4, Pair, Servers, sa, tcp_connects},
 };
@@ -130,7 +131,8 @@ To enable Cloud Discovery features using a log collector, open the following ite
 pub struct Setup {
     pub regions: &'static [&'static str],
     pub features: &'static [&'static str],
-    /// Top-level keys added verbatim (`metrics = ...`, `socket_group = ...`).
+    /// Lines added verbatim after the top-level keys (`metrics = ...`, tables of a
+    /// test's own).
     pub extra: String,
 }
 
@@ -154,62 +156,66 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub socket: PathBuf,
-    pub setup: Setup,
+    /// What `config` was last written from.
+    builder: std::sync::Mutex<ConfigBuilder>,
 }
 
 impl World {
+    /// The world of the test page (`PAGE`, as the catalog): the peer holds
+    /// `PEER_ADDRS`, the config selects `setup`'s regions and features.
     pub fn new(bin: &str, setup: Setup) -> World {
-        let pair = Pair::new(&PEER_ADDRS);
+        World::with(bin, &PEER_ADDRS, |world, config| {
+            config
+                .catalog(&world.page())
+                .regions(setup.regions)
+                .features(setup.features)
+                .raw(&setup.extra)
+        })
+    }
+
+    /// A world whose peer holds `peer_addrs`, its config `config` makes of the base
+    /// every world shares: the host's end of the veth pair, enforce, the pins, state
+    /// and socket in the world's directory, the peer as the resolver, management from
+    /// 192.0.2.0/24.
+    pub fn with(bin: &str, peer_addrs: &[&str], config: impl FnOnce(&World, ConfigBuilder) -> ConfigBuilder) -> World {
+        let pair = Pair::new(peer_addrs);
         let pins = PinDir::new();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("page.md"), PAGE).unwrap();
-        let config = dir.path().join("config.toml");
-        let socket = dir.path().join("control.sock");
         let world = World {
             bin: PathBuf::from(bin),
+            config: dir.path().join("config.toml"),
+            socket: dir.path().join("control.sock"),
             pair,
             pins,
             dir,
-            config,
-            socket,
-            setup,
+            builder: Default::default(),
         };
-        world.write_config(world.setup.regions);
+        let base = ConfigBuilder::new(&[&world.pair.host_if])
+            .mode("enforce")
+            .homes(&world.pins.0, &world.state_dir(), &world.socket)
+            .dns_servers(&[PEER_V4])
+            .management(&["192.0.2.0/24"]);
+        let built = config(&world, base);
+        world.edit_config(|_| built);
         world
     }
 
+    /// The test page, `PAGE`, in the world's directory.
+    pub fn page(&self) -> PathBuf {
+        self.dir.path().join("page.md")
+    }
+
+    /// Rewrites the config with `edit` applied to what it was last written from.
+    pub fn edit_config(&self, edit: impl FnOnce(ConfigBuilder) -> ConfigBuilder) {
+        let mut builder = self.builder.lock().unwrap_or_else(|e| e.into_inner());
+        *builder = edit(std::mem::take(&mut *builder));
+        builder.write(&self.config);
+    }
+
+    /// Rewrites the config with `regions` selected.
     pub fn write_config(&self, regions: &[&str]) {
-        let list = |items: &[&str]| items.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
-        std::fs::write(
-            &self.config,
-            format!(
-                r#"interfaces = ["{iface}"]
-mode = "enforce"
-regions = [{regions}]
-features = [{features}]
-catalog = "{page}"
-bpffs_dir = "{pins}"
-state_dir = "{state}"
-socket = "{socket}"
-{extra}
-
-[essentials]
-dns_servers = ["{PEER_V4}"]
-
-[management]
-cidrs = ["192.0.2.0/24"]
-"#,
-                iface = self.pair.host_if,
-                regions = list(regions),
-                features = list(self.setup.features),
-                page = self.dir.path().join("page.md").display(),
-                pins = self.pins.0.display(),
-                state = self.state_dir().display(),
-                socket = self.socket.display(),
-                extra = self.setup.extra,
-            ),
-        )
-        .unwrap();
+        self.edit_config(|c| c.regions(regions));
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::config::{Allow, ConfigBuilder};
+
 use allowgate::{
     catalog::{Catalog, Feature},
     dataplane::Dataplane,
@@ -25,21 +27,21 @@ pub struct ConfigResult {
 /// A config with `ENTRIES` `[[allow]]` entries, /32s and /24s in the documentation
 /// ranges' neighbourhood (10.0.0.0/8 here is only ever a table key, never traffic).
 fn config_text() -> String {
-    let mut text =
-        String::from("interfaces = [\"bench0\"]\nregions = [\"eu1\"]\n\n[management]\ncidrs = [\"192.0.2.0/24\"]\n");
-    for i in 0..ENTRIES as u32 {
-        let (a, b, c) = ((i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
-        if i % 4 == 0 {
-            text.push_str(&format!(
-                "\n[[allow]]\ncidr = \"10.{a}.{b}.0/24\"\ndirection = \"egress\"\nproto = \"tcp\"\nports = [443]\n"
-            ));
-        } else {
-            text.push_str(&format!(
-                "\n[[allow]]\ncidr = \"11.{a}.{b}.{c}\"\ndirection = \"ingress\"\nproto = \"udp\"\nports = [\"8000-8100\"]\n"
-            ));
-        }
-    }
-    text
+    (0..ENTRIES as u32)
+        .fold(
+            ConfigBuilder::new(&["bench0"])
+                .regions(&["eu1"])
+                .management(&["192.0.2.0/24"]),
+            |config, i| {
+                let (a, b, c) = ((i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+                config.allow(if i % 4 == 0 {
+                    Allow::egress(&format!("10.{a}.{b}.0/24"), "tcp").ports(&["443"])
+                } else {
+                    Allow::ingress(&format!("11.{a}.{b}.{c}"), "udp").ports(&["8000-8100"])
+                })
+            },
+        )
+        .render()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -23,6 +23,7 @@ use anyhow::{Context as _, bail, ensure};
 
 use crate::common::{
     PinDir,
+    config::{Allow, ConfigBuilder},
     netns::{Pair, Servers, sa, tcp_connects, udp_echoes},
 };
 
@@ -340,48 +341,23 @@ fn test(args: &Args) -> anyhow::Result<Option<String>> {
     let pins = PinDir::with_prefix("allowgate-ctest-");
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("config.toml");
-    fs::write(
-        &config,
-        format!(
-            r#"# test-container: the DaemonSet's shape on the demo's namespaces.
-interfaces = ["{iface}"]
-mode = "enforce"
-regions = ["eu1"]
-features = ["portal"]
-bpffs_dir = "{pins}"
-
-[essentials]
-dns_servers = ["192.0.2.2"]
-
-[dns]
-learn = false
-
-[management]
-cidrs = ["192.0.2.0/24"]
-
-[[allow]]
-cidr = "{ALLOWED_V4}/32"
-direction = "egress"
-proto = "tcp"
-ports = [443]
-comment = "stands in for a catalog address"
-
-[[allow]]
-cidr = "2001:db8:b::/48"
-direction = "egress"
-proto = "tcp"
-ports = [443]
-
-[[allow]]
-cidr = "{ALLOWED_V4}/32"
-direction = "egress"
-proto = "udp"
-ports = [7000]
-"#,
-            iface = pair.host_if,
-            pins = pins.0.display(),
-        ),
-    )?;
+    ConfigBuilder::new(&[&pair.host_if])
+        .comment("test-container: the DaemonSet's shape on the demo's namespaces.")
+        .mode("enforce")
+        .regions(&["eu1"])
+        .features(&["portal"])
+        .key("bpffs_dir", &pins.0)
+        .dns_servers(&["192.0.2.2"])
+        .set("dns", "learn", false)
+        .management(&["192.0.2.0/24"])
+        .allow(
+            Allow::egress(&format!("{ALLOWED_V4}/32"), "tcp")
+                .ports(&["443"])
+                .comment("stands in for a catalog address"),
+        )
+        .allow(Allow::egress("2001:db8:b::/48", "tcp").ports(&["443"]))
+        .allow(Allow::egress(&format!("{ALLOWED_V4}/32"), "udp").ports(&["7000"]))
+        .write(&config);
     let state = dir.path().join("state");
     fs::create_dir(&state)?;
 

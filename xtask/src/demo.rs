@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 
 use crate::common::{
     PinDir,
+    config::{Allow, ConfigBuilder},
     daemon::Daemon,
     netns::{Pair, Servers, sa, tcp_connects, udp_echoes},
 };
@@ -66,55 +67,25 @@ pub fn run() -> anyhow::Result<()> {
     let pins = PinDir::with_prefix("allowgate-demo-");
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"# The demo's config: the EU1 data center's portal, SIEM and mail entries, plus
-# documentation-range additions standing in for the service, which a demo cannot reach.
-interfaces = ["{iface}"]
-regions = ["eu1"]
-features = ["portal", "siem", "mail"]
-bpffs_dir = "{pins}"
-state_dir = "{state}"
-socket = "{socket}"
-
-[essentials]
-dns_servers = ["192.0.2.2"]
-
-[management]
-cidrs = ["192.0.2.0/24"]
-
-[[allow]]
-cidr = "{ALLOWED_V4}/32"
-direction = "egress"
-proto = "tcp"
-ports = [443]
-comment = "stands in for an EU1 portal address"
-
-[[allow]]
-cidr = "2001:db8:b::/48"
-direction = "egress"
-proto = "tcp"
-ports = [443]
-
-[[allow]]
-cidr = "{ALLOWED_V4}/32"
-direction = "egress"
-proto = "udp"
-ports = [7000]
-
-[[allow]]
-cidr = "2001:db8:b::/48"
-direction = "egress"
-proto = "udp"
-ports = [7000]
-"#,
-            iface = pair.host_if,
-            pins = pins.0.display(),
-            state = dir.path().join("state").display(),
-            socket = dir.path().join("control.sock").display(),
-        ),
-    )?;
+    ConfigBuilder::new(&[&pair.host_if])
+        .comment(
+            "The demo's config: the EU1 data center's portal, SIEM and mail entries, plus\n\
+             documentation-range additions standing in for the service, which a demo cannot reach.",
+        )
+        .regions(&["eu1"])
+        .features(&["portal", "siem", "mail"])
+        .homes(&pins.0, &dir.path().join("state"), &dir.path().join("control.sock"))
+        .dns_servers(&["192.0.2.2"])
+        .management(&["192.0.2.0/24"])
+        .allow(
+            Allow::egress(&format!("{ALLOWED_V4}/32"), "tcp")
+                .ports(&["443"])
+                .comment("stands in for an EU1 portal address"),
+        )
+        .allow(Allow::egress("2001:db8:b::/48", "tcp").ports(&["443"]))
+        .allow(Allow::egress(&format!("{ALLOWED_V4}/32"), "udp").ports(&["7000"]))
+        .allow(Allow::egress("2001:db8:b::/48", "udp").ports(&["7000"]))
+        .write(&config);
     let allowgate = |args: &[&str]| -> anyhow::Result<String> {
         let out = pair
             .host

@@ -27,6 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::common::config::ConfigBuilder;
 use anyhow::{Context as _, bail, ensure};
 use container::{Container, Tree, has_command};
 pub use container::{apt_install, mmdebstrap_failure};
@@ -306,31 +307,27 @@ fn test(deb: &Path, tree: Tree, mut timings: Timings) -> anyhow::Result<Result<P
     }))
 }
 
+/// The unit's config; `extra` goes verbatim at the end (`[[allow]]` entries, good or broken).
 fn config(iface: &str, extra: &str) -> String {
-    format!(
-        r#"# test-systemd: enforce on the container's end of the veth.
-interfaces = ["{iface}"]
-mode = "enforce"
-regions = ["eu1"]
-features = ["portal", "siem"]
-metrics = "127.0.0.1:9464"
-socket_group = "{GROUP}"
-# One drop summary a second, so the journal shows the unlisted probes' drops.
-drop_log_interval = 1
-
-[essentials]
-# The peer's resolver: DNS names are learned from its answers, held and given back.
-dns_servers = ["{PEER_V4}"]
-
-[dns]
-learn = true
-refresh = 3600
-
-[management]
-cidrs = ["{PEER_V4}/32", "2001:db8:1::2/128"]
-ports = [22]
-{extra}"#
-    )
+    ConfigBuilder::new(&[iface])
+        .comment(
+            "test-systemd: enforce on the container's end of the veth. One drop summary a\n\
+             second, so the journal shows the unlisted probes' drops; the peer is the resolver:\n\
+             DNS names are learned from its answers, held and given back.",
+        )
+        .mode("enforce")
+        .regions(&["eu1"])
+        .features(&["portal", "siem"])
+        .key("metrics", "127.0.0.1:9464")
+        .key("socket_group", GROUP)
+        .key("drop_log_interval", 1u64)
+        .dns_servers(&[PEER_V4])
+        .set("dns", "learn", true)
+        .set("dns", "refresh", 3600u64)
+        .management(&[&format!("{PEER_V4}/32"), "2001:db8:1::2/128"])
+        .set("management", "ports", &[22u16][..])
+        .tail(extra)
+        .render()
 }
 
 fn status_json(ct: &Container) -> anyhow::Result<serde_json::Value> {
