@@ -12,15 +12,16 @@ use std::{
 use testkit as common;
 
 use allowgate::{
-    catalog::{Catalog, Direction, Feature, PortRange, Proto},
+    catalog::{Direction, Feature, PortRange, Proto},
     policy::{
-        Config, Mode, Policy, Selection, StateMode,
+        Mode, Policy, StateMode,
         model::{Frame, Hook, IpPacket, L4, Packet},
     },
 };
 use common::{
     Harness, allow,
     packet::{Shape, broken, frame},
+    policy as fixture,
 };
 use ipnet::IpNet;
 use proptest::{
@@ -28,18 +29,18 @@ use proptest::{
     test_runner::{Config as RunnerConfig, TestRunner},
 };
 
+/// The shared fixture (`testkit::policy`), stateless, with more of what the compiler
+/// folds: another management port range, an ethertype, a log collector, and entries
+/// overlapping the fixture's.
 fn policy() -> Policy {
-    let mut config = Config::default();
+    let mut config = fixture::config();
     // Each packet alone: the stateless return path. The sequences below track flows.
     config.state.mode = StateMode::Stateless;
-    config.management.cidrs = vec!["192.0.2.0/25".parse().unwrap(), "2001:db8:ffff::/48".parse().unwrap()];
     config.management.ports = vec![PortRange::single(22), PortRange { lo: 2222, hi: 2230 }];
     config.essentials.ethertypes = vec![0x88cc];
     config.log_collector.sources = vec!["198.51.100.64/26".parse().unwrap()];
     config.log_collector.ftp_passive_ports = vec![PortRange { lo: 50000, hi: 50100 }];
-    // Overlapping prefixes with different protocols, directions and ranges, so the
-    // compiler's folding is exercised.
-    config.allow = vec![
+    config.allow.extend([
         allow(
             "198.51.100.0/24",
             Direction::Egress,
@@ -58,8 +59,6 @@ fn policy() -> Policy {
             Proto::Tcp,
             &[PortRange::single(8080)],
         ),
-        allow("198.51.100.192/26", Direction::Ingress, Proto::Icmp, &[]),
-        allow("203.0.113.0/24", Direction::Egress, Proto::Any, &[]),
         allow("203.0.113.64/26", Direction::Ingress, Proto::Udp, &[]),
         allow(
             "13.80.125.0/24",
@@ -68,32 +67,18 @@ fn policy() -> Policy {
             &[PortRange::single(8443)],
         ),
         allow(
-            "2001:db8:b::/48",
-            Direction::Egress,
-            Proto::Tcp,
-            &[PortRange::single(443)],
-        ),
-        allow(
-            "2001:db8:b:1::/64",
-            Direction::Ingress,
-            Proto::Tcp,
-            &[PortRange { lo: 1000, hi: 2000 }],
-        ),
-        allow(
             "2001:db8:b:1::5/128",
             Direction::Egress,
             Proto::Udp,
             &[PortRange::single(53)],
         ),
-        allow("2001:db8:c00::/40", Direction::Egress, Proto::Icmp, &[]),
-    ];
-    let catalog = Catalog::builtin();
-    let selection = Selection {
-        regions: vec!["eu1".into(), "us3".into(), "gov-us1".into()],
-        features: Feature::ALL.to_vec(),
-    };
-    let dns: [IpAddr; 2] = ["192.0.2.53".parse().unwrap(), "2001:db8::53".parse().unwrap()];
-    Policy::build(&catalog, &selection, &config, &dns)
+    ]);
+    fixture::build(
+        &config,
+        &["eu1", "us3", "gov-us1"],
+        &Feature::ALL,
+        [fixture::RESOLVER4, fixture::RESOLVER6],
+    )
 }
 
 /// Where a random address comes from, relative to the policy's prefixes.

@@ -12,13 +12,13 @@ use testkit as common;
 
 use Hook::{Egress as OUT, Ingress as IN};
 use allowgate::{
-    catalog::{Catalog, Direction, Feature, PortRange, Proto},
+    catalog::{Direction, Feature, PortRange, Proto},
     policy::{
-        Config, Mode, Policy, Selection,
+        Config, Mode, Policy,
         model::{self, ECHO_ID, Frame, Hook, IpPacket, L4, Packet, Quote, Reason, Seg, Verdict},
     },
 };
-use common::{Harness, allow, packet::Shape};
+use common::{Harness, allow, packet::Shape, policy as fixture};
 
 /// This host's addresses (any would do: the policy names remote peers only).
 const ME4: &str = "192.0.2.250";
@@ -26,14 +26,12 @@ const ME6: &str = "2001:db8:1::1";
 /// The real page's EU1 portal address: egress tcp/443.
 const PORTAL: &str = "13.80.125.22";
 const RESOLVER4: &str = "198.51.100.53";
-const RESOLVER6: &str = "2001:db8::53";
+const RESOLVER6: &str = fixture::RESOLVER6;
 
+/// The shared fixture (`testkit::policy`) and the entries this file's vectors need.
 fn config() -> Config {
-    let mut config = Config::default();
-    config.management.cidrs = vec!["192.0.2.0/25".parse().unwrap(), "2001:db8:ffff::/48".parse().unwrap()];
-    config.allow = vec![
-        // `proto` left out of an [[allow]] means any protocol.
-        allow("203.0.113.0/24", Direction::Egress, Proto::Any, &[]),
+    let mut config = fixture::config();
+    config.allow.extend([
         allow(
             "198.51.100.200/32",
             Direction::Ingress,
@@ -46,31 +44,17 @@ fn config() -> Config {
             Proto::Tcp,
             &[PortRange::single(443), PortRange { lo: 8000, hi: 8100 }],
         ),
-        allow("198.51.100.192/26", Direction::Ingress, Proto::Icmp, &[]),
-        allow(
-            "2001:db8:b::/48",
-            Direction::Egress,
-            Proto::Tcp,
-            &[PortRange::single(443)],
-        ),
-        allow(
-            "2001:db8:b:1::/64",
-            Direction::Ingress,
-            Proto::Tcp,
-            &[PortRange { lo: 1000, hi: 2000 }],
-        ),
-        allow("2001:db8:c00::/40", Direction::Egress, Proto::Icmp, &[]),
-    ];
+    ]);
     config
 }
 
 fn build(config: &Config) -> Policy {
-    let selection = Selection {
-        regions: vec!["eu1".into()],
-        features: vec![Feature::Portal, Feature::Siem],
-    };
-    let dns: [IpAddr; 2] = [RESOLVER4.parse().unwrap(), RESOLVER6.parse().unwrap()];
-    Policy::build(&Catalog::builtin(), &selection, config, &dns)
+    fixture::build(
+        config,
+        &["eu1"],
+        &[Feature::Portal, Feature::Siem],
+        [RESOLVER4, RESOLVER6],
+    )
 }
 
 fn policy() -> Policy {

@@ -11,6 +11,7 @@ pub mod frames;
 pub mod live_frames;
 pub mod netns;
 pub mod packet;
+pub mod policy;
 pub mod raw;
 pub mod talk;
 pub mod world;
