@@ -364,19 +364,11 @@ pub fn probe_extensions() -> Result<(), ShareError> {
         num_progs_enabled: 1,
         ..DispatcherConfig::default()
     };
-    let mut ebpf = EbpfLoader::new()
-        .override_global(abi::GLOBAL_DISPATCHER_CONF, &config, true)
-        .load(abi::DISPATCHER_OBJ)
-        .map_err(|e| ShareError::Load(super::attach::chain(&e)))?;
-    let target = {
-        let prog: &mut Xdp = ebpf
-            .program_mut(abi::PROG_DISPATCHER)
-            .ok_or_else(|| ShareError::Load("the object has no xdp_dispatcher".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| ShareError::Load(e.to_string()))?;
-        prog.load().map_err(|e| ShareError::Load(super::attach::chain(&e)))?;
-        prog.fd().map_err(|e| ShareError::Load(e.to_string()))?.try_clone()?
-    };
+    let mut ebpf = load_dispatcher(&config)?;
+    let target = dispatcher_program(&mut ebpf)?
+        .fd()
+        .map_err(|e| ShareError::Load(e.to_string()))?
+        .try_clone()?;
     let ext: &mut aya::programs::Extension = ebpf
         .program_mut(abi::PROG_PROBE_EXT)
         .ok_or_else(|| ShareError::Load("the object has no probe extension".into()))?
@@ -389,6 +381,25 @@ pub fn probe_extensions() -> Result<(), ShareError> {
         detail: super::attach::chain(&e),
     })?;
     Ok(())
+}
+
+/// The dispatcher object with `config` in its global, its program loaded.
+fn load_dispatcher(config: &DispatcherConfig) -> Result<aya::Ebpf, ShareError> {
+    let mut ebpf = EbpfLoader::new()
+        .override_global(abi::GLOBAL_DISPATCHER_CONF, config, true)
+        .load(abi::DISPATCHER_OBJ)
+        .map_err(|e| ShareError::Load(super::attach::chain(&e)))?;
+    dispatcher_program(&mut ebpf)?
+        .load()
+        .map_err(|e| ShareError::Load(super::attach::chain(&e)))?;
+    Ok(ebpf)
+}
+
+fn dispatcher_program(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp, ShareError> {
+    ebpf.program_mut(abi::PROG_DISPATCHER)
+        .ok_or_else(|| ShareError::Load("the object has no xdp_dispatcher".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| ShareError::Load(e.to_string()))
 }
 
 /// A dispatcher built, linked and pinned, not yet on the interface.
@@ -420,17 +431,10 @@ fn build(ifindex: u32, entries: &[Entry], link_ours: &mut LinkOurs<'_>) -> Resul
     }
     // Frames of several buffers only when every component takes them; allowgate's
     // own does not, so its dispatchers never ask for them.
-    let mut ebpf = EbpfLoader::new()
-        .override_global(abi::GLOBAL_DISPATCHER_CONF, &config, true)
-        .load(abi::DISPATCHER_OBJ)
-        .map_err(|e| ShareError::Load(super::attach::chain(&e)))?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(abi::PROG_DISPATCHER)
-        .ok_or_else(|| ShareError::Load("the object has no xdp_dispatcher".into()))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| ShareError::Load(e.to_string()))?;
-    prog.load().map_err(|e| ShareError::Load(super::attach::chain(&e)))?;
-    let program_fd = prog.fd().map_err(|e| ShareError::Load(e.to_string()))?;
+    let mut ebpf = load_dispatcher(&config)?;
+    let program_fd = dispatcher_program(&mut ebpf)?
+        .fd()
+        .map_err(|e| ShareError::Load(e.to_string()))?;
     let fd = program_fd.as_fd().try_clone_to_owned()?;
     let info = kernel::prog_info(&fd)?;
     let bytes = kernel::btf_bytes(info.btf_id)?;

@@ -75,29 +75,22 @@ pub(super) enum Entry {
 
 impl Entry {
     fn of(local: IpAddr, remote: IpAddr, lport: u16, rport: u16, proto: u8, value: abi::FlowValue) -> Option<Entry> {
+        // The two families' keys differ only in the addresses' width.
+        macro_rules! key {
+            ($key:ident, $local:expr, $remote:expr) => {
+                abi::$key {
+                    local: $local.octets(),
+                    remote: $remote.octets(),
+                    lport,
+                    rport,
+                    proto,
+                    _pad: [0; 3],
+                }
+            };
+        }
         match (local, remote) {
-            (IpAddr::V4(l), IpAddr::V4(r)) => Some(Entry::V4(
-                abi::FlowV4Key {
-                    local: l.octets(),
-                    remote: r.octets(),
-                    lport,
-                    rport,
-                    proto,
-                    _pad: [0; 3],
-                },
-                value,
-            )),
-            (IpAddr::V6(l), IpAddr::V6(r)) => Some(Entry::V6(
-                abi::FlowV6Key {
-                    local: l.octets(),
-                    remote: r.octets(),
-                    lport,
-                    rport,
-                    proto,
-                    _pad: [0; 3],
-                },
-                value,
-            )),
+            (IpAddr::V4(l), IpAddr::V4(r)) => Some(Entry::V4(key!(FlowV4Key, l, r), value)),
+            (IpAddr::V6(l), IpAddr::V6(r)) => Some(Entry::V6(key!(FlowV6Key, l, r), value)),
             _ => None,
         }
     }

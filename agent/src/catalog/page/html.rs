@@ -118,8 +118,14 @@ impl Html<'_> {
     /// The blocks of a container: its block children in order, and the inline text
     /// between them as prose.
     fn blocks(&mut self, node: usize) -> Result<(), CatalogError> {
+        let dom = self.dom;
+        self.blocks_of(&dom.nodes[node].children)
+    }
+
+    /// `nodes` in order: each block child, and the inline runs between them as prose.
+    fn blocks_of(&mut self, nodes: &[usize]) -> Result<(), CatalogError> {
         let mut run: Vec<usize> = Vec::new();
-        for &child in &self.dom.nodes[node].children {
+        for &child in nodes {
             if self.is_block(child) {
                 self.prose(&std::mem::take(&mut run))?;
                 self.block(child)?;
@@ -215,16 +221,7 @@ impl Html<'_> {
         if !text.is_empty() {
             self.reader.list_item(dom.nodes[node].line, &text)?;
         }
-        let mut run = Vec::new();
-        for &child in rest {
-            if self.is_block(child) {
-                self.prose(&std::mem::take(&mut run))?;
-                self.block(child)?;
-            } else {
-                run.push(child);
-            }
-        }
-        self.prose(&run)
+        self.blocks_of(rest)
     }
 
     /// A table: its first row is the header when it is in `<thead>` or of `<th>`

@@ -367,12 +367,6 @@ impl Server {
         }
     }
 
-    /// Replaces `REQUEST_TIMEOUT` (tests use a short one).
-    pub fn with_timeout(mut self, timeout: Duration) -> Server {
-        self.limits.timeout = timeout;
-        self
-    }
-
     pub fn with_limits(self, limits: Limits) -> Server {
         Server { limits, ..self }
     }

@@ -197,14 +197,14 @@ fn monitor_mode_and_no_state_file() {
 type Running = (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>);
 
 async fn start(source: impl Source, timeout: Duration) -> Running {
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), source)
-        .await
-        .expect("bind 127.0.0.1:0")
-        .with_timeout(timeout);
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(server.run(stopped));
-    (addr, stop, task)
+    start_with(
+        source,
+        Limits {
+            timeout,
+            ..Limits::default()
+        },
+    )
+    .await
 }
 
 /// Sends `request` raw and reads the whole response (the server closes), failing

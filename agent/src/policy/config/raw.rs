@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::DnsSettings;
+use super::{DnsSettings, Essentials};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -120,12 +120,13 @@ pub(super) struct RawEssentials {
 
 impl Default for RawEssentials {
     fn default() -> Self {
+        let d = Essentials::default();
         RawEssentials {
-            arp: true,
-            ipv6_nd: true,
-            icmp_errors: true,
-            dhcp: true,
-            dns: true,
+            arp: d.arp,
+            ipv6_nd: d.ipv6_nd,
+            icmp_errors: d.icmp_errors,
+            dhcp: d.dhcp,
+            dns: d.dns,
             dns_servers: Vec::new(),
             ethertypes: Vec::new(),
         }
