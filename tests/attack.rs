@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 use testkit::{
+    config::Allow,
     dns::query,
     netns::{HOST_V4, HOST_V6, Netns, PEER_V4, PEER_V6, sa},
     raw::{
@@ -33,50 +34,22 @@ const SPOOF_V6: &str = "2001:db8:ff00::/40";
 
 /// eu1's portal (EU1_ONLY, tcp/443 out), the operator's udp/7000 to SHARED and PEER_V6,
 /// and the open UDP port; DNS learning off (no answer is held: this file is about
-/// tracking). `more` goes in `[state]`.
-fn world(mode: &str, more: &str) -> World {
-    World::new(
-        BIN,
-        Setup {
-            regions: &["eu1"],
-            features: &["portal"],
-            extra: format!(
-                r#"drop_log_interval = 1
-
-[dns]
-learn = false
-
-[state]
-mode = "{mode}"
-{more}
-
-[[allow]]
-cidr = "{SHARED}/32"
-direction = "egress"
-proto = "udp"
-ports = [53, 7000]
-
-[[allow]]
-cidr = "{PEER_V6}/128"
-direction = "egress"
-proto = "udp"
-ports = [7000]
-
-[[allow]]
-cidr = "{SPOOF_V4}"
-direction = "ingress"
-proto = "udp"
-ports = [{OPEN_UDP}]
-
-[[allow]]
-cidr = "{SPOOF_V6}"
-direction = "ingress"
-proto = "udp"
-ports = [{OPEN_UDP}]
-"#
-            ),
-        },
-    )
+/// tracking); `[state] max_flows` when given.
+fn world(mode: &str, max_flows: Option<u32>) -> World {
+    World::edited(BIN, Setup::default(), |c| {
+        let c = c
+            .key("drop_log_interval", 1u64)
+            .set("dns", "learn", false)
+            .set("state", "mode", mode);
+        let open = OPEN_UDP.to_string();
+        max_flows
+            .into_iter()
+            .fold(c, |c, n| c.set("state", "max_flows", n))
+            .allow(Allow::egress(&format!("{SHARED}/32"), "udp").ports(&["53", "7000"]))
+            .allow(Allow::egress(&format!("{PEER_V6}/128"), "udp").ports(&["7000"]))
+            .allow(Allow::ingress(SPOOF_V4, "udp").ports(&[&open]))
+            .allow(Allow::ingress(SPOOF_V6, "udp").ports(&[&open]))
+    })
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -171,7 +144,7 @@ fn peers_next_segment(world: &World, c: &mut Conversation, from: SocketAddr) -> 
 
 #[test]
 fn a_blind_rst_and_a_spray_leave_a_connection_working_both_ways() {
-    let world = world("stateful", "");
+    let world = world("stateful", None);
     let _daemon = world.start_daemon();
     let to = sa(EU1_ONLY, 443);
     let mut c = Conversation::host_opens(world.host(), &world.pair.peer, to);
@@ -277,7 +250,7 @@ fn flood(world: &World, count: u32, tuples: u32) {
 #[test]
 fn floods_of_spoofed_syns_and_datagrams_push_out_no_assured_flow() {
     // The smallest tables, so that the flood overfills the unassured one many times.
-    let world = world("stateful", "max_flows = 65536");
+    let world = world("stateful", Some(65536));
     let _daemon = world.start_daemon();
     let (host, peer) = (world.host(), &world.pair.peer);
     // Assured: one connection the host opened, one the peer opened (management).
@@ -454,7 +427,7 @@ fn orphan_fragments_never_reach_reassembly_while_a_tracked_flows_fragments_do() 
     const ORPHANS: u32 = 4000;
     // Control: stateless, the orphans (judged by address and protocol) reach the host's
     // reassembly queue; the probe sees them there.
-    let control = world("stateless", "");
+    let control = world("stateless", None);
     let daemon = control.start_daemon();
     let (v4_before, v6_before) = reassembly_requests(control.host());
     orphans(&control, ORPHANS);
@@ -471,7 +444,7 @@ fn orphan_fragments_never_reach_reassembly_while_a_tracked_flows_fragments_do() 
     drop(daemon);
     drop(control);
 
-    let world = world("stateful", "");
+    let world = world("stateful", None);
     let _daemon = world.start_daemon();
     let before = world.status();
     let (v4_before, v6_before) = reassembly_requests(world.host());
@@ -507,7 +480,7 @@ fn orphan_fragments_never_reach_reassembly_while_a_tracked_flows_fragments_do() 
 #[test]
 fn a_query_flood_from_one_socket_drops_no_other_sockets_answer() {
     const FLOOD: u16 = 6000;
-    let world = world("stateful", "");
+    let world = world("stateful", None);
     let _daemon = world.start_daemon();
     let resolver_at = sa(PEER_V4, 53);
     let resolver = world
@@ -595,20 +568,12 @@ fn answer_after(world: &World, between: impl FnOnce()) -> bool {
 }
 
 fn set_max_flows(world: &World, n: u32) {
-    let text = std::fs::read_to_string(&world.config).unwrap();
-    let text = match text.find("max_flows = ") {
-        Some(at) => {
-            let end = at + text[at..].find('\n').unwrap();
-            format!("{}max_flows = {n}{}", &text[..at], &text[end..])
-        }
-        None => text.replacen("[state]\n", &format!("[state]\nmax_flows = {n}\n"), 1),
-    };
-    std::fs::write(&world.config, text).unwrap();
+    world.edit_config(|c| c.set("state", "max_flows", n));
 }
 
 #[test]
 fn a_new_capacity_carries_the_flows_over() {
-    let world = world("stateful", "max_flows = 65536");
+    let world = world("stateful", Some(65536));
     let daemon = world.start_daemon();
     let mut c = Conversation::host_opens(world.host(), &world.pair.peer, sa(EU1_ONLY, 443));
     c.exchange(Side::Host, PASS_WAIT).expect("a fresh connection");

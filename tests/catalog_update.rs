@@ -189,13 +189,7 @@ fn rollback_after_a_bigger_catalog_restores_the_first() {
 #[test]
 fn apply_of_a_fifo_is_refused_without_stalling_the_daemon() {
     let group = testkit::TempGroup::new("agcat");
-    let world = World::new(
-        BIN,
-        Setup {
-            extra: format!("socket_group = \"{}\"", group.name),
-            ..Setup::default()
-        },
-    );
+    let world = World::for_group(BIN, &group);
     let _servers = world.servers();
     let _daemon = world.start_daemon();
     open_up(&world);

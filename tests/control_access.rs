@@ -3,9 +3,8 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     os::unix::{fs::PermissionsExt as _, net::UnixStream},
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -66,13 +65,7 @@ fn the_refusal_reaches_an_unprivileged_client_however_the_race_goes() {
 #[test]
 fn a_member_of_socket_group_may_use_the_socket_and_others_may_not() {
     let group = TempGroup::new("agctl");
-    let world = World::new(
-        BIN,
-        Setup {
-            extra: format!("socket_group = \"{}\"", group.name),
-            ..Setup::default()
-        },
-    );
+    let world = World::for_group(BIN, &group);
     let _servers = world.servers();
     let daemon = world.start_daemon();
     let meta = std::fs::metadata(&world.socket).unwrap();
@@ -301,33 +294,7 @@ fn events_stream_names_the_blocked_destination() {
     let world = World::new(BIN, Setup::default());
     let _servers = world.servers();
     let _daemon = world.start_daemon();
-    let mut child = world
-        .host()
-        .command(BIN)
-        .args(["events", "--json", "--socket"])
-        .arg(&world.socket)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let mut child = Kill(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let mut events = Events::follow(&world);
 
     // The subscription starts when the daemon reads the request: probe until an event
     // about our destination arrives.
@@ -336,9 +303,7 @@ fn events_stream_names_the_blocked_destination() {
     let event = 'found: loop {
         assert!(Instant::now() < deadline, "no event named {UNLISTED}; saw {seen:#?}");
         assert!(world.blocked(UNLISTED));
-        while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
-            let e: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|err| panic!("events --json printed a non-JSON line ({err}): {line}"));
+        for e in events.drain(Duration::from_millis(300)) {
             if e["dst"] == UNLISTED {
                 break 'found e;
             }
@@ -352,5 +317,5 @@ fn events_stream_names_the_blocked_destination() {
     assert_eq!(event["proto"], 6, "{event}");
     assert_eq!(event["interface"], world.pair.host_if.as_str(), "{event}");
     assert_eq!(event["generation"], generation(&world.status()), "{event}");
-    assert!(child.0.try_wait().unwrap().is_none(), "events keeps following");
+    assert!(events.child.try_wait().unwrap().is_none(), "events keeps following");
 }

@@ -258,6 +258,17 @@ impl Dir {
     }
 }
 
+/// An HTTPS server of `PAGE` with the ETag "v1" (and "not modified" to a client that
+/// has it), its PKI, and a directory to fetch into.
+fn tagged_page() -> (Pki, Server, Dir) {
+    let pki = Pki::new("allowgate test CA");
+    let server = Server::start(Some(&pki), |_, request| match request.header("if-none-match") {
+        Some("\"v1\"") => Reply::NotModified,
+        _ => ok(PAGE, &[("ETag", "\"v1\"")]),
+    });
+    (pki, server, Dir::new())
+}
+
 fn ca_file(dir: &Dir, pki: &Pki) -> PathBuf {
     let path = dir.path("ca.pem");
     fs::write(&path, &pki.ca_pem).unwrap();
@@ -648,12 +659,7 @@ fn schemes_are_compared_parsed_and_relative_locations_resolve() {
 /// outcomes each have their code (0 written, 3 not modified, 1 failed).
 #[test]
 fn the_exit_status_says_what_happened_to_the_file() {
-    let pki = Pki::new("allowgate test CA");
-    let server = Server::start(Some(&pki), |_, request| match request.header("if-none-match") {
-        Some("\"v1\"") => Reply::NotModified,
-        _ => ok(PAGE, &[("ETag", "\"v1\"")]),
-    });
-    let dir = Dir::new();
+    let (pki, server, dir) = tagged_page();
     let ca = ca_file(&dir, &pki);
     let ca = ca.to_str().unwrap();
     let output = dir.path("page.md");
@@ -685,12 +691,7 @@ fn the_exit_status_says_what_happened_to_the_file() {
 /// sidecar is not read, and an edited FILE, same length or not, is fetched again.
 #[test]
 fn the_sidecar_is_bounded_and_bound_to_the_file_content() {
-    let pki = Pki::new("allowgate test CA");
-    let server = Server::start(Some(&pki), |_, request| match request.header("if-none-match") {
-        Some("\"v1\"") => Reply::NotModified,
-        _ => ok(PAGE, &[("ETag", "\"v1\"")]),
-    });
-    let dir = Dir::new();
+    let (pki, server, dir) = tagged_page();
     let ca = ca_file(&dir, &pki);
     let ca = ca.to_str().unwrap();
     let output = dir.path("page.md");

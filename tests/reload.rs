@@ -112,13 +112,7 @@ fn reload_answers_with_the_verdict_and_sighup_takes_the_same_path() {
 #[test]
 fn only_who_may_change_policy_may_reload() {
     let group = TempGroup::new("agrld");
-    let world = World::new(
-        BIN,
-        Setup {
-            extra: format!("socket_group = \"{}\"", group.name),
-            ..Setup::default()
-        },
-    );
+    let world = World::for_group(BIN, &group);
     let _servers = world.servers();
     let daemon = world.start_daemon();
     let g0 = generation(&world.status());

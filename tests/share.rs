@@ -74,6 +74,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// `allowgate down`, with libxdp's bpffs directory of this world.
+    fn down(&self) {
+        self.world
+            .cli_env(
+                &["down", "--config", self.world.config.to_str().unwrap()],
+                &[("LIBXDP_BPFFS", self.libxdp.0.to_str().unwrap())],
+            )
+            .ok();
+    }
+
     fn new(extra: &str) -> Shared {
         let libxdp = LibxdpDir::new();
         let world = World::new(
@@ -440,13 +450,7 @@ fn allowgate_first_then_xdp_filter_joins() {
 
     // `down` takes allowgate out; xdp-filter goes on alone in its dispatcher.
     drop(_daemon);
-    shared
-        .world
-        .cli_env(
-            &["down", "--config", shared.world.config.to_str().unwrap()],
-            &[("LIBXDP_BPFFS", shared.libxdp.0.to_str().unwrap())],
-        )
-        .ok();
+    shared.down();
     let out = shared.tool("xdp-loader", &["status", &shared.iface()]).ok();
     assert!(
         !out.stdout.contains("allowgate_xdp") && out.stdout.contains("xdpfilt_alw_all"),
@@ -504,13 +508,7 @@ fn a_plain_xdp_program_holding_the_hook_gives_the_clear_error() {
     // Control: with the hook free, this very config starts.
     let daemon = shared.daemon();
     drop(daemon);
-    shared
-        .world
-        .cli_env(
-            &["down", "--config", shared.world.config.to_str().unwrap()],
-            &[("LIBXDP_BPFFS", shared.libxdp.0.to_str().unwrap())],
-        )
-        .ok();
+    shared.down();
 
     // Through netlink, as `ip link` attaches.
     shared.world.host().ip(&[

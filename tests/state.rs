@@ -9,16 +9,14 @@
 //! assigned in these namespaces carry traffic.
 
 use std::{
-    io::{BufRead as _, BufReader},
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
-    process::{Child, Stdio},
     sync::atomic::{AtomicBool, Ordering},
-    sync::mpsc::Receiver,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use testkit::{
+    config::Allow,
     dns::{Zone, query},
     exposition::{self, labels},
     netns::{HOST_V4, HOST_V6, Netns, PEER_V4, PEER_V6, Servers, http_get, sa, tcp_connects},
@@ -64,42 +62,18 @@ impl State {
 
 /// The world of these tests: eu1's portal (tcp/443 to SHARED and EU1_ONLY), and the
 /// operator's own rules for IPv6 and UDP: tcp/443 and udp/53,7000 to the peer's
-/// link address, udp/53,7000 to SHARED. `more` is added to the config's top level.
-fn world(state: State, more: &str) -> World {
-    World::new(
-        BIN,
-        Setup {
-            regions: &["eu1"],
-            features: &["portal"],
-            extra: format!(
-                r#"drop_log_interval = 1
-{more}
-
-[state]
-mode = "{mode}"
-
-[[allow]]
-cidr = "{PEER_V6}/128"
-direction = "egress"
-proto = "tcp"
-ports = [443]
-
-[[allow]]
-cidr = "{PEER_V6}/128"
-direction = "egress"
-proto = "udp"
-ports = [53, 7000]
-
-[[allow]]
-cidr = "{SHARED}/32"
-direction = "egress"
-proto = "udp"
-ports = [53, 7000]
-"#,
-                mode = state.name(),
-            ),
-        },
-    )
+/// link address, udp/53,7000 to SHARED; `metrics` where the daemon serves them.
+fn world(state: State, metrics: Option<&str>) -> World {
+    World::edited(BIN, Setup::default(), |c| {
+        let c = c.key("drop_log_interval", 1u64);
+        metrics
+            .into_iter()
+            .fold(c, |c, m| c.key("metrics", m))
+            .set("state", "mode", state.name())
+            .allow(Allow::egress(&format!("{PEER_V6}/128"), "tcp").ports(&["443"]))
+            .allow(Allow::egress(&format!("{PEER_V6}/128"), "udp").ports(&["53", "7000"]))
+            .allow(Allow::egress(&format!("{SHARED}/32"), "udp").ports(&["53", "7000"]))
+    })
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -122,60 +96,6 @@ fn drops_for(status: &Value, direction: &str, reason: &str) -> u64 {
 
 fn reasons(status: &Value, direction: &str) -> String {
     status["counters"][direction]["drop_by_reason"].to_string()
-}
-
-/// `allowgate events --json` running in the host namespace, its lines on a channel;
-/// killed on drop.
-struct Events {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Events {
-    fn follow(world: &World) -> Events {
-        let mut child = world
-            .host()
-            .command(BIN)
-            .args(["events", "--json", "--socket"])
-            .arg(&world.socket)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run allowgate events");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Events { child, lines }
-    }
-
-    /// The events that arrived within `wait`.
-    fn drain(&self, wait: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + wait;
-        let mut got = Vec::new();
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            got.push(
-                serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("events --json printed a non-JSON line ({e}): {line}")),
-            );
-        }
-        got
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Where the daemon of these worlds serves metrics: the host namespace is the test's
@@ -236,7 +156,7 @@ fn an_ack_scan_from_an_allowed_peer_gets_nothing_back() {
 
     // Control: stateless, every port answers the scan with a RST, the listening one
     // too. This is the hole, and it shows the scanner hears what comes back.
-    let control = world(State::Stateless, "");
+    let control = world(State::Stateless, None);
     let daemon = control.start_daemon();
     for (from, to) in scans {
         let seen = ack_scan(&control, from, to);
@@ -252,7 +172,7 @@ fn an_ack_scan_from_an_allowed_peer_gets_nothing_back() {
     drop(daemon);
     drop(control);
 
-    let world = world(State::Stateful, &format!("metrics = \"{METRICS}\""));
+    let world = world(State::Stateful, Some(METRICS));
     let _servers = world.servers();
     let _v6_server = Servers::start(&world.pair.peer, &[sa(PEER_V6, 443)], &[]);
     let _daemon = world.start_daemon();
@@ -340,7 +260,7 @@ fn an_answer_from_the_management_port_with_no_connection_does_not_leave() {
         ear.join().expect("the ear")
     }
 
-    let control = world(State::Stateless, "");
+    let control = world(State::Stateless, None);
     let daemon = control.start_daemon();
     let heard = knock(&control);
     assert!(
@@ -351,7 +271,7 @@ fn an_answer_from_the_management_port_with_no_connection_does_not_leave() {
     drop(daemon);
     drop(control);
 
-    let world = world(State::Stateful, "");
+    let world = world(State::Stateful, None);
     let _daemon = world.start_daemon();
     let before = world.status();
     let heard = knock(&world);
@@ -430,7 +350,7 @@ fn a_udp_answer_to_a_port_that_sent_no_query_is_dropped() {
 
     // Control: stateless, anything from an allowed peer's port 53 or 7000 reaches any
     // host port. The hole, and proof the probe sees a datagram arrive.
-    let control = world(State::Stateless, "");
+    let control = world(State::Stateless, None);
     let daemon = control.start_daemon();
     for (peer, host) in probes {
         let p = udp_probe(&control, peer, host);
@@ -448,7 +368,7 @@ fn a_udp_answer_to_a_port_that_sent_no_query_is_dropped() {
     drop(daemon);
     drop(control);
 
-    let world = world(State::Stateful, "");
+    let world = world(State::Stateful, None);
     let _daemon = world.start_daemon();
     for (peer, host) in probes {
         let before = world.status();
@@ -526,7 +446,7 @@ fn resolver_probe(world: &World) -> ResolverProbe {
 
 #[test]
 fn a_resolvers_answer_passes_only_to_the_port_and_id_of_a_query() {
-    let control = world(State::Stateless, "");
+    let control = world(State::Stateless, None);
     let daemon = control.start_daemon();
     let p = resolver_probe(&control);
     assert!(p.answer_reached_asker, "stateless: the resolver's answer was lost");
@@ -538,7 +458,7 @@ fn a_resolvers_answer_passes_only_to_the_port_and_id_of_a_query() {
     drop(daemon);
     drop(control);
 
-    let world = world(State::Stateful, "");
+    let world = world(State::Stateful, None);
     let _daemon = world.start_daemon();
     let p = resolver_probe(&world);
     assert!(
@@ -595,7 +515,7 @@ fn an_icmp_error_passes_only_when_it_quotes_a_tracked_flow() {
 
     // Control: stateless, an error about a datagram never sent reaches the socket it
     // names (the essentials let every ICMP error in): the probe sees one arrive.
-    let control = world(State::Stateless, "");
+    let control = world(State::Stateless, None);
     let daemon = control.start_daemon();
     for (peer, host) in pairs {
         let quiet = connected_udp(&control, ip(host), sa(peer, 7000));
@@ -609,7 +529,7 @@ fn an_icmp_error_passes_only_when_it_quotes_a_tracked_flow() {
     drop(daemon);
     drop(control);
 
-    let world = world(State::Stateful, "");
+    let world = world(State::Stateful, None);
     let _daemon = world.start_daemon();
     for (peer, host) in pairs {
         let quiet = connected_udp(&world, ip(host), sa(peer, 7000));
@@ -719,7 +639,7 @@ fn dhcp_probe(world: &World, v6: bool) -> DhcpProbe {
 /// transaction id: the reply to another exchange (one a spoofer made up) drops.
 #[test]
 fn a_dhcp_reply_passes_only_after_the_hosts_own_request_with_its_id() {
-    let control = world(State::Stateless, "");
+    let control = world(State::Stateless, None);
     let daemon = control.start_daemon();
     for v6 in [false, true] {
         let p = dhcp_probe(&control, v6);
@@ -735,7 +655,7 @@ fn a_dhcp_reply_passes_only_after_the_hosts_own_request_with_its_id() {
     drop(daemon);
     drop(control);
 
-    let world = world(State::Stateful, "");
+    let world = world(State::Stateful, None);
     let _daemon = world.start_daemon();
     for v6 in [false, true] {
         let p = dhcp_probe(&world, v6);
@@ -792,7 +712,7 @@ fn assert_unbroken(what: &str, chat: &Chat, at_least: u32) {
 
 #[test]
 fn a_long_lived_connection_lives_through_restarts_kills_and_swaps() {
-    let world = world(State::Stateful, "");
+    let world = world(State::Stateful, None);
     let mut daemon = world.start_daemon();
     // Opened by the host (eu1's portal rule, out) and by the peer (management, in).
     let mut out = Conversation::host_opens(world.host(), &world.pair.peer, sa(EU1_ONLY, 443));
@@ -879,7 +799,7 @@ fn peer_speaks_first(c: &mut Conversation, within: Duration) -> Result<(), Strin
 
 #[test]
 fn a_connection_opened_before_the_daemon_starts_keeps_working() {
-    let world = world(State::Stateful, "");
+    let world = world(State::Stateful, None);
     let (host, peer) = (world.host(), &world.pair.peer);
     let mut out = Conversation::host_opens(host, peer, sa(EU1_ONLY, 443));
     let mut out6 = Conversation::host_opens(host, peer, sa(PEER_V6, 443));
@@ -975,7 +895,7 @@ fn a_connection_opened_before_the_daemon_starts_keeps_working() {
 /// first.
 #[test]
 fn a_reload_that_turns_tracking_on_keeps_the_connections_of_before() {
-    let world = world(State::Stateless, "");
+    let world = world(State::Stateless, None);
     let daemon = world.start_daemon();
     let (host, peer) = (world.host(), &world.pair.peer);
     let mut out = Conversation::host_opens(host, peer, sa(EU1_ONLY, 443));
@@ -1015,7 +935,7 @@ fn a_reload_that_turns_tracking_on_keeps_the_connections_of_before() {
 /// path) makes the flow again, and the held-back word gets through.
 #[test]
 fn a_connection_whose_flow_expired_is_held_until_the_host_speaks() {
-    let world = world(State::Stateful, "");
+    let world = world(State::Stateful, None);
     // Appended after the tables the world writes: a table of its own.
     let text = std::fs::read_to_string(&world.config).unwrap();
     std::fs::write(
@@ -1053,7 +973,7 @@ fn a_connection_whose_flow_expired_is_held_until_the_host_speaks() {
 // 5. Disabling the only region that lists a peer cuts its connection at the next packet
 
 fn region_cut(state: State) {
-    let world = world(state, "");
+    let world = world(state, None);
     let _daemon = world.start_daemon();
     let mut c = Conversation::host_opens(world.host(), &world.pair.peer, sa(EU1_ONLY, 443));
     c.exchange(Side::Host, PASS_WAIT).expect("eu1 enabled");

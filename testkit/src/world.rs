@@ -164,12 +164,24 @@ impl World {
     /// The world of the test page (`PAGE`, as the catalog): the peer holds
     /// `PEER_ADDRS`, the config selects `setup`'s regions and features.
     pub fn new(bin: &str, setup: Setup) -> World {
+        World::edited(bin, setup, |config| config)
+    }
+
+    /// `Setup::default()`'s world whose control socket `group` may use (`socket_group`).
+    pub fn for_group(bin: &str, group: &crate::TempGroup) -> World {
+        World::edited(bin, Setup::default(), |c| c.key("socket_group", group.name.as_str()))
+    }
+
+    /// `new`'s world, its config then `edit`ed (a test's own keys and entries).
+    pub fn edited(bin: &str, setup: Setup, edit: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> World {
         World::with(bin, &PEER_ADDRS, |world, config| {
-            config
-                .catalog(&world.page())
-                .regions(setup.regions)
-                .features(setup.features)
-                .raw(&setup.extra)
+            edit(
+                config
+                    .catalog(&world.page())
+                    .regions(setup.regions)
+                    .features(setup.features)
+                    .raw(&setup.extra),
+            )
         })
     }
 
@@ -268,6 +280,60 @@ impl World {
 
     pub fn start_daemon(&self) -> Daemon {
         Daemon::start(self.host(), &self.bin, &self.config, self.dir.path())
+    }
+}
+
+/// `allowgate events --json` running in the host namespace, its lines on a channel;
+/// killed on drop.
+pub struct Events {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Events {
+    pub fn follow(world: &World) -> Events {
+        let mut child = world
+            .host()
+            .command(world.bin.to_str().expect("a UTF-8 path"))
+            .args(["events", "--json", "--socket"])
+            .arg(&world.socket)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run allowgate events");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Events { child, lines }
+    }
+
+    /// The events that arrived within `wait`.
+    pub fn drain(&self, wait: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + wait;
+        let mut got = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            got.push(
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("events --json printed a non-JSON line ({e}): {line}")),
+            );
+        }
+        got
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
