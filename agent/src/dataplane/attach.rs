@@ -11,7 +11,7 @@ use std::{
 use aya::programs::{
     LinkOrder, ProgramError, TcAttachType,
     links::{FdLink, PinnedLink},
-    tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
+    tc::{self, NlOptions, SchedClassifier, SchedClassifierLink, TcAttachOptions},
     xdp::XdpLink,
 };
 use serde::Serialize;
@@ -439,18 +439,8 @@ fn attach_tc(dp: &mut Dataplane, links: &Path, iface: &str) -> Result<(TcMode, b
     let tc = dp.tc()?;
     // First: tcx runs its programs in order and any verdict but TC_ACT_UNSPEC ends
     // the chain, so a program before allowgate could let a packet out unjudged.
-    match tc.attach_with_options(
-        iface,
-        TcAttachType::Egress,
-        TcAttachOptions::TcxOrder(LinkOrder::first()),
-    ) {
-        Ok(id) => {
-            let link = tc.take_link(id).map_err(attach_error(iface, "TC egress"))?;
-            let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
-                iface: iface.to_string(),
-                hook: "TC egress",
-                detail: format!("the kernel gave no bpf_link to pin ({e})"),
-            })?;
+    match tcx_first(tc, iface) {
+        Ok(fd_link) => {
             fd_link.pin(&path).map_err(|e| DataplaneError::Pin {
                 path,
                 detail: chain(&e),
@@ -520,20 +510,7 @@ pub(super) fn take_first_place(dp: &mut Dataplane, pin: &Path, iface: &str) -> R
             ),
         });
     }
-    let tc = dp.tc()?;
-    let id = tc
-        .attach_with_options(
-            iface,
-            TcAttachType::Egress,
-            TcAttachOptions::TcxOrder(LinkOrder::first()),
-        )
-        .map_err(attach_error(iface, "TC egress"))?;
-    let link = tc.take_link(id).map_err(attach_error(iface, "TC egress"))?;
-    let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
-        iface: iface.to_string(),
-        hook: "TC egress",
-        detail: format!("the kernel gave no bpf_link to pin ({e})"),
-    })?;
+    let fd_link = tcx_first(dp.tc()?, iface)?;
     // bpffs takes no dot in a name.
     let tmp = pin.with_file_name(format!("{}-new", pin.file_name().unwrap_or_default().to_string_lossy()));
     let _ = std::fs::remove_file(&tmp);
@@ -547,6 +524,24 @@ pub(super) fn take_first_place(dp: &mut Dataplane, pin: &Path, iface: &str) -> R
     })?;
     let _ = kernel::link_detach(&old);
     Ok(true)
+}
+
+/// A tcx link of the egress program ahead of every other program on `iface`, for the
+/// caller to pin. An error also where the kernel has no tcx (before 6.6).
+fn tcx_first(tc: &mut SchedClassifier, iface: &str) -> Result<FdLink, DataplaneError> {
+    let id = tc
+        .attach_with_options(
+            iface,
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::first()),
+        )
+        .map_err(attach_error(iface, "TC egress"))?;
+    let link = tc.take_link(id).map_err(attach_error(iface, "TC egress"))?;
+    FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
+        iface: iface.to_string(),
+        hook: "TC egress",
+        detail: format!("the kernel gave no bpf_link to pin ({e})"),
+    })
 }
 
 /// The ids of the programs on the tcx egress hook of `iface`, in run order.

@@ -89,6 +89,18 @@ pub struct Dispatcher {
     pub components: Vec<Component>,
 }
 
+impl Dispatcher {
+    /// Its components that are not allowgate's (`is_ours` says which are), as entries
+    /// of a new dispatcher.
+    fn others(&self, is_ours: &dyn Fn(&ProgInfo) -> bool) -> io::Result<Vec<Entry>> {
+        self.components
+            .iter()
+            .filter(|c| !is_ours(&c.prog))
+            .map(Entry::of)
+            .collect()
+    }
+}
+
 /// What holds an interface's XDP hook.
 #[derive(Debug)]
 pub enum Holder {
@@ -532,12 +544,7 @@ pub fn join(
             Holder::Nothing => (None, Vec::new(), false),
             Holder::Dispatcher(d) => {
                 let was_in = d.components.iter().any(|c| is_ours(&c.prog));
-                let entries = d
-                    .components
-                    .iter()
-                    .filter(|c| !is_ours(&c.prog))
-                    .map(Entry::of)
-                    .collect::<io::Result<Vec<_>>>()?;
+                let entries = d.others(is_ours)?;
                 (Some(d), entries, was_in)
             }
             Holder::Program {
@@ -638,12 +645,7 @@ pub fn leave(ifindex: u32, is_ours: &dyn Fn(&ProgInfo) -> bool) -> Result<bool, 
         if !d.components.iter().any(|c| is_ours(&c.prog)) {
             return Ok(false);
         }
-        let entries = d
-            .components
-            .iter()
-            .filter(|c| !is_ours(&c.prog))
-            .map(Entry::of)
-            .collect::<io::Result<Vec<_>>>()?;
+        let entries = d.others(is_ours)?;
         let (new, built_id) = if entries.is_empty() {
             (None, None)
         } else {
