@@ -393,17 +393,21 @@ fn orphans(world: &World, count: u32) {
 
 /// A datagram too big for the veth's MTU: the peer sends it to the host's socket,
 /// which asked first (a tracked flow); whether it arrives whole.
+fn peer_socket(world: &World, at: SocketAddr) -> UdpSocket {
+    world
+        .pair
+        .peer
+        .enter(move || UdpSocket::bind(at))
+        .expect("bind the peer")
+}
+
 fn big_answer_arrives(world: &World, v6: bool) -> bool {
     let (host_addr, peer_at) = if v6 {
         (HOST_V6, sa(PEER_V6, 7000))
     } else {
         (HOST_V4, sa(SHARED, 7000))
     };
-    let peer = world
-        .pair
-        .peer
-        .enter(move || UdpSocket::bind(peer_at))
-        .expect("bind the peer");
+    let peer = peer_socket(world, peer_at);
     let host = world
         .host()
         .enter(move || {
@@ -548,11 +552,7 @@ fn a_query_flood_from_one_socket_drops_no_other_sockets_answer() {
 /// `between` (a restart) ran.
 fn answer_after(world: &World, between: impl FnOnce()) -> bool {
     let peer_at = sa(SHARED, 7000);
-    let peer = world
-        .pair
-        .peer
-        .enter(move || UdpSocket::bind(peer_at))
-        .expect("bind the peer");
+    let peer = peer_socket(world, peer_at);
     let host = world
         .host()
         .enter(|| UdpSocket::bind(sa(HOST_V4, 0)))

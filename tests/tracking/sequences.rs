@@ -365,21 +365,12 @@ fn flood(count: u16, kind: u8, seed: u32) -> Vec<Packet> {
             let sport = 1024 + (r % 60_000) as u16;
             match kind % 3 {
                 // Spoofed SYNs to the management port, from inside its CIDRs.
-                0 => {
-                    let src = format!("192.0.2.{}", r % 128);
-                    seg(
-                        IN,
-                        &src,
-                        (22, sport),
-                        (true, false),
-                        Seg {
-                            seq: next(),
-                            ..Seg::default()
-                        },
-                    )
-                }
-                1 => {
-                    let src = format!("2001:db8:ffff::{:x}", r % 0xffff);
+                0 | 1 => {
+                    let src = if kind % 3 == 0 {
+                        format!("192.0.2.{}", r % 128)
+                    } else {
+                        format!("2001:db8:ffff::{:x}", r % 0xffff)
+                    };
                     seg(
                         IN,
                         &src,
