@@ -366,7 +366,7 @@ fn flood(count: u16, kind: u8, seed: u32) -> Vec<Packet> {
             match kind % 3 {
                 // Spoofed SYNs to the management port, from inside its CIDRs.
                 0 | 1 => {
-                    let src = if kind % 3 == 0 {
+                    let src = if kind.is_multiple_of(3) {
                         format!("192.0.2.{}", r % 128)
                     } else {
                         format!("2001:db8:ffff::{:x}", r % 0xffff)

@@ -380,25 +380,10 @@ enum Expected {
 fn read_fetched(bytes: &[u8], name: &str, expected: Expected) -> anyhow::Result<Catalog> {
     let detected = SourceKind::detect(bytes);
     let catalog = match (expected, detected) {
-        (Expected::ServiceTags, SourceKind::ServiceTags) | (Expected::Any, SourceKind::ServiceTags) => {
-            let builtin = Catalog::builtin();
-            import_bytes(
-                bytes,
-                Path::new(name),
-                SourceKind::ServiceTags,
-                ImportOptions::with_fallback(&builtin),
-            )?
+        (Expected::ServiceTags | Expected::Any, SourceKind::ServiceTags) | (Expected::Any, SourceKind::Catalog) => {
+            read_as(bytes, name, detected)?
         }
         (Expected::ServiceTags, _) => bail!("the document is not an Azure service tags file"),
-        (Expected::Any, SourceKind::Catalog) => {
-            let builtin = Catalog::builtin();
-            import_bytes(
-                bytes,
-                Path::new(name),
-                SourceKind::Catalog,
-                ImportOptions::with_fallback(&builtin),
-            )?
-        }
         (Expected::Page | Expected::Any, _) => read_fetched_page(bytes, name)?,
     };
     anyhow::ensure!(
@@ -412,11 +397,16 @@ fn read_fetched(bytes: &[u8], name: &str, expected: Expected) -> anyhow::Result<
 /// JSON): the catalog's import entry point for pages, which reads every form of it
 /// (the docs' Markdown, Learn's HTML, a Markdown mirror of Learn's rendering).
 fn read_fetched_page(bytes: &[u8], name: &str) -> anyhow::Result<Catalog> {
+    read_as(bytes, name, SourceKind::Page)
+}
+
+/// `bytes` imported as `kind`, the built-in catalog filling in what it leaves out.
+fn read_as(bytes: &[u8], name: &str, kind: SourceKind) -> anyhow::Result<Catalog> {
     let builtin = Catalog::builtin();
     Ok(import_bytes(
         bytes,
         Path::new(name),
-        SourceKind::Page,
+        kind,
         ImportOptions::with_fallback(&builtin),
     )?)
 }

@@ -86,33 +86,35 @@ enum ModeArg {
 }
 
 pub fn enable(args: EnableArgs, socket: &Path) -> anyhow::Result<ExitCode> {
-    if args.regions.is_empty() && args.features.is_empty() {
-        bail!("name a region to enable (allowgate regions lists them), or --feature");
-    }
-    let options = args.change.options();
-    send(
-        socket,
-        Request::Enable {
-            regions: args.regions,
-            features: args.features,
-            options,
-        },
-    )
+    toggle(args, socket, true)
 }
 
 pub fn disable(args: EnableArgs, socket: &Path) -> anyhow::Result<ExitCode> {
+    toggle(args, socket, false)
+}
+
+fn toggle(args: EnableArgs, socket: &Path, on: bool) -> anyhow::Result<ExitCode> {
     if args.regions.is_empty() && args.features.is_empty() {
+        if on {
+            bail!("name a region to enable (allowgate regions lists them), or --feature");
+        }
         bail!("name a region to disable, or --feature");
     }
-    let options = args.change.options();
-    send(
-        socket,
-        Request::Disable {
-            regions: args.regions,
-            features: args.features,
+    let (regions, features, options) = (args.regions, args.features, args.change.options());
+    let request = if on {
+        Request::Enable {
+            regions,
+            features,
             options,
-        },
-    )
+        }
+    } else {
+        Request::Disable {
+            regions,
+            features,
+            options,
+        }
+    };
+    send(socket, request)
 }
 
 pub fn mode(args: ModeArgs, socket: &Path) -> anyhow::Result<ExitCode> {

@@ -165,35 +165,21 @@ pub fn validate(config: &Config) -> Result<(), String> {
 /// would otherwise lock the operator out).
 pub fn validate_reload(old: &Config, new: &Config) -> Result<(), String> {
     validate(new)?;
-    let restart = |key: &str| Err(format!("`{key}` changes only on restart (systemctl restart allowgate)"));
-    if new.socket != old.socket {
-        return restart("socket");
-    }
-    if new.state_dir != old.state_dir {
-        return restart("state_dir");
-    }
-    if new.bpffs_dir != old.bpffs_dir {
-        return restart("bpffs_dir");
-    }
-    if new.interfaces != old.interfaces {
-        return restart("interfaces");
-    }
-    // Bound once at start: a reload that answered "reloaded" would keep the old ones.
-    if new.metrics != old.metrics {
-        return restart("metrics");
-    }
-    if new.socket_group != old.socket_group {
-        return restart("socket_group");
-    }
-    if new.xdp_mode != old.xdp_mode {
-        return restart("xdp_mode");
-    }
-    if new.xdp_priority != old.xdp_priority {
-        return restart("xdp_priority");
-    }
-    // The tables are sized at load; a restart carries their flows into the new ones.
-    if new.state.max_flows != old.state.max_flows {
-        return restart("state.max_flows");
+    // What is bound or sized once at start: a reload that answered "reloaded" would keep
+    // the old ones (the flow tables are sized at load; a restart carries their flows over).
+    let fixed = [
+        ("socket", new.socket != old.socket),
+        ("state_dir", new.state_dir != old.state_dir),
+        ("bpffs_dir", new.bpffs_dir != old.bpffs_dir),
+        ("interfaces", new.interfaces != old.interfaces),
+        ("metrics", new.metrics != old.metrics),
+        ("socket_group", new.socket_group != old.socket_group),
+        ("xdp_mode", new.xdp_mode != old.xdp_mode),
+        ("xdp_priority", new.xdp_priority != old.xdp_priority),
+        ("state.max_flows", new.state.max_flows != old.state.max_flows),
+    ];
+    if let Some((key, _)) = fixed.iter().find(|(_, changed)| *changed) {
+        return Err(format!("`{key}` changes only on restart (systemctl restart allowgate)"));
     }
     let covered = |cidr: &IpNet| new.management.cidrs.iter().any(|n| n.contains(cidr));
     if let Some(lost) = old.management.cidrs.iter().find(|c| !covered(c)) {

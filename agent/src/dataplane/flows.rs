@@ -188,6 +188,20 @@ impl Carried {
         let before = self.entries.len();
         let value_size = info.value_size() as usize;
         let fresh = |e: std::io::Error| format!("cannot read its flows ({e})");
+        // An unassured table's buckets, each way in use an entry of the family `$entry`.
+        macro_rules! read_buckets {
+            ($bucket:ty, $entry:path) => {{
+                let m = Mapped::new(&data, info.max_entries() as usize * value_size).map_err(fresh)?;
+                for i in 0..info.max_entries() as usize {
+                    let Some(b) = m.get::<$bucket>(i) else { break };
+                    self.entries.extend(
+                        (0..abi::FLOW_NEW_WAYS)
+                            .filter(|&i| b.check[i] != 0)
+                            .map(|i| $entry(b.way[i].key, b.way[i].value)),
+                    );
+                }
+            }};
+        }
         match name {
             map::FLOWS_V4 if value_size == size_of::<abi::FlowValue>() => self.entries.extend(
                 batch::entries::<abi::FlowV4Key, abi::FlowValue>(&data)
@@ -214,26 +228,10 @@ impl Carried {
                     .map(|(k, v)| Entry::V6(k, v.upgrade())),
             ),
             map::FLOWS_NEW_V4 if value_size == size_of::<abi::FlowBucketV4>() => {
-                let m = Mapped::new(&data, info.max_entries() as usize * value_size).map_err(fresh)?;
-                for i in 0..info.max_entries() as usize {
-                    let Some(b) = m.get::<abi::FlowBucketV4>(i) else { break };
-                    self.entries.extend(
-                        (0..abi::FLOW_NEW_WAYS)
-                            .filter(|&i| b.check[i] != 0)
-                            .map(|i| Entry::V4(b.way[i].key, b.way[i].value)),
-                    );
-                }
+                read_buckets!(abi::FlowBucketV4, Entry::V4)
             }
             map::FLOWS_NEW_V6 if value_size == size_of::<abi::FlowBucketV6>() => {
-                let m = Mapped::new(&data, info.max_entries() as usize * value_size).map_err(fresh)?;
-                for i in 0..info.max_entries() as usize {
-                    let Some(b) = m.get::<abi::FlowBucketV6>(i) else { break };
-                    self.entries.extend(
-                        (0..abi::FLOW_NEW_WAYS)
-                            .filter(|&i| b.check[i] != 0)
-                            .map(|i| Entry::V6(b.way[i].key, b.way[i].value)),
-                    );
-                }
+                read_buckets!(abi::FlowBucketV6, Entry::V6)
             }
             _ => {
                 return Err(format!(

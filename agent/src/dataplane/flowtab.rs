@@ -178,36 +178,35 @@ impl Drop for Mapped {
     }
 }
 
-/// Puts `value` (an unassured flow of `key`) in its bucket as the programs would
-/// (`ag_flow_new_find`): the way holding the same key, else an empty one, else the
-/// oldest. Returns false when the bucket is out of the mapping.
-pub fn place_v4(table: &Mapped, buckets: u32, hash_key: u64, key: &abi::FlowV4Key, value: abi::FlowValue) -> bool {
-    let h = hash_v4(key, hash_key);
-    let index = (h as u32 & (buckets - 1)) as usize;
-    let Some(mut b) = table.get::<abi::FlowBucketV4>(index) else {
-        return false;
+macro_rules! place {
+    ($(#[$doc:meta])* $name:ident, $key:ty, $bucket:ty, $way:ident, $hash:ident) => {
+        $(#[$doc])*
+        pub fn $name(table: &Mapped, buckets: u32, hash_key: u64, key: &$key, value: abi::FlowValue) -> bool {
+            let h = $hash(key, hash_key);
+            let index = (h as u32 & (buckets - 1)) as usize;
+            let Some(mut b) = table.get::<$bucket>(index) else {
+                return false;
+            };
+            let keys: Vec<&$key> = b.way.iter().map(|w| &w.key).collect();
+            let i = choose(&b.check, &b.stamp, &keys, key, check_of(h));
+            b.way[i] = abi::$way { key: *key, value };
+            b.stamp[i] = stamp_of(value.seen_ns);
+            b.check[i] = check_of(h);
+            table.set(index, b)
+        }
     };
-    let keys: Vec<&abi::FlowV4Key> = b.way.iter().map(|w| &w.key).collect();
-    let i = choose(&b.check, &b.stamp, &keys, key, check_of(h));
-    b.way[i] = abi::FlowNewV4 { key: *key, value };
-    b.stamp[i] = stamp_of(value.seen_ns);
-    b.check[i] = check_of(h);
-    table.set(index, b)
 }
 
-pub fn place_v6(table: &Mapped, buckets: u32, hash_key: u64, key: &abi::FlowV6Key, value: abi::FlowValue) -> bool {
-    let h = hash_v6(key, hash_key);
-    let index = (h as u32 & (buckets - 1)) as usize;
-    let Some(mut b) = table.get::<abi::FlowBucketV6>(index) else {
-        return false;
-    };
-    let keys: Vec<&abi::FlowV6Key> = b.way.iter().map(|w| &w.key).collect();
-    let i = choose(&b.check, &b.stamp, &keys, key, check_of(h));
-    b.way[i] = abi::FlowNewV6 { key: *key, value };
-    b.stamp[i] = stamp_of(value.seen_ns);
-    b.check[i] = check_of(h);
-    table.set(index, b)
-}
+place!(
+    /// Puts `value` (an unassured flow of `key`) in its bucket as the programs would
+    /// (`ag_flow_new_find`): the way holding the same key, else an empty one, else the
+    /// oldest. Returns false when the bucket is out of the mapping.
+    place_v4, abi::FlowV4Key, abi::FlowBucketV4, FlowNewV4, hash_v4
+);
+place!(
+    /// `place_v4` for an IPv6 flow.
+    place_v6, abi::FlowV6Key, abi::FlowBucketV6, FlowNewV6, hash_v6
+);
 
 /// `ag_flow_stamp`: a bucket header's time of a flow.
 pub fn stamp_of(seen_ns: u64) -> u32 {

@@ -138,11 +138,11 @@ fn u32_at(buf: &[u8], at: usize) -> u32 {
 }
 
 pub fn link_state(fd: &OwnedFd) -> io::Result<LinkState> {
-    let mut buf = [0u8; 512];
-    info(fd, &mut buf)?;
+    // A tcx or XDP link's union starts with its ifindex.
+    let info = link_info(fd)?;
     Ok(LinkState {
-        prog_id: u32_at(&buf, 8),
-        ifindex: u32_at(&buf, 16),
+        prog_id: info.prog_id,
+        ifindex: info.union[0],
     })
 }
 

@@ -543,11 +543,22 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
 }
 
 fn parse_cidrs(list: &[Spanned<String>], key: &str, lines: &Lines) -> Result<Vec<IpNet>, ConfigError> {
+    parse_list(list, key, lines, |c| parse_cidr(c))
+}
+
+/// Each item of `list` through `parse`, duplicates dropped; an error names `key` and
+/// the item's line.
+fn parse_list<R, T: PartialEq>(
+    list: &[Spanned<R>],
+    key: &str,
+    lines: &Lines,
+    parse: impl Fn(&R) -> Result<T, String>,
+) -> Result<Vec<T>, ConfigError> {
     let mut out = Vec::new();
-    for c in list {
-        let net = parse_cidr(c.get_ref()).map_err(|m| lines.error(c.span(), format!("{key}: {m}")))?;
-        if !out.contains(&net) {
-            out.push(net);
+    for item in list {
+        let value = parse(item.get_ref()).map_err(|m| lines.error(item.span(), format!("{key}: {m}")))?;
+        if !out.contains(&value) {
+            out.push(value);
         }
     }
     Ok(out)
@@ -563,14 +574,7 @@ fn parse_port(raw: &RawPort) -> Result<PortRange, String> {
 }
 
 fn parse_ports(list: &[Spanned<RawPort>], key: &str, lines: &Lines) -> Result<Vec<PortRange>, ConfigError> {
-    let mut out = Vec::new();
-    for p in list {
-        let range = parse_port(p.get_ref()).map_err(|m| lines.error(p.span(), format!("{key}: {m}")))?;
-        if !out.contains(&range) {
-            out.push(range);
-        }
-    }
-    Ok(out)
+    parse_list(list, key, lines, parse_port)
 }
 
 fn parse_ethertype(raw: &RawEthertype) -> Result<u16, String> {
