@@ -40,7 +40,13 @@ comment = "added by the reload"
 "#;
 /// What the refused reloads are given, and the reason the daemon gives.
 const BROKEN_ALLOW: &str = "[[allow]]\ncidr = \"198.51.100.0/24\"\n";
-const BROKEN_REASON: &str = "config.toml:22: missing field `direction`";
+
+/// The reason the daemon gives for `text` (a config ending in `BROKEN_ALLOW`): the line
+/// of its `[[allow]]`, wherever the config builder put it.
+fn broken_reason(text: &str) -> String {
+    let line = text.lines().position(|l| l == "[[allow]]").map_or(0, |i| i + 1);
+    format!("config.toml:{line}: missing field `direction`")
+}
 const ENABLE_LINK: &str = "etc/systemd/system/multi-user.target.wants/allowgate.service";
 
 pub fn install(x: &Ctx, deb: &Path) -> anyhow::Result<()> {
@@ -307,7 +313,9 @@ pub fn reload(x: &Ctx) -> anyhow::Result<()> {
         code == 0 && good > before && probe(peer, UNLISTED_V4),
     )?;
 
-    fs::write(&x.conf, config(&x.pair.host_if, BROKEN_ALLOW))?;
+    let broken = config(&x.pair.host_if, BROKEN_ALLOW);
+    let reason = broken_reason(&broken);
+    fs::write(&x.conf, &broken)?;
     let (code, _, err) = ct.run("systemctl", &["reload", "allowgate"])?;
     check(
         &format!(
@@ -319,10 +327,10 @@ pub fn reload(x: &Ctx) -> anyhow::Result<()> {
     let text = journal(ct)?;
     let daemon_says = text
         .lines()
-        .find(|l| l.starts_with("ERROR reload refused") && l.contains(BROKEN_REASON));
+        .find(|l| l.starts_with("ERROR reload refused") && l.contains(&reason));
     let exec_reload_says = text
         .lines()
-        .find(|l| l.starts_with("allowgate: reload refused") && l.contains(BROKEN_REASON));
+        .find(|l| l.starts_with("allowgate: reload refused") && l.contains(&reason));
     check(
         &format!("the journal says why, from the daemon ({daemon_says:?}) and from ExecReload ({exec_reload_says:?})"),
         daemon_says.is_some() && exec_reload_says.is_some(),
@@ -348,7 +356,7 @@ pub fn reload(x: &Ctx) -> anyhow::Result<()> {
             && out.is_empty()
             && err.lines().count() == 1
             && err.contains("reload refused")
-            && err.contains(BROKEN_REASON),
+            && err.contains(&reason),
     )?;
     // SIGHUP, for those who send it: the same path, the verdict in the journal only.
     let refused = journal_count(ct, "ERROR reload refused")?;
@@ -718,4 +726,24 @@ pub fn remove_purge_reinstall(x: &Ctx) -> anyhow::Result<()> {
     let (code, out, err) = ct.run("dpkg", &["--purge", "allowgate"])?;
     ensure!(code == 0, "the last dpkg --purge failed ({code}): {out}{err}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use allowgate::{catalog::Catalog, policy::Config};
+
+    use super::*;
+
+    /// The reason the refused-reload checks look for is the one the daemon's parser gives
+    /// for the config test-systemd writes (its line moves with the config's layout).
+    #[test]
+    fn the_broken_allow_is_refused_with_the_reason_the_checks_expect() {
+        let text = config("veth0", BROKEN_ALLOW);
+        let err = Config::parse(&text, "/etc/allowgate/config.toml", &Catalog::builtin())
+            .expect_err("a [[allow]] without a direction is refused")
+            .to_string();
+        assert!(err.contains(&broken_reason(&text)), "{err}\n{text}");
+        Config::parse(&config("veth0", ALLOW_UNLISTED), "config.toml", &Catalog::builtin())
+            .expect("the good reload's config parses");
+    }
 }
