@@ -4,6 +4,7 @@ use std::{collections::BTreeSet, io::Write as _, process::Command};
 
 use assert_cmd::Command as Cmd;
 use predicates::prelude::*;
+use testkit::config::{Allow, ConfigBuilder};
 
 fn allowgate() -> Cmd {
     Cmd::cargo_bin("allowgate").expect("the allowgate binary")
@@ -182,10 +183,13 @@ fn every_verb_has_help() {
 #[test]
 fn the_nft_script_passes_nft_check() {
     let cfg = config(
-        "interfaces = [\"eth9\"]\nregions = [\"eu1\", \"us2\"]\nfeatures = [\"portal\", \"proxy\", \"siem\", \"app-connector\", \"dlp\", \"mail\"]\n\
-         [management]\ncidrs = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
-         [[allow]]\ncidr = \"198.51.100.0/24\"\ndirection = \"egress\"\nproto = \"any\"\n\
-         [[allow]]\ncidr = \"203.0.113.0/24\"\ndirection = \"ingress\"\nproto = \"icmp\"\n",
+        &ConfigBuilder::new(&["eth9"])
+            .regions(&["eu1", "us2"])
+            .features(&["portal", "proxy", "siem", "app-connector", "dlp", "mail"])
+            .management(&["192.0.2.0/24", "2001:db8::/48"])
+            .allow(Allow::egress("198.51.100.0/24", "any"))
+            .allow(Allow::ingress("203.0.113.0/24", "icmp"))
+            .render(),
     );
     let out = allowgate()
         .args(["show", "--format", "nft", "--config"])
