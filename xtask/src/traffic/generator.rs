@@ -285,15 +285,11 @@ impl Tap {
         let ip = |args: &[&str]| run_cmd(std::process::Command::new("ip").args(["-n", ns]).args(args));
         ip(&["link", "set", name, "addrgenmode", "none"])?;
         ip(&["link", "set", name, "up"])?;
-        let mut ebpf = EbpfLoader::new()
-            .override_global(abi::GLOBAL_TRAFFIC_TARGET, &target_ifindex, true)
-            .load(abi::TRAFFIC_OBJ)
-            .context("cannot load the traffic generator")?;
+        let mut ebpf = load_gen(target_ifindex)?;
         let prog: &mut Xdp = ebpf
             .program_mut(abi::PROG_TRAFFIC_GEN)
             .context("the generator program is missing")?
             .try_into()?;
-        prog.load().context("cannot load the traffic generator")?;
         prog.attach(name, XdpMode::Driver)
             .with_context(|| format!("cannot attach the redirect to tap {name} in native mode"))?;
         Ok(Tap { fd, _xdp: ebpf })
