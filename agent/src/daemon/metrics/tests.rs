@@ -396,30 +396,27 @@ async fn idle_clients(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 /// within the bounds are served.
 #[tokio::test]
 async fn connections_past_the_bounds_are_closed() {
-    let body = || Ok("allowgate_generation 1\n".to_string());
-    let (addr, stop, task) = start(body, Duration::from_secs(5)).await;
-    let idle = idle_clients(addr, MAX_PER_PEER).await;
-    let response = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
-    assert_eq!(
-        response, "",
-        "a connection past the per-address bound is closed unanswered"
-    );
-    drop(idle);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let response = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
-    assert_eq!(status_of(&response), "HTTP/1.1 200 OK", "served once places are free");
-    stop.send(true).unwrap();
-    task.await.unwrap();
-
+    let per_peer = Limits {
+        timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    closed_past(per_peer, MAX_PER_PEER, "the per-address bound").await;
     let total = Limits {
         max_connections: 6,
         max_per_peer: 100,
         ..Limits::default()
     };
-    let (addr, stop, task) = start_with(body, total).await;
-    let idle = idle_clients(addr, 6).await;
+    closed_past(total, 6, "the total bound").await;
+}
+
+/// With `held` connections idle under `limits`, one more is closed unanswered; once
+/// they go, a request is served.
+async fn closed_past(limits: Limits, held: usize, bound: &str) {
+    let body = || Ok("allowgate_generation 1\n".to_string());
+    let (addr, stop, task) = start_with(body, limits).await;
+    let idle = idle_clients(addr, held).await;
     let response = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
-    assert_eq!(response, "", "a connection past the total bound is closed unanswered");
+    assert_eq!(response, "", "a connection past {bound} is closed unanswered");
     drop(idle);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let response = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
