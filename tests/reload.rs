@@ -183,3 +183,49 @@ fn reload_without_a_daemon_fails_in_one_line() {
     ]);
     assert!(out.stderr.contains(&config), "{out}");
 }
+
+/// A SIGHUP sent while the daemon starts (a reload right after `systemctl start`, a
+/// configuration tool racing a boot) is a reload, not a kill: the daemon catches it
+/// from before its first log line and reloads once its loop runs. Before, the handler
+/// came after attaching, and SIGHUP's default action ended the daemon halfway through
+/// its start (seen as a flaky catalog_guard test). The control is that code: this test
+/// failed on it at the first signal.
+#[test]
+fn a_sighup_while_the_daemon_starts_is_a_reload_not_a_kill() {
+    use std::time::Instant;
+    let world = World::new(BIN, Setup::default());
+    let _servers = world.servers();
+    let mut daemon = testkit::daemon::Daemon::spawn_env(
+        world.host(),
+        std::path::Path::new(BIN),
+        &world.config,
+        world.dir.path(),
+        &[],
+    );
+    // From its first log line (the signal handlers are in place before it) until
+    // 300 ms after it enforces, a SIGHUP every 5 ms.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut sent, mut enforcing) = (0, None::<Instant>);
+    while enforcing.is_none_or(|t| t.elapsed() < Duration::from_millis(300)) {
+        assert!(
+            daemon.alive(),
+            "the daemon died after {sent} SIGHUPs sent while it started:\n{}",
+            daemon.log()
+        );
+        assert!(Instant::now() < deadline, "the daemon did not start:\n{}", daemon.log());
+        let log = daemon.log();
+        if enforcing.is_none() && log.contains("enforcing") {
+            enforcing = Some(Instant::now());
+        }
+        if !log.is_empty() {
+            daemon.signal(libc::SIGHUP);
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(sent > 10, "only {sent} SIGHUPs were sent");
+    assert!(daemon.wait_log("reloaded", Duration::from_secs(10)), "{}", daemon.log());
+    assert!(daemon.alive());
+    assert!(world.passes(EU1_ONLY));
+    assert!(world.blocked(UNLISTED));
+}

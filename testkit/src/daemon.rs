@@ -28,6 +28,22 @@ impl Daemon {
     /// `start`, with `env` set for the daemon (`LIBXDP_BPFFS` for a test's own libxdp
     /// pins).
     pub fn start_env(ns: &Netns, bin: &Path, config: &Path, log_dir: &Path, env: &[(&str, &Path)]) -> Daemon {
+        let mut d = Daemon::spawn_env(ns, bin, config, log_dir, env);
+        // Long enough for an emulated machine; a start that works here takes < 1 s.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !d.log().contains("enforcing") {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("the daemon exited with {status}:\n{}", d.log());
+            }
+            assert!(Instant::now() < deadline, "the daemon did not start:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    /// The daemon's process, started and not waited for (for what a test does while it
+    /// starts).
+    pub fn spawn_env(ns: &Netns, bin: &Path, config: &Path, log_dir: &Path, env: &[(&str, &Path)]) -> Daemon {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let log = log_dir.join(format!("daemon-{}.log", NEXT.fetch_add(1, Ordering::Relaxed)));
         let mut command = ns.command(bin.to_str().expect("a UTF-8 path"));
@@ -42,17 +58,7 @@ impl Daemon {
             .stderr(File::create(&log).expect("create the daemon's log"))
             .spawn()
             .expect("start the daemon");
-        let mut d = Daemon { child, log };
-        // Long enough for an emulated machine; a start that works here takes < 1 s.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !d.log().contains("enforcing") {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("the daemon exited with {status}:\n{}", d.log());
-            }
-            assert!(Instant::now() < deadline, "the daemon did not start:\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
+        Daemon { child, log }
     }
 
     pub fn log(&self) -> String {

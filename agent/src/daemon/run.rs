@@ -88,6 +88,12 @@ fn watch_interfaces() -> std::io::Result<netlink_sys::TokioSocket> {
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
+        // The signals first: until a handler is in place a SIGHUP (a reload sent as the
+        // daemon starts) or a SIGTERM would kill it by default, halfway through
+        // attaching. Caught from here on, they are acted on once the loop runs.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
         // The socket before the kernel: a second daemon on the same socket stops here,
         // before it could swap its policy in under the first one.
         let (config, _) = load_config(Some(config_path))?;
@@ -161,9 +167,6 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             }
         }
 
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
         // SAFETY: the ring buffer owns its fd, and the AsyncFd owns the ring buffer, so
         // the fd stays open for as long as it is registered.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
