@@ -368,13 +368,13 @@ static __always_inline int ag_return_ok(const struct ag_pkt *pkt)
 }
 
 /*
- * Parses the frame at [data, data_end) into a zeroed *pkt, and derives what
+ * Parses the frame at [data, data_end) into *pkt, its head zeroed first (common.h), and derives what
  * the rule match needs (done here, where the verifier walks each parse path
  * anyway, rather than as branches in the judging core).
  */
 static __always_inline void ag_parse(void *data, void *data_end, struct ag_pkt *pkt)
 {
-	__builtin_memset(pkt, 0, sizeof(*pkt));
+	__builtin_memset(pkt, 0, AG_PKT_ZEROED);
 	pkt->parse_result = ag_parse_eth(data, data_end, pkt);
 	pkt->rule_proto = ag_rule_proto(pkt);
 	pkt->return_ok = ag_return_ok(pkt);
