@@ -269,21 +269,57 @@ static __always_inline __u64 ag_flow_mix(__u64 h, __u64 w)
 	return h ^ (h >> 31);
 }
 
-/* The keyed hash of t: its low bits pick the bucket, its high half is the check. */
-static __always_inline __u64 ag_flow_hash(__u8 family, const struct ag_flow_tuple *t)
+/*
+ * The keyed hash of a flow (local and remote addresses, ports, protocol): its low bits
+ * pick the bucket, its high half is the check.
+ */
+static __always_inline __u64 ag_flow_hash_of(__u8 family, const union ag_addr *local,
+					     const union ag_addr *remote, __u16 lport, __u16 rport,
+					     __u8 proto)
 {
-	__u64 ports = t->lport | ((__u64)t->rport << 16) | ((__u64)t->proto << 32);
+	__u64 ports = lport | ((__u64)rport << 16) | ((__u64)proto << 32);
 	__u64 h = flow_hash_key;
 
 	if (family == 4) {
-		h = ag_flow_mix(h, t->local.v4 | ((__u64)t->remote.v4 << 32));
+		h = ag_flow_mix(h, local->v4 | ((__u64)remote->v4 << 32));
 	} else {
-		h = ag_flow_mix(h, t->local.v6[0] | ((__u64)t->local.v6[1] << 32));
-		h = ag_flow_mix(h, t->local.v6[2] | ((__u64)t->local.v6[3] << 32));
-		h = ag_flow_mix(h, t->remote.v6[0] | ((__u64)t->remote.v6[1] << 32));
-		h = ag_flow_mix(h, t->remote.v6[2] | ((__u64)t->remote.v6[3] << 32));
+		h = ag_flow_mix(h, local->v6[0] | ((__u64)local->v6[1] << 32));
+		h = ag_flow_mix(h, local->v6[2] | ((__u64)local->v6[3] << 32));
+		h = ag_flow_mix(h, remote->v6[0] | ((__u64)remote->v6[1] << 32));
+		h = ag_flow_mix(h, remote->v6[2] | ((__u64)remote->v6[3] << 32));
 	}
 	return ag_flow_mix(h, ports);
+}
+
+static __always_inline __u64 ag_flow_hash(__u8 family, const struct ag_flow_tuple *t)
+{
+	return ag_flow_hash_of(family, &t->local, &t->remote, t->lport, t->rport, t->proto);
+}
+
+_Static_assert(__builtin_offsetof(struct ag_pkt, dport) == __builtin_offsetof(struct ag_pkt, sport) + 2,
+	       "the remote port is at sport + 2 * dir, the local one at sport + 2 * (1 - dir)");
+
+/*
+ * The hash of the packet's own flow straight from the packet, as ag_flow_hash() has it
+ * from the tuple. dir (0 or 1) picks by arithmetic, as ag_remote() does (policy.h): the
+ * local side is the remote one of the other direction.
+ */
+static __always_inline __u64 ag_flow_hash_of_pkt(const struct ag_pkt *pkt, __u32 dir)
+{
+	const union ag_addr *remote = ag_remote(pkt, dir);
+	const union ag_addr *local = ag_remote(pkt, dir ^ 1);
+	__u16 rport = *(const __u16 *)((const __u8 *)&pkt->sport + dir * 2);
+	__u16 lport = *(const __u16 *)((const __u8 *)&pkt->sport + (dir ^ 1) * 2);
+	__u8 proto = pkt->l4proto;
+
+	if ((pkt->family == 4 && proto == AG_IPPROTO_ICMP) || (pkt->family == 6 && proto == AG_IPPROTO_ICMPV6)) {
+		lport = pkt->icmp_id;
+		rport = 0;
+	} else if (proto != AG_IPPROTO_TCP && proto != AG_IPPROTO_UDP) {
+		lport = 0;
+		rport = 0;
+	}
+	return ag_flow_hash_of(pkt->family, local, remote, lport, rport, proto);
 }
 
 static __always_inline __u32 ag_flow_check_of(__u64 h)

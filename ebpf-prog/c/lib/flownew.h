@@ -89,8 +89,8 @@ static __always_inline __u32 ag_flow_stamp(__u64 now)
 
 /*
  * Lookup only (a packet that opens nothing): is t's flow (keyed key) in its bucket?
- * The same search as ag_flow_new_find() without picking a way, inlined: the path of a
- * spoofed answer with no flow, which a flood takes, pays no call for it.
+ * The same search as ag_flow_new_find() without picking a way, inlined. A spoofed
+ * answer with no flow at all does not get this far (ag_flow_new_maybe()).
  */
 static __always_inline void ag_flow_new_probe(const struct ag_flow_tuple *t, const union ag_flow_key *key,
 					      struct ag_flow_way *out)
@@ -131,6 +131,36 @@ static __always_inline void ag_flow_new_probe(const struct ag_flow_tuple *t, con
 			}
 		}
 	}
+}
+
+/*
+ * May the packet's own flow be among the unassured? 0 means surely not: no way of its
+ * bucket holds its check (a flow's check is a function of its key). Read straight from
+ * the packet, inlined, before any tuple or key is built: the path of a spoofed answer
+ * with no flow at all, the one a flood from a catalog peer takes, asks nothing more.
+ */
+static __always_inline int ag_flow_new_maybe(const struct ag_pkt *pkt, __u32 dir)
+{
+	__u64 h = ag_flow_hash_of_pkt(pkt, dir);
+	__u32 bucket = (__u32)h & flow_new_mask;
+	__u32 check = ag_flow_check_of(h);
+	const __u32 *checks;
+
+	if (pkt->family == 4) {
+		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &bucket);
+
+		barrier_var(b);
+		checks = b ? b->check : NULL;
+	} else {
+		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &bucket);
+
+		barrier_var(b);
+		checks = b ? b->check : NULL;
+	}
+	if (!checks)
+		return 1;
+	_Static_assert(AG_FLOW_NEW_WAYS == 4, "the checks compared below");
+	return checks[0] == check || checks[1] == check || checks[2] == check || checks[3] == check;
 }
 
 /*

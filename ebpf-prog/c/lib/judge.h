@@ -149,7 +149,7 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 	if (match == AG_MATCH_RETURN) {
 		if (!stateful)
 			return AG_VERDICT_PASS;
-		res = ag_flow(pkt, dir, AG_FLOW_OP_RETURN | AG_FLOW_F_TABLES | hint, slot);
+		res = ag_flow_answer(pkt, dir, AG_FLOW_OP_RETURN | AG_FLOW_F_TABLES | hint, slot);
 		verdict = ag_flow_verdict(cfg, res, reason);
 		if (verdict != AG_VERDICT_MAX)
 			return verdict;
@@ -166,7 +166,7 @@ static __always_inline int ag_verdict(const struct ag_gen_config *cfg, __u32 slo
 	if (learned == AG_MATCH_RETURN && match != AG_MATCH_RETURN) {
 		if (!stateful)
 			return AG_VERDICT_PASS;
-		res = ag_flow(pkt, dir, AG_FLOW_OP_RETURN | hint, slot);
+		res = ag_flow_answer(pkt, dir, AG_FLOW_OP_RETURN | hint, slot);
 		verdict = ag_flow_verdict(cfg, res, reason);
 		if (verdict != AG_VERDICT_MAX)
 			return verdict;
