@@ -225,25 +225,41 @@ static __always_inline void ag_flow_key_of(__u8 family, const struct ag_flow_tup
 	}
 }
 
+_Static_assert(__builtin_offsetof(struct ag_pkt, dport) == __builtin_offsetof(struct ag_pkt, sport) + 2,
+	       "the remote port is at sport + 2 * dir, the local one at sport + 2 * (1 - dir)");
+
+/*
+ * The ports of the packet's own flow from this host's side, as ag_flow_ports() has a
+ * tuple's. dir (0 or 1) picks by arithmetic, as ag_remote() does (policy.h).
+ */
+static __always_inline void ag_flow_pkt_ports(const struct ag_pkt *pkt, __u32 dir, __u16 *lport, __u16 *rport)
+{
+	__u8 proto = pkt->l4proto;
+
+	*rport = *(const __u16 *)((const __u8 *)&pkt->sport + dir * 2);
+	*lport = *(const __u16 *)((const __u8 *)&pkt->sport + (dir ^ 1) * 2);
+	if ((pkt->family == 4 && proto == AG_IPPROTO_ICMP) || (pkt->family == 6 && proto == AG_IPPROTO_ICMPV6)) {
+		*lport = pkt->icmp_id;
+		*rport = 0;
+	} else if (proto != AG_IPPROTO_TCP && proto != AG_IPPROTO_UDP) {
+		*lport = 0;
+		*rport = 0;
+	}
+}
+
 /*
  * The table key of the packet's own flow straight from the packet (ag_flow_tuple_of()
- * and ag_flow_key_of() in one step, without the tuple): the hot path's.
+ * and ag_flow_key_of() in one step, without the tuple): the hot path's. The local side
+ * is the remote one of the other direction.
  */
 static __always_inline void ag_flow_key_of_pkt(const struct ag_pkt *pkt, __u32 dir, union ag_flow_key *key)
 {
-	const union ag_addr *local = dir == AG_DIR_EGRESS ? &pkt->saddr : &pkt->daddr;
-	const union ag_addr *remote = dir == AG_DIR_EGRESS ? &pkt->daddr : &pkt->saddr;
-	__u16 lport = dir == AG_DIR_EGRESS ? pkt->sport : pkt->dport;
-	__u16 rport = dir == AG_DIR_EGRESS ? pkt->dport : pkt->sport;
+	const union ag_addr *local = ag_remote(pkt, dir ^ 1);
+	const union ag_addr *remote = ag_remote(pkt, dir);
+	__u16 lport, rport;
 	__u8 proto = pkt->l4proto;
 
-	if ((pkt->family == 4 && proto == AG_IPPROTO_ICMP) || (pkt->family == 6 && proto == AG_IPPROTO_ICMPV6)) {
-		lport = pkt->icmp_id;
-		rport = 0;
-	} else if (proto != AG_IPPROTO_TCP && proto != AG_IPPROTO_UDP) {
-		lport = 0;
-		rport = 0;
-	}
+	ag_flow_pkt_ports(pkt, dir, &lport, &rport);
 	if (pkt->family == 4) {
 		__builtin_memcpy(key->v4.local, &local->v4, sizeof(key->v4.local));
 		__builtin_memcpy(key->v4.remote, &remote->v4, sizeof(key->v4.remote));
@@ -296,30 +312,17 @@ static __always_inline __u64 ag_flow_hash(__u8 family, const struct ag_flow_tupl
 	return ag_flow_hash_of(family, &t->local, &t->remote, t->lport, t->rport, t->proto);
 }
 
-_Static_assert(__builtin_offsetof(struct ag_pkt, dport) == __builtin_offsetof(struct ag_pkt, sport) + 2,
-	       "the remote port is at sport + 2 * dir, the local one at sport + 2 * (1 - dir)");
-
 /*
  * The hash of the packet's own flow straight from the packet, as ag_flow_hash() has it
- * from the tuple. dir (0 or 1) picks by arithmetic, as ag_remote() does (policy.h): the
- * local side is the remote one of the other direction.
+ * from the tuple.
  */
 static __always_inline __u64 ag_flow_hash_of_pkt(const struct ag_pkt *pkt, __u32 dir)
 {
-	const union ag_addr *remote = ag_remote(pkt, dir);
-	const union ag_addr *local = ag_remote(pkt, dir ^ 1);
-	__u16 rport = *(const __u16 *)((const __u8 *)&pkt->sport + dir * 2);
-	__u16 lport = *(const __u16 *)((const __u8 *)&pkt->sport + (dir ^ 1) * 2);
-	__u8 proto = pkt->l4proto;
+	__u16 lport, rport;
 
-	if ((pkt->family == 4 && proto == AG_IPPROTO_ICMP) || (pkt->family == 6 && proto == AG_IPPROTO_ICMPV6)) {
-		lport = pkt->icmp_id;
-		rport = 0;
-	} else if (proto != AG_IPPROTO_TCP && proto != AG_IPPROTO_UDP) {
-		lport = 0;
-		rport = 0;
-	}
-	return ag_flow_hash_of(pkt->family, local, remote, lport, rport, proto);
+	ag_flow_pkt_ports(pkt, dir, &lport, &rport);
+	return ag_flow_hash_of(pkt->family, ag_remote(pkt, dir ^ 1), ag_remote(pkt, dir), lport, rport,
+			       pkt->l4proto);
 }
 
 static __always_inline __u32 ag_flow_check_of(__u64 h)
