@@ -366,13 +366,9 @@ __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32
 	}
 
 	/* Only a packet that opens needs the time (and a way) before a flow is found. */
-	if (opens) {
-		if (!now)
-			now = ag_flow_now();
-		ag_flow_new_find(&sc->t, &sc->key, slot, now, &sc->way);
-	} else {
-		ag_flow_new_probe(&sc->t, &sc->key, &sc->way);
-	}
+	if (opens && !now)
+		now = ag_flow_now();
+	ag_flow_new_find(&sc->t, &sc->key, slot, opens ? now : 0, &sc->way);
 	if (sc->way.found) {
 		void *wkey = NULL;
 		__u32 *check = NULL, *stamp = NULL;

@@ -88,52 +88,6 @@ static __always_inline __u32 ag_flow_stamp(__u64 now)
 }
 
 /*
- * Lookup only (a packet that opens nothing): is t's flow (keyed key) in its bucket?
- * The same search as ag_flow_new_find() without picking a way, inlined. A spoofed
- * answer with no flow at all does not get this far (ag_flow_new_maybe()).
- */
-static __always_inline void ag_flow_new_probe(const struct ag_flow_tuple *t, const union ag_flow_key *key,
-					      struct ag_flow_way *out)
-{
-	__u64 h = ag_flow_hash(t->family, t);
-	__u32 i;
-
-	out->bucket = (__u32)h & flow_new_mask;
-	out->check = ag_flow_check_of(h);
-	out->way = 0;
-	out->found = 0;
-	out->live = 0;
-	out->ok = 0;
-	if (t->family == 4) {
-		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &out->bucket);
-
-		if (!b)
-			return;
-		out->ok = 1;
-		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
-			if (b->check[i] == out->check && ag_flow_key_eq_v4(&b->way[i].key, &key->v4)) {
-				out->way = i;
-				out->found = 1;
-				return;
-			}
-		}
-	} else {
-		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &out->bucket);
-
-		if (!b)
-			return;
-		out->ok = 1;
-		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
-			if (b->check[i] == out->check && ag_flow_key_eq_v6(&b->way[i].key, &key->v6)) {
-				out->way = i;
-				out->found = 1;
-				return;
-			}
-		}
-	}
-}
-
-/*
  * May the packet's own flow be among the unassured? 0 means surely not: no way of its
  * bucket holds its check (a flow's check is a function of its key). Read straight from
  * the packet, inlined, before any tuple or key is built: the path of a spoofed answer
@@ -161,89 +115,6 @@ static __always_inline int ag_flow_new_maybe(const struct ag_pkt *pkt, __u32 dir
 		return 1;
 	_Static_assert(AG_FLOW_NEW_WAYS == 4, "the checks compared below");
 	return checks[0] == check || checks[1] == check || checks[2] == check || checks[3] == check;
-}
-
-/*
- * The way of t's flow (keyed key) in its bucket: the header's checks first (one cache
- * line), a whole key compare only where a check matches (a torn way matches nothing).
- * With now != 0 and no such flow, it also picks the way a new one takes: an empty one,
- * else the oldest, and says whether that one still lives under slot's timeouts. A
- * global function: checked once.
- */
-__attribute__((noinline)) int ag_flow_new_find(const struct ag_flow_tuple *t, const union ag_flow_key *key,
-					       __u32 slot, __u64 now, struct ag_flow_way *out)
-{
-	const struct ag_gen_config *cfg;
-	const struct ag_flow_value *victim;
-	__u32 i, family, age, oldest = 0, stamp;
-	__u64 h;
-
-	if (!t || !key || !out)
-		return 0;
-	__builtin_memset(out, 0, sizeof(*out));
-	family = t->family;
-	h = ag_flow_hash(family, t);
-	out->bucket = (__u32)h & flow_new_mask;
-	out->check = ag_flow_check_of(h);
-	stamp = ag_flow_stamp(now);
-	if (family == 4) {
-		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &out->bucket);
-
-		if (!b)
-			return 0;
-		out->ok = 1;
-		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
-			if (b->check[i] == out->check && ag_flow_key_eq_v4(&b->way[i].key, &key->v4)) {
-				out->way = i;
-				out->found = 1;
-				return 1;
-			}
-		}
-		if (!now)
-			return 1;
-		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
-			if (b->check[i] == 0) {
-				out->way = i;
-				return 1;
-			}
-			age = stamp - b->stamp[i];
-			if (age >= oldest) {
-				oldest = age;
-				out->way = i;
-			}
-		}
-		victim = &b->way[out->way & (AG_FLOW_NEW_WAYS - 1)].value;
-	} else {
-		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &out->bucket);
-
-		if (!b)
-			return 0;
-		out->ok = 1;
-		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
-			if (b->check[i] == out->check && ag_flow_key_eq_v6(&b->way[i].key, &key->v6)) {
-				out->way = i;
-				out->found = 1;
-				return 1;
-			}
-		}
-		if (!now)
-			return 1;
-		for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
-			if (b->check[i] == 0) {
-				out->way = i;
-				return 1;
-			}
-			age = stamp - b->stamp[i];
-			if (age >= oldest) {
-				oldest = age;
-				out->way = i;
-			}
-		}
-		victim = &b->way[out->way & (AG_FLOW_NEW_WAYS - 1)].value;
-	}
-	cfg = bpf_map_lookup_elem(&ag_gen_cfg, &slot);
-	out->live = cfg && !ag_flow_expired(victim, cfg, now);
-	return 1;
 }
 
 /*
@@ -278,6 +149,89 @@ static __always_inline struct ag_flow_value *ag_flow_way_value(__u8 family, cons
 		*stamp_out = &b->stamp[i];
 		return &b->way[i].value;
 	}
+}
+
+/*
+ * The way of bucket b (of either family) that holds the flow of check want and key k
+ * (compared by eq), or AG_FLOW_NEW_WAYS: the checks first, a whole key compare only
+ * where a check matches (a torn way matches nothing).
+ */
+#define AG_FLOW_NEW_MATCH(b, want, eq, k)                                           \
+	({                                                                          \
+		__u32 _i, _way = AG_FLOW_NEW_WAYS;                                  \
+		for (_i = 0; _i < AG_FLOW_NEW_WAYS; _i++) {                         \
+			if ((b)->check[_i] == (want) && eq(&(b)->way[_i].key, (k))) { \
+				_way = _i;                                          \
+				break;                                              \
+			}                                                           \
+		}                                                                   \
+		_way;                                                               \
+	})
+
+/*
+ * The way of t's flow (keyed key) in its bucket (AG_FLOW_NEW_MATCH). With now != 0 and
+ * no such flow, it also picks the way a new one takes: an empty one, else the oldest,
+ * and says whether that one still lives under slot's timeouts. With now == 0 it only
+ * looks (a packet that opens nothing). A global function: checked once.
+ */
+__attribute__((noinline)) int ag_flow_new_find(const struct ag_flow_tuple *t, const union ag_flow_key *key,
+					       __u32 slot, __u64 now, struct ag_flow_way *out)
+{
+	const struct ag_gen_config *cfg;
+	const struct ag_flow_value *victim;
+	const __u32 *check, *stamps;
+	void *wkey = NULL;
+	__u32 *wcheck = NULL, *wstamp = NULL;
+	__u32 i, way, age, oldest = 0, stamp;
+	__u64 h;
+
+	if (!t || !key || !out)
+		return 0;
+	__builtin_memset(out, 0, sizeof(*out));
+	h = ag_flow_hash(t->family, t);
+	out->bucket = (__u32)h & flow_new_mask;
+	out->check = ag_flow_check_of(h);
+	if (t->family == 4) {
+		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &out->bucket);
+
+		if (!b)
+			return 0;
+		way = AG_FLOW_NEW_MATCH(b, out->check, ag_flow_key_eq_v4, &key->v4);
+		check = b->check;
+		stamps = b->stamp;
+	} else {
+		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &out->bucket);
+
+		if (!b)
+			return 0;
+		way = AG_FLOW_NEW_MATCH(b, out->check, ag_flow_key_eq_v6, &key->v6);
+		check = b->check;
+		stamps = b->stamp;
+	}
+	out->ok = 1;
+	if (way < AG_FLOW_NEW_WAYS) {
+		out->way = way;
+		out->found = 1;
+		return 1;
+	}
+	if (!now)
+		return 1;
+	stamp = ag_flow_stamp(now);
+	for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
+		if (check[i] == 0) {
+			out->way = i;
+			return 1;
+		}
+		age = stamp - stamps[i];
+		if (age >= oldest) {
+			oldest = age;
+			out->way = i;
+		}
+	}
+	victim = ag_flow_way_value(t->family, out, &wkey, &wcheck, &wstamp);
+	cfg = bpf_map_lookup_elem(&ag_gen_cfg, &slot);
+	out->live = victim && cfg && !ag_flow_expired(victim, cfg, now);
+	return 1;
 }
 
 /*
