@@ -131,6 +131,18 @@ fn reasons_rs(abi: &str) -> String {
         "/// The ABI version recorded in the pins (`ag_abi`).\npub const ABI_VERSION: u32 = {};\n\n",
         define("AG_ABI_VERSION")
     );
+    // The host index's shape (abi.h), which the agent lays out and the filter reads.
+    let number = |name: &str| define(name).trim_end_matches(['U', 'u']).to_string();
+    out += "/// The host index (abi.h): entries per slot are `1 << HOST_INDEX_BITS`; probes from\n/// an address's home; the multiplier of its home; distinct values per slot.\n";
+    for (rust, c) in [
+        ("HOST_INDEX_BITS", "AG_HOST_INDEX_BITS"),
+        ("HOST_INDEX_PROBES", "AG_HOST_INDEX_PROBES"),
+        ("HOST_INDEX_MUL", "AG_HOST_INDEX_MUL"),
+        ("HOST_VALUES", "AG_HOST_VALUES"),
+    ] {
+        out += &format!("pub const {rust}: u32 = {};\n", number(c));
+    }
+    out += "pub const HOST_INDEX_SIZE: u32 = 1 << HOST_INDEX_BITS;\n\n";
     out += "impl Reason {\n    pub const ALL: [Reason; REASON_MAX] = [\n";
     for (name, _, _) in &reasons {
         out += &format!("        Reason::{name},\n");

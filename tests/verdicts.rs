@@ -719,3 +719,72 @@ fn counters_pinned_by_an_older_abi_are_replaced_not_misread() {
         0
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The host index
+
+/// The host index (dataplane/hostindex.rs), which the filter reads a generation's IPv4
+/// /32s from in place of the hash map, follows each generation: a /32 the next one
+/// drops is denied at once, also when the slot it was indexed in comes round again; a
+/// generation with more /32s than the index takes is judged through the hash map, and
+/// the index comes back with the next one that fits. Every verdict against the model.
+/// (Addresses from 10/8: test runs only, nothing is sent.)
+#[test]
+fn the_host_index_follows_each_generation_and_steps_aside_when_full() {
+    use allowgate_ebpf as abi;
+    use std::net::Ipv4Addr;
+
+    let host = |i: u32| Ipv4Addr::from(0x0a00_0000 + i * 3).to_string();
+    let with = |from: u32, to: u32| {
+        let mut config = Config::default();
+        config.state.mode = StateMode::Stateless;
+        config.allow = (from..to)
+            .map(|i| {
+                allow(
+                    &format!("{}/32", host(i)),
+                    Direction::Egress,
+                    Proto::Tcp,
+                    &[PortRange::single(443)],
+                )
+            })
+            .collect();
+        let selection = Selection {
+            regions: vec!["eu1".into()],
+            features: vec![Feature::Portal],
+        };
+        Policy::build(&Catalog::builtin(), &selection, &config, &[])
+    };
+    let probes: Vec<String> = (0..5000)
+        .step_by(7)
+        .map(host)
+        .chain(["13.80.125.22".to_string(), "10.0.0.1".to_string()])
+        .collect();
+
+    let mut h = Harness::new(with(0, 300));
+    for (from, to, indexed) in [
+        (0, 300, true),
+        (150, 450, true),
+        (300, 600, true),
+        (0, 5000, false),
+        (4000, 4300, true),
+    ] {
+        if (from, to) != (0, 300) {
+            h.set_policy(with(from, to));
+        }
+        let flags = h.dataplane.active_config().unwrap().flags;
+        assert_eq!(
+            flags & abi::F_V4_HOST_INDEX != 0,
+            indexed,
+            "hosts {from}..{to}: indexed"
+        );
+        let mut passed = 0;
+        for remote in &probes {
+            let packet = ip(OUT, remote, syn(40000, 443));
+            let kernel = h.run(OUT, &frame(&packet, &Shape::Plain));
+            assert_eq!(kernel, h.expect(&packet), "hosts {from}..{to}: {remote}");
+            passed += usize::from(kernel.delivered);
+        }
+        let listed = probes.iter().filter(|p| (from..to).any(|i| host(i) == **p)).count();
+        assert_eq!(passed, listed + 1, "hosts {from}..{to}: its /32s and the portal pass");
+    }
+}

@@ -118,6 +118,12 @@ _Static_assert(AG_REASON_MAX <= AG_REASON_CAPACITY, "more reasons than the count
  * `out-of-window`) instead of dropping; it still changes nothing (conntrack's be_liberal).
  */
 #define AG_F_LIBERAL		(1U << 10)
+/*
+ * The slot's IPv4 /32s are in the host index as well (struct ag_host_index_v4): the
+ * filter looks them up there, inline, instead of in the slot's hash map, which stays
+ * the table of record. Set by the agent only when every /32 fits (see below).
+ */
+#define AG_F_V4_HOST_INDEX	(1U << 11)
 
 /*
  * The states of a tracked flow; each has its idle timeout (ag_gen_config). TCP follows
@@ -191,6 +197,28 @@ struct ag_policy_value {
 	__u32 n_rules;		/* rules[0..n_rules) are valid */
 	__u32 _pad;
 	struct ag_port_rule rules[AG_MAX_PORT_RULES];
+};
+
+/*
+ * The host index: a slot's IPv4 /32s in an open-addressed table of
+ * AG_HOST_INDEX_SIZE entries (ag_v4_host_index holds AG_SLOTS of them, slot after
+ * slot), and their distinct policy values in AG_HOST_VALUES entries of ag_host_values
+ * per slot. An address's home is the top AG_HOST_INDEX_BITS of its word (as read
+ * from the packet) times AG_HOST_INDEX_MUL; it lies in the first of the
+ * AG_HOST_INDEX_PROBES entries from its home that holds it, and an empty entry ends
+ * the search. The agent fills a slot's index only when every /32 lies within the
+ * probes and the values fit (dataplane/hostindex.rs), and says so with
+ * AG_F_V4_HOST_INDEX; otherwise the filter reads the hash map.
+ */
+#define AG_HOST_INDEX_BITS	13
+#define AG_HOST_INDEX_SIZE	(1U << AG_HOST_INDEX_BITS)
+#define AG_HOST_INDEX_PROBES	8
+#define AG_HOST_INDEX_MUL	0x9e3779b1U
+#define AG_HOST_VALUES		1024
+
+struct ag_host_index_v4 {
+	__u32 addr;		/* network byte order */
+	__u32 value;		/* 1 + its value's index in the slot's values; 0: empty */
 };
 
 /* Host (/32, /128) entries live in hash maps; shorter prefixes in LPM tries. */

@@ -14,6 +14,7 @@ AG_ASSERT_SIZE(struct ag_port_rule, 8);
 AG_ASSERT_SIZE(struct ag_policy_value, 136);
 AG_ASSERT_SIZE(struct ag_v4_host_key, 4);
 AG_ASSERT_SIZE(struct ag_v6_host_key, 16);
+AG_ASSERT_SIZE(struct ag_host_index_v4, 8);
 AG_ASSERT_SIZE(struct ag_lpm_v4_key, 8);
 AG_ASSERT_SIZE(struct ag_lpm_v6_key, 20);
 AG_ASSERT_SIZE(struct ag_counter, 16);
@@ -51,6 +52,7 @@ _Static_assert(__builtin_offsetof(struct ag_dns_socket_value, id) == 64 &&
 _Static_assert(__builtin_offsetof(struct ag_flow_v4_key, lport) == 8 &&
 	       __builtin_offsetof(struct ag_flow_v6_key, lport) == 32, "ag_flow_*_key layout");
 _Static_assert(__builtin_offsetof(struct ag_policy_value, rules) == 8, "ag_policy_value layout");
+_Static_assert((AG_HOST_VALUES & (AG_HOST_VALUES - 1)) == 0, "AG_HOST_VALUES is a power of two");
 _Static_assert(__builtin_offsetof(struct ag_port_rule, port_lo) == 4, "ag_port_rule layout");
 _Static_assert(__builtin_offsetof(struct ag_event, ethertype) == 24, "ag_event layout");
 _Static_assert(__builtin_offsetof(struct ag_event, saddr) == 32, "ag_event layout");

@@ -76,8 +76,13 @@ pub mod map {
     pub const FLOW_CTL: &str = "ag_flow_ctl";
     /// Each socket's own DNS queries (`DnsSocketKey` -> `DnsSocketValue`), LRU.
     pub const DNS_SOCKETS: &str = "ag_dns_sockets";
+    /// The host index of each slot's IPv4 /32s: `HOST_INDEX_SIZE` `HostIndexV4` entries
+    /// per slot, mmapable.
+    pub const V4_HOST_INDEX: &str = "ag_v4_host_index";
+    /// The host index's policy values: `HOST_VALUES` `PolicyValue`s per slot, mmapable.
+    pub const HOST_VALUES: &str = "ag_host_values";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 29] = [
         V4_HOST,
         V4_LPM,
         V6_HOST,
@@ -105,6 +110,8 @@ pub mod map {
         FLOW_PEERS,
         FLOW_CTL,
         DNS_SOCKETS,
+        V4_HOST_INDEX,
+        HOST_VALUES,
     ];
 }
 
@@ -159,6 +166,8 @@ pub const F_V6_LPM_EMPTY: u32 = 1 << 8;
 pub const F_STATEFUL: u32 = 1 << 9;
 /// With tracking: out-of-window TCP segments pass (still changing nothing).
 pub const F_LIBERAL: u32 = 1 << 10;
+/// The slot's IPv4 /32s are in the host index too, and the filter reads them there.
+pub const F_V4_HOST_INDEX: u32 = 1 << 11;
 
 /// `enum ag_flow_state`: the index of each state's timeout in `GenConfig::flow_timeout_s`.
 pub const FLOW_TCP_SYN_SENT: u8 = 0;
@@ -272,7 +281,7 @@ pub struct PortRule {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PolicyValue {
     pub n_rules: u32,
     pub _pad: u32,
@@ -295,6 +304,16 @@ pub struct V4HostKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct V6HostKey {
     pub addr: [u8; 16],
+}
+
+/// `struct ag_host_index_v4`: an entry of the host index.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostIndexV4 {
+    /// The address's octets as the word the filter reads them into (`u32::from_ne_bytes`).
+    pub addr: u32,
+    /// 1 + its value's index among the slot's values; 0: the entry is empty.
+    pub value: u32,
 }
 
 #[repr(C)]
@@ -560,6 +579,7 @@ const _: () = assert!(core::mem::size_of::<DispatcherConfig>() == 124);
 
 // The C side has the same sizes; `build.rs` compiles a check of them with clang.
 const _: () = assert!(core::mem::size_of::<GenConfig>() == 72);
+const _: () = assert!(core::mem::size_of::<HostIndexV4>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowV4Key>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowV6Key>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowSeq>() == 20);
@@ -590,6 +610,7 @@ mod pod {
     unsafe impl aya::Pod for super::PolicyValue {}
     unsafe impl aya::Pod for super::V4HostKey {}
     unsafe impl aya::Pod for super::V6HostKey {}
+    unsafe impl aya::Pod for super::HostIndexV4 {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::DynValue {}

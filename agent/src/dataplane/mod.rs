@@ -19,6 +19,7 @@ mod dns;
 pub mod flows;
 mod flowtab;
 pub mod hooks;
+pub mod hostindex;
 pub mod kernel;
 mod live;
 pub mod seed;
@@ -417,6 +418,8 @@ fn expected_shape(name: &str) -> Option<(MapType, u32, u32)> {
         map::FLOWS_NEW_V6 => (MapType::Array, u32s, size_of::<abi::FlowBucketV6>() as u32),
         map::FLOW_PEERS => (MapType::Array, u32s, 2 * size_of::<u64>() as u32),
         map::FLOW_CTL => (MapType::Array, u32s, size_of::<abi::FlowCtl>() as u32),
+        map::V4_HOST_INDEX => (MapType::Array, u32s, size_of::<abi::HostIndexV4>() as u32),
+        map::HOST_VALUES => (MapType::Array, u32s, size_of::<abi::PolicyValue>() as u32),
         map::DNS_SOCKETS => (
             MapType::LruHash,
             size_of::<abi::DnsSocketKey>() as u32,
@@ -681,6 +684,12 @@ impl Dataplane {
         live::active(self.map(map::ACTIVE)?, self.map(map::GEN_CONFIG)?).map(|(slot, cfg)| (slot, cfg.generation))
     }
 
+    /// The active slot's config as the kernel holds it: its flags say which tables the
+    /// filter reads.
+    pub fn active_config(&self) -> Result<abi::GenConfig, DataplaneError> {
+        live::active(self.map(map::ACTIVE)?, self.map(map::GEN_CONFIG)?).map(|(_, cfg)| cfg)
+    }
+
     /// Puts `tables` in as the next generation, whole: the idle slot is filled, then
     /// made active with one write; a packet sees either the old policy or the new one.
     /// On any error the active policy is untouched.
@@ -728,6 +737,11 @@ impl Dataplane {
         // Empty tables are not looked up: a miss in them is what every dropped packet
         // of a flood would pay for.
         let mut flags = tables.config.flags;
+        // The /32s in the host index too, when they fit (hostindex.rs); else the hash map.
+        if let Ok(index) = hostindex::layout(tables.v4_host.iter()) {
+            self.write_host_index(idle, &index)?;
+            flags |= abi::F_V4_HOST_INDEX;
+        }
         for (empty, flag) in [
             (tables.v4_host.is_empty(), abi::F_V4_HOST_EMPTY),
             (tables.v4_lpm.is_empty(), abi::F_V4_LPM_EMPTY),

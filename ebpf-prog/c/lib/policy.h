@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * policy.h - the policy maps, the per-generation config, and the rule lookup:
- * host hash first, then the LPM trie, then the port rules of what was found.
+ * hosts first (the host index, else the hash map), then the LPM trie, then the port
+ * rules of what was found.
  *
  * A generation lives in one of AG_SLOTS slots: its four inner maps sit at that
  * index of the four outer maps and its config in ag_gen_cfg. The agent fills the
@@ -123,6 +124,30 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_dyn_empty SEC(".maps");
 
+/*
+ * The host index (abi.h): each slot's IPv4 /32s, looked up inline (two array reads)
+ * rather than through the kernel's hash lookup, which costs a call, a jhash and a
+ * memcmp on every packet from a catalog peer. Written by the agent, through mmap, for
+ * the idle slot only, like the inner maps.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AG_SLOTS * AG_HOST_INDEX_SIZE);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ag_host_index_v4);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_v4_host_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AG_SLOTS * AG_HOST_VALUES);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ag_policy_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_host_values SEC(".maps");
+
 /* The active generation's config, or NULL when none is complete. */
 static __always_inline const struct ag_gen_config *ag_active_config(__u32 *slot)
 {
@@ -149,6 +174,36 @@ enum ag_lookup_result {
 };
 
 /*
+ * The /32 addr in slot's host index: AG_LOOKUP_FOUND with *value, or AG_LOOKUP_MISS.
+ * Every /32 of the slot lies within AG_HOST_INDEX_PROBES entries of its home and no
+ * empty entry comes before it (the agent placed it so), so a miss is a miss of the
+ * hash map too.
+ */
+static __always_inline int ag_host_index_v4(__u32 slot, __u32 addr, const struct ag_policy_value **value)
+{
+	__u32 home = (addr * AG_HOST_INDEX_MUL) >> (32 - AG_HOST_INDEX_BITS);
+	__u32 base = (slot & (AG_SLOTS - 1)) * AG_HOST_INDEX_SIZE;
+	__u32 i;
+
+	_Static_assert((AG_SLOTS & (AG_SLOTS - 1)) == 0, "slot is masked into range");
+	for (i = 0; i < AG_HOST_INDEX_PROBES; i++) {
+		__u32 at = base + ((home + i) & (AG_HOST_INDEX_SIZE - 1));
+		const struct ag_host_index_v4 *e = bpf_map_lookup_elem(&ag_v4_host_index, &at);
+		__u32 v;
+
+		if (!e || e->value == 0)
+			return AG_LOOKUP_MISS;
+		if (e->addr != addr)
+			continue;
+		v = (slot & (AG_SLOTS - 1)) * AG_HOST_VALUES + ((e->value - 1) & (AG_HOST_VALUES - 1));
+		*value = bpf_map_lookup_elem(&ag_host_values, &v);
+		barrier_var(*value);
+		return *value ? AG_LOOKUP_FOUND : AG_LOOKUP_MISS;
+	}
+	return AG_LOOKUP_MISS;
+}
+
+/*
  * The v4 and v6 lookups are separate functions with barrier_var() on every map
  * pointer and result. clang may otherwise merge the two families' calls into
  * one bpf_map_lookup_elem whose map pointer depends on the branch; the
@@ -164,6 +219,14 @@ static __always_inline int ag_lookup_v4(__u32 slot, __u32 flags, __u32 addr,
 	struct ag_lpm_v4_key lpm_key;
 	void *host, *lpm;
 
+	/*
+	 * The index first: the agent sets its flag in the config it writes after the
+	 * slot's inner maps, so a slot with the flag has them all.
+	 */
+	*value = NULL;
+	if ((flags & AG_F_V4_HOST_INDEX) && ag_host_index_v4(slot, addr, value) == AG_LOOKUP_FOUND)
+		return AG_LOOKUP_FOUND;
+
 	/* The outer lookups are inlined array reads: a missing inner map still fails closed. */
 	host = bpf_map_lookup_elem(&ag_v4_host, &slot);
 	barrier_var(host);
@@ -174,8 +237,7 @@ static __always_inline int ag_lookup_v4(__u32 slot, __u32 flags, __u32 addr,
 	if (!lpm)
 		return AG_LOOKUP_NO_TABLES;
 
-	*value = NULL;
-	if (!(flags & AG_F_V4_HOST_EMPTY)) {
+	if (!(flags & (AG_F_V4_HOST_INDEX | AG_F_V4_HOST_EMPTY))) {
 		__builtin_memcpy(host_key.addr, &addr, sizeof(host_key.addr));
 		*value = bpf_map_lookup_elem(host, &host_key);
 		barrier_var(*value);
@@ -346,6 +408,21 @@ static __always_inline int ag_table_match(__u32 slot, __u32 flags, const struct 
 }
 
 /*
+ * ag_rules_match() for a learned address's value, as a global function: the verifier
+ * checks it once, for any value, rather than once more inline for each family's learned
+ * table (a third and fourth kind of value pointer after the generation's tables and the
+ * host index). A call more, paid only by packets the generation's tables did not allow.
+ */
+__attribute__((noinline)) int ag_learned_rules_match(const struct ag_policy_value *value,
+						      const struct ag_pkt *pkt, __u32 fwd_slot,
+						      __u32 ret_slot)
+{
+	if (!value || !pkt)
+		return AG_MATCH_NONE;
+	return ag_rules_match(value, pkt, fwd_slot, ret_slot);
+}
+
+/*
  * What a learned address allows of the packet, while it lasts: AG_MATCH_FORWARD,
  * AG_MATCH_RETURN or AG_MATCH_NONE. Asked only when the generation's tables did not
  * settle it; an empty learned table (no DNS names, or none resolved) is not looked in.
@@ -366,8 +443,8 @@ static __always_inline int ag_learned_match(const struct ag_pkt *pkt, __u32 dir)
 		dyn = ag_dyn_lookup_v6(remote);
 	if (!dyn || dyn->expires_ns <= bpf_ktime_get_ns())
 		return AG_MATCH_NONE;
-	return ag_rules_match(&dyn->policy, pkt, AG_SLOT_IN_LOCAL >> (dir * 2),
-			      AG_SLOT_IN_REMOTE << (dir * 2));
+	return ag_learned_rules_match(&dyn->policy, pkt, AG_SLOT_IN_LOCAL >> (dir * 2),
+				      AG_SLOT_IN_REMOTE << (dir * 2));
 }
 
 #endif /* ALLOWGATE_POLICY_H */
