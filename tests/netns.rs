@@ -163,6 +163,10 @@ fn the_daemon_enforces_tcp_and_udp_over_both_families() {
     assert!(status["generation"].as_u64().unwrap() >= 1);
     assert!(status["entries"]["v4"].as_u64().unwrap() > 10, "{status}");
     assert_eq!(status["entries"]["v6"], 2);
+    assert_eq!(
+        status["entries"]["v4_host_index"], true,
+        "the catalog's /32s fit the index: {status}"
+    );
     assert!(counter(&status, "egress", "drop") >= 4, "{status}");
     assert!(counter(&status, "ingress", "drop") >= 1, "{status}");
     assert!(counter(&status, "egress", "pass") > 0 && counter(&status, "ingress", "pass") > 0);

@@ -158,7 +158,8 @@ fn table(s: &StatusReport) -> String {
             out += &format!("  {:<11}{}: {programs}\n", format!("{}:", h.hook), h.attach);
         }
     }
-    out += &format!("entries:     {} IPv4, {} IPv6\n", s.entries.v4, s.entries.v6);
+    let indexed = if s.entries.v4_host_index { " (/32s indexed)" } else { "" };
+    out += &format!("entries:     {} IPv4{indexed}, {} IPv6\n", s.entries.v4, s.entries.v6);
     let t = &s.tracking;
     if t.mode == StateMode::Stateful {
         out += &format!(

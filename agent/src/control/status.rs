@@ -173,6 +173,10 @@ pub(crate) fn yes() -> bool {
 pub struct Entries {
     pub v4: usize,
     pub v6: usize,
+    /// The filter reads the IPv4 /32s from the host index (the active generation's flag in
+    /// the kernel); false: from the hash map. Absent from older daemons.
+    #[serde(default)]
+    pub v4_host_index: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

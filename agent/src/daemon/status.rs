@@ -155,6 +155,7 @@ pub fn report(
         entries: Entries {
             v4: live.v4_entries,
             v6: live.v6_entries,
+            v4_host_index: live.config.flags & abi::F_V4_HOST_INDEX != 0,
         },
         counters: DirectionsCounters {
             ingress: direction(&live.counters, abi::DIR_INGRESS),
