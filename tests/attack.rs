@@ -157,10 +157,16 @@ fn a_blind_rst_and_a_spray_leave_a_connection_working_both_ways() {
     let after = world.status();
     let out_of_window = drops(&after, "out-of-window") - drops(&before, "out-of-window");
     let no_flow = drops(&after, "no-flow") - drops(&before, "no-flow");
+    // A RST whose random sequence lands inside the window (about 1 in 30,000 with this
+    // connection's window) passes and changes nothing, so that the host's stack can send
+    // its challenge ACK (docs/state.md); the 15 idle seconds below show it changed
+    // nothing. Every other one drops.
+    let in_window = count(&after, "ingress", "pass", "policy") - count(&before, "ingress", "pass", "policy");
     assert!(
-        out_of_window >= 1000,
-        "the 1000 blind RSTs on the connection's own port were to drop as out-of-window, {out_of_window} \
-         did (and {no_flow} no-flow of {sent}): {}",
+        out_of_window + in_window >= 1000 && in_window <= 10,
+        "the 1000 blind RSTs on the connection's own port were to drop as out-of-window (or pass, \
+         a few, inside the window), {out_of_window} dropped and {in_window} passed (and {no_flow} \
+         no-flow of {sent}): {}",
         after["counters"]["ingress"]
     );
     assert!(
