@@ -734,14 +734,14 @@ impl Dataplane {
         set_outer::<LpmTrie<MapData, [u8; 4], abi::PolicyValue>>(self.map_mut(map::V4_LPM)?, idle, &v4_lpm)?;
         set_outer::<LpmTrie<MapData, [u8; 16], abi::PolicyValue>>(self.map_mut(map::V6_LPM)?, idle, &v6_lpm)?;
 
-        // Empty tables are not looked up: a miss in them is what every dropped packet
-        // of a flood would pay for.
         let mut flags = tables.config.flags;
         // The /32s in the host index too, when they fit (hostindex.rs); else the hash map.
         if let Ok(index) = hostindex::layout(tables.v4_host.iter()) {
             self.write_host_index(idle, &index)?;
             flags |= abi::F_V4_HOST_INDEX;
         }
+        // Empty tables are not looked up: a miss in them is what every dropped packet
+        // of a flood would pay for.
         for (empty, flag) in [
             (tables.v4_host.is_empty(), abi::F_V4_HOST_EMPTY),
             (tables.v4_lpm.is_empty(), abi::F_V4_LPM_EMPTY),
