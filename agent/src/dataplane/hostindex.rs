@@ -11,7 +11,7 @@
 //! entries, a crowded run of homes, more distinct values than `HOST_VALUES`) is not
 //! indexed: the filter reads its hash map, as before.
 
-use std::{collections::HashMap, fmt, net::Ipv4Addr};
+use std::{collections::HashMap, net::Ipv4Addr};
 
 use allowgate_ebpf::{self as abi, map};
 
@@ -34,17 +34,6 @@ pub enum Unindexed {
     TooManyValues(usize),
     /// This /32 found no free entry within the probes from its home.
     Crowded(Ipv4Addr),
-}
-
-impl fmt::Display for Unindexed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Unindexed::Empty => write!(f, "no IPv4 /32"),
-            Unindexed::TooMany(n) => write!(f, "{n} IPv4 /32s, over {}", abi::HOST_INDEX_SIZE / 2),
-            Unindexed::TooManyValues(n) => write!(f, "{n} distinct rule sets, over {}", abi::HOST_VALUES),
-            Unindexed::Crowded(a) => write!(f, "{a} found no entry within {} of its home", abi::HOST_INDEX_PROBES),
-        }
-    }
 }
 
 /// The word the filter reads an address into (`union ag_addr.v4`, the host's order).
