@@ -611,7 +611,14 @@ fn a_new_capacity_carries_the_flows_over() {
         d.signal(libc::SIGTERM);
         assert!(d.wait_log("exiting", Duration::from_secs(10)), "{}", d.log());
         drop(d);
-        for name in ["ag_flows_v4", "ag_flows_v6", "ag_flows_new_v4", "ag_flows_new_v6"] {
+        for name in [
+            "ag_flows_v4",
+            "ag_flows_v6",
+            "ag_flows_new_v4",
+            "ag_flows_new_v6",
+            "ag_flows_chk_v4",
+            "ag_flows_chk_v6",
+        ] {
             std::fs::remove_file(world.pins.0.join("maps").join(name)).expect("remove a flow table's pin");
         }
         daemon = Some(world.start_daemon());

@@ -720,6 +720,238 @@ fn counters_pinned_by_an_older_abi_are_replaced_not_misread() {
     );
 }
 
+/// Unassured flows pinned by ABI 4, whose buckets held their own checks, are carried
+/// into this build's tables, where the checks have a table of their own: the answer
+/// to a datagram the host sent before the upgrade still passes. Control: the same pin
+/// with the way's check 0 (not in use) carries nothing, and the answer drops `no-flow`,
+/// so the pass is the carried flow's.
+#[test]
+fn unassured_flows_pinned_with_their_checks_inline_are_carried_over() {
+    use allowgate::dataplane::{Dataplane, LoadOptions};
+    use allowgate_ebpf::{self as abi, Reason as R};
+
+    let me: IpAddr = ME4.parse().unwrap();
+    let remote: IpAddr = "203.0.113.130".parse().unwrap();
+    let mut config = Config::default();
+    config.state.mode = StateMode::Stateful;
+    config.allow = vec![allow(
+        "203.0.113.128/25",
+        Direction::Egress,
+        Proto::Udp,
+        &[PortRange::single(9000)],
+    )];
+    let selection = Selection {
+        regions: vec!["eu1".into()],
+        features: vec![Feature::Portal],
+    };
+    let tables =
+        allowgate::policy::compile_policy(&Policy::build(&Catalog::builtin(), &selection, &config, &[])).unwrap();
+    let answer = frame(
+        &between(
+            Hook::Ingress,
+            me,
+            remote,
+            L4::Udp {
+                sport: 9000,
+                dport: 40000,
+            },
+        ),
+        &Shape::Plain,
+    );
+
+    // An ABI 4 bucket (checks, stamps, then four ways of a 16-byte key and a 64-byte
+    // value), its way 0 holding the host's datagram to remote:9000, sent just now.
+    let old_bucket = |check: u32| {
+        let seen = allowgate::dataplane::flows::coarse_ns();
+        let mut b = vec![0u8; 32 + 4 * 80];
+        b[0..4].copy_from_slice(&check.to_le_bytes());
+        b[16..20].copy_from_slice(&((seen >> 20) as u32).to_le_bytes());
+        let way = 32;
+        b[way..way + 4].copy_from_slice(&[198, 51, 100, 7]);
+        b[way + 4..way + 8].copy_from_slice(&[203, 0, 113, 130]);
+        b[way + 8..way + 10].copy_from_slice(&40000u16.to_le_bytes());
+        b[way + 10..way + 12].copy_from_slice(&9000u16.to_le_bytes());
+        b[way + 12] = 17;
+        let value = way + 16;
+        b[value..value + 8].copy_from_slice(&seen.to_le_bytes());
+        b[value + 8] = abi::FLOW_UDP;
+        b[value + 9] = abi::DIR_EGRESS;
+        b
+    };
+    let run = |check: u32| {
+        let pins = common::PinDir::new();
+        let maps = pins.0.join("maps");
+        std::fs::create_dir_all(&maps).unwrap();
+        let path = maps.join("ag_flows_new_v4");
+        let bpftool = |args: Vec<String>| {
+            let out = std::process::Command::new("bpftool")
+                .args(&args)
+                .output()
+                .expect("run bpftool");
+            assert!(
+                out.status.success(),
+                "bpftool {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        bpftool(
+            [words("map create"), vec![path.display().to_string()]]
+                .concat()
+                .into_iter()
+                .chain(words(
+                    "type array key 4 value 352 entries 8192 name ag_flows_new_v4 flags 1024",
+                ))
+                .collect(),
+        );
+        let value: Vec<String> = old_bucket(check).iter().map(|b| format!("{b:02x}")).collect();
+        bpftool(
+            [
+                words("map update pinned"),
+                vec![path.display().to_string()],
+                words("key hex 00 00 00 00 value hex"),
+                value,
+            ]
+            .concat(),
+        );
+        let mut dp = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load over the ABI 4 table");
+        let replaced = dp.replaced().join("; ");
+        dp.install(&tables).unwrap();
+        let passed = dp.test_run(Hook::Ingress, &answer, 1).unwrap().return_value == 2;
+        let no_flow = dp
+            .counters()
+            .unwrap()
+            .get(abi::DIR_INGRESS, abi::VERDICT_DROP, R::NoFlow)
+            .packets;
+        (replaced, passed, no_flow)
+    };
+
+    let (replaced, passed, no_flow) = run(0x1234_5679);
+    assert!(
+        replaced.contains("ag_flows_new_v4: pinned as type 2 key 4 value 352")
+            && replaced.contains("its 1 flows carried over"),
+        "{replaced}"
+    );
+    assert!(
+        passed && no_flow == 0,
+        "the carried flow's answer was dropped ({no_flow} no-flow): {replaced}"
+    );
+
+    let (replaced, passed, no_flow) = run(0);
+    assert!(replaced.contains("its 0 flows carried over"), "{replaced}");
+    assert!(
+        !passed && no_flow == 1,
+        "control: with no flow the answer must drop no-flow (passed: {passed})"
+    );
+}
+
+/// An unassured table and its checks are kept or replaced as one: pins that still
+/// hold both keep the host's flow (the control: its answer passes after a reload); a
+/// table pinned without its checks can't tell which ways are in use, so both go and
+/// the flow starts over (its answer drops `no-flow`), and checks pinned without their
+/// table go too, never read against another table's buckets.
+#[test]
+fn an_unassured_table_and_its_checks_are_replaced_together() {
+    use allowgate::dataplane::{Dataplane, LoadOptions};
+    use allowgate_ebpf::{self as abi, Reason as R, map};
+
+    let me: IpAddr = ME4.parse().unwrap();
+    let remote: IpAddr = "203.0.113.130".parse().unwrap();
+    let mut config = Config::default();
+    config.state.mode = StateMode::Stateful;
+    config.allow = vec![allow(
+        "203.0.113.128/25",
+        Direction::Egress,
+        Proto::Udp,
+        &[PortRange::single(9000)],
+    )];
+    let selection = Selection {
+        regions: vec!["eu1".into()],
+        features: vec![Feature::Portal],
+    };
+    let tables =
+        allowgate::policy::compile_policy(&Policy::build(&Catalog::builtin(), &selection, &config, &[])).unwrap();
+    let out = frame(
+        &between(
+            Hook::Egress,
+            me,
+            remote,
+            L4::Udp {
+                sport: 40000,
+                dport: 9000,
+            },
+        ),
+        &Shape::Plain,
+    );
+    let answer = frame(
+        &between(
+            Hook::Ingress,
+            me,
+            remote,
+            L4::Udp {
+                sport: 9000,
+                dport: 40000,
+            },
+        ),
+        &Shape::Plain,
+    );
+    // Loads over `pins` after `remove` took some pins away; what was replaced, and
+    // whether the answer passed (else how many dropped no-flow).
+    let reload = |pins: &common::PinDir, remove: &[&str]| {
+        for name in remove {
+            std::fs::remove_file(pins.0.join("maps").join(name)).expect("remove a pin");
+        }
+        let mut dp = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load over the pins");
+        dp.install(&tables).unwrap();
+        let passed = dp.test_run(Hook::Ingress, &answer, 1).unwrap().return_value == 2;
+        let no_flow = dp
+            .counters()
+            .unwrap()
+            .get(abi::DIR_INGRESS, abi::VERDICT_DROP, R::NoFlow)
+            .packets;
+        (dp.replaced().join("; "), passed, no_flow)
+    };
+    let with_flow = || {
+        let pins = common::PinDir::new();
+        let mut dp = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load");
+        dp.install(&tables).unwrap();
+        // TC_ACT_SHOT (2) would be a drop.
+        assert_ne!(
+            dp.test_run(Hook::Egress, &out, 1).unwrap().return_value,
+            2,
+            "the host's datagram"
+        );
+        pins
+    };
+
+    let pins = with_flow();
+    let (replaced, passed, _) = reload(&pins, &[]);
+    assert!(
+        replaced.is_empty() && passed,
+        "control: the flow kept over a reload: {replaced}"
+    );
+
+    let pins = with_flow();
+    let (replaced, passed, no_flow) = reload(&pins, &[map::FLOWS_CHK_V4]);
+    assert!(
+        replaced
+            .contains("ag_flows_new_v4: pinned without ag_flows_chk_v4; its flows start over: cannot open its checks"),
+        "{replaced}"
+    );
+    assert!(
+        !passed && no_flow == 1,
+        "a table without its checks kept its flow: {replaced}"
+    );
+
+    let pins = with_flow();
+    let (replaced, passed, _) = reload(&pins, &[map::FLOWS_NEW_V4]);
+    assert_eq!(
+        replaced, "ag_flows_chk_v4: pinned without ag_flows_new_v4",
+        "{replaced}"
+    );
+    assert!(!passed);
+}
+
 // ---------------------------------------------------------------------------------------
 // The host index
 

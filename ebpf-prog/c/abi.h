@@ -344,8 +344,9 @@ struct ag_dns_frame {
  * swap. Two tables per family: the assured flows (a TCP handshake completed, or UDP and
  * other protocols answered and then used once more) in an LRU hash, ag_flows_v4/v6, of
  * `[state] max_flows`; and the rest, which anyone can make by spoofing, in a table of
- * their own, ag_flows_new_v4/v6: an array of buckets of AG_FLOW_NEW_WAYS ways, where a
- * new flow takes the oldest way of its bucket. An unassured flow never pushes out an
+ * their own, ag_flows_new_v4/v6: an array of buckets of AG_FLOW_NEW_WAYS ways (their
+ * checks apart, in ag_flows_chk_v4/v6), where a new flow takes an empty way of its
+ * bucket, else the oldest. An unassured flow never pushes out an
  * assured one. Keyed from this host's side, the same key for a flow's packets both ways.
  * TCP and UDP: the two ports; ICMP echo: lport is the echo identifier, rport 0; other
  * protocols: both 0. A DHCP exchange: local address 0, the transaction id in the first
@@ -446,19 +447,27 @@ struct ag_flow_new_v6 {
 };
 
 /*
- * A bucket: a header a lookup reads alone (one cache line), then the ways. check[i] is
- * way i's key hash (never 0) while it holds a flow, so that a way written by two CPUs
- * at once, or half written, matches no key; 0: empty. stamp[i]: when its flow was last
- * seen (CLOCK_MONOTONIC_COARSE >> 20, ~1 ms), to pick the oldest.
+ * A bucket's checks, in an array of their own (ag_flows_chk_v4/v6, entry i for bucket
+ * i of ag_flows_new_*), four buckets to a cache line. check[i] is way i's key hash
+ * (never 0) while it holds a flow, so that a way written by two CPUs at once, or half
+ * written, matches no key; 0: empty. Finding that a flow is not there, and an empty way
+ * for a new one, reads these 16 bytes alone: a table 21 (IPv4) to 27 (IPv6) times
+ * smaller than the buckets, which stays in the caches where the buckets would not.
+ */
+struct ag_flow_checks {
+	__u32 check[AG_FLOW_NEW_WAYS];
+};
+
+/*
+ * A bucket: stamp[i], when way i's flow was last seen (CLOCK_MONOTONIC_COARSE >> 20,
+ * ~1 ms), to pick the oldest when every way is taken; then the ways.
  */
 struct ag_flow_bucket_v4 {
-	__u32 check[AG_FLOW_NEW_WAYS];
 	__u32 stamp[AG_FLOW_NEW_WAYS];
 	struct ag_flow_new_v4 way[AG_FLOW_NEW_WAYS];
 };
 
 struct ag_flow_bucket_v6 {
-	__u32 check[AG_FLOW_NEW_WAYS];
 	__u32 stamp[AG_FLOW_NEW_WAYS];
 	struct ag_flow_new_v6 way[AG_FLOW_NEW_WAYS];
 };

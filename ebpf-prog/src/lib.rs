@@ -69,6 +69,10 @@ pub mod map {
     /// Unassured flows: an mmapable array of `FlowBucketV4`/`FlowBucketV6`.
     pub const FLOWS_NEW_V4: &str = "ag_flows_new_v4";
     pub const FLOWS_NEW_V6: &str = "ag_flows_new_v6";
+    /// The checks of each bucket of `FLOWS_NEW_V4`/`FLOWS_NEW_V6`: an mmapable array of
+    /// `FlowChecks`, entry i for bucket i. A table and its checks are one: replaced together.
+    pub const FLOWS_CHK_V4: &str = "ag_flows_chk_v4";
+    pub const FLOWS_CHK_V6: &str = "ag_flows_chk_v6";
     /// The filter of remotes with an assured flow: entries of a `u64` word of each of its
     /// two generations, mmapable.
     pub const FLOW_PEERS: &str = "ag_flow_peers";
@@ -82,7 +86,7 @@ pub mod map {
     /// The host index's policy values: `HOST_VALUES` `PolicyValue`s per slot, mmapable.
     pub const HOST_VALUES: &str = "ag_host_values";
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 29] = [
+    pub const ALL: [&str; 31] = [
         V4_HOST,
         V4_LPM,
         V6_HOST,
@@ -107,6 +111,8 @@ pub mod map {
         FLOWS_V6,
         FLOWS_NEW_V4,
         FLOWS_NEW_V6,
+        FLOWS_CHK_V4,
+        FLOWS_CHK_V6,
         FLOW_PEERS,
         FLOW_CTL,
         DNS_SOCKETS,
@@ -459,11 +465,17 @@ pub struct FlowNewV6 {
     pub value: FlowValue,
 }
 
+/// A bucket's checks (`struct ag_flow_checks`), apart from the bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowChecks {
+    /// Each way's key hash (never 0) while it holds a flow; 0: empty.
+    pub check: [u32; FLOW_NEW_WAYS],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowBucketV4 {
-    /// Each way's key hash (never 0) while it holds a flow; 0: empty.
-    pub check: [u32; FLOW_NEW_WAYS],
     /// When each way's flow was last seen: `CLOCK_MONOTONIC_COARSE` ns >> 20.
     pub stamp: [u32; FLOW_NEW_WAYS],
     pub way: [FlowNewV4; FLOW_NEW_WAYS],
@@ -472,7 +484,6 @@ pub struct FlowBucketV4 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowBucketV6 {
-    pub check: [u32; FLOW_NEW_WAYS],
     pub stamp: [u32; FLOW_NEW_WAYS],
     pub way: [FlowNewV6; FLOW_NEW_WAYS],
 }
@@ -584,8 +595,9 @@ const _: () = assert!(core::mem::size_of::<FlowV4Key>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowV6Key>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowSeq>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 64);
-const _: () = assert!(core::mem::size_of::<FlowBucketV4>() == 32 + 4 * 80);
-const _: () = assert!(core::mem::size_of::<FlowBucketV6>() == 32 + 4 * 104);
+const _: () = assert!(core::mem::size_of::<FlowChecks>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowBucketV4>() == 16 + 4 * 80);
+const _: () = assert!(core::mem::size_of::<FlowBucketV6>() == 16 + 4 * 104);
 const _: () = assert!(core::mem::size_of::<FlowCtl>() == 32);
 const _: () = assert!(core::mem::size_of::<DnsSocketKey>() == 20);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
@@ -621,6 +633,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowV6Key {}
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::FlowSeq {}
+    unsafe impl aya::Pod for super::FlowChecks {}
     unsafe impl aya::Pod for super::FlowBucketV4 {}
     unsafe impl aya::Pod for super::FlowBucketV6 {}
     unsafe impl aya::Pod for super::FlowCtl {}

@@ -889,7 +889,7 @@ fn map_lookups_are_direct_calls() {
 }
 
 /// The verifier walks each program in well under its 1M-instruction budget
-/// (about 203k and 216k on kernel 6.18, with connection tracking's window checks). A change that multiplies the paths it
+/// (about 205k and 217k on kernel 6.18, with connection tracking's window checks). A change that multiplies the paths it
 /// has to walk shows up here long before an older kernel refuses to load it.
 #[test]
 fn verifier_cost_stays_far_below_the_limit() {

@@ -172,6 +172,38 @@ impl FlowValueV2 {
     }
 }
 
+/// An unassured bucket as ABI 4 laid it out, its checks in a header beside the stamps
+/// (since then in a table of their own), to carry its flows over.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct FlowBucketV4Abi4 {
+    check: [u32; abi::FLOW_NEW_WAYS],
+    stamp: [u32; abi::FLOW_NEW_WAYS],
+    way: [abi::FlowNewV4; abi::FLOW_NEW_WAYS],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct FlowBucketV6Abi4 {
+    check: [u32; abi::FLOW_NEW_WAYS],
+    stamp: [u32; abi::FLOW_NEW_WAYS],
+    way: [abi::FlowNewV6; abi::FLOW_NEW_WAYS],
+}
+
+// SAFETY: plain #[repr(C)] integers, no implicit padding (the C layout of ABI 4).
+unsafe impl aya::Pod for FlowBucketV4Abi4 {}
+unsafe impl aya::Pod for FlowBucketV6Abi4 {}
+
+/// The pin of the checks of the unassured table pinned at `path` (named `name`).
+fn checks_pin(name: &str, path: &std::path::Path) -> Option<std::path::PathBuf> {
+    let checks = match name {
+        map::FLOWS_NEW_V4 => map::FLOWS_CHK_V4,
+        map::FLOWS_NEW_V6 => map::FLOWS_CHK_V6,
+        _ => return None,
+    };
+    Some(path.with_file_name(checks))
+}
+
 /// Flows read out of pinned tables about to be replaced, to go into the new ones.
 #[derive(Debug, Default)]
 pub(super) struct Carried {
@@ -188,15 +220,46 @@ impl Carried {
         let before = self.entries.len();
         let value_size = info.value_size() as usize;
         let fresh = |e: std::io::Error| format!("cannot read its flows ({e})");
-        // An unassured table's buckets, each way in use an entry of the family `$entry`.
+        let buckets = info.max_entries() as usize;
+        // An unassured table's buckets, each way in use an entry of the family `$entry`:
+        // those of ABI 4 hold their checks; since then the checks' own table, pinned
+        // beside, says which ways are in use.
         macro_rules! read_buckets {
-            ($bucket:ty, $entry:path) => {{
-                let m = Mapped::new(&data, info.max_entries() as usize * value_size).map_err(fresh)?;
-                for i in 0..info.max_entries() as usize {
+            ($bucket:ty, $entry:path, inline) => {{
+                let m = Mapped::new(&data, buckets * value_size).map_err(fresh)?;
+                for i in 0..buckets {
                     let Some(b) = m.get::<$bucket>(i) else { break };
                     self.entries.extend(
                         (0..abi::FLOW_NEW_WAYS)
                             .filter(|&i| b.check[i] != 0)
+                            .map(|i| $entry(b.way[i].key, b.way[i].value)),
+                    );
+                }
+            }};
+            ($bucket:ty, $entry:path) => {{
+                let checks = checks_pin(name, path).expect("an unassured table");
+                let cdata = MapData::from_pin(&checks).map_err(|e| format!("cannot open its checks ({e})"))?;
+                let cinfo = cdata
+                    .info()
+                    .map_err(|e| format!("cannot read its checks ({e})"))?;
+                if cinfo.value_size() as usize != size_of::<abi::FlowChecks>()
+                    || (cinfo.max_entries() as usize) < buckets
+                {
+                    return Err(format!(
+                        "its checks ({} of {} bytes) do not fit its {buckets} buckets",
+                        cinfo.max_entries(),
+                        cinfo.value_size()
+                    ));
+                }
+                let m = Mapped::new(&data, buckets * value_size).map_err(fresh)?;
+                let c = Mapped::new(&cdata, buckets * size_of::<abi::FlowChecks>()).map_err(fresh)?;
+                for i in 0..buckets {
+                    let (Some(b), Some(c)) = (m.get::<$bucket>(i), c.get::<abi::FlowChecks>(i)) else {
+                        break;
+                    };
+                    self.entries.extend(
+                        (0..abi::FLOW_NEW_WAYS)
+                            .filter(|&i| c.check[i] != 0)
                             .map(|i| $entry(b.way[i].key, b.way[i].value)),
                     );
                 }
@@ -232,6 +295,12 @@ impl Carried {
             }
             map::FLOWS_NEW_V6 if value_size == size_of::<abi::FlowBucketV6>() => {
                 read_buckets!(abi::FlowBucketV6, Entry::V6)
+            }
+            map::FLOWS_NEW_V4 if value_size == size_of::<FlowBucketV4Abi4>() => {
+                read_buckets!(FlowBucketV4Abi4, Entry::V4, inline)
+            }
+            map::FLOWS_NEW_V6 if value_size == size_of::<FlowBucketV6Abi4>() => {
+                read_buckets!(FlowBucketV6Abi4, Entry::V6, inline)
             }
             _ => {
                 return Err(format!(
@@ -320,14 +389,15 @@ impl Dataplane {
                 }
             }
         }
-        let new_v4 = self.mapped(
-            map::FLOWS_NEW_V4,
-            sizes.new_buckets as usize * size_of::<abi::FlowBucketV4>(),
-        )?;
-        let new_v6 = self.mapped(
-            map::FLOWS_NEW_V6,
-            sizes.new_buckets as usize * size_of::<abi::FlowBucketV6>(),
-        )?;
+        let n = sizes.new_buckets as usize;
+        let new_v4 = flowtab::Tables {
+            buckets: self.mapped(map::FLOWS_NEW_V4, n * size_of::<abi::FlowBucketV4>())?,
+            checks: self.mapped(map::FLOWS_CHK_V4, n * size_of::<abi::FlowChecks>())?,
+        };
+        let new_v6 = flowtab::Tables {
+            buckets: self.mapped(map::FLOWS_NEW_V6, n * size_of::<abi::FlowBucketV6>())?,
+            checks: self.mapped(map::FLOWS_CHK_V6, n * size_of::<abi::FlowChecks>())?,
+        };
         for e in entries.iter().filter(|e| !e.assured()) {
             let put = match e {
                 Entry::V4(k, v) => flowtab::place_v4(&new_v4, sizes.new_buckets, hash_key, k, *v),
@@ -437,18 +507,22 @@ impl Dataplane {
             map::FLOWS_V6,
             map::FLOWS_NEW_V4,
             map::FLOWS_NEW_V6,
+            map::FLOWS_CHK_V4,
+            map::FLOWS_CHK_V6,
             map::FLOW_CTL,
             map::MISC,
             map::GEN_CONFIG,
             map::ACTIVE,
         ]
         .map(|name| self.map(name).map(map_data));
-        let [v4, v6, new_v4, new_v6, ctl, misc, cfg, active] = maps;
+        let [v4, v6, new_v4, new_v6, chk_v4, chk_v6, ctl, misc, cfg, active] = maps;
         flow_stats(&FlowMaps {
             v4: v4?,
             v6: v6?,
             new_v4: new_v4?,
             new_v6: new_v6?,
+            chk_v4: chk_v4?,
+            chk_v6: chk_v6?,
             ctl: ctl?,
             misc: misc?,
             cfg: cfg?,
@@ -463,6 +537,8 @@ pub(super) struct FlowMaps<'a> {
     pub(super) v6: &'a MapData,
     pub(super) new_v4: &'a MapData,
     pub(super) new_v6: &'a MapData,
+    pub(super) chk_v4: &'a MapData,
+    pub(super) chk_v6: &'a MapData,
     pub(super) ctl: &'a MapData,
     pub(super) misc: &'a MapData,
     pub(super) cfg: &'a MapData,
@@ -473,21 +549,31 @@ pub(super) struct FlowMaps<'a> {
 /// timeouts of the generation in force.
 fn unassured<B: aya::Pod>(
     m: &MapData,
+    checks: &MapData,
     timeouts: &[u32; abi::FLOW_STATES],
     now: u64,
-    ways: impl Fn(&B) -> Vec<(u32, abi::FlowValue)>,
+    value: impl Fn(&B, usize) -> abi::FlowValue,
 ) -> Result<u64, DataplaneError> {
-    let info = m.info().map_err(map_err("read an unassured flow table"))?;
-    let mapped = Mapped::new(m, info.max_entries() as usize * size_of::<B>()).map_err(|e| DataplaneError::Mmap {
+    let mmap_err = |source| DataplaneError::Mmap {
         name: "an unassured flow table",
-        source: e,
-    })?;
+        source,
+    };
+    let buckets = m.info().map_err(map_err("read an unassured flow table"))?.max_entries() as usize;
+    let mapped = Mapped::new(m, buckets * size_of::<B>()).map_err(mmap_err)?;
+    let checks = Mapped::new(checks, buckets * size_of::<abi::FlowChecks>()).map_err(mmap_err)?;
     let mut live = 0;
-    for i in 0..info.max_entries() as usize {
+    for i in 0..buckets {
+        let Some(c) = checks.get::<abi::FlowChecks>(i) else {
+            break;
+        };
+        if c.check == [0; abi::FLOW_NEW_WAYS] {
+            continue;
+        }
         let Some(bucket) = mapped.get::<B>(i) else { break };
-        for (check, v) in ways(&bucket) {
+        for (way, _) in c.check.iter().enumerate().filter(|&(_, &c)| c != 0) {
+            let v = value(&bucket, way);
             let timeout = u64::from(timeouts[usize::from(v.state) % abi::FLOW_STATES]) * 1_000_000_000;
-            if check != 0 && (now.wrapping_sub(v.seen_ns) as i64) <= timeout as i64 {
+            if (now.wrapping_sub(v.seen_ns) as i64) <= timeout as i64 {
                 live += 1;
             }
         }
@@ -518,12 +604,8 @@ pub(super) fn flow_stats(m: &FlowMaps) -> Result<FlowStats, DataplaneError> {
     let (_, config) = super::live::active(&Map::Array(clone_data(m.active)?), &Map::Array(clone_data(m.cfg)?))?;
     let now = coarse_ns();
     let timeouts = config.flow_timeout_s;
-    let unassured_v4 = unassured::<abi::FlowBucketV4>(m.new_v4, &timeouts, now, |b| {
-        b.check.iter().zip(&b.way).map(|(&c, w)| (c, w.value)).collect()
-    })?;
-    let unassured_v6 = unassured::<abi::FlowBucketV6>(m.new_v6, &timeouts, now, |b| {
-        b.check.iter().zip(&b.way).map(|(&c, w)| (c, w.value)).collect()
-    })?;
+    let unassured_v4 = unassured::<abi::FlowBucketV4>(m.new_v4, m.chk_v4, &timeouts, now, |b, i| b.way[i].value)?;
+    let unassured_v6 = unassured::<abi::FlowBucketV6>(m.new_v6, m.chk_v6, &timeouts, now, |b, i| b.way[i].value)?;
     let capacity = u64::from(m.v4.info().map_err(map_err("read ag_flows_v4"))?.max_entries());
     let buckets = u64::from(m.new_v4.info().map_err(map_err("read ag_flows_new_v4"))?.max_entries());
     Ok(FlowStats {

@@ -178,21 +178,32 @@ impl Drop for Mapped {
     }
 }
 
+/// A family's unassured table as mapped: its buckets and, apart, their checks.
+pub struct Tables {
+    pub buckets: Mapped,
+    pub checks: Mapped,
+}
+
 macro_rules! place {
     ($(#[$doc:meta])* $name:ident, $key:ty, $bucket:ty, $way:ident, $hash:ident) => {
         $(#[$doc])*
-        pub fn $name(table: &Mapped, buckets: u32, hash_key: u64, key: &$key, value: abi::FlowValue) -> bool {
+        pub fn $name(table: &Tables, buckets: u32, hash_key: u64, key: &$key, value: abi::FlowValue) -> bool {
             let h = $hash(key, hash_key);
             let index = (h as u32 & (buckets - 1)) as usize;
-            let Some(mut b) = table.get::<$bucket>(index) else {
+            let (Some(mut b), Some(mut c)) = (table.buckets.get::<$bucket>(index), table.checks.get::<abi::FlowChecks>(index))
+            else {
                 return false;
             };
             let keys: Vec<&$key> = b.way.iter().map(|w| &w.key).collect();
-            let i = choose(&b.check, &b.stamp, &keys, key, check_of(h));
+            let i = choose(&c.check, &b.stamp, &keys, key, check_of(h));
             b.way[i] = abi::$way { key: *key, value };
             b.stamp[i] = stamp_of(value.seen_ns);
-            b.check[i] = check_of(h);
-            table.set(index, b)
+            // As the programs write a way: its check cleared first and set last.
+            c.check[i] = 0;
+            let cleared = table.checks.set(index, c);
+            let written = table.buckets.set(index, b);
+            c.check[i] = check_of(h);
+            cleared && written && table.checks.set(index, c)
         }
     };
 }

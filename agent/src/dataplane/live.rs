@@ -129,11 +129,13 @@ pub fn read_live(dir: &Path, known_entries: Option<(usize, usize)>) -> Result<Li
             let path = dir.join("maps").join(name);
             MapData::from_pin(&path).map_err(map_err(format!("open {}", path.display())))
         };
-        let (v4, v6, new_v4, new_v6) = (
+        let (v4, v6, new_v4, new_v6, chk_v4, chk_v6) = (
             pin(map::FLOWS_V4)?,
             pin(map::FLOWS_V6)?,
             pin(map::FLOWS_NEW_V4)?,
             pin(map::FLOWS_NEW_V6)?,
+            pin(map::FLOWS_CHK_V4)?,
+            pin(map::FLOWS_CHK_V6)?,
         );
         let (ctl, misc, cfg, active) = (
             pin(map::FLOW_CTL)?,
@@ -146,6 +148,8 @@ pub fn read_live(dir: &Path, known_entries: Option<(usize, usize)>) -> Result<Li
             v6: &v6,
             new_v4: &new_v4,
             new_v6: &new_v6,
+            chk_v4: &chk_v4,
+            chk_v6: &chk_v6,
             ctl: &ctl,
             misc: &misc,
             cfg: &cfg,

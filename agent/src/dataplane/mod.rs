@@ -257,11 +257,18 @@ const CHANGED_IN_VERSION: [(u32, &[&str]); 3] = [(2, &[map::STATS]), (3, &[map::
 /// The flow tables, whose flows a replacement carries over rather than drops.
 const FLOW_TABLES: [&str; 4] = [map::FLOWS_V4, map::FLOWS_V6, map::FLOWS_NEW_V4, map::FLOWS_NEW_V6];
 
+/// Unassured tables and their checks: each pair is kept or replaced as one (checks of
+/// other buckets, or buckets without their checks, would mean nothing).
+const FLOW_TABLE_CHECKS: [(&str, &str); 2] = [
+    (map::FLOWS_NEW_V4, map::FLOWS_CHK_V4),
+    (map::FLOWS_NEW_V6, map::FLOWS_CHK_V6),
+];
+
 /// The capacity this load gives `name`, where it is not the object's own.
 fn capacity_of(name: &str, sizes: &FlowSizes) -> Option<u32> {
     match name {
         map::FLOWS_V4 | map::FLOWS_V6 => Some(sizes.max_flows),
-        map::FLOWS_NEW_V4 | map::FLOWS_NEW_V6 => Some(sizes.new_buckets),
+        map::FLOWS_NEW_V4 | map::FLOWS_NEW_V6 | map::FLOWS_CHK_V4 | map::FLOWS_CHK_V6 => Some(sizes.new_buckets),
         map::FLOW_PEERS => Some(sizes.peer_words),
         _ => None,
     }
@@ -294,9 +301,10 @@ fn random_hash_key() -> u64 {
 /// Compares every pinned map under `maps_dir` with the object's own definition of it
 /// (type, key and value size, capacity (`capacity_of` where this load sets it),
 /// flags) and the ABI version the pins were written by; a pin that does not fit is
-/// removed so that the loader makes the map afresh. The flows of a flow table are read
-/// out first, into `carried` (also when `rehash`: a new hash key places the unassured
-/// ones elsewhere). Returns what was replaced and why, for the log.
+/// removed so that the loader makes the map afresh, and an unassured table and its
+/// checks go together (`FLOW_TABLE_CHECKS`). The flows of a flow table are read out
+/// first, into `carried` (also when `rehash`: a new hash key places the unassured ones
+/// elsewhere), before any pin is removed. Returns what was replaced and why, for the log.
 fn adopt_or_replace(
     maps_dir: &Path,
     object: &[u8],
@@ -306,7 +314,8 @@ fn adopt_or_replace(
 ) -> Result<Vec<String>, DataplaneError> {
     let obj = aya_obj::Object::parse(object).map_err(|e| DataplaneError::Object { detail: e.to_string() })?;
     let pinned_version = pinned_abi_version(maps_dir);
-    let mut replaced = Vec::new();
+    // Every pin this build defines, with why it goes (None: it stays), in name order.
+    let mut verdicts: Vec<(String, PathBuf, Option<String>)> = Vec::new();
     let mut names: Vec<&String> = obj.maps.keys().collect();
     names.sort();
     for name in names {
@@ -354,13 +363,40 @@ fn adopt_or_replace(
                 }
             }
         };
-        if let Some(mut why) = why {
-            if FLOW_TABLES.contains(&name.as_str()) {
-                match carried.take_from(name, &path) {
-                    Ok(n) => why += &format!("; its {n} flows carried over"),
-                    Err(e) => why += &format!("; its flows start over: {e}"),
-                }
+        verdicts.push((name.clone(), path, why));
+    }
+    for (table, checks) in FLOW_TABLE_CHECKS {
+        let verdict = |name: &str| {
+            verdicts
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, _, why)| why.is_some())
+        };
+        let partner_goes = |partner: &str| match verdict(partner) {
+            None => Some(format!("pinned without {partner}")),
+            Some(true) => Some(format!("replaced with {partner}")),
+            Some(false) => None,
+        };
+        let (table_why, checks_why) = (partner_goes(checks), partner_goes(table));
+        for (name, why) in [(table, table_why), (checks, checks_why)] {
+            if let Some(entry) = verdicts.iter_mut().find(|(n, _, w)| n == name && w.is_none()) {
+                entry.2 = why;
             }
+        }
+    }
+    let mut replaced = Vec::new();
+    for (name, path, why) in &mut verdicts {
+        if let Some(why) = why
+            && FLOW_TABLES.contains(&name.as_str())
+        {
+            match carried.take_from(name, path) {
+                Ok(n) => *why += &format!("; its {n} flows carried over"),
+                Err(e) => *why += &format!("; its flows start over: {e}"),
+            }
+        }
+    }
+    for (name, path, why) in verdicts {
+        if let Some(why) = why {
             std::fs::remove_file(&path).map_err(|source| DataplaneError::Bpffs {
                 path: path.clone(),
                 source,
@@ -416,6 +452,7 @@ fn expected_shape(name: &str) -> Option<(MapType, u32, u32)> {
         ),
         map::FLOWS_NEW_V4 => (MapType::Array, u32s, size_of::<abi::FlowBucketV4>() as u32),
         map::FLOWS_NEW_V6 => (MapType::Array, u32s, size_of::<abi::FlowBucketV6>() as u32),
+        map::FLOWS_CHK_V4 | map::FLOWS_CHK_V6 => (MapType::Array, u32s, size_of::<abi::FlowChecks>() as u32),
         map::FLOW_PEERS => (MapType::Array, u32s, 2 * size_of::<u64>() as u32),
         map::FLOW_CTL => (MapType::Array, u32s, size_of::<abi::FlowCtl>() as u32),
         map::V4_HOST_INDEX => (MapType::Array, u32s, size_of::<abi::HostIndexV4>() as u32),
@@ -464,6 +501,8 @@ impl Dataplane {
             .map_max_entries(map::FLOWS_V6, sizes.max_flows)
             .map_max_entries(map::FLOWS_NEW_V4, sizes.new_buckets)
             .map_max_entries(map::FLOWS_NEW_V6, sizes.new_buckets)
+            .map_max_entries(map::FLOWS_CHK_V4, sizes.new_buckets)
+            .map_max_entries(map::FLOWS_CHK_V6, sizes.new_buckets)
             .map_max_entries(map::FLOW_PEERS, sizes.peer_words)
             .load(object)
             .map_err(|source| DataplaneError::Load { source })?;

@@ -2,10 +2,11 @@
 /*
  * flownew.h - the unassured flows (lib/flow.h): an array of buckets of AG_FLOW_NEW_WAYS
  * ways per family, a keyed hash picking the bucket, a new flow taking an empty way or
- * else the oldest. A lookup reads the bucket's header of checks (one cache line) and
- * compares a whole key only where a check matches; a writer clears the way's check
- * first and writes it last, so a way half written, or written by two CPUs at once,
- * matches no key. A flow that earns assurance moves to the assured table.
+ * else the oldest. A lookup reads the bucket's checks (16 bytes, in an array of their
+ * own) and reads the bucket only where a check matches, to compare the whole key, or
+ * when every way is taken, to pick the oldest; a writer clears the way's check first
+ * and writes it last, so a way half written, or written by two CPUs at once, matches
+ * no key. A flow that earns assurance moves to the assured table.
  */
 #ifndef ALLOWGATE_FLOWNEW_H
 #define ALLOWGATE_FLOWNEW_H
@@ -32,6 +33,43 @@ struct {
 	__type(value, struct ag_flow_bucket_v6);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ag_flows_new_v6 SEC(".maps");
+
+/* Each bucket's checks (struct ag_flow_checks): entry i for bucket i of the table above. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AG_FLOW_NEW_BUCKETS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ag_flow_checks);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_flows_chk_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AG_FLOW_NEW_BUCKETS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ag_flow_checks);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ag_flows_chk_v6 SEC(".maps");
+
+/*
+ * The checks of bucket of family's table. Each lookup stays a call of its own map
+ * (barrier_var): merged into one call of either map, it would not be inlined.
+ */
+static __always_inline struct ag_flow_checks *ag_flow_checks_of(__u8 family, __u32 bucket)
+{
+	struct ag_flow_checks *c;
+
+	if (family == 4) {
+		c = bpf_map_lookup_elem(&ag_flows_chk_v4, &bucket);
+		barrier_var(c);
+	} else {
+		c = bpf_map_lookup_elem(&ag_flows_chk_v6, &bucket);
+		barrier_var(c);
+	}
+	return c;
+}
 
 /*
  * A new flow's value from its first packet, which went dir. A TCP segment teaches the
@@ -101,15 +139,15 @@ static __always_inline int ag_flow_new_maybe(const struct ag_pkt *pkt, __u32 dir
 	const __u32 *checks;
 
 	if (pkt->family == 4) {
-		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &bucket);
+		struct ag_flow_checks *c = bpf_map_lookup_elem(&ag_flows_chk_v4, &bucket);
 
-		barrier_var(b);
-		checks = b ? b->check : NULL;
+		barrier_var(c);
+		checks = c ? c->check : NULL;
 	} else {
-		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &bucket);
+		struct ag_flow_checks *c = bpf_map_lookup_elem(&ag_flows_chk_v6, &bucket);
 
-		barrier_var(b);
-		checks = b ? b->check : NULL;
+		barrier_var(c);
+		checks = c ? c->check : NULL;
 	}
 	if (!checks)
 		return 1;
@@ -118,8 +156,8 @@ static __always_inline int ag_flow_new_maybe(const struct ag_pkt *pkt, __u32 dir
 }
 
 /*
- * The value of the way the search found or chose, with (out) its key and its bucket's
- * check and stamp slots.
+ * The value of the way the search found or chose, with (out) its key, its check and
+ * its bucket's stamp slot.
  */
 static __always_inline struct ag_flow_value *ag_flow_way_value(__u8 family, const struct ag_flow_way *w,
 								void **key_out, __u32 **check_out,
@@ -127,16 +165,20 @@ static __always_inline struct ag_flow_value *ag_flow_way_value(__u8 family, cons
 {
 	__u32 bucket = w->bucket;
 	__u32 i = w->way & (AG_FLOW_NEW_WAYS - 1);
+	struct ag_flow_checks *c;
 
 	if (!w->ok)
 		return NULL;
+	c = ag_flow_checks_of(family, bucket);
+	if (!c)
+		return NULL;
+	*check_out = &c->check[i];
 	if (family == 4) {
 		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &bucket);
 
 		if (!b)
 			return NULL;
 		*key_out = &b->way[i].key;
-		*check_out = &b->check[i];
 		*stamp_out = &b->stamp[i];
 		return &b->way[i].value;
 	} else {
@@ -145,44 +187,60 @@ static __always_inline struct ag_flow_value *ag_flow_way_value(__u8 family, cons
 		if (!b)
 			return NULL;
 		*key_out = &b->way[i].key;
-		*check_out = &b->check[i];
 		*stamp_out = &b->stamp[i];
 		return &b->way[i].value;
 	}
 }
 
-/*
- * The way of bucket b (of either family) that holds the flow of check want and key k
- * (compared by eq), or AG_FLOW_NEW_WAYS: the checks first, a whole key compare only
- * where a check matches (a torn way matches nothing).
- */
-#define AG_FLOW_NEW_MATCH(b, want, eq, k)                                           \
-	({                                                                          \
-		__u32 _i, _way = AG_FLOW_NEW_WAYS;                                  \
-		for (_i = 0; _i < AG_FLOW_NEW_WAYS; _i++) {                         \
-			if ((b)->check[_i] == (want) && eq(&(b)->way[_i].key, (k))) { \
-				_way = _i;                                          \
-				break;                                              \
-			}                                                           \
-		}                                                                   \
-		_way;                                                               \
-	})
+/* Does way i of bucket hold key (the way's check matched: the bucket is read only now)? */
+static __always_inline int ag_flow_new_holds(__u8 family, __u32 bucket, __u32 i, const union ag_flow_key *key)
+{
+	i &= AG_FLOW_NEW_WAYS - 1;
+	if (family == 4) {
+		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &bucket);
+
+		return b && ag_flow_key_eq_v4(&b->way[i].key, &key->v4);
+	} else {
+		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &bucket);
+
+		return b && ag_flow_key_eq_v6(&b->way[i].key, &key->v6);
+	}
+}
+
+/* The stamps of bucket of family's table (a call of its own map each, as above). */
+static __always_inline const __u32 *ag_flow_stamps_of(__u8 family, __u32 bucket)
+{
+	if (family == 4) {
+		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &bucket);
+
+		barrier_var(b);
+		return b ? b->stamp : NULL;
+	} else {
+		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &bucket);
+
+		barrier_var(b);
+		return b ? b->stamp : NULL;
+	}
+}
 
 /*
- * The way of t's flow (keyed key) in its bucket (AG_FLOW_NEW_MATCH). With now != 0 and
- * no such flow, it also picks the way a new one takes: an empty one, else the oldest,
- * and says whether that one still lives under slot's timeouts. With now == 0 it only
- * looks (a packet that opens nothing). A global function: checked once.
+ * The way of t's flow (keyed key) in its bucket: the checks first, the bucket read for
+ * a whole key compare only where a check matches (a torn way matches nothing). With
+ * now != 0 and no such flow, it also picks the way a new one takes: an empty one (the
+ * checks say), else the oldest (the bucket's stamps say), and says whether that one
+ * still lives under slot's timeouts. With now == 0 it only looks (a packet that opens
+ * nothing). A global function: checked once.
  */
 __attribute__((noinline)) int ag_flow_new_find(const struct ag_flow_tuple *t, const union ag_flow_key *key,
 					       __u32 slot, __u64 now, struct ag_flow_way *out)
 {
 	const struct ag_gen_config *cfg;
 	const struct ag_flow_value *victim;
-	const __u32 *check, *stamps;
+	const struct ag_flow_checks *c;
+	const __u32 *stamps;
 	void *wkey = NULL;
 	__u32 *wcheck = NULL, *wstamp = NULL;
-	__u32 i, way, age, oldest = 0, stamp;
+	__u32 i, age, oldest = 0, stamp;
 	__u64 h;
 
 	if (!t || !key || !out)
@@ -191,37 +249,32 @@ __attribute__((noinline)) int ag_flow_new_find(const struct ag_flow_tuple *t, co
 	h = ag_flow_hash(t->family, t);
 	out->bucket = (__u32)h & flow_new_mask;
 	out->check = ag_flow_check_of(h);
-	if (t->family == 4) {
-		struct ag_flow_bucket_v4 *b = bpf_map_lookup_elem(&ag_flows_new_v4, &out->bucket);
-
-		if (!b)
-			return 0;
-		way = AG_FLOW_NEW_MATCH(b, out->check, ag_flow_key_eq_v4, &key->v4);
-		check = b->check;
-		stamps = b->stamp;
-	} else {
-		struct ag_flow_bucket_v6 *b = bpf_map_lookup_elem(&ag_flows_new_v6, &out->bucket);
-
-		if (!b)
-			return 0;
-		way = AG_FLOW_NEW_MATCH(b, out->check, ag_flow_key_eq_v6, &key->v6);
-		check = b->check;
-		stamps = b->stamp;
-	}
+	c = ag_flow_checks_of(t->family, out->bucket);
+	if (!c)
+		return 0;
 	out->ok = 1;
-	if (way < AG_FLOW_NEW_WAYS) {
-		out->way = way;
-		out->found = 1;
-		return 1;
+	for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
+		if (c->check[i] == out->check && ag_flow_new_holds(t->family, out->bucket, i, key)) {
+			out->way = i;
+			out->found = 1;
+			return 1;
+		}
 	}
 	if (!now)
 		return 1;
-	stamp = ag_flow_stamp(now);
 	for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
-		if (check[i] == 0) {
+		if (c->check[i] == 0) {
 			out->way = i;
 			return 1;
 		}
+	}
+	stamps = ag_flow_stamps_of(t->family, out->bucket);
+	if (!stamps) {
+		out->ok = 0;
+		return 0;
+	}
+	stamp = ag_flow_stamp(now);
+	for (i = 0; i < AG_FLOW_NEW_WAYS; i++) {
 		age = stamp - stamps[i];
 		if (age >= oldest) {
 			oldest = age;
