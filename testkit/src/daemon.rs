@@ -20,7 +20,9 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `bin daemon --config config` in `ns`, logging into `log_dir`, and waits
-    /// until it enforces (its socket is bound by then).
+    /// until it is ready (what it tells systemd): enforcing, its control socket and its
+    /// metrics endpoint answering. ("enforcing" alone comes before the metrics
+    /// endpoint is bound: a scrape right after it was refused on a busy machine.)
     pub fn start(ns: &Netns, bin: &Path, config: &Path, log_dir: &Path) -> Daemon {
         Daemon::start_env(ns, bin, config, log_dir, &[])
     }
@@ -31,7 +33,7 @@ impl Daemon {
         let mut d = Daemon::spawn_env(ns, bin, config, log_dir, env);
         // Long enough for an emulated machine; a start that works here takes < 1 s.
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !d.log().contains("enforcing") {
+        while !d.log().contains("daemon ready") {
             if let Ok(Some(status)) = d.child.try_wait() {
                 panic!("the daemon exited with {status}:\n{}", d.log());
             }

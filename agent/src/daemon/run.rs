@@ -172,6 +172,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("cannot watch the event ring buffer: {e}"))?;
         sd_notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("enforcing")]);
+        // What systemd hears as READY=1, for whoever reads the log instead: the control
+        // socket and the metrics endpoint answer from here on.
+        info!(socket = %daemon.config.socket.display(), "daemon ready");
         loop {
             let rollback_at = daemon.pending.as_ref().map(|p| tokio::time::Instant::now() + p.remaining());
             tokio::select! {
