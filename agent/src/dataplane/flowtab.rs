@@ -219,7 +219,7 @@ place!(
     place_v6, abi::FlowV6Key, abi::FlowBucketV6, FlowNewV6, hash_v6
 );
 
-/// `ag_flow_stamp`: a bucket header's time of a flow.
+/// `ag_flow_stamp`: a bucket's time of a flow.
 pub fn stamp_of(seen_ns: u64) -> u32 {
     (seen_ns >> 20) as u32
 }

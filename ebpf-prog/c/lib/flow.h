@@ -422,7 +422,7 @@ __attribute__((noinline)) int ag_flow(const struct ag_pkt *pkt, __u32 dir, __u32
  * ag_flow() for a packet that only a return path allows (op AG_FLOW_OP_RETURN), without
  * the call when the caller knows there is no assured flow (AG_FLOW_F_NO_ASSURED) and the
  * unassured bucket holds no way of its check: no flow, as ag_flow() would find. A flood
- * of answers spoofed from a catalog peer pays an inlined hash and one bucket header.
+ * of answers spoofed from a catalog peer pays an inlined hash and one bucket's checks.
  */
 static __always_inline int ag_flow_answer(const struct ag_pkt *pkt, __u32 dir, __u32 op, __u32 slot)
 {

@@ -119,7 +119,7 @@ struct {
 	__type(value, struct ag_flow_scratch);
 } ag_flow_scratch SEC(".maps");
 
-/* The stamp of a time: what a bucket's header keeps to find its oldest way. */
+/* The stamp of a time: what a bucket keeps of each way to find its oldest. */
 static __always_inline __u32 ag_flow_stamp(__u64 now)
 {
 	return (__u32)(now >> 20);
