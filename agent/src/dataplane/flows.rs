@@ -193,6 +193,8 @@ pub(super) struct FlowBucketV6Abi4 {
 // SAFETY: plain #[repr(C)] integers, no implicit padding (the C layout of ABI 4).
 unsafe impl aya::Pod for FlowBucketV4Abi4 {}
 unsafe impl aya::Pod for FlowBucketV6Abi4 {}
+// The value sizes that tell ABI 4's tables apart from this build's.
+const _: () = assert!(size_of::<FlowBucketV4Abi4>() == 32 + 4 * 80 && size_of::<FlowBucketV6Abi4>() == 32 + 4 * 104);
 
 /// The pin of the checks of the unassured table pinned at `path` (named `name`).
 fn checks_pin(name: &str, path: &std::path::Path) -> Option<std::path::PathBuf> {

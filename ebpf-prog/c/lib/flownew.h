@@ -136,23 +136,12 @@ static __always_inline int ag_flow_new_maybe(const struct ag_pkt *pkt, __u32 dir
 	__u64 h = ag_flow_hash_of_pkt(pkt, dir);
 	__u32 bucket = (__u32)h & flow_new_mask;
 	__u32 check = ag_flow_check_of(h);
-	const __u32 *checks;
+	const struct ag_flow_checks *c = ag_flow_checks_of(pkt->family, bucket);
 
-	if (pkt->family == 4) {
-		struct ag_flow_checks *c = bpf_map_lookup_elem(&ag_flows_chk_v4, &bucket);
-
-		barrier_var(c);
-		checks = c ? c->check : NULL;
-	} else {
-		struct ag_flow_checks *c = bpf_map_lookup_elem(&ag_flows_chk_v6, &bucket);
-
-		barrier_var(c);
-		checks = c ? c->check : NULL;
-	}
-	if (!checks)
+	if (!c)
 		return 1;
 	_Static_assert(AG_FLOW_NEW_WAYS == 4, "the checks compared below");
-	return checks[0] == check || checks[1] == check || checks[2] == check || checks[3] == check;
+	return c->check[0] == check || c->check[1] == check || c->check[2] == check || c->check[3] == check;
 }
 
 /*
