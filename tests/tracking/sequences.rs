@@ -416,8 +416,12 @@ struct Seen {
 #[test]
 fn kernel_and_model_agree_on_random_sequences() {
     common::require_root();
+    // 60 cases: the floors below hold with room whatever the seed. At 40, out-of-window
+    // drops ran 76-181 in eleven runs and fragments passed 14-35, so a floor of 100 (and
+    // one of 10) could fail by chance; one CI run did, the kernel and the model agreeing on
+    // every step.
     let mut runner = TestRunner::new(RunnerConfig {
-        cases: 40,
+        cases: 60,
         failure_persistence: None,
         ..RunnerConfig::default()
     });
