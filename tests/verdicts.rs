@@ -720,6 +720,62 @@ fn counters_pinned_by_an_older_abi_are_replaced_not_misread() {
     );
 }
 
+/// The host's UDP flow of the two tests below: a stateful policy that lets this host
+/// send udp/9000 to 203.0.113.128/25, its datagram from port 40000 to 203.0.113.130
+/// (`out`) and the answer (`answer`). Test runs only.
+struct UdpFlow {
+    tables: allowgate::policy::Tables,
+    out: Vec<u8>,
+    answer: Vec<u8>,
+}
+
+impl UdpFlow {
+    fn new() -> UdpFlow {
+        let mut config = Config::default();
+        config.state.mode = StateMode::Stateful;
+        config.allow = vec![allow(
+            "203.0.113.128/25",
+            Direction::Egress,
+            Proto::Udp,
+            &[PortRange::single(9000)],
+        )];
+        let selection = Selection {
+            regions: vec!["eu1".into()],
+            features: vec![Feature::Portal],
+        };
+        let policy = Policy::build(&Catalog::builtin(), &selection, &config, &[]);
+        let (me, remote): (IpAddr, IpAddr) = (ME4.parse().unwrap(), "203.0.113.130".parse().unwrap());
+        let udp = |hook, sport, dport| frame(&between(hook, me, remote, L4::Udp { sport, dport }), &Shape::Plain);
+        UdpFlow {
+            tables: allowgate::policy::compile_policy(&policy).unwrap(),
+            out: udp(Hook::Egress, 40000, 9000),
+            answer: udp(Hook::Ingress, 9000, 40000),
+        }
+    }
+
+    /// Loads this build over `pins` and installs the policy.
+    fn load(&self, pins: &common::PinDir) -> allowgate::dataplane::Dataplane {
+        use allowgate::dataplane::{Dataplane, LoadOptions};
+        let mut dp = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load over the pins");
+        dp.install(&self.tables).unwrap();
+        dp
+    }
+
+    /// `load`, then the answer: what the load replaced, whether the answer passed, and
+    /// how many packets dropped `no-flow`.
+    fn answer_after_load(&self, pins: &common::PinDir) -> (String, bool, u64) {
+        use allowgate_ebpf::{self as abi, Reason as R};
+        let mut dp = self.load(pins);
+        let passed = dp.test_run(Hook::Ingress, &self.answer, 1).unwrap().return_value == 2;
+        let no_flow = dp
+            .counters()
+            .unwrap()
+            .get(abi::DIR_INGRESS, abi::VERDICT_DROP, R::NoFlow)
+            .packets;
+        (dp.replaced().join("; "), passed, no_flow)
+    }
+}
+
 /// Unassured flows pinned by ABI 4, whose buckets held their own checks, are carried
 /// into this build's tables, where the checks have a table of their own: the answer
 /// to a datagram the host sent before the upgrade still passes. Control: the same pin
@@ -727,40 +783,11 @@ fn counters_pinned_by_an_older_abi_are_replaced_not_misread() {
 /// so the pass is the carried flow's.
 #[test]
 fn unassured_flows_pinned_with_their_checks_inline_are_carried_over() {
-    use allowgate::dataplane::{Dataplane, LoadOptions};
-    use allowgate_ebpf::{self as abi, Reason as R};
+    use allowgate_ebpf as abi;
 
-    let me: IpAddr = ME4.parse().unwrap();
-    let remote: IpAddr = "203.0.113.130".parse().unwrap();
-    let mut config = Config::default();
-    config.state.mode = StateMode::Stateful;
-    config.allow = vec![allow(
-        "203.0.113.128/25",
-        Direction::Egress,
-        Proto::Udp,
-        &[PortRange::single(9000)],
-    )];
-    let selection = Selection {
-        regions: vec!["eu1".into()],
-        features: vec![Feature::Portal],
-    };
-    let tables =
-        allowgate::policy::compile_policy(&Policy::build(&Catalog::builtin(), &selection, &config, &[])).unwrap();
-    let answer = frame(
-        &between(
-            Hook::Ingress,
-            me,
-            remote,
-            L4::Udp {
-                sport: 9000,
-                dport: 40000,
-            },
-        ),
-        &Shape::Plain,
-    );
-
+    let flow = UdpFlow::new();
     // An ABI 4 bucket (checks, stamps, then four ways of a 16-byte key and a 64-byte
-    // value), its way 0 holding the host's datagram to remote:9000, sent just now.
+    // value), its way 0 holding the host's datagram to 203.0.113.130:9000, sent just now.
     let old_bucket = |check: u32| {
         let seen = allowgate::dataplane::flows::coarse_ns();
         let mut b = vec![0u8; 32 + 4 * 80];
@@ -782,7 +809,7 @@ fn unassured_flows_pinned_with_their_checks_inline_are_carried_over() {
         let pins = common::PinDir::new();
         let maps = pins.0.join("maps");
         std::fs::create_dir_all(&maps).unwrap();
-        let path = maps.join("ag_flows_new_v4");
+        let path = maps.join("ag_flows_new_v4").display().to_string();
         let bpftool = |args: Vec<String>| {
             let out = std::process::Command::new("bpftool")
                 .args(&args)
@@ -796,34 +823,24 @@ fn unassured_flows_pinned_with_their_checks_inline_are_carried_over() {
         };
         let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
         bpftool(
-            [words("map create"), vec![path.display().to_string()]]
-                .concat()
-                .into_iter()
-                .chain(words(
-                    "type array key 4 value 352 entries 8192 name ag_flows_new_v4 flags 1024",
-                ))
-                .collect(),
+            [
+                words("map create"),
+                vec![path.clone()],
+                words("type array key 4 value 352 entries 8192 name ag_flows_new_v4 flags 1024"),
+            ]
+            .concat(),
         );
         let value: Vec<String> = old_bucket(check).iter().map(|b| format!("{b:02x}")).collect();
         bpftool(
             [
                 words("map update pinned"),
-                vec![path.display().to_string()],
+                vec![path],
                 words("key hex 00 00 00 00 value hex"),
                 value,
             ]
             .concat(),
         );
-        let mut dp = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load over the ABI 4 table");
-        let replaced = dp.replaced().join("; ");
-        dp.install(&tables).unwrap();
-        let passed = dp.test_run(Hook::Ingress, &answer, 1).unwrap().return_value == 2;
-        let no_flow = dp
-            .counters()
-            .unwrap()
-            .get(abi::DIR_INGRESS, abi::VERDICT_DROP, R::NoFlow)
-            .packets;
-        (replaced, passed, no_flow)
+        flow.answer_after_load(&pins)
     };
 
     let (replaced, passed, no_flow) = run(0x1234_5679);
@@ -852,87 +869,32 @@ fn unassured_flows_pinned_with_their_checks_inline_are_carried_over() {
 /// table go too, never read against another table's buckets.
 #[test]
 fn an_unassured_table_and_its_checks_are_replaced_together() {
-    use allowgate::dataplane::{Dataplane, LoadOptions};
-    use allowgate_ebpf::{self as abi, Reason as R, map};
+    use allowgate_ebpf::map;
 
-    let me: IpAddr = ME4.parse().unwrap();
-    let remote: IpAddr = "203.0.113.130".parse().unwrap();
-    let mut config = Config::default();
-    config.state.mode = StateMode::Stateful;
-    config.allow = vec![allow(
-        "203.0.113.128/25",
-        Direction::Egress,
-        Proto::Udp,
-        &[PortRange::single(9000)],
-    )];
-    let selection = Selection {
-        regions: vec!["eu1".into()],
-        features: vec![Feature::Portal],
-    };
-    let tables =
-        allowgate::policy::compile_policy(&Policy::build(&Catalog::builtin(), &selection, &config, &[])).unwrap();
-    let out = frame(
-        &between(
-            Hook::Egress,
-            me,
-            remote,
-            L4::Udp {
-                sport: 40000,
-                dport: 9000,
-            },
-        ),
-        &Shape::Plain,
-    );
-    let answer = frame(
-        &between(
-            Hook::Ingress,
-            me,
-            remote,
-            L4::Udp {
-                sport: 9000,
-                dport: 40000,
-            },
-        ),
-        &Shape::Plain,
-    );
-    // Loads over `pins` after `remove` took some pins away; what was replaced, and
-    // whether the answer passed (else how many dropped no-flow).
-    let reload = |pins: &common::PinDir, remove: &[&str]| {
+    let flow = UdpFlow::new();
+    // Pins holding the host's datagram's flow, with `remove` then taken away.
+    let with_flow_without = |remove: &[&str]| {
+        let pins = common::PinDir::new();
+        // TC_ACT_SHOT (2) would be a drop.
+        let ret = flow
+            .load(&pins)
+            .test_run(Hook::Egress, &flow.out, 1)
+            .unwrap()
+            .return_value;
+        assert_ne!(ret, 2, "the host's datagram");
         for name in remove {
             std::fs::remove_file(pins.0.join("maps").join(name)).expect("remove a pin");
         }
-        let mut dp = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load over the pins");
-        dp.install(&tables).unwrap();
-        let passed = dp.test_run(Hook::Ingress, &answer, 1).unwrap().return_value == 2;
-        let no_flow = dp
-            .counters()
-            .unwrap()
-            .get(abi::DIR_INGRESS, abi::VERDICT_DROP, R::NoFlow)
-            .packets;
-        (dp.replaced().join("; "), passed, no_flow)
-    };
-    let with_flow = || {
-        let pins = common::PinDir::new();
-        let mut dp = Dataplane::load(&pins.0, &LoadOptions::default()).expect("load");
-        dp.install(&tables).unwrap();
-        // TC_ACT_SHOT (2) would be a drop.
-        assert_ne!(
-            dp.test_run(Hook::Egress, &out, 1).unwrap().return_value,
-            2,
-            "the host's datagram"
-        );
-        pins
+        flow.answer_after_load(&pins)
     };
 
-    let pins = with_flow();
-    let (replaced, passed, _) = reload(&pins, &[]);
+    let (replaced, passed, _) = with_flow_without(&[]);
     assert!(
         replaced.is_empty() && passed,
         "control: the flow kept over a reload: {replaced}"
     );
 
-    let pins = with_flow();
-    let (replaced, passed, no_flow) = reload(&pins, &[map::FLOWS_CHK_V4]);
+    let (replaced, passed, no_flow) = with_flow_without(&[map::FLOWS_CHK_V4]);
     assert!(
         replaced
             .contains("ag_flows_new_v4: pinned without ag_flows_chk_v4; its flows start over: cannot open its checks"),
@@ -943,12 +905,8 @@ fn an_unassured_table_and_its_checks_are_replaced_together() {
         "a table without its checks kept its flow: {replaced}"
     );
 
-    let pins = with_flow();
-    let (replaced, passed, _) = reload(&pins, &[map::FLOWS_NEW_V4]);
-    assert_eq!(
-        replaced, "ag_flows_chk_v4: pinned without ag_flows_new_v4",
-        "{replaced}"
-    );
+    let (replaced, passed, _) = with_flow_without(&[map::FLOWS_NEW_V4]);
+    assert_eq!(replaced, "ag_flows_chk_v4: pinned without ag_flows_new_v4");
     assert!(!passed);
 }
 
